@@ -1,0 +1,483 @@
+//! FFmpeg as subprocesses: raw yuv420p frames in, H.264 segments out; audio decode and
+//! AAC encode through pipes; stream-copy concatenation; ffprobe; hardware encoder probes.
+//!
+//! A subprocess isolates crashes and lets parallel segments each own an encoder; frames are
+//! produced in the encoder's native pixel format so FFmpeg never converts them.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+use crate::frame::Yuv420;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FfmpegError {
+    #[error("ffmpeg not found ({0}); install it (scripts/setup.sh) or set REELSMITH_FFMPEG")]
+    Missing(String),
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed { what: String, status: String, stderr: String },
+    #[error("ffmpeg i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected ffprobe output: {0}")]
+    Probe(String),
+}
+
+pub fn ffmpeg_bin() -> String {
+    std::env::var("REELSMITH_FFMPEG").unwrap_or_else(|_| "ffmpeg".into())
+}
+pub fn ffprobe_bin() -> String {
+    std::env::var("REELSMITH_FFPROBE").unwrap_or_else(|_| "ffprobe".into())
+}
+
+fn command(bin: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("-hide_banner").arg("-nostdin").args(["-loglevel", "error"]);
+    c
+}
+
+fn spawn(mut cmd: Command, what: &str) -> Result<Child, FfmpegError> {
+    cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            FfmpegError::Missing(format!("{what}: {e}"))
+        } else {
+            FfmpegError::Io(e)
+        }
+    })
+}
+
+/// Reads a child's stderr on its own thread so a chatty process can never block on a full pipe.
+fn drain(child: &mut Child) -> Option<JoinHandle<String>> {
+    child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            // Keep the tail: that is where FFmpeg says what went wrong.
+            if buf.len() > 4000 {
+                let cut = buf.len() - 4000;
+                let cut = (cut..buf.len()).find(|&i| buf.is_char_boundary(i)).unwrap_or(buf.len());
+                buf.drain(..cut);
+            }
+            buf
+        })
+    })
+}
+
+fn check(what: &str, status: ExitStatus, stderr: Option<JoinHandle<String>>) -> Result<(), FfmpegError> {
+    let text = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(FfmpegError::Failed { what: what.into(), status: status.to_string(), stderr: text.trim().to_string() })
+    }
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, FfmpegError> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound { FfmpegError::Missing(format!("{what}: {e}")) } else { e.into() }
+    })?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(FfmpegError::Failed {
+            what: what.into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().chars().take(4000).collect(),
+        })
+    }
+}
+
+/// The H.264 encoders Reelsmith knows how to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum H264Encoder {
+    Libx264,
+    Nvenc,
+    Qsv,
+    Vaapi,
+    VideoToolbox,
+}
+
+impl H264Encoder {
+    pub const HARDWARE: [H264Encoder; 4] = [Self::Nvenc, Self::Qsv, Self::Vaapi, Self::VideoToolbox];
+
+    pub fn ffmpeg_name(self) -> &'static str {
+        match self {
+            Self::Libx264 => "libx264",
+            Self::Nvenc => "h264_nvenc",
+            Self::Qsv => "h264_qsv",
+            Self::Vaapi => "h264_vaapi",
+            Self::VideoToolbox => "h264_videotoolbox",
+        }
+    }
+
+    /// Encoder arguments for a quality level given as x264's preset and CRF.
+    fn args(self, preset: &str, crf: u8, threads: Option<u32>) -> Vec<String> {
+        let mut a: Vec<String> = vec!["-c:v".into(), self.ffmpeg_name().into()];
+        let q = crf.to_string();
+        match self {
+            Self::Libx264 => {
+                a.extend(["-preset".into(), preset.into(), "-crf".into(), q]);
+                if let Some(t) = threads {
+                    a.extend(["-threads".into(), t.to_string()]);
+                }
+            }
+            Self::Nvenc => a.extend(["-preset".into(), "p4".into(), "-rc".into(), "vbr".into(), "-cq".into(), q, "-b:v".into(), "0".into()]),
+            Self::Qsv => a.extend(["-global_quality".into(), q]),
+            Self::Vaapi => a.extend(["-qp".into(), q]),
+            Self::VideoToolbox => a.extend(["-q:v".into(), (100u32.saturating_sub(crf as u32 * 2)).to_string()]),
+        }
+        a
+    }
+
+    /// Arguments placed before the input (device setup) and as a filter (upload).
+    fn device_args(self) -> (Vec<String>, Option<&'static str>) {
+        match self {
+            Self::Vaapi => (vec!["-vaapi_device".into(), "/dev/dri/renderD128".into()], Some("format=nv12,hwupload")),
+            _ => (vec![], None),
+        }
+    }
+}
+
+/// What to encode and how.
+#[derive(Clone, Debug)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub encoder: H264Encoder,
+    pub preset: String,
+    pub crf: u8,
+    /// Encoder threads; `None` lets the encoder decide.
+    pub threads: Option<u32>,
+}
+
+/// A running encoder: write frames, then [`VideoEncoder::finish`].
+pub struct VideoEncoder {
+    child: Child,
+    stdin: Option<BufWriter<ChildStdin>>,
+    stderr: Option<JoinHandle<String>>,
+    frames: u64,
+    out: PathBuf,
+}
+
+impl VideoEncoder {
+    /// Starts FFmpeg writing an MP4 with one H.264 stream to `out`.
+    pub fn start(s: &VideoSettings, out: &Path) -> Result<Self, FfmpegError> {
+        let mut cmd = command(&ffmpeg_bin());
+        let (pre, filter) = s.encoder.device_args();
+        cmd.args(pre)
+            .args(["-f", "rawvideo", "-pix_fmt", "yuv420p"])
+            .args(["-s", &format!("{}x{}", s.width, s.height)])
+            .args(["-framerate", &s.fps.to_string(), "-i", "pipe:0"]);
+        if let Some(f) = filter {
+            cmd.args(["-vf", f]);
+        }
+        cmd.args(s.encoder.args(&s.preset, s.crf, s.threads))
+            .args(["-pix_fmt", "yuv420p"])
+            .args(["-color_range", "tv", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"])
+            // One time base for every segment so stream-copy concatenation stays frame exact.
+            .args(["-video_track_timescale", &(s.fps * 1000).to_string()])
+            .args(["-an", "-f", "mp4", "-y"])
+            .arg(out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = spawn(cmd, "video encoder")?;
+        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 20, s));
+        let stderr = drain(&mut child);
+        Ok(Self { child, stdin, stderr, frames: 0, out: out.to_path_buf() })
+    }
+
+    pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
+        let stdin = self.stdin.as_mut().expect("encoder stdin open until finish");
+        if let Err(e) = f.write_to(stdin) {
+            // A broken pipe means FFmpeg died: report its own words, not EPIPE.
+            self.stdin = None;
+            let status = self.child.wait()?;
+            check("video encoder", status, self.stderr.take())?;
+            return Err(e.into());
+        }
+        self.frames += 1;
+        Ok(())
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes the input and waits for the file to be complete.
+    pub fn finish(mut self) -> Result<PathBuf, FfmpegError> {
+        let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
+        let status = self.child.wait()?;
+        // FFmpeg's own failure explains a broken pipe better than the pipe error does.
+        check("video encoder", status, self.stderr.take())?;
+        flushed?;
+        Ok(self.out.clone())
+    }
+}
+
+impl Drop for VideoEncoder {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            // Abandoned mid-way (error or cancel): don't leave an encoder running.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Encodes a few synthetic frames with `enc` to see whether it really works on this machine.
+pub fn probe_encoder(enc: H264Encoder) -> bool {
+    let mut cmd = command(&ffmpeg_bin());
+    let (pre, filter) = enc.device_args();
+    cmd.args(pre).args(["-f", "lavfi", "-i", "testsrc2=size=256x144:rate=30:duration=0.2"]);
+    if let Some(f) = filter {
+        cmd.args(["-vf", f]);
+    }
+    cmd.args(enc.args("veryfast", 23, None)).args(["-f", "null", "-"]);
+    run(cmd, enc.ffmpeg_name()).is_ok()
+}
+
+/// FFmpeg's version line, e.g. `ffmpeg version 5.1.6-0+deb12u1`.
+pub fn version() -> Result<String, FfmpegError> {
+    let mut c = Command::new(ffmpeg_bin());
+    c.arg("-version");
+    let out = run(c, "ffmpeg -version")?;
+    Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string())
+}
+
+/// Joins MP4 segments by stream copy (no re-encode) and muxes in an audio file.
+pub fn concat(segments: &[PathBuf], audio: Option<&Path>, out: &Path, work_dir: &Path) -> Result<(), FfmpegError> {
+    let list = work_dir.join("concat.txt");
+    let mut text = String::from("ffconcat version 1.0\n");
+    for s in segments {
+        // The concat format quotes with single quotes; escape any in the path.
+        text.push_str(&format!("file '{}'\n", s.display().to_string().replace('\'', "'\\''")));
+    }
+    std::fs::write(&list, text)?;
+    let mut cmd = command(&ffmpeg_bin());
+    cmd.args(["-f", "concat", "-safe", "0", "-i"]).arg(&list);
+    if let Some(a) = audio {
+        cmd.arg("-i").arg(a).args(["-map", "0:v:0", "-map", "1:a:0"]);
+    }
+    cmd.args(["-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y"]).arg(out);
+    run(cmd, "concatenation").map(|_| ())
+}
+
+/// Decodes any audio FFmpeg reads to interleaved f32 at `rate` Hz with `channels`, through an
+/// optional audio filter chain (tempo, pitch). Stops after `max_seconds`.
+pub fn decode_audio(path: &Path, rate: u32, channels: u16, filter: Option<&str>, max_seconds: f64) -> Result<Vec<f32>, FfmpegError> {
+    let mut cmd = command(&ffmpeg_bin());
+    cmd.arg("-i").arg(path).args(["-vn", "-sn"]);
+    if let Some(f) = filter {
+        cmd.args(["-af", f]);
+    }
+    cmd.args(["-t", &format!("{max_seconds:.3}")])
+        .args(["-f", "f32le", "-acodec", "pcm_f32le", "-ac", &channels.to_string(), "-ar", &rate.to_string(), "pipe:1"]);
+    let bytes = run(cmd, &format!("decoding {}", path.display()))?;
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// Encodes interleaved f32 samples to AAC in an M4A file.
+pub fn encode_aac(samples: &[f32], rate: u32, channels: u16, kbps: u32, out: &Path) -> Result<(), FfmpegError> {
+    let mut cmd = command(&ffmpeg_bin());
+    cmd.args(["-f", "f32le", "-ar", &rate.to_string(), "-ac", &channels.to_string(), "-i", "pipe:0"])
+        .args(["-c:a", "aac", "-b:a", &format!("{kbps}k"), "-f", "mp4", "-y"])
+        .arg(out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn(cmd, "audio encoder")?;
+    let stderr = drain(&mut child);
+    {
+        let mut stdin = BufWriter::with_capacity(1 << 16, child.stdin.take().expect("piped stdin"));
+        let mut bytes = Vec::with_capacity(1 << 16);
+        for chunk in samples.chunks(1 << 14) {
+            bytes.clear();
+            for s in chunk {
+                bytes.extend_from_slice(&s.to_le_bytes());
+            }
+            if stdin.write_all(&bytes).is_err() {
+                break; // FFmpeg died; its status and stderr tell why.
+            }
+        }
+        let _ = stdin.flush();
+    }
+    let status = child.wait()?;
+    check("audio encoder", status, stderr)
+}
+
+/// What ffprobe says about a media file.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ProbeInfo {
+    pub duration: f64,
+    pub streams: Vec<StreamInfo>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StreamInfo {
+    pub codec_type: String,
+    pub codec_name: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub frames: u64,
+    pub duration: f64,
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+impl ProbeInfo {
+    pub fn video(&self) -> Option<&StreamInfo> {
+        self.streams.iter().find(|s| s.codec_type == "video")
+    }
+    pub fn audio(&self) -> Option<&StreamInfo> {
+        self.streams.iter().find(|s| s.codec_type == "audio")
+    }
+}
+
+pub fn probe(path: &Path) -> Result<ProbeInfo, FfmpegError> {
+    let mut c = Command::new(ffprobe_bin());
+    c.args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]).arg(path);
+    let out = run(c, &format!("ffprobe {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| FfmpegError::Probe(e.to_string()))?;
+    let num = |v: &serde_json::Value| -> f64 {
+        v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64()).unwrap_or(0.0)
+    };
+    let rate = |s: &str| -> f64 {
+        match s.split_once('/') {
+            Some((n, d)) => n.parse::<f64>().unwrap_or(0.0) / d.parse::<f64>().unwrap_or(1.0).max(1e-9),
+            None => s.parse().unwrap_or(0.0),
+        }
+    };
+    let streams = v["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| StreamInfo {
+                    codec_type: s["codec_type"].as_str().unwrap_or_default().into(),
+                    codec_name: s["codec_name"].as_str().unwrap_or_default().into(),
+                    width: s["width"].as_u64().unwrap_or(0) as u32,
+                    height: s["height"].as_u64().unwrap_or(0) as u32,
+                    fps: rate(s["avg_frame_rate"].as_str().unwrap_or("0")),
+                    frames: num(&s["nb_frames"]) as u64,
+                    duration: num(&s["duration"]),
+                    sample_rate: num(&s["sample_rate"]) as u32,
+                    channels: s["channels"].as_u64().unwrap_or(0) as u32,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ProbeInfo { duration: num(&v["format"]["duration"]), streams })
+}
+
+/// Decodes one video frame at `t` seconds to straight RGB24 (for tests and thumbnails).
+pub fn frame_rgb_at(path: &Path, t: f64) -> Result<(u32, u32, Vec<u8>), FfmpegError> {
+    let info = probe(path)?;
+    let v = info.video().ok_or_else(|| FfmpegError::Probe("no video stream".into()))?;
+    let (w, h) = (v.width, v.height);
+    let mut cmd = command(&ffmpeg_bin());
+    // Seeking after -i decodes from the start: slower but exact to the frame.
+    cmd.arg("-i").arg(path).args(["-ss", &format!("{t:.4}"), "-frames:v", "1"])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+    let bytes = run(cmd, "frame extraction")?;
+    if bytes.len() != (w * h * 3) as usize {
+        return Err(FfmpegError::Probe(format!("expected a {w}x{h} frame, got {} bytes", bytes.len())));
+    }
+    Ok((w, h, bytes))
+}
+
+/// Decodes a whole video to raw yuv420p (for the encode-only benchmark reference).
+pub fn decode_to_raw(path: &Path, out: &Path) -> Result<(), FfmpegError> {
+    let mut cmd = command(&ffmpeg_bin());
+    cmd.arg("-i").arg(path).args(["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"]).arg(out);
+    run(cmd, "raw decode").map(|_| ())
+}
+
+/// Runs `ffmpeg` with these arguments (after the common flags), returning stdout.
+pub fn run_ffmpeg(args: &[&str], what: &str) -> Result<Vec<u8>, FfmpegError> {
+    let mut cmd = command(&ffmpeg_bin());
+    cmd.args(args);
+    run(cmd, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(w: u32, h: u32) -> VideoSettings {
+        VideoSettings { width: w, height: h, fps: 25, encoder: H264Encoder::Libx264, preset: "ultrafast".into(), crf: 23, threads: Some(1) }
+    }
+
+    #[test]
+    fn encode_concat_probe_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segs = vec![];
+        for (i, rgb) in [[255u8, 0, 0], [0, 0, 255]].into_iter().enumerate() {
+            let out = dir.path().join(format!("s{i}.mp4"));
+            let mut enc = VideoEncoder::start(&settings(64, 48), &out).unwrap();
+            let f = Yuv420::solid(64, 48, rgb);
+            for _ in 0..(10 + i * 5) {
+                enc.write_frame(&f).unwrap();
+            }
+            segs.push(enc.finish().unwrap());
+        }
+        let samples: Vec<f32> = (0..48000).flat_map(|i| {
+            let s = (i as f32 * 440.0 * std::f32::consts::TAU / 48000.0).sin() * 0.3;
+            [s, s]
+        }).collect();
+        let audio = dir.path().join("a.m4a");
+        encode_aac(&samples, 48000, 2, 128, &audio).unwrap();
+        let decoded = decode_audio(&audio, 48000, 1, None, 10.0).unwrap();
+        assert!((decoded.len() as i64 - 48000).abs() < 2048, "{}", decoded.len());
+
+        let out = dir.path().join("out.mp4");
+        concat(&segs, Some(&audio), &out, dir.path()).unwrap();
+        let info = probe(&out).unwrap();
+        let v = info.video().unwrap();
+        assert_eq!((v.width, v.height, v.frames), (64, 48, 25));
+        assert!((v.fps - 25.0).abs() < 0.01);
+        assert_eq!(info.audio().unwrap().codec_name, "aac");
+        let (_, _, px) = frame_rgb_at(&out, 0.2).unwrap();
+        assert!(px[0] > 200 && px[2] < 60, "first segment red: {:?}", &px[..3]);
+        let (_, _, px) = frame_rgb_at(&out, 0.8).unwrap();
+        assert!(px[2] > 200 && px[0] < 60, "second segment blue: {:?}", &px[..3]);
+    }
+
+    #[test]
+    fn encoder_failure_reports_ffmpeg_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(64, 48);
+        s.preset = "no-such-preset".into();
+        let mut enc = VideoEncoder::start(&s, &dir.path().join("x.mp4")).unwrap();
+        let f = Yuv420::solid(64, 48, [0, 0, 0]);
+        let mut res = Ok(());
+        for _ in 0..50 {
+            res = enc.write_frame(&f);
+            if res.is_err() {
+                break;
+            }
+        }
+        let err = match res {
+            Err(e) => e,
+            Ok(()) => enc.finish().unwrap_err(),
+        };
+        assert!(err.to_string().contains("video encoder failed"), "{err}");
+    }
+
+    #[test]
+    fn decode_missing_audio_is_an_error() {
+        let err = decode_audio(Path::new("/nonexistent.wav"), 48000, 2, None, 5.0).unwrap_err();
+        assert!(err.to_string().contains("nonexistent.wav"), "{err}");
+    }
+
+    #[test]
+    fn libx264_always_probes_ok() {
+        assert!(probe_encoder(H264Encoder::Libx264));
+    }
+}

@@ -1,0 +1,439 @@
+//! Frames as planar YUV 4:2:0 (BT.709, limited range) — the encoder's native format, so
+//! frames are composited in it directly and piped to FFmpeg without any colour conversion.
+
+use std::io::{self, Write};
+
+/// A 4:2:0 frame: full-resolution luma, half-resolution chroma. Width and height are even.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Yuv420 {
+    pub width: u32,
+    pub height: u32,
+    pub y: Vec<u8>,
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
+}
+
+/// BT.709 limited-range conversion of one straight sRGB pixel.
+#[inline]
+pub fn rgb_to_yuv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let (r, g, b) = (r / 255.0, g / 255.0, b / 255.0);
+    let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let cb = (b - y) / 1.8556;
+    let cr = (r - y) / 1.5748;
+    (16.0 + 219.0 * y, 128.0 + 224.0 * cb, 128.0 + 224.0 * cr)
+}
+
+/// Inverse of [`rgb_to_yuv`], clamped to 0..=255 (used by tests and frame inspection).
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let yf = (y as f32 - 16.0) / 219.0;
+    let cb = (u as f32 - 128.0) / 224.0;
+    let cr = (v as f32 - 128.0) / 224.0;
+    let r = yf + 1.5748 * cr;
+    let b = yf + 1.8556 * cb;
+    let g = (yf - 0.2126 * r - 0.0722 * b) / 0.7152;
+    let c = |x: f32| (x * 255.0).round().clamp(0.0, 255.0) as u8;
+    [c(r), c(g), c(b)]
+}
+
+impl Yuv420 {
+    /// A frame filled with one straight sRGB colour.
+    pub fn solid(width: u32, height: u32, rgb: [u8; 3]) -> Self {
+        assert!(width % 2 == 0 && height % 2 == 0, "4:2:0 needs even dimensions");
+        let (y, u, v) = rgb_to_yuv(rgb[0] as f32, rgb[1] as f32, rgb[2] as f32);
+        let (cw, ch) = ((width / 2) as usize, (height / 2) as usize);
+        Self {
+            width,
+            height,
+            y: vec![y.round() as u8; (width * height) as usize],
+            u: vec![u.round() as u8; cw * ch],
+            v: vec![v.round() as u8; cw * ch],
+        }
+    }
+
+    /// Converts straight (non-premultiplied) RGBA pixels; alpha is ignored. Chroma is the
+    /// average of each 2x2 block.
+    pub fn from_rgba(width: u32, height: u32, rgba: &[u8]) -> Self {
+        assert!(width % 2 == 0 && height % 2 == 0, "4:2:0 needs even dimensions");
+        let (w, h) = (width as usize, height as usize);
+        assert_eq!(rgba.len(), w * h * 4);
+        let mut out = Self {
+            width,
+            height,
+            y: vec![0; w * h],
+            u: vec![0; w * h / 4],
+            v: vec![0; w * h / 4],
+        };
+        for cy in 0..h / 2 {
+            for cx in 0..w / 2 {
+                let (mut su, mut sv) = (0.0, 0.0);
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let (px, py) = (cx * 2 + dx, cy * 2 + dy);
+                    let i = (py * w + px) * 4;
+                    let (y, u, v) = rgb_to_yuv(rgba[i] as f32, rgba[i + 1] as f32, rgba[i + 2] as f32);
+                    out.y[py * w + px] = y.round() as u8;
+                    su += u;
+                    sv += v;
+                }
+                out.u[cy * (w / 2) + cx] = (su / 4.0).round() as u8;
+                out.v[cy * (w / 2) + cx] = (sv / 4.0).round() as u8;
+            }
+        }
+        out
+    }
+
+    pub fn chroma_width(&self) -> usize {
+        (self.width / 2) as usize
+    }
+
+    /// The frame as sRGB at one luma position (nearest chroma), for inspection.
+    pub fn rgb_at(&self, x: u32, y: u32) -> [u8; 3] {
+        let yi = (y * self.width + x) as usize;
+        let ci = (y / 2) as usize * self.chroma_width() + (x / 2) as usize;
+        yuv_to_rgb(self.y[yi], self.u[ci], self.v[ci])
+    }
+
+    /// Writes the planes back to back, as FFmpeg's `rawvideo` yuv420p expects.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(&self.y)?;
+        w.write_all(&self.u)?;
+        w.write_all(&self.v)
+    }
+
+    /// Reads planes written by [`Yuv420::write_to`].
+    pub fn from_bytes(width: u32, height: u32, bytes: &[u8]) -> Option<Self> {
+        let ys = (width * height) as usize;
+        let cs = ys / 4;
+        if width % 2 != 0 || height % 2 != 0 || bytes.len() != ys + 2 * cs {
+            return None;
+        }
+        Some(Self {
+            width,
+            height,
+            y: bytes[..ys].to_vec(),
+            u: bytes[ys..ys + cs].to_vec(),
+            v: bytes[ys + cs..].to_vec(),
+        })
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.y.len() + self.u.len() + self.v.len()
+    }
+}
+
+/// A source rectangle in luma pixels (fractional).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Crop {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// Bilinear resampling of `crop` of `src` onto the whole of `dst`, all three planes.
+///
+/// Two passes per output row: a vertical blend of the two source rows (contiguous, so the
+/// compiler vectorises it), then a horizontal 2-tap gather with 7-bit weights. This is the
+/// per-frame hot path of Ken Burns motion; it avoids any RGB round trip.
+pub fn resample_crop(src: &Yuv420, crop: Crop, dst: &mut Yuv420, scratch: &mut Vec<u16>) {
+    let (sw, sh) = (src.width as usize, src.height as usize);
+    let (dw, dh) = (dst.width as usize, dst.height as usize);
+    resample_plane(&src.y, sw, sh, crop, &mut dst.y, dw, dh, scratch);
+    let c = Crop { x: crop.x / 2.0, y: crop.y / 2.0, w: crop.w / 2.0, h: crop.h / 2.0 };
+    resample_plane(&src.u, sw / 2, sh / 2, c, &mut dst.u, dw / 2, dh / 2, scratch);
+    resample_plane(&src.v, sw / 2, sh / 2, c, &mut dst.v, dw / 2, dh / 2, scratch);
+}
+
+/// Index and 7-bit weight of the sample to the right, per output position.
+fn taps(out_len: usize, start: f32, len: f32, src_len: usize) -> Vec<(u32, u16)> {
+    let scale = len / out_len as f32;
+    let max = (src_len - 1) as f32;
+    (0..out_len)
+        .map(|i| {
+            let s = (start + (i as f32 + 0.5) * scale - 0.5).clamp(0.0, max);
+            let i0 = (s.floor() as usize).min(src_len.saturating_sub(2));
+            let w = ((s - i0 as f32) * 128.0).round().clamp(0.0, 128.0) as u16;
+            (i0 as u32, w)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resample_plane(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    crop: Crop,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    row: &mut Vec<u16>,
+) {
+    if sw < 2 || sh < 2 {
+        dst.fill(src.first().copied().unwrap_or(0));
+        return;
+    }
+    let xs = taps(dw, crop.x, crop.w, sw);
+    let ys = taps(dh, crop.y, crop.h, sh);
+    // Only the source columns the taps touch need the vertical pass.
+    let x_lo = xs.first().map_or(0, |t| t.0 as usize);
+    let x_hi = xs.last().map_or(0, |t| t.0 as usize + 2).min(sw);
+    row.clear();
+    row.resize(sw, 0);
+    for (oy, &(y0, wy)) in ys.iter().enumerate() {
+        let r0 = &src[y0 as usize * sw..][..sw];
+        let r1 = &src[(y0 as usize + 1) * sw..][..sw];
+        let (a, b) = (128 - wy, wy);
+        for ((t, &p0), &p1) in row[x_lo..x_hi].iter_mut().zip(&r0[x_lo..x_hi]).zip(&r1[x_lo..x_hi]) {
+            *t = p0 as u16 * a + p1 as u16 * b;
+        }
+        let out = &mut dst[oy * dw..][..dw];
+        for (o, &(x0, wx)) in out.iter_mut().zip(&xs) {
+            let x0 = x0 as usize;
+            let v = row[x0] as u32 * (128 - wx) as u32 + row[x0 + 1] as u32 * wx as u32;
+            *o = ((v + 8192) >> 14) as u8;
+        }
+    }
+}
+
+/// `out = a + (b - a) * t`, t in 0..=1, on every plane.
+pub fn crossfade(a: &Yuv420, b: &Yuv420, t: f32, out: &mut Yuv420) {
+    let w = (t.clamp(0.0, 1.0) * 256.0).round() as u16;
+    for (o, (pa, pb)) in [(&mut out.y, (&a.y, &b.y)), (&mut out.u, (&a.u, &b.u)), (&mut out.v, (&a.v, &b.v))] {
+        for ((o, &x), &y) in o.iter_mut().zip(pa.iter()).zip(pb.iter()) {
+            *o = ((x as u16 * (256 - w) + y as u16 * w + 128) >> 8) as u8;
+        }
+    }
+}
+
+/// Scales the picture towards black by `k` (1 = unchanged, 0 = black), in place.
+pub fn fade_to_black(f: &mut Yuv420, k: f32) {
+    let k = (k.clamp(0.0, 1.0) * 256.0).round() as i32;
+    for p in f.y.iter_mut() {
+        *p = (16 + (((*p as i32 - 16) * k + 128) >> 8)).clamp(0, 255) as u8;
+    }
+    for p in f.u.iter_mut().chain(f.v.iter_mut()) {
+        *p = (128 + (((*p as i32 - 128) * k + 128) >> 8)).clamp(0, 255) as u8;
+    }
+}
+
+/// `b` pushes `a` out to the left: `t` of the width shows `b` on the right.
+pub fn slide(a: &Yuv420, b: &Yuv420, t: f32, out: &mut Yuv420) {
+    let w = out.width as usize;
+    // Even offsets keep luma and chroma aligned.
+    let off = ((t.clamp(0.0, 1.0) * w as f32 / 2.0).round() as usize * 2).min(w);
+    let planes = [(&mut out.y, &a.y, &b.y, w, off), (&mut out.u, &a.u, &b.u, w / 2, off / 2), (&mut out.v, &a.v, &b.v, w / 2, off / 2)];
+    for (o, pa, pb, pw, poff) in planes {
+        for ((orow, arow), brow) in o.chunks_exact_mut(pw).zip(pa.chunks_exact(pw)).zip(pb.chunks_exact(pw)) {
+            orow[..pw - poff].copy_from_slice(&arow[poff..]);
+            orow[pw - poff..].copy_from_slice(&brow[..poff]);
+        }
+    }
+}
+
+/// A pre-converted overlay (subtitle, text) positioned on the frame: straight YUV plus alpha,
+/// luma at full resolution and chroma (with averaged alpha) at half.
+#[derive(Clone, Debug, PartialEq)]
+pub struct YuvOverlay {
+    /// Top-left corner in the frame; even, so chroma lines up.
+    pub x: i32,
+    pub y: i32,
+    pub width: u32,
+    pub height: u32,
+    y_plane: Vec<u8>,
+    a_plane: Vec<u8>,
+    u_plane: Vec<u8>,
+    v_plane: Vec<u8>,
+    ca_plane: Vec<u8>,
+}
+
+impl YuvOverlay {
+    /// Converts premultiplied RGBA (as the text renderer produces) placed at (x, y).
+    pub fn from_premultiplied_rgba(x: i32, y: i32, width: u32, height: u32, rgba: &[u8]) -> Self {
+        let (x, y) = (x & !1, y & !1);
+        let (w, h) = (width as usize, height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut o = YuvOverlay {
+            x,
+            y,
+            width,
+            height,
+            y_plane: vec![0; w * h],
+            a_plane: vec![0; w * h],
+            u_plane: vec![128; cw * ch],
+            v_plane: vec![128; cw * ch],
+            ca_plane: vec![0; cw * ch],
+        };
+        let mut acc = vec![(0.0f32, 0.0f32, 0.0f32); cw * ch];
+        for py in 0..h {
+            for px in 0..w {
+                let i = (py * w + px) * 4;
+                let a = rgba[i + 3];
+                if a == 0 {
+                    continue;
+                }
+                let af = a as f32 / 255.0;
+                let (yy, u, v) = rgb_to_yuv(rgba[i] as f32 / af, rgba[i + 1] as f32 / af, rgba[i + 2] as f32 / af);
+                o.y_plane[py * w + px] = yy.round().clamp(0.0, 255.0) as u8;
+                o.a_plane[py * w + px] = a;
+                let c = &mut acc[(py / 2) * cw + px / 2];
+                c.0 += u * af;
+                c.1 += v * af;
+                c.2 += af;
+            }
+        }
+        for (i, &(su, sv, sa)) in acc.iter().enumerate() {
+            if sa > 0.0 {
+                o.u_plane[i] = (su / sa).round().clamp(0.0, 255.0) as u8;
+                o.v_plane[i] = (sv / sa).round().clamp(0.0, 255.0) as u8;
+                o.ca_plane[i] = (sa / 4.0 * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        o
+    }
+
+    /// Alpha-blends the overlay onto the frame, clipping at the frame's edges.
+    pub fn draw(&self, f: &mut Yuv420) {
+        blend_plane(&mut f.y, f.width as i32, f.height as i32, self.x, self.y, self.width as i32, self.height as i32, &self.y_plane, &self.a_plane);
+        let (cw, ch) = ((self.width as i32 + 1) / 2, (self.height as i32 + 1) / 2);
+        let (fw, fh) = (f.width as i32 / 2, f.height as i32 / 2);
+        blend_plane(&mut f.u, fw, fh, self.x / 2, self.y / 2, cw, ch, &self.u_plane, &self.ca_plane);
+        blend_plane(&mut f.v, fw, fh, self.x / 2, self.y / 2, cw, ch, &self.v_plane, &self.ca_plane);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn blend_plane(dst: &mut [u8], dw: i32, dh: i32, ox: i32, oy: i32, ow: i32, oh: i32, src: &[u8], alpha: &[u8]) {
+    let x0 = ox.max(0);
+    let x1 = (ox + ow).min(dw);
+    if x0 >= x1 {
+        return;
+    }
+    for sy in 0..oh {
+        let fy = oy + sy;
+        if fy < 0 || fy >= dh {
+            continue;
+        }
+        let srow = (sy * ow) as usize;
+        let drow = (fy * dw) as usize;
+        for fx in x0..x1 {
+            let si = srow + (fx - ox) as usize;
+            let a = alpha[si] as u32;
+            if a == 0 {
+                continue;
+            }
+            let d = &mut dst[drow + fx as usize];
+            let v = *d as u32 * (255 - a) + src[si] as u32 * a;
+            *d = ((v + 128 + ((v + 128) >> 8)) >> 8) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> Yuv420 {
+        let mut rgba = Vec::with_capacity((w * h * 4) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                rgba.extend_from_slice(&[(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 90, 255]);
+            }
+        }
+        Yuv420::from_rgba(w, h, &rgba)
+    }
+
+    #[test]
+    fn rgb_yuv_round_trip_is_close() {
+        for rgb in [[0, 0, 0], [255, 255, 255], [200, 30, 60], [10, 200, 90], [30, 60, 240]] {
+            let (y, u, v) = rgb_to_yuv(rgb[0] as f32, rgb[1] as f32, rgb[2] as f32);
+            let back = yuv_to_rgb(y.round() as u8, u.round() as u8, v.round() as u8);
+            for c in 0..3 {
+                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 3, "{rgb:?} -> {back:?}");
+            }
+        }
+        let (y, _, _) = rgb_to_yuv(0.0, 0.0, 0.0);
+        assert_eq!(y, 16.0);
+    }
+
+    #[test]
+    fn identity_resample_keeps_pixels() {
+        let src = gradient(64, 32);
+        let mut dst = Yuv420::solid(64, 32, [0, 0, 0]);
+        let mut s = Vec::new();
+        resample_crop(&src, Crop { x: 0.0, y: 0.0, w: 64.0, h: 32.0 }, &mut dst, &mut s);
+        assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn crop_resample_picks_the_right_region() {
+        // Right half of a left-to-right red ramp, upscaled 2x: the left edge must be mid red.
+        let src = gradient(128, 64);
+        let mut dst = Yuv420::solid(128, 64, [0, 0, 0]);
+        let mut s = Vec::new();
+        resample_crop(&src, Crop { x: 64.0, y: 0.0, w: 64.0, h: 64.0 }, &mut dst, &mut s);
+        let left = dst.rgb_at(0, 32)[0] as i32;
+        let right = dst.rgb_at(127, 32)[0] as i32;
+        assert!((left - 128).abs() < 8, "left red {left}");
+        assert!(right > 245, "right red {right}");
+        // Downscale by 2 keeps the overall ramp.
+        let mut small = Yuv420::solid(64, 32, [0, 0, 0]);
+        resample_crop(&src, Crop { x: 0.0, y: 0.0, w: 128.0, h: 64.0 }, &mut small, &mut s);
+        assert!(small.rgb_at(0, 16)[0] < 10 && small.rgb_at(63, 16)[0] > 245);
+    }
+
+    #[test]
+    fn crossfade_midpoint_mixes_both() {
+        let a = Yuv420::solid(16, 16, [255, 0, 0]);
+        let b = Yuv420::solid(16, 16, [0, 0, 255]);
+        let mut out = a.clone();
+        crossfade(&a, &b, 0.5, &mut out);
+        let [r, _, bl] = out.rgb_at(8, 8);
+        assert!((100..156).contains(&r) && (100..156).contains(&bl), "{r} {bl}");
+        crossfade(&a, &b, 0.0, &mut out);
+        assert_eq!(out, a);
+        crossfade(&a, &b, 1.0, &mut out);
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn fade_to_black_reaches_black() {
+        let mut f = Yuv420::solid(8, 8, [200, 180, 20]);
+        fade_to_black(&mut f, 0.0);
+        assert_eq!(f, Yuv420::solid(8, 8, [0, 0, 0]));
+    }
+
+    #[test]
+    fn slide_shows_both_sides() {
+        let a = Yuv420::solid(32, 8, [255, 0, 0]);
+        let b = Yuv420::solid(32, 8, [0, 0, 255]);
+        let mut out = a.clone();
+        slide(&a, &b, 0.25, &mut out);
+        assert!(out.rgb_at(0, 4)[0] > 200);
+        assert!(out.rgb_at(31, 4)[2] > 200);
+        assert!(out.rgb_at(23, 4)[0] > 200 && out.rgb_at(24, 4)[2] > 200);
+    }
+
+    #[test]
+    fn overlay_blends_and_clips() {
+        let mut f = Yuv420::solid(32, 32, [0, 0, 0]);
+        // 4x4 opaque white square partly off the frame at (30, 30), and a half-transparent one.
+        let white = [255u8, 255, 255, 255].repeat(16);
+        YuvOverlay::from_premultiplied_rgba(30, 30, 4, 4, &white).draw(&mut f);
+        assert!(f.rgb_at(31, 31)[0] > 250);
+        assert!(f.rgb_at(29, 29)[0] < 5);
+        let half = [128u8, 0, 0, 128].repeat(16);
+        YuvOverlay::from_premultiplied_rgba(0, 0, 4, 4, &half).draw(&mut f);
+        let [r, g, _] = f.rgb_at(1, 1);
+        assert!((100..160).contains(&r) && g < 40, "{r} {g}");
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let f = gradient(16, 8);
+        let mut buf = Vec::new();
+        f.write_to(&mut buf).unwrap();
+        assert_eq!(buf.len(), f.byte_len());
+        assert_eq!(Yuv420::from_bytes(16, 8, &buf).unwrap(), f);
+        assert!(Yuv420::from_bytes(16, 8, &buf[1..]).is_none());
+    }
+}

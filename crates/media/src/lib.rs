@@ -1,0 +1,10 @@
+//! Media building blocks for Reelsmith: YUV frame planes and their resampling and blending,
+//! image decoding and fitting, text rasterisation, audio mixing and loudness, speech synthesis,
+//! and FFmpeg subprocess I/O. Everything here is synchronous; callers run it on worker threads.
+
+pub mod audio;
+pub mod ffmpeg;
+pub mod frame;
+pub mod picture;
+pub mod text;
+pub mod tts;

@@ -1,0 +1,1058 @@
+//! Text shaping, wrapping and rasterisation for burned-in subtitles, title cards and text overlays.
+//!
+//! Shaping, bidi and line breaking come from cosmic-text (`Wrap::WordOrGlyph`: lines break between
+//! words, and a word wider than the line is broken between glyphs). Glyph coverage masks come from
+//! swash through cosmic-text; this module composites them itself into a tightly sized
+//! premultiplied RGBA overlay: background box, then outline (the coverage mask dilated by a
+//! circular, anti-aliased max filter), then the fill (with an optional highlighted byte range).
+//!
+//! Geometry of an overlay: the text block (widest line × sum of line heights) is surrounded on
+//! every side by a margin of `padding + outline_width` px, and the overlay is
+//! `ceil(block + 2 * margin)` in each direction. The background box covers the whole overlay.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use cosmic_text::{
+    Align as CtAlign, Attrs, Buffer, CacheKey, Family, FontSystem, LayoutGlyph, LineIter,
+    Metrics, Shaping, SwashCache, SwashContent, SwashImage, Weight, Wrap,
+};
+
+/// Errors from font loading.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    #[error("font not found: {0}")]
+    FontNotFound(String),
+    #[error("cannot load font file {path}: {reason}")]
+    FontFile { path: String, reason: String },
+}
+
+/// Horizontal alignment of the lines within the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Center,
+    Right,
+}
+
+/// Premultiplied RGBA pixels, row-major, width*height*4 bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbaOverlay {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl RgbaOverlay {
+    /// A 0x0 overlay with no pixels.
+    pub fn empty() -> Self {
+        Self { width: 0, height: 0, data: Vec::new() }
+    }
+
+    /// True when the overlay has no pixels.
+    pub fn is_empty(&self) -> bool {
+        self.width == 0 || self.height == 0
+    }
+
+    /// The premultiplied RGBA value at (x, y). Panics when out of bounds.
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
+        assert!(x < self.width && y < self.height, "pixel ({x}, {y}) out of bounds");
+        let i = (y as usize * self.width as usize + x as usize) * 4;
+        [self.data[i], self.data[i + 1], self.data[i + 2], self.data[i + 3]]
+    }
+}
+
+/// How a block of text looks.
+#[derive(Clone, Debug)]
+pub struct TextStyle {
+    /// Font family, e.g. "DejaVu Sans"; generic names ("sans-serif", "serif", "monospace",
+    /// "cursive", "fantasy") work too. An unknown family falls back to sans-serif.
+    pub family: String,
+    pub bold: bool,
+    pub size_px: f32,
+    /// Line height as a multiple of `size_px`, e.g. 1.25. Non-positive values mean 1.2.
+    pub line_height: f32,
+    /// Straight (non-premultiplied) RGBA.
+    pub color: [u8; 4],
+    /// Outline width in px and colour (straight RGBA), drawn around glyphs.
+    pub outline: Option<(f32, [u8; 4])>,
+    /// Box colour (straight RGBA) and padding px: a plain box behind the whole block, covering
+    /// the whole overlay.
+    pub background: Option<([u8; 4], f32)>,
+    pub align: Align,
+}
+
+impl Default for TextStyle {
+    fn default() -> Self {
+        Self {
+            family: "sans-serif".to_owned(),
+            bold: false,
+            size_px: 48.0,
+            line_height: 1.25,
+            color: [255, 255, 255, 255],
+            outline: None,
+            background: None,
+            align: Align::Center,
+        }
+    }
+}
+
+impl TextStyle {
+    /// Line height in px.
+    pub fn line_height_px(&self) -> f32 {
+        let mult = if self.line_height.is_finite() && self.line_height > 0.0 {
+            self.line_height
+        } else {
+            1.2
+        };
+        self.size_px * mult
+    }
+
+    /// Outline width in px (0 when there is no visible outline).
+    pub fn outline_px(&self) -> f32 {
+        match self.outline {
+            Some((w, c)) if w.is_finite() && w > 0.0 && c[3] > 0 => w,
+            _ => 0.0,
+        }
+    }
+
+    /// Box padding in px (0 when there is no box).
+    pub fn padding_px(&self) -> f32 {
+        match self.background {
+            Some((_, p)) if p.is_finite() && p > 0.0 => p,
+            _ => 0.0,
+        }
+    }
+
+    /// Space around the text block on each side: padding + outline width.
+    pub fn margin_px(&self) -> f32 {
+        self.padding_px() + self.outline_px()
+    }
+
+    fn is_renderable(&self) -> bool {
+        self.size_px.is_finite() && self.size_px > 0.0 && self.line_height_px() > 0.0
+    }
+}
+
+/// A piece of text to lay out and rasterise.
+#[derive(Clone, Debug)]
+pub struct TextBlock<'a> {
+    pub text: &'a str,
+    pub style: &'a TextStyle,
+    /// Wrap to this width; never exceed it (a word too wide for a line is broken between
+    /// glyphs). 0 means no limit.
+    pub max_width_px: u32,
+    /// Byte range of `text` drawn in another colour (straight RGBA), e.g. karaoke word highlight.
+    /// Glyphs whose cluster overlaps the range get the colour.
+    pub highlight: Option<(Range<usize>, [u8; 4])>,
+}
+
+/// Most glyph images kept rasterised; the cache is dropped and rebuilt past this.
+const GLYPH_CACHE_LIMIT: usize = 8192;
+
+const SANS_SERIF_PREFS: &[&str] = &[
+    "DejaVu Sans",
+    "Noto Sans",
+    "Liberation Sans",
+    "Open Sans",
+    "Arial",
+    "Helvetica",
+    "Roboto",
+    "FreeSans",
+];
+const SERIF_PREFS: &[&str] =
+    &["DejaVu Serif", "Noto Serif", "Liberation Serif", "Times New Roman", "FreeSerif"];
+const MONOSPACE_PREFS: &[&str] = &[
+    "DejaVu Sans Mono",
+    "Noto Sans Mono",
+    "Liberation Mono",
+    "Courier New",
+    "FreeMono",
+];
+
+struct Inner {
+    fonts: FontSystem,
+    swash: SwashCache,
+    images: HashMap<CacheKey, Option<SwashImage>>,
+}
+
+impl Inner {
+    fn image(&mut self, key: CacheKey) -> Option<&SwashImage> {
+        if self.images.len() >= GLYPH_CACHE_LIMIT && !self.images.contains_key(&key) {
+            self.images.clear();
+        }
+        let Inner { fonts, swash, images } = self;
+        images.entry(key).or_insert_with(|| swash.get_image_uncached(fonts, key)).as_ref()
+    }
+}
+
+/// Shapes, wraps and rasterises text. Holds the font database and a glyph cache behind a mutex;
+/// share one per process through an `Arc`.
+pub struct TextRenderer {
+    inner: Mutex<Inner>,
+}
+
+impl Default for TextRenderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for TextRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad("TextRenderer { .. }")
+    }
+}
+
+/// The installed spelling of `name` (case-insensitive match), if any face has that family.
+fn installed_family(fonts: &FontSystem, name: &str) -> Option<String> {
+    fonts
+        .db()
+        .faces()
+        .flat_map(|face| face.families.iter())
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(n, _)| n.clone())
+}
+
+fn first_installed(fonts: &FontSystem, prefs: &[&str]) -> Option<String> {
+    prefs.iter().find_map(|p| installed_family(fonts, p))
+}
+
+/// Points the generic families at installed fonts (cosmic-text's defaults, e.g. "Open Sans",
+/// are often absent).
+fn configure_generic_families(fonts: &mut FontSystem) {
+    let sans = first_installed(fonts, SANS_SERIF_PREFS).or_else(|| {
+        fonts
+            .db()
+            .faces()
+            .find(|f| !f.monospaced && !f.families.is_empty())
+            .map(|f| f.families[0].0.clone())
+    });
+    let serif = first_installed(fonts, SERIF_PREFS).or_else(|| sans.clone());
+    let mono = first_installed(fonts, MONOSPACE_PREFS).or_else(|| {
+        fonts
+            .db()
+            .faces()
+            .find(|f| f.monospaced && !f.families.is_empty())
+            .map(|f| f.families[0].0.clone())
+            .or_else(|| sans.clone())
+    });
+    let db = fonts.db_mut();
+    if let Some(sans) = sans {
+        db.set_sans_serif_family(sans.clone());
+        db.set_cursive_family(sans.clone());
+        db.set_fantasy_family(sans);
+    }
+    if let Some(serif) = serif {
+        db.set_serif_family(serif);
+    }
+    if let Some(mono) = mono {
+        db.set_monospace_family(mono);
+    }
+}
+
+enum GenericOrNamed {
+    Generic(Family<'static>),
+    Named(String),
+}
+
+fn generic_family(name: &str) -> Option<Family<'static>> {
+    let n = name.trim().to_ascii_lowercase();
+    match n.as_str() {
+        "sans-serif" | "sans serif" | "sansserif" | "sans" => Some(Family::SansSerif),
+        "serif" => Some(Family::Serif),
+        "monospace" | "mono" => Some(Family::Monospace),
+        "cursive" => Some(Family::Cursive),
+        "fantasy" => Some(Family::Fantasy),
+        _ => None,
+    }
+}
+
+fn resolve_family(fonts: &FontSystem, name: &str) -> GenericOrNamed {
+    if let Some(g) = generic_family(name) {
+        return GenericOrNamed::Generic(g);
+    }
+    match installed_family(fonts, name.trim()) {
+        Some(n) => GenericOrNamed::Named(n),
+        None => GenericOrNamed::Generic(Family::SansSerif),
+    }
+}
+
+/// One glyph of a laid-out line, with its cluster's byte range in the laid-out text.
+struct PlacedGlyph {
+    glyph: LayoutGlyph,
+    start: usize,
+    end: usize,
+}
+
+struct LaidLine {
+    /// Baseline, from the top of the block.
+    baseline: f32,
+    width: f32,
+    glyphs: Vec<PlacedGlyph>,
+}
+
+struct Layout {
+    lines: Vec<LaidLine>,
+    /// Widest line, capped at the wrap width.
+    width: f32,
+    height: f32,
+}
+
+/// Shapes and wraps `text` (non-empty) with cosmic-text.
+fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_px: u32) -> Layout {
+    let metrics = Metrics::new(style.size_px, style.line_height_px());
+    let mut buffer = Buffer::new_empty(metrics);
+    buffer.set_wrap(Wrap::WordOrGlyph);
+    let width_opt = (max_width_px > 0).then_some(max_width_px as f32);
+    buffer.set_size(width_opt, None);
+    let family = resolve_family(fonts, &style.family);
+    let family = match &family {
+        GenericOrNamed::Generic(g) => *g,
+        GenericOrNamed::Named(n) => Family::Name(n),
+    };
+    let weight = if style.bold { Weight::BOLD } else { Weight::NORMAL };
+    let attrs = Attrs::new().family(family).weight(weight);
+    // Left alignment puts every line (LTR or RTL) at x in [0, line_w]; we align ourselves.
+    buffer.set_text(text, &attrs, Shaping::Advanced, Some(CtAlign::Left));
+    buffer.shape_until_scroll(fonts, false);
+
+    // Buffer lines are split exactly like this (cosmic-text's set_text uses LineIter).
+    let line_starts: Vec<usize> = LineIter::new(text).map(|(r, _)| r.start).collect();
+
+    let mut lines = Vec::new();
+    let mut width: f32 = 0.0;
+    let mut height: f32 = 0.0;
+    for run in buffer.layout_runs() {
+        let base = line_starts.get(run.line_i).copied().unwrap_or(0);
+        let glyphs = run
+            .glyphs
+            .iter()
+            .map(|g| PlacedGlyph { glyph: g.clone(), start: base + g.start, end: base + g.end })
+            .collect();
+        width = width.max(run.line_w);
+        height = height.max(run.line_top + run.line_height);
+        lines.push(LaidLine {
+            baseline: run.line_y,
+            width: run.line_w,
+            glyphs,
+        });
+    }
+    if max_width_px > 0 {
+        width = width.min(max_width_px as f32);
+    }
+    Layout { lines, width, height }
+}
+
+/// Overlay size for a laid-out block.
+fn overlay_size(layout: &Layout, style: &TextStyle) -> (u32, u32) {
+    if layout.lines.is_empty() {
+        return (0, 0);
+    }
+    let m2 = 2.0 * style.margin_px();
+    let w = (layout.width + m2 - 1e-3).ceil().max(1.0);
+    let h = (layout.height + m2 - 1e-3).ceil().max(1.0);
+    (w as u32, h as u32)
+}
+
+/// The text actually laid out: `text` without leading and trailing whitespace, and the byte
+/// offset of its start in `text`. None when nothing is drawable.
+fn trimmed(text: &str) -> Option<(&str, usize)> {
+    let t = text.trim_end();
+    let lead = t.len() - t.trim_start().len();
+    let t = &t[lead..];
+    (!t.is_empty()).then_some((t, lead))
+}
+
+#[inline]
+fn mul255(a: u32, b: u32) -> u32 {
+    let t = a * b + 128;
+    (t + (t >> 8)) >> 8
+}
+
+#[inline]
+fn premultiply(c: [u8; 4]) -> [u32; 4] {
+    let a = u32::from(c[3]);
+    [
+        mul255(u32::from(c[0]), a),
+        mul255(u32::from(c[1]), a),
+        mul255(u32::from(c[2]), a),
+        a,
+    ]
+}
+
+/// `dst = src over dst`, both premultiplied.
+#[inline]
+fn over(dst: &mut [u8], src: [u32; 4]) {
+    let inv = 255 - src[3];
+    for i in 0..4 {
+        dst[i] = (src[i] + mul255(u32::from(dst[i]), inv)).min(255) as u8;
+    }
+}
+
+/// Circular anti-aliased max filter: `out[p] = max_o src[p + o] * k(|o|)` with
+/// `k(d) = clamp(r + 0.5 - d, 0, 1)`.
+fn dilate(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
+    let mut out = vec![0u8; w * h];
+    if w == 0 || h == 0 {
+        return out;
+    }
+    // Per source row, the columns holding coverage.
+    let spans: Vec<Option<(usize, usize)>> = src
+        .chunks_exact(w)
+        .map(|row| {
+            let first = row.iter().position(|&v| v != 0)?;
+            let last = row.iter().rposition(|&v| v != 0)?;
+            Some((first, last))
+        })
+        .collect();
+    let rad = (r + 0.5).ceil() as isize;
+    for dy in -rad..=rad {
+        for dx in -rad..=rad {
+            let d = ((dx * dx + dy * dy) as f32).sqrt();
+            let k = (r + 0.5 - d).clamp(0.0, 1.0);
+            let k16 = (k * 256.0).round() as u16;
+            if k16 == 0 {
+                continue;
+            }
+            for (sy, span) in spans.iter().enumerate() {
+                let Some((x0, x1)) = *span else { continue };
+                let y = sy as isize - dy;
+                if y < 0 || y >= h as isize {
+                    continue;
+                }
+                let ox0 = (x0 as isize - dx).max(0);
+                let ox1 = (x1 as isize - dx).min(w as isize - 1);
+                if ox0 > ox1 {
+                    continue;
+                }
+                let (ox0, ox1) = (ox0 as usize, ox1 as usize);
+                let sx0 = (ox0 as isize + dx) as usize;
+                let n = ox1 - ox0 + 1;
+                let srow = &src[sy * w + sx0..sy * w + sx0 + n];
+                let orow = &mut out[y as usize * w + ox0..y as usize * w + ox0 + n];
+                if k16 >= 256 {
+                    for (o, &s) in orow.iter_mut().zip(srow) {
+                        *o = (*o).max(s);
+                    }
+                } else {
+                    for (o, &s) in orow.iter_mut().zip(srow) {
+                        let v = ((u16::from(s) * k16) >> 8) as u8;
+                        *o = (*o).max(v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Draws one glyph image at pixel (px, py) (top-left of the image) into the fill layer
+/// (premultiplied RGBA) and the coverage mask.
+#[allow(clippy::too_many_arguments)]
+fn blit_glyph(
+    image: &SwashImage,
+    px: i32,
+    py: i32,
+    color: [u8; 4],
+    fill: &mut [u8],
+    cov: Option<&mut Vec<u8>>,
+    w: usize,
+    h: usize,
+) {
+    let gw = image.placement.width as i32;
+    let gh = image.placement.height as i32;
+    if gw == 0 || gh == 0 {
+        return;
+    }
+    let x0 = px.max(0);
+    let y0 = py.max(0);
+    let x1 = (px + gw).min(w as i32);
+    let y1 = (py + gh).min(h as i32);
+    if x0 >= x1 || y0 >= y1 {
+        return;
+    }
+    let pm = premultiply(color);
+    let mut cov = cov;
+    let bpp = match image.content {
+        SwashContent::Mask => 1,
+        SwashContent::Color | SwashContent::SubpixelMask => 4,
+    };
+    if image.data.len() < (gw * gh) as usize * bpp {
+        return;
+    }
+    for y in y0..y1 {
+        let gy = (y - py) as usize;
+        let row = y as usize * w;
+        for x in x0..x1 {
+            let gx = (x - px) as usize;
+            let gi = gy * gw as usize + gx;
+            let (src, a) = match image.content {
+                SwashContent::Mask => {
+                    let c = u32::from(image.data[gi]);
+                    if c == 0 {
+                        continue;
+                    }
+                    ([mul255(pm[0], c), mul255(pm[1], c), mul255(pm[2], c), mul255(pm[3], c)], c)
+                }
+                SwashContent::SubpixelMask => {
+                    let d = &image.data[gi * 4..gi * 4 + 4];
+                    let c = u32::from(d[0].max(d[1]).max(d[2]));
+                    if c == 0 {
+                        continue;
+                    }
+                    ([mul255(pm[0], c), mul255(pm[1], c), mul255(pm[2], c), mul255(pm[3], c)], c)
+                }
+                SwashContent::Color => {
+                    // Colour glyphs (emoji) keep their colours, faded by the fill alpha.
+                    let d = &image.data[gi * 4..gi * 4 + 4];
+                    let a = mul255(u32::from(d[3]), u32::from(color[3]));
+                    if a == 0 {
+                        continue;
+                    }
+                    (
+                        [
+                            mul255(u32::from(d[0]), a),
+                            mul255(u32::from(d[1]), a),
+                            mul255(u32::from(d[2]), a),
+                            a,
+                        ],
+                        u32::from(d[3]),
+                    )
+                }
+            };
+            let p = row + x as usize;
+            over(&mut fill[p * 4..p * 4 + 4], src);
+            if let Some(cov) = cov.as_deref_mut() {
+                let c = u32::from(cov[p]);
+                cov[p] = (c + mul255(a, 255 - c)).min(255) as u8;
+            }
+        }
+    }
+}
+
+impl TextRenderer {
+    /// Loads the system fonts (takes a while; create one and share it).
+    pub fn new() -> Self {
+        let mut fonts = FontSystem::new();
+        configure_generic_families(&mut fonts);
+        Self {
+            inner: Mutex::new(Inner { fonts, swash: SwashCache::new(), images: HashMap::new() }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the faces of a font file (TTF/OTF/TTC); returns the family names it added.
+    pub fn load_font_file(&self, path: &Path) -> Result<Vec<String>, TextError> {
+        let fail = |reason: String| TextError::FontFile { path: path.display().to_string(), reason };
+        let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let mut inner = self.lock();
+        let before: HashSet<_> = inner.fonts.db().faces().map(|f| f.id).collect();
+        inner.fonts.db_mut().load_font_data(data);
+        let mut families: Vec<String> = Vec::new();
+        let mut added = 0usize;
+        for face in inner.fonts.db().faces().filter(|f| !before.contains(&f.id)) {
+            added += 1;
+            for (name, _) in &face.families {
+                if !families.contains(name) {
+                    families.push(name.clone());
+                }
+            }
+        }
+        if added == 0 {
+            return Err(fail("no usable font faces in file".to_owned()));
+        }
+        configure_generic_families(&mut inner.fonts);
+        inner.images.clear();
+        Ok(families)
+    }
+
+    /// Whether `family` (case-insensitive, or a generic name such as "sans-serif") resolves to
+    /// an installed font. Unknown families still render, with the sans-serif fallback.
+    pub fn has_family(&self, family: &str) -> bool {
+        let inner = self.lock();
+        let db = inner.fonts.db();
+        match generic_family(family) {
+            Some(g) => {
+                let name = db.family_name(&g).to_owned();
+                installed_family(&inner.fonts, &name).is_some()
+            }
+            None => installed_family(&inner.fonts, family.trim()).is_some(),
+        }
+    }
+
+    /// Lays the words out as the renderer would wrap them: returns, per line, the indices of
+    /// `words` on that line. Words are joined with single spaces. A word wider than max_width
+    /// gets its own line (render_block will break it over several lines, so for such words
+    /// the number of rendered lines is larger than the number of entries returned).
+    pub fn wrap_words(&self, words: &[&str], style: &TextStyle, max_width_px: u32) -> Vec<Vec<usize>> {
+        if words.is_empty() {
+            return Vec::new();
+        }
+        if !style.is_renderable() {
+            return vec![(0..words.len()).collect()];
+        }
+        let mut text = String::new();
+        let mut starts = Vec::with_capacity(words.len());
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            starts.push(text.len());
+            text.push_str(w);
+        }
+        let layout = {
+            let mut inner = self.lock();
+            layout_text(&mut inner.fonts, &text, style, max_width_px)
+        };
+        // The first line on which each word has a glyph.
+        let mut first_line: Vec<Option<usize>> = vec![None; words.len()];
+        for (li, line) in layout.lines.iter().enumerate() {
+            for g in &line.glyphs {
+                let wi = starts.partition_point(|&s| s <= g.start).saturating_sub(1);
+                let in_word = g.start < starts[wi] + words[wi].len();
+                if in_word && first_line[wi].is_none_or(|l| li < l) {
+                    first_line[wi] = Some(li);
+                }
+            }
+        }
+        // Words without glyphs (empty or blank) go with the word before them.
+        let mut prev = 0usize;
+        let assigned: Vec<usize> = first_line
+            .iter()
+            .map(|l| {
+                let l = l.unwrap_or(prev).max(prev);
+                prev = l;
+                l
+            })
+            .collect();
+        let mut lines: Vec<Vec<usize>> = Vec::new();
+        let mut last: Option<usize> = None;
+        for (wi, &l) in assigned.iter().enumerate() {
+            if last != Some(l) {
+                lines.push(Vec::new());
+                last = Some(l);
+            }
+            lines.last_mut().expect("pushed above").push(wi);
+        }
+        lines
+    }
+
+    /// Number of lines the block renders as (0 for empty text).
+    pub fn line_count(&self, block: &TextBlock) -> usize {
+        let Some((text, _)) = trimmed(block.text) else { return 0 };
+        if !block.style.is_renderable() {
+            return 0;
+        }
+        let mut inner = self.lock();
+        layout_text(&mut inner.fonts, text, block.style, block.max_width_px).lines.len()
+    }
+
+    /// Measures the laid-out block (width, height) in px, including outline and box padding:
+    /// exactly the size `render_block` produces.
+    pub fn measure(&self, block: &TextBlock) -> (u32, u32) {
+        let Some((text, _)) = trimmed(block.text) else { return (0, 0) };
+        if !block.style.is_renderable() {
+            return (0, 0);
+        }
+        let mut inner = self.lock();
+        let layout = layout_text(&mut inner.fonts, text, block.style, block.max_width_px);
+        overlay_size(&layout, block.style)
+    }
+
+    /// Rasterises the block into a tightly sized overlay (including outline and background box
+    /// padding). Width never exceeds max_width_px + 2*(padding+outline) (rounded up).
+    /// Empty/whitespace text gives a 0x0 overlay.
+    pub fn render_block(&self, block: &TextBlock) -> Result<RgbaOverlay, TextError> {
+        let style = block.style;
+        let Some((text, lead)) = trimmed(block.text) else { return Ok(RgbaOverlay::empty()) };
+        if !style.is_renderable() {
+            return Ok(RgbaOverlay::empty());
+        }
+        let highlight = block.highlight.as_ref().and_then(|(r, c)| {
+            let s = r.start.saturating_sub(lead).min(text.len());
+            let e = r.end.saturating_sub(lead).min(text.len());
+            (s < e).then_some((s..e, *c))
+        });
+        let outline_w = style.outline_px();
+        let margin = style.margin_px();
+
+        let mut inner = self.lock();
+        let layout = layout_text(&mut inner.fonts, text, style, block.max_width_px);
+        let (w, h) = overlay_size(&layout, style);
+        if w == 0 || h == 0 {
+            return Ok(RgbaOverlay::empty());
+        }
+        let (wu, hu) = (w as usize, h as usize);
+        let mut fill = vec![0u8; wu * hu * 4];
+        let mut cov = (outline_w > 0.0).then(|| vec![0u8; wu * hu]);
+        for line in &layout.lines {
+            let free = (layout.width - line.width).max(0.0);
+            let x_off = match style.align {
+                Align::Left => 0.0,
+                Align::Center => free / 2.0,
+                Align::Right => free,
+            };
+            let origin = (margin + x_off, margin + line.baseline);
+            for g in &line.glyphs {
+                let color = match &highlight {
+                    Some((r, c)) if g.start < r.end && g.end > r.start => *c,
+                    _ => style.color,
+                };
+                let phys = g.glyph.physical(origin, 1.0);
+                let Some(image) = inner.image(phys.cache_key) else { continue };
+                let px = phys.x + image.placement.left;
+                let py = phys.y - image.placement.top;
+                blit_glyph(image, px, py, color, &mut fill, cov.as_mut(), wu, hu);
+            }
+        }
+        drop(inner);
+
+        let outline = match (cov, style.outline) {
+            (Some(cov), Some((_, c))) => Some((dilate(&cov, wu, hu, outline_w), premultiply(c))),
+            _ => None,
+        };
+        let box_pm = match style.background {
+            Some((c, _)) if c[3] > 0 => Some(premultiply(c)),
+            _ => None,
+        };
+
+        let mut data = fill;
+        if outline.is_some() || box_pm.is_some() {
+            for (p, px) in data.chunks_exact_mut(4).enumerate() {
+                let mut d = [0u8; 4];
+                if let Some(b) = box_pm {
+                    d = [b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8];
+                }
+                if let Some((mask, oc)) = &outline {
+                    let a = u32::from(mask[p]);
+                    if a > 0 {
+                        over(&mut d, [mul255(oc[0], a), mul255(oc[1], a), mul255(oc[2], a), mul255(oc[3], a)]);
+                    }
+                }
+                if px[3] > 0 {
+                    over(&mut d, [u32::from(px[0]), u32::from(px[1]), u32::from(px[2]), u32::from(px[3])]);
+                }
+                px.copy_from_slice(&d);
+            }
+        }
+        Ok(RgbaOverlay { width: w, height: h, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, OnceLock};
+
+    fn renderer() -> &'static TextRenderer {
+        static R: OnceLock<TextRenderer> = OnceLock::new();
+        R.get_or_init(TextRenderer::new)
+    }
+
+    fn style(size: f32) -> TextStyle {
+        TextStyle {
+            family: "sans-serif".into(),
+            bold: false,
+            size_px: size,
+            line_height: 1.25,
+            color: [255, 255, 255, 255],
+            outline: None,
+            background: None,
+            align: Align::Left,
+        }
+    }
+
+    fn block<'a>(text: &'a str, style: &'a TextStyle, max: u32) -> TextBlock<'a> {
+        TextBlock { text, style, max_width_px: max, highlight: None }
+    }
+
+    fn pixels(o: &RgbaOverlay) -> impl Iterator<Item = (u32, u32, [u8; 4])> + '_ {
+        (0..o.height).flat_map(move |y| (0..o.width).map(move |x| (x, y, o.pixel(x, y))))
+    }
+
+    const SENTENCE: &str = "The quick brown fox jumps over the lazy dog while the five boxing \
+                            wizards jump quickly and a sphinx of black quartz judges my vow";
+
+    #[test]
+    fn renderer_is_send_sync_and_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TextRenderer>();
+        let r = Arc::new(TextRenderer::new());
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || {
+                    let s = style(24.0 + i as f32);
+                    r.render_block(&block("Thread", &s, 0)).unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            let o = h.join().unwrap();
+            assert!(o.width > 0 && o.height > 0);
+        }
+    }
+
+    #[test]
+    fn hello_has_fill_coloured_glyphs() {
+        let mut s = style(48.0);
+        s.color = [255, 200, 0, 255];
+        let o = renderer().render_block(&block("Hello", &s, 0)).unwrap();
+        assert!(o.width > 60 && o.height >= 48, "size {}x{}", o.width, o.height);
+        assert_eq!(o.data.len(), (o.width * o.height * 4) as usize);
+        let inked = pixels(&o).filter(|p| p.2[3] > 0).count();
+        let opaque: Vec<_> = pixels(&o).filter(|p| p.2[3] == 255).collect();
+        assert!(inked > 200, "only {inked} inked pixels");
+        assert!(opaque.len() > 100, "only {} opaque pixels", opaque.len());
+        for (x, y, p) in &opaque {
+            assert_eq!(*p, [255, 200, 0, 255], "pixel at ({x},{y})");
+        }
+        // Premultiplied: no channel above alpha.
+        for (_, _, p) in pixels(&o) {
+            assert!(p[0] <= p[3] && p[1] <= p[3] && p[2] <= p[3]);
+        }
+        assert_eq!(renderer().measure(&block("Hello", &s, 0)), (o.width, o.height));
+    }
+
+    #[test]
+    fn outline_surrounds_glyphs() {
+        let plain = style(48.0);
+        let mut s = style(48.0);
+        s.outline = Some((3.0, [0, 0, 255, 255]));
+        let p = renderer().render_block(&block("Hello", &plain, 0)).unwrap();
+        let o = renderer().render_block(&block("Hello", &s, 0)).unwrap();
+        assert_eq!(o.width, p.width + 6);
+        assert_eq!(o.height, p.height + 6);
+        let blue: Vec<_> = pixels(&o).filter(|q| q.2 == [0, 0, 255, 255]).collect();
+        let white: Vec<_> = pixels(&o).filter(|q| q.2 == [255, 255, 255, 255]).collect();
+        assert!(blue.len() > 200, "only {} outline pixels", blue.len());
+        assert!(white.len() > 100, "only {} fill pixels", white.len());
+        let inked_o = pixels(&o).filter(|q| q.2[3] > 0).count();
+        let inked_p = pixels(&p).filter(|q| q.2[3] > 0).count();
+        assert!(inked_o > inked_p * 3 / 2, "{inked_o} vs {inked_p}");
+        // Every opaque outline pixel lies within the outline radius (+AA) of fill ink (the
+        // outline is pure blue, so any red means fill).
+        for (x, y, _) in blue.iter().step_by(5) {
+            let near = pixels(&o).any(|(fx, fy, q)| {
+                let dx = fx as f32 - *x as f32;
+                let dy = fy as f32 - *y as f32;
+                q[0] > 0 && (dx * dx + dy * dy).sqrt() <= 4.5
+            });
+            assert!(near, "outline pixel ({x},{y}) far from any glyph");
+        }
+        // A pixel deep inside the outlined block but far from text stays transparent: corners.
+        assert_eq!(o.pixel(0, 0)[3], 0);
+    }
+
+    #[test]
+    fn background_box_fills_corners() {
+        let mut s = style(40.0);
+        s.background = Some(([20, 40, 200, 128], 10.0));
+        s.outline = Some((2.0, [0, 0, 0, 255]));
+        let o = renderer().render_block(&block("Boxed text", &s, 0)).unwrap();
+        let expected = [10, 20, 100, 128];
+        for (x, y) in [(0, 0), (o.width - 1, 0), (0, o.height - 1), (o.width - 1, o.height - 1)] {
+            assert_eq!(o.pixel(x, y), expected, "corner ({x},{y})");
+        }
+        // Text over the box is opaque white somewhere.
+        assert!(pixels(&o).any(|q| q.2 == [255, 255, 255, 255]));
+        let plain = style(40.0);
+        let (pw, ph) = renderer().measure(&block("Boxed text", &plain, 0));
+        assert_eq!((o.width, o.height), (pw + 24, ph + 24));
+    }
+
+    #[test]
+    fn long_sentence_wraps_within_width() {
+        let s = style(32.0);
+        let b = block(SENTENCE, &s, 300);
+        let n = renderer().line_count(&b);
+        assert!(n >= 3, "only {n} lines");
+        let o = renderer().render_block(&b).unwrap();
+        assert!(o.width <= 300, "width {}", o.width);
+        assert_eq!(o.height, (n as f32 * 40.0).ceil() as u32);
+        // With outline and box the limit grows by the margin only.
+        let mut s2 = style(32.0);
+        s2.outline = Some((2.5, [0, 0, 0, 255]));
+        s2.background = Some(([0, 0, 0, 128], 7.5));
+        let o2 = renderer().render_block(&block(SENTENCE, &s2, 300)).unwrap();
+        assert!(o2.width <= 300 + 20, "width {}", o2.width);
+        // Every line's ink starts at the left edge for Align::Left: some ink in the first columns.
+        assert!(pixels(&o).any(|(x, _, q)| x < 4 && q[3] > 0));
+    }
+
+    #[test]
+    fn very_long_word_is_broken() {
+        let s = style(40.0);
+        let word = "Pneumonoultramicroscopicsilicovolcanoconiosis";
+        let b = block(word, &s, 200);
+        let n = renderer().line_count(&b);
+        assert!(n >= 3, "only {n} lines");
+        let o = renderer().render_block(&b).unwrap();
+        assert!(o.width <= 200 && o.width > 100, "width {}", o.width);
+        assert_eq!(o.height, (n as f32 * 50.0).ceil() as u32);
+        // Ink on the last line too (nothing dropped).
+        let last_line_top = o.height - 50;
+        assert!(pixels(&o).any(|(_, y, q)| y >= last_line_top && q[3] > 0));
+        // wrap_words gives the long word its own line.
+        let lines = renderer().wrap_words(&["a", word, "b"], &s, 200);
+        assert_eq!(lines, vec![vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn highlight_colours_the_range() {
+        let s = style(48.0);
+        let text = "Hello World";
+        let b = TextBlock {
+            text,
+            style: &s,
+            max_width_px: 0,
+            highlight: Some((6..11, [255, 0, 0, 255])),
+        };
+        let o = renderer().render_block(&b).unwrap();
+        let white: Vec<u32> =
+            pixels(&o).filter(|q| q.2 == [255, 255, 255, 255]).map(|q| q.0).collect();
+        let red: Vec<u32> = pixels(&o).filter(|q| q.2 == [255, 0, 0, 255]).map(|q| q.0).collect();
+        assert!(white.len() > 100 && red.len() > 100, "{} white, {} red", white.len(), red.len());
+        let white_max = *white.iter().max().unwrap();
+        let red_min = *red.iter().min().unwrap();
+        assert!(white_max < red_min, "white up to x={white_max}, red from x={red_min}");
+        // The right part of the overlay holds red ink, the left part white.
+        assert!(red_min > o.width / 3);
+        // Same layout with and without highlight.
+        let plain = renderer().render_block(&block(text, &s, 0)).unwrap();
+        assert_eq!((plain.width, plain.height), (o.width, o.height));
+    }
+
+    #[test]
+    fn wrap_words_agrees_with_render() {
+        let s = style(32.0);
+        let words: Vec<&str> = SENTENCE.split_whitespace().collect();
+        for max in [250u32, 300, 420, 700] {
+            let lines = renderer().wrap_words(&words, &s, max);
+            let flat: Vec<usize> = lines.iter().flatten().copied().collect();
+            assert_eq!(flat, (0..words.len()).collect::<Vec<_>>());
+            let joined = words.join(" ");
+            let b = block(&joined, &s, max);
+            assert_eq!(renderer().line_count(&b), lines.len(), "max {max}");
+            let (_, h) = renderer().measure(&b);
+            assert_eq!(h, (lines.len() as f32 * 40.0).ceil() as u32);
+            for (i, line) in lines.iter().enumerate() {
+                let text: Vec<&str> = line.iter().map(|&w| words[w]).collect();
+                let text = text.join(" ");
+                assert_eq!(renderer().line_count(&block(&text, &s, max)), 1, "line {text:?}");
+                // Greedy: the next word would not have fitted.
+                if let Some(next) = lines.get(i + 1) {
+                    let more = format!("{text} {}", words[next[0]]);
+                    assert_eq!(renderer().line_count(&block(&more, &s, max)), 2, "{more:?}");
+                }
+            }
+        }
+        assert!(renderer().wrap_words(&[], &s, 100).is_empty());
+    }
+
+    #[test]
+    fn alignment_positions_lines() {
+        let text = "Hi\nA much longer second line";
+        let first_line_ink = |align: Align| {
+            let mut s = style(32.0);
+            s.align = align;
+            let o = renderer().render_block(&block(text, &s, 0)).unwrap();
+            let xs: Vec<u32> =
+                pixels(&o).filter(|q| q.1 < 40 && q.2[3] > 0).map(|q| q.0).collect();
+            (*xs.iter().min().unwrap(), *xs.iter().max().unwrap(), o.width)
+        };
+        let (l0, _, _) = first_line_ink(Align::Left);
+        assert!(l0 < 6);
+        let (c0, c1, w) = first_line_ink(Align::Center);
+        let mid = (c0 + c1) as f32 / 2.0;
+        assert!((mid - w as f32 / 2.0).abs() < 6.0, "centre {mid} of {w}");
+        let (_, r1, w) = first_line_ink(Align::Right);
+        assert!(r1 + 8 >= w, "right edge {r1} of {w}");
+    }
+
+    #[test]
+    fn empty_text_gives_empty_overlay() {
+        let mut s = style(32.0);
+        s.background = Some(([0, 0, 0, 255], 10.0));
+        for t in ["", "   ", " \n\t "] {
+            let o = renderer().render_block(&block(t, &s, 500)).unwrap();
+            assert_eq!((o.width, o.height, o.data.len()), (0, 0, 0));
+            assert_eq!(renderer().measure(&block(t, &s, 500)), (0, 0));
+        }
+    }
+
+    #[test]
+    fn fonts_and_families() {
+        let r = renderer();
+        let err = r.load_font_file(Path::new("/nonexistent/font.ttf")).unwrap_err();
+        assert!(matches!(err, TextError::FontFile { .. }), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.ttf");
+        std::fs::write(&junk, b"definitely not a font").unwrap();
+        assert!(matches!(r.load_font_file(&junk), Err(TextError::FontFile { .. })));
+
+        assert!(r.has_family("sans-serif"));
+        assert!(!r.has_family("No Such Family 12345"));
+        let bold = Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf");
+        if bold.exists() {
+            assert!(r.has_family("DejaVu Sans"));
+            assert!(r.has_family("dejavu sans"));
+            let fams = r.load_font_file(bold).unwrap();
+            assert!(fams.iter().any(|f| f == "DejaVu Sans"), "{fams:?}");
+        }
+        // Unknown family falls back and still renders.
+        let mut s = style(32.0);
+        s.family = "No Such Family 12345".into();
+        let o = r.render_block(&block("Fallback", &s, 0)).unwrap();
+        assert!(pixels(&o).filter(|q| q.2[3] == 255).count() > 50);
+        // Bold renders heavier than regular.
+        let mut b = style(32.0);
+        b.bold = true;
+        let reg = r.render_block(&block("Weight", &style(32.0), 0)).unwrap();
+        let bo = r.render_block(&block("Weight", &b, 0)).unwrap();
+        let ink = |o: &RgbaOverlay| o.data.chunks_exact(4).map(|p| u64::from(p[3])).sum::<u64>();
+        assert!(ink(&bo) > ink(&reg) * 11 / 10);
+    }
+
+    #[test]
+    fn dilate_is_circular() {
+        let (w, h) = (21, 21);
+        let mut src = vec![0u8; w * h];
+        src[10 * w + 10] = 255;
+        let out = dilate(&src, w, h, 4.0);
+        assert_eq!(out[10 * w + 10], 255);
+        assert_eq!(out[10 * w + 14], 255);
+        assert_eq!(out[10 * w + 16], 0);
+        // Diagonal at distance ~5.66 is outside a radius-4 disc.
+        assert_eq!(out[14 * w + 14], 0);
+        assert_eq!(out[13 * w + 13], 255); // distance 4.24 < 4.5 -> partially or fully covered
+    }
+
+    /// `cargo test -p reelsmith-media --release text::tests::perf -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn perf_1080p_subtitle() {
+        let r = renderer();
+        let mut s = style(64.0);
+        s.outline = Some((4.0, [0, 0, 0, 255]));
+        s.background = Some(([0, 0, 0, 140], 12.0));
+        s.align = Align::Center;
+        let text = "This is a fairly long subtitle line that wraps onto two lines at 1080p";
+        let b = TextBlock { text, style: &s, max_width_px: 1700, highlight: Some((10..16, [255, 255, 0, 255])) };
+        let _ = r.render_block(&b).unwrap();
+        let n = 50;
+        let t = std::time::Instant::now();
+        let mut o = RgbaOverlay::empty();
+        for _ in 0..n {
+            o = r.render_block(&b).unwrap();
+        }
+        let per = t.elapsed() / n;
+        eprintln!("1080p subtitle {}x{}: {:?} per render", o.width, o.height, per);
+    }
+}
