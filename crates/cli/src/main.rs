@@ -1,1 +1,262 @@
-fn main() {}
+//! `reelsmith`: render storyboards, inspect the machine, manage the cache, benchmark.
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reelsmith_engine::{Cache, Engine, Progress, RenderError, RenderOptions};
+
+#[derive(Parser)]
+#[command(name = "reelsmith", version, about = "Fast, cached, parallel video generation from JSON storyboards")]
+struct Cli {
+    /// Cache directory (default: $REELSMITH_CACHE_DIR or ~/.cache/reelsmith).
+    #[arg(long, global = true, env = "REELSMITH_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Cache size limit in MB; least recently used entries go first.
+    #[arg(long, global = true, default_value_t = 4096)]
+    cache_size_mb: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render a spec to an MP4.
+    Render {
+        spec: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Write a JSON report: per-stage wall/CPU time, cache hits, peak memory, frames/s.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Ignore the cache (nothing is read from or kept in it).
+        #[arg(long)]
+        no_cache: bool,
+        /// Segments encoded in parallel (default: cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Threads per encoder (default: cores / jobs).
+        #[arg(long)]
+        encoder_threads: Option<u32>,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Check spec files without rendering.
+    Validate { specs: Vec<PathBuf> },
+    /// Print the spec's JSON Schema.
+    Schema,
+    /// What this machine can do: FFmpeg, encoders that really work, voices, fonts, cache.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or empty the cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    Clear,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REELSMITH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // Spec problems are listed one per line, each with its JSON path.
+        eprintln!("error: {e:#}");
+        let code = match e.downcast_ref::<RenderError>() {
+            Some(RenderError::Parse(_) | RenderError::Invalid(_)) => 2,
+            _ => 1,
+        };
+        std::process::exit(code);
+    }
+}
+
+fn open_cache(cli: &Cli) -> Result<Cache> {
+    let root = cli.cache_dir.clone().unwrap_or_else(Cache::default_root);
+    Cache::open(&root, cli.cache_size_mb * 1024 * 1024).with_context(|| format!("opening cache at {}", root.display()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Render { spec, output, report, no_cache, jobs, encoder_threads, quiet } => {
+            let scratch;
+            let cache = if *no_cache {
+                scratch = tempfile::tempdir()?;
+                Cache::disabled(scratch.path())?
+            } else {
+                open_cache(&cli)?
+            };
+            let engine = Engine::new(cache)?;
+            let bar = progress_bar(*quiet);
+            let opts = RenderOptions { jobs: *jobs, encoder_threads: *encoder_threads, progress: Some(progress_fn(bar.clone())), cancel: None };
+            let rep = engine.render_file(spec, output, &opts);
+            bar.finish_and_clear();
+            let rep = rep?;
+            if let Some(path) = report {
+                std::fs::write(path, serde_json::to_vec_pretty(&rep)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if !quiet {
+                eprintln!(
+                    "{}: {}x{} {} frames ({:.2} s) in {:.2} s — {} of {} segments encoded, cache {}/{} hits, peak memory {:.0} MB",
+                    output.display(),
+                    rep.width,
+                    rep.height,
+                    rep.frames,
+                    rep.duration_s,
+                    rep.wall_s,
+                    rep.segments_encoded,
+                    rep.segments_total,
+                    rep.cache_hits,
+                    rep.cache_hits + rep.cache_misses,
+                    rep.peak_tree_rss_mb
+                );
+            }
+            Ok(())
+        }
+        Command::Validate { specs } => {
+            let engine = Engine::new(Cache::disabled(tempfile::tempdir()?.keep())?)?;
+            let mut failed = false;
+            for path in specs {
+                match validate(&engine, path) {
+                    Ok(()) => println!("{}: ok", path.display()),
+                    Err(e) => {
+                        failed = true;
+                        println!("{}:\n{e}", path.display());
+                    }
+                }
+            }
+            if failed {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&reelsmith_spec::json_schema())?);
+            Ok(())
+        }
+        Command::Doctor { json } => doctor(&cli, *json),
+        Command::Cache { action } => {
+            let cache = open_cache(&cli)?;
+            match action {
+                CacheAction::Stats { json } => {
+                    let s = cache.stats();
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&s)?);
+                    } else {
+                        println!("cache: {}", s.root.display());
+                        println!("entries: {}, size: {:.1} MB of {:.0} MB", s.entries, s.bytes as f64 / 1e6, s.max_bytes as f64 / 1048576.0);
+                        for (stage, hm) in &s.stages {
+                            println!("  {stage:<10} hits {:>6}  misses {:>6}  hit ratio {:.0}%", hm.hits, hm.misses, hm.ratio() * 100.0);
+                        }
+                    }
+                }
+                CacheAction::Clear => {
+                    cache.clear()?;
+                    println!("cleared {}", cache.root().display());
+                }
+            }
+            Ok(())
+        }
+        Command::Bench { what } => bench::run(what),
+    }
+}
+
+fn validate(engine: &Engine, path: &Path) -> Result<(), RenderError> {
+    let json = std::fs::read_to_string(path).map_err(|e| RenderError::at("$", format!("cannot read {}: {e}", path.display())))?;
+    let spec = reelsmith_spec::parse(&json)?;
+    engine.validate(&spec, path.parent().unwrap_or(Path::new(".")))
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    if quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ETA {eta} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn progress_fn(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
+    Arc::new(move |p| match p {
+        Progress::Stage { name, total } => {
+            bar.set_prefix(name);
+            bar.set_length(total);
+            bar.set_position(0);
+            bar.reset_eta();
+            bar.set_message(if name == "segments" { "frames" } else { "" });
+        }
+        Progress::Frames { done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })
+}
+
+fn doctor(cli: &Cli, json: bool) -> Result<()> {
+    use reelsmith_media::ffmpeg;
+    let version = ffmpeg::version().map_err(|e| anyhow::anyhow!("{e}"));
+    let encoders: Vec<&str> = reelsmith_engine::encoders::working_encoders().iter().map(|e| e.ffmpeg_name()).collect();
+    let speech = reelsmith_media::tts::EspeakNg::new();
+    use reelsmith_media::tts::SpeechEngine;
+    let (speech_version, voices) = match &speech {
+        Ok(s) => (s.version(), s.voices().map(|v| v.into_iter().map(|v| v.languages.first().cloned().unwrap_or(v.name)).collect::<Vec<_>>()).unwrap_or_default()),
+        Err(e) => (format!("unavailable: {e}"), vec![]),
+    };
+    let text = reelsmith_media::text::TextRenderer::new();
+    let default_font = "DejaVu Sans";
+    let cache = open_cache(cli)?;
+    let stats = cache.stats();
+    let report = serde_json::json!({
+        "ffmpeg": version.as_ref().map(|s| s.as_str()).unwrap_or("missing"),
+        "encoders": encoders,
+        "speech": { "engine": "espeak-ng", "version": speech_version, "voices": voices.len(), "sample": voices.iter().take(12).collect::<Vec<_>>() },
+        "fonts": { "default_family": default_font, "installed": text.has_family(default_font) },
+        "cache": { "root": stats.root, "entries": stats.entries, "bytes": stats.bytes, "max_bytes": stats.max_bytes },
+        "cores": reelsmith_engine::cores(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let ok = |b: bool| if b { "ok " } else { "!! " };
+        println!("{}ffmpeg: {}", ok(version.is_ok()), report["ffmpeg"].as_str().unwrap_or_default());
+        println!("{}working H.264 encoders: {}", ok(!encoders.is_empty()), encoders.join(", "));
+        println!("{}speech: espeak-ng {} — {} voices (e.g. {})", ok(!voices.is_empty()), speech_version, voices.len(), voices.iter().take(8).cloned().collect::<Vec<_>>().join(", "));
+        println!("{}font: {default_font}", ok(text.has_family(default_font)));
+        println!("ok cache: {} — {} entries, {:.1} MB of {:.0} MB", stats.root.display(), stats.entries, stats.bytes as f64 / 1e6, stats.max_bytes as f64 / 1048576.0);
+        println!("ok cores: {}", reelsmith_engine::cores());
+    }
+    if version.is_err() || encoders.is_empty() || speech.is_err() {
+        anyhow::bail!("some required parts are missing: run scripts/setup.sh");
+    }
+    Ok(())
+}

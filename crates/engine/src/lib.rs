@@ -1,1 +1,190 @@
+//! The Reelsmith render engine: spec → plan → cached stages → parallel segments → MP4.
+//!
+//! Stages, each cached by a content hash of its inputs ([`cache`]):
+//! 1. `narration`: speech (or a recording) per scene, as 48 kHz mono plus word timings;
+//! 2. `canvas`: each scene's picture fitted, titled and converted to YUV once, at the size its
+//!    largest Ken Burns zoom needs;
+//! 3. `audio`: narration placed on the timeline, music looped and ducked, loudness normalised, AAC;
+//! 4. `segments`: scene bodies and transitions composited frame by frame and piped to parallel
+//!    encoders — an unchanged segment is never encoded again;
+//! 5. `concat`: stream-copy join of the segments with the audio.
 
+pub mod cache;
+pub mod encoders;
+pub mod plan;
+pub mod report;
+pub mod scene;
+mod stages;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use reelsmith_media::ffmpeg::{self, FfmpegError};
+use reelsmith_media::text::TextRenderer;
+use reelsmith_media::tts::{EspeakNg, SpeechEngine};
+use reelsmith_spec::{ParseError, Spec, ValidationError, Validator};
+
+pub use cache::Cache;
+pub use report::Report;
+
+/// Why a render failed. [`RenderError::code`] gives a stable code for APIs.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    Ffmpeg(#[from] FfmpegError),
+    #[error("speech synthesis failed: {0}")]
+    Speech(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("render cancelled")]
+    Cancelled,
+}
+
+impl RenderError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Parse(_) => ParseError::CODE,
+            Self::Invalid(_) => ValidationError::CODE,
+            Self::Ffmpeg(FfmpegError::Missing(_)) => "ffmpeg_missing",
+            Self::Ffmpeg(_) => "ffmpeg_failed",
+            Self::Speech(_) => "speech_failed",
+            Self::Io(_) => "io",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// A single issue at `path`, in the same form as spec validation errors.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut v = Validator::default();
+        v.push(path, message);
+        Self::Invalid(v.finish().unwrap_err())
+    }
+}
+
+/// What the engine tells a progress display.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// A stage started; `total` items (frames for `segments`).
+    Stage { name: &'static str, total: u64 },
+    /// Frames composited and encoded so far, out of the frames that need encoding.
+    Frames { done: u64, total: u64 },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct RenderOptions {
+    /// Segments encoded at once; default: the number of cores.
+    pub jobs: Option<usize>,
+    /// Threads per encoder; default: cores / jobs.
+    pub encoder_threads: Option<u32>,
+    pub progress: Option<ProgressFn>,
+    /// Set to stop a render between frames.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl RenderOptions {
+    fn emit(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(p);
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Shared, long-lived parts: the cache, the speech engine, fonts. Cheap to share across renders.
+pub struct Engine {
+    pub cache: Cache,
+    pub speech: Arc<dyn SpeechEngine>,
+    pub text: Arc<TextRenderer>,
+}
+
+impl Engine {
+    pub fn new(cache: Cache) -> Result<Self, RenderError> {
+        let speech = EspeakNg::new().map_err(|e| RenderError::Speech(e.to_string()))?;
+        Ok(Self { cache, speech: Arc::new(speech), text: Arc::new(TextRenderer::new()) })
+    }
+
+    /// Reads, parses and renders a spec file; relative paths resolve against its folder.
+    pub fn render_file(&self, spec_path: &Path, out: &Path, opts: &RenderOptions) -> Result<Report, RenderError> {
+        let json = std::fs::read_to_string(spec_path)
+            .map_err(|e| RenderError::at("$", format!("cannot read spec {}: {e}", spec_path.display())))?;
+        let spec = reelsmith_spec::parse(&json)?;
+        let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        self.render(&spec, &base, out, opts)
+    }
+
+    /// Checks a spec without rendering: ranges, files, voices and fonts.
+    pub fn validate(&self, spec: &Spec, base_dir: &Path) -> Result<(), RenderError> {
+        let mut v = Validator::default();
+        spec.check(base_dir, &mut v);
+        stages::check_voices_and_fonts(self, spec, base_dir, &mut v);
+        Ok(v.finish()?)
+    }
+
+    /// Renders `spec` to `out` (an MP4).
+    pub fn render(&self, spec: &Spec, base_dir: &Path, out: &Path, opts: &RenderOptions) -> Result<Report, RenderError> {
+        let started = Instant::now();
+        let cpu0 = report::cpu_seconds();
+        let memory = report::TreeMemory::start();
+        let result = stages::run(self, spec, base_dir, out, opts);
+        let peak = memory.finish();
+        // Statistics and eviction even when the render failed half-way: its entries are valid.
+        let finish = self.cache.finish_run();
+        let mut rep = result?;
+        finish?;
+        rep.wall_s = started.elapsed().as_secs_f64();
+        rep.cpu_s = report::cpu_seconds() - cpu0;
+        rep.peak_tree_rss_mb = peak;
+        Ok(rep)
+    }
+}
+
+/// Runs `f` over `items` on up to `jobs` threads, keeping order; stops handing out work after
+/// the first error.
+pub(crate) fn parallel<T: Sync, R: Send, E: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> Result<R, E> + Sync) -> Result<Vec<R>, E> {
+    let next = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<std::sync::Mutex<Option<Result<R, E>>>> = items.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= items.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = f(&items[i]);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    *results[i].lock().expect("result slot") = Some(r);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for slot in results {
+        match slot.into_inner().expect("result slot") {
+            Some(Ok(r)) => out.push(r),
+            Some(Err(e)) => return Err(e),
+            None => {} // not started because an earlier item failed; that error is returned below
+        }
+    }
+    Ok(out)
+}
+
+/// The encoder an output setting resolves to on this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+pub use ffmpeg::probe;

@@ -393,57 +393,121 @@ fn over(dst: &mut [u8], src: [u32; 4]) {
 }
 
 /// Circular anti-aliased max filter: `out[p] = max_o src[p + o] * k(|o|)` with
-/// `k(d) = clamp(r + 0.5 - d, 0, 1)`.
+/// `k(d) = clamp(r + 1 - d, 0, 1)`: a source pixel fully covered spans ±0.5 px around its
+/// centre, so pixels whose centre is within `r - 0.5` of that pixel's edge get full coverage,
+/// and an anti-aliased edge pixel's coverage is carried out to distance `r`.
 fn dilate(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
     let mut out = vec![0u8; w * h];
-    if w == 0 || h == 0 {
+    if w == 0 || h == 0 || !(r >= 0.0) {
         return out;
     }
-    // Per source row, the columns holding coverage.
-    let spans: Vec<Option<(usize, usize)>> = src
-        .chunks_exact(w)
-        .map(|row| {
-            let first = row.iter().position(|&v| v != 0)?;
-            let last = row.iter().rposition(|&v| v != 0)?;
-            Some((first, last))
-        })
-        .collect();
-    let rad = (r + 0.5).ceil() as isize;
+    let weight = |dx: isize, dy: isize| -> u16 {
+        let d = ((dx * dx + dy * dy) as f32).sqrt();
+        ((r + 1.0 - d).clamp(0.0, 1.0) * 256.0).round() as u16
+    };
+    // The disc, row by row: for each dy, offsets |dx| <= full have weight 1 (a horizontal
+    // max), and a few rim offsets have a partial weight.
+    let rad = (r + 1.0).ceil() as isize;
+    let mut full_rows: Vec<(isize, isize)> = Vec::new(); // (dy, half-width)
+    let mut rim: Vec<(isize, isize, u16)> = Vec::new(); // (dy, dx >= 0, weight); also -dx
     for dy in -rad..=rad {
-        for dx in -rad..=rad {
-            let d = ((dx * dx + dy * dy) as f32).sqrt();
-            let k = (r + 0.5 - d).clamp(0.0, 1.0);
-            let k16 = (k * 256.0).round() as u16;
-            if k16 == 0 {
-                continue;
+        let mut full = -1;
+        while full < rad && weight(full + 1, dy) >= 256 {
+            full += 1;
+        }
+        if full >= 0 {
+            full_rows.push((dy, full));
+        }
+        for dx in (full + 1)..=rad {
+            let k = weight(dx, dy);
+            if k > 0 {
+                rim.push((dy, dx, k));
             }
-            for (sy, span) in spans.iter().enumerate() {
-                let Some((x0, x1)) = *span else { continue };
-                let y = sy as isize - dy;
-                if y < 0 || y >= h as isize {
-                    continue;
-                }
-                let ox0 = (x0 as isize - dx).max(0);
-                let ox1 = (x1 as isize - dx).min(w as isize - 1);
-                if ox0 > ox1 {
-                    continue;
-                }
-                let (ox0, ox1) = (ox0 as usize, ox1 as usize);
-                let sx0 = (ox0 as isize + dx) as usize;
-                let n = ox1 - ox0 + 1;
-                let srow = &src[sy * w + sx0..sy * w + sx0 + n];
-                let orow = &mut out[y as usize * w + ox0..y as usize * w + ox0 + n];
-                if k16 >= 256 {
-                    for (o, &s) in orow.iter_mut().zip(srow) {
-                        *o = (*o).max(s);
+        }
+    }
+    let row_has_ink: Vec<bool> = src.chunks_exact(w).map(|row| row.iter().any(|&v| v != 0)).collect();
+
+    // Dest row y - dy takes source row y.
+    let dest_row = |y: usize, dy: isize| -> Option<usize> {
+        let t = y as isize - dy;
+        (t >= 0 && t < h as isize).then_some(t as usize)
+    };
+
+    // Horizontal max over |t| <= a, grown one step at a time.
+    full_rows.sort_by_key(|&(_, a)| a);
+    let mut hmax = src.to_vec();
+    let mut a_done = 0isize;
+    for &(dy, a) in &full_rows {
+        while a_done < a {
+            a_done += 1;
+            let step = a_done as usize;
+            if step < w {
+                for y in (0..h).filter(|&y| row_has_ink[y]) {
+                    let srow = &src[y * w..(y + 1) * w];
+                    let hrow = &mut hmax[y * w..(y + 1) * w];
+                    for (hv, &sv) in hrow[step..].iter_mut().zip(&srow[..w - step]) {
+                        *hv = (*hv).max(sv);
                     }
-                } else {
-                    for (o, &s) in orow.iter_mut().zip(srow) {
-                        let v = ((u16::from(s) * k16) >> 8) as u8;
-                        *o = (*o).max(v);
+                    for (hv, &sv) in hrow[..w - step].iter_mut().zip(&srow[step..]) {
+                        *hv = (*hv).max(sv);
                     }
                 }
             }
+        }
+        for y in (0..h).filter(|&y| row_has_ink[y]) {
+            let Some(t) = dest_row(y, dy) else { continue };
+            let (hrow, orow) = (&hmax[y * w..(y + 1) * w], &mut out[t * w..(t + 1) * w]);
+            for (o, &v) in orow.iter_mut().zip(hrow) {
+                *o = (*o).max(v);
+            }
+        }
+    }
+
+    // Anti-aliased rim: partial weights at (±dx, dy).
+    for &(dy, dx, k) in &rim {
+        let step = dx as usize;
+        if step >= w {
+            continue;
+        }
+        for y in (0..h).filter(|&y| row_has_ink[y]) {
+            let Some(t) = dest_row(y, dy) else { continue };
+            let srow = &src[y * w..(y + 1) * w];
+            let orow = &mut out[t * w..(t + 1) * w];
+            for (o, &sv) in orow[step..].iter_mut().zip(&srow[..w - step]) {
+                *o = (*o).max(((u16::from(sv) * k) >> 8) as u8);
+            }
+            if step > 0 {
+                for (o, &sv) in orow[..w - step].iter_mut().zip(&srow[step..]) {
+                    *o = (*o).max(((u16::from(sv) * k) >> 8) as u8);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reference implementation of [`dilate`] (direct kernel), for tests.
+#[cfg(test)]
+fn dilate_naive(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
+    let mut out = vec![0u8; w * h];
+    let rad = (r + 1.0).ceil() as isize;
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let mut m = 0u8;
+            for dy in -rad..=rad {
+                for dx in -rad..=rad {
+                    let (sx, sy) = (x + dx, y + dy);
+                    if sx < 0 || sy < 0 || sx >= w as isize || sy >= h as isize {
+                        continue;
+                    }
+                    let d = ((dx * dx + dy * dy) as f32).sqrt();
+                    let k = ((r + 1.0 - d).clamp(0.0, 1.0) * 256.0).round() as u16;
+                    let s = src[sy as usize * w + sx as usize];
+                    let v = if k >= 256 { s } else { ((u16::from(s) * k) >> 8) as u8 };
+                    m = m.max(v);
+                }
+            }
+            out[y as usize * w + x as usize] = m;
         }
     }
     out
@@ -1028,10 +1092,67 @@ mod tests {
         let out = dilate(&src, w, h, 4.0);
         assert_eq!(out[10 * w + 10], 255);
         assert_eq!(out[10 * w + 14], 255);
-        assert_eq!(out[10 * w + 16], 0);
-        // Diagonal at distance ~5.66 is outside a radius-4 disc.
+        assert_eq!(out[10 * w + 15], 0);
+        assert_eq!(out[13 * w + 12], 255); // distance 3.6
+        // Distance 4.24: partially covered (anti-aliased rim).
+        let rim = out[13 * w + 13];
+        assert!(rim > 100 && rim < 255, "rim {rim}");
+        // Diagonal at distance 5.66 is outside the disc.
         assert_eq!(out[14 * w + 14], 0);
-        assert_eq!(out[13 * w + 13], 255); // distance 4.24 < 4.5 -> partially or fully covered
+        // Symmetric.
+        assert_eq!(out[7 * w + 7], rim);
+        assert_eq!(out[10 * w + 6], 255);
+        // Coverage scales the result.
+        src[10 * w + 10] = 100;
+        let out = dilate(&src, w, h, 2.0);
+        assert_eq!(out[10 * w + 12], 100);
+    }
+
+    #[test]
+    fn dilate_matches_naive_kernel() {
+        let (w, h) = (37, 23);
+        let mut seed = 12345u32;
+        let mut src = vec![0u8; w * h];
+        for (i, v) in src.iter_mut().enumerate() {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            // Sparse blobs with anti-aliased values, some empty rows.
+            if (i / w) % 5 != 0 && (seed >> 16) % 7 == 0 {
+                *v = (seed >> 8) as u8;
+            }
+        }
+        for r in [0.0f32, 0.7, 1.0, 2.5, 3.0, 4.0, 6.3] {
+            assert_eq!(dilate(&src, w, h, r), dilate_naive(&src, w, h, r), "r = {r}");
+        }
+    }
+
+    /// CPU time of this thread (wall-clock timings are noisy on a shared machine).
+    fn thread_cpu() -> std::time::Duration {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    #[test]
+    #[ignore]
+    fn perf_dilate() {
+        let (w, h) = (1670usize, 168usize);
+        let mut src = vec![0u8; w * h];
+        for y in 20..140 {
+            for x in 10..1600 {
+                if (x / 7 + y / 9) % 3 == 0 {
+                    src[y * w + x] = 255;
+                }
+            }
+        }
+        let n = 20;
+        for r in [2.0f32, 4.0, 8.0] {
+            let t = thread_cpu();
+            for _ in 0..n {
+                std::hint::black_box(dilate(std::hint::black_box(&src), w, h, r));
+            }
+            eprintln!("dilate r={r} {w}x{h}: {:?} cpu", (thread_cpu() - t) / n);
+        }
     }
 
     /// `cargo test -p reelsmith-media --release text::tests::perf -- --ignored --nocapture`
@@ -1039,20 +1160,27 @@ mod tests {
     #[ignore]
     fn perf_1080p_subtitle() {
         let r = renderer();
-        let mut s = style(64.0);
-        s.outline = Some((4.0, [0, 0, 0, 255]));
-        s.background = Some(([0, 0, 0, 140], 12.0));
-        s.align = Align::Center;
         let text = "This is a fairly long subtitle line that wraps onto two lines at 1080p";
-        let b = TextBlock { text, style: &s, max_width_px: 1700, highlight: Some((10..16, [255, 255, 0, 255])) };
-        let _ = r.render_block(&b).unwrap();
-        let n = 50;
-        let t = std::time::Instant::now();
-        let mut o = RgbaOverlay::empty();
-        for _ in 0..n {
-            o = r.render_block(&b).unwrap();
+        for (outline, bg) in [(None, None), (Some((4.0, [0, 0, 0, 255])), None), (Some((4.0, [0, 0, 0, 255])), Some(([0, 0, 0, 140], 12.0)))] {
+            let mut s = style(64.0);
+            s.outline = outline;
+            s.background = bg;
+            s.align = Align::Center;
+            let b = TextBlock { text, style: &s, max_width_px: 1700, highlight: Some((10..16, [255, 255, 0, 255])) };
+            let _ = r.render_block(&b).unwrap();
+            let n = 50;
+            let t = thread_cpu();
+            for _ in 0..n {
+                let _ = r.measure(&b);
+            }
+            let layout = (thread_cpu() - t) / n;
+            let t = thread_cpu();
+            let mut o = RgbaOverlay::empty();
+            for _ in 0..n {
+                o = r.render_block(&b).unwrap();
+            }
+            let per = (thread_cpu() - t) / n;
+            eprintln!("1080p subtitle {}x{} outline={outline:?} bg={bg:?}: layout {layout:?}, render {per:?} (thread CPU time)", o.width, o.height);
         }
-        let per = t.elapsed() / n;
-        eprintln!("1080p subtitle {}x{}: {:?} per render", o.width, o.height, per);
     }
 }

@@ -1,0 +1,224 @@
+//! `reelsmith bench render`: a generated storyboard rendered cold, re-rendered identically and
+//! after a one-scene edit, compared in the same run against FFmpeg encoding the very same
+//! frames from a raw file (the encode-only limit of this machine).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use image::{Rgb, RgbImage};
+use reelsmith_engine::report::{TreeMemory, cpu_seconds};
+use reelsmith_engine::{Cache, Engine, RenderOptions, Report};
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Cold, identical and one-scene-edited renders of a generated storyboard vs. encode-only.
+    Render {
+        #[arg(long, default_value = "bench-out")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1920)]
+        width: u32,
+        #[arg(long, default_value_t = 1080)]
+        height: u32,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        #[arg(long, default_value_t = 6)]
+        scenes: usize,
+        /// Sentences of narration per scene (~2.4 s each).
+        #[arg(long, default_value_t = 3)]
+        sentences: usize,
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        encoder_threads: Option<u32>,
+        /// Also render 1- and 5-minute videos and compare their peak memory.
+        #[arg(long)]
+        memory_scaling: bool,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+const SENTENCES: &[&str] = &[
+    "The morning light spills over the quiet harbour.",
+    "Fishing boats rock gently against the wooden pier.",
+    "A gull circles twice before landing on a post.",
+    "Down the street the bakery opens its shutters.",
+    "Fresh bread fills the air with a warm sweet smell.",
+    "Children race past on their way to the old school.",
+    "By noon the market square is loud with voices.",
+    "Traders call out the prices of fruit and fish.",
+];
+
+/// A photo-like test picture: smooth gradients, soft blobs and fine noise, so the encoder has
+/// real texture to work on.
+fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
+    let mut state = seed.wrapping_mul(2654435761).wrapping_add(12345);
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
+        .map(|_| {
+            let c = [(rnd() % 255) as f32, (rnd() % 255) as f32, (rnd() % 255) as f32];
+            ((rnd() % w) as f32, (rnd() % h) as f32, (w / 6 + rnd() % (w / 4)) as f32, c)
+        })
+        .collect();
+    let base = [(seed * 40 % 255) as f32, (seed * 90 % 255) as f32, (seed * 150 % 255) as f32];
+    RgbImage::from_fn(w, h, |x, y| {
+        let mut c = [base[0] * (1.0 - y as f32 / h as f32), base[1] * (x as f32 / w as f32), base[2] * 0.6];
+        for (bx, by, r, col) in &blobs {
+            let d = ((x as f32 - bx).powi(2) + (y as f32 - by).powi(2)).sqrt() / r;
+            let k = (1.0 - d).clamp(0.0, 1.0);
+            for i in 0..3 {
+                c[i] = c[i] * (1.0 - k * 0.8) + col[i] * k * 0.8;
+            }
+        }
+        let n = ((x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ seed) % 21) as f32 - 10.0;
+        Rgb([(c[0] + n).clamp(0.0, 255.0) as u8, (c[1] + n).clamp(0.0, 255.0) as u8, (c[2] + n).clamp(0.0, 255.0) as u8])
+    })
+}
+
+/// Writes pictures and a storyboard spec; returns the spec path.
+fn storyboard(dir: &Path, name: &str, w: u32, h: u32, fps: u32, scenes: usize, sentences: usize, edit: bool) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let mut list = vec![];
+    for i in 0..scenes {
+        let img = dir.join(format!("photo{}.jpg", i % 6));
+        if !img.exists() {
+            picture(w, h, i as u32 % 6 + 1).save(&img)?;
+        }
+        let mut text: Vec<&str> = (0..sentences).map(|k| SENTENCES[(i * sentences + k) % SENTENCES.len()]).collect();
+        if edit && i == scenes / 2 {
+            text[0] = "This sentence was edited after the first render.";
+        }
+        let pans = ["left", "right", "up", "down", "center"];
+        list.push(json!({
+            "image": img.file_name().unwrap().to_string_lossy(),
+            "narration": { "text": text.join(" ") },
+            "motion": { "type": "ken-burns", "zoom_from": 1.0, "zoom_to": 1.1, "pan": pans[i % pans.len()] },
+            "transition": { "type": "crossfade", "duration": 0.5 }
+        }));
+    }
+    let spec = json!({
+        "version": 1,
+        "output": { "width": w, "height": h, "fps": fps, "quality": { "preset": "veryfast", "crf": 23 } },
+        "subtitles": { "style": "word-highlight" },
+        "scenes": list
+    });
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+    Ok(path)
+}
+
+fn render(cache_dir: &Path, spec: &Path, out: &Path, jobs: Option<usize>, threads: Option<u32>) -> Result<Report> {
+    let engine = Engine::new(Cache::open(cache_dir, 64 << 30)?)?;
+    let opts = RenderOptions { jobs, encoder_threads: threads, ..Default::default() };
+    Ok(engine.render_file(spec, out, &opts)?)
+}
+
+/// FFmpeg alone encoding the raw frames of `video` with the same settings: (wall s, cpu s, peak MB).
+fn encode_only(video: &Path, raw_dir: &Path, w: u32, h: u32, fps: u32) -> Result<(f64, f64, f64)> {
+    let raw = raw_dir.join("reelsmith-bench-frames.yuv");
+    reelsmith_media::ffmpeg::decode_to_raw(video, &raw)?;
+    let out = raw_dir.join("reelsmith-bench-ref.mp4");
+    let mem = TreeMemory::start();
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    let status = Command::new(reelsmith_media::ffmpeg::ffmpeg_bin())
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p"])
+        .args(["-s", &format!("{w}x{h}"), "-framerate", &fps.to_string(), "-i"])
+        .arg(&raw)
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-f", "mp4", "-y"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .status()?;
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let peak = mem.finish();
+    let _ = std::fs::remove_file(&raw);
+    let _ = std::fs::remove_file(&out);
+    if !status.success() {
+        bail!("reference encode failed: {status}");
+    }
+    Ok((wall, cpu, peak))
+}
+
+pub fn run(cmd: &BenchCommand) -> Result<()> {
+    let BenchCommand::Render { dir, width, height, fps, scenes, sentences, jobs, encoder_threads, memory_scaling, json: json_out } = cmd;
+    let (w, h, fps) = (*width, *height, *fps);
+    let assets = dir.join("assets");
+    let cache = dir.join("cache");
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache)?;
+    }
+    let spec = storyboard(&assets, "storyboard.json", w, h, fps, *scenes, *sentences, false)?;
+    let edited = storyboard(&assets, "storyboard-edited.json", w, h, fps, *scenes, *sentences, true)?;
+    let out = dir.join("bench.mp4");
+
+    eprintln!("cold render of {} scenes at {w}x{h}@{fps}…", scenes);
+    let cold = render(&cache, &spec, &out, *jobs, *encoder_threads).context("cold render")?;
+    eprintln!("encode-only reference on the same frames…");
+    let raw_dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let (ref_wall, ref_cpu, ref_peak) = encode_only(&out, &raw_dir, w, h, fps)?;
+    eprintln!("identical re-render…");
+    let same = render(&cache, &spec, &out, *jobs, *encoder_threads)?;
+    eprintln!("re-render after editing one scene's narration…");
+    let edit = render(&cache, &edited, &dir.join("bench-edited.mp4"), *jobs, *encoder_threads)?;
+
+    let mut figures = json!({
+        "machine": { "cores": reelsmith_engine::cores() },
+        "video": { "width": w, "height": h, "fps": fps, "frames": cold.frames, "seconds": cold.duration_s, "scenes": scenes },
+        "reference_encode_only": { "wall_s": ref_wall, "cpu_s": ref_cpu, "peak_tree_mb": ref_peak },
+        "cold": { "wall_s": cold.wall_s, "cpu_s": cold.cpu_s, "peak_tree_mb": cold.peak_tree_rss_mb, "vs_reference": cold.wall_s / ref_wall, "stages": cold.stages },
+        "identical_rerender": { "wall_s": same.wall_s, "segments_encoded": same.segments_encoded, "narration_runs": same.stages["narration"].runs },
+        "one_scene_edit": { "wall_s": edit.wall_s, "vs_cold": edit.wall_s / cold.wall_s, "segments_encoded": edit.segments_encoded, "segments_total": edit.segments_total },
+    });
+
+    if *memory_scaling {
+        let mut peaks = vec![];
+        for minutes in [1usize, 5] {
+            // ~7.5 s per scene: 8 scenes a minute.
+            let n = minutes * 8;
+            let spec = storyboard(&assets, &format!("storyboard-{minutes}min.json"), w, h, fps, n, *sentences, false)?;
+            eprintln!("{minutes}-minute render for memory scaling…");
+            let scratch = dir.join(format!("cache-{minutes}min"));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let r = render(&scratch, &spec, &dir.join(format!("bench-{minutes}min.mp4")), *jobs, *encoder_threads)?;
+            let _ = std::fs::remove_dir_all(&scratch);
+            peaks.push((minutes, r.duration_s, r.peak_tree_rss_mb, r.wall_s));
+        }
+        figures["memory_scaling"] = json!({
+            "one_minute": { "seconds": peaks[0].1, "peak_tree_mb": peaks[0].2, "wall_s": peaks[0].3 },
+            "five_minutes": { "seconds": peaks[1].1, "peak_tree_mb": peaks[1].2, "wall_s": peaks[1].3 },
+            "ratio": peaks[1].2 / peaks[0].2,
+        });
+    }
+
+    println!("Reelsmith render benchmark — {w}x{h}@{fps}, {} frames ({:.1} s), {} scenes, {} cores", cold.frames, cold.duration_s, scenes, reelsmith_engine::cores());
+    println!("  encode-only reference (ffmpeg, raw frames from RAM): {:.2} s wall, {:.0} MB peak", ref_wall, ref_peak);
+    println!("  cold render (TTS included):   {:.2} s = {:.2}x reference, {:.0} MB peak tree memory", cold.wall_s, cold.wall_s / ref_wall, cold.peak_tree_rss_mb);
+    for (name, s) in &cold.stages {
+        println!("      {name:<10} {:>6.2} s wall {:>6.2} s cpu  ({} items, {} computed)", s.wall_s, s.cpu_s, s.items, s.runs);
+    }
+    println!("  identical re-render:          {:.2} s ({} segments encoded, {} syntheses)", same.wall_s, same.segments_encoded, same.stages["narration"].runs);
+    println!("  one scene's narration edited: {:.2} s = {:.2}x cold ({} of {} segments encoded)", edit.wall_s, edit.wall_s / cold.wall_s, edit.segments_encoded, edit.segments_total);
+    if let Some(m) = figures.get("memory_scaling") {
+        println!(
+            "  memory: 1-minute video {:.0} MB, 5-minute video {:.0} MB (ratio {:.2})",
+            m["one_minute"]["peak_tree_mb"].as_f64().unwrap_or(0.0),
+            m["five_minutes"]["peak_tree_mb"].as_f64().unwrap_or(0.0),
+            m["ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(p) = json_out {
+        std::fs::write(p, serde_json::to_vec_pretty(&figures)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! A content-addressed, on-disk stage cache with a size limit and LRU eviction.
+//!
+//! Each entry is a directory `objects/<2 hex>/<64 hex>/` holding a stage's output files. An
+//! entry is built in `tmp/` and renamed into place, so readers never see half an entry and two
+//! renders racing on one key both end up with a complete one. A hit refreshes the entry's
+//! mtime, which is the LRU clock eviction sorts by.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a stage's output for the same inputs changes, so old entries stop matching.
+pub const ENGINE_VERSION: &str = "reelsmith-engine/1";
+
+/// A cache key: BLAKE3 over the engine version, the stage name and everything the output depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex()[..16])
+    }
+}
+
+/// Builds a [`Key`] from a stage name and serialisable parameters.
+pub fn key(stage: &str, params: &impl Serialize) -> Key {
+    let mut h = blake3::Hasher::new();
+    h.update(ENGINE_VERSION.as_bytes());
+    h.update(&[0]);
+    h.update(stage.as_bytes());
+    h.update(&[0]);
+    // serde_json writes struct fields in declaration order and maps sorted (BTreeMap), so the
+    // bytes are stable for equal parameters.
+    h.update(&serde_json::to_vec(params).expect("cache parameters serialise"));
+    Key(*h.finalize().as_bytes())
+}
+
+/// BLAKE3 of a file's contents, so a changed input file changes every key built on it.
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Hit and miss counts for one stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitMiss {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl HitMiss {
+    pub fn ratio(&self) -> f64 {
+        let n = self.hits + self.misses;
+        if n == 0 { 0.0 } else { self.hits as f64 / n as f64 }
+    }
+}
+
+/// What the cache holds and how well it has served, across runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub root: PathBuf,
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Cumulative per stage, kept in `stats.json`.
+    pub stages: BTreeMap<String, HitMiss>,
+}
+
+pub struct Cache {
+    root: PathBuf,
+    max_bytes: u64,
+    /// When disabled, nothing is looked up and entries land in a throwaway directory.
+    enabled: bool,
+    run: Mutex<BTreeMap<String, HitMiss>>,
+}
+
+impl Cache {
+    /// Opens (creating) a cache at `root` holding at most `max_bytes`.
+    pub fn open(root: impl Into<PathBuf>, max_bytes: u64) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(root.join("objects"))?;
+        fs::create_dir_all(root.join("tmp"))?;
+        Ok(Self { root, max_bytes, enabled: true, run: Default::default() })
+    }
+
+    /// A cache that never hits (`--no-cache`): outputs still go to disk, under `scratch`.
+    pub fn disabled(scratch: impl Into<PathBuf>) -> io::Result<Self> {
+        let mut c = Self::open(scratch, u64::MAX)?;
+        c.enabled = false;
+        Ok(c)
+    }
+
+    /// The default location: `$REELSMITH_CACHE_DIR`, else the user cache dir.
+    pub fn default_root() -> PathBuf {
+        std::env::var_os("REELSMITH_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| dirs::cache_dir().map(|d| d.join("reelsmith")))
+            .unwrap_or_else(|| std::env::temp_dir().join("reelsmith-cache"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn entry_path(&self, k: &Key) -> PathBuf {
+        let hex = k.hex();
+        self.root.join("objects").join(&hex[..2]).join(&hex)
+    }
+
+    fn count(&self, stage: &str, hit: bool) {
+        let mut run = self.run.lock().expect("cache stats lock");
+        let e = run.entry(stage.to_string()).or_default();
+        if hit { e.hits += 1 } else { e.misses += 1 }
+    }
+
+    /// Whether an entry exists (not counted, not refreshed).
+    pub fn contains(&self, k: &Key) -> bool {
+        self.enabled && self.entry_path(k).is_dir()
+    }
+
+    /// The entry directory if present (counted as a hit and refreshed for LRU).
+    pub fn get(&self, stage: &str, k: &Key) -> Option<PathBuf> {
+        let p = self.entry_path(k);
+        if self.enabled && p.is_dir() {
+            touch(&p);
+            self.count(stage, true);
+            Some(p)
+        } else {
+            None
+        }
+    }
+
+    /// Returns the entry, building it with `build` (which fills the directory it is given) on a miss.
+    pub fn get_or_build<E: From<io::Error>>(
+        &self,
+        stage: &str,
+        k: &Key,
+        build: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(PathBuf, bool), E> {
+        if let Some(p) = self.get(stage, k) {
+            return Ok((p, true));
+        }
+        self.count(stage, false);
+        let tmp = tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp"))?;
+        build(tmp.path())?;
+        let dest = self.entry_path(k);
+        fs::create_dir_all(dest.parent().expect("entry has a parent"))?;
+        let tmp_path = tmp.keep();
+        if let Err(e) = fs::rename(&tmp_path, &dest) {
+            // Another render finished the same key first: theirs is as good as ours.
+            let _ = fs::remove_dir_all(&tmp_path);
+            if !dest.is_dir() {
+                return Err(e.into());
+            }
+        }
+        Ok((dest, false))
+    }
+
+    /// Hits and misses of this process so far, per stage.
+    pub fn run_stats(&self) -> BTreeMap<String, HitMiss> {
+        self.run.lock().expect("cache stats lock").clone()
+    }
+
+    /// Adds this run's counts to the cumulative `stats.json` and evicts down to the size limit.
+    pub fn finish_run(&self) -> io::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let run = std::mem::take(&mut *self.run.lock().expect("cache stats lock"));
+        let _guard = StatsLock::acquire(&self.root)?;
+        let mut total = self.cumulative();
+        for (stage, hm) in run {
+            let e = total.entry(stage).or_default();
+            e.hits += hm.hits;
+            e.misses += hm.misses;
+        }
+        let tmp = self.root.join("stats.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(&total).expect("stats serialise"))?;
+        fs::rename(tmp, self.root.join("stats.json"))?;
+        self.evict()?;
+        Ok(())
+    }
+
+    fn cumulative(&self) -> BTreeMap<String, HitMiss> {
+        fs::read(self.root.join("stats.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn entries(&self) -> Vec<(PathBuf, u64, SystemTime)> {
+        let mut out = vec![];
+        let Ok(fans) = fs::read_dir(self.root.join("objects")) else { return out };
+        for fan in fans.flatten() {
+            let Ok(items) = fs::read_dir(fan.path()) else { continue };
+            for item in items.flatten() {
+                let p = item.path();
+                let mtime = item.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push((p.clone(), dir_size(&p), mtime));
+            }
+        }
+        out
+    }
+
+    /// Deletes least recently used entries until the cache fits its limit.
+    pub fn evict(&self) -> io::Result<u64> {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        if total <= self.max_bytes {
+            return Ok(0);
+        }
+        entries.sort_by_key(|e| e.2);
+        let mut removed = 0;
+        for (p, size, _) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            fs::remove_dir_all(&p)?;
+            total -= size;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let entries = self.entries();
+        CacheStats {
+            root: self.root.clone(),
+            entries: entries.len() as u64,
+            bytes: entries.iter().map(|e| e.1).sum(),
+            max_bytes: self.max_bytes,
+            stages: self.cumulative(),
+        }
+    }
+
+    /// Removes every entry and the statistics.
+    pub fn clear(&self) -> io::Result<()> {
+        for sub in ["objects", "tmp"] {
+            let p = self.root.join(sub);
+            if p.exists() {
+                fs::remove_dir_all(&p)?;
+            }
+            fs::create_dir_all(&p)?;
+        }
+        let _ = fs::remove_file(self.root.join("stats.json"));
+        Ok(())
+    }
+}
+
+fn touch(p: &Path) {
+    if let Ok(f) = fs::File::open(p) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    fs::read_dir(p)
+        .map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// An exclusive lock file around the stats read-modify-write (several renders may share a cache).
+struct StatsLock(fs::File);
+
+impl StatsLock {
+    fn acquire(root: &Path) -> io::Result<Self> {
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join("stats.lock"))?;
+        f.lock()?;
+        Ok(Self(f))
+    }
+}
+
+impl Drop for StatsLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_stage_and_params() {
+        assert_eq!(key("tts", &("a", 1)), key("tts", &("a", 1)));
+        assert_ne!(key("tts", &("a", 1)), key("tts", &("a", 2)));
+        assert_ne!(key("tts", &("a", 1)), key("image", &("a", 1)));
+    }
+
+    #[test]
+    fn build_once_then_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let k = key("s", &1);
+        let mut builds = 0;
+        for _ in 0..2 {
+            let (p, _) = cache
+                .get_or_build::<io::Error>("s", &k, |d| {
+                    builds += 1;
+                    fs::write(d.join("out"), b"x")
+                })
+                .unwrap();
+            assert_eq!(fs::read(p.join("out")).unwrap(), b"x");
+        }
+        assert_eq!(builds, 1);
+        assert_eq!(cache.run_stats()["s"], HitMiss { hits: 1, misses: 1 });
+        cache.finish_run().unwrap();
+        assert_eq!(cache.stats().stages["s"].hits, 1);
+        assert_eq!(cache.stats().entries, 1);
+    }
+
+    #[test]
+    fn failed_build_leaves_no_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        let k = key("s", &2);
+        let r = cache.get_or_build("s", &k, |_| Err(io::Error::other("boom")));
+        assert!(r.is_err());
+        assert!(cache.get("s", &k).is_none());
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 2500).unwrap();
+        let keys: Vec<Key> = (0..3).map(|i| key("s", &i)).collect();
+        for (i, k) in keys.iter().enumerate() {
+            cache.get_or_build::<io::Error>("s", k, |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
+            // Distinct, ordered mtimes without sleeping.
+            let p = cache.entry_path(k);
+            fs::File::open(&p).unwrap().set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64)).unwrap();
+        }
+        // Using the oldest makes it the newest.
+        assert!(cache.get("s", &keys[0]).is_some());
+        assert_eq!(cache.evict().unwrap(), 1);
+        assert!(cache.get("s", &keys[0]).is_some());
+        assert!(cache.get("s", &keys[1]).is_none(), "the least recently used entry goes");
+        assert!(cache.get("s", &keys[2]).is_some());
+    }
+
+    #[test]
+    fn disabled_cache_never_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::disabled(dir.path()).unwrap();
+        let k = key("s", &1);
+        for _ in 0..2 {
+            let (_, hit) = cache.get_or_build::<io::Error>("s", &k, |d| fs::write(d.join("f"), b"1")).unwrap();
+            assert!(!hit);
+        }
+    }
+
+    #[test]
+    fn clear_empties_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 30).unwrap();
+        cache.get_or_build::<io::Error>("s", &key("s", &1), |d| fs::write(d.join("f"), b"1")).unwrap();
+        cache.clear().unwrap();
+        assert_eq!(cache.stats().entries, 0);
+    }
+}

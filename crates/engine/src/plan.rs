@@ -1,0 +1,188 @@
+//! The timeline: frame-exact scene spans, transitions as overlaps, and the segments the video
+//! is cut into so that every transition is rendered once and each scene body on its own.
+//!
+//! Scene `i` covers global frames `[start_i, start_i + n_i)`; the transition into scene `i+1`
+//! overlaps the last `m_i` frames of scene `i` with the first `m_i` of scene `i+1`, so
+//! `start_{i+1} = start_i + n_i - m_i`. Segments: each scene's body (frames outside any
+//! transition) and each transition. Editing scene `i` touches its body and its two transitions.
+
+use reelsmith_spec::{Motion, Spec, TransitionKind, Validator};
+use serde::Serialize;
+
+/// Frame layout of one scene.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SceneSpan {
+    pub start: u64,
+    pub frames: u64,
+    /// Frames shared with the previous / next scene.
+    pub overlap_in: u64,
+    pub overlap_out: u64,
+    /// Scene-local frame at which the narration starts.
+    pub narration_frame: u64,
+}
+
+/// A piece of the video encoded on its own and joined by stream copy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Segment {
+    /// Frames `[from, to)` of scene `scene` (local), with nothing else in them.
+    Body { scene: usize, from: u64, to: u64 },
+    /// The last `frames` of `scene` blended with the first `frames` of `scene + 1`.
+    Transition { scene: usize, kind: TransitionKind, frames: u64 },
+}
+
+impl Segment {
+    pub fn frames(&self) -> u64 {
+        match *self {
+            Segment::Body { from, to, .. } => to - from,
+            Segment::Transition { frames, .. } => frames,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Timeline {
+    pub fps: u32,
+    pub total_frames: u64,
+    pub scenes: Vec<SceneSpan>,
+    pub segments: Vec<Segment>,
+}
+
+impl Timeline {
+    pub fn duration(&self) -> f64 {
+        self.total_frames as f64 / self.fps as f64
+    }
+}
+
+/// Seconds without narration when a scene's duration is automatic.
+pub const SILENT_SCENE_SECONDS: f64 = 3.0;
+
+/// Lays out the scenes given each one's narration length (seconds), reporting scenes too
+/// short for their transitions or narration.
+pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator) -> Timeline {
+    let fps = spec.output.fps.max(1) as f64;
+    let n = spec.scenes.len();
+    let frames_of = |s: f64| (s * fps).round().max(0.0) as u64;
+    let overlap: Vec<u64> = (0..n)
+        .map(|i| {
+            let t = &spec.scenes[i].transition;
+            if i + 1 == n || t.kind == TransitionKind::Cut { 0 } else { frames_of(t.duration).max(1) }
+        })
+        .collect();
+    let mut scenes = Vec::with_capacity(n);
+    let mut start = 0u64;
+    for (i, scene) in spec.scenes.iter().enumerate() {
+        let m_in = if i == 0 { 0 } else { overlap[i - 1] };
+        let m_out = overlap[i];
+        let narr = narration_seconds.get(i).copied().flatten();
+        let frames = match scene.duration {
+            Some(d) => {
+                let f = frames_of(d).max(1);
+                if let Some(ns) = narr
+                    && m_in + frames_of(ns) > f
+                {
+                    v.push(
+                        format!("scenes[{i}].duration"),
+                        format!("the narration lasts {ns:.2} s but the scene only {d:.2} s (after its {:.2} s transition in)", m_in as f64 / fps),
+                    );
+                }
+                f
+            }
+            None => {
+                let body = match narr {
+                    Some(ns) => (ns + scene.padding).max(0.5),
+                    None => SILENT_SCENE_SECONDS,
+                };
+                // Narration sits between the transitions, so they never cover speech.
+                m_in + frames_of(body).max(1) + m_out
+            }
+        };
+        if m_in + m_out > frames {
+            v.push(
+                format!("scenes[{i}].transition.duration"),
+                format!("transitions in and out take {:.2} s but the scene lasts {:.2} s", (m_in + m_out) as f64 / fps, frames as f64 / fps),
+            );
+        }
+        scenes.push(SceneSpan { start, frames, overlap_in: m_in, overlap_out: m_out, narration_frame: m_in });
+        start = (start + frames).saturating_sub(m_out);
+    }
+    let total_frames = scenes.last().map_or(0, |s| s.start + s.frames);
+    if total_frames as f64 / fps > reelsmith_spec::limits::MAX_TOTAL_SECONDS {
+        v.push("scenes", format!("the video would last {:.0} s, the limit is {} s", total_frames as f64 / fps, reelsmith_spec::limits::MAX_TOTAL_SECONDS));
+    }
+
+    let mut segments = vec![];
+    for (i, s) in scenes.iter().enumerate() {
+        let (from, to) = (s.overlap_in, s.frames.saturating_sub(s.overlap_out));
+        if to > from {
+            segments.push(Segment::Body { scene: i, from, to });
+        }
+        if s.overlap_out > 0 {
+            segments.push(Segment::Transition { scene: i, kind: spec.scenes[i].transition.kind, frames: s.overlap_out });
+        }
+    }
+    Timeline { fps: spec.output.fps, total_frames, scenes, segments }
+}
+
+/// Largest zoom a scene's motion reaches (the canvas is prepared at that scale).
+pub fn max_zoom(m: &Motion) -> f32 {
+    match *m {
+        Motion::None => 1.0,
+        Motion::KenBurns { zoom_from, zoom_to, .. } => zoom_from.max(zoom_to).max(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        reelsmith_spec::parse(json).unwrap()
+    }
+
+    #[test]
+    fn segments_tile_the_timeline_exactly() {
+        let s = spec(
+            r#"{"version":1,"output":{"fps":10},"scenes":[
+            {"duration":3,"transition":{"type":"crossfade","duration":0.5}},
+            {"duration":2,"transition":{"type":"slide","duration":1}},
+            {"duration":4}]}"#,
+        );
+        let mut v = Validator::default();
+        let t = layout(&s, &[None, None, None], &mut v);
+        assert!(v.issues.is_empty());
+        assert_eq!(t.total_frames, 30 + 20 + 40 - 5 - 10);
+        assert_eq!(t.scenes[1].start, 25);
+        assert_eq!(t.scenes[2].start, 35);
+        let sum: u64 = t.segments.iter().map(Segment::frames).sum();
+        assert_eq!(sum, t.total_frames);
+        assert_eq!(t.segments.len(), 5);
+        assert_eq!(t.segments[1], Segment::Transition { scene: 0, kind: TransitionKind::Crossfade, frames: 5 });
+    }
+
+    #[test]
+    fn auto_duration_fits_narration_between_transitions() {
+        let s = spec(
+            r#"{"version":1,"output":{"fps":10},"scenes":[
+            {"padding":0.5,"transition":{"type":"crossfade","duration":0.5}},{"padding":0}]}"#,
+        );
+        let mut v = Validator::default();
+        let t = layout(&s, &[Some(2.0), Some(1.0)], &mut v);
+        assert_eq!(t.scenes[0].frames, 25 + 5);
+        assert_eq!(t.scenes[1].frames, 5 + 10);
+        assert_eq!(t.scenes[1].narration_frame, 5);
+        // Scene 2's narration starts after the transition has finished.
+        assert_eq!(t.scenes[1].start + t.scenes[1].narration_frame, 30);
+    }
+
+    #[test]
+    fn too_short_scenes_are_reported() {
+        let s = spec(
+            r#"{"version":1,"scenes":[{"duration":1,"transition":{"type":"crossfade","duration":2}},{"duration":1,"narration":{"text":"hi"}}]}"#,
+        );
+        let mut v = Validator::default();
+        layout(&s, &[None, Some(3.0)], &mut v);
+        let all: Vec<String> = v.issues.iter().map(|i| i.to_string()).collect();
+        assert!(all.iter().any(|m| m.starts_with("scenes[0].transition.duration")), "{all:?}");
+        assert!(all.iter().any(|m| m.starts_with("scenes[1].duration: the narration lasts 3.00 s")), "{all:?}");
+    }
+}

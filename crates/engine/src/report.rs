@@ -1,0 +1,176 @@
+//! The render report (per-stage wall and CPU time, cache hits, peak memory, throughput) and
+//! the probes behind it: process CPU time including children, and the process tree's RSS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StageReport {
+    pub wall_s: f64,
+    /// CPU seconds of this process and of the FFmpeg children it ran in the stage.
+    pub cpu_s: f64,
+    /// Items the stage handled (scenes, segments…).
+    pub items: u64,
+    /// Items actually computed (cache misses): for `tts` the syntheses, for `segments` the encodes.
+    pub runs: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub output: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub frames: u64,
+    pub duration_s: f64,
+    pub encoder: String,
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    /// Highest summed RSS of this process and all its children, sampled every 20 ms.
+    pub peak_tree_rss_mb: f64,
+    /// Frames composited and encoded per second of the segments stage (0 when all were reused).
+    pub encode_fps: f64,
+    pub encoded_frames: u64,
+    pub segments_total: u64,
+    pub segments_encoded: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_hit_ratio: f64,
+    /// In pipeline order: narration, canvas, audio, segments, concat.
+    pub stages: BTreeMap<String, StageReport>,
+    pub loudness_lufs: Option<f64>,
+}
+
+/// CPU seconds used so far by this process plus its waited-for children.
+pub fn cpu_seconds() -> f64 {
+    fn usage(who: libc::c_int) -> f64 {
+        // SAFETY: getrusage only writes into the zeroed struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+    usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN)
+}
+
+/// Times one stage: wall clock and CPU (this process and children) between start and stop.
+pub struct StageTimer {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl StageTimer {
+    pub fn start() -> Self {
+        Self { wall: Instant::now(), cpu: cpu_seconds() }
+    }
+    pub fn stop(self, r: &mut StageReport) {
+        r.wall_s = self.wall.elapsed().as_secs_f64();
+        r.cpu_s = (cpu_seconds() - self.cpu).max(0.0);
+    }
+}
+
+/// Samples the RSS of this process and all its descendants; keeps the peak.
+pub struct TreeMemory {
+    stop: Arc<AtomicBool>,
+    peak_kb: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TreeMemory {
+    pub fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak_kb.clone());
+        let handle = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(move || {
+                let me = std::process::id();
+                while !s.load(Ordering::Relaxed) {
+                    p.fetch_max(tree_rss_kb(me), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .ok();
+        Self { stop, peak_kb, handle }
+    }
+
+    /// Stops sampling; the peak in MB.
+    pub fn finish(mut self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+/// Summed resident memory (kB) of `root` and every process descended from it.
+pub fn tree_rss_kb(root: u32) -> u64 {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut rss: HashMap<u32, u64> = HashMap::new();
+    let page_kb = 4; // x86-64 / aarch64 Linux base pages
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command name may contain spaces: fields start after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // rest: state(0) ppid(1) ... rss is field 24 of stat, i.e. index 21 here.
+        if let (Some(pp), Some(r)) = (f.get(1).and_then(|s| s.parse().ok()), f.get(21).and_then(|s| s.parse::<u64>().ok())) {
+            parent.insert(pid, pp);
+            rss.insert(pid, r * page_kb);
+        }
+    }
+    rss.iter()
+        .filter(|(pid, _)| {
+            let mut p = **pid;
+            for _ in 0..64 {
+                if p == root {
+                    return true;
+                }
+                match parent.get(&p) {
+                    Some(&pp) if pp != 0 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .map(|(_, r)| r)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_rss_counts_children() {
+        let me = std::process::id();
+        let alone = tree_rss_kb(me);
+        assert!(alone > 1000, "own RSS is at least a MB: {alone}");
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let with_child = tree_rss_kb(me);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(with_child > alone, "{with_child} vs {alone}");
+    }
+
+    #[test]
+    fn cpu_seconds_advance_with_work() {
+        let before = cpu_seconds();
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(cpu_seconds() - before > 0.02);
+    }
+}
