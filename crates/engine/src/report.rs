@@ -67,7 +67,10 @@ pub struct StageTimer {
 
 impl StageTimer {
     pub fn start() -> Self {
-        Self { wall: Instant::now(), cpu: cpu_seconds() }
+        Self {
+            wall: Instant::now(),
+            cpu: cpu_seconds(),
+        }
     }
     pub fn stop(self, r: &mut StageReport) {
         r.wall_s = self.wall.elapsed().as_secs_f64();
@@ -97,7 +100,11 @@ impl TreeMemory {
                 }
             })
             .ok();
-        Self { stop, peak_kb, handle }
+        Self {
+            stop,
+            peak_kb,
+            handle,
+        }
     }
 
     /// Stops sampling; the peak in MB.
@@ -115,15 +122,26 @@ pub fn tree_rss_kb(root: u32) -> u64 {
     let mut parent: HashMap<u32, u32> = HashMap::new();
     let mut rss: HashMap<u32, u64> = HashMap::new();
     let page_kb = 4; // x86-64 / aarch64 Linux base pages
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // The command name may contain spaces: fields start after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // rest: state(0) ppid(1) ... rss is field 24 of stat, i.e. index 21 here.
-        if let (Some(pp), Some(r)) = (f.get(1).and_then(|s| s.parse().ok()), f.get(21).and_then(|s| s.parse::<u64>().ok())) {
+        if let (Some(pp), Some(r)) = (
+            f.get(1).and_then(|s| s.parse().ok()),
+            f.get(21).and_then(|s| s.parse::<u64>().ok()),
+        ) {
             parent.insert(pid, pp);
             rss.insert(pid, r * page_kb);
         }
@@ -155,7 +173,10 @@ mod tests {
         let me = std::process::id();
         let alone = tree_rss_kb(me);
         assert!(alone > 1000, "own RSS is at least a MB: {alone}");
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let with_child = tree_rss_kb(me);
         child.kill().unwrap();
         child.wait().unwrap();

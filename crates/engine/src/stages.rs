@@ -52,23 +52,42 @@ impl Inputs {
     }
 }
 
-pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &RenderOptions) -> Result<Report, RenderError> {
+pub(crate) fn run(
+    engine: &Engine,
+    spec: &Spec,
+    base: &Path,
+    out: &Path,
+    opts: &RenderOptions,
+) -> Result<Report, RenderError> {
     // 1. Everything that can be checked before any work.
     engine.validate(spec, base)?;
     let (width, height) = spec.output.dimensions();
     let inputs = hash_inputs(spec, base)?;
     let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
-    let mut rep = Report { output: out.display().to_string(), width, height, fps: spec.output.fps, ..Default::default() };
+    let mut rep = Report {
+        output: out.display().to_string(),
+        width,
+        height,
+        fps: spec.output.fps,
+        ..Default::default()
+    };
 
     // 2. Narration (needed for the timeline).
     let mut st = StageReport::default();
     let t = StageTimer::start();
-    opts.emit(Progress::Stage { name: "narration", total: spec.scenes.len() as u64 });
+    opts.emit(Progress::Stage {
+        name: "narration",
+        total: spec.scenes.len() as u64,
+    });
     let runs = AtomicU64::new(0);
     let indices: Vec<usize> = (0..spec.scenes.len()).collect();
     let speech: Vec<Option<Speech>> = parallel(&indices, jobs, |&i| {
         let r = narration(engine, spec, i, &inputs, &runs);
-        if opts.cancelled() { Err(RenderError::Cancelled) } else { r }
+        if opts.cancelled() {
+            Err(RenderError::Cancelled)
+        } else {
+            r
+        }
     })?;
     st.items = speech.iter().flatten().count() as u64;
     st.runs = runs.load(Ordering::Relaxed);
@@ -76,7 +95,10 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
     rep.stages.insert("narration".into(), st);
 
     // 3. Timeline.
-    let seconds: Vec<Option<f64>> = speech.iter().map(|s| s.as_ref().map(Speech::seconds)).collect();
+    let seconds: Vec<Option<f64>> = speech
+        .iter()
+        .map(|s| s.as_ref().map(Speech::seconds))
+        .collect();
     let mut v = Validator::default();
     let timeline = plan::layout(spec, &seconds, &mut v);
     v.finish()?;
@@ -86,18 +108,28 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
     // 4. Canvases.
     let mut st = StageReport::default();
     let t = StageTimer::start();
-    opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
+    opts.emit(Progress::Stage {
+        name: "canvas",
+        total: spec.scenes.len() as u64,
+    });
     let runs = AtomicU64::new(0);
-    let canvases: Vec<(Key, PathBuf, u32, u32)> = parallel(&indices, jobs, |&i| canvas(engine, spec, i, &inputs, &runs))?;
+    let canvases: Vec<(Key, PathBuf, u32, u32)> =
+        parallel(&indices, jobs, |&i| canvas(engine, spec, i, &inputs, &runs))?;
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
     rep.stages.insert("canvas".into(), st);
 
     // 5. Audio.
-    let mut st = StageReport { items: 1, ..Default::default() };
+    let mut st = StageReport {
+        items: 1,
+        ..Default::default()
+    };
     let t = StageTimer::start();
-    opts.emit(Progress::Stage { name: "audio", total: 1 });
+    opts.emit(Progress::Stage {
+        name: "audio",
+        total: 1,
+    });
     let (audio_path, loudness, ran) = mixdown(engine, spec, &timeline, &speech, &inputs)?;
     st.runs = ran as u64;
     rep.loudness_lufs = loudness;
@@ -110,7 +142,16 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
-        .map(|i| Arc::new(scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref())))
+        .map(|i| {
+            Arc::new(scene_look(
+                engine,
+                spec,
+                &timeline,
+                i,
+                &canvases[i],
+                speech[i].as_ref(),
+            ))
+        })
         .collect();
     let settings = VideoSettings {
         width,
@@ -119,7 +160,9 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
         encoder,
         preset: spec.output.quality.preset.as_str().into(),
         crf: spec.output.quality.crf,
-        threads: opts.encoder_threads.or(Some((crate::cores() / jobs).max(1) as u32)),
+        threads: opts
+            .encoder_threads
+            .or(Some((crate::cores() / jobs).max(1) as u32)),
     };
     let jobs_list: Vec<(usize, Key)> = timeline
         .segments
@@ -130,32 +173,62 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
     // The segments to encode set the progress total; hand out the longest first to balance workers.
     let mut jobs_list = jobs_list;
     jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
-    let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(_, k)| !engine.cache.contains(k)).collect();
-    let total_frames: u64 = todo.iter().map(|(i, _)| timeline.segments[*i].frames()).sum();
-    opts.emit(Progress::Stage { name: "segments", total: total_frames });
+    let todo: Vec<&(usize, Key)> = jobs_list
+        .iter()
+        .filter(|(_, k)| !engine.cache.contains(k))
+        .collect();
+    let total_frames: u64 = todo
+        .iter()
+        .map(|(i, _)| timeline.segments[*i].frames())
+        .sum();
+    opts.emit(Progress::Stage {
+        name: "segments",
+        total: total_frames,
+    });
     let frames_done = AtomicU64::new(0);
-    let canvas_data: Vec<std::sync::OnceLock<Arc<Yuv420>>> = (0..spec.scenes.len()).map(|_| Default::default()).collect();
+    let canvas_data: Vec<std::sync::OnceLock<Arc<Yuv420>>> =
+        (0..spec.scenes.len()).map(|_| Default::default()).collect();
     let load_canvas = |i: usize| -> Result<Arc<Yuv420>, RenderError> {
         if let Some(c) = canvas_data[i].get() {
             return Ok(c.clone());
         }
         let (_, dir, w, h) = &canvases[i];
         let bytes = fs::read(dir.join("canvas.yuv"))?;
-        let c = Arc::new(Yuv420::from_bytes(*w, *h, &bytes).ok_or_else(|| std::io::Error::other("canvas cache entry has the wrong size"))?);
+        let c = Arc::new(
+            Yuv420::from_bytes(*w, *h, &bytes)
+                .ok_or_else(|| std::io::Error::other("canvas cache entry has the wrong size"))?,
+        );
         Ok(canvas_data[i].get_or_init(|| c).clone())
     };
     let mut paths: BTreeMap<usize, PathBuf> = BTreeMap::new();
     let mut encoded = 0u64;
     {
         let seg_runs = AtomicU64::new(0);
-        let results = parallel(&jobs_list, jobs, |(i, k)| -> Result<(usize, PathBuf), RenderError> {
-            let seg = &timeline.segments[*i];
-            let (p, _) = engine.cache.get_or_build("segment", k, |dir| -> Result<(), RenderError> {
-                seg_runs.fetch_add(1, Ordering::Relaxed);
-                encode_segment(engine, seg, &looks, &load_canvas, &settings, &dir.join("segment.mp4"), opts, &frames_done, total_frames)
-            })?;
-            Ok((*i, p.join("segment.mp4")))
-        })?;
+        let results = parallel(
+            &jobs_list,
+            jobs,
+            |(i, k)| -> Result<(usize, PathBuf), RenderError> {
+                let seg = &timeline.segments[*i];
+                let (p, _) =
+                    engine
+                        .cache
+                        .get_or_build("segment", k, |dir| -> Result<(), RenderError> {
+                            seg_runs.fetch_add(1, Ordering::Relaxed);
+                            encode_segment(
+                                engine,
+                                seg,
+                                &looks,
+                                &load_canvas,
+                                &settings,
+                                &dir.join("segment.mp4"),
+                                opts,
+                                &frames_done,
+                                total_frames,
+                            )
+                        })?;
+                Ok((*i, p.join("segment.mp4")))
+            },
+        )?;
         for (i, p) in results {
             paths.insert(i, p);
         }
@@ -165,15 +238,26 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
     st.runs = encoded;
     t.stop(&mut st);
     rep.encoded_frames = frames_done.load(Ordering::Relaxed);
-    rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
+    rep.encode_fps = if st.wall_s > 0.0 {
+        rep.encoded_frames as f64 / st.wall_s
+    } else {
+        0.0
+    };
     rep.segments_total = timeline.segments.len() as u64;
     rep.segments_encoded = encoded;
     rep.stages.insert("segments".into(), st);
 
     // 7. Join.
-    let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
+    let mut st = StageReport {
+        items: 1,
+        runs: 1,
+        ..Default::default()
+    };
     let t = StageTimer::start();
-    opts.emit(Progress::Stage { name: "concat", total: 1 });
+    opts.emit(Progress::Stage {
+        name: "concat",
+        total: 1,
+    });
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
@@ -188,7 +272,12 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
 
     // Per-stage cache counts.
     let run = engine.cache.run_stats();
-    for (stage, name) in [("narration", "narration"), ("canvas", "canvas"), ("audio", "audio"), ("segment", "segments")] {
+    for (stage, name) in [
+        ("narration", "narration"),
+        ("canvas", "canvas"),
+        ("audio", "audio"),
+        ("segment", "segments"),
+    ] {
         if let (Some(hm), Some(s)) = (run.get(stage), rep.stages.get_mut(name)) {
             s.cache_hits = hm.hits;
             s.cache_misses = hm.misses;
@@ -197,7 +286,11 @@ pub(crate) fn run(engine: &Engine, spec: &Spec, base: &Path, out: &Path, opts: &
     rep.cache_hits = rep.stages.values().map(|s| s.cache_hits).sum();
     rep.cache_misses = rep.stages.values().map(|s| s.cache_misses).sum();
     let n = rep.cache_hits + rep.cache_misses;
-    rep.cache_hit_ratio = if n == 0 { 0.0 } else { rep.cache_hits as f64 / n as f64 };
+    rep.cache_hit_ratio = if n == 0 {
+        0.0
+    } else {
+        rep.cache_hits as f64 / n as f64
+    };
     Ok(rep)
 }
 
@@ -212,14 +305,34 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
         {
             let voice = spec.voice.with(&n.voice);
             if voice.engine != engine.speech.name() {
-                v.push(format!("scenes[{i}].narration.engine"), format!("unknown speech engine {:?}; available: {}", voice.engine, engine.speech.name()));
+                v.push(
+                    format!("scenes[{i}].narration.engine"),
+                    format!(
+                        "unknown speech engine {:?}; available: {}",
+                        voice.engine,
+                        engine.speech.name()
+                    ),
+                );
             } else if !engine.speech.has_voice(&voice.name) {
-                v.push(format!("scenes[{i}].narration.name"), format!("unknown voice {:?} (see `reelsmith doctor` for the voices here)", voice.name));
+                v.push(
+                    format!("scenes[{i}].narration.name"),
+                    format!(
+                        "unknown voice {:?} (see `reelsmith doctor` for the voices here)",
+                        voice.name
+                    ),
+                );
             }
         }
     }
     if spec.voice.engine != engine.speech.name() {
-        v.push("voice.engine", format!("unknown speech engine {:?}; available: {}", spec.voice.engine, engine.speech.name()));
+        v.push(
+            "voice.engine",
+            format!(
+                "unknown speech engine {:?}; available: {}",
+                spec.voice.engine,
+                engine.speech.name()
+            ),
+        );
     }
     for (path, font) in fonts {
         if let Some(file) = &font.file {
@@ -227,7 +340,10 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
                 v.push(format!("{path}.file"), e.to_string());
             }
         } else if !engine.text.has_family(&font.family) {
-            v.push(format!("{path}.family"), format!("font family not installed: {}", font.family));
+            v.push(
+                format!("{path}.family"),
+                format!("font family not installed: {}", font.family),
+            );
         }
     }
 }
@@ -247,10 +363,14 @@ fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
     }
     let mut hashes = BTreeMap::new();
     for (path, name) in names {
-        let h = cache::hash_file(&base.join(&name)).map_err(|e| RenderError::at(path, format!("cannot read {name}: {e}")))?;
+        let h = cache::hash_file(&base.join(&name))
+            .map_err(|e| RenderError::at(path, format!("cannot read {name}: {e}")))?;
         hashes.insert(name, h);
     }
-    Ok(Inputs { base: base.to_path_buf(), hashes })
+    Ok(Inputs {
+        base: base.to_path_buf(),
+        hashes,
+    })
 }
 
 fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
@@ -259,17 +379,40 @@ fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
 }
 
 fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
-    Ok(fs::read(path)?.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    Ok(fs::read(path)?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }
 
 #[derive(Serialize)]
 enum NarrationKey<'a> {
-    Speech { engine: &'a str, version: String, voice: &'a str, speed: f32, pitch: f32, text: &'a str },
-    Recording { file: String, speed: f32, pitch: f32, transcript: Option<&'a str> },
+    Speech {
+        engine: &'a str,
+        version: String,
+        voice: &'a str,
+        speed: f32,
+        pitch: f32,
+        text: &'a str,
+    },
+    Recording {
+        file: String,
+        speed: f32,
+        pitch: f32,
+        transcript: Option<&'a str>,
+    },
 }
 
-fn narration(engine: &Engine, spec: &Spec, i: usize, inputs: &Inputs, runs: &AtomicU64) -> Result<Option<Speech>, RenderError> {
-    let Some(n) = &spec.scenes[i].narration else { return Ok(None) };
+fn narration(
+    engine: &Engine,
+    spec: &Spec,
+    i: usize,
+    inputs: &Inputs,
+    runs: &AtomicU64,
+) -> Result<Option<Speech>, RenderError> {
+    let Some(n) = &spec.scenes[i].narration else {
+        return Ok(None);
+    };
     let voice = spec.voice.with(&n.voice);
     let path = format!("scenes[{i}].narration");
     let params = match (&n.text, &n.audio) {
@@ -281,42 +424,113 @@ fn narration(engine: &Engine, spec: &Spec, i: usize, inputs: &Inputs, runs: &Ato
             pitch: voice.pitch,
             text,
         },
-        (None, Some(file)) => NarrationKey::Recording { file: inputs.hash(file), speed: voice.speed, pitch: voice.pitch, transcript: n.transcript.as_deref() },
+        (None, Some(file)) => NarrationKey::Recording {
+            file: inputs.hash(file),
+            speed: voice.speed,
+            pitch: voice.pitch,
+            transcript: n.transcript.as_deref(),
+        },
         (None, None) => return Ok(None),
     };
     let key = cache::key("narration", &params);
-    let (dir, _) = engine.cache.get_or_build("narration", &key, |dir| -> Result<(), RenderError> {
-        runs.fetch_add(1, Ordering::Relaxed);
-        let (samples, words) = match (&n.text, &n.audio) {
-            (Some(text), _) => synthesize(engine, text, &voice.name, voice.speed, voice.pitch, dir)?,
-            (_, Some(file)) => recording(n, &inputs.path(file), voice.speed, voice.pitch).map_err(|e| RenderError::at(format!("{path}.audio"), e.to_string()))?,
-            _ => unreachable!("checked above"),
-        };
-        write_f32(&dir.join("speech.f32"), &samples)?;
-        fs::write(dir.join("words.json"), serde_json::to_vec(&words).expect("words serialise"))?;
-        Ok(())
-    })?;
+    let (dir, _) =
+        engine
+            .cache
+            .get_or_build("narration", &key, |dir| -> Result<(), RenderError> {
+                runs.fetch_add(1, Ordering::Relaxed);
+                let (samples, words) = match (&n.text, &n.audio) {
+                    (Some(text), _) => {
+                        synthesize(engine, text, &voice.name, voice.speed, voice.pitch, dir)?
+                    }
+                    (_, Some(file)) => {
+                        recording(n, &inputs.path(file), voice.speed, voice.pitch)
+                            .map_err(|e| RenderError::at(format!("{path}.audio"), e.to_string()))?
+                    }
+                    _ => unreachable!("checked above"),
+                };
+                write_f32(&dir.join("speech.f32"), &samples)?;
+                fs::write(
+                    dir.join("words.json"),
+                    serde_json::to_vec(&words).expect("words serialise"),
+                )?;
+                Ok(())
+            })?;
     let samples = read_f32(&dir.join("speech.f32"))?;
-    let words: Vec<WordTiming> = serde_json::from_slice(&fs::read(dir.join("words.json"))?).map_err(std::io::Error::other)?;
+    let words: Vec<WordTiming> = serde_json::from_slice(&fs::read(dir.join("words.json"))?)
+        .map_err(std::io::Error::other)?;
     if samples.is_empty() {
         return Err(RenderError::at(path, "the narration has no audio"));
     }
-    Ok(Some(Speech { key, samples, words }))
+    Ok(Some(Speech {
+        key,
+        samples,
+        words,
+    }))
 }
 
-fn synthesize(engine: &Engine, text: &str, voice: &str, speed: f32, pitch: f32, dir: &Path) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
-    let audio = engine.speech.synthesize(&TtsRequest { text, voice, speed, pitch }).map_err(|e| RenderError::Speech(e.to_string()))?;
+fn synthesize(
+    engine: &Engine,
+    text: &str,
+    voice: &str,
+    speed: f32,
+    pitch: f32,
+    dir: &Path,
+) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
+    let audio = engine
+        .speech
+        .synthesize(&TtsRequest {
+            text,
+            voice,
+            speed,
+            pitch,
+        })
+        .map_err(|e| RenderError::Speech(e.to_string()))?;
     // FFmpeg's resampler (soxr-quality swr) takes the engine's rate to the mix rate.
     let wav = dir.join("speech.wav");
     audio.write_wav(&wav)?;
     let samples = ffmpeg::decode_audio(&wav, MIX_RATE, 1, None, MAX_NARRATION_SECONDS)?;
     fs::remove_file(&wav)?;
-    Ok((samples, audio.words))
+    Ok((samples, display_words(text, audio.words)))
+}
+
+/// Gives each timed word back the punctuation around it in the text (`Hello,` not `Hello`),
+/// splitting the text between two words at its last whitespace.
+fn display_words(text: &str, mut words: Vec<WordTiming>) -> Vec<WordTiming> {
+    let n = words.len();
+    let mut bounds = Vec::with_capacity(n + 1);
+    bounds.push(0);
+    for i in 1..n {
+        let (end, next) = (
+            words[i - 1].char_end.min(text.len()),
+            words[i].char_start.min(text.len()),
+        );
+        let split = if end <= next && text.is_char_boundary(end) && text.is_char_boundary(next) {
+            text[end..next]
+                .rfind(char::is_whitespace)
+                .map_or(next, |k| end + k)
+        } else {
+            next
+        };
+        bounds.push(split);
+    }
+    bounds.push(text.len());
+    for (i, w) in words.iter_mut().enumerate() {
+        let (a, b) = (bounds[i], bounds[i + 1].max(bounds[i]));
+        if let Some(s) = text.get(a..b).map(str::trim).filter(|s| !s.is_empty()) {
+            w.word = s.to_string();
+        }
+    }
+    words
 }
 
 /// Decodes a recording (tempo and pitch changed by FFmpeg filters) and times the transcript's
 /// words across the speech by their length.
-fn recording(n: &Narration, file: &Path, speed: f32, pitch: f32) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
+fn recording(
+    n: &Narration,
+    file: &Path,
+    speed: f32,
+    pitch: f32,
+) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
     let mut filters = vec![];
     if (pitch - 1.0).abs() > 1e-3 {
         filters.push(format!("rubberband=pitch={pitch:.4}"));
@@ -325,14 +539,30 @@ fn recording(n: &Narration, file: &Path, speed: f32, pitch: f32) -> Result<(Vec<
         filters.push(format!("atempo={speed:.4}"));
     }
     let filter = (!filters.is_empty()).then(|| filters.join(","));
-    let samples = ffmpeg::decode_audio(file, MIX_RATE, 1, filter.as_deref(), MAX_NARRATION_SECONDS + 1.0)?;
+    let samples = ffmpeg::decode_audio(
+        file,
+        MIX_RATE,
+        1,
+        filter.as_deref(),
+        MAX_NARRATION_SECONDS + 1.0,
+    )?;
     if samples.len() as f64 / MIX_RATE as f64 > MAX_NARRATION_SECONDS {
-        return Err(RenderError::at("narration.audio", format!("recording longer than {MAX_NARRATION_SECONDS} s")));
+        return Err(RenderError::at(
+            "narration.audio",
+            format!("recording longer than {MAX_NARRATION_SECONDS} s"),
+        ));
     }
     if samples.is_empty() {
-        return Err(RenderError::at("narration.audio", "the recording has no audio stream or is empty"));
+        return Err(RenderError::at(
+            "narration.audio",
+            "the recording has no audio stream or is empty",
+        ));
     }
-    let words = n.transcript.as_deref().map(|t| spread_words(t, &samples)).unwrap_or_default();
+    let words = n
+        .transcript
+        .as_deref()
+        .map(|t| spread_words(t, &samples))
+        .unwrap_or_default();
     Ok((samples, words))
 }
 
@@ -341,7 +571,11 @@ fn recording(n: &Narration, file: &Path, speed: f32, pitch: f32) -> Result<(Vec<
 fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
     let loud = |s: &f32| s.abs() > 0.02;
     let first = samples.iter().position(loud).unwrap_or(0) as f64 / MIX_RATE as f64;
-    let last = samples.iter().rposition(loud).map_or(samples.len(), |p| p + 1) as f64 / MIX_RATE as f64;
+    let last = samples
+        .iter()
+        .rposition(loud)
+        .map_or(samples.len(), |p| p + 1) as f64
+        / MIX_RATE as f64;
     let mut spans = vec![];
     let mut start = None;
     for (i, c) in text.char_indices() {
@@ -357,18 +591,71 @@ fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
     if let Some(s) = start {
         spans.push((s, text.len()));
     }
-    let total: usize = spans.iter().map(|(a, b)| text[*a..*b].chars().count() + 1).sum();
+    let total: usize = spans
+        .iter()
+        .map(|(a, b)| text[*a..*b].chars().count() + 1)
+        .sum();
     let mut t = first;
     let per = (last - first).max(0.0) / total.max(1) as f64;
     spans
         .into_iter()
         .map(|(a, b)| {
             let len = (text[a..b].chars().count() + 1) as f64 * per;
-            let w = WordTiming { word: text[a..b].to_string(), start: t, end: t + len, char_start: a, char_end: b };
+            let w = WordTiming {
+                word: text[a..b].to_string(),
+                start: t,
+                end: t + len,
+                char_start: a,
+                char_end: b,
+            };
             t += len;
             w
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(word: &str, a: usize, b: usize) -> WordTiming {
+        WordTiming {
+            word: word.into(),
+            start: 0.0,
+            end: 0.0,
+            char_start: a,
+            char_end: b,
+        }
+    }
+
+    #[test]
+    fn display_words_keep_their_punctuation() {
+        let text = "\"Hello,\" she said — okay?";
+        let words = vec![
+            w("Hello", 1, 6),
+            w("she", 9, 12),
+            w("said", 13, 17),
+            w("okay", 22, 26),
+        ];
+        let got: Vec<String> = display_words(text, words)
+            .into_iter()
+            .map(|w| w.word)
+            .collect();
+        assert_eq!(got, ["\"Hello,\"", "she", "said —", "okay?"]);
+    }
+
+    #[test]
+    fn spread_words_cover_the_audible_span() {
+        let mut samples = vec![0.0f32; MIX_RATE as usize * 3];
+        for s in &mut samples[MIX_RATE as usize..MIX_RATE as usize * 2] {
+            *s = 0.5;
+        }
+        let words = spread_words("one two three", &samples);
+        assert_eq!(words.len(), 3);
+        assert!((words[0].start - 1.0).abs() < 0.01);
+        assert!((words[2].end - 2.0).abs() < 0.01);
+        assert!(words[1].start > words[0].start && words[2].start > words[1].start);
+    }
 }
 
 #[derive(Serialize)]
@@ -392,7 +679,13 @@ fn even(x: f32) -> u32 {
     ((x / 2.0).round() as u32 * 2).max(2)
 }
 
-fn canvas(engine: &Engine, spec: &Spec, i: usize, inputs: &Inputs, runs: &AtomicU64) -> Result<(Key, PathBuf, u32, u32), RenderError> {
+fn canvas(
+    engine: &Engine,
+    spec: &Spec,
+    i: usize,
+    inputs: &Inputs,
+    runs: &AtomicU64,
+) -> Result<(Key, PathBuf, u32, u32), RenderError> {
     let scene = &spec.scenes[i];
     let (w, h) = spec.output.dimensions();
     let z = plan::max_zoom(&scene.motion);
@@ -405,59 +698,86 @@ fn canvas(engine: &Engine, spec: &Spec, i: usize, inputs: &Inputs, runs: &Atomic
             fit: scene.fit,
             background: scene.background.as_ref(),
             default_background: spec.output.background.to_string(),
-            title: scene.title.as_deref().map(|t| (t, TextLookKey { family: spec.subtitles.font.family.clone(), size_px: title_size })),
+            title: scene.title.as_deref().map(|t| {
+                (
+                    t,
+                    TextLookKey {
+                        family: spec.subtitles.font.family.clone(),
+                        size_px: title_size,
+                    },
+                )
+            }),
             width: cw,
             height: ch,
         },
     );
-    let (dir, _) = engine.cache.get_or_build("canvas", &key, |dir| -> Result<(), RenderError> {
-        runs.fetch_add(1, Ordering::Relaxed);
-        let bg = scene_background(spec, scene, cw, ch);
-        let mut rgba = match &scene.image {
-            Some(img) => {
-                let pic = picture::load(&inputs.path(img), limits::MAX_IMAGE_PIXELS).map_err(|e| RenderError::at(format!("scenes[{i}].image"), e.to_string()))?;
-                let mode = match scene.fit {
-                    Fit::Cover => FitMode::Cover,
-                    Fit::Contain => FitMode::Contain,
-                    Fit::ContainBlur => FitMode::ContainBlur,
-                };
-                let fitted = picture::fit(&pic, cw, ch, mode, [0, 0, 0, 0]);
-                let mut canvas = bg;
-                image::imageops::overlay(&mut canvas, &fitted, 0, 0);
-                canvas
-            }
-            None => bg,
-        };
-        if let Some(title) = &scene.title {
-            let font = &spec.subtitles.font;
-            let style = TextStyle {
-                family: font.family.clone(),
-                bold: true,
-                size_px: title_size,
-                line_height: 1.2,
-                color: font.color.rgba(),
-                outline: Some((title_size * 0.05, [0, 0, 0, 200])),
-                background: None,
-                align: Align::Center,
+    let (dir, _) = engine
+        .cache
+        .get_or_build("canvas", &key, |dir| -> Result<(), RenderError> {
+            runs.fetch_add(1, Ordering::Relaxed);
+            let bg = scene_background(spec, scene, cw, ch);
+            let mut rgba = match &scene.image {
+                Some(img) => {
+                    let pic = picture::load(&inputs.path(img), limits::MAX_IMAGE_PIXELS).map_err(
+                        |e| RenderError::at(format!("scenes[{i}].image"), e.to_string()),
+                    )?;
+                    let mode = match scene.fit {
+                        Fit::Cover => FitMode::Cover,
+                        Fit::Contain => FitMode::Contain,
+                        Fit::ContainBlur => FitMode::ContainBlur,
+                    };
+                    let fitted = picture::fit(&pic, cw, ch, mode, [0, 0, 0, 0]);
+                    let mut canvas = bg;
+                    image::imageops::overlay(&mut canvas, &fitted, 0, 0);
+                    canvas
+                }
+                None => bg,
             };
-            let block = TextBlock { text: title, style: &style, max_width_px: (cw as f32 * 0.8) as u32, highlight: None };
-            let ov = engine.text.render_block(&block).map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
-            picture::draw_overlay(&mut rgba, &ov, (cw as i64 - ov.width as i64) / 2, (ch as i64 - ov.height as i64) / 2);
-        }
-        let yuv = Yuv420::from_rgba(cw, ch, rgba.as_raw());
-        let mut f = std::io::BufWriter::new(fs::File::create(dir.join("canvas.yuv"))?);
-        yuv.write_to(&mut f)?;
-        use std::io::Write;
-        f.flush()?;
-        Ok(())
-    })?;
+            if let Some(title) = &scene.title {
+                let font = &spec.subtitles.font;
+                let style = TextStyle {
+                    family: font.family.clone(),
+                    bold: true,
+                    size_px: title_size,
+                    line_height: 1.2,
+                    color: font.color.rgba(),
+                    outline: Some((title_size * 0.05, [0, 0, 0, 200])),
+                    background: None,
+                    align: Align::Center,
+                };
+                let block = TextBlock {
+                    text: title,
+                    style: &style,
+                    max_width_px: (cw as f32 * 0.8) as u32,
+                    highlight: None,
+                };
+                let ov = engine
+                    .text
+                    .render_block(&block)
+                    .map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
+                picture::draw_overlay(
+                    &mut rgba,
+                    &ov,
+                    (cw as i64 - ov.width as i64) / 2,
+                    (ch as i64 - ov.height as i64) / 2,
+                );
+            }
+            let yuv = Yuv420::from_rgba(cw, ch, rgba.as_raw());
+            let mut f = std::io::BufWriter::new(fs::File::create(dir.join("canvas.yuv"))?);
+            yuv.write_to(&mut f)?;
+            use std::io::Write;
+            f.flush()?;
+            Ok(())
+        })?;
     Ok((key, dir, cw, ch))
 }
 
 fn scene_background(spec: &Spec, scene: &Scene, w: u32, h: u32) -> picture::Rgba {
     match &scene.background {
         Some(Background::Color(c)) => picture::solid(w, h, c.rgba()),
-        Some(Background::Gradient(g)) => picture::gradient(w, h, g.from.rgba(), g.to.rgba(), g.angle),
+        Some(Background::Gradient(g)) => {
+            picture::gradient(w, h, g.from.rgba(), g.to.rgba(), g.angle)
+        }
         None => picture::solid(w, h, spec.output.background.rgba()),
     }
 }
@@ -472,12 +792,26 @@ struct MixKey<'a> {
     bitrate: u32,
 }
 
-fn mixdown(engine: &Engine, spec: &Spec, tl: &Timeline, speech: &[Option<Speech>], inputs: &Inputs) -> Result<(PathBuf, Option<f64>, bool), RenderError> {
-    let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
+fn mixdown(
+    engine: &Engine,
+    spec: &Spec,
+    tl: &Timeline,
+    speech: &[Option<Speech>],
+    inputs: &Inputs,
+) -> Result<(PathBuf, Option<f64>, bool), RenderError> {
+    let starts: Vec<u64> = tl
+        .scenes
+        .iter()
+        .map(|s| s.start + s.narration_frame)
+        .collect();
     let key = cache::key(
         "audio",
         &MixKey {
-            narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
+            narrations: speech
+                .iter()
+                .zip(&starts)
+                .filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f)))
+                .collect(),
             music: spec.music.as_ref().map(|m| (inputs.hash(&m.file), m)),
             frames: tl.total_frames,
             fps: tl.fps,
@@ -486,43 +820,79 @@ fn mixdown(engine: &Engine, spec: &Spec, tl: &Timeline, speech: &[Option<Speech>
         },
     );
     let mut ran = false;
-    let (dir, _) = engine.cache.get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
-        ran = true;
-        let fps = tl.fps as f64;
-        let mut mix = Mix::silence(tl.duration());
-        let mut spans = vec![];
-        for (s, &f) in speech.iter().zip(&starts) {
-            if let Some(s) = s {
-                let at = f as f64 / fps;
-                mix.add_mono(&s.samples, at, 1.0);
-                spans.push((at, at + s.seconds()));
+    let (dir, _) = engine
+        .cache
+        .get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
+            ran = true;
+            let fps = tl.fps as f64;
+            let mut mix = Mix::silence(tl.duration());
+            let mut spans = vec![];
+            for (s, &f) in speech.iter().zip(&starts) {
+                if let Some(s) = s {
+                    let at = f as f64 / fps;
+                    mix.add_mono(&s.samples, at, 1.0);
+                    spans.push((at, at + s.seconds()));
+                }
             }
-        }
-        if let Some(m) = &spec.music {
-            let music = ffmpeg::decode_audio(&inputs.path(&m.file), MIX_RATE, MIX_CHANNELS, None, limits::MAX_TOTAL_SECONDS)
+            if let Some(m) = &spec.music {
+                let music = ffmpeg::decode_audio(
+                    &inputs.path(&m.file),
+                    MIX_RATE,
+                    MIX_CHANNELS,
+                    None,
+                    limits::MAX_TOTAL_SECONDS,
+                )
                 .map_err(|e| RenderError::at("music.file", e.to_string()))?;
-            if music.is_empty() {
-                return Err(RenderError::at("music.file", "the music file has no audio"));
+                if music.is_empty() {
+                    return Err(RenderError::at("music.file", "the music file has no audio"));
+                }
+                let d = &m.ducking;
+                let duck = if d.enabled { &spans[..] } else { &[] };
+                let env = audio::ducking_envelope(
+                    mix.frames(),
+                    duck,
+                    m.volume,
+                    d.level,
+                    d.attack as f64,
+                    d.release as f64,
+                    m.fade as f64,
+                );
+                mix.add_music(&music, m.r#loop, &env);
             }
-            let d = &m.ducking;
-            let duck = if d.enabled { &spans[..] } else { &[] };
-            let env = audio::ducking_envelope(mix.frames(), duck, m.volume, d.level, d.attack as f64, d.release as f64, m.fade as f64);
-            mix.add_music(&music, m.r#loop, &env);
-        }
-        let measured = match spec.audio.loudness {
-            // -1 dBFS ceiling keeps AAC's overshoot from clipping.
-            Some(target) => mix.normalize(target as f64, 0.89),
-            None => None,
-        };
-        fs::write(dir.join("loudness.json"), serde_json::to_vec(&(measured, mix.loudness())).expect("f64s serialise"))?;
-        ffmpeg::encode_aac(&mix.samples, MIX_RATE, MIX_CHANNELS, spec.audio.bitrate_kbps, &dir.join("audio.m4a"))?;
-        Ok(())
-    })?;
-    let loudness: Option<f64> = fs::read(dir.join("loudness.json")).ok().and_then(|b| serde_json::from_slice::<(Option<f64>, Option<f64>)>(&b).ok()).and_then(|l| l.1);
+            let measured = match spec.audio.loudness {
+                // -1 dBFS ceiling keeps AAC's overshoot from clipping.
+                Some(target) => mix.normalize(target as f64, 0.89),
+                None => None,
+            };
+            fs::write(
+                dir.join("loudness.json"),
+                serde_json::to_vec(&(measured, mix.loudness())).expect("f64s serialise"),
+            )?;
+            ffmpeg::encode_aac(
+                &mix.samples,
+                MIX_RATE,
+                MIX_CHANNELS,
+                spec.audio.bitrate_kbps,
+                &dir.join("audio.m4a"),
+            )?;
+            Ok(())
+        })?;
+    let loudness: Option<f64> = fs::read(dir.join("loudness.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(Option<f64>, Option<f64>)>(&b).ok())
+        .and_then(|l| l.1);
     Ok((dir.join("audio.m4a"), loudness, ran))
 }
 
-fn text_look(font: &Font, text: &str, h: u32, w: u32, max_width: f32, outline: Option<&reelsmith_spec::Outline>, bx: Option<&reelsmith_spec::TextBox>) -> TextLook {
+fn text_look(
+    font: &Font,
+    text: &str,
+    h: u32,
+    w: u32,
+    max_width: f32,
+    outline: Option<&reelsmith_spec::Outline>,
+    bx: Option<&reelsmith_spec::TextBox>,
+) -> TextLook {
     let size_px = font.size * h as f32;
     TextLook {
         text: text.to_string(),
@@ -530,26 +900,56 @@ fn text_look(font: &Font, text: &str, h: u32, w: u32, max_width: f32, outline: O
         bold: font.bold,
         size_px,
         color: font.color.rgba(),
-        outline: outline.filter(|o| o.width > 0.0).map(|o| (o.width * size_px, o.color.rgba())),
+        outline: outline
+            .filter(|o| o.width > 0.0)
+            .map(|o| (o.width * size_px, o.color.rgba())),
         background: bx.map(|b| (b.color.rgba(), b.padding * size_px)),
         max_width: (max_width * w as f32) as u32,
         position: None,
     }
 }
 
-fn scene_look(engine: &Engine, spec: &Spec, tl: &Timeline, i: usize, canvas: &(Key, PathBuf, u32, u32), speech: Option<&Speech>) -> SceneLook {
+fn scene_look(
+    engine: &Engine,
+    spec: &Spec,
+    tl: &Timeline,
+    i: usize,
+    canvas: &(Key, PathBuf, u32, u32),
+    speech: Option<&Speech>,
+) -> SceneLook {
     let scene = &spec.scenes[i];
     let span = &tl.scenes[i];
     let (w, h) = spec.output.dimensions();
     let subs = &spec.subtitles;
-    let sub_look = text_look(&subs.font, "", h, w, subs.max_width, subs.outline.as_ref(), subs.r#box.as_ref());
+    let sub_look = text_look(
+        &subs.font,
+        "",
+        h,
+        w,
+        subs.max_width,
+        subs.outline.as_ref(),
+        subs.r#box.as_ref(),
+    );
     let states = match (subs.enabled, speech) {
-        (true, Some(s)) => scene::subtitle_states(&engine.text, &s.words, &sub_look.style(), subs, sub_look.max_width, span.narration_frame, tl.fps as f64, span.frames),
+        (true, Some(s)) => scene::subtitle_states(
+            &engine.text,
+            &s.words,
+            &sub_look.style(),
+            subs,
+            sub_look.max_width,
+            span.narration_frame,
+            tl.fps as f64,
+            span.frames,
+        ),
         _ => vec![],
     };
     let (zoom, pan) = match scene.motion {
         Motion::None => ((1.0, 1.0), Default::default()),
-        Motion::KenBurns { zoom_from, zoom_to, pan } => ((zoom_from, zoom_to), pan),
+        Motion::KenBurns {
+            zoom_from,
+            zoom_to,
+            pan,
+        } => ((zoom_from, zoom_to), pan),
     };
     SceneLook {
         canvas_key: canvas.0.hex(),
@@ -560,7 +960,18 @@ fn scene_look(engine: &Engine, spec: &Spec, tl: &Timeline, i: usize, canvas: &(K
         pan,
         overlay: scene.overlay.as_ref().map(|o| TextLook {
             position: Some(o.position),
-            ..text_look(&o.font, &o.text, h, w, 0.9, Some(&reelsmith_spec::Outline { color: reelsmith_spec::Color::rgb(0, 0, 0), width: 0.06 }), o.r#box.as_ref())
+            ..text_look(
+                &o.font,
+                &o.text,
+                h,
+                w,
+                0.9,
+                Some(&reelsmith_spec::Outline {
+                    color: reelsmith_spec::Color::rgb(0, 0, 0),
+                    width: 0.06,
+                }),
+                o.r#box.as_ref(),
+            )
         }),
         subtitles: states,
         subtitle_style: Some(sub_look),
@@ -588,7 +999,19 @@ fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings) -> Ke
         Segment::Transition { scene, .. } => vec![&*looks[scene], &*looks[scene + 1]],
     };
     // Encoder threads change the bitstream slightly but not the picture: leave them out.
-    cache::key("segment", &SegmentKey { segment: seg, scenes, width: s.width, height: s.height, fps: s.fps, encoder: s.encoder, preset: &s.preset, crf: s.crf })
+    cache::key(
+        "segment",
+        &SegmentKey {
+            segment: seg,
+            scenes,
+            width: s.width,
+            height: s.height,
+            fps: s.fps,
+            encoder: s.encoder,
+            preset: &s.preset,
+            crf: s.crf,
+        },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -604,7 +1027,15 @@ fn encode_segment(
     total: u64,
 ) -> Result<(), RenderError> {
     let (w, h) = (settings.width, settings.height);
-    let renderer = |i: usize| -> Result<SceneRenderer, RenderError> { Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, engine.text.clone(), w, h)) };
+    let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
+        Ok(SceneRenderer::new(
+            looks[i].clone(),
+            load_canvas(i)?,
+            engine.text.clone(),
+            w,
+            h,
+        ))
+    };
     let mut enc = VideoEncoder::start(settings, out)?;
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
     let report = |n: u64| {
@@ -625,7 +1056,11 @@ fn encode_segment(
                 report(1);
             }
         }
-        Segment::Transition { scene, kind, frames } => {
+        Segment::Transition {
+            scene,
+            kind,
+            frames,
+        } => {
             let mut ra = renderer(scene)?;
             let mut rb = renderer(scene + 1)?;
             let mut a = frame.clone();

@@ -14,7 +14,9 @@ pub struct Mix {
 impl Mix {
     pub fn silence(seconds: f64) -> Self {
         let frames = (seconds * MIX_RATE as f64).round() as usize;
-        Self { samples: vec![0.0; frames * 2] }
+        Self {
+            samples: vec![0.0; frames * 2],
+        }
     }
 
     pub fn frames(&self) -> usize {
@@ -42,7 +44,13 @@ impl Mix {
             return;
         }
         for f in 0..self.frames() {
-            let src = if looped { f % mframes } else if f < mframes { f } else { break };
+            let src = if looped {
+                f % mframes
+            } else if f < mframes {
+                f
+            } else {
+                break;
+            };
             let g = gain.get(f).copied().unwrap_or(0.0);
             self.samples[f * 2] += music[src * 2] * g;
             self.samples[f * 2 + 1] += music[src * 2 + 1] * g;
@@ -77,7 +85,15 @@ pub fn integrated_loudness(samples: &[f32], channels: u32, rate: u32) -> Option<
 /// Gain per output frame for music: `volume`, dipping to `volume * level` while any of
 /// `speech` (start, end seconds) plays, ramping down over `attack` before it and back up over
 /// `release` after it; plus fades at both ends of the video.
-pub fn ducking_envelope(frames: usize, speech: &[(f64, f64)], volume: f32, level: f32, attack: f64, release: f64, fade: f64) -> Vec<f32> {
+pub fn ducking_envelope(
+    frames: usize,
+    speech: &[(f64, f64)],
+    volume: f32,
+    level: f32,
+    attack: f64,
+    release: f64,
+    fade: f64,
+) -> Vec<f32> {
     let rate = MIX_RATE as f64;
     let total = frames as f64 / rate;
     let mut env = vec![1.0f32; frames];
@@ -98,7 +114,11 @@ pub fn ducking_envelope(frames: usize, speech: &[(f64, f64)], volume: f32, level
     }
     for (f, g) in env.iter_mut().enumerate() {
         let t = f as f64 / rate;
-        let edge = if fade > 0.0 { (t / fade).min((total - t) / fade).clamp(0.0, 1.0) } else { 1.0 };
+        let edge = if fade > 0.0 {
+            (t / fade).min((total - t) / fade).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
         *g *= volume * edge as f32;
     }
     env
@@ -113,7 +133,9 @@ pub fn limit_peaks(samples: &mut [f32], channels: usize, ceiling: f32, rate: u32
     }
     let need: Vec<f32> = (0..frames)
         .map(|f| {
-            let peak = samples[f * channels..][..channels].iter().fold(0.0f32, |m, s| m.max(s.abs()));
+            let peak = samples[f * channels..][..channels]
+                .iter()
+                .fold(0.0f32, |m, s| m.max(s.abs()));
             if peak > ceiling { ceiling / peak } else { 1.0 }
         })
         .collect();
@@ -138,7 +160,11 @@ pub fn limit_peaks(samples: &mut [f32], channels: usize, ceiling: f32, rate: u32
     let mut g = 1.0f32;
     for f in 0..frames {
         let target = window_min[f];
-        g = if target < g { target } else { g + (target - g) * release };
+        g = if target < g {
+            target
+        } else {
+            g + (target - g) * release
+        };
         // Never above what this very sample needs, so the ceiling holds exactly.
         let applied = g.min(need[f]);
         for s in &mut samples[f * channels..][..channels] {
@@ -182,7 +208,15 @@ mod tests {
 
     #[test]
     fn ducking_dips_under_speech_only() {
-        let env = ducking_envelope(MIX_RATE as usize * 10, &[(4.0, 6.0)], 0.5, 0.2, 0.2, 0.5, 1.0);
+        let env = ducking_envelope(
+            MIX_RATE as usize * 10,
+            &[(4.0, 6.0)],
+            0.5,
+            0.2,
+            0.2,
+            0.5,
+            1.0,
+        );
         let at = |t: f64| env[(t * MIX_RATE as f64) as usize];
         assert!((at(2.0) - 0.5).abs() < 1e-6);
         assert!((at(5.0) - 0.1).abs() < 1e-6);

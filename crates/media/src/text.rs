@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use cosmic_text::{
-    Align as CtAlign, Attrs, Buffer, CacheKey, Family, FontSystem, LayoutGlyph, LineIter,
-    Metrics, Shaping, SwashCache, SwashContent, SwashImage, Weight, Wrap,
+    Align as CtAlign, Attrs, Buffer, CacheKey, Family, FontSystem, LayoutGlyph, LineIter, Metrics,
+    Shaping, SwashCache, SwashContent, SwashImage, Weight, Wrap,
 };
 
 /// Errors from font loading.
@@ -48,7 +48,11 @@ pub struct RgbaOverlay {
 impl RgbaOverlay {
     /// A 0x0 overlay with no pixels.
     pub fn empty() -> Self {
-        Self { width: 0, height: 0, data: Vec::new() }
+        Self {
+            width: 0,
+            height: 0,
+            data: Vec::new(),
+        }
     }
 
     /// True when the overlay has no pixels.
@@ -58,9 +62,17 @@ impl RgbaOverlay {
 
     /// The premultiplied RGBA value at (x, y). Panics when out of bounds.
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
-        assert!(x < self.width && y < self.height, "pixel ({x}, {y}) out of bounds");
+        assert!(
+            x < self.width && y < self.height,
+            "pixel ({x}, {y}) out of bounds"
+        );
         let i = (y as usize * self.width as usize + x as usize) * 4;
-        [self.data[i], self.data[i + 1], self.data[i + 2], self.data[i + 3]]
+        [
+            self.data[i],
+            self.data[i + 1],
+            self.data[i + 2],
+            self.data[i + 3],
+        ]
     }
 }
 
@@ -162,8 +174,13 @@ const SANS_SERIF_PREFS: &[&str] = &[
     "Roboto",
     "FreeSans",
 ];
-const SERIF_PREFS: &[&str] =
-    &["DejaVu Serif", "Noto Serif", "Liberation Serif", "Times New Roman", "FreeSerif"];
+const SERIF_PREFS: &[&str] = &[
+    "DejaVu Serif",
+    "Noto Serif",
+    "Liberation Serif",
+    "Times New Roman",
+    "FreeSerif",
+];
 const MONOSPACE_PREFS: &[&str] = &[
     "DejaVu Sans Mono",
     "Noto Sans Mono",
@@ -183,8 +200,15 @@ impl Inner {
         if self.images.len() >= GLYPH_CACHE_LIMIT && !self.images.contains_key(&key) {
             self.images.clear();
         }
-        let Inner { fonts, swash, images } = self;
-        images.entry(key).or_insert_with(|| swash.get_image_uncached(fonts, key)).as_ref()
+        let Inner {
+            fonts,
+            swash,
+            images,
+        } = self;
+        images
+            .entry(key)
+            .or_insert_with(|| swash.get_image_uncached(fonts, key))
+            .as_ref()
     }
 }
 
@@ -313,7 +337,11 @@ fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_
         GenericOrNamed::Generic(g) => *g,
         GenericOrNamed::Named(n) => Family::Name(n),
     };
-    let weight = if style.bold { Weight::BOLD } else { Weight::NORMAL };
+    let weight = if style.bold {
+        Weight::BOLD
+    } else {
+        Weight::NORMAL
+    };
     let attrs = Attrs::new().family(family).weight(weight);
     // Left alignment puts every line (LTR or RTL) at x in [0, line_w]; we align ourselves.
     buffer.set_text(text, &attrs, Shaping::Advanced, Some(CtAlign::Left));
@@ -330,7 +358,11 @@ fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_
         let glyphs = run
             .glyphs
             .iter()
-            .map(|g| PlacedGlyph { glyph: g.clone(), start: base + g.start, end: base + g.end })
+            .map(|g| PlacedGlyph {
+                glyph: g.clone(),
+                start: base + g.start,
+                end: base + g.end,
+            })
             .collect();
         width = width.max(run.line_w);
         height = height.max(run.line_top + run.line_height);
@@ -343,7 +375,11 @@ fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_
     if max_width_px > 0 {
         width = width.min(max_width_px as f32);
     }
-    Layout { lines, width, height }
+    Layout {
+        lines,
+        width,
+        height,
+    }
 }
 
 /// Overlay size for a laid-out block.
@@ -398,7 +434,7 @@ fn over(dst: &mut [u8], src: [u32; 4]) {
 /// and an anti-aliased edge pixel's coverage is carried out to distance `r`.
 fn dilate(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
     let mut out = vec![0u8; w * h];
-    if w == 0 || h == 0 || !(r >= 0.0) {
+    if w == 0 || h == 0 || r.is_nan() || r < 0.0 {
         return out;
     }
     let weight = |dx: isize, dy: isize| -> u16 {
@@ -425,7 +461,10 @@ fn dilate(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
             }
         }
     }
-    let row_has_ink: Vec<bool> = src.chunks_exact(w).map(|row| row.iter().any(|&v| v != 0)).collect();
+    let row_has_ink: Vec<bool> = src
+        .chunks_exact(w)
+        .map(|row| row.iter().any(|&v| v != 0))
+        .collect();
 
     // Dest row y - dy takes source row y.
     let dest_row = |y: usize, dy: isize| -> Option<usize> {
@@ -474,11 +513,11 @@ fn dilate(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
             let srow = &src[y * w..(y + 1) * w];
             let orow = &mut out[t * w..(t + 1) * w];
             for (o, &sv) in orow[step..].iter_mut().zip(&srow[..w - step]) {
-                *o = (*o).max(((u16::from(sv) * k) >> 8) as u8);
+                *o = (*o).max((u16::from(sv).wrapping_mul(k) >> 8) as u8);
             }
             if step > 0 {
                 for (o, &sv) in orow[..w - step].iter_mut().zip(&srow[step..]) {
-                    *o = (*o).max(((u16::from(sv) * k) >> 8) as u8);
+                    *o = (*o).max((u16::from(sv).wrapping_mul(k) >> 8) as u8);
                 }
             }
         }
@@ -503,7 +542,11 @@ fn dilate_naive(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
                     let d = ((dx * dx + dy * dy) as f32).sqrt();
                     let k = ((r + 1.0 - d).clamp(0.0, 1.0) * 256.0).round() as u16;
                     let s = src[sy as usize * w + sx as usize];
-                    let v = if k >= 256 { s } else { ((u16::from(s) * k) >> 8) as u8 };
+                    let v = if k >= 256 {
+                        s
+                    } else {
+                        ((u16::from(s) * k) >> 8) as u8
+                    };
                     m = m.max(v);
                 }
             }
@@ -559,7 +602,15 @@ fn blit_glyph(
                     if c == 0 {
                         continue;
                     }
-                    ([mul255(pm[0], c), mul255(pm[1], c), mul255(pm[2], c), mul255(pm[3], c)], c)
+                    (
+                        [
+                            mul255(pm[0], c),
+                            mul255(pm[1], c),
+                            mul255(pm[2], c),
+                            mul255(pm[3], c),
+                        ],
+                        c,
+                    )
                 }
                 SwashContent::SubpixelMask => {
                     let d = &image.data[gi * 4..gi * 4 + 4];
@@ -567,7 +618,15 @@ fn blit_glyph(
                     if c == 0 {
                         continue;
                     }
-                    ([mul255(pm[0], c), mul255(pm[1], c), mul255(pm[2], c), mul255(pm[3], c)], c)
+                    (
+                        [
+                            mul255(pm[0], c),
+                            mul255(pm[1], c),
+                            mul255(pm[2], c),
+                            mul255(pm[3], c),
+                        ],
+                        c,
+                    )
                 }
                 SwashContent::Color => {
                     // Colour glyphs (emoji) keep their colours, faded by the fill alpha.
@@ -603,7 +662,11 @@ impl TextRenderer {
         let mut fonts = FontSystem::new();
         configure_generic_families(&mut fonts);
         Self {
-            inner: Mutex::new(Inner { fonts, swash: SwashCache::new(), images: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                fonts,
+                swash: SwashCache::new(),
+                images: HashMap::new(),
+            }),
         }
     }
 
@@ -613,7 +676,10 @@ impl TextRenderer {
 
     /// Adds the faces of a font file (TTF/OTF/TTC); returns the family names it added.
     pub fn load_font_file(&self, path: &Path) -> Result<Vec<String>, TextError> {
-        let fail = |reason: String| TextError::FontFile { path: path.display().to_string(), reason };
+        let fail = |reason: String| TextError::FontFile {
+            path: path.display().to_string(),
+            reason,
+        };
         let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let mut inner = self.lock();
         let before: HashSet<_> = inner.fonts.db().faces().map(|f| f.id).collect();
@@ -654,7 +720,12 @@ impl TextRenderer {
     /// `words` on that line. Words are joined with single spaces. A word wider than max_width
     /// gets its own line (render_block will break it over several lines, so for such words
     /// the number of rendered lines is larger than the number of entries returned).
-    pub fn wrap_words(&self, words: &[&str], style: &TextStyle, max_width_px: u32) -> Vec<Vec<usize>> {
+    pub fn wrap_words(
+        &self,
+        words: &[&str],
+        style: &TextStyle,
+        max_width_px: u32,
+    ) -> Vec<Vec<usize>> {
         if words.is_empty() {
             return Vec::new();
         }
@@ -709,18 +780,24 @@ impl TextRenderer {
 
     /// Number of lines the block renders as (0 for empty text).
     pub fn line_count(&self, block: &TextBlock) -> usize {
-        let Some((text, _)) = trimmed(block.text) else { return 0 };
+        let Some((text, _)) = trimmed(block.text) else {
+            return 0;
+        };
         if !block.style.is_renderable() {
             return 0;
         }
         let mut inner = self.lock();
-        layout_text(&mut inner.fonts, text, block.style, block.max_width_px).lines.len()
+        layout_text(&mut inner.fonts, text, block.style, block.max_width_px)
+            .lines
+            .len()
     }
 
     /// Measures the laid-out block (width, height) in px, including outline and box padding:
     /// exactly the size `render_block` produces.
     pub fn measure(&self, block: &TextBlock) -> (u32, u32) {
-        let Some((text, _)) = trimmed(block.text) else { return (0, 0) };
+        let Some((text, _)) = trimmed(block.text) else {
+            return (0, 0);
+        };
         if !block.style.is_renderable() {
             return (0, 0);
         }
@@ -734,7 +811,9 @@ impl TextRenderer {
     /// Empty/whitespace text gives a 0x0 overlay.
     pub fn render_block(&self, block: &TextBlock) -> Result<RgbaOverlay, TextError> {
         let style = block.style;
-        let Some((text, lead)) = trimmed(block.text) else { return Ok(RgbaOverlay::empty()) };
+        let Some((text, lead)) = trimmed(block.text) else {
+            return Ok(RgbaOverlay::empty());
+        };
         if !style.is_renderable() {
             return Ok(RgbaOverlay::empty());
         }
@@ -769,7 +848,9 @@ impl TextRenderer {
                     _ => style.color,
                 };
                 let phys = g.glyph.physical(origin, 1.0);
-                let Some(image) = inner.image(phys.cache_key) else { continue };
+                let Some(image) = inner.image(phys.cache_key) else {
+                    continue;
+                };
                 let px = phys.x + image.placement.left;
                 let py = phys.y - image.placement.top;
                 blit_glyph(image, px, py, color, &mut fill, cov.as_mut(), wu, hu);
@@ -786,26 +867,61 @@ impl TextRenderer {
             _ => None,
         };
 
-        let mut data = fill;
-        if outline.is_some() || box_pm.is_some() {
-            for (p, px) in data.chunks_exact_mut(4).enumerate() {
-                let mut d = [0u8; 4];
-                if let Some(b) = box_pm {
-                    d = [b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8];
-                }
-                if let Some((mask, oc)) = &outline {
-                    let a = u32::from(mask[p]);
-                    if a > 0 {
-                        over(&mut d, [mul255(oc[0], a), mul255(oc[1], a), mul255(oc[2], a), mul255(oc[3], a)]);
-                    }
-                }
-                if px[3] > 0 {
-                    over(&mut d, [u32::from(px[0]), u32::from(px[1]), u32::from(px[2]), u32::from(px[3])]);
-                }
-                px.copy_from_slice(&d);
+        // Box, then outline at each mask value, precomputed per mask value; the fill goes over.
+        let mut base = [[0u8; 4]; 256];
+        for (a, b) in base.iter_mut().enumerate() {
+            if let Some(bx) = box_pm {
+                *b = [bx[0] as u8, bx[1] as u8, bx[2] as u8, bx[3] as u8];
+            }
+            if let Some((_, oc)) = &outline {
+                let a = a as u32;
+                over(
+                    b,
+                    [
+                        mul255(oc[0], a),
+                        mul255(oc[1], a),
+                        mul255(oc[2], a),
+                        mul255(oc[3], a),
+                    ],
+                );
             }
         }
-        Ok(RgbaOverlay { width: w, height: h, data })
+        let compose = |px: &mut [u8], under: [u8; 4]| match px[3] {
+            255 => {}
+            0 => px.copy_from_slice(&under),
+            _ => {
+                let mut d = under;
+                over(
+                    &mut d,
+                    [
+                        u32::from(px[0]),
+                        u32::from(px[1]),
+                        u32::from(px[2]),
+                        u32::from(px[3]),
+                    ],
+                );
+                px.copy_from_slice(&d);
+            }
+        };
+        let mut data = fill;
+        match &outline {
+            Some((mask, _)) => {
+                for (px, &m) in data.chunks_exact_mut(4).zip(mask) {
+                    compose(px, base[usize::from(m)]);
+                }
+            }
+            None if box_pm.is_some() => {
+                for px in data.chunks_exact_mut(4) {
+                    compose(px, base[0]);
+                }
+            }
+            None => {}
+        }
+        Ok(RgbaOverlay {
+            width: w,
+            height: h,
+            data,
+        })
     }
 }
 
@@ -833,7 +949,12 @@ mod tests {
     }
 
     fn block<'a>(text: &'a str, style: &'a TextStyle, max: u32) -> TextBlock<'a> {
-        TextBlock { text, style, max_width_px: max, highlight: None }
+        TextBlock {
+            text,
+            style,
+            max_width_px: max,
+            highlight: None,
+        }
     }
 
     fn pixels(o: &RgbaOverlay) -> impl Iterator<Item = (u32, u32, [u8; 4])> + '_ {
@@ -868,7 +989,12 @@ mod tests {
         let mut s = style(48.0);
         s.color = [255, 200, 0, 255];
         let o = renderer().render_block(&block("Hello", &s, 0)).unwrap();
-        assert!(o.width > 60 && o.height >= 48, "size {}x{}", o.width, o.height);
+        assert!(
+            o.width > 60 && o.height >= 48,
+            "size {}x{}",
+            o.width,
+            o.height
+        );
         assert_eq!(o.data.len(), (o.width * o.height * 4) as usize);
         let inked = pixels(&o).filter(|p| p.2[3] > 0).count();
         let opaque: Vec<_> = pixels(&o).filter(|p| p.2[3] == 255).collect();
@@ -881,7 +1007,10 @@ mod tests {
         for (_, _, p) in pixels(&o) {
             assert!(p[0] <= p[3] && p[1] <= p[3] && p[2] <= p[3]);
         }
-        assert_eq!(renderer().measure(&block("Hello", &s, 0)), (o.width, o.height));
+        assert_eq!(
+            renderer().measure(&block("Hello", &s, 0)),
+            (o.width, o.height)
+        );
     }
 
     #[test]
@@ -910,7 +1039,7 @@ mod tests {
             });
             assert!(near, "outline pixel ({x},{y}) far from any glyph");
         }
-        // A pixel deep inside the outlined block but far from text stays transparent: corners.
+        // Far from the text (the overlay corner) stays transparent.
         assert_eq!(o.pixel(0, 0)[3], 0);
     }
 
@@ -919,9 +1048,16 @@ mod tests {
         let mut s = style(40.0);
         s.background = Some(([20, 40, 200, 128], 10.0));
         s.outline = Some((2.0, [0, 0, 0, 255]));
-        let o = renderer().render_block(&block("Boxed text", &s, 0)).unwrap();
+        let o = renderer()
+            .render_block(&block("Boxed text", &s, 0))
+            .unwrap();
         let expected = [10, 20, 100, 128];
-        for (x, y) in [(0, 0), (o.width - 1, 0), (0, o.height - 1), (o.width - 1, o.height - 1)] {
+        for (x, y) in [
+            (0, 0),
+            (o.width - 1, 0),
+            (0, o.height - 1),
+            (o.width - 1, o.height - 1),
+        ] {
             assert_eq!(o.pixel(x, y), expected, "corner ({x},{y})");
         }
         // Text over the box is opaque white somewhere.
@@ -979,13 +1115,26 @@ mod tests {
             highlight: Some((6..11, [255, 0, 0, 255])),
         };
         let o = renderer().render_block(&b).unwrap();
-        let white: Vec<u32> =
-            pixels(&o).filter(|q| q.2 == [255, 255, 255, 255]).map(|q| q.0).collect();
-        let red: Vec<u32> = pixels(&o).filter(|q| q.2 == [255, 0, 0, 255]).map(|q| q.0).collect();
-        assert!(white.len() > 100 && red.len() > 100, "{} white, {} red", white.len(), red.len());
+        let white: Vec<u32> = pixels(&o)
+            .filter(|q| q.2 == [255, 255, 255, 255])
+            .map(|q| q.0)
+            .collect();
+        let red: Vec<u32> = pixels(&o)
+            .filter(|q| q.2 == [255, 0, 0, 255])
+            .map(|q| q.0)
+            .collect();
+        assert!(
+            white.len() > 100 && red.len() > 100,
+            "{} white, {} red",
+            white.len(),
+            red.len()
+        );
         let white_max = *white.iter().max().unwrap();
         let red_min = *red.iter().min().unwrap();
-        assert!(white_max < red_min, "white up to x={white_max}, red from x={red_min}");
+        assert!(
+            white_max < red_min,
+            "white up to x={white_max}, red from x={red_min}"
+        );
         // The right part of the overlay holds red ink, the left part white.
         assert!(red_min > o.width / 3);
         // Same layout with and without highlight.
@@ -1009,7 +1158,11 @@ mod tests {
             for (i, line) in lines.iter().enumerate() {
                 let text: Vec<&str> = line.iter().map(|&w| words[w]).collect();
                 let text = text.join(" ");
-                assert_eq!(renderer().line_count(&block(&text, &s, max)), 1, "line {text:?}");
+                assert_eq!(
+                    renderer().line_count(&block(&text, &s, max)),
+                    1,
+                    "line {text:?}"
+                );
                 // Greedy: the next word would not have fitted.
                 if let Some(next) = lines.get(i + 1) {
                     let more = format!("{text} {}", words[next[0]]);
@@ -1027,9 +1180,15 @@ mod tests {
             let mut s = style(32.0);
             s.align = align;
             let o = renderer().render_block(&block(text, &s, 0)).unwrap();
-            let xs: Vec<u32> =
-                pixels(&o).filter(|q| q.1 < 40 && q.2[3] > 0).map(|q| q.0).collect();
-            (*xs.iter().min().unwrap(), *xs.iter().max().unwrap(), o.width)
+            let xs: Vec<u32> = pixels(&o)
+                .filter(|q| q.1 < 40 && q.2[3] > 0)
+                .map(|q| q.0)
+                .collect();
+            (
+                *xs.iter().min().unwrap(),
+                *xs.iter().max().unwrap(),
+                o.width,
+            )
         };
         let (l0, _, _) = first_line_ink(Align::Left);
         assert!(l0 < 6);
@@ -1053,13 +1212,20 @@ mod tests {
 
     #[test]
     fn fonts_and_families() {
-        let r = renderer();
-        let err = r.load_font_file(Path::new("/nonexistent/font.ttf")).unwrap_err();
+        // A private renderer: loading fonts must not disturb the shared one.
+        let own = TextRenderer::new();
+        let r = &own;
+        let err = r
+            .load_font_file(Path::new("/nonexistent/font.ttf"))
+            .unwrap_err();
         assert!(matches!(err, TextError::FontFile { .. }), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.ttf");
         std::fs::write(&junk, b"definitely not a font").unwrap();
-        assert!(matches!(r.load_font_file(&junk), Err(TextError::FontFile { .. })));
+        assert!(matches!(
+            r.load_font_file(&junk),
+            Err(TextError::FontFile { .. })
+        ));
 
         assert!(r.has_family("sans-serif"));
         assert!(!r.has_family("No Such Family 12345"));
@@ -1116,18 +1282,25 @@ mod tests {
         for (i, v) in src.iter_mut().enumerate() {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
             // Sparse blobs with anti-aliased values, some empty rows.
-            if (i / w) % 5 != 0 && (seed >> 16) % 7 == 0 {
+            if !(i / w).is_multiple_of(5) && (seed >> 16).is_multiple_of(7) {
                 *v = (seed >> 8) as u8;
             }
         }
         for r in [0.0f32, 0.7, 1.0, 2.5, 3.0, 4.0, 6.3] {
-            assert_eq!(dilate(&src, w, h, r), dilate_naive(&src, w, h, r), "r = {r}");
+            assert_eq!(
+                dilate(&src, w, h, r),
+                dilate_naive(&src, w, h, r),
+                "r = {r}"
+            );
         }
     }
 
     /// CPU time of this thread (wall-clock timings are noisy on a shared machine).
     fn thread_cpu() -> std::time::Duration {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid pointer to a timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -1161,12 +1334,21 @@ mod tests {
     fn perf_1080p_subtitle() {
         let r = renderer();
         let text = "This is a fairly long subtitle line that wraps onto two lines at 1080p";
-        for (outline, bg) in [(None, None), (Some((4.0, [0, 0, 0, 255])), None), (Some((4.0, [0, 0, 0, 255])), Some(([0, 0, 0, 140], 12.0)))] {
+        for (outline, bg) in [
+            (None, None),
+            (Some((4.0, [0, 0, 0, 255])), None),
+            (Some((4.0, [0, 0, 0, 255])), Some(([0, 0, 0, 140], 12.0))),
+        ] {
             let mut s = style(64.0);
             s.outline = outline;
             s.background = bg;
             s.align = Align::Center;
-            let b = TextBlock { text, style: &s, max_width_px: 1700, highlight: Some((10..16, [255, 255, 0, 255])) };
+            let b = TextBlock {
+                text,
+                style: &s,
+                max_width_px: 1700,
+                highlight: Some((10..16, [255, 255, 0, 255])),
+            };
             let _ = r.render_block(&b).unwrap();
             let n = 50;
             let t = thread_cpu();
@@ -1180,7 +1362,10 @@ mod tests {
                 o = r.render_block(&b).unwrap();
             }
             let per = (thread_cpu() - t) / n;
-            eprintln!("1080p subtitle {}x{} outline={outline:?} bg={bg:?}: layout {layout:?}, render {per:?} (thread CPU time)", o.width, o.height);
+            eprintln!(
+                "1080p subtitle {}x{} outline={outline:?} bg={bg:?}: layout {layout:?}, render {per:?} (thread CPU time)",
+                o.width, o.height
+            );
         }
     }
 }

@@ -1,0 +1,139 @@
+//! Shared helpers for the end-to-end tests: generated fixtures and frame/audio inspection.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use reelsmith_engine::{Cache, Engine, RenderOptions, Report};
+use reelsmith_media::ffmpeg;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A solid-colour PNG.
+    pub fn solid_png(&self, name: &str, w: u32, h: u32, rgb: [u8; 3]) -> PathBuf {
+        let p = self.path(name);
+        RgbImage::from_pixel(w, h, Rgb(rgb)).save(&p).unwrap();
+        p
+    }
+
+    /// A left-to-right ramp from black to `rgb`, so a moving crop shows.
+    pub fn ramp_png(&self, name: &str, w: u32, h: u32, rgb: [u8; 3]) -> PathBuf {
+        let p = self.path(name);
+        RgbImage::from_fn(w, h, |x, _| {
+            let k = x as f32 / (w - 1) as f32;
+            Rgb([
+                (rgb[0] as f32 * k) as u8,
+                (rgb[1] as f32 * k) as u8,
+                (rgb[2] as f32 * k) as u8,
+            ])
+        })
+        .save(&p)
+        .unwrap();
+        p
+    }
+
+    /// A sine tone WAV (mono 48 kHz), for music.
+    pub fn tone_wav(&self, name: &str, freq: f32, seconds: f32, amp: f32) -> PathBuf {
+        let p = self.path(name);
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&p, spec).unwrap();
+        for i in 0..(seconds * 48_000.0) as usize {
+            let s = (i as f32 * freq * std::f32::consts::TAU / 48_000.0).sin() * amp;
+            w.write_sample((s * i16::MAX as f32) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        p
+    }
+
+    pub fn write_spec(&self, name: &str, json: &serde_json::Value) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(json).unwrap()).unwrap();
+        p
+    }
+}
+
+pub fn engine(cache_dir: &Path) -> Engine {
+    Engine::new(Cache::open(cache_dir, 1 << 30).unwrap()).unwrap()
+}
+
+pub fn render(cache_dir: &Path, spec: &Path, out: &Path) -> Report {
+    engine(cache_dir)
+        .render_file(spec, out, &RenderOptions::default())
+        .unwrap()
+}
+
+/// Average RGB over a rectangle of the frame at `t` seconds.
+pub fn mean_rgb(video: &Path, t: f64, x0: u32, y0: u32, x1: u32, y1: u32) -> [f64; 3] {
+    let (w, _h, px) = ffmpeg::frame_rgb_at(video, t).unwrap();
+    let mut sum = [0.0; 3];
+    let mut n = 0.0;
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let i = ((y * w + x) * 3) as usize;
+            for c in 0..3 {
+                sum[c] += px[i + c] as f64;
+            }
+            n += 1.0;
+        }
+    }
+    sum.map(|s| s / n)
+}
+
+/// Number of pixels in a rectangle whose colour is close to `rgb`.
+pub fn count_near(
+    frame: &(u32, u32, Vec<u8>),
+    rect: (u32, u32, u32, u32),
+    rgb: [u8; 3],
+    tol: i32,
+) -> usize {
+    let (w, _, px) = frame;
+    let (x0, y0, x1, y1) = rect;
+    let mut n = 0;
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let i = ((y * w + x) * 3) as usize;
+            if (0..3).all(|c| (px[i + c] as i32 - rgb[c] as i32).abs() <= tol) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The video's audio as mono 48 kHz f32.
+pub fn audio_mono(video: &Path) -> Vec<f32> {
+    ffmpeg::decode_audio(video, 48_000, 1, None, 3600.0).unwrap()
+}
+
+/// Amplitude of `freq` in `samples[from..to]` (seconds), by correlation with a sine and cosine.
+pub fn tone_amplitude(samples: &[f32], freq: f32, from: f64, to: f64) -> f64 {
+    let (a, b) = (
+        (from * 48_000.0) as usize,
+        ((to * 48_000.0) as usize).min(samples.len()),
+    );
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for (i, &s) in samples[a..b].iter().enumerate() {
+        let ph = (a + i) as f64 * freq as f64 * std::f64::consts::TAU / 48_000.0;
+        re += s as f64 * ph.cos();
+        im += s as f64 * ph.sin();
+    }
+    2.0 * (re * re + im * im).sqrt() / (b - a) as f64
+}

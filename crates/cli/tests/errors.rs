@@ -1,0 +1,285 @@
+//! Bad input through the real `reelsmith` binary: a clear message naming the JSON path and
+//! the problem, exit code 2 for spec problems, never a panic, and no output file left behind.
+
+mod common;
+
+use std::process::Command;
+
+use common::Fixture;
+use serde_json::json;
+
+fn reelsmith(f: &Fixture, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(args)
+        .env("REELSMITH_CACHE_DIR", f.path("cache"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn render_err(f: &Fixture, spec: serde_json::Value) -> String {
+    let p = f.write_spec("spec.json", &spec);
+    let out = f.path("out.mp4");
+    let (code, stderr) = reelsmith(
+        f,
+        &[
+            "render",
+            p.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    assert_ne!(code, 0, "must fail: {stderr}");
+    assert!(!out.exists(), "no output on failure");
+    stderr
+}
+
+fn scene(s: serde_json::Value) -> serde_json::Value {
+    json!({ "version": 1, "output": { "width": 160, "height": 90 }, "scenes": [s] })
+}
+
+/// A PNG whose header claims `w` x `h` pixels, with no real pixel data behind it.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    // A bomb's first data chunk: a few zlib bytes that would inflate to gigabytes.
+    let mut idat = b"IDAT".to_vec();
+    idat.extend_from_slice(&[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [&ihdr, &idat] {
+        png.extend_from_slice(&(chunk.len() as u32 - 4).to_be_bytes());
+        png.extend_from_slice(chunk);
+        png.extend_from_slice(&crc32(chunk).to_be_bytes());
+    }
+    png
+}
+
+#[test]
+fn missing_image_names_path_and_file() {
+    let f = Fixture::new();
+    let err = render_err(
+        &f,
+        json!({ "version": 1, "scenes": [{}, {}, { "image": "a.jpg" }] }),
+    );
+    assert!(
+        err.contains("scenes[2].image: file not found: a.jpg"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_image_is_reported() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.path("bad.jpg"),
+        b"\xff\xd8\xff\xe0 this is not really a jpeg",
+    )
+    .unwrap();
+    let err = render_err(&f, scene(json!({ "image": "bad.jpg" })));
+    assert!(
+        err.contains("scenes[0].image: corrupt or unreadable image"),
+        "{err}"
+    );
+}
+
+#[test]
+fn decompression_bomb_is_refused_before_decoding() {
+    let f = Fixture::new();
+    std::fs::write(f.path("huge.png"), png_header_only(50_000, 50_000)).unwrap();
+    let err = render_err(&f, scene(json!({ "image": "huge.png" })));
+    assert!(err.contains("scenes[0].image: image too large: "), "{err}");
+    assert!(err.contains("50000x50000"), "{err}");
+}
+
+#[test]
+fn not_an_image_is_reported() {
+    let f = Fixture::new();
+    std::fs::write(f.path("notes.txt"), b"just text").unwrap();
+    let err = render_err(&f, scene(json!({ "image": "notes.txt" })));
+    assert!(
+        err.contains("scenes[0].image: not a supported image"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_audio_is_reported() {
+    let f = Fixture::new();
+    std::fs::write(f.path("voice.wav"), b"RIFF....WAVEgarbage").unwrap();
+    let err = render_err(&f, scene(json!({ "narration": { "audio": "voice.wav" } })));
+    assert!(err.contains("scenes[0].narration.audio"), "{err}");
+}
+
+#[test]
+fn unknown_voice_and_font_are_reported() {
+    let f = Fixture::new();
+    let err = render_err(
+        &f,
+        json!({ "version": 1, "subtitles": { "font": { "family": "No Such Font Family" } },
+                "scenes": [{ "narration": { "text": "hi", "name": "xx-nonexistent" } }] }),
+    );
+    assert!(
+        err.contains("scenes[0].narration.name: unknown voice \"xx-nonexistent\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("subtitles.font.family: font family not installed: No Such Font Family"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_json_and_unknown_fields_name_their_path() {
+    let f = Fixture::new();
+    let err = render_err(
+        &f,
+        json!({ "version": 1, "scenes": [{ "transition": { "type": "wipe" } }] }),
+    );
+    assert!(
+        err.contains("scenes[0].transition.type: unknown variant `wipe`"),
+        "{err}"
+    );
+    let err = render_err(
+        &f,
+        json!({ "version": 1, "scenes": [{ "imagee": "x.png" }] }),
+    );
+    assert!(
+        err.contains("scenes[0].imagee: unknown field `imagee`"),
+        "{err}"
+    );
+    std::fs::write(f.path("broken.json"), b"{\"version\": 1, \"scenes\": [").unwrap();
+    let (code, err) = reelsmith(
+        &f,
+        &[
+            "render",
+            f.path("broken.json").to_str().unwrap(),
+            "-o",
+            f.path("o.mp4").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("EOF while parsing"), "{err}");
+}
+
+#[test]
+fn limits_and_impossible_timings_are_reported() {
+    let f = Fixture::new();
+    let long = "word ".repeat(1100);
+    let err = render_err(
+        &f,
+        json!({ "version": 1, "output": { "width": 10000, "height": 90 },
+                "scenes": [{ "narration": { "text": long } }, { "duration": 0.5, "transition": { "type": "crossfade", "duration": 2 } }, {}] }),
+    );
+    assert!(
+        err.contains("output.width: must be between 16 and 4096, got 10000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("scenes[0].narration.text: text too long: 5500 characters"),
+        "{err}"
+    );
+    let err = render_err(
+        &f,
+        scene(
+            json!({ "duration": 0.5, "narration": { "text": "This sentence certainly takes longer than half a second to say." } }),
+        ),
+    );
+    assert!(
+        err.contains("scenes[0].duration: the narration lasts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exit_code_two_for_spec_errors_and_validate_command() {
+    let f = Fixture::new();
+    let good = f.write_spec("good.json", &scene(json!({ "duration": 1 })));
+    let bad = f.write_spec("bad.json", &scene(json!({ "image": "missing.png" })));
+    let (code, _) = reelsmith(&f, &["validate", good.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["validate", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("scenes[0].image: file not found: missing.png")
+    );
+}
+
+#[test]
+fn doctor_and_cache_commands_work() {
+    let f = Fixture::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["doctor", "--json"])
+        .env("REELSMITH_CACHE_DIR", f.path("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["ffmpeg"].as_str().unwrap().starts_with("ffmpeg version"));
+    assert!(
+        v["encoders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "libx264")
+    );
+    assert!(v["speech"]["voices"].as_u64().unwrap() > 10);
+
+    let spec = f.write_spec("s.json", &scene(json!({ "duration": 0.4 })));
+    let (code, err) = reelsmith(
+        &f,
+        &[
+            "render",
+            spec.to_str().unwrap(),
+            "-o",
+            f.path("o.mp4").to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let stats = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["cache", "stats", "--json"])
+        .env("REELSMITH_CACHE_DIR", f.path("cache"))
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(s["entries"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["stages"]["segment"]["misses"], 1);
+    let (code, _) = reelsmith(&f, &["cache", "clear"]);
+    assert_eq!(code, 0);
+    let stats = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["cache", "stats", "--json"])
+        .env("REELSMITH_CACHE_DIR", f.path("cache"))
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(s["entries"], 0);
+}

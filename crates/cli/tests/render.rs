@@ -1,0 +1,245 @@
+//! End-to-end renders of small videos, checked with ffprobe, sampled frames and the audio.
+
+mod common;
+
+use common::*;
+use reelsmith_media::ffmpeg;
+use serde_json::json;
+
+const W: u32 = 320;
+const H: u32 = 180;
+const FPS: f64 = 25.0;
+
+/// Three scenes: a red card, a blue picture with narration and Ken Burns, a green card with
+/// narration; crossfade then fade-black; music ducked under the narration.
+fn storyboard(f: &Fixture, second_line: &str) -> serde_json::Value {
+    f.ramp_png("blue.png", 640, 360, [40, 60, 255]);
+    f.tone_wav("music.wav", 1000.0, 3.0, 0.3);
+    json!({
+        "version": 1,
+        "output": { "width": W, "height": H, "fps": FPS as u32, "quality": { "preset": "ultrafast", "crf": 28 } },
+        "subtitles": { "style": "word-highlight", "font": { "size": 0.09, "color": "#ffffff" }, "highlight_color": "#ffff00" },
+        "music": { "file": "music.wav", "volume": 0.5, "fade": 0.0, "ducking": { "level": 0.2, "attack": 0.1, "release": 0.1 } },
+        "scenes": [
+            { "background": { "color": "#ff0000" }, "duration": 1.6, "transition": { "type": "crossfade", "duration": 0.4 } },
+            { "image": "blue.png", "narration": { "text": second_line },
+              "motion": { "type": "ken-burns", "zoom_from": 1.0, "zoom_to": 1.5, "pan": "right" },
+              "transition": { "type": "fade-black", "duration": 0.4 } },
+            { "background": { "color": "#00c000" }, "narration": { "text": "And a green ending." } }
+        ]
+    })
+}
+
+#[test]
+fn storyboard_renders_to_the_planned_video() {
+    let f = Fixture::new();
+    let spec = f.write_spec(
+        "spec.json",
+        &storyboard(&f, "Hello there, this is the blue scene."),
+    );
+    let out = f.path("out.mp4");
+    let cache = f.path("cache");
+    let rep = render(&cache, &spec, &out);
+
+    // Streams, size, rate and duration within one frame of the plan.
+    let info = ffmpeg::probe(&out).unwrap();
+    let v = info.video().unwrap();
+    assert_eq!((v.codec_name.as_str(), v.width, v.height), ("h264", W, H));
+    assert!((v.fps - FPS).abs() < 0.01, "fps {}", v.fps);
+    assert_eq!(v.frames, rep.frames, "frame count");
+    let planned = rep.frames as f64 / FPS;
+    assert!(
+        (v.duration - planned).abs() <= 1.0 / FPS + 1e-6,
+        "video {} vs planned {planned}",
+        v.duration
+    );
+    let a = info.audio().unwrap();
+    assert_eq!(a.codec_name, "aac");
+    assert!(
+        (a.duration - planned).abs() < 0.05,
+        "audio {} vs {planned}",
+        a.duration
+    );
+
+    // Scene 0 is red; mid-crossfade (1.4 s) shows red and blue mixed; then the blue picture.
+    let red = mean_rgb(&out, 0.5, 0, 0, W, H / 2);
+    assert!(red[0] > 200.0 && red[2] < 40.0, "red card {red:?}");
+    let mid = mean_rgb(&out, 1.4, 0, 0, W, H / 2);
+    assert!(
+        mid[0] > 60.0 && mid[0] < 200.0 && mid[2] > 50.0,
+        "crossfade mixes both: {mid:?}"
+    );
+    let blue_t = 2.2;
+    let blue = mean_rgb(&out, blue_t, 0, 0, W, H / 2);
+    assert!(blue[2] > 60.0 && blue[0] < 40.0, "blue picture {blue:?}");
+
+    // Ken Burns with a pan: the same region changes over the scene.
+    let scene1_end = (rep.frames as f64 / FPS) - 2.0;
+    let late = mean_rgb(&out, scene1_end.max(blue_t + 0.8), 0, 0, W / 4, H / 2);
+    let early = mean_rgb(&out, blue_t, 0, 0, W / 4, H / 2);
+    assert!(
+        (late[2] - early[2]).abs() > 5.0,
+        "the crop moves: {early:?} -> {late:?}"
+    );
+
+    // Subtitles: white/yellow text pixels in the bottom band while the narration plays, none at the top.
+    let frame = ffmpeg::frame_rgb_at(&out, blue_t).unwrap();
+    let bottom = (0, H * 2 / 3, W, H);
+    let top = (0, 0, W, H / 3);
+    let text_px = count_near(&frame, bottom, [255, 255, 255], 40)
+        + count_near(&frame, bottom, [255, 255, 0], 40);
+    assert!(
+        text_px > 100,
+        "subtitle pixels in the bottom band: {text_px}"
+    );
+    assert_eq!(
+        count_near(&frame, top, [255, 255, 255], 40) + count_near(&frame, top, [255, 255, 0], 40),
+        0
+    );
+    // The red card has no narration, so no subtitle.
+    let red_frame = ffmpeg::frame_rgb_at(&out, 0.5).unwrap();
+    assert_eq!(count_near(&red_frame, bottom, [255, 255, 255], 40), 0);
+
+    // Loudness near the -16 LUFS default target.
+    let stereo = ffmpeg::decode_audio(&out, 48_000, 2, None, 60.0).unwrap();
+    let lufs = reelsmith_media::audio::integrated_loudness(&stereo, 2, 48_000).unwrap();
+    assert!((lufs + 16.0).abs() < 1.5, "loudness {lufs}");
+
+    // Music ducks under the narration: the 1 kHz tone is weaker while the voice speaks (the
+    // blue scene) than on the silent red card.
+    let mono = audio_mono(&out);
+    let free = tone_amplitude(&mono, 1000.0, 0.3, 1.0);
+    let ducked = tone_amplitude(&mono, 1000.0, blue_t - 0.2, blue_t + 0.3);
+    assert!(free > 0.01, "music audible: {free}");
+    assert!(ducked < free * 0.4, "ducked {ducked} vs free {free}");
+
+    // The report accounts for every stage.
+    for stage in ["narration", "canvas", "audio", "segments", "concat"] {
+        assert!(rep.stages.contains_key(stage), "{stage} in report");
+    }
+    assert_eq!(rep.stages["narration"].runs, 2);
+    assert_eq!(rep.segments_encoded, rep.segments_total);
+    assert!(rep.peak_tree_rss_mb > 1.0);
+}
+
+#[test]
+fn fade_black_goes_through_black() {
+    let f = Fixture::new();
+    let spec = f.write_spec(
+        "spec.json",
+        &json!({
+            "version": 1,
+            "output": { "width": W, "height": H, "fps": 25 },
+            "scenes": [
+                { "background": { "color": "#ffffff" }, "duration": 1.0, "transition": { "type": "fade-black", "duration": 0.8 } },
+                { "background": { "color": "#ffffff" }, "duration": 1.0 }
+            ]
+        }),
+    );
+    let out = f.path("out.mp4");
+    let rep = render(&f.path("cache"), &spec, &out);
+    assert_eq!(rep.frames, 25 + 25 - 20);
+    // The transition spans frames 5..25; its middle (frame 15 = 0.6 s) is black.
+    let mid = mean_rgb(&out, 0.6, 0, 0, W, H);
+    assert!(
+        mid.iter().all(|&c| c < 30.0),
+        "black at the midpoint: {mid:?}"
+    );
+    let edge = mean_rgb(&out, 0.1, 0, 0, W, H);
+    assert!(edge.iter().all(|&c| c > 225.0), "white before: {edge:?}");
+}
+
+#[test]
+fn slide_shows_both_scenes_side_by_side() {
+    let f = Fixture::new();
+    let spec = f.write_spec(
+        "spec.json",
+        &json!({
+            "version": 1,
+            "output": { "width": W, "height": H, "fps": 25 },
+            "scenes": [
+                { "background": { "color": "#ff0000" }, "duration": 1.0, "transition": { "type": "slide", "duration": 0.76 } },
+                { "background": { "color": "#0000ff" }, "duration": 1.0 }
+            ]
+        }),
+    );
+    let out = f.path("out.mp4");
+    render(&f.path("cache"), &spec, &out);
+    // Mid-slide (frame 6 + 9 of 19): red on the left, blue on the right.
+    let t = (6.0 + 9.0) / 25.0;
+    let left = mean_rgb(&out, t, 0, 0, W / 8, H);
+    let right = mean_rgb(&out, t, W - W / 8, 0, W, H);
+    assert!(left[0] > 200.0 && left[2] < 50.0, "{left:?}");
+    assert!(right[2] > 200.0 && right[0] < 50.0, "{right:?}");
+}
+
+#[test]
+fn rerender_is_cached_and_an_edit_touches_one_scene() {
+    let f = Fixture::new();
+    let spec = f.write_spec(
+        "spec.json",
+        &storyboard(&f, "Hello there, this is the blue scene."),
+    );
+    let cache = f.path("cache");
+    let first = render(&cache, &spec, &f.path("a.mp4"));
+    assert_eq!(first.segments_total, 5, "3 bodies + 2 transitions");
+
+    // Identical spec: no speech synthesis, no encoding.
+    let again = render(&cache, &spec, &f.path("b.mp4"));
+    assert_eq!(again.stages["narration"].runs, 0);
+    assert_eq!(again.stages["canvas"].runs, 0);
+    assert_eq!(again.stages["audio"].runs, 0);
+    assert_eq!(again.segments_encoded, 0);
+    assert_eq!(again.encoded_frames, 0);
+    assert_eq!(again.cache_misses, 0);
+    assert_eq!(
+        ffmpeg::probe(&f.path("b.mp4"))
+            .unwrap()
+            .video()
+            .unwrap()
+            .frames,
+        first.frames
+    );
+
+    // New narration for scene 1: one synthesis, its body and its two transitions re-encoded;
+    // scenes 0 and 2 keep their segments.
+    let edited = f.write_spec(
+        "edited.json",
+        &storyboard(
+            &f,
+            "A different and noticeably longer sentence for the blue scene now.",
+        ),
+    );
+    let third = render(&cache, &edited, &f.path("c.mp4"));
+    assert_eq!(third.stages["narration"].runs, 1);
+    assert_eq!(
+        third.segments_encoded, 3,
+        "body of scene 1 and both transitions"
+    );
+    assert_eq!(third.stages["segments"].cache_hits, 2);
+    assert!(
+        third.frames > first.frames,
+        "longer narration, longer video"
+    );
+    let v = ffmpeg::probe(&f.path("c.mp4")).unwrap();
+    assert_eq!(v.video().unwrap().frames, third.frames);
+}
+
+#[test]
+fn no_cache_keeps_nothing() {
+    let f = Fixture::new();
+    let spec = f.write_spec(
+        "spec.json",
+        &json!({ "version": 1, "output": { "width": W, "height": H }, "scenes": [{ "duration": 0.5 }] }),
+    );
+    let scratch = f.path("scratch");
+    let engine =
+        reelsmith_engine::Engine::new(reelsmith_engine::Cache::disabled(&scratch).unwrap())
+            .unwrap();
+    let opts = reelsmith_engine::RenderOptions::default();
+    let a = engine.render_file(&spec, &f.path("a.mp4"), &opts).unwrap();
+    let b = engine.render_file(&spec, &f.path("b.mp4"), &opts).unwrap();
+    assert_eq!(a.segments_encoded, 1);
+    assert_eq!(b.segments_encoded, 1, "a disabled cache never hits");
+    assert_eq!(b.cache_hits, 0);
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages Reelsmith needs (Debian/Ubuntu): FFmpeg, espeak-ng (library and
+# headers for word timings), libclang (bindgen for espeak-ng's bindings) and the default font.
+# Safe to run repeatedly: it only calls apt-get when something is missing.
+set -euo pipefail
+
+packages=(ffmpeg espeak-ng libespeak-ng-dev libclang-dev clang pkg-config fonts-dejavu-core)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust from rustup (the toolchain is pinned in rust-toolchain.toml)" >&2
+  exit 1
+fi
+echo "setup: ffmpeg $(ffmpeg -version | head -n1 | cut -d' ' -f3), espeak-ng $(espeak-ng --version | cut -d' ' -f4) ready" >&2
