@@ -66,30 +66,13 @@ fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
     };
     let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
         .map(|_| {
-            let c = [
-                (rnd() % 255) as f32,
-                (rnd() % 255) as f32,
-                (rnd() % 255) as f32,
-            ];
-            (
-                (rnd() % w) as f32,
-                (rnd() % h) as f32,
-                (w / 6 + rnd() % (w / 4)) as f32,
-                c,
-            )
+            let c = [(rnd() % 255) as f32, (rnd() % 255) as f32, (rnd() % 255) as f32];
+            ((rnd() % w) as f32, (rnd() % h) as f32, (w / 6 + rnd() % (w / 4)) as f32, c)
         })
         .collect();
-    let base = [
-        (seed * 40 % 255) as f32,
-        (seed * 90 % 255) as f32,
-        (seed * 150 % 255) as f32,
-    ];
+    let base = [(seed * 40 % 255) as f32, (seed * 90 % 255) as f32, (seed * 150 % 255) as f32];
     RgbImage::from_fn(w, h, |x, y| {
-        let mut c = [
-            base[0] * (1.0 - y as f32 / h as f32),
-            base[1] * (x as f32 / w as f32),
-            base[2] * 0.6,
-        ];
+        let mut c = [base[0] * (1.0 - y as f32 / h as f32), base[1] * (x as f32 / w as f32), base[2] * 0.6];
         for (bx, by, r, col) in &blobs {
             let d = ((x as f32 - bx).powi(2) + (y as f32 - by).powi(2)).sqrt() / r;
             let k = (1.0 - d).clamp(0.0, 1.0);
@@ -124,9 +107,7 @@ fn storyboard(
         if !img.exists() {
             picture(w, h, i as u32 % 6 + 1).save(&img)?;
         }
-        let mut text: Vec<&str> = (0..sentences)
-            .map(|k| SENTENCES[(i * sentences + k) % SENTENCES.len()])
-            .collect();
+        let mut text: Vec<&str> = (0..sentences).map(|k| SENTENCES[(i * sentences + k) % SENTENCES.len()]).collect();
         if edit && i == scenes / 2 {
             text[0] = "This sentence was edited after the first render.";
         }
@@ -149,19 +130,9 @@ fn storyboard(
     Ok(path)
 }
 
-fn render(
-    cache_dir: &Path,
-    spec: &Path,
-    out: &Path,
-    jobs: Option<usize>,
-    threads: Option<u32>,
-) -> Result<Report> {
+fn render(cache_dir: &Path, spec: &Path, out: &Path, jobs: Option<usize>, threads: Option<u32>) -> Result<Report> {
     let engine = Engine::new(Cache::open(cache_dir, 64 << 30)?)?;
-    let opts = RenderOptions {
-        jobs,
-        encoder_threads: threads,
-        ..Default::default()
-    };
+    let opts = RenderOptions { jobs, encoder_threads: threads, ..Default::default() };
     Ok(engine.render_file(spec, out, &opts)?)
 }
 
@@ -174,28 +145,10 @@ fn encode_only(video: &Path, raw_dir: &Path, w: u32, h: u32, fps: u32) -> Result
     let cpu0 = cpu_seconds();
     let t = Instant::now();
     let status = Command::new(reelsmith_media::ffmpeg::ffmpeg_bin())
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args([
-            "-s",
-            &format!("{w}x{h}"),
-            "-framerate",
-            &fps.to_string(),
-            "-i",
-        ])
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p"])
+        .args(["-s", &format!("{w}x{h}"), "-framerate", &fps.to_string(), "-i"])
         .arg(&raw)
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-f",
-            "mp4", "-y",
-        ])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-f", "mp4", "-y"])
         .arg(&out)
         .stdin(Stdio::null())
         .status()?;
@@ -229,47 +182,19 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     if cache.exists() {
         std::fs::remove_dir_all(&cache)?;
     }
-    let spec = storyboard(
-        &assets,
-        "storyboard.json",
-        w,
-        h,
-        fps,
-        *scenes,
-        *sentences,
-        false,
-    )?;
-    let edited = storyboard(
-        &assets,
-        "storyboard-edited.json",
-        w,
-        h,
-        fps,
-        *scenes,
-        *sentences,
-        true,
-    )?;
+    let spec = storyboard(&assets, "storyboard.json", w, h, fps, *scenes, *sentences, false)?;
+    let edited = storyboard(&assets, "storyboard-edited.json", w, h, fps, *scenes, *sentences, true)?;
     let out = dir.join("bench.mp4");
 
     eprintln!("cold render of {} scenes at {w}x{h}@{fps}…", scenes);
     let cold = render(&cache, &spec, &out, *jobs, *encoder_threads).context("cold render")?;
     eprintln!("encode-only reference on the same frames…");
-    let raw_dir = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
+    let raw_dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
     let (ref_wall, ref_cpu, ref_peak) = encode_only(&out, &raw_dir, w, h, fps)?;
     eprintln!("identical re-render…");
     let same = render(&cache, &spec, &out, *jobs, *encoder_threads)?;
     eprintln!("re-render after editing one scene's narration…");
-    let edit = render(
-        &cache,
-        &edited,
-        &dir.join("bench-edited.mp4"),
-        *jobs,
-        *encoder_threads,
-    )?;
+    let edit = render(&cache, &edited, &dir.join("bench-edited.mp4"), *jobs, *encoder_threads)?;
 
     let mut figures = json!({
         "machine": { "cores": reelsmith_engine::cores() },
@@ -285,26 +210,11 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         for minutes in [1usize, 5] {
             // ~7.5 s per scene: 8 scenes a minute.
             let n = minutes * 8;
-            let spec = storyboard(
-                &assets,
-                &format!("storyboard-{minutes}min.json"),
-                w,
-                h,
-                fps,
-                n,
-                *sentences,
-                false,
-            )?;
+            let spec = storyboard(&assets, &format!("storyboard-{minutes}min.json"), w, h, fps, n, *sentences, false)?;
             eprintln!("{minutes}-minute render for memory scaling…");
             let scratch = dir.join(format!("cache-{minutes}min"));
             let _ = std::fs::remove_dir_all(&scratch);
-            let r = render(
-                &scratch,
-                &spec,
-                &dir.join(format!("bench-{minutes}min.mp4")),
-                *jobs,
-                *encoder_threads,
-            )?;
+            let r = render(&scratch, &spec, &dir.join(format!("bench-{minutes}min.mp4")), *jobs, *encoder_threads)?;
             let _ = std::fs::remove_dir_all(&scratch);
             peaks.push((minutes, r.duration_s, r.peak_tree_rss_mb, r.wall_s));
         }
@@ -322,10 +232,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         scenes,
         reelsmith_engine::cores()
     );
-    println!(
-        "  encode-only reference (ffmpeg, raw frames from RAM): {:.2} s wall, {:.0} MB peak",
-        ref_wall, ref_peak
-    );
+    println!("  encode-only reference (ffmpeg, raw frames from RAM): {:.2} s wall, {:.0} MB peak", ref_wall, ref_peak);
     println!(
         "  cold render (TTS included):   {:.2} s = {:.2}x reference, {:.0} MB peak tree memory",
         cold.wall_s,

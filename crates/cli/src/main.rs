@@ -12,11 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reelsmith_engine::{Cache, Engine, Progress, RenderError, RenderOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "reelsmith",
-    version,
-    about = "Fast, cached, parallel video generation from JSON storyboards"
-)]
+#[command(name = "reelsmith", version, about = "Fast, cached, parallel video generation from JSON storyboards")]
 struct Cli {
     /// Cache directory (default: $REELSMITH_CACHE_DIR or ~/.cache/reelsmith).
     #[arg(long, global = true, env = "REELSMITH_CACHE_DIR")]
@@ -83,10 +79,7 @@ enum CacheAction {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REELSMITH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REELSMITH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -103,21 +96,12 @@ fn main() {
 
 fn open_cache(cli: &Cli) -> Result<Cache> {
     let root = cli.cache_dir.clone().unwrap_or_else(Cache::default_root);
-    Cache::open(&root, cli.cache_size_mb * 1024 * 1024)
-        .with_context(|| format!("opening cache at {}", root.display()))
+    Cache::open(&root, cli.cache_size_mb * 1024 * 1024).with_context(|| format!("opening cache at {}", root.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Render {
-            spec,
-            output,
-            report,
-            no_cache,
-            jobs,
-            encoder_threads,
-            quiet,
-        } => {
+        Command::Render { spec, output, report, no_cache, jobs, encoder_threads, quiet } => {
             let scratch;
             let cache = if *no_cache {
                 scratch = tempfile::tempdir()?;
@@ -176,10 +160,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&reelsmith_spec::json_schema())?
-            );
+            println!("{}", serde_json::to_string_pretty(&reelsmith_spec::json_schema())?);
             Ok(())
         }
         Command::Doctor { json } => doctor(&cli, *json),
@@ -234,11 +215,9 @@ fn progress_bar(quiet: bool) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::stderr());
     }
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {pos}/{len} {msg} ETA {eta} ({elapsed})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ETA {eta} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -263,21 +242,14 @@ fn progress_fn(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
 fn doctor(cli: &Cli, json: bool) -> Result<()> {
     use reelsmith_media::ffmpeg;
     let version = ffmpeg::version().map_err(|e| anyhow::anyhow!("{e}"));
-    let encoders: Vec<&str> = reelsmith_engine::encoders::working_encoders()
-        .iter()
-        .map(|e| e.ffmpeg_name())
-        .collect();
+    let encoders: Vec<&str> = reelsmith_engine::encoders::working_encoders().iter().map(|e| e.ffmpeg_name()).collect();
     let speech = reelsmith_media::tts::EspeakNg::new();
     use reelsmith_media::tts::SpeechEngine;
     let (speech_version, voices) = match &speech {
         Ok(s) => (
             s.version(),
             s.voices()
-                .map(|v| {
-                    v.into_iter()
-                        .map(|v| v.languages.first().cloned().unwrap_or(v.name))
-                        .collect::<Vec<_>>()
-                })
+                .map(|v| v.into_iter().map(|v| v.languages.first().cloned().unwrap_or(v.name)).collect::<Vec<_>>())
                 .unwrap_or_default(),
         ),
         Err(e) => (format!("unavailable: {e}"), vec![]),
@@ -298,27 +270,14 @@ fn doctor(cli: &Cli, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let ok = |b: bool| if b { "ok " } else { "!! " };
-        println!(
-            "{}ffmpeg: {}",
-            ok(version.is_ok()),
-            report["ffmpeg"].as_str().unwrap_or_default()
-        );
-        println!(
-            "{}working H.264 encoders: {}",
-            ok(!encoders.is_empty()),
-            encoders.join(", ")
-        );
+        println!("{}ffmpeg: {}", ok(version.is_ok()), report["ffmpeg"].as_str().unwrap_or_default());
+        println!("{}working H.264 encoders: {}", ok(!encoders.is_empty()), encoders.join(", "));
         println!(
             "{}speech: espeak-ng {} — {} voices (e.g. {})",
             ok(!voices.is_empty()),
             speech_version,
             voices.len(),
-            voices
-                .iter()
-                .take(8)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            voices.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
         );
         println!("{}font: {default_font}", ok(text.has_family(default_font)));
         println!(

@@ -14,25 +14,13 @@ fn reelsmith(f: &Fixture, args: &[&str]) -> (i32, String) {
         .env("REELSMITH_CACHE_DIR", f.path("cache"))
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn render_err(f: &Fixture, spec: serde_json::Value) -> String {
     let p = f.write_spec("spec.json", &spec);
     let out = f.path("out.mp4");
-    let (code, stderr) = reelsmith(
-        f,
-        &[
-            "render",
-            p.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--quiet",
-        ],
-    );
+    let (code, stderr) = reelsmith(f, &["render", p.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"]);
     assert!(!stderr.contains("panicked"), "no panic: {stderr}");
     assert_ne!(code, 0, "must fail: {stderr}");
     assert!(!out.exists(), "no output on failure");
@@ -50,11 +38,7 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
             }
         }
         !c
@@ -78,29 +62,16 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
 #[test]
 fn missing_image_names_path_and_file() {
     let f = Fixture::new();
-    let err = render_err(
-        &f,
-        json!({ "version": 1, "scenes": [{}, {}, { "image": "a.jpg" }] }),
-    );
-    assert!(
-        err.contains("scenes[2].image: file not found: a.jpg"),
-        "{err}"
-    );
+    let err = render_err(&f, json!({ "version": 1, "scenes": [{}, {}, { "image": "a.jpg" }] }));
+    assert!(err.contains("scenes[2].image: file not found: a.jpg"), "{err}");
 }
 
 #[test]
 fn corrupt_image_is_reported() {
     let f = Fixture::new();
-    std::fs::write(
-        f.path("bad.jpg"),
-        b"\xff\xd8\xff\xe0 this is not really a jpeg",
-    )
-    .unwrap();
+    std::fs::write(f.path("bad.jpg"), b"\xff\xd8\xff\xe0 this is not really a jpeg").unwrap();
     let err = render_err(&f, scene(json!({ "image": "bad.jpg" })));
-    assert!(
-        err.contains("scenes[0].image: corrupt or unreadable image"),
-        "{err}"
-    );
+    assert!(err.contains("scenes[0].image: corrupt or unreadable image"), "{err}");
 }
 
 #[test]
@@ -117,10 +88,7 @@ fn not_an_image_is_reported() {
     let f = Fixture::new();
     std::fs::write(f.path("notes.txt"), b"just text").unwrap();
     let err = render_err(&f, scene(json!({ "image": "notes.txt" })));
-    assert!(
-        err.contains("scenes[0].image: not a supported image"),
-        "{err}"
-    );
+    assert!(err.contains("scenes[0].image: not a supported image"), "{err}");
 }
 
 #[test]
@@ -139,45 +107,20 @@ fn unknown_voice_and_font_are_reported() {
         json!({ "version": 1, "subtitles": { "font": { "family": "No Such Font Family" } },
                 "scenes": [{ "narration": { "text": "hi", "name": "xx-nonexistent" } }] }),
     );
-    assert!(
-        err.contains("scenes[0].narration.name: unknown voice \"xx-nonexistent\""),
-        "{err}"
-    );
-    assert!(
-        err.contains("subtitles.font.family: font family not installed: No Such Font Family"),
-        "{err}"
-    );
+    assert!(err.contains("scenes[0].narration.name: unknown voice \"xx-nonexistent\""), "{err}");
+    assert!(err.contains("subtitles.font.family: font family not installed: No Such Font Family"), "{err}");
 }
 
 #[test]
 fn malformed_json_and_unknown_fields_name_their_path() {
     let f = Fixture::new();
-    let err = render_err(
-        &f,
-        json!({ "version": 1, "scenes": [{ "transition": { "type": "wipe" } }] }),
-    );
-    assert!(
-        err.contains("scenes[0].transition.type: unknown variant `wipe`"),
-        "{err}"
-    );
-    let err = render_err(
-        &f,
-        json!({ "version": 1, "scenes": [{ "imagee": "x.png" }] }),
-    );
-    assert!(
-        err.contains("scenes[0].imagee: unknown field `imagee`"),
-        "{err}"
-    );
+    let err = render_err(&f, json!({ "version": 1, "scenes": [{ "transition": { "type": "wipe" } }] }));
+    assert!(err.contains("scenes[0].transition.type: unknown variant `wipe`"), "{err}");
+    let err = render_err(&f, json!({ "version": 1, "scenes": [{ "imagee": "x.png" }] }));
+    assert!(err.contains("scenes[0].imagee: unknown field `imagee`"), "{err}");
     std::fs::write(f.path("broken.json"), b"{\"version\": 1, \"scenes\": [").unwrap();
-    let (code, err) = reelsmith(
-        &f,
-        &[
-            "render",
-            f.path("broken.json").to_str().unwrap(),
-            "-o",
-            f.path("o.mp4").to_str().unwrap(),
-        ],
-    );
+    let (code, err) =
+        reelsmith(&f, &["render", f.path("broken.json").to_str().unwrap(), "-o", f.path("o.mp4").to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("EOF while parsing"), "{err}");
 }
@@ -191,24 +134,15 @@ fn limits_and_impossible_timings_are_reported() {
         json!({ "version": 1, "output": { "width": 10000, "height": 90 },
                 "scenes": [{ "narration": { "text": long } }, { "duration": 0.5, "transition": { "type": "crossfade", "duration": 2 } }, {}] }),
     );
-    assert!(
-        err.contains("output.width: must be between 16 and 4096, got 10000"),
-        "{err}"
-    );
-    assert!(
-        err.contains("scenes[0].narration.text: text too long: 5500 characters"),
-        "{err}"
-    );
+    assert!(err.contains("output.width: must be between 16 and 4096, got 10000"), "{err}");
+    assert!(err.contains("scenes[0].narration.text: text too long: 5500 characters"), "{err}");
     let err = render_err(
         &f,
         scene(
             json!({ "duration": 0.5, "narration": { "text": "This sentence certainly takes longer than half a second to say." } }),
         ),
     );
-    assert!(
-        err.contains("scenes[0].duration: the narration lasts"),
-        "{err}"
-    );
+    assert!(err.contains("scenes[0].duration: the narration lasts"), "{err}");
 }
 
 #[test]
@@ -218,15 +152,9 @@ fn exit_code_two_for_spec_errors_and_validate_command() {
     let bad = f.write_spec("bad.json", &scene(json!({ "image": "missing.png" })));
     let (code, _) = reelsmith(&f, &["validate", good.to_str().unwrap()]);
     assert_eq!(code, 0);
-    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
-        .args(["validate", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith")).args(["validate", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("scenes[0].image: file not found: missing.png")
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("scenes[0].image: file not found: missing.png"));
 }
 
 #[test]
@@ -237,33 +165,15 @@ fn doctor_and_cache_commands_work() {
         .env("REELSMITH_CACHE_DIR", f.path("cache"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["ffmpeg"].as_str().unwrap().starts_with("ffmpeg version"));
-    assert!(
-        v["encoders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e == "libx264")
-    );
+    assert!(v["encoders"].as_array().unwrap().iter().any(|e| e == "libx264"));
     assert!(v["speech"]["voices"].as_u64().unwrap() > 10);
 
     let spec = f.write_spec("s.json", &scene(json!({ "duration": 0.4 })));
-    let (code, err) = reelsmith(
-        &f,
-        &[
-            "render",
-            spec.to_str().unwrap(),
-            "-o",
-            f.path("o.mp4").to_str().unwrap(),
-            "--quiet",
-        ],
-    );
+    let (code, err) =
+        reelsmith(&f, &["render", spec.to_str().unwrap(), "-o", f.path("o.mp4").to_str().unwrap(), "--quiet"]);
     assert_eq!(code, 0, "{err}");
     let stats = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
         .args(["cache", "stats", "--json"])

@@ -33,10 +33,7 @@ fn storyboard(f: &Fixture, second_line: &str) -> serde_json::Value {
 #[test]
 fn storyboard_renders_to_the_planned_video() {
     let f = Fixture::new();
-    let spec = f.write_spec(
-        "spec.json",
-        &storyboard(&f, "Hello there, this is the blue scene."),
-    );
+    let spec = f.write_spec("spec.json", &storyboard(&f, "Hello there, this is the blue scene."));
     let out = f.path("out.mp4");
     let cache = f.path("cache");
     let rep = render(&cache, &spec, &out);
@@ -48,27 +45,16 @@ fn storyboard_renders_to_the_planned_video() {
     assert!((v.fps - FPS).abs() < 0.01, "fps {}", v.fps);
     assert_eq!(v.frames, rep.frames, "frame count");
     let planned = rep.frames as f64 / FPS;
-    assert!(
-        (v.duration - planned).abs() <= 1.0 / FPS + 1e-6,
-        "video {} vs planned {planned}",
-        v.duration
-    );
+    assert!((v.duration - planned).abs() <= 1.0 / FPS + 1e-6, "video {} vs planned {planned}", v.duration);
     let a = info.audio().unwrap();
     assert_eq!(a.codec_name, "aac");
-    assert!(
-        (a.duration - planned).abs() < 0.05,
-        "audio {} vs {planned}",
-        a.duration
-    );
+    assert!((a.duration - planned).abs() < 0.05, "audio {} vs {planned}", a.duration);
 
     // Scene 0 is red; mid-crossfade (1.4 s) shows red and blue mixed; then the blue picture.
     let red = mean_rgb(&out, 0.5, 0, 0, W, H / 2);
     assert!(red[0] > 200.0 && red[2] < 40.0, "red card {red:?}");
     let mid = mean_rgb(&out, 1.4, 0, 0, W, H / 2);
-    assert!(
-        mid[0] > 60.0 && mid[0] < 200.0 && mid[2] > 50.0,
-        "crossfade mixes both: {mid:?}"
-    );
+    assert!(mid[0] > 60.0 && mid[0] < 200.0 && mid[2] > 50.0, "crossfade mixes both: {mid:?}");
     let blue_t = 2.2;
     let blue = mean_rgb(&out, blue_t, 0, 0, W, H / 2);
     assert!(blue[2] > 60.0 && blue[0] < 40.0, "blue picture {blue:?}");
@@ -77,25 +63,15 @@ fn storyboard_renders_to_the_planned_video() {
     let scene1_end = (rep.frames as f64 / FPS) - 2.0;
     let late = mean_rgb(&out, scene1_end.max(blue_t + 0.8), 0, 0, W / 4, H / 2);
     let early = mean_rgb(&out, blue_t, 0, 0, W / 4, H / 2);
-    assert!(
-        (late[2] - early[2]).abs() > 5.0,
-        "the crop moves: {early:?} -> {late:?}"
-    );
+    assert!((late[2] - early[2]).abs() > 5.0, "the crop moves: {early:?} -> {late:?}");
 
     // Subtitles: white/yellow text pixels in the bottom band while the narration plays, none at the top.
     let frame = ffmpeg::frame_rgb_at(&out, blue_t).unwrap();
     let bottom = (0, H * 2 / 3, W, H);
     let top = (0, 0, W, H / 3);
-    let text_px = count_near(&frame, bottom, [255, 255, 255], 40)
-        + count_near(&frame, bottom, [255, 255, 0], 40);
-    assert!(
-        text_px > 100,
-        "subtitle pixels in the bottom band: {text_px}"
-    );
-    assert_eq!(
-        count_near(&frame, top, [255, 255, 255], 40) + count_near(&frame, top, [255, 255, 0], 40),
-        0
-    );
+    let text_px = count_near(&frame, bottom, [255, 255, 255], 40) + count_near(&frame, bottom, [255, 255, 0], 40);
+    assert!(text_px > 100, "subtitle pixels in the bottom band: {text_px}");
+    assert_eq!(count_near(&frame, top, [255, 255, 255], 40) + count_near(&frame, top, [255, 255, 0], 40), 0);
     // The red card has no narration, so no subtitle.
     let red_frame = ffmpeg::frame_rgb_at(&out, 0.5).unwrap();
     assert_eq!(count_near(&red_frame, bottom, [255, 255, 255], 40), 0);
@@ -141,10 +117,7 @@ fn fade_black_goes_through_black() {
     assert_eq!(rep.frames, 25 + 25 - 20);
     // The transition spans frames 5..25; its middle (frame 15 = 0.6 s) is black.
     let mid = mean_rgb(&out, 0.6, 0, 0, W, H);
-    assert!(
-        mid.iter().all(|&c| c < 30.0),
-        "black at the midpoint: {mid:?}"
-    );
+    assert!(mid.iter().all(|&c| c < 30.0), "black at the midpoint: {mid:?}");
     let edge = mean_rgb(&out, 0.1, 0, 0, W, H);
     assert!(edge.iter().all(|&c| c > 225.0), "white before: {edge:?}");
 }
@@ -176,10 +149,7 @@ fn slide_shows_both_scenes_side_by_side() {
 #[test]
 fn rerender_is_cached_and_an_edit_touches_one_scene() {
     let f = Fixture::new();
-    let spec = f.write_spec(
-        "spec.json",
-        &storyboard(&f, "Hello there, this is the blue scene."),
-    );
+    let spec = f.write_spec("spec.json", &storyboard(&f, "Hello there, this is the blue scene."));
     let cache = f.path("cache");
     let first = render(&cache, &spec, &f.path("a.mp4"));
     assert_eq!(first.segments_total, 5, "3 bodies + 2 transitions");
@@ -192,35 +162,19 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
     assert_eq!(again.segments_encoded, 0);
     assert_eq!(again.encoded_frames, 0);
     assert_eq!(again.cache_misses, 0);
-    assert_eq!(
-        ffmpeg::probe(&f.path("b.mp4"))
-            .unwrap()
-            .video()
-            .unwrap()
-            .frames,
-        first.frames
-    );
+    assert_eq!(ffmpeg::probe(&f.path("b.mp4")).unwrap().video().unwrap().frames, first.frames);
 
     // New narration for scene 1: one synthesis, its body and its two transitions re-encoded;
     // scenes 0 and 2 keep their segments.
     let edited = f.write_spec(
         "edited.json",
-        &storyboard(
-            &f,
-            "A different and noticeably longer sentence for the blue scene now.",
-        ),
+        &storyboard(&f, "A different and noticeably longer sentence for the blue scene now."),
     );
     let third = render(&cache, &edited, &f.path("c.mp4"));
     assert_eq!(third.stages["narration"].runs, 1);
-    assert_eq!(
-        third.segments_encoded, 3,
-        "body of scene 1 and both transitions"
-    );
+    assert_eq!(third.segments_encoded, 3, "body of scene 1 and both transitions");
     assert_eq!(third.stages["segments"].cache_hits, 2);
-    assert!(
-        third.frames > first.frames,
-        "longer narration, longer video"
-    );
+    assert!(third.frames > first.frames, "longer narration, longer video");
     let v = ffmpeg::probe(&f.path("c.mp4")).unwrap();
     assert_eq!(v.video().unwrap().frames, third.frames);
 }
@@ -233,9 +187,7 @@ fn no_cache_keeps_nothing() {
         &json!({ "version": 1, "output": { "width": W, "height": H }, "scenes": [{ "duration": 0.5 }] }),
     );
     let scratch = f.path("scratch");
-    let engine =
-        reelsmith_engine::Engine::new(reelsmith_engine::Cache::disabled(&scratch).unwrap())
-            .unwrap();
+    let engine = reelsmith_engine::Engine::new(reelsmith_engine::Cache::disabled(&scratch).unwrap()).unwrap();
     let opts = reelsmith_engine::RenderOptions::default();
     let a = engine.render_file(&spec, &f.path("a.mp4"), &opts).unwrap();
     let b = engine.render_file(&spec, &f.path("b.mp4"), &opts).unwrap();

@@ -63,11 +63,7 @@ pub struct HitMiss {
 impl HitMiss {
     pub fn ratio(&self) -> f64 {
         let n = self.hits + self.misses;
-        if n == 0 {
-            0.0
-        } else {
-            self.hits as f64 / n as f64
-        }
+        if n == 0 { 0.0 } else { self.hits as f64 / n as f64 }
     }
 }
 
@@ -96,12 +92,7 @@ impl Cache {
         let root = root.into();
         fs::create_dir_all(root.join("objects"))?;
         fs::create_dir_all(root.join("tmp"))?;
-        Ok(Self {
-            root,
-            max_bytes,
-            enabled: true,
-            run: Default::default(),
-        })
+        Ok(Self { root, max_bytes, enabled: true, run: Default::default() })
     }
 
     /// A cache that never hits (`--no-cache`): outputs still go to disk, under `scratch`.
@@ -166,9 +157,7 @@ impl Cache {
             return Ok((p, true));
         }
         self.count(stage, false);
-        let tmp = tempfile::Builder::new()
-            .prefix(&k.hex()[..16])
-            .tempdir_in(self.root.join("tmp"))?;
+        let tmp = tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp"))?;
         build(tmp.path())?;
         let dest = self.entry_path(k);
         fs::create_dir_all(dest.parent().expect("entry has a parent"))?;
@@ -202,20 +191,14 @@ impl Cache {
             e.misses += hm.misses;
         }
         let tmp = self.root.join("stats.json.tmp");
-        fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&total).expect("stats serialise"),
-        )?;
+        fs::write(&tmp, serde_json::to_vec_pretty(&total).expect("stats serialise"))?;
         fs::rename(tmp, self.root.join("stats.json"))?;
         self.evict()?;
         Ok(())
     }
 
     fn cumulative(&self) -> BTreeMap<String, HitMiss> {
-        fs::read(self.root.join("stats.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        fs::read(self.root.join("stats.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
     fn entries(&self) -> Vec<(PathBuf, u64, SystemTime)> {
@@ -229,10 +212,7 @@ impl Cache {
             };
             for item in items.flatten() {
                 let p = item.path();
-                let mtime = item
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let mtime = item.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push((p.clone(), dir_size(&p), mtime));
             }
         }
@@ -291,14 +271,7 @@ fn touch(p: &Path) {
 }
 
 fn dir_size(p: &Path) -> u64 {
-    fs::read_dir(p)
-        .map(|it| {
-            it.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+    fs::read_dir(p).map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
 /// An exclusive lock file around the stats read-modify-write (several renders may share a cache).
@@ -306,11 +279,7 @@ struct StatsLock(fs::File);
 
 impl StatsLock {
     fn acquire(root: &Path) -> io::Result<Self> {
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("stats.lock"))?;
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join("stats.lock"))?;
         f.lock()?;
         Ok(Self(f))
     }
@@ -371,26 +340,19 @@ mod tests {
         let cache = Cache::open(dir.path(), 2500).unwrap();
         let keys: Vec<Key> = (0..3).map(|i| key("s", &i)).collect();
         for (i, k) in keys.iter().enumerate() {
-            cache
-                .get_or_build::<io::Error>("s", k, |d| fs::write(d.join("f"), vec![0u8; 1000]))
-                .unwrap();
+            cache.get_or_build::<io::Error>("s", k, |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
             // Distinct, ordered mtimes without sleeping.
             let p = cache.entry_path(k);
             fs::File::open(&p)
                 .unwrap()
-                .set_modified(
-                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64),
-                )
+                .set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64))
                 .unwrap();
         }
         // Using the oldest makes it the newest.
         assert!(cache.get("s", &keys[0]).is_some());
         assert_eq!(cache.evict().unwrap(), 1);
         assert!(cache.get("s", &keys[0]).is_some());
-        assert!(
-            cache.get("s", &keys[1]).is_none(),
-            "the least recently used entry goes"
-        );
+        assert!(cache.get("s", &keys[1]).is_none(), "the least recently used entry goes");
         assert!(cache.get("s", &keys[2]).is_some());
     }
 
@@ -400,9 +362,7 @@ mod tests {
         let cache = Cache::disabled(dir.path()).unwrap();
         let k = key("s", &1);
         for _ in 0..2 {
-            let (_, hit) = cache
-                .get_or_build::<io::Error>("s", &k, |d| fs::write(d.join("f"), b"1"))
-                .unwrap();
+            let (_, hit) = cache.get_or_build::<io::Error>("s", &k, |d| fs::write(d.join("f"), b"1")).unwrap();
             assert!(!hit);
         }
     }
@@ -411,9 +371,7 @@ mod tests {
     fn clear_empties_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), 1 << 30).unwrap();
-        cache
-            .get_or_build::<io::Error>("s", &key("s", &1), |d| fs::write(d.join("f"), b"1"))
-            .unwrap();
+        cache.get_or_build::<io::Error>("s", &key("s", &1), |d| fs::write(d.join("f"), b"1")).unwrap();
         cache.clear().unwrap();
         assert_eq!(cache.stats().entries, 0);
     }

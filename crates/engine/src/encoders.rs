@@ -14,9 +14,7 @@ pub fn working_encoders() -> Vec<H264Encoder> {
         .get_or_insert_with(|| {
             let mut all = H264Encoder::HARDWARE.to_vec();
             all.push(H264Encoder::Libx264);
-            all.into_iter()
-                .filter(|e| ffmpeg::probe_encoder(*e))
-                .collect()
+            all.into_iter().filter(|e| ffmpeg::probe_encoder(*e)).collect()
         })
         .clone()
 }
@@ -36,16 +34,10 @@ pub fn resolve(choice: EncoderChoice) -> H264Encoder {
     match wanted {
         Some(w) if working.contains(&w) => w,
         Some(w) => {
-            tracing::warn!(
-                encoder = w.ffmpeg_name(),
-                "encoder failed its probe here; using libx264"
-            );
+            tracing::warn!(encoder = w.ffmpeg_name(), "encoder failed its probe here; using libx264");
             H264Encoder::Libx264
         }
-        None => working
-            .into_iter()
-            .find(|e| *e != H264Encoder::Libx264)
-            .unwrap_or(H264Encoder::Libx264),
+        None => working.into_iter().find(|e| *e != H264Encoder::Libx264).unwrap_or(H264Encoder::Libx264),
     }
 }
 
@@ -58,11 +50,7 @@ mod tests {
         let working = working_encoders();
         assert!(working.contains(&H264Encoder::Libx264));
         // Whatever this machine has, an unusable choice never survives resolution.
-        for choice in [
-            EncoderChoice::H264Nvenc,
-            EncoderChoice::H264Vaapi,
-            EncoderChoice::Auto,
-        ] {
+        for choice in [EncoderChoice::H264Nvenc, EncoderChoice::H264Vaapi, EncoderChoice::Auto] {
             let got = resolve(choice);
             assert!(working.contains(&got), "{got:?} not in {working:?}");
         }

@@ -96,9 +96,7 @@ impl RenderOptions {
         }
     }
     fn cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -112,31 +110,15 @@ pub struct Engine {
 impl Engine {
     pub fn new(cache: Cache) -> Result<Self, RenderError> {
         let speech = EspeakNg::new().map_err(|e| RenderError::Speech(e.to_string()))?;
-        Ok(Self {
-            cache,
-            speech: Arc::new(speech),
-            text: Arc::new(TextRenderer::new()),
-        })
+        Ok(Self { cache, speech: Arc::new(speech), text: Arc::new(TextRenderer::new()) })
     }
 
     /// Reads, parses and renders a spec file; relative paths resolve against its folder.
-    pub fn render_file(
-        &self,
-        spec_path: &Path,
-        out: &Path,
-        opts: &RenderOptions,
-    ) -> Result<Report, RenderError> {
-        let json = std::fs::read_to_string(spec_path).map_err(|e| {
-            RenderError::at(
-                "$",
-                format!("cannot read spec {}: {e}", spec_path.display()),
-            )
-        })?;
+    pub fn render_file(&self, spec_path: &Path, out: &Path, opts: &RenderOptions) -> Result<Report, RenderError> {
+        let json = std::fs::read_to_string(spec_path)
+            .map_err(|e| RenderError::at("$", format!("cannot read spec {}: {e}", spec_path.display())))?;
         let spec = reelsmith_spec::parse(&json)?;
-        let base = spec_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         self.render(&spec, &base, out, opts)
     }
 
@@ -181,8 +163,7 @@ pub(crate) fn parallel<T: Sync, R: Send, E: Send>(
 ) -> Result<Vec<R>, E> {
     let next = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
-    let results: Vec<std::sync::Mutex<Option<Result<R, E>>>> =
-        items.iter().map(|_| Default::default()).collect();
+    let results: Vec<std::sync::Mutex<Option<Result<R, E>>>> = items.iter().map(|_| Default::default()).collect();
     std::thread::scope(|s| {
         for _ in 0..jobs.clamp(1, items.len().max(1)) {
             s.spawn(|| {
@@ -213,9 +194,7 @@ pub(crate) fn parallel<T: Sync, R: Send, E: Send>(
 
 /// The encoder an output setting resolves to on this machine.
 pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 pub use ffmpeg::probe;

@@ -27,11 +27,7 @@ pub enum Segment {
     /// Frames `[from, to)` of scene `scene` (local), with nothing else in them.
     Body { scene: usize, from: u64, to: u64 },
     /// The last `frames` of `scene` blended with the first `frames` of `scene + 1`.
-    Transition {
-        scene: usize,
-        kind: TransitionKind,
-        frames: u64,
-    },
+    Transition { scene: usize, kind: TransitionKind, frames: u64 },
 }
 
 impl Segment {
@@ -69,11 +65,7 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
     let overlap: Vec<u64> = (0..n)
         .map(|i| {
             let t = &spec.scenes[i].transition;
-            if i + 1 == n || t.kind == TransitionKind::Cut {
-                0
-            } else {
-                frames_of(t.duration).max(1)
-            }
+            if i + 1 == n || t.kind == TransitionKind::Cut { 0 } else { frames_of(t.duration).max(1) }
         })
         .collect();
     let mut scenes = Vec::with_capacity(n);
@@ -114,13 +106,7 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
                 ),
             );
         }
-        scenes.push(SceneSpan {
-            start,
-            frames,
-            overlap_in: m_in,
-            overlap_out: m_out,
-            narration_frame: m_in,
-        });
+        scenes.push(SceneSpan { start, frames, overlap_in: m_in, overlap_out: m_out, narration_frame: m_in });
         start = (start + frames).saturating_sub(m_out);
     }
     let total_frames = scenes.last().map_or(0, |s| s.start + s.frames);
@@ -149,21 +135,14 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
             });
         }
     }
-    Timeline {
-        fps: spec.output.fps,
-        total_frames,
-        scenes,
-        segments,
-    }
+    Timeline { fps: spec.output.fps, total_frames, scenes, segments }
 }
 
 /// Largest zoom a scene's motion reaches (the canvas is prepared at that scale).
 pub fn max_zoom(m: &Motion) -> f32 {
     match *m {
         Motion::None => 1.0,
-        Motion::KenBurns {
-            zoom_from, zoom_to, ..
-        } => zoom_from.max(zoom_to).max(1.0),
+        Motion::KenBurns { zoom_from, zoom_to, .. } => zoom_from.max(zoom_to).max(1.0),
     }
 }
 
@@ -192,14 +171,7 @@ mod tests {
         let sum: u64 = t.segments.iter().map(Segment::frames).sum();
         assert_eq!(sum, t.total_frames);
         assert_eq!(t.segments.len(), 5);
-        assert_eq!(
-            t.segments[1],
-            Segment::Transition {
-                scene: 0,
-                kind: TransitionKind::Crossfade,
-                frames: 5
-            }
-        );
+        assert_eq!(t.segments[1], Segment::Transition { scene: 0, kind: TransitionKind::Crossfade, frames: 5 });
     }
 
     #[test]
@@ -225,15 +197,7 @@ mod tests {
         let mut v = Validator::default();
         layout(&s, &[None, Some(3.0)], &mut v);
         let all: Vec<String> = v.issues.iter().map(|i| i.to_string()).collect();
-        assert!(
-            all.iter()
-                .any(|m| m.starts_with("scenes[0].transition.duration")),
-            "{all:?}"
-        );
-        assert!(
-            all.iter()
-                .any(|m| m.starts_with("scenes[1].duration: the narration lasts 3.00 s")),
-            "{all:?}"
-        );
+        assert!(all.iter().any(|m| m.starts_with("scenes[0].transition.duration")), "{all:?}");
+        assert!(all.iter().any(|m| m.starts_with("scenes[1].duration: the narration lasts 3.00 s")), "{all:?}");
     }
 }

@@ -67,10 +67,7 @@ pub struct StageTimer {
 
 impl StageTimer {
     pub fn start() -> Self {
-        Self {
-            wall: Instant::now(),
-            cpu: cpu_seconds(),
-        }
+        Self { wall: Instant::now(), cpu: cpu_seconds() }
     }
     pub fn stop(self, r: &mut StageReport) {
         r.wall_s = self.wall.elapsed().as_secs_f64();
@@ -100,11 +97,7 @@ impl TreeMemory {
                 }
             })
             .ok();
-        Self {
-            stop,
-            peak_kb,
-            handle,
-        }
+        Self { stop, peak_kb, handle }
     }
 
     /// Stops sampling; the peak in MB.
@@ -138,10 +131,9 @@ pub fn tree_rss_kb(root: u32) -> u64 {
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // rest: state(0) ppid(1) ... rss is field 24 of stat, i.e. index 21 here.
-        if let (Some(pp), Some(r)) = (
-            f.get(1).and_then(|s| s.parse().ok()),
-            f.get(21).and_then(|s| s.parse::<u64>().ok()),
-        ) {
+        if let (Some(pp), Some(r)) =
+            (f.get(1).and_then(|s| s.parse().ok()), f.get(21).and_then(|s| s.parse::<u64>().ok()))
+        {
             parent.insert(pid, pp);
             rss.insert(pid, r * page_kb);
         }
@@ -173,10 +165,7 @@ mod tests {
         let me = std::process::id();
         let alone = tree_rss_kb(me);
         assert!(alone > 1000, "own RSS is at least a MB: {alone}");
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let with_child = tree_rss_kb(me);
         child.kill().unwrap();
         child.wait().unwrap();

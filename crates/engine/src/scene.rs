@@ -148,36 +148,14 @@ pub struct SceneRenderer {
 }
 
 impl SceneRenderer {
-    pub fn new(
-        look: Arc<SceneLook>,
-        canvas: Arc<Yuv420>,
-        text: Arc<TextRenderer>,
-        width: u32,
-        height: u32,
-    ) -> Self {
-        let overlay = look
-            .overlay
-            .as_ref()
-            .and_then(|o| place_overlay(&text, o, width, height));
-        Self {
-            look,
-            canvas,
-            text,
-            width,
-            height,
-            overlay,
-            subtitle_cache: HashMap::new(),
-            scratch: vec![],
-        }
+    pub fn new(look: Arc<SceneLook>, canvas: Arc<Yuv420>, text: Arc<TextRenderer>, width: u32, height: u32) -> Self {
+        let overlay = look.overlay.as_ref().and_then(|o| place_overlay(&text, o, width, height));
+        Self { look, canvas, text, width, height, overlay, subtitle_cache: HashMap::new(), scratch: vec![] }
     }
 
     fn crop(&self, local: u64) -> Crop {
         let l = &self.look;
-        let t = if l.frames > 1 {
-            local as f32 / (l.frames - 1) as f32
-        } else {
-            0.0
-        };
+        let t = if l.frames > 1 { local as f32 / (l.frames - 1) as f32 } else { 0.0 };
         let (cw, ch) = (l.canvas_width as f32, l.canvas_height as f32);
         // The canvas is the frame at the largest zoom, so zoom `z` shows 1/z of it (1:1 at the max).
         let z = (l.zoom.0 + (l.zoom.1 - l.zoom.0) * t).max(1.0);
@@ -189,21 +167,13 @@ impl SceneRenderer {
             Pan::Up => (0.5, 1.0 - t),
             Pan::Down => (0.5, t),
         };
-        Crop {
-            x: (cw - vw) * px,
-            y: (ch - vh) * py,
-            w: vw,
-            h: vh,
-        }
+        Crop { x: (cw - vw) * px, y: (ch - vh) * py, w: vw, h: vh }
     }
 
     /// Draws scene-local frame `local` into `out`.
     pub fn render(&mut self, local: u64, out: &mut Yuv420) {
         let crop = self.crop(local);
-        let exact = crop.w == self.width as f32
-            && crop.h == self.height as f32
-            && crop.x == 0.0
-            && crop.y == 0.0;
+        let exact = crop.w == self.width as f32 && crop.h == self.height as f32 && crop.x == 0.0 && crop.y == 0.0;
         if exact && self.canvas.width == self.width && self.canvas.height == self.height {
             out.y.copy_from_slice(&self.canvas.y);
             out.u.copy_from_slice(&self.canvas.u);
@@ -215,11 +185,7 @@ impl SceneRenderer {
             o.draw(out);
         }
         let look = self.look.clone();
-        if let Some(idx) = look
-            .subtitles
-            .iter()
-            .position(|s| local >= s.from && local < s.to)
-        {
+        if let Some(idx) = look.subtitles.iter().position(|s| local >= s.from && local < s.to) {
             if !self.subtitle_cache.contains_key(&idx) {
                 let ov = self.subtitle_overlay(&look.subtitles[idx]);
                 // Keep memory flat on long narrations: only recent states stay.
@@ -243,9 +209,7 @@ impl SceneRenderer {
             text: &s.text,
             style: &style,
             max_width_px: look.max_width,
-            highlight: s
-                .highlight
-                .map(|(a, b)| (a..b, self.look.subtitle_highlight)),
+            highlight: s.highlight.map(|(a, b)| (a..b, self.look.subtitle_highlight)),
         };
         let img = self.text.render_block(&block).ok()?;
         if img.width == 0 || img.height == 0 {
@@ -259,13 +223,7 @@ impl SceneRenderer {
             VerticalPosition::Center => (self.height as i32 - img.height as i32) / 2,
             VerticalPosition::Bottom => self.height as i32 - m - img.height as i32,
         };
-        Some(YuvOverlay::from_premultiplied_rgba(
-            x.max(0),
-            y.max(0),
-            img.width,
-            img.height,
-            &img.data,
-        ))
+        Some(YuvOverlay::from_premultiplied_rgba(x.max(0), y.max(0), img.width, img.height, &img.data))
     }
 }
 
@@ -279,23 +237,13 @@ fn place_overlay(text: &TextRenderer, o: &TextLook, width: u32, height: u32) -> 
         _ => Align::Center,
     };
     let img = text
-        .render_block(&TextBlock {
-            text: &o.text,
-            style: &style,
-            max_width_px: o.max_width,
-            highlight: None,
-        })
+        .render_block(&TextBlock { text: &o.text, style: &style, max_width_px: o.max_width, highlight: None })
         .ok()?;
     if img.width == 0 {
         return None;
     }
     let m = (0.04 * height as f32) as i32;
-    let (w, h, iw, ih) = (
-        width as i32,
-        height as i32,
-        img.width as i32,
-        img.height as i32,
-    );
+    let (w, h, iw, ih) = (width as i32, height as i32, img.width as i32, img.height as i32);
     let x = match pos {
         OverlayPosition::TopLeft | OverlayPosition::BottomLeft => m,
         OverlayPosition::TopRight | OverlayPosition::BottomRight => w - m - iw,
@@ -306,23 +254,11 @@ fn place_overlay(text: &TextRenderer, o: &TextLook, width: u32, height: u32) -> 
         OverlayPosition::Center => (h - ih) / 2,
         _ => h - m - ih,
     };
-    Some(YuvOverlay::from_premultiplied_rgba(
-        x.max(0),
-        y.max(0),
-        img.width,
-        img.height,
-        &img.data,
-    ))
+    Some(YuvOverlay::from_premultiplied_rgba(x.max(0), y.max(0), img.width, img.height, &img.data))
 }
 
 /// Blends the two scenes of a transition at progress `p` (0..1, exclusive).
-pub fn blend_transition(
-    kind: TransitionKind,
-    a: &mut Yuv420,
-    b: &mut Yuv420,
-    p: f32,
-    out: &mut Yuv420,
-) {
+pub fn blend_transition(kind: TransitionKind, a: &mut Yuv420, b: &mut Yuv420, p: f32, out: &mut Yuv420) {
     match kind {
         TransitionKind::Cut => out.clone_from(b),
         TransitionKind::Crossfade => frame::crossfade(a, b, p, out),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reelsmith_media::audio::{self, MIX_CHANNELS, MIX_RATE, Mix};
+use reelsmith_media::audio::{self, Clip, MIX_CHANNELS, MIX_RATE, MixPlan};
 use reelsmith_media::ffmpeg::{self, H264Encoder, VideoEncoder, VideoSettings};
 use reelsmith_media::frame::Yuv420;
 use reelsmith_media::picture::{self, FitMode};
@@ -24,16 +24,18 @@ use crate::{Engine, Progress, RenderError, RenderOptions, parallel};
 /// Longest narration accepted from one scene, seconds.
 const MAX_NARRATION_SECONDS: f64 = limits::MAX_SCENE_SECONDS;
 
-/// A scene's narration, ready to place: 48 kHz mono and word timings (seconds from its start).
+/// A scene's narration, ready to place: 48 kHz mono raw f32 in the cache (read block by block
+/// when mixing, never held whole) and word timings (seconds from its start).
 struct Speech {
     key: Key,
-    samples: Vec<f32>,
+    path: PathBuf,
+    frames: u64,
     words: Vec<WordTiming>,
 }
 
 impl Speech {
     fn seconds(&self) -> f64 {
-        self.samples.len() as f64 / MIX_RATE as f64
+        self.frames as f64 / MIX_RATE as f64
     }
 }
 
@@ -64,30 +66,18 @@ pub(crate) fn run(
     let (width, height) = spec.output.dimensions();
     let inputs = hash_inputs(spec, base)?;
     let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
-    let mut rep = Report {
-        output: out.display().to_string(),
-        width,
-        height,
-        fps: spec.output.fps,
-        ..Default::default()
-    };
+    let mut rep =
+        Report { output: out.display().to_string(), width, height, fps: spec.output.fps, ..Default::default() };
 
     // 2. Narration (needed for the timeline).
     let mut st = StageReport::default();
     let t = StageTimer::start();
-    opts.emit(Progress::Stage {
-        name: "narration",
-        total: spec.scenes.len() as u64,
-    });
+    opts.emit(Progress::Stage { name: "narration", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let indices: Vec<usize> = (0..spec.scenes.len()).collect();
     let speech: Vec<Option<Speech>> = parallel(&indices, jobs, |&i| {
         let r = narration(engine, spec, i, &inputs, &runs);
-        if opts.cancelled() {
-            Err(RenderError::Cancelled)
-        } else {
-            r
-        }
+        if opts.cancelled() { Err(RenderError::Cancelled) } else { r }
     })?;
     st.items = speech.iter().flatten().count() as u64;
     st.runs = runs.load(Ordering::Relaxed);
@@ -95,10 +85,7 @@ pub(crate) fn run(
     rep.stages.insert("narration".into(), st);
 
     // 3. Timeline.
-    let seconds: Vec<Option<f64>> = speech
-        .iter()
-        .map(|s| s.as_ref().map(Speech::seconds))
-        .collect();
+    let seconds: Vec<Option<f64>> = speech.iter().map(|s| s.as_ref().map(Speech::seconds)).collect();
     let mut v = Validator::default();
     let timeline = plan::layout(spec, &seconds, &mut v);
     v.finish()?;
@@ -108,10 +95,7 @@ pub(crate) fn run(
     // 4. Canvases.
     let mut st = StageReport::default();
     let t = StageTimer::start();
-    opts.emit(Progress::Stage {
-        name: "canvas",
-        total: spec.scenes.len() as u64,
-    });
+    opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> =
         parallel(&indices, jobs, |&i| canvas(engine, spec, i, &inputs, &runs))?;
@@ -121,15 +105,9 @@ pub(crate) fn run(
     rep.stages.insert("canvas".into(), st);
 
     // 5. Audio.
-    let mut st = StageReport {
-        items: 1,
-        ..Default::default()
-    };
+    let mut st = StageReport { items: 1, ..Default::default() };
     let t = StageTimer::start();
-    opts.emit(Progress::Stage {
-        name: "audio",
-        total: 1,
-    });
+    opts.emit(Progress::Stage { name: "audio", total: 1 });
     let (audio_path, loudness, ran) = mixdown(engine, spec, &timeline, &speech, &inputs)?;
     st.runs = ran as u64;
     rep.loudness_lufs = loudness;
@@ -142,16 +120,7 @@ pub(crate) fn run(
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
-        .map(|i| {
-            Arc::new(scene_look(
-                engine,
-                spec,
-                &timeline,
-                i,
-                &canvases[i],
-                speech[i].as_ref(),
-            ))
-        })
+        .map(|i| Arc::new(scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref())))
         .collect();
     let settings = VideoSettings {
         width,
@@ -160,75 +129,48 @@ pub(crate) fn run(
         encoder,
         preset: spec.output.quality.preset.as_str().into(),
         crf: spec.output.quality.crf,
-        threads: opts
-            .encoder_threads
-            .or(Some((crate::cores() / jobs).max(1) as u32)),
+        threads: opts.encoder_threads.or(Some((crate::cores() / jobs).max(1) as u32)),
     };
-    let jobs_list: Vec<(usize, Key)> = timeline
-        .segments
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, segment_key(s, &looks, &settings)))
-        .collect();
+    let jobs_list: Vec<(usize, Key)> =
+        timeline.segments.iter().enumerate().map(|(i, s)| (i, segment_key(s, &looks, &settings))).collect();
     // The segments to encode set the progress total; hand out the longest first to balance workers.
     let mut jobs_list = jobs_list;
     jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
-    let todo: Vec<&(usize, Key)> = jobs_list
-        .iter()
-        .filter(|(_, k)| !engine.cache.contains(k))
-        .collect();
-    let total_frames: u64 = todo
-        .iter()
-        .map(|(i, _)| timeline.segments[*i].frames())
-        .sum();
-    opts.emit(Progress::Stage {
-        name: "segments",
-        total: total_frames,
-    });
+    let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(_, k)| !engine.cache.contains(k)).collect();
+    let total_frames: u64 = todo.iter().map(|(i, _)| timeline.segments[*i].frames()).sum();
+    opts.emit(Progress::Stage { name: "segments", total: total_frames });
     let frames_done = AtomicU64::new(0);
-    let canvas_data: Vec<std::sync::OnceLock<Arc<Yuv420>>> =
-        (0..spec.scenes.len()).map(|_| Default::default()).collect();
+    // Canvases are read per segment rather than kept for the whole render, so memory stays
+    // flat however many scenes there are (a read costs ~1 ms; an encode, seconds).
     let load_canvas = |i: usize| -> Result<Arc<Yuv420>, RenderError> {
-        if let Some(c) = canvas_data[i].get() {
-            return Ok(c.clone());
-        }
         let (_, dir, w, h) = &canvases[i];
         let bytes = fs::read(dir.join("canvas.yuv"))?;
-        let c = Arc::new(
-            Yuv420::from_bytes(*w, *h, &bytes)
-                .ok_or_else(|| std::io::Error::other("canvas cache entry has the wrong size"))?,
-        );
-        Ok(canvas_data[i].get_or_init(|| c).clone())
+        let c = Yuv420::from_bytes(*w, *h, &bytes)
+            .ok_or_else(|| std::io::Error::other("canvas cache entry has the wrong size"))?;
+        Ok(Arc::new(c))
     };
     let mut paths: BTreeMap<usize, PathBuf> = BTreeMap::new();
     let mut encoded = 0u64;
     {
         let seg_runs = AtomicU64::new(0);
-        let results = parallel(
-            &jobs_list,
-            jobs,
-            |(i, k)| -> Result<(usize, PathBuf), RenderError> {
-                let seg = &timeline.segments[*i];
-                let (p, _) =
-                    engine
-                        .cache
-                        .get_or_build("segment", k, |dir| -> Result<(), RenderError> {
-                            seg_runs.fetch_add(1, Ordering::Relaxed);
-                            encode_segment(
-                                engine,
-                                seg,
-                                &looks,
-                                &load_canvas,
-                                &settings,
-                                &dir.join("segment.mp4"),
-                                opts,
-                                &frames_done,
-                                total_frames,
-                            )
-                        })?;
-                Ok((*i, p.join("segment.mp4")))
-            },
-        )?;
+        let results = parallel(&jobs_list, jobs, |(i, k)| -> Result<(usize, PathBuf), RenderError> {
+            let seg = &timeline.segments[*i];
+            let (p, _) = engine.cache.get_or_build("segment", k, |dir| -> Result<(), RenderError> {
+                seg_runs.fetch_add(1, Ordering::Relaxed);
+                encode_segment(
+                    engine,
+                    seg,
+                    &looks,
+                    &load_canvas,
+                    &settings,
+                    &dir.join("segment.mp4"),
+                    opts,
+                    &frames_done,
+                    total_frames,
+                )
+            })?;
+            Ok((*i, p.join("segment.mp4")))
+        })?;
         for (i, p) in results {
             paths.insert(i, p);
         }
@@ -238,26 +180,15 @@ pub(crate) fn run(
     st.runs = encoded;
     t.stop(&mut st);
     rep.encoded_frames = frames_done.load(Ordering::Relaxed);
-    rep.encode_fps = if st.wall_s > 0.0 {
-        rep.encoded_frames as f64 / st.wall_s
-    } else {
-        0.0
-    };
+    rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
     rep.segments_total = timeline.segments.len() as u64;
     rep.segments_encoded = encoded;
     rep.stages.insert("segments".into(), st);
 
     // 7. Join.
-    let mut st = StageReport {
-        items: 1,
-        runs: 1,
-        ..Default::default()
-    };
+    let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
     let t = StageTimer::start();
-    opts.emit(Progress::Stage {
-        name: "concat",
-        total: 1,
-    });
+    opts.emit(Progress::Stage { name: "concat", total: 1 });
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
@@ -272,12 +203,8 @@ pub(crate) fn run(
 
     // Per-stage cache counts.
     let run = engine.cache.run_stats();
-    for (stage, name) in [
-        ("narration", "narration"),
-        ("canvas", "canvas"),
-        ("audio", "audio"),
-        ("segment", "segments"),
-    ] {
+    for (stage, name) in [("narration", "narration"), ("canvas", "canvas"), ("audio", "audio"), ("segment", "segments")]
+    {
         if let (Some(hm), Some(s)) = (run.get(stage), rep.stages.get_mut(name)) {
             s.cache_hits = hm.hits;
             s.cache_misses = hm.misses;
@@ -286,11 +213,7 @@ pub(crate) fn run(
     rep.cache_hits = rep.stages.values().map(|s| s.cache_hits).sum();
     rep.cache_misses = rep.stages.values().map(|s| s.cache_misses).sum();
     let n = rep.cache_hits + rep.cache_misses;
-    rep.cache_hit_ratio = if n == 0 {
-        0.0
-    } else {
-        rep.cache_hits as f64 / n as f64
-    };
+    rep.cache_hit_ratio = if n == 0 { 0.0 } else { rep.cache_hits as f64 / n as f64 };
     Ok(rep)
 }
 
@@ -307,19 +230,12 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
             if voice.engine != engine.speech.name() {
                 v.push(
                     format!("scenes[{i}].narration.engine"),
-                    format!(
-                        "unknown speech engine {:?}; available: {}",
-                        voice.engine,
-                        engine.speech.name()
-                    ),
+                    format!("unknown speech engine {:?}; available: {}", voice.engine, engine.speech.name()),
                 );
             } else if !engine.speech.has_voice(&voice.name) {
                 v.push(
                     format!("scenes[{i}].narration.name"),
-                    format!(
-                        "unknown voice {:?} (see `reelsmith doctor` for the voices here)",
-                        voice.name
-                    ),
+                    format!("unknown voice {:?} (see `reelsmith doctor` for the voices here)", voice.name),
                 );
             }
         }
@@ -327,11 +243,7 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
     if spec.voice.engine != engine.speech.name() {
         v.push(
             "voice.engine",
-            format!(
-                "unknown speech engine {:?}; available: {}",
-                spec.voice.engine,
-                engine.speech.name()
-            ),
+            format!("unknown speech engine {:?}; available: {}", spec.voice.engine, engine.speech.name()),
         );
     }
     for (path, font) in fonts {
@@ -340,10 +252,7 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
                 v.push(format!("{path}.file"), e.to_string());
             }
         } else if !engine.text.has_family(&font.family) {
-            v.push(
-                format!("{path}.family"),
-                format!("font family not installed: {}", font.family),
-            );
+            v.push(format!("{path}.family"), format!("font family not installed: {}", font.family));
         }
     }
 }
@@ -367,10 +276,7 @@ fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
             .map_err(|e| RenderError::at(path, format!("cannot read {name}: {e}")))?;
         hashes.insert(name, h);
     }
-    Ok(Inputs {
-        base: base.to_path_buf(),
-        hashes,
-    })
+    Ok(Inputs { base: base.to_path_buf(), hashes })
 }
 
 fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
@@ -378,29 +284,10 @@ fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
     fs::write(path, bytes)
 }
 
-fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
-    Ok(fs::read(path)?
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
-}
-
 #[derive(Serialize)]
 enum NarrationKey<'a> {
-    Speech {
-        engine: &'a str,
-        version: String,
-        voice: &'a str,
-        speed: f32,
-        pitch: f32,
-        text: &'a str,
-    },
-    Recording {
-        file: String,
-        speed: f32,
-        pitch: f32,
-        transcript: Option<&'a str>,
-    },
+    Speech { engine: &'a str, version: String, voice: &'a str, speed: f32, pitch: f32, text: &'a str },
+    Recording { file: String, speed: f32, pitch: f32, transcript: Option<&'a str> },
 }
 
 fn narration(
@@ -433,39 +320,26 @@ fn narration(
         (None, None) => return Ok(None),
     };
     let key = cache::key("narration", &params);
-    let (dir, _) =
-        engine
-            .cache
-            .get_or_build("narration", &key, |dir| -> Result<(), RenderError> {
-                runs.fetch_add(1, Ordering::Relaxed);
-                let (samples, words) = match (&n.text, &n.audio) {
-                    (Some(text), _) => {
-                        synthesize(engine, text, &voice.name, voice.speed, voice.pitch, dir)?
-                    }
-                    (_, Some(file)) => {
-                        recording(n, &inputs.path(file), voice.speed, voice.pitch)
-                            .map_err(|e| RenderError::at(format!("{path}.audio"), e.to_string()))?
-                    }
-                    _ => unreachable!("checked above"),
-                };
-                write_f32(&dir.join("speech.f32"), &samples)?;
-                fs::write(
-                    dir.join("words.json"),
-                    serde_json::to_vec(&words).expect("words serialise"),
-                )?;
-                Ok(())
-            })?;
-    let samples = read_f32(&dir.join("speech.f32"))?;
-    let words: Vec<WordTiming> = serde_json::from_slice(&fs::read(dir.join("words.json"))?)
-        .map_err(std::io::Error::other)?;
-    if samples.is_empty() {
+    let (dir, _) = engine.cache.get_or_build("narration", &key, |dir| -> Result<(), RenderError> {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let (samples, words) = match (&n.text, &n.audio) {
+            (Some(text), _) => synthesize(engine, text, &voice.name, voice.speed, voice.pitch, dir)?,
+            (_, Some(file)) => recording(n, &inputs.path(file), voice.speed, voice.pitch)
+                .map_err(|e| RenderError::at(format!("{path}.audio"), e.to_string()))?,
+            _ => unreachable!("checked above"),
+        };
+        write_f32(&dir.join("speech.f32"), &samples)?;
+        fs::write(dir.join("words.json"), serde_json::to_vec(&words).expect("words serialise"))?;
+        Ok(())
+    })?;
+    let audio = dir.join("speech.f32");
+    let frames = fs::metadata(&audio)?.len() / 4;
+    let words: Vec<WordTiming> =
+        serde_json::from_slice(&fs::read(dir.join("words.json"))?).map_err(std::io::Error::other)?;
+    if frames == 0 {
         return Err(RenderError::at(path, "the narration has no audio"));
     }
-    Ok(Some(Speech {
-        key,
-        samples,
-        words,
-    }))
+    Ok(Some(Speech { key, path: audio, frames, words }))
 }
 
 fn synthesize(
@@ -478,12 +352,7 @@ fn synthesize(
 ) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
     let audio = engine
         .speech
-        .synthesize(&TtsRequest {
-            text,
-            voice,
-            speed,
-            pitch,
-        })
+        .synthesize(&TtsRequest { text, voice, speed, pitch })
         .map_err(|e| RenderError::Speech(e.to_string()))?;
     // FFmpeg's resampler (soxr-quality swr) takes the engine's rate to the mix rate.
     let wav = dir.join("speech.wav");
@@ -500,14 +369,9 @@ fn display_words(text: &str, mut words: Vec<WordTiming>) -> Vec<WordTiming> {
     let mut bounds = Vec::with_capacity(n + 1);
     bounds.push(0);
     for i in 1..n {
-        let (end, next) = (
-            words[i - 1].char_end.min(text.len()),
-            words[i].char_start.min(text.len()),
-        );
+        let (end, next) = (words[i - 1].char_end.min(text.len()), words[i].char_start.min(text.len()));
         let split = if end <= next && text.is_char_boundary(end) && text.is_char_boundary(next) {
-            text[end..next]
-                .rfind(char::is_whitespace)
-                .map_or(next, |k| end + k)
+            text[end..next].rfind(char::is_whitespace).map_or(next, |k| end + k)
         } else {
             next
         };
@@ -525,12 +389,7 @@ fn display_words(text: &str, mut words: Vec<WordTiming>) -> Vec<WordTiming> {
 
 /// Decodes a recording (tempo and pitch changed by FFmpeg filters) and times the transcript's
 /// words across the speech by their length.
-fn recording(
-    n: &Narration,
-    file: &Path,
-    speed: f32,
-    pitch: f32,
-) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
+fn recording(n: &Narration, file: &Path, speed: f32, pitch: f32) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
     let mut filters = vec![];
     if (pitch - 1.0).abs() > 1e-3 {
         filters.push(format!("rubberband=pitch={pitch:.4}"));
@@ -539,30 +398,14 @@ fn recording(
         filters.push(format!("atempo={speed:.4}"));
     }
     let filter = (!filters.is_empty()).then(|| filters.join(","));
-    let samples = ffmpeg::decode_audio(
-        file,
-        MIX_RATE,
-        1,
-        filter.as_deref(),
-        MAX_NARRATION_SECONDS + 1.0,
-    )?;
+    let samples = ffmpeg::decode_audio(file, MIX_RATE, 1, filter.as_deref(), MAX_NARRATION_SECONDS + 1.0)?;
     if samples.len() as f64 / MIX_RATE as f64 > MAX_NARRATION_SECONDS {
-        return Err(RenderError::at(
-            "narration.audio",
-            format!("recording longer than {MAX_NARRATION_SECONDS} s"),
-        ));
+        return Err(RenderError::at("narration.audio", format!("recording longer than {MAX_NARRATION_SECONDS} s")));
     }
     if samples.is_empty() {
-        return Err(RenderError::at(
-            "narration.audio",
-            "the recording has no audio stream or is empty",
-        ));
+        return Err(RenderError::at("narration.audio", "the recording has no audio stream or is empty"));
     }
-    let words = n
-        .transcript
-        .as_deref()
-        .map(|t| spread_words(t, &samples))
-        .unwrap_or_default();
+    let words = n.transcript.as_deref().map(|t| spread_words(t, &samples)).unwrap_or_default();
     Ok((samples, words))
 }
 
@@ -571,11 +414,7 @@ fn recording(
 fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
     let loud = |s: &f32| s.abs() > 0.02;
     let first = samples.iter().position(loud).unwrap_or(0) as f64 / MIX_RATE as f64;
-    let last = samples
-        .iter()
-        .rposition(loud)
-        .map_or(samples.len(), |p| p + 1) as f64
-        / MIX_RATE as f64;
+    let last = samples.iter().rposition(loud).map_or(samples.len(), |p| p + 1) as f64 / MIX_RATE as f64;
     let mut spans = vec![];
     let mut start = None;
     for (i, c) in text.char_indices() {
@@ -591,23 +430,14 @@ fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
     if let Some(s) = start {
         spans.push((s, text.len()));
     }
-    let total: usize = spans
-        .iter()
-        .map(|(a, b)| text[*a..*b].chars().count() + 1)
-        .sum();
+    let total: usize = spans.iter().map(|(a, b)| text[*a..*b].chars().count() + 1).sum();
     let mut t = first;
     let per = (last - first).max(0.0) / total.max(1) as f64;
     spans
         .into_iter()
         .map(|(a, b)| {
             let len = (text[a..b].chars().count() + 1) as f64 * per;
-            let w = WordTiming {
-                word: text[a..b].to_string(),
-                start: t,
-                end: t + len,
-                char_start: a,
-                char_end: b,
-            };
+            let w = WordTiming { word: text[a..b].to_string(), start: t, end: t + len, char_start: a, char_end: b };
             t += len;
             w
         })
@@ -619,28 +449,14 @@ mod tests {
     use super::*;
 
     fn w(word: &str, a: usize, b: usize) -> WordTiming {
-        WordTiming {
-            word: word.into(),
-            start: 0.0,
-            end: 0.0,
-            char_start: a,
-            char_end: b,
-        }
+        WordTiming { word: word.into(), start: 0.0, end: 0.0, char_start: a, char_end: b }
     }
 
     #[test]
     fn display_words_keep_their_punctuation() {
         let text = "\"Hello,\" she said — okay?";
-        let words = vec![
-            w("Hello", 1, 6),
-            w("she", 9, 12),
-            w("said", 13, 17),
-            w("okay", 22, 26),
-        ];
-        let got: Vec<String> = display_words(text, words)
-            .into_iter()
-            .map(|w| w.word)
-            .collect();
+        let words = vec![w("Hello", 1, 6), w("she", 9, 12), w("said", 13, 17), w("okay", 22, 26)];
+        let got: Vec<String> = display_words(text, words).into_iter().map(|w| w.word).collect();
         assert_eq!(got, ["\"Hello,\"", "she", "said —", "okay?"]);
     }
 
@@ -698,86 +514,72 @@ fn canvas(
             fit: scene.fit,
             background: scene.background.as_ref(),
             default_background: spec.output.background.to_string(),
-            title: scene.title.as_deref().map(|t| {
-                (
-                    t,
-                    TextLookKey {
-                        family: spec.subtitles.font.family.clone(),
-                        size_px: title_size,
-                    },
-                )
-            }),
+            title: scene
+                .title
+                .as_deref()
+                .map(|t| (t, TextLookKey { family: spec.subtitles.font.family.clone(), size_px: title_size })),
             width: cw,
             height: ch,
         },
     );
-    let (dir, _) = engine
-        .cache
-        .get_or_build("canvas", &key, |dir| -> Result<(), RenderError> {
-            runs.fetch_add(1, Ordering::Relaxed);
-            let bg = scene_background(spec, scene, cw, ch);
-            let mut rgba = match &scene.image {
-                Some(img) => {
-                    let pic = picture::load(&inputs.path(img), limits::MAX_IMAGE_PIXELS).map_err(
-                        |e| RenderError::at(format!("scenes[{i}].image"), e.to_string()),
-                    )?;
-                    let mode = match scene.fit {
-                        Fit::Cover => FitMode::Cover,
-                        Fit::Contain => FitMode::Contain,
-                        Fit::ContainBlur => FitMode::ContainBlur,
-                    };
-                    let fitted = picture::fit(&pic, cw, ch, mode, [0, 0, 0, 0]);
-                    let mut canvas = bg;
-                    image::imageops::overlay(&mut canvas, &fitted, 0, 0);
-                    canvas
-                }
-                None => bg,
-            };
-            if let Some(title) = &scene.title {
-                let font = &spec.subtitles.font;
-                let style = TextStyle {
-                    family: font.family.clone(),
-                    bold: true,
-                    size_px: title_size,
-                    line_height: 1.2,
-                    color: font.color.rgba(),
-                    outline: Some((title_size * 0.05, [0, 0, 0, 200])),
-                    background: None,
-                    align: Align::Center,
+    let (dir, _) = engine.cache.get_or_build("canvas", &key, |dir| -> Result<(), RenderError> {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let bg = scene_background(spec, scene, cw, ch);
+        let mut rgba = match &scene.image {
+            Some(img) => {
+                let pic = picture::load(&inputs.path(img), limits::MAX_IMAGE_PIXELS)
+                    .map_err(|e| RenderError::at(format!("scenes[{i}].image"), e.to_string()))?;
+                let mode = match scene.fit {
+                    Fit::Cover => FitMode::Cover,
+                    Fit::Contain => FitMode::Contain,
+                    Fit::ContainBlur => FitMode::ContainBlur,
                 };
-                let block = TextBlock {
-                    text: title,
-                    style: &style,
-                    max_width_px: (cw as f32 * 0.8) as u32,
-                    highlight: None,
-                };
-                let ov = engine
-                    .text
-                    .render_block(&block)
-                    .map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
-                picture::draw_overlay(
-                    &mut rgba,
-                    &ov,
-                    (cw as i64 - ov.width as i64) / 2,
-                    (ch as i64 - ov.height as i64) / 2,
-                );
+                let fitted = picture::fit(&pic, cw, ch, mode, [0, 0, 0, 0]);
+                let mut canvas = bg;
+                image::imageops::overlay(&mut canvas, &fitted, 0, 0);
+                canvas
             }
-            let yuv = Yuv420::from_rgba(cw, ch, rgba.as_raw());
-            let mut f = std::io::BufWriter::new(fs::File::create(dir.join("canvas.yuv"))?);
-            yuv.write_to(&mut f)?;
-            use std::io::Write;
-            f.flush()?;
-            Ok(())
-        })?;
+            None => bg,
+        };
+        if let Some(title) = &scene.title {
+            let font = &spec.subtitles.font;
+            let style = TextStyle {
+                family: font.family.clone(),
+                bold: true,
+                size_px: title_size,
+                line_height: 1.2,
+                color: font.color.rgba(),
+                outline: Some((title_size * 0.05, [0, 0, 0, 200])),
+                background: None,
+                align: Align::Center,
+            };
+            let block =
+                TextBlock { text: title, style: &style, max_width_px: (cw as f32 * 0.8) as u32, highlight: None };
+            let ov = engine
+                .text
+                .render_block(&block)
+                .map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
+            picture::draw_overlay(
+                &mut rgba,
+                &ov,
+                (cw as i64 - ov.width as i64) / 2,
+                (ch as i64 - ov.height as i64) / 2,
+            );
+        }
+        let yuv = Yuv420::from_rgba(cw, ch, rgba.as_raw());
+        let mut f = std::io::BufWriter::new(fs::File::create(dir.join("canvas.yuv"))?);
+        yuv.write_to(&mut f)?;
+        use std::io::Write;
+        f.flush()?;
+        Ok(())
+    })?;
     Ok((key, dir, cw, ch))
 }
 
 fn scene_background(spec: &Spec, scene: &Scene, w: u32, h: u32) -> picture::Rgba {
     match &scene.background {
         Some(Background::Color(c)) => picture::solid(w, h, c.rgba()),
-        Some(Background::Gradient(g)) => {
-            picture::gradient(w, h, g.from.rgba(), g.to.rgba(), g.angle)
-        }
+        Some(Background::Gradient(g)) => picture::gradient(w, h, g.from.rgba(), g.to.rgba(), g.angle),
         None => picture::solid(w, h, spec.output.background.rgba()),
     }
 }
@@ -799,19 +601,11 @@ fn mixdown(
     speech: &[Option<Speech>],
     inputs: &Inputs,
 ) -> Result<(PathBuf, Option<f64>, bool), RenderError> {
-    let starts: Vec<u64> = tl
-        .scenes
-        .iter()
-        .map(|s| s.start + s.narration_frame)
-        .collect();
+    let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
     let key = cache::key(
         "audio",
         &MixKey {
-            narrations: speech
-                .iter()
-                .zip(&starts)
-                .filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f)))
-                .collect(),
+            narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
             music: spec.music.as_ref().map(|m| (inputs.hash(&m.file), m)),
             frames: tl.total_frames,
             fps: tl.fps,
@@ -820,67 +614,71 @@ fn mixdown(
         },
     );
     let mut ran = false;
-    let (dir, _) = engine
-        .cache
-        .get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
-            ran = true;
-            let fps = tl.fps as f64;
-            let mut mix = Mix::silence(tl.duration());
-            let mut spans = vec![];
-            for (s, &f) in speech.iter().zip(&starts) {
-                if let Some(s) = s {
-                    let at = f as f64 / fps;
-                    mix.add_mono(&s.samples, at, 1.0);
-                    spans.push((at, at + s.seconds()));
-                }
+    let (dir, _) = engine.cache.get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
+        ran = true;
+        let fps = tl.fps as f64;
+        let to_frames = |frame: u64| (frame as f64 / fps * MIX_RATE as f64).round() as u64;
+        let mut plan = MixPlan { frames: to_frames(tl.total_frames), clips: vec![], music: None };
+        for (s, &f) in speech.iter().zip(&starts) {
+            if let Some(s) = s {
+                plan.clips.push(Clip { path: s.path.clone(), start: to_frames(f), frames: s.frames });
             }
-            if let Some(m) = &spec.music {
-                let music = ffmpeg::decode_audio(
+        }
+        if let Some(m) = &spec.music {
+            // Decoded once to a raw file in the cache, then read block by block.
+            let mkey = cache::key("music", &inputs.hash(&m.file));
+            let (mdir, _) = engine.cache.get_or_build("music", &mkey, |d| -> Result<(), RenderError> {
+                let out = d.join("music.f32");
+                ffmpeg::decode_audio_to_file(
                     &inputs.path(&m.file),
                     MIX_RATE,
                     MIX_CHANNELS,
-                    None,
                     limits::MAX_TOTAL_SECONDS,
+                    &out,
                 )
                 .map_err(|e| RenderError::at("music.file", e.to_string()))?;
-                if music.is_empty() {
-                    return Err(RenderError::at("music.file", "the music file has no audio"));
-                }
-                let d = &m.ducking;
-                let duck = if d.enabled { &spans[..] } else { &[] };
-                let env = audio::ducking_envelope(
-                    mix.frames(),
-                    duck,
-                    m.volume,
-                    d.level,
-                    d.attack as f64,
-                    d.release as f64,
-                    m.fade as f64,
-                );
-                mix.add_music(&music, m.r#loop, &env);
+                Ok(())
+            })?;
+            let path = mdir.join("music.f32");
+            let frames = fs::metadata(&path)?.len() / 8;
+            if frames == 0 {
+                return Err(RenderError::at("music.file", "the music file has no audio"));
             }
-            let measured = match spec.audio.loudness {
-                // -1 dBFS ceiling keeps AAC's overshoot from clipping.
-                Some(target) => mix.normalize(target as f64, 0.89),
-                None => None,
-            };
-            fs::write(
-                dir.join("loudness.json"),
-                serde_json::to_vec(&(measured, mix.loudness())).expect("f64s serialise"),
-            )?;
-            ffmpeg::encode_aac(
-                &mix.samples,
-                MIX_RATE,
-                MIX_CHANNELS,
-                spec.audio.bitrate_kbps,
-                &dir.join("audio.m4a"),
-            )?;
-            Ok(())
-        })?;
-    let loudness: Option<f64> = fs::read(dir.join("loudness.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<(Option<f64>, Option<f64>)>(&b).ok())
-        .and_then(|l| l.1);
+            let d = &m.ducking;
+            plan.music = Some(audio::Music {
+                path,
+                frames,
+                looped: m.r#loop,
+                volume: m.volume,
+                ducking: d.enabled.then_some(audio::Ducking {
+                    level: d.level,
+                    attack: d.attack as f64,
+                    release: d.release as f64,
+                }),
+                fade: m.fade as f64,
+            });
+        }
+        let mut enc =
+            ffmpeg::AacEncoder::start(MIX_RATE, MIX_CHANNELS, spec.audio.bitrate_kbps, &dir.join("audio.m4a"))?;
+        let mut enc_err = None;
+        // A -1 dBFS ceiling keeps AAC's overshoot from clipping.
+        let streamed = plan.stream(spec.audio.loudness.map(f64::from), 0.89, |block| {
+            enc.write(block).map_err(|e| {
+                let msg = e.to_string();
+                enc_err = Some(e);
+                std::io::Error::other(msg)
+            })
+        });
+        if let Some(e) = enc_err {
+            return Err(e.into());
+        }
+        let (_, after) = streamed?;
+        enc.finish()?;
+        fs::write(dir.join("loudness.json"), serde_json::to_vec(&after).expect("f64 serialises"))?;
+        Ok(())
+    })?;
+    let loudness: Option<f64> =
+        fs::read(dir.join("loudness.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).flatten();
     Ok((dir.join("audio.m4a"), loudness, ran))
 }
 
@@ -900,9 +698,7 @@ fn text_look(
         bold: font.bold,
         size_px,
         color: font.color.rgba(),
-        outline: outline
-            .filter(|o| o.width > 0.0)
-            .map(|o| (o.width * size_px, o.color.rgba())),
+        outline: outline.filter(|o| o.width > 0.0).map(|o| (o.width * size_px, o.color.rgba())),
         background: bx.map(|b| (b.color.rgba(), b.padding * size_px)),
         max_width: (max_width * w as f32) as u32,
         position: None,
@@ -921,15 +717,7 @@ fn scene_look(
     let span = &tl.scenes[i];
     let (w, h) = spec.output.dimensions();
     let subs = &spec.subtitles;
-    let sub_look = text_look(
-        &subs.font,
-        "",
-        h,
-        w,
-        subs.max_width,
-        subs.outline.as_ref(),
-        subs.r#box.as_ref(),
-    );
+    let sub_look = text_look(&subs.font, "", h, w, subs.max_width, subs.outline.as_ref(), subs.r#box.as_ref());
     let states = match (subs.enabled, speech) {
         (true, Some(s)) => scene::subtitle_states(
             &engine.text,
@@ -945,11 +733,7 @@ fn scene_look(
     };
     let (zoom, pan) = match scene.motion {
         Motion::None => ((1.0, 1.0), Default::default()),
-        Motion::KenBurns {
-            zoom_from,
-            zoom_to,
-            pan,
-        } => ((zoom_from, zoom_to), pan),
+        Motion::KenBurns { zoom_from, zoom_to, pan } => ((zoom_from, zoom_to), pan),
     };
     SceneLook {
         canvas_key: canvas.0.hex(),
@@ -966,10 +750,7 @@ fn scene_look(
                 h,
                 w,
                 0.9,
-                Some(&reelsmith_spec::Outline {
-                    color: reelsmith_spec::Color::rgb(0, 0, 0),
-                    width: 0.06,
-                }),
+                Some(&reelsmith_spec::Outline { color: reelsmith_spec::Color::rgb(0, 0, 0), width: 0.06 }),
                 o.r#box.as_ref(),
             )
         }),
@@ -1028,13 +809,7 @@ fn encode_segment(
 ) -> Result<(), RenderError> {
     let (w, h) = (settings.width, settings.height);
     let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
-        Ok(SceneRenderer::new(
-            looks[i].clone(),
-            load_canvas(i)?,
-            engine.text.clone(),
-            w,
-            h,
-        ))
+        Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, engine.text.clone(), w, h))
     };
     let mut enc = VideoEncoder::start(settings, out)?;
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
@@ -1056,11 +831,7 @@ fn encode_segment(
                 report(1);
             }
         }
-        Segment::Transition {
-            scene,
-            kind,
-            frames,
-        } => {
+        Segment::Transition { scene, kind, frames } => {
             let mut ra = renderer(scene)?;
             let mut rb = renderer(scene + 1)?;
             let mut a = frame.clone();

@@ -16,11 +16,7 @@ pub enum FfmpegError {
     #[error("ffmpeg not found ({0}); install it (scripts/setup.sh) or set REELSMITH_FFMPEG")]
     Missing(String),
     #[error("{what} failed ({status}): {stderr}")]
-    Failed {
-        what: String,
-        status: String,
-        stderr: String,
-    },
+    Failed { what: String, status: String, stderr: String },
     #[error("ffmpeg i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("unexpected ffprobe output: {0}")]
@@ -36,9 +32,7 @@ pub fn ffprobe_bin() -> String {
 
 fn command(bin: &str) -> Command {
     let mut c = Command::new(bin);
-    c.arg("-hide_banner")
-        .arg("-nostdin")
-        .args(["-loglevel", "error"]);
+    c.arg("-hide_banner").arg("-nostdin").args(["-loglevel", "error"]);
     c
 }
 
@@ -61,9 +55,7 @@ fn drain(child: &mut Child) -> Option<JoinHandle<String>> {
             // Keep the tail: that is where FFmpeg says what went wrong.
             if buf.len() > 4000 {
                 let cut = buf.len() - 4000;
-                let cut = (cut..buf.len())
-                    .find(|&i| buf.is_char_boundary(i))
-                    .unwrap_or(buf.len());
+                let cut = (cut..buf.len()).find(|&i| buf.is_char_boundary(i)).unwrap_or(buf.len());
                 buf.drain(..cut);
             }
             buf
@@ -71,33 +63,19 @@ fn drain(child: &mut Child) -> Option<JoinHandle<String>> {
     })
 }
 
-fn check(
-    what: &str,
-    status: ExitStatus,
-    stderr: Option<JoinHandle<String>>,
-) -> Result<(), FfmpegError> {
+fn check(what: &str, status: ExitStatus, stderr: Option<JoinHandle<String>>) -> Result<(), FfmpegError> {
     let text = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if status.success() {
         Ok(())
     } else {
-        Err(FfmpegError::Failed {
-            what: what.into(),
-            status: status.to_string(),
-            stderr: text.trim().to_string(),
-        })
+        Err(FfmpegError::Failed { what: what.into(), status: status.to_string(), stderr: text.trim().to_string() })
     }
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, FfmpegError> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            FfmpegError::Missing(format!("{what}: {e}"))
-        } else {
-            e.into()
-        }
+        if e.kind() == std::io::ErrorKind::NotFound { FfmpegError::Missing(format!("{what}: {e}")) } else { e.into() }
     })?;
     if out.status.success() {
         Ok(out.stdout)
@@ -105,11 +83,7 @@ fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, FfmpegError> {
         Err(FfmpegError::Failed {
             what: what.into(),
             status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .chars()
-                .take(4000)
-                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().chars().take(4000).collect(),
         })
     }
 }
@@ -125,8 +99,7 @@ pub enum H264Encoder {
 }
 
 impl H264Encoder {
-    pub const HARDWARE: [H264Encoder; 4] =
-        [Self::Nvenc, Self::Qsv, Self::Vaapi, Self::VideoToolbox];
+    pub const HARDWARE: [H264Encoder; 4] = [Self::Nvenc, Self::Qsv, Self::Vaapi, Self::VideoToolbox];
 
     pub fn ffmpeg_name(self) -> &'static str {
         match self {
@@ -161,10 +134,7 @@ impl H264Encoder {
             ]),
             Self::Qsv => a.extend(["-global_quality".into(), q]),
             Self::Vaapi => a.extend(["-qp".into(), q]),
-            Self::VideoToolbox => a.extend([
-                "-q:v".into(),
-                (100u32.saturating_sub(crf as u32 * 2)).to_string(),
-            ]),
+            Self::VideoToolbox => a.extend(["-q:v".into(), (100u32.saturating_sub(crf as u32 * 2)).to_string()]),
         }
         a
     }
@@ -172,10 +142,7 @@ impl H264Encoder {
     /// Arguments placed before the input (device setup) and as a filter (upload).
     fn device_args(self) -> (Vec<String>, Option<&'static str>) {
         match self {
-            Self::Vaapi => (
-                vec!["-vaapi_device".into(), "/dev/dri/renderD128".into()],
-                Some("format=nv12,hwupload"),
-            ),
+            Self::Vaapi => (vec!["-vaapi_device".into(), "/dev/dri/renderD128".into()], Some("format=nv12,hwupload")),
             _ => (vec![], None),
         }
     }
@@ -217,16 +184,7 @@ impl VideoEncoder {
         }
         cmd.args(s.encoder.args(&s.preset, s.crf, s.threads))
             .args(["-pix_fmt", "yuv420p"])
-            .args([
-                "-color_range",
-                "tv",
-                "-colorspace",
-                "bt709",
-                "-color_primaries",
-                "bt709",
-                "-color_trc",
-                "bt709",
-            ])
+            .args(["-color_range", "tv", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"])
             // One time base for every segment so stream-copy concatenation stays frame exact.
             .args(["-video_track_timescale", &(s.fps * 1000).to_string()])
             .args(["-an", "-f", "mp4", "-y"])
@@ -235,25 +193,13 @@ impl VideoEncoder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = spawn(cmd, "video encoder")?;
-        let stdin = child
-            .stdin
-            .take()
-            .map(|s| BufWriter::with_capacity(1 << 20, s));
+        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 20, s));
         let stderr = drain(&mut child);
-        Ok(Self {
-            child,
-            stdin,
-            stderr,
-            frames: 0,
-            out: out.to_path_buf(),
-        })
+        Ok(Self { child, stdin, stderr, frames: 0, out: out.to_path_buf() })
     }
 
     pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .expect("encoder stdin open until finish");
+        let stdin = self.stdin.as_mut().expect("encoder stdin open until finish");
         if let Err(e) = f.write_to(stdin) {
             // A broken pipe means FFmpeg died: report its own words, not EPIPE.
             self.stdin = None;
@@ -298,17 +244,11 @@ impl Drop for VideoEncoder {
 pub fn probe_encoder(enc: H264Encoder) -> bool {
     let mut cmd = command(&ffmpeg_bin());
     let (pre, filter) = enc.device_args();
-    cmd.args(pre).args([
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=256x144:rate=30:duration=0.2",
-    ]);
+    cmd.args(pre).args(["-f", "lavfi", "-i", "testsrc2=size=256x144:rate=30:duration=0.2"]);
     if let Some(f) = filter {
         cmd.args(["-vf", f]);
     }
-    cmd.args(enc.args("veryfast", 23, None))
-        .args(["-f", "null", "-"]);
+    cmd.args(enc.args("veryfast", 23, None)).args(["-f", "null", "-"]);
     run(cmd, enc.ffmpeg_name()).is_ok()
 }
 
@@ -317,39 +257,24 @@ pub fn version() -> Result<String, FfmpegError> {
     let mut c = Command::new(ffmpeg_bin());
     c.arg("-version");
     let out = run(c, "ffmpeg -version")?;
-    Ok(String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string())
+    Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string())
 }
 
 /// Joins MP4 segments by stream copy (no re-encode) and muxes in an audio file.
-pub fn concat(
-    segments: &[PathBuf],
-    audio: Option<&Path>,
-    out: &Path,
-    work_dir: &Path,
-) -> Result<(), FfmpegError> {
+pub fn concat(segments: &[PathBuf], audio: Option<&Path>, out: &Path, work_dir: &Path) -> Result<(), FfmpegError> {
     let list = work_dir.join("concat.txt");
     let mut text = String::from("ffconcat version 1.0\n");
     for s in segments {
         // The concat format quotes with single quotes; escape any in the path.
-        text.push_str(&format!(
-            "file '{}'\n",
-            s.display().to_string().replace('\'', "'\\''")
-        ));
+        text.push_str(&format!("file '{}'\n", s.display().to_string().replace('\'', "'\\''")));
     }
     std::fs::write(&list, text)?;
     let mut cmd = command(&ffmpeg_bin());
     cmd.args(["-f", "concat", "-safe", "0", "-i"]).arg(&list);
     if let Some(a) = audio {
-        cmd.arg("-i")
-            .arg(a)
-            .args(["-map", "0:v:0", "-map", "1:a:0"]);
+        cmd.arg("-i").arg(a).args(["-map", "0:v:0", "-map", "1:a:0"]);
     }
-    cmd.args(["-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y"])
-        .arg(out);
+    cmd.args(["-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y"]).arg(out);
     run(cmd, "concatenation").map(|_| ())
 }
 
@@ -379,62 +304,89 @@ pub fn decode_audio(
         "pipe:1",
     ]);
     let bytes = run(cmd, &format!("decoding {}", path.display()))?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
 /// Encodes interleaved f32 samples to AAC in an M4A file.
-pub fn encode_aac(
-    samples: &[f32],
+pub fn encode_aac(samples: &[f32], rate: u32, channels: u16, kbps: u32, out: &Path) -> Result<(), FfmpegError> {
+    let mut enc = AacEncoder::start(rate, channels, kbps, out)?;
+    for chunk in samples.chunks(1 << 14) {
+        enc.write(chunk)?;
+    }
+    enc.finish()
+}
+
+/// A streaming AAC encoder: interleaved f32 blocks in, an M4A file out.
+pub struct AacEncoder {
+    child: Child,
+    stdin: Option<BufWriter<ChildStdin>>,
+    stderr: Option<JoinHandle<String>>,
+    bytes: Vec<u8>,
+}
+
+impl AacEncoder {
+    pub fn start(rate: u32, channels: u16, kbps: u32, out: &Path) -> Result<Self, FfmpegError> {
+        let mut cmd = command(&ffmpeg_bin());
+        cmd.args(["-f", "f32le", "-ar", &rate.to_string(), "-ac", &channels.to_string(), "-i", "pipe:0"])
+            .args(["-c:a", "aac", "-b:a", &format!("{kbps}k"), "-f", "mp4", "-y"])
+            .arg(out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = spawn(cmd, "audio encoder")?;
+        let stderr = drain(&mut child);
+        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
+        Ok(Self { child, stdin, stderr, bytes: Vec::new() })
+    }
+
+    pub fn write(&mut self, samples: &[f32]) -> Result<(), FfmpegError> {
+        self.bytes.clear();
+        for s in samples {
+            self.bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        let stdin = self.stdin.as_mut().expect("open until finish");
+        if let Err(e) = stdin.write_all(&self.bytes) {
+            self.stdin = None;
+            let status = self.child.wait()?;
+            check("audio encoder", status, self.stderr.take())?;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<(), FfmpegError> {
+        let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
+        let status = self.child.wait()?;
+        check("audio encoder", status, self.stderr.take())?;
+        Ok(flushed?)
+    }
+}
+
+impl Drop for AacEncoder {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Decodes audio straight into a raw f32le file (nothing held in memory), returning its frames.
+pub fn decode_audio_to_file(
+    path: &Path,
     rate: u32,
     channels: u16,
-    kbps: u32,
+    max_seconds: f64,
     out: &Path,
-) -> Result<(), FfmpegError> {
+) -> Result<u64, FfmpegError> {
     let mut cmd = command(&ffmpeg_bin());
-    cmd.args([
-        "-f",
-        "f32le",
-        "-ar",
-        &rate.to_string(),
-        "-ac",
-        &channels.to_string(),
-        "-i",
-        "pipe:0",
-    ])
-    .args([
-        "-c:a",
-        "aac",
-        "-b:a",
-        &format!("{kbps}k"),
-        "-f",
-        "mp4",
-        "-y",
-    ])
-    .arg(out)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = spawn(cmd, "audio encoder")?;
-    let stderr = drain(&mut child);
-    {
-        let mut stdin = BufWriter::with_capacity(1 << 16, child.stdin.take().expect("piped stdin"));
-        let mut bytes = Vec::with_capacity(1 << 16);
-        for chunk in samples.chunks(1 << 14) {
-            bytes.clear();
-            for s in chunk {
-                bytes.extend_from_slice(&s.to_le_bytes());
-            }
-            if stdin.write_all(&bytes).is_err() {
-                break; // FFmpeg died; its status and stderr tell why.
-            }
-        }
-        let _ = stdin.flush();
-    }
-    let status = child.wait()?;
-    check("audio encoder", status, stderr)
+    cmd.arg("-i")
+        .arg(path)
+        .args(["-vn", "-sn", "-t", &format!("{max_seconds:.3}")])
+        .args(["-f", "f32le", "-acodec", "pcm_f32le", "-ac", &channels.to_string(), "-ar", &rate.to_string(), "-y"])
+        .arg(out);
+    run(cmd, &format!("decoding {}", path.display()))?;
+    Ok(std::fs::metadata(out)?.len() / (4 * channels as u64))
 }
 
 /// What ffprobe says about a media file.
@@ -468,29 +420,15 @@ impl ProbeInfo {
 
 pub fn probe(path: &Path) -> Result<ProbeInfo, FfmpegError> {
     let mut c = Command::new(ffprobe_bin());
-    c.args([
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-    ])
-    .arg(path);
+    c.args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]).arg(path);
     let out = run(c, &format!("ffprobe {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&out).map_err(|e| FfmpegError::Probe(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| FfmpegError::Probe(e.to_string()))?;
     let num = |v: &serde_json::Value| -> f64 {
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v.as_f64())
-            .unwrap_or(0.0)
+        v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64()).unwrap_or(0.0)
     };
     let rate = |s: &str| -> f64 {
         match s.split_once('/') {
-            Some((n, d)) => {
-                n.parse::<f64>().unwrap_or(0.0) / d.parse::<f64>().unwrap_or(1.0).max(1e-9)
-            }
+            Some((n, d)) => n.parse::<f64>().unwrap_or(0.0) / d.parse::<f64>().unwrap_or(1.0).max(1e-9),
             None => s.parse().unwrap_or(0.0),
         }
     };
@@ -512,18 +450,13 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, FfmpegError> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(ProbeInfo {
-        duration: num(&v["format"]["duration"]),
-        streams,
-    })
+    Ok(ProbeInfo { duration: num(&v["format"]["duration"]), streams })
 }
 
 /// Decodes one video frame at `t` seconds to straight RGB24 (for tests and thumbnails).
 pub fn frame_rgb_at(path: &Path, t: f64) -> Result<(u32, u32, Vec<u8>), FfmpegError> {
     let info = probe(path)?;
-    let v = info
-        .video()
-        .ok_or_else(|| FfmpegError::Probe("no video stream".into()))?;
+    let v = info.video().ok_or_else(|| FfmpegError::Probe("no video stream".into()))?;
     let (w, h) = (v.width, v.height);
     let mut cmd = command(&ffmpeg_bin());
     // Seeking after -i decodes from the start: slower but exact to the frame.
@@ -533,10 +466,7 @@ pub fn frame_rgb_at(path: &Path, t: f64) -> Result<(u32, u32, Vec<u8>), FfmpegEr
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
     let bytes = run(cmd, "frame extraction")?;
     if bytes.len() != (w * h * 3) as usize {
-        return Err(FfmpegError::Probe(format!(
-            "expected a {w}x{h} frame, got {} bytes",
-            bytes.len()
-        )));
+        return Err(FfmpegError::Probe(format!("expected a {w}x{h} frame, got {} bytes", bytes.len())));
     }
     Ok((w, h, bytes))
 }
@@ -544,10 +474,7 @@ pub fn frame_rgb_at(path: &Path, t: f64) -> Result<(u32, u32, Vec<u8>), FfmpegEr
 /// Decodes a whole video to raw yuv420p (for the encode-only benchmark reference).
 pub fn decode_to_raw(path: &Path, out: &Path) -> Result<(), FfmpegError> {
     let mut cmd = command(&ffmpeg_bin());
-    cmd.arg("-i")
-        .arg(path)
-        .args(["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"])
-        .arg(out);
+    cmd.arg("-i").arg(path).args(["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"]).arg(out);
     run(cmd, "raw decode").map(|_| ())
 }
 
@@ -596,11 +523,7 @@ mod tests {
         let audio = dir.path().join("a.m4a");
         encode_aac(&samples, 48000, 2, 128, &audio).unwrap();
         let decoded = decode_audio(&audio, 48000, 1, None, 10.0).unwrap();
-        assert!(
-            (decoded.len() as i64 - 48000).abs() < 2048,
-            "{}",
-            decoded.len()
-        );
+        assert!((decoded.len() as i64 - 48000).abs() < 2048, "{}", decoded.len());
 
         let out = dir.path().join("out.mp4");
         concat(&segs, Some(&audio), &out, dir.path()).unwrap();
@@ -610,17 +533,9 @@ mod tests {
         assert!((v.fps - 25.0).abs() < 0.01);
         assert_eq!(info.audio().unwrap().codec_name, "aac");
         let (_, _, px) = frame_rgb_at(&out, 0.2).unwrap();
-        assert!(
-            px[0] > 200 && px[2] < 60,
-            "first segment red: {:?}",
-            &px[..3]
-        );
+        assert!(px[0] > 200 && px[2] < 60, "first segment red: {:?}", &px[..3]);
         let (_, _, px) = frame_rgb_at(&out, 0.8).unwrap();
-        assert!(
-            px[2] > 200 && px[0] < 60,
-            "second segment blue: {:?}",
-            &px[..3]
-        );
+        assert!(px[2] > 200 && px[0] < 60, "second segment blue: {:?}", &px[..3]);
     }
 
     #[test]

@@ -38,10 +38,7 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 impl Yuv420 {
     /// A frame filled with one straight sRGB colour.
     pub fn solid(width: u32, height: u32, rgb: [u8; 3]) -> Self {
-        assert!(
-            width % 2 == 0 && height % 2 == 0,
-            "4:2:0 needs even dimensions"
-        );
+        assert!(width % 2 == 0 && height % 2 == 0, "4:2:0 needs even dimensions");
         let (y, u, v) = rgb_to_yuv(rgb[0] as f32, rgb[1] as f32, rgb[2] as f32);
         let (cw, ch) = ((width / 2) as usize, (height / 2) as usize);
         Self {
@@ -56,27 +53,17 @@ impl Yuv420 {
     /// Converts straight (non-premultiplied) RGBA pixels; alpha is ignored. Chroma is the
     /// average of each 2x2 block.
     pub fn from_rgba(width: u32, height: u32, rgba: &[u8]) -> Self {
-        assert!(
-            width % 2 == 0 && height % 2 == 0,
-            "4:2:0 needs even dimensions"
-        );
+        assert!(width % 2 == 0 && height % 2 == 0, "4:2:0 needs even dimensions");
         let (w, h) = (width as usize, height as usize);
         assert_eq!(rgba.len(), w * h * 4);
-        let mut out = Self {
-            width,
-            height,
-            y: vec![0; w * h],
-            u: vec![0; w * h / 4],
-            v: vec![0; w * h / 4],
-        };
+        let mut out = Self { width, height, y: vec![0; w * h], u: vec![0; w * h / 4], v: vec![0; w * h / 4] };
         for cy in 0..h / 2 {
             for cx in 0..w / 2 {
                 let (mut su, mut sv) = (0.0, 0.0);
                 for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                     let (px, py) = (cx * 2 + dx, cy * 2 + dy);
                     let i = (py * w + px) * 4;
-                    let (y, u, v) =
-                        rgb_to_yuv(rgba[i] as f32, rgba[i + 1] as f32, rgba[i + 2] as f32);
+                    let (y, u, v) = rgb_to_yuv(rgba[i] as f32, rgba[i + 1] as f32, rgba[i + 2] as f32);
                     out.y[py * w + px] = y.round() as u8;
                     su += u;
                     sv += v;
@@ -145,32 +132,9 @@ pub fn resample_crop(src: &Yuv420, crop: Crop, dst: &mut Yuv420, scratch: &mut V
     let (sw, sh) = (src.width as usize, src.height as usize);
     let (dw, dh) = (dst.width as usize, dst.height as usize);
     resample_plane(&src.y, sw, sh, crop, &mut dst.y, dw, dh, scratch);
-    let c = Crop {
-        x: crop.x / 2.0,
-        y: crop.y / 2.0,
-        w: crop.w / 2.0,
-        h: crop.h / 2.0,
-    };
-    resample_plane(
-        &src.u,
-        sw / 2,
-        sh / 2,
-        c,
-        &mut dst.u,
-        dw / 2,
-        dh / 2,
-        scratch,
-    );
-    resample_plane(
-        &src.v,
-        sw / 2,
-        sh / 2,
-        c,
-        &mut dst.v,
-        dw / 2,
-        dh / 2,
-        scratch,
-    );
+    let c = Crop { x: crop.x / 2.0, y: crop.y / 2.0, w: crop.w / 2.0, h: crop.h / 2.0 };
+    resample_plane(&src.u, sw / 2, sh / 2, c, &mut dst.u, dw / 2, dh / 2, scratch);
+    resample_plane(&src.v, sw / 2, sh / 2, c, &mut dst.v, dw / 2, dh / 2, scratch);
 }
 
 /// Index and 7-bit weight of the sample to the right, per output position.
@@ -213,11 +177,7 @@ fn resample_plane(
         let r0 = &src[y0 as usize * sw..][..sw];
         let r1 = &src[(y0 as usize + 1) * sw..][..sw];
         let (a, b) = (128 - wy, wy);
-        for ((t, &p0), &p1) in row[x_lo..x_hi]
-            .iter_mut()
-            .zip(&r0[x_lo..x_hi])
-            .zip(&r1[x_lo..x_hi])
-        {
+        for ((t, &p0), &p1) in row[x_lo..x_hi].iter_mut().zip(&r0[x_lo..x_hi]).zip(&r1[x_lo..x_hi]) {
             *t = p0 as u16 * a + p1 as u16 * b;
         }
         let out = &mut dst[oy * dw..][..dw];
@@ -232,11 +192,7 @@ fn resample_plane(
 /// `out = a + (b - a) * t`, t in 0..=1, on every plane.
 pub fn crossfade(a: &Yuv420, b: &Yuv420, t: f32, out: &mut Yuv420) {
     let w = (t.clamp(0.0, 1.0) * 256.0).round() as u16;
-    for (o, (pa, pb)) in [
-        (&mut out.y, (&a.y, &b.y)),
-        (&mut out.u, (&a.u, &b.u)),
-        (&mut out.v, (&a.v, &b.v)),
-    ] {
+    for (o, (pa, pb)) in [(&mut out.y, (&a.y, &b.y)), (&mut out.u, (&a.u, &b.u)), (&mut out.v, (&a.v, &b.v))] {
         for ((o, &x), &y) in o.iter_mut().zip(pa.iter()).zip(pb.iter()) {
             *o = ((x as u16 * (256 - w) + y as u16 * w + 128) >> 8) as u8;
         }
@@ -265,11 +221,7 @@ pub fn slide(a: &Yuv420, b: &Yuv420, t: f32, out: &mut Yuv420) {
         (&mut out.v, &a.v, &b.v, w / 2, off / 2),
     ];
     for (o, pa, pb, pw, poff) in planes {
-        for ((orow, arow), brow) in o
-            .chunks_exact_mut(pw)
-            .zip(pa.chunks_exact(pw))
-            .zip(pb.chunks_exact(pw))
-        {
+        for ((orow, arow), brow) in o.chunks_exact_mut(pw).zip(pa.chunks_exact(pw)).zip(pb.chunks_exact(pw)) {
             orow[..pw - poff].copy_from_slice(&arow[poff..]);
             orow[pw - poff..].copy_from_slice(&brow[..poff]);
         }
@@ -318,11 +270,7 @@ impl YuvOverlay {
                     continue;
                 }
                 let af = a as f32 / 255.0;
-                let (yy, u, v) = rgb_to_yuv(
-                    rgba[i] as f32 / af,
-                    rgba[i + 1] as f32 / af,
-                    rgba[i + 2] as f32 / af,
-                );
+                let (yy, u, v) = rgb_to_yuv(rgba[i] as f32 / af, rgba[i + 1] as f32 / af, rgba[i + 2] as f32 / af);
                 o.y_plane[py * w + px] = yy.round().clamp(0.0, 255.0) as u8;
                 o.a_plane[py * w + px] = a;
                 let c = &mut acc[(py / 2) * cw + px / 2];
@@ -356,43 +304,13 @@ impl YuvOverlay {
         );
         let (cw, ch) = ((self.width as i32 + 1) / 2, (self.height as i32 + 1) / 2);
         let (fw, fh) = (f.width as i32 / 2, f.height as i32 / 2);
-        blend_plane(
-            &mut f.u,
-            fw,
-            fh,
-            self.x / 2,
-            self.y / 2,
-            cw,
-            ch,
-            &self.u_plane,
-            &self.ca_plane,
-        );
-        blend_plane(
-            &mut f.v,
-            fw,
-            fh,
-            self.x / 2,
-            self.y / 2,
-            cw,
-            ch,
-            &self.v_plane,
-            &self.ca_plane,
-        );
+        blend_plane(&mut f.u, fw, fh, self.x / 2, self.y / 2, cw, ch, &self.u_plane, &self.ca_plane);
+        blend_plane(&mut f.v, fw, fh, self.x / 2, self.y / 2, cw, ch, &self.v_plane, &self.ca_plane);
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn blend_plane(
-    dst: &mut [u8],
-    dw: i32,
-    dh: i32,
-    ox: i32,
-    oy: i32,
-    ow: i32,
-    oh: i32,
-    src: &[u8],
-    alpha: &[u8],
-) {
+fn blend_plane(dst: &mut [u8], dw: i32, dh: i32, ox: i32, oy: i32, ow: i32, oh: i32, src: &[u8], alpha: &[u8]) {
     let x0 = ox.max(0);
     let x1 = (ox + ow).min(dw);
     if x0 >= x1 {
@@ -426,12 +344,7 @@ mod tests {
         let mut rgba = Vec::with_capacity((w * h * 4) as usize);
         for y in 0..h {
             for x in 0..w {
-                rgba.extend_from_slice(&[
-                    (x * 255 / (w - 1)) as u8,
-                    (y * 255 / (h - 1)) as u8,
-                    90,
-                    255,
-                ]);
+                rgba.extend_from_slice(&[(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 90, 255]);
             }
         }
         Yuv420::from_rgba(w, h, &rgba)
@@ -439,20 +352,11 @@ mod tests {
 
     #[test]
     fn rgb_yuv_round_trip_is_close() {
-        for rgb in [
-            [0, 0, 0],
-            [255, 255, 255],
-            [200, 30, 60],
-            [10, 200, 90],
-            [30, 60, 240],
-        ] {
+        for rgb in [[0, 0, 0], [255, 255, 255], [200, 30, 60], [10, 200, 90], [30, 60, 240]] {
             let (y, u, v) = rgb_to_yuv(rgb[0] as f32, rgb[1] as f32, rgb[2] as f32);
             let back = yuv_to_rgb(y.round() as u8, u.round() as u8, v.round() as u8);
             for c in 0..3 {
-                assert!(
-                    (back[c] as i32 - rgb[c] as i32).abs() <= 3,
-                    "{rgb:?} -> {back:?}"
-                );
+                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 3, "{rgb:?} -> {back:?}");
             }
         }
         let (y, _, _) = rgb_to_yuv(0.0, 0.0, 0.0);
@@ -464,17 +368,7 @@ mod tests {
         let src = gradient(64, 32);
         let mut dst = Yuv420::solid(64, 32, [0, 0, 0]);
         let mut s = Vec::new();
-        resample_crop(
-            &src,
-            Crop {
-                x: 0.0,
-                y: 0.0,
-                w: 64.0,
-                h: 32.0,
-            },
-            &mut dst,
-            &mut s,
-        );
+        resample_crop(&src, Crop { x: 0.0, y: 0.0, w: 64.0, h: 32.0 }, &mut dst, &mut s);
         assert_eq!(src, dst);
     }
 
@@ -484,34 +378,14 @@ mod tests {
         let src = gradient(128, 64);
         let mut dst = Yuv420::solid(128, 64, [0, 0, 0]);
         let mut s = Vec::new();
-        resample_crop(
-            &src,
-            Crop {
-                x: 64.0,
-                y: 0.0,
-                w: 64.0,
-                h: 64.0,
-            },
-            &mut dst,
-            &mut s,
-        );
+        resample_crop(&src, Crop { x: 64.0, y: 0.0, w: 64.0, h: 64.0 }, &mut dst, &mut s);
         let left = dst.rgb_at(0, 32)[0] as i32;
         let right = dst.rgb_at(127, 32)[0] as i32;
         assert!((left - 128).abs() < 8, "left red {left}");
         assert!(right > 245, "right red {right}");
         // Downscale by 2 keeps the overall ramp.
         let mut small = Yuv420::solid(64, 32, [0, 0, 0]);
-        resample_crop(
-            &src,
-            Crop {
-                x: 0.0,
-                y: 0.0,
-                w: 128.0,
-                h: 64.0,
-            },
-            &mut small,
-            &mut s,
-        );
+        resample_crop(&src, Crop { x: 0.0, y: 0.0, w: 128.0, h: 64.0 }, &mut small, &mut s);
         assert!(small.rgb_at(0, 16)[0] < 10 && small.rgb_at(63, 16)[0] > 245);
     }
 
@@ -522,10 +396,7 @@ mod tests {
         let mut out = a.clone();
         crossfade(&a, &b, 0.5, &mut out);
         let [r, _, bl] = out.rgb_at(8, 8);
-        assert!(
-            (100..156).contains(&r) && (100..156).contains(&bl),
-            "{r} {bl}"
-        );
+        assert!((100..156).contains(&r) && (100..156).contains(&bl), "{r} {bl}");
         crossfade(&a, &b, 0.0, &mut out);
         assert_eq!(out, a);
         crossfade(&a, &b, 1.0, &mut out);

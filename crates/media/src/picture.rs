@@ -15,12 +15,7 @@ pub enum PictureError {
     #[error("not a supported image (JPEG, PNG, WebP, GIF, BMP, TIFF): {0}")]
     UnknownFormat(String),
     #[error("image too large: {name} is {width}x{height}, the limit is {limit} pixels")]
-    TooLarge {
-        name: String,
-        width: u32,
-        height: u32,
-        limit: u64,
-    },
+    TooLarge { name: String, width: u32, height: u32, limit: u64 },
     #[error("corrupt or unreadable image {0}: {1}")]
     Corrupt(String, String),
 }
@@ -40,26 +35,16 @@ pub fn load(path: &Path, max_pixels: u64) -> Result<Rgba, PictureError> {
     if reader.format().is_none() {
         return Err(PictureError::UnknownFormat(name));
     }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| PictureError::Corrupt(name.clone(), e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| PictureError::Corrupt(name.clone(), e.to_string()))?;
     let (width, height) = decoder.dimensions();
     if width as u64 * height as u64 > max_pixels {
-        return Err(PictureError::TooLarge {
-            name,
-            width,
-            height,
-            limit: max_pixels,
-        });
+        return Err(PictureError::TooLarge { name, width, height, limit: max_pixels });
     }
     if width == 0 || height == 0 {
         return Err(PictureError::Corrupt(name, "zero-sized image".into()));
     }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|e| PictureError::Corrupt(name, e.to_string()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| PictureError::Corrupt(name, e.to_string()))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgba8())
 }
@@ -69,15 +54,12 @@ fn resize(src: &Rgba, crop: Option<(f64, f64, f64, f64)>, w: u32, h: u32) -> Rgb
     let w = w.max(1);
     let h = h.max(1);
     let mut dst = FrImage::new(w, h, fr::PixelType::U8x4);
-    let mut opts =
-        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom));
+    let mut opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom));
     if let Some((l, t, cw, ch)) = crop {
         opts = opts.crop(l, t, cw, ch);
     }
     // Both images are plain U8x4 of the declared sizes, so resizing cannot fail.
-    fr::Resizer::new()
-        .resize(src, &mut dst, &opts)
-        .expect("resize of matching pixel types");
+    fr::Resizer::new().resize(src, &mut dst, &opts).expect("resize of matching pixel types");
     RgbaImage::from_raw(w, h, dst.into_vec()).expect("buffer of w*h*4")
 }
 
@@ -101,22 +83,14 @@ pub fn fit(img: &Rgba, w: u32, h: u32, mode: FitMode, background: [u8; 4]) -> Rg
         }
         FitMode::Contain | FitMode::ContainBlur => {
             let s = (cw / iw).min(ch / ih);
-            let (fw, fh) = (
-                ((iw * s).round() as u32).clamp(1, w),
-                ((ih * s).round() as u32).clamp(1, h),
-            );
+            let (fw, fh) = (((iw * s).round() as u32).clamp(1, w), ((ih * s).round() as u32).clamp(1, h));
             let fitted = resize(img, None, fw, fh);
             let mut canvas = if mode == FitMode::ContainBlur {
                 blurred_cover(img, w, h)
             } else {
                 RgbaImage::from_pixel(w, h, image::Rgba(background))
             };
-            image::imageops::overlay(
-                &mut canvas,
-                &fitted,
-                ((w - fw) / 2) as i64,
-                ((h - fh) / 2) as i64,
-            );
+            image::imageops::overlay(&mut canvas, &fitted, ((w - fw) / 2) as i64, ((h - fh) / 2) as i64);
             canvas
         }
     }
@@ -146,12 +120,7 @@ pub fn solid(w: u32, h: u32, color: [u8; 4]) -> Rgba {
 pub fn gradient(w: u32, h: u32, from: [u8; 4], to: [u8; 4], angle_deg: f32) -> Rgba {
     let (s, c) = angle_deg.to_radians().sin_cos();
     // Project each pixel on the direction and normalise over the canvas' extent.
-    let corners = [
-        (0.0, 0.0),
-        (w as f32, 0.0),
-        (0.0, h as f32),
-        (w as f32, h as f32),
-    ];
+    let corners = [(0.0, 0.0), (w as f32, 0.0), (0.0, h as f32), (w as f32, h as f32)];
     let proj: Vec<f32> = corners.iter().map(|(x, y)| x * c + y * s).collect();
     let lo = proj.iter().cloned().fold(f32::INFINITY, f32::min);
     let hi = proj.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -159,12 +128,7 @@ pub fn gradient(w: u32, h: u32, from: [u8; 4], to: [u8; 4], angle_deg: f32) -> R
     RgbaImage::from_fn(w, h, |x, y| {
         let t = ((x as f32 + 0.5) * c + (y as f32 + 0.5) * s - lo) / span;
         let mix = |a: u8, b: u8| (a as f32 + (b as f32 - a as f32) * t).round() as u8;
-        image::Rgba([
-            mix(from[0], to[0]),
-            mix(from[1], to[1]),
-            mix(from[2], to[2]),
-            255,
-        ])
+        image::Rgba([mix(from[0], to[0]), mix(from[1], to[1]), mix(from[2], to[2]), 255])
     })
 }
 
@@ -188,8 +152,7 @@ pub fn draw_overlay(canvas: &mut Rgba, ov: &RgbaOverlay, x: i64, y: i64) {
             }
             let p = canvas.get_pixel_mut(cx as u32, cy as u32);
             for c in 0..3 {
-                p.0[c] = ((ov.data[i + c] as u32 * 255 + p.0[c] as u32 * (255 - a) + 127) / 255)
-                    .min(255) as u8;
+                p.0[c] = ((ov.data[i + c] as u32 * 255 + p.0[c] as u32 * (255 - a) + 127) / 255).min(255) as u8;
             }
         }
     }
@@ -201,24 +164,18 @@ mod tests {
 
     fn two_tone(w: u32, h: u32) -> Rgba {
         // Left half red, right half blue.
-        RgbaImage::from_fn(w, h, |x, _| {
-            if x < w / 2 {
-                image::Rgba([255, 0, 0, 255])
-            } else {
-                image::Rgba([0, 0, 255, 255])
-            }
-        })
+        RgbaImage::from_fn(
+            w,
+            h,
+            |x, _| {
+                if x < w / 2 { image::Rgba([255, 0, 0, 255]) } else { image::Rgba([0, 0, 255, 255]) }
+            },
+        )
     }
 
     #[test]
     fn cover_fills_and_crops() {
-        let out = fit(
-            &two_tone(400, 100),
-            100,
-            100,
-            FitMode::Cover,
-            [0, 255, 0, 255],
-        );
+        let out = fit(&two_tone(400, 100), 100, 100, FitMode::Cover, [0, 255, 0, 255]);
         assert_eq!(out.dimensions(), (100, 100));
         assert_eq!(out.get_pixel(5, 50).0[0], 255);
         assert_eq!(out.get_pixel(95, 50).0[2], 255);
@@ -227,27 +184,12 @@ mod tests {
 
     #[test]
     fn contain_shows_background_bars() {
-        let out = fit(
-            &two_tone(400, 100),
-            100,
-            100,
-            FitMode::Contain,
-            [0, 255, 0, 255],
-        );
+        let out = fit(&two_tone(400, 100), 100, 100, FitMode::Contain, [0, 255, 0, 255]);
         assert_eq!(out.get_pixel(50, 2).0, [0, 255, 0, 255]);
         assert_eq!(out.get_pixel(10, 50).0[0], 255);
-        let blur = fit(
-            &two_tone(400, 100),
-            100,
-            100,
-            FitMode::ContainBlur,
-            [0, 255, 0, 255],
-        );
+        let blur = fit(&two_tone(400, 100), 100, 100, FitMode::ContainBlur, [0, 255, 0, 255]);
         let bar = blur.get_pixel(50, 2).0;
-        assert!(
-            bar[1] < 50 && (bar[0] > 40 || bar[2] > 40),
-            "blurred image fills the bars: {bar:?}"
-        );
+        assert!(bar[1] < 50 && (bar[0] > 40 || bar[2] > 40), "blurred image fills the bars: {bar:?}");
     }
 
     #[test]
@@ -262,33 +204,20 @@ mod tests {
         let png = dir.path().join("a.png");
         two_tone(40, 20).save(&png).unwrap();
         assert_eq!(load(&png, 10_000).unwrap().dimensions(), (40, 20));
-        assert!(matches!(
-            load(&png, 100),
-            Err(PictureError::TooLarge { width: 40, .. })
-        ));
+        assert!(matches!(load(&png, 100), Err(PictureError::TooLarge { width: 40, .. })));
         let bad = dir.path().join("b.jpg");
         std::fs::write(&bad, b"\xff\xd8\xff\xe0garbage").unwrap();
         assert!(matches!(load(&bad, 10_000), Err(PictureError::Corrupt(..))));
         let txt = dir.path().join("c.dat");
         std::fs::write(&txt, b"hello").unwrap();
-        assert!(matches!(
-            load(&txt, 10_000),
-            Err(PictureError::UnknownFormat(_))
-        ));
-        assert!(matches!(
-            load(&dir.path().join("none.png"), 10_000),
-            Err(PictureError::Io(..))
-        ));
+        assert!(matches!(load(&txt, 10_000), Err(PictureError::UnknownFormat(_))));
+        assert!(matches!(load(&dir.path().join("none.png"), 10_000), Err(PictureError::Io(..))));
     }
 
     #[test]
     fn draw_overlay_blends_premultiplied() {
         let mut c = solid(4, 4, [0, 0, 0, 255]);
-        let ov = RgbaOverlay {
-            width: 2,
-            height: 1,
-            data: vec![255, 255, 255, 255, 128, 0, 0, 128],
-        };
+        let ov = RgbaOverlay { width: 2, height: 1, data: vec![255, 255, 255, 255, 128, 0, 0, 128] };
         draw_overlay(&mut c, &ov, 3, 0);
         assert_eq!(c.get_pixel(3, 0).0[0], 255);
         draw_overlay(&mut c, &ov, 0, 1);

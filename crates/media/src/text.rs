@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use cosmic_text::{
-    Align as CtAlign, Attrs, Buffer, CacheKey, Family, FontSystem, LayoutGlyph, LineIter, Metrics,
-    Shaping, SwashCache, SwashContent, SwashImage, Weight, Wrap,
+    Align as CtAlign, Attrs, Buffer, CacheKey, Family, FontSystem, LayoutGlyph, LineIter, Metrics, Shaping, SwashCache,
+    SwashContent, SwashImage, Weight, Wrap,
 };
 
 /// Errors from font loading.
@@ -48,11 +48,7 @@ pub struct RgbaOverlay {
 impl RgbaOverlay {
     /// A 0x0 overlay with no pixels.
     pub fn empty() -> Self {
-        Self {
-            width: 0,
-            height: 0,
-            data: Vec::new(),
-        }
+        Self { width: 0, height: 0, data: Vec::new() }
     }
 
     /// True when the overlay has no pixels.
@@ -62,17 +58,9 @@ impl RgbaOverlay {
 
     /// The premultiplied RGBA value at (x, y). Panics when out of bounds.
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
-        assert!(
-            x < self.width && y < self.height,
-            "pixel ({x}, {y}) out of bounds"
-        );
+        assert!(x < self.width && y < self.height, "pixel ({x}, {y}) out of bounds");
         let i = (y as usize * self.width as usize + x as usize) * 4;
-        [
-            self.data[i],
-            self.data[i + 1],
-            self.data[i + 2],
-            self.data[i + 3],
-        ]
+        [self.data[i], self.data[i + 1], self.data[i + 2], self.data[i + 3]]
     }
 }
 
@@ -114,11 +102,7 @@ impl Default for TextStyle {
 impl TextStyle {
     /// Line height in px.
     pub fn line_height_px(&self) -> f32 {
-        let mult = if self.line_height.is_finite() && self.line_height > 0.0 {
-            self.line_height
-        } else {
-            1.2
-        };
+        let mult = if self.line_height.is_finite() && self.line_height > 0.0 { self.line_height } else { 1.2 };
         self.size_px * mult
     }
 
@@ -164,30 +148,10 @@ pub struct TextBlock<'a> {
 /// Most glyph images kept rasterised; the cache is dropped and rebuilt past this.
 const GLYPH_CACHE_LIMIT: usize = 8192;
 
-const SANS_SERIF_PREFS: &[&str] = &[
-    "DejaVu Sans",
-    "Noto Sans",
-    "Liberation Sans",
-    "Open Sans",
-    "Arial",
-    "Helvetica",
-    "Roboto",
-    "FreeSans",
-];
-const SERIF_PREFS: &[&str] = &[
-    "DejaVu Serif",
-    "Noto Serif",
-    "Liberation Serif",
-    "Times New Roman",
-    "FreeSerif",
-];
-const MONOSPACE_PREFS: &[&str] = &[
-    "DejaVu Sans Mono",
-    "Noto Sans Mono",
-    "Liberation Mono",
-    "Courier New",
-    "FreeMono",
-];
+const SANS_SERIF_PREFS: &[&str] =
+    &["DejaVu Sans", "Noto Sans", "Liberation Sans", "Open Sans", "Arial", "Helvetica", "Roboto", "FreeSans"];
+const SERIF_PREFS: &[&str] = &["DejaVu Serif", "Noto Serif", "Liberation Serif", "Times New Roman", "FreeSerif"];
+const MONOSPACE_PREFS: &[&str] = &["DejaVu Sans Mono", "Noto Sans Mono", "Liberation Mono", "Courier New", "FreeMono"];
 
 struct Inner {
     fonts: FontSystem,
@@ -200,15 +164,8 @@ impl Inner {
         if self.images.len() >= GLYPH_CACHE_LIMIT && !self.images.contains_key(&key) {
             self.images.clear();
         }
-        let Inner {
-            fonts,
-            swash,
-            images,
-        } = self;
-        images
-            .entry(key)
-            .or_insert_with(|| swash.get_image_uncached(fonts, key))
-            .as_ref()
+        let Inner { fonts, swash, images } = self;
+        images.entry(key).or_insert_with(|| swash.get_image_uncached(fonts, key)).as_ref()
     }
 }
 
@@ -248,11 +205,7 @@ fn first_installed(fonts: &FontSystem, prefs: &[&str]) -> Option<String> {
 /// are often absent).
 fn configure_generic_families(fonts: &mut FontSystem) {
     let sans = first_installed(fonts, SANS_SERIF_PREFS).or_else(|| {
-        fonts
-            .db()
-            .faces()
-            .find(|f| !f.monospaced && !f.families.is_empty())
-            .map(|f| f.families[0].0.clone())
+        fonts.db().faces().find(|f| !f.monospaced && !f.families.is_empty()).map(|f| f.families[0].0.clone())
     });
     let serif = first_installed(fonts, SERIF_PREFS).or_else(|| sans.clone());
     let mono = first_installed(fonts, MONOSPACE_PREFS).or_else(|| {
@@ -337,11 +290,7 @@ fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_
         GenericOrNamed::Generic(g) => *g,
         GenericOrNamed::Named(n) => Family::Name(n),
     };
-    let weight = if style.bold {
-        Weight::BOLD
-    } else {
-        Weight::NORMAL
-    };
+    let weight = if style.bold { Weight::BOLD } else { Weight::NORMAL };
     let attrs = Attrs::new().family(family).weight(weight);
     // Left alignment puts every line (LTR or RTL) at x in [0, line_w]; we align ourselves.
     buffer.set_text(text, &attrs, Shaping::Advanced, Some(CtAlign::Left));
@@ -358,28 +307,16 @@ fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_
         let glyphs = run
             .glyphs
             .iter()
-            .map(|g| PlacedGlyph {
-                glyph: g.clone(),
-                start: base + g.start,
-                end: base + g.end,
-            })
+            .map(|g| PlacedGlyph { glyph: g.clone(), start: base + g.start, end: base + g.end })
             .collect();
         width = width.max(run.line_w);
         height = height.max(run.line_top + run.line_height);
-        lines.push(LaidLine {
-            baseline: run.line_y,
-            width: run.line_w,
-            glyphs,
-        });
+        lines.push(LaidLine { baseline: run.line_y, width: run.line_w, glyphs });
     }
     if max_width_px > 0 {
         width = width.min(max_width_px as f32);
     }
-    Layout {
-        lines,
-        width,
-        height,
-    }
+    Layout { lines, width, height }
 }
 
 /// Overlay size for a laid-out block.
@@ -411,12 +348,7 @@ fn mul255(a: u32, b: u32) -> u32 {
 #[inline]
 fn premultiply(c: [u8; 4]) -> [u32; 4] {
     let a = u32::from(c[3]);
-    [
-        mul255(u32::from(c[0]), a),
-        mul255(u32::from(c[1]), a),
-        mul255(u32::from(c[2]), a),
-        a,
-    ]
+    [mul255(u32::from(c[0]), a), mul255(u32::from(c[1]), a), mul255(u32::from(c[2]), a), a]
 }
 
 /// `dst = src over dst`, both premultiplied.
@@ -461,10 +393,7 @@ fn dilate(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
             }
         }
     }
-    let row_has_ink: Vec<bool> = src
-        .chunks_exact(w)
-        .map(|row| row.iter().any(|&v| v != 0))
-        .collect();
+    let row_has_ink: Vec<bool> = src.chunks_exact(w).map(|row| row.iter().any(|&v| v != 0)).collect();
 
     // Dest row y - dy takes source row y.
     let dest_row = |y: usize, dy: isize| -> Option<usize> {
@@ -542,11 +471,7 @@ fn dilate_naive(src: &[u8], w: usize, h: usize, r: f32) -> Vec<u8> {
                     let d = ((dx * dx + dy * dy) as f32).sqrt();
                     let k = ((r + 1.0 - d).clamp(0.0, 1.0) * 256.0).round() as u16;
                     let s = src[sy as usize * w + sx as usize];
-                    let v = if k >= 256 {
-                        s
-                    } else {
-                        ((u16::from(s) * k) >> 8) as u8
-                    };
+                    let v = if k >= 256 { s } else { ((u16::from(s) * k) >> 8) as u8 };
                     m = m.max(v);
                 }
             }
@@ -602,15 +527,7 @@ fn blit_glyph(
                     if c == 0 {
                         continue;
                     }
-                    (
-                        [
-                            mul255(pm[0], c),
-                            mul255(pm[1], c),
-                            mul255(pm[2], c),
-                            mul255(pm[3], c),
-                        ],
-                        c,
-                    )
+                    ([mul255(pm[0], c), mul255(pm[1], c), mul255(pm[2], c), mul255(pm[3], c)], c)
                 }
                 SwashContent::SubpixelMask => {
                     let d = &image.data[gi * 4..gi * 4 + 4];
@@ -618,15 +535,7 @@ fn blit_glyph(
                     if c == 0 {
                         continue;
                     }
-                    (
-                        [
-                            mul255(pm[0], c),
-                            mul255(pm[1], c),
-                            mul255(pm[2], c),
-                            mul255(pm[3], c),
-                        ],
-                        c,
-                    )
+                    ([mul255(pm[0], c), mul255(pm[1], c), mul255(pm[2], c), mul255(pm[3], c)], c)
                 }
                 SwashContent::Color => {
                     // Colour glyphs (emoji) keep their colours, faded by the fill alpha.
@@ -636,12 +545,7 @@ fn blit_glyph(
                         continue;
                     }
                     (
-                        [
-                            mul255(u32::from(d[0]), a),
-                            mul255(u32::from(d[1]), a),
-                            mul255(u32::from(d[2]), a),
-                            a,
-                        ],
+                        [mul255(u32::from(d[0]), a), mul255(u32::from(d[1]), a), mul255(u32::from(d[2]), a), a],
                         u32::from(d[3]),
                     )
                 }
@@ -661,13 +565,7 @@ impl TextRenderer {
     pub fn new() -> Self {
         let mut fonts = FontSystem::new();
         configure_generic_families(&mut fonts);
-        Self {
-            inner: Mutex::new(Inner {
-                fonts,
-                swash: SwashCache::new(),
-                images: HashMap::new(),
-            }),
-        }
+        Self { inner: Mutex::new(Inner { fonts, swash: SwashCache::new(), images: HashMap::new() }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -676,10 +574,7 @@ impl TextRenderer {
 
     /// Adds the faces of a font file (TTF/OTF/TTC); returns the family names it added.
     pub fn load_font_file(&self, path: &Path) -> Result<Vec<String>, TextError> {
-        let fail = |reason: String| TextError::FontFile {
-            path: path.display().to_string(),
-            reason,
-        };
+        let fail = |reason: String| TextError::FontFile { path: path.display().to_string(), reason };
         let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let mut inner = self.lock();
         let before: HashSet<_> = inner.fonts.db().faces().map(|f| f.id).collect();
@@ -720,12 +615,7 @@ impl TextRenderer {
     /// `words` on that line. Words are joined with single spaces. A word wider than max_width
     /// gets its own line (render_block will break it over several lines, so for such words
     /// the number of rendered lines is larger than the number of entries returned).
-    pub fn wrap_words(
-        &self,
-        words: &[&str],
-        style: &TextStyle,
-        max_width_px: u32,
-    ) -> Vec<Vec<usize>> {
+    pub fn wrap_words(&self, words: &[&str], style: &TextStyle, max_width_px: u32) -> Vec<Vec<usize>> {
         if words.is_empty() {
             return Vec::new();
         }
@@ -787,9 +677,7 @@ impl TextRenderer {
             return 0;
         }
         let mut inner = self.lock();
-        layout_text(&mut inner.fonts, text, block.style, block.max_width_px)
-            .lines
-            .len()
+        layout_text(&mut inner.fonts, text, block.style, block.max_width_px).lines.len()
     }
 
     /// Measures the laid-out block (width, height) in px, including outline and box padding:
@@ -875,15 +763,7 @@ impl TextRenderer {
             }
             if let Some((_, oc)) = &outline {
                 let a = a as u32;
-                over(
-                    b,
-                    [
-                        mul255(oc[0], a),
-                        mul255(oc[1], a),
-                        mul255(oc[2], a),
-                        mul255(oc[3], a),
-                    ],
-                );
+                over(b, [mul255(oc[0], a), mul255(oc[1], a), mul255(oc[2], a), mul255(oc[3], a)]);
             }
         }
         let compose = |px: &mut [u8], under: [u8; 4]| match px[3] {
@@ -891,15 +771,7 @@ impl TextRenderer {
             0 => px.copy_from_slice(&under),
             _ => {
                 let mut d = under;
-                over(
-                    &mut d,
-                    [
-                        u32::from(px[0]),
-                        u32::from(px[1]),
-                        u32::from(px[2]),
-                        u32::from(px[3]),
-                    ],
-                );
+                over(&mut d, [u32::from(px[0]), u32::from(px[1]), u32::from(px[2]), u32::from(px[3])]);
                 px.copy_from_slice(&d);
             }
         };
@@ -917,11 +789,7 @@ impl TextRenderer {
             }
             None => {}
         }
-        Ok(RgbaOverlay {
-            width: w,
-            height: h,
-            data,
-        })
+        Ok(RgbaOverlay { width: w, height: h, data })
     }
 }
 
@@ -949,12 +817,7 @@ mod tests {
     }
 
     fn block<'a>(text: &'a str, style: &'a TextStyle, max: u32) -> TextBlock<'a> {
-        TextBlock {
-            text,
-            style,
-            max_width_px: max,
-            highlight: None,
-        }
+        TextBlock { text, style, max_width_px: max, highlight: None }
     }
 
     fn pixels(o: &RgbaOverlay) -> impl Iterator<Item = (u32, u32, [u8; 4])> + '_ {
@@ -989,12 +852,7 @@ mod tests {
         let mut s = style(48.0);
         s.color = [255, 200, 0, 255];
         let o = renderer().render_block(&block("Hello", &s, 0)).unwrap();
-        assert!(
-            o.width > 60 && o.height >= 48,
-            "size {}x{}",
-            o.width,
-            o.height
-        );
+        assert!(o.width > 60 && o.height >= 48, "size {}x{}", o.width, o.height);
         assert_eq!(o.data.len(), (o.width * o.height * 4) as usize);
         let inked = pixels(&o).filter(|p| p.2[3] > 0).count();
         let opaque: Vec<_> = pixels(&o).filter(|p| p.2[3] == 255).collect();
@@ -1007,10 +865,7 @@ mod tests {
         for (_, _, p) in pixels(&o) {
             assert!(p[0] <= p[3] && p[1] <= p[3] && p[2] <= p[3]);
         }
-        assert_eq!(
-            renderer().measure(&block("Hello", &s, 0)),
-            (o.width, o.height)
-        );
+        assert_eq!(renderer().measure(&block("Hello", &s, 0)), (o.width, o.height));
     }
 
     #[test]
@@ -1048,16 +903,9 @@ mod tests {
         let mut s = style(40.0);
         s.background = Some(([20, 40, 200, 128], 10.0));
         s.outline = Some((2.0, [0, 0, 0, 255]));
-        let o = renderer()
-            .render_block(&block("Boxed text", &s, 0))
-            .unwrap();
+        let o = renderer().render_block(&block("Boxed text", &s, 0)).unwrap();
         let expected = [10, 20, 100, 128];
-        for (x, y) in [
-            (0, 0),
-            (o.width - 1, 0),
-            (0, o.height - 1),
-            (o.width - 1, o.height - 1),
-        ] {
+        for (x, y) in [(0, 0), (o.width - 1, 0), (0, o.height - 1), (o.width - 1, o.height - 1)] {
             assert_eq!(o.pixel(x, y), expected, "corner ({x},{y})");
         }
         // Text over the box is opaque white somewhere.
@@ -1108,33 +956,14 @@ mod tests {
     fn highlight_colours_the_range() {
         let s = style(48.0);
         let text = "Hello World";
-        let b = TextBlock {
-            text,
-            style: &s,
-            max_width_px: 0,
-            highlight: Some((6..11, [255, 0, 0, 255])),
-        };
+        let b = TextBlock { text, style: &s, max_width_px: 0, highlight: Some((6..11, [255, 0, 0, 255])) };
         let o = renderer().render_block(&b).unwrap();
-        let white: Vec<u32> = pixels(&o)
-            .filter(|q| q.2 == [255, 255, 255, 255])
-            .map(|q| q.0)
-            .collect();
-        let red: Vec<u32> = pixels(&o)
-            .filter(|q| q.2 == [255, 0, 0, 255])
-            .map(|q| q.0)
-            .collect();
-        assert!(
-            white.len() > 100 && red.len() > 100,
-            "{} white, {} red",
-            white.len(),
-            red.len()
-        );
+        let white: Vec<u32> = pixels(&o).filter(|q| q.2 == [255, 255, 255, 255]).map(|q| q.0).collect();
+        let red: Vec<u32> = pixels(&o).filter(|q| q.2 == [255, 0, 0, 255]).map(|q| q.0).collect();
+        assert!(white.len() > 100 && red.len() > 100, "{} white, {} red", white.len(), red.len());
         let white_max = *white.iter().max().unwrap();
         let red_min = *red.iter().min().unwrap();
-        assert!(
-            white_max < red_min,
-            "white up to x={white_max}, red from x={red_min}"
-        );
+        assert!(white_max < red_min, "white up to x={white_max}, red from x={red_min}");
         // The right part of the overlay holds red ink, the left part white.
         assert!(red_min > o.width / 3);
         // Same layout with and without highlight.
@@ -1158,11 +987,7 @@ mod tests {
             for (i, line) in lines.iter().enumerate() {
                 let text: Vec<&str> = line.iter().map(|&w| words[w]).collect();
                 let text = text.join(" ");
-                assert_eq!(
-                    renderer().line_count(&block(&text, &s, max)),
-                    1,
-                    "line {text:?}"
-                );
+                assert_eq!(renderer().line_count(&block(&text, &s, max)), 1, "line {text:?}");
                 // Greedy: the next word would not have fitted.
                 if let Some(next) = lines.get(i + 1) {
                     let more = format!("{text} {}", words[next[0]]);
@@ -1180,15 +1005,8 @@ mod tests {
             let mut s = style(32.0);
             s.align = align;
             let o = renderer().render_block(&block(text, &s, 0)).unwrap();
-            let xs: Vec<u32> = pixels(&o)
-                .filter(|q| q.1 < 40 && q.2[3] > 0)
-                .map(|q| q.0)
-                .collect();
-            (
-                *xs.iter().min().unwrap(),
-                *xs.iter().max().unwrap(),
-                o.width,
-            )
+            let xs: Vec<u32> = pixels(&o).filter(|q| q.1 < 40 && q.2[3] > 0).map(|q| q.0).collect();
+            (*xs.iter().min().unwrap(), *xs.iter().max().unwrap(), o.width)
         };
         let (l0, _, _) = first_line_ink(Align::Left);
         assert!(l0 < 6);
@@ -1215,17 +1033,12 @@ mod tests {
         // A private renderer: loading fonts must not disturb the shared one.
         let own = TextRenderer::new();
         let r = &own;
-        let err = r
-            .load_font_file(Path::new("/nonexistent/font.ttf"))
-            .unwrap_err();
+        let err = r.load_font_file(Path::new("/nonexistent/font.ttf")).unwrap_err();
         assert!(matches!(err, TextError::FontFile { .. }), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.ttf");
         std::fs::write(&junk, b"definitely not a font").unwrap();
-        assert!(matches!(
-            r.load_font_file(&junk),
-            Err(TextError::FontFile { .. })
-        ));
+        assert!(matches!(r.load_font_file(&junk), Err(TextError::FontFile { .. })));
 
         assert!(r.has_family("sans-serif"));
         assert!(!r.has_family("No Such Family 12345"));
@@ -1287,20 +1100,13 @@ mod tests {
             }
         }
         for r in [0.0f32, 0.7, 1.0, 2.5, 3.0, 4.0, 6.3] {
-            assert_eq!(
-                dilate(&src, w, h, r),
-                dilate_naive(&src, w, h, r),
-                "r = {r}"
-            );
+            assert_eq!(dilate(&src, w, h, r), dilate_naive(&src, w, h, r), "r = {r}");
         }
     }
 
     /// CPU time of this thread (wall-clock timings are noisy on a shared machine).
     fn thread_cpu() -> std::time::Duration {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: valid pointer to a timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -1343,12 +1149,7 @@ mod tests {
             s.outline = outline;
             s.background = bg;
             s.align = Align::Center;
-            let b = TextBlock {
-                text,
-                style: &s,
-                max_width_px: 1700,
-                highlight: Some((10..16, [255, 255, 0, 255])),
-            };
+            let b = TextBlock { text, style: &s, max_width_px: 1700, highlight: Some((10..16, [255, 255, 0, 255])) };
             let _ = r.render_block(&b).unwrap();
             let n = 50;
             let t = thread_cpu();

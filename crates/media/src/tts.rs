@@ -95,12 +95,7 @@ pub struct TtsRequest<'a> {
 impl<'a> TtsRequest<'a> {
     /// A request at normal speed and pitch.
     pub fn new(text: &'a str, voice: &'a str) -> Self {
-        TtsRequest {
-            text,
-            voice,
-            speed: 1.0,
-            pitch: 1.0,
-        }
+        TtsRequest { text, voice, speed: 1.0, pitch: 1.0 }
     }
 }
 
@@ -116,11 +111,7 @@ pub struct TtsAudio {
 impl TtsAudio {
     /// Length of the audio in seconds.
     pub fn duration(&self) -> f64 {
-        if self.sample_rate == 0 {
-            0.0
-        } else {
-            self.samples.len() as f64 / self.sample_rate as f64
-        }
+        if self.sample_rate == 0 { 0.0 } else { self.samples.len() as f64 / self.sample_rate as f64 }
     }
 
     /// Writes the samples as a mono 16-bit PCM WAV file.
@@ -150,16 +141,10 @@ impl TtsAudio {
         if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!(
-                    "expected 16-bit integer PCM, found {} bit {:?}",
-                    spec.bits_per_sample, spec.sample_format
-                ),
+                format!("expected 16-bit integer PCM, found {} bit {:?}", spec.bits_per_sample, spec.sample_format),
             ));
         }
-        let samples = reader
-            .samples::<i16>()
-            .collect::<Result<Vec<i16>, _>>()
-            .map_err(hound_to_io)?;
+        let samples = reader.samples::<i16>().collect::<Result<Vec<i16>, _>>().map_err(hound_to_io)?;
         let channels = spec.channels.max(1) as usize;
         if channels == 1 {
             return Ok(samples);
@@ -222,11 +207,7 @@ const TIMING_REVISION: u32 = 1;
 
 /// espeak rate (words per minute) used for `speed`: `175 * speed`, clamped to 80..=450.
 pub fn espeak_rate_for_speed(speed: f32) -> i32 {
-    let speed = if speed.is_finite() && speed > 0.0 {
-        speed
-    } else {
-        1.0
-    };
+    let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
     let wpm = (ESPEAK_NORMAL_WPM as f32 * speed).round();
     (wpm.clamp(ESPEAK_MIN_WPM as f32, ESPEAK_MAX_WPM as f32)) as i32
 }
@@ -234,11 +215,7 @@ pub fn espeak_rate_for_speed(speed: f32) -> i32 {
 /// espeak pitch (0..=100, 50 = normal) used for `pitch`: `50 + 50 * log2(pitch)` with `pitch`
 /// clamped to 0.5..=2.0.
 pub fn espeak_pitch_for(pitch: f32) -> i32 {
-    let pitch = if pitch.is_finite() && pitch > 0.0 {
-        pitch
-    } else {
-        1.0
-    };
+    let pitch = if pitch.is_finite() && pitch > 0.0 { pitch } else { 1.0 };
     let p = pitch.clamp(0.5, 2.0);
     ((50.0 + 50.0 * p.log2()).round() as i32).clamp(0, 100)
 }
@@ -276,10 +253,7 @@ impl SpeechEngine for EspeakNg {
 
     fn version(&self) -> String {
         match espeak() {
-            Ok(g) => format!(
-                "espeak-ng {} (reelsmith-tts {})",
-                g.version, TIMING_REVISION
-            ),
+            Ok(g) => format!("espeak-ng {} (reelsmith-tts {})", g.version, TIMING_REVISION),
             Err(_) => format!("espeak-ng unavailable (reelsmith-tts {TIMING_REVISION})"),
         }
     }
@@ -317,12 +291,10 @@ impl SpeechEngine for EspeakNg {
             return Err(TtsError::EmptyText);
         }
         let g = espeak()?;
-        let spec = resolve_voice(g, req.voice)
-            .ok_or_else(|| TtsError::UnknownVoice(req.voice.to_string()))?;
+        let spec = resolve_voice(g, req.voice).ok_or_else(|| TtsError::UnknownVoice(req.voice.to_string()))?;
         let c_spec = CString::new(spec).map_err(|_| TtsError::UnknownVoice(req.voice.into()))?;
         // NUL is one byte and one char, so replacing it keeps every offset unchanged.
-        let c_text = CString::new(req.text.replace('\0', " "))
-            .map_err(|e| TtsError::Engine(e.to_string()))?;
+        let c_text = CString::new(req.text.replace('\0', " ")).map_err(|e| TtsError::Engine(e.to_string()))?;
         let rate = espeak_rate_for_speed(req.speed);
         let pitch = espeak_pitch_for(req.pitch);
 
@@ -340,10 +312,7 @@ impl SpeechEngine for EspeakNg {
                     (sys::espeak_PARAMETER_espeakRANGE, 50),
                     (sys::espeak_PARAMETER_espeakWORDGAP, 0),
                     (sys::espeak_PARAMETER_espeakCAPITALS, 0),
-                    (
-                        sys::espeak_PARAMETER_espeakPUNCTUATION,
-                        sys::espeak_PUNCT_TYPE_espeakPUNCT_NONE as c_int,
-                    ),
+                    (sys::espeak_PARAMETER_espeakPUNCTUATION, sys::espeak_PUNCT_TYPE_espeakPUNCT_NONE as c_int),
                 ];
                 for (param, value) in params {
                     let rc = sys::espeak_SetParameter(param, value, 0);
@@ -352,26 +321,15 @@ impl SpeechEngine for EspeakNg {
                     let checked = param != sys::espeak_PARAMETER_espeakCAPITALS
                         && param != sys::espeak_PARAMETER_espeakPUNCTUATION;
                     if checked && rc != sys::espeak_ERROR_EE_OK {
-                        return Err(TtsError::Engine(format!(
-                            "espeak_SetParameter({param}, {value}) returned {rc}"
-                        )));
+                        return Err(TtsError::Engine(format!("espeak_SetParameter({param}, {value}) returned {rc}")));
                     }
                 }
                 synth_locked(&c_text)?
             }
         };
 
-        let words = word_timings(
-            req.text,
-            &collected.samples,
-            g.sample_rate,
-            &collected.words,
-        );
-        Ok(TtsAudio {
-            sample_rate: g.sample_rate,
-            samples: collected.samples,
-            words,
-        })
+        let words = word_timings(req.text, &collected.samples, g.sample_rate, &collected.words);
+        Ok(TtsAudio { sample_rate: g.sample_rate, samples: collected.samples, words })
     }
 }
 
@@ -408,9 +366,7 @@ static CURRENT_COLLECTOR: AtomicPtr<Collector> = AtomicPtr::new(ptr::null_mut())
 static CALLBACK_PANICKED: AtomicBool = AtomicBool::new(false);
 
 fn lock_espeak() -> MutexGuard<'static, ()> {
-    ESPEAK_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    ESPEAK_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The initialised library (initialising it on first use). Never call this while holding
@@ -439,9 +395,7 @@ unsafe fn init_espeak() -> Result<EspeakGlobal, String> {
         let version = cstr_lossy(info);
         let data_path = cstr_lossy(data_path);
         if rate <= 0 {
-            return Err(format!(
-                "espeak_Initialize failed ({rate}); espeak-ng data expected at {data_path:?}"
-            ));
+            return Err(format!("espeak_Initialize failed ({rate}); espeak-ng data expected at {data_path:?}"));
         }
         sys::espeak_SetSynthCallback(Some(synth_callback));
 
@@ -464,12 +418,7 @@ unsafe fn init_espeak() -> Result<EspeakGlobal, String> {
                 Some(VariantEntry { name: v.name, file })
             })
             .collect();
-        Ok(EspeakGlobal {
-            sample_rate: rate as u32,
-            version,
-            voices,
-            variants,
-        })
+        Ok(EspeakGlobal { sample_rate: rate as u32, version, voices, variants })
     }
 }
 
@@ -537,10 +486,7 @@ fn resolve_voice(g: &EspeakGlobal, spec: &str) -> Option<String> {
     let by_name = g.voices.iter().find(|v| {
         v.name.eq_ignore_ascii_case(base)
             || v.identifier.eq_ignore_ascii_case(base)
-            || v.identifier
-                .rsplit('/')
-                .next()
-                .is_some_and(|last| last.eq_ignore_ascii_case(base))
+            || v.identifier.rsplit('/').next().is_some_and(|last| last.eq_ignore_ascii_case(base))
     });
     let lang = base.replace('_', "-");
     let voice = by_name.or_else(|| {
@@ -560,10 +506,8 @@ fn resolve_voice(g: &EspeakGlobal, spec: &str) -> Option<String> {
     match variant {
         None => Some(voice.identifier.clone()),
         Some(var) => {
-            let entry = g
-                .variants
-                .iter()
-                .find(|e| e.file.eq_ignore_ascii_case(var) || e.name.eq_ignore_ascii_case(var))?;
+            let entry =
+                g.variants.iter().find(|e| e.file.eq_ignore_ascii_case(var) || e.name.eq_ignore_ascii_case(var))?;
             Some(format!("{}+{}", voice.identifier, entry.file))
         }
     }
@@ -612,33 +556,22 @@ unsafe fn synth_locked(text: &CString) -> Result<Collector, TtsError> {
         return Err(TtsError::Engine(format!("espeak_Synth returned {rc}")));
     }
     if CALLBACK_PANICKED.load(Ordering::SeqCst) {
-        return Err(TtsError::Engine(
-            "synthesis aborted by the audio callback".into(),
-        ));
+        return Err(TtsError::Engine("synthesis aborted by the audio callback".into()));
     }
     Ok(*collector)
 }
 
-unsafe extern "C" fn synth_callback(
-    wav: *mut c_short,
-    numsamples: c_int,
-    events: *mut sys::espeak_EVENT,
-) -> c_int {
+unsafe extern "C" fn synth_callback(wav: *mut c_short, numsamples: c_int, events: *mut sys::espeak_EVENT) -> c_int {
     // Never unwind into C; abort the synthesis instead.
-    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe {
-        collect_callback(wav, numsamples, events)
-    }))
-    .unwrap_or_else(|_| {
-        CALLBACK_PANICKED.store(true, Ordering::SeqCst);
-        1
-    })
+    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { collect_callback(wav, numsamples, events) })).unwrap_or_else(
+        |_| {
+            CALLBACK_PANICKED.store(true, Ordering::SeqCst);
+            1
+        },
+    )
 }
 
-unsafe fn collect_callback(
-    wav: *mut c_short,
-    numsamples: c_int,
-    events: *mut sys::espeak_EVENT,
-) -> c_int {
+unsafe fn collect_callback(wav: *mut c_short, numsamples: c_int, events: *mut sys::espeak_EVENT) -> c_int {
     unsafe {
         let mut target: *mut Collector = ptr::null_mut();
         if !events.is_null() {
@@ -653,8 +586,7 @@ unsafe fn collect_callback(
         }
         let c = &mut *target;
         if !wav.is_null() && numsamples > 0 {
-            c.samples
-                .extend_from_slice(std::slice::from_raw_parts(wav, numsamples as usize));
+            c.samples.extend_from_slice(std::slice::from_raw_parts(wav, numsamples as usize));
         }
         if !events.is_null() {
             let mut e = events;
@@ -763,12 +695,7 @@ fn tokenize(text: &str) -> Vec<Token> {
         if lo < hi {
             let (b0, c0, _) = run[lo];
             let (b1, c1, ch) = run[hi - 1];
-            tokens.push(Token {
-                byte_start: b0,
-                byte_end: b1 + ch.len_utf8(),
-                char_start: c0,
-                char_len: c1 + 1 - c0,
-            });
+            tokens.push(Token { byte_start: b0, byte_end: b1 + ch.len_utf8(), char_start: c0, char_len: c1 + 1 - c0 });
         }
         run.clear();
     };
@@ -793,11 +720,7 @@ const MAX_DP_CELLS: usize = 8_000_000;
 fn match_cost(ev: &RawWordEvent, tok: &Token) -> f32 {
     let pos = (ev.text_position.max(1) - 1) as f32;
     let dist = (pos - tok.char_start as f32).abs().min(MAX_POSITION_COST);
-    let len_cost = if ev.length.max(0) as usize == tok.char_len {
-        0.0
-    } else {
-        LENGTH_MISMATCH_COST
-    };
+    let len_cost = if ev.length.max(0) as usize == tok.char_len { 0.0 } else { LENGTH_MISMATCH_COST };
     dist + len_cost
 }
 
@@ -888,23 +811,13 @@ fn trimmed_end(samples: &[i16], sr: u32, threshold: i32, start: f64, limit: f64)
     if hi <= lo {
         return start;
     }
-    match samples[lo..hi]
-        .iter()
-        .rposition(|&s| (s as i32).abs() > threshold)
-    {
-        Some(k) => (((lo + k + 1) as f64 / sr_f) + HANGOVER)
-            .min(limit)
-            .max(start),
+    match samples[lo..hi].iter().rposition(|&s| (s as i32).abs() > threshold) {
+        Some(k) => (((lo + k + 1) as f64 / sr_f) + HANGOVER).min(limit).max(start),
         None => start,
     }
 }
 
-fn word_timings(
-    text: &str,
-    samples: &[i16],
-    sample_rate: u32,
-    events: &[RawWordEvent],
-) -> Vec<WordTiming> {
+fn word_timings(text: &str, samples: &[i16], sample_rate: u32, events: &[RawWordEvent]) -> Vec<WordTiming> {
     let tokens = tokenize(text);
     if tokens.is_empty() || sample_rate == 0 {
         return Vec::new();
@@ -917,10 +830,8 @@ fn word_timings(
     };
 
     let assigned = align_events(events, &tokens);
-    let mut starts: Vec<Option<f64>> = assigned
-        .iter()
-        .map(|a| a.map(|ei| (events[ei].audio_position.max(0) as f64 / 1000.0).min(duration)))
-        .collect();
+    let mut starts: Vec<Option<f64>> =
+        assigned.iter().map(|a| a.map(|ei| (events[ei].audio_position.max(0) as f64 / 1000.0).min(duration))).collect();
 
     // Interpolate runs of tokens without an event, in proportion to character counts.
     let m = tokens.len();
@@ -935,25 +846,10 @@ fn word_timings(
             j += 1;
         }
         let b = j; // run is a..b
-        let (t0, w_prev) = if a > 0 {
-            (
-                starts[a - 1].unwrap_or(0.0),
-                tokens[a - 1].char_len.max(1) as f64,
-            )
-        } else {
-            (0.0, 0.0)
-        };
-        let t1 = if b < m {
-            starts[b].unwrap_or(speech_end)
-        } else {
-            speech_end
-        }
-        .max(t0);
-        let total: f64 = w_prev
-            + tokens[a..b]
-                .iter()
-                .map(|t| t.char_len.max(1) as f64)
-                .sum::<f64>();
+        let (t0, w_prev) =
+            if a > 0 { (starts[a - 1].unwrap_or(0.0), tokens[a - 1].char_len.max(1) as f64) } else { (0.0, 0.0) };
+        let t1 = if b < m { starts[b].unwrap_or(speech_end) } else { speech_end }.max(t0);
+        let total: f64 = w_prev + tokens[a..b].iter().map(|t| t.char_len.max(1) as f64).sum::<f64>();
         let mut acc = w_prev;
         for k in a..b {
             starts[k] = Some(t0 + (t1 - t0) * acc / total);
@@ -972,13 +868,8 @@ fn word_timings(
         .map(|k| {
             let tok = tokens[k];
             let start = starts[k];
-            let limit = if k + 1 < m {
-                starts[k + 1]
-            } else {
-                speech_end.max(start)
-            };
-            let end =
-                trimmed_end(samples, sample_rate, threshold, start, limit).clamp(start, limit);
+            let limit = if k + 1 < m { starts[k + 1] } else { speech_end.max(start) };
+            let end = trimmed_end(samples, sample_rate, threshold, start, limit).clamp(start, limit);
             WordTiming {
                 word: text[tok.byte_start..tok.byte_end].to_string(),
                 start,
@@ -999,9 +890,7 @@ mod tests {
     }
 
     fn say(text: &str) -> TtsAudio {
-        engine()
-            .synthesize(&TtsRequest::new(text, "en"))
-            .expect("synthesis")
+        engine().synthesize(&TtsRequest::new(text, "en")).expect("synthesis")
     }
 
     fn rms(samples: &[i16]) -> f64 {
@@ -1016,9 +905,8 @@ mod tests {
         let frame = 1024;
         let hop = 512;
         let x: Vec<f64> = samples.iter().map(|&s| s as f64).collect();
-        let frame_rms: Vec<f64> = (0..x.len().saturating_sub(frame) / hop)
-            .map(|f| rms(&samples[f * hop..f * hop + frame]))
-            .collect();
+        let frame_rms: Vec<f64> =
+            (0..x.len().saturating_sub(frame) / hop).map(|f| rms(&samples[f * hop..f * hop + frame])).collect();
         let max_rms = frame_rms.iter().cloned().fold(0.0, f64::max);
         let min_lag = (sr / 500) as usize;
         let max_lag = (sr / 50) as usize;
@@ -1053,10 +941,7 @@ mod tests {
         let mut prev_byte = 0;
         for w in &audio.words {
             assert!(text.is_char_boundary(w.char_start) && text.is_char_boundary(w.char_end));
-            assert!(
-                w.char_start >= prev_byte && w.char_start < w.char_end,
-                "{w:?}"
-            );
+            assert!(w.char_start >= prev_byte && w.char_start < w.char_end, "{w:?}");
             assert_eq!(&text[w.char_start..w.char_end], w.word);
             assert!(w.start >= prev_end - 1e-9, "overlap at {w:?}");
             assert!(w.start <= w.end && w.end <= dur + 1e-9, "{w:?} dur {dur}");
@@ -1095,21 +980,13 @@ mod tests {
         let e = engine();
         let text = "The quick brown fox jumps over the lazy dog.";
         let normal = e.synthesize(&TtsRequest::new(text, "en-us")).unwrap();
-        let fast = e
-            .synthesize(&TtsRequest {
-                speed: 2.0,
-                ..TtsRequest::new(text, "en-us")
-            })
-            .unwrap();
+        let fast = e.synthesize(&TtsRequest { speed: 2.0, ..TtsRequest::new(text, "en-us") }).unwrap();
         let ratio = fast.duration() / normal.duration();
         eprintln!("speed 2.0 / 1.0 duration ratio {ratio:.3}");
         assert!(ratio < 0.7, "ratio {ratio}");
         assert_eq!(fast.words.len(), 9);
         // Tempo only: the pitch stays about the same.
-        let (f_n, f_f) = (
-            median_f0(&normal.samples, 22050),
-            median_f0(&fast.samples, 22050),
-        );
+        let (f_n, f_f) = (median_f0(&normal.samples, 22050), median_f0(&fast.samples, 22050));
         assert!((f_f / f_n - 1.0).abs() < 0.2, "{f_n} vs {f_f}");
         // Settings do not leak into the next call.
         let again = e.synthesize(&TtsRequest::new(text, "en-us")).unwrap();
@@ -1122,29 +999,18 @@ mod tests {
         let e = engine();
         let text = "Hello world, this is a test of the pitch control.";
         let f0 = |pitch: f32, voice: &str| {
-            let a = e
-                .synthesize(&TtsRequest {
-                    pitch,
-                    ..TtsRequest::new(text, voice)
-                })
-                .unwrap();
+            let a = e.synthesize(&TtsRequest { pitch, ..TtsRequest::new(text, voice) }).unwrap();
             median_f0(&a.samples, a.sample_rate)
         };
         let (low, normal, high) = (f0(0.5, "en"), f0(1.0, "en"), f0(2.0, "en"));
         eprintln!("f0 at pitch 0.5 / 1.0 / 2.0: {low:.1} / {normal:.1} / {high:.1} Hz");
-        assert!(
-            low < normal * 0.85 && high > normal * 1.3,
-            "{low} {normal} {high}"
-        );
+        assert!(low < normal * 0.85 && high > normal * 1.3, "{low} {normal} {high}");
         // A female variant raises the pitch, and does not stick to the next request.
         let female = f0(1.0, "en+f3");
         let normal_again = f0(1.0, "en");
         eprintln!("f0 en+f3 {female:.1} Hz, en again {normal_again:.1} Hz");
         assert!(female > normal * 1.3, "{female} vs {normal}");
-        assert!(
-            (normal_again / normal - 1.0).abs() < 0.1,
-            "{normal_again} vs {normal}"
-        );
+        assert!((normal_again / normal - 1.0).abs() < 0.1, "{normal_again} vs {normal}");
         assert_eq!(espeak_pitch_for(1.0), 50);
         assert_eq!(espeak_pitch_for(0.5), 0);
         assert_eq!(espeak_pitch_for(2.0), 100);
@@ -1157,15 +1023,7 @@ mod tests {
     #[test]
     fn voices_resolve_and_unknown_errors() {
         let e = engine();
-        for v in [
-            "en",
-            "en-us",
-            "en-US",
-            "en-gb",
-            "de",
-            "en-us+f3",
-            "English (America)",
-        ] {
+        for v in ["en", "en-us", "en-US", "en-gb", "de", "en-us+f3", "English (America)"] {
             assert!(e.has_voice(v), "{v}");
         }
         for v in ["", "xx-nope", "nope", "en+nope", "+f3", "n"] {
@@ -1178,28 +1036,16 @@ mod tests {
         ));
         let voices = e.voices().unwrap();
         assert!(voices.len() > 50);
-        assert!(
-            voices
-                .iter()
-                .any(|v| v.languages.iter().any(|l| l == "en-us"))
-        );
-        let bad: Vec<&str> = voices
-            .iter()
-            .filter(|v| !e.has_voice(&v.name))
-            .map(|v| v.name.as_str())
-            .collect();
+        assert!(voices.iter().any(|v| v.languages.iter().any(|l| l == "en-us")));
+        let bad: Vec<&str> = voices.iter().filter(|v| !e.has_voice(&v.name)).map(|v| v.name.as_str()).collect();
         assert!(bad.is_empty(), "{bad:?}");
         assert!(e.variants().unwrap().iter().any(|v| v == "f3"));
         assert_eq!(e.name(), "espeak-ng");
         assert!(e.version().contains("1."), "{}", e.version());
         // A variant voice and another language synthesise.
-        let a = e
-            .synthesize(&TtsRequest::new("Guten Tag, Welt.", "de"))
-            .unwrap();
+        let a = e.synthesize(&TtsRequest::new("Guten Tag, Welt.", "de")).unwrap();
         assert_eq!(a.words.len(), 3);
-        let f = e
-            .synthesize(&TtsRequest::new("Hello there.", "en-us+f3"))
-            .unwrap();
+        let f = e.synthesize(&TtsRequest::new("Hello there.", "en-us+f3")).unwrap();
         assert_eq!(f.words.len(), 2);
     }
 
@@ -1207,21 +1053,13 @@ mod tests {
     fn empty_text_errors() {
         let e = engine();
         for t in ["", "   ", "\n\t"] {
-            assert!(matches!(
-                e.synthesize(&TtsRequest::new(t, "en")),
-                Err(TtsError::EmptyText)
-            ));
+            assert!(matches!(e.synthesize(&TtsRequest::new(t, "en")), Err(TtsError::EmptyText)));
         }
     }
 
     #[test]
     fn concurrent_synthesis() {
-        let texts = [
-            "One two three.",
-            "Four five six seven.",
-            "Eight nine.",
-            "Ten eleven twelve thirteen fourteen.",
-        ];
+        let texts = ["One two three.", "Four five six seven.", "Eight nine.", "Ten eleven twelve thirteen fourteen."];
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let text = texts[i % texts.len()];
@@ -1268,12 +1106,7 @@ mod tests {
         }
         let a = say("  Leading spaces and 1995 numbers, Dr. Smith's U.S.A. e-mail!");
         let words: Vec<&str> = a.words.iter().map(|w| w.word.as_str()).collect();
-        assert_eq!(
-            words,
-            [
-                "Leading", "spaces", "and", "1995", "numbers", "Dr", "Smith's", "U.S.A", "e-mail"
-            ]
-        );
+        assert_eq!(words, ["Leading", "spaces", "and", "1995", "numbers", "Dr", "Smith's", "U.S.A", "e-mail"]);
     }
 
     #[test]
@@ -1317,33 +1150,15 @@ mod tests {
     #[test]
     fn tokenizer_strips_punctuation() {
         let text = "«Hello», (world)! — it's 3.5 “quoted”… e-mail; 日本、語";
-        let words: Vec<&str> = tokenize(text)
-            .iter()
-            .map(|t| &text[t.byte_start..t.byte_end])
-            .collect();
-        assert_eq!(
-            words,
-            [
-                "Hello",
-                "world",
-                "it's",
-                "3.5",
-                "quoted",
-                "e-mail",
-                "日本、語"
-            ]
-        );
+        let words: Vec<&str> = tokenize(text).iter().map(|t| &text[t.byte_start..t.byte_end]).collect();
+        assert_eq!(words, ["Hello", "world", "it's", "3.5", "quoted", "e-mail", "日本、語"]);
         let t = tokenize("Café x");
         assert_eq!(t[1].char_start, 5);
         assert_eq!(t[1].byte_start, 6);
     }
 
     fn ev(text_position: i32, length: i32, audio_position: i32) -> RawWordEvent {
-        RawWordEvent {
-            text_position,
-            length,
-            audio_position,
-        }
+        RawWordEvent { text_position, length, audio_position }
     }
 
     #[test]
@@ -1361,10 +1176,7 @@ mod tests {
         ];
         let tokens = tokenize(text);
         let assigned = align_events(&events, &tokens);
-        assert_eq!(
-            assigned,
-            [Some(0), Some(1), Some(2), Some(3), Some(4), Some(6)]
-        );
+        assert_eq!(assigned, [Some(0), Some(1), Some(2), Some(3), Some(4), Some(6)]);
         let text = "  Leading spaces and 1995 numbers, Dr. Smith's U.S.A. e-mail!";
         let events = [
             ev(3, 7, 0),
@@ -1380,20 +1192,7 @@ mod tests {
         ];
         let tokens = tokenize(text);
         let assigned = align_events(&events, &tokens);
-        assert_eq!(
-            assigned,
-            [
-                Some(0),
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(6),
-                Some(7),
-                Some(8),
-                Some(9),
-                None
-            ]
-        );
+        assert_eq!(assigned, [Some(0), Some(1), Some(2), Some(3), Some(6), Some(7), Some(8), Some(9), None]);
         // The greedy fallback keeps order too.
         let greedy = align_greedy(&events, &tokens);
         assert_eq!(&greedy[..5], &[Some(0), Some(1), Some(2), Some(3), Some(6)]);

@@ -31,15 +31,7 @@ const NAMED: &[(&str, Color)] = &[
     ("blue", Color::rgb(0, 0, 255)),
     ("yellow", Color::rgb(255, 255, 0)),
     ("gray", Color::rgb(128, 128, 128)),
-    (
-        "transparent",
-        Color {
-            r: 0,
-            g: 0,
-            b: 0,
-            a: 0,
-        },
-    ),
+    ("transparent", Color { r: 0, g: 0, b: 0, a: 0 }),
 ];
 
 impl FromStr for Color {
@@ -74,11 +66,7 @@ impl fmt::Display for Color {
         if self.a == 255 {
             write!(f, "#{:02x}{:02x}{:02x}", self.r, self.g, self.b)
         } else {
-            write!(
-                f,
-                "#{:02x}{:02x}{:02x}{:02x}",
-                self.r, self.g, self.b, self.a
-            )
+            write!(f, "#{:02x}{:02x}{:02x}{:02x}", self.r, self.g, self.b, self.a)
         }
     }
 }

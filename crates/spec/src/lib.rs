@@ -153,10 +153,7 @@ pub struct Quality {
 
 impl Default for Quality {
     fn default() -> Self {
-        Self {
-            preset: default_preset(),
-            crf: default_crf(),
-        }
+        Self { preset: default_preset(), crf: default_crf() }
     }
 }
 fn default_preset() -> X264Preset {
@@ -229,12 +226,7 @@ pub struct Voice {
 
 impl Default for Voice {
     fn default() -> Self {
-        Self {
-            engine: default_engine(),
-            name: default_voice_name(),
-            speed: 1.0,
-            pitch: 1.0,
-        }
+        Self { engine: default_engine(), name: default_voice_name(), speed: 1.0, pitch: 1.0 }
     }
 }
 fn default_engine() -> String {
@@ -325,10 +317,7 @@ fn default_highlight() -> Color {
     Color::rgb(255, 214, 0)
 }
 fn default_subtitle_outline() -> Option<Outline> {
-    Some(Outline {
-        color: Color::rgb(0, 0, 0),
-        width: 0.08,
-    })
+    Some(Outline { color: Color::rgb(0, 0, 0), width: 0.08 })
 }
 fn default_margin() -> f32 {
     0.06
@@ -495,10 +484,7 @@ pub struct AudioSettings {
 
 impl Default for AudioSettings {
     fn default() -> Self {
-        Self {
-            loudness: default_loudness(),
-            bitrate_kbps: default_audio_bitrate(),
-        }
+        Self { loudness: default_loudness(), bitrate_kbps: default_audio_bitrate() }
     }
 }
 fn default_loudness() -> Option<f32> {
@@ -635,10 +621,7 @@ pub struct Transition {
 
 impl Default for Transition {
     fn default() -> Self {
-        Self {
-            kind: TransitionKind::Cut,
-            duration: default_transition_duration(),
-        }
+        Self { kind: TransitionKind::Cut, duration: default_transition_duration() }
     }
 }
 fn default_transition_duration() -> f64 {
@@ -669,10 +652,7 @@ pub struct TextOverlay {
     pub r#box: Option<TextBox>,
 }
 fn default_overlay_font() -> Font {
-    Font {
-        size: 0.045,
-        ..Font::default()
-    }
+    Font { size: 0.045, ..Font::default() }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -709,10 +689,7 @@ pub fn parse(json: &str) -> Result<Spec, ParseError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // serde_json appends " at line L column C"; keep it, it helps people find the spot.
-        ParseError {
-            path: if path == "." { "$".into() } else { path },
-            message: inner.to_string(),
-        }
+        ParseError { path: if path == "." { "$".into() } else { path }, message: inner.to_string() }
     })
 }
 
@@ -738,8 +715,7 @@ mod tests {
 
     #[test]
     fn parse_error_names_the_json_path() {
-        let err =
-            parse(r#"{"version":1,"scenes":[{},{},{"transition":{"type":"wipe"}}]}"#).unwrap_err();
+        let err = parse(r#"{"version":1,"scenes":[{},{},{"transition":{"type":"wipe"}}]}"#).unwrap_err();
         assert_eq!(err.path, "scenes[2].transition.type");
         assert!(err.message.contains("wipe"), "{}", err.message);
     }
@@ -760,24 +736,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec.output.dimensions(), (1080, 1920));
-        assert_eq!(
-            spec.scenes[0].motion,
-            Motion::KenBurns {
-                zoom_from: 1.0,
-                zoom_to: 1.3,
-                pan: Pan::Left
-            }
-        );
-        assert!(matches!(
-            spec.scenes[0].background,
-            Some(Background::Gradient(_))
-        ));
+        assert_eq!(spec.scenes[0].motion, Motion::KenBurns { zoom_from: 1.0, zoom_to: 1.3, pan: Pan::Left });
+        assert!(matches!(spec.scenes[0].background, Some(Background::Gradient(_))));
     }
 
     #[test]
     fn committed_schema_is_up_to_date() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/spec.schema.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/spec.schema.json");
         let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
         if std::env::var_os("REELSMITH_UPDATE_SCHEMA").is_some() {
             std::fs::write(&path, &generated).unwrap();

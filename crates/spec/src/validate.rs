@@ -47,10 +47,7 @@ pub struct Validator {
 
 impl Validator {
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.issues.push(Issue {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.issues.push(Issue { path: path.into(), message: message.into() });
     }
 
     fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, path: &str, v: T, lo: T, hi: T) {
@@ -96,13 +93,7 @@ impl Validator {
     }
 
     pub fn finish(self) -> Result<(), ValidationError> {
-        if self.issues.is_empty() {
-            Ok(())
-        } else {
-            Err(ValidationError {
-                issues: self.issues,
-            })
-        }
+        if self.issues.is_empty() { Ok(()) } else { Err(ValidationError { issues: self.issues }) }
     }
 }
 
@@ -110,13 +101,7 @@ impl Spec {
     /// Checks ranges, limits and referenced files (resolved against `base_dir`).
     pub fn check(&self, base_dir: &Path, v: &mut Validator) {
         if self.version != crate::SPEC_VERSION {
-            v.push(
-                "version",
-                format!(
-                    "unsupported spec version {}, this build reads version 1",
-                    self.version
-                ),
-            );
+            v.push("version", format!("unsupported spec version {}, this build reads version 1", self.version));
         }
         let o = &self.output;
         if o.size.is_some() && (o.width.is_some() || o.height.is_some()) {
@@ -167,14 +152,7 @@ impl Spec {
             v.push("scenes", "at least one scene is required");
         }
         if self.scenes.len() > limits::MAX_SCENES {
-            v.push(
-                "scenes",
-                format!(
-                    "too many scenes: {}, the limit is {}",
-                    self.scenes.len(),
-                    limits::MAX_SCENES
-                ),
-            );
+            v.push("scenes", format!("too many scenes: {}, the limit is {}", self.scenes.len(), limits::MAX_SCENES));
             return;
         }
         let mut fixed_total = 0.0;
@@ -184,12 +162,7 @@ impl Spec {
                 v.file(&format!("{p}.image"), base_dir, img);
             }
             if let Some(Background::Gradient(g)) = &scene.background {
-                v.range(
-                    &format!("{p}.background.gradient.angle"),
-                    g.angle,
-                    -360.0,
-                    360.0,
-                );
+                v.range(&format!("{p}.background.gradient.angle"), g.angle, -360.0, 360.0);
             }
             if let Some(t) = &scene.title {
                 text(v, &format!("{p}.title"), t);
@@ -212,10 +185,7 @@ impl Spec {
                 if let Some(t) = &n.transcript {
                     text(v, &format!("{np}.transcript"), t);
                     if n.audio.is_none() {
-                        v.push(
-                            format!("{np}.transcript"),
-                            "a transcript only goes with an audio file",
-                        );
+                        v.push(format!("{np}.transcript"), "a transcript only goes with an audio file");
                     }
                 }
                 if let Some(s) = n.voice.speed {
@@ -230,30 +200,12 @@ impl Spec {
                 fixed_total += d;
             }
             v.range(&format!("{p}.padding"), scene.padding, 0.0, 30.0);
-            if let Motion::KenBurns {
-                zoom_from, zoom_to, ..
-            } = scene.motion
-            {
-                v.range(
-                    &format!("{p}.motion.zoom_from"),
-                    zoom_from,
-                    1.0,
-                    limits::MAX_ZOOM,
-                );
-                v.range(
-                    &format!("{p}.motion.zoom_to"),
-                    zoom_to,
-                    1.0,
-                    limits::MAX_ZOOM,
-                );
+            if let Motion::KenBurns { zoom_from, zoom_to, .. } = scene.motion {
+                v.range(&format!("{p}.motion.zoom_from"), zoom_from, 1.0, limits::MAX_ZOOM);
+                v.range(&format!("{p}.motion.zoom_to"), zoom_to, 1.0, limits::MAX_ZOOM);
             }
             if scene.transition.kind != TransitionKind::Cut {
-                v.range(
-                    &format!("{p}.transition.duration"),
-                    scene.transition.duration,
-                    0.04,
-                    5.0,
-                );
+                v.range(&format!("{p}.transition.duration"), scene.transition.duration, 0.04, 5.0);
             }
             if let Some(ov) = &scene.overlay {
                 text(v, &format!("{p}.overlay.text"), &ov.text);
@@ -266,10 +218,7 @@ impl Spec {
         if fixed_total > limits::MAX_TOTAL_SECONDS {
             v.push(
                 "scenes",
-                format!(
-                    "total duration {fixed_total:.0} s exceeds the limit of {} s",
-                    limits::MAX_TOTAL_SECONDS
-                ),
+                format!("total duration {fixed_total:.0} s exceeds the limit of {} s", limits::MAX_TOTAL_SECONDS),
             );
         }
     }
@@ -285,13 +234,7 @@ impl Spec {
 fn text(v: &mut Validator, path: &str, t: &str) {
     let n = t.chars().count();
     if n > limits::MAX_TEXT_CHARS {
-        v.push(
-            path,
-            format!(
-                "text too long: {n} characters, the limit is {}",
-                limits::MAX_TEXT_CHARS
-            ),
-        );
+        v.push(path, format!("text too long: {n} characters, the limit is {}", limits::MAX_TEXT_CHARS));
     }
 }
 
@@ -339,18 +282,10 @@ mod tests {
     fn empty_and_oversized_text_rejected() {
         let dir = tempfile_dir();
         let long = "a".repeat(crate::limits::MAX_TEXT_CHARS + 1);
-        let json = format!(
-            r#"{{"version":1,"scenes":[{{"narration":{{"text":"  "}}}},{{"title":"{long}"}}]}}"#
-        );
+        let json = format!(r#"{{"version":1,"scenes":[{{"narration":{{"text":"  "}}}},{{"title":"{long}"}}]}}"#);
         let got = issues(&json, &dir).join("\n");
-        assert!(
-            got.contains("scenes[0].narration.text: text is empty"),
-            "{got}"
-        );
-        assert!(
-            got.contains("scenes[1].title: text too long: 5001 characters"),
-            "{got}"
-        );
+        assert!(got.contains("scenes[0].narration.text: text is empty"), "{got}");
+        assert!(got.contains("scenes[1].title: text too long: 5001 characters"), "{got}");
     }
 
     #[test]

@@ -13,9 +13,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -34,11 +32,7 @@ impl Fixture {
         let p = self.path(name);
         RgbImage::from_fn(w, h, |x, _| {
             let k = x as f32 / (w - 1) as f32;
-            Rgb([
-                (rgb[0] as f32 * k) as u8,
-                (rgb[1] as f32 * k) as u8,
-                (rgb[2] as f32 * k) as u8,
-            ])
+            Rgb([(rgb[0] as f32 * k) as u8, (rgb[1] as f32 * k) as u8, (rgb[2] as f32 * k) as u8])
         })
         .save(&p)
         .unwrap();
@@ -75,9 +69,7 @@ pub fn engine(cache_dir: &Path) -> Engine {
 }
 
 pub fn render(cache_dir: &Path, spec: &Path, out: &Path) -> Report {
-    engine(cache_dir)
-        .render_file(spec, out, &RenderOptions::default())
-        .unwrap()
+    engine(cache_dir).render_file(spec, out, &RenderOptions::default()).unwrap()
 }
 
 /// Average RGB over a rectangle of the frame at `t` seconds.
@@ -98,12 +90,7 @@ pub fn mean_rgb(video: &Path, t: f64, x0: u32, y0: u32, x1: u32, y1: u32) -> [f6
 }
 
 /// Number of pixels in a rectangle whose colour is close to `rgb`.
-pub fn count_near(
-    frame: &(u32, u32, Vec<u8>),
-    rect: (u32, u32, u32, u32),
-    rgb: [u8; 3],
-    tol: i32,
-) -> usize {
+pub fn count_near(frame: &(u32, u32, Vec<u8>), rect: (u32, u32, u32, u32), rgb: [u8; 3], tol: i32) -> usize {
     let (w, _, px) = frame;
     let (x0, y0, x1, y1) = rect;
     let mut n = 0;
@@ -125,10 +112,7 @@ pub fn audio_mono(video: &Path) -> Vec<f32> {
 
 /// Amplitude of `freq` in `samples[from..to]` (seconds), by correlation with a sine and cosine.
 pub fn tone_amplitude(samples: &[f32], freq: f32, from: f64, to: f64) -> f64 {
-    let (a, b) = (
-        (from * 48_000.0) as usize,
-        ((to * 48_000.0) as usize).min(samples.len()),
-    );
+    let (a, b) = ((from * 48_000.0) as usize, ((to * 48_000.0) as usize).min(samples.len()));
     let (mut re, mut im) = (0.0f64, 0.0f64);
     for (i, &s) in samples[a..b].iter().enumerate() {
         let ph = (a + i) as f64 * freq as f64 * std::f64::consts::TAU / 48_000.0;
