@@ -172,8 +172,10 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
     );
     let third = render(&cache, &edited, &f.path("c.mp4"));
     assert_eq!(third.stages["narration"].runs, 1);
-    assert_eq!(third.segments_encoded, 3, "body of scene 1 and both transitions");
-    assert_eq!(third.stages["segments"].cache_hits, 2);
+    // Scenes 0 and 2 are one short body each; everything else shows scene 1.
+    assert_eq!(third.stages["segments"].cache_hits, 2, "bodies of scenes 0 and 2 reused");
+    assert_eq!(third.segments_encoded, third.segments_total - 2, "scene 1's body chunks and both transitions");
+    assert!(third.segments_encoded >= 3);
     assert!(third.frames > first.frames, "longer narration, longer video");
     let v = ffmpeg::probe(&f.path("c.mp4")).unwrap();
     assert_eq!(v.video().unwrap().frames, third.frames);

@@ -53,6 +53,9 @@ impl Timeline {
     }
 }
 
+/// Longest piece of a scene body encoded as one segment.
+pub const CHUNK_SECONDS: f64 = 4.0;
+
 /// Seconds without narration when a scene's duration is automatic.
 pub const SILENT_SCENE_SECONDS: f64 = 3.0;
 
@@ -124,8 +127,14 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
     let mut segments = vec![];
     for (i, s) in scenes.iter().enumerate() {
         let (from, to) = (s.overlap_in, s.frames.saturating_sub(s.overlap_out));
-        if to > from {
-            segments.push(Segment::Body { scene: i, from, to });
+        // Long bodies are cut into chunks so every core keeps encoding to the end, also when one
+        // edited scene is all there is to render.
+        let max_chunk = (CHUNK_SECONDS * fps).round().max(1.0) as u64;
+        let pieces = (to.saturating_sub(from)).div_ceil(max_chunk);
+        for k in 0..pieces {
+            let a = from + (to - from) * k / pieces;
+            let b = from + (to - from) * (k + 1) / pieces;
+            segments.push(Segment::Body { scene: i, from: a, to: b });
         }
         if s.overlap_out > 0 {
             segments.push(Segment::Transition {
@@ -171,6 +180,9 @@ mod tests {
         let sum: u64 = t.segments.iter().map(Segment::frames).sum();
         assert_eq!(sum, t.total_frames);
         assert_eq!(t.segments.len(), 5);
+        // Segments follow each other without gaps or overlaps.
+        assert_eq!(t.segments[0], Segment::Body { scene: 0, from: 0, to: 25 });
+        assert_eq!(t.segments[2], Segment::Body { scene: 1, from: 5, to: 10 });
         assert_eq!(t.segments[1], Segment::Transition { scene: 0, kind: TransitionKind::Crossfade, frames: 5 });
     }
 
@@ -187,6 +199,17 @@ mod tests {
         assert_eq!(t.scenes[1].narration_frame, 5);
         // Scene 2's narration starts after the transition has finished.
         assert_eq!(t.scenes[1].start + t.scenes[1].narration_frame, 30);
+    }
+
+    #[test]
+    fn long_bodies_are_chunked_evenly() {
+        let s = spec(r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":9.5}]}"#);
+        let t = layout(&s, &[None], &mut Validator::default());
+        let bodies: Vec<&Segment> = t.segments.iter().collect();
+        assert_eq!(bodies.len(), 3, "95 frames in chunks of at most 40");
+        assert_eq!(bodies[0], &Segment::Body { scene: 0, from: 0, to: 31 });
+        assert_eq!(bodies[2], &Segment::Body { scene: 0, from: 63, to: 95 });
+        assert!(t.segments.iter().all(|s| s.frames() <= 40));
     }
 
     #[test]

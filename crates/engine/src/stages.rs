@@ -122,14 +122,14 @@ pub(crate) fn run(
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
         .map(|i| Arc::new(scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref())))
         .collect();
-    let settings = VideoSettings {
+    let mut settings = VideoSettings {
         width,
         height,
         fps: spec.output.fps,
         encoder,
         preset: spec.output.quality.preset.as_str().into(),
         crf: spec.output.quality.crf,
-        threads: opts.encoder_threads.or(Some((crate::cores() / jobs).max(1) as u32)),
+        threads: None,
     };
     let jobs_list: Vec<(usize, Key)> =
         timeline.segments.iter().enumerate().map(|(i, s)| (i, segment_key(s, &looks, &settings))).collect();
@@ -137,6 +137,9 @@ pub(crate) fn run(
     let mut jobs_list = jobs_list;
     jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
     let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(_, k)| !engine.cache.contains(k)).collect();
+    // Cores are shared among the encoders that will actually run at once.
+    let running = jobs.min(todo.len()).max(1);
+    settings.threads = opts.encoder_threads.or(Some((crate::cores() / running).max(1) as u32));
     let total_frames: u64 = todo.iter().map(|(i, _)| timeline.segments[*i].frames()).sum();
     opts.emit(Progress::Stage { name: "segments", total: total_frames });
     let frames_done = AtomicU64::new(0);
@@ -584,8 +587,15 @@ fn scene_background(spec: &Spec, scene: &Scene, w: u32, h: u32) -> picture::Rgba
     }
 }
 
+/// Narration alone is mono (encoding stereo AAC costs twice the CPU for the same sound);
+/// music makes the soundtrack stereo.
+fn channels(spec: &Spec) -> u16 {
+    if spec.music.is_some() { MIX_CHANNELS } else { 1 }
+}
+
 #[derive(Serialize)]
 struct MixKey<'a> {
+    channels: u16,
     narrations: Vec<(String, u64)>,
     music: Option<(String, &'a reelsmith_spec::Music)>,
     frames: u64,
@@ -605,6 +615,7 @@ fn mixdown(
     let key = cache::key(
         "audio",
         &MixKey {
+            channels: channels(spec),
             narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
             music: spec.music.as_ref().map(|m| (inputs.hash(&m.file), m)),
             frames: tl.total_frames,
@@ -614,6 +625,7 @@ fn mixdown(
         },
     );
     let mut ran = false;
+    let channels = channels(spec);
     let (dir, _) = engine.cache.get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
         ran = true;
         let fps = tl.fps as f64;
@@ -658,11 +670,18 @@ fn mixdown(
                 fade: m.fade as f64,
             });
         }
-        let mut enc =
-            ffmpeg::AacEncoder::start(MIX_RATE, MIX_CHANNELS, spec.audio.bitrate_kbps, &dir.join("audio.m4a"))?;
+        let mut enc = ffmpeg::AacEncoder::start(MIX_RATE, channels, spec.audio.bitrate_kbps, &dir.join("audio.m4a"))?;
+        let mut mono = vec![];
         let mut enc_err = None;
         // A -1 dBFS ceiling keeps AAC's overshoot from clipping.
         let streamed = plan.stream(spec.audio.loudness.map(f64::from), 0.89, |block| {
+            let block = if channels == 1 {
+                mono.clear();
+                mono.extend(block.iter().step_by(2));
+                &mono[..]
+            } else {
+                block
+            };
             enc.write(block).map_err(|e| {
                 let msg = e.to_string();
                 enc_err = Some(e);
