@@ -78,6 +78,15 @@ enum CacheAction {
 }
 
 fn main() {
+    // Frame-sized buffers come and go per segment; a fixed 1 MB mmap threshold returns them to
+    // the system at once instead of letting glibc's adaptive threshold keep them in the heap,
+    // while a high trim threshold spares small allocations from brk churn (measured: 256 KB
+    // alone cost ~10% of render speed).
+    // SAFETY: mallopt only changes allocator tuning, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REELSMITH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -230,7 +239,7 @@ fn progress_fn(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
             bar.set_length(total);
             bar.set_position(0);
             bar.reset_eta();
-            bar.set_message(if name == "segments" { "frames" } else { "" });
+            bar.set_message(if name == "render" { "frames" } else { "" });
         }
         Progress::Frames { done, total } => {
             bar.set_length(total);

@@ -59,6 +59,14 @@ pub fn cpu_seconds() -> f64 {
     usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN)
 }
 
+/// CPU seconds used by the calling thread alone.
+pub fn thread_cpu_seconds() -> f64 {
+    // SAFETY: clock_gettime writes into the zeroed timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// Times one stage: wall clock and CPU (this process and children) between start and stop.
 pub struct StageTimer {
     wall: Instant,

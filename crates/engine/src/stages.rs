@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::cache::{self, Key};
 use crate::plan::{self, Segment, Timeline};
-use crate::report::{Report, StageReport, StageTimer};
+use crate::report::{self, Report, StageReport, StageTimer};
 use crate::scene::{self, SceneLook, SceneRenderer, TextLook};
 use crate::{Engine, Progress, RenderError, RenderOptions, parallel};
 
@@ -104,16 +104,6 @@ pub(crate) fn run(
     t.stop(&mut st);
     rep.stages.insert("canvas".into(), st);
 
-    // 5. Audio.
-    let mut st = StageReport { items: 1, ..Default::default() };
-    let t = StageTimer::start();
-    opts.emit(Progress::Stage { name: "audio", total: 1 });
-    let (audio_path, loudness, ran) = mixdown(engine, spec, &timeline, &speech, &inputs)?;
-    st.runs = ran as u64;
-    rep.loudness_lufs = loudness;
-    t.stop(&mut st);
-    rep.stages.insert("audio".into(), st);
-
     // 6. Segments.
     let mut st = StageReport::default();
     let t = StageTimer::start();
@@ -141,23 +131,43 @@ pub(crate) fn run(
     let running = jobs.min(todo.len()).max(1);
     settings.threads = opts.encoder_threads.or(Some((crate::cores() / running).max(1) as u32));
     let total_frames: u64 = todo.iter().map(|(i, _)| timeline.segments[*i].frames()).sum();
-    opts.emit(Progress::Stage { name: "segments", total: total_frames });
     let frames_done = AtomicU64::new(0);
     // Canvases are read per segment rather than kept for the whole render, so memory stays
     // flat however many scenes there are (a read costs ~1 ms; an encode, seconds).
     let load_canvas = |i: usize| -> Result<Arc<Yuv420>, RenderError> {
         let (_, dir, w, h) = &canvases[i];
-        let bytes = fs::read(dir.join("canvas.yuv"))?;
-        let c = Yuv420::from_bytes(*w, *h, &bytes)
-            .ok_or_else(|| std::io::Error::other("canvas cache entry has the wrong size"))?;
-        Ok(Arc::new(c))
+        Ok(Arc::new(Yuv420::read_from(*w, *h, &mut fs::File::open(dir.join("canvas.yuv"))?)?))
     };
     let mut paths: BTreeMap<usize, PathBuf> = BTreeMap::new();
     let mut encoded = 0u64;
+    // The soundtrack is one more job in the same pool: while its single-threaded AAC encode
+    // runs, one encoder fewer runs beside it, so the cores stay busy and memory stays flat.
+    opts.emit(Progress::Stage { name: "render", total: total_frames });
+    let mut work: Vec<Job> = vec![Job::Audio];
+    work.extend(jobs_list.iter().map(|&(i, k)| Job::Segment(i, k)));
+    let audio_result: std::sync::Mutex<Option<(PathBuf, Option<f64>, StageReport)>> = Default::default();
     {
         let seg_runs = AtomicU64::new(0);
-        let results = parallel(&jobs_list, jobs, |(i, k)| -> Result<(usize, PathBuf), RenderError> {
-            let seg = &timeline.segments[*i];
+        let results = parallel(&work, jobs, |job| -> Result<Option<(usize, PathBuf)>, RenderError> {
+            let (i, k) = match *job {
+                Job::Audio => {
+                    let t = std::time::Instant::now();
+                    let cpu0 = report::thread_cpu_seconds();
+                    let (path, loudness, child_cpu) = mixdown(engine, spec, &timeline, &speech, &inputs)?;
+                    let st = StageReport {
+                        wall_s: t.elapsed().as_secs_f64(),
+                        cpu_s: report::thread_cpu_seconds() - cpu0 + child_cpu.unwrap_or(0.0),
+                        items: 1,
+                        runs: child_cpu.is_some() as u64,
+                        ..Default::default()
+                    };
+                    *audio_result.lock().expect("audio slot") = Some((path, loudness, st));
+                    return Ok(None);
+                }
+                Job::Segment(i, k) => (i, k),
+            };
+            let k = &k;
+            let seg = &timeline.segments[i];
             let (p, _) = engine.cache.get_or_build("segment", k, |dir| -> Result<(), RenderError> {
                 seg_runs.fetch_add(1, Ordering::Relaxed);
                 encode_segment(
@@ -172,9 +182,9 @@ pub(crate) fn run(
                     total_frames,
                 )
             })?;
-            Ok((*i, p.join("segment.mp4")))
+            Ok(Some((i, p.join("segment.mp4"))))
         })?;
-        for (i, p) in results {
+        for (i, p) in results.into_iter().flatten() {
             paths.insert(i, p);
         }
         encoded += seg_runs.load(Ordering::Relaxed);
@@ -182,6 +192,11 @@ pub(crate) fn run(
     st.items = timeline.segments.len() as u64;
     st.runs = encoded;
     t.stop(&mut st);
+    let (audio_path, loudness, audio_st) = audio_result.into_inner().expect("audio slot").expect("audio job ran");
+    // The pool's CPU includes the soundtrack's; report each stage its own share.
+    st.cpu_s = (st.cpu_s - audio_st.cpu_s).max(0.0);
+    rep.loudness_lufs = loudness;
+    rep.stages.insert("audio".into(), audio_st);
     rep.encoded_frames = frames_done.load(Ordering::Relaxed);
     rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
     rep.segments_total = timeline.segments.len() as u64;
@@ -195,19 +210,37 @@ pub(crate) fn run(
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
-    let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
     let ordered: Vec<PathBuf> = paths.into_values().collect();
-    // Write next to the target and rename, so a failed join never leaves a broken file behind.
+    // Entries are directories named by their key, so the joined file's key is the list of them.
+    let parts: Vec<String> = ordered
+        .iter()
+        .chain(std::iter::once(&audio_path))
+        .filter_map(|p| p.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let (dir, hit) =
+        engine.cache.get_or_build("final", &cache::key("final", &parts), |dir| -> Result<(), RenderError> {
+            let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
+            ffmpeg::concat(&ordered, Some(&audio_path), &dir.join("video.mp4"), work.path())?;
+            Ok(())
+        })?;
+    st.runs = (!hit) as u64;
+    // Copy (never link) out of the cache: the caller may edit its file; write next to the
+    // target and rename, so a failure never leaves a broken file behind.
     let tmp_out = out.with_extension("partial.mp4");
-    ffmpeg::concat(&ordered, Some(&audio_path), &tmp_out, work.path())?;
+    fs::copy(dir.join("video.mp4"), &tmp_out)?;
     fs::rename(&tmp_out, out)?;
     t.stop(&mut st);
     rep.stages.insert("concat".into(), st);
 
     // Per-stage cache counts.
     let run = engine.cache.run_stats();
-    for (stage, name) in [("narration", "narration"), ("canvas", "canvas"), ("audio", "audio"), ("segment", "segments")]
-    {
+    for (stage, name) in [
+        ("narration", "narration"),
+        ("canvas", "canvas"),
+        ("audio", "audio"),
+        ("segment", "segments"),
+        ("final", "concat"),
+    ] {
         if let (Some(hm), Some(s)) = (run.get(stage), rep.stages.get_mut(name)) {
             s.cache_hits = hm.hits;
             s.cache_misses = hm.misses;
@@ -604,13 +637,22 @@ struct MixKey<'a> {
     bitrate: u32,
 }
 
+/// One unit of work in the render pool.
+#[derive(Clone, Copy)]
+enum Job {
+    Audio,
+    Segment(usize, Key),
+}
+
+/// Mixes and encodes the soundtrack; returns its file, loudness and, when it was encoded rather
+/// than found in the cache, the encoder's CPU seconds.
 fn mixdown(
     engine: &Engine,
     spec: &Spec,
     tl: &Timeline,
     speech: &[Option<Speech>],
     inputs: &Inputs,
-) -> Result<(PathBuf, Option<f64>, bool), RenderError> {
+) -> Result<(PathBuf, Option<f64>, Option<f64>), RenderError> {
     let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
     let key = cache::key(
         "audio",
@@ -624,10 +666,9 @@ fn mixdown(
             bitrate: spec.audio.bitrate_kbps,
         },
     );
-    let mut ran = false;
+    let mut child_cpu = None;
     let channels = channels(spec);
     let (dir, _) = engine.cache.get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
-        ran = true;
         let fps = tl.fps as f64;
         let to_frames = |frame: u64| (frame as f64 / fps * MIX_RATE as f64).round() as u64;
         let mut plan = MixPlan { frames: to_frames(tl.total_frames), clips: vec![], music: None };
@@ -692,13 +733,13 @@ fn mixdown(
             return Err(e.into());
         }
         let (_, after) = streamed?;
-        enc.finish()?;
+        child_cpu = Some(enc.finish()?);
         fs::write(dir.join("loudness.json"), serde_json::to_vec(&after).expect("f64 serialises"))?;
         Ok(())
     })?;
     let loudness: Option<f64> =
         fs::read(dir.join("loudness.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).flatten();
-    Ok((dir.join("audio.m4a"), loudness, ran))
+    Ok((dir.join("audio.m4a"), loudness, child_cpu))
 }
 
 fn text_look(

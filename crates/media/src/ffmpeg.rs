@@ -63,6 +63,28 @@ fn drain(child: &mut Child) -> Option<JoinHandle<String>> {
     })
 }
 
+/// Waits for a child like `Child::wait`, also returning the CPU seconds it used (for reports).
+fn wait_with_cpu(child: &mut Child) -> std::io::Result<(ExitStatus, f64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child with out-pointers to locals.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            // Already reaped elsewhere: fall back to the std wait (no CPU figure).
+            return child.wait().map(|s| (s, 0.0));
+        }
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((ExitStatus::from_raw(status), tv(ru.ru_utime) + tv(ru.ru_stime)))
+}
+
 fn check(what: &str, status: ExitStatus, stderr: Option<JoinHandle<String>>) -> Result<(), FfmpegError> {
     let text = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if status.success() {
@@ -193,7 +215,8 @@ impl VideoEncoder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = spawn(cmd, "video encoder")?;
-        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 20, s));
+        // Frames are written whole (megabytes), so a small buffer only serves the odd short write.
+        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
         let stderr = drain(&mut child);
         Ok(Self { child, stdin, stderr, frames: 0, out: out.to_path_buf() })
     }
@@ -313,7 +336,7 @@ pub fn encode_aac(samples: &[f32], rate: u32, channels: u16, kbps: u32, out: &Pa
     for chunk in samples.chunks(1 << 14) {
         enc.write(chunk)?;
     }
-    enc.finish()
+    enc.finish().map(|_| ())
 }
 
 /// A streaming AAC encoder: interleaved f32 blocks in, an M4A file out.
@@ -354,11 +377,13 @@ impl AacEncoder {
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<(), FfmpegError> {
+    /// Waits for the file to be complete; returns the encoder's CPU seconds.
+    pub fn finish(mut self) -> Result<f64, FfmpegError> {
         let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
-        let status = self.child.wait()?;
+        let (status, cpu) = wait_with_cpu(&mut self.child)?;
         check("audio encoder", status, self.stderr.take())?;
-        Ok(flushed?)
+        flushed?;
+        Ok(cpu)
     }
 }
 

@@ -109,6 +109,15 @@ impl Yuv420 {
         })
     }
 
+    /// Reads planes written by [`Yuv420::write_to`] straight into the frame (no staging copy).
+    pub fn read_from(width: u32, height: u32, r: &mut impl io::Read) -> io::Result<Self> {
+        let mut f = Self::solid(width, height, [0, 0, 0]);
+        r.read_exact(&mut f.y)?;
+        r.read_exact(&mut f.u)?;
+        r.read_exact(&mut f.v)?;
+        Ok(f)
+    }
+
     pub fn byte_len(&self) -> usize {
         self.y.len() + self.u.len() + self.v.len()
     }
@@ -499,6 +508,8 @@ mod tests {
         assert_eq!(buf.len(), f.byte_len());
         assert_eq!(Yuv420::from_bytes(16, 8, &buf).unwrap(), f);
         assert!(Yuv420::from_bytes(16, 8, &buf[1..]).is_none());
+        assert_eq!(Yuv420::read_from(16, 8, &mut &buf[..]).unwrap(), f);
+        assert!(Yuv420::read_from(16, 8, &mut &buf[1..]).is_err());
     }
 }
 
