@@ -196,4 +196,5 @@ fn no_cache_keeps_nothing() {
     assert_eq!(a.segments_encoded, 1);
     assert_eq!(b.segments_encoded, 1, "a disabled cache never hits");
     assert_eq!(b.cache_hits, 0);
+    assert_eq!(b.cache_misses, a.cache_misses, "counts are per render, not cumulative");
 }

@@ -179,10 +179,10 @@ impl Cache {
 
     /// Adds this run's counts to the cumulative `stats.json` and evicts down to the size limit.
     pub fn finish_run(&self) -> io::Result<()> {
+        let run = std::mem::take(&mut *self.run.lock().expect("cache stats lock"));
         if !self.enabled {
             return Ok(());
         }
-        let run = std::mem::take(&mut *self.run.lock().expect("cache stats lock"));
         let _guard = StatsLock::acquire(&self.root)?;
         let mut total = self.cumulative();
         for (stage, hm) in run {
