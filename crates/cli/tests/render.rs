@@ -198,3 +198,81 @@ fn no_cache_keeps_nothing() {
     assert_eq!(b.cache_hits, 0);
     assert_eq!(b.cache_misses, a.cache_misses, "counts are per render, not cumulative");
 }
+
+#[test]
+fn recording_narration_sets_duration_speed_and_subtitles() {
+    let f = Fixture::new();
+    f.tone_wav("voice.wav", 300.0, 2.0, 0.4);
+    let scene = |speed: f32| {
+        json!({
+            "version": 1,
+            "output": { "width": W, "height": H, "fps": 25 },
+            "subtitles": { "font": { "size": 0.1, "color": "#ffffff" }, "style": "lines" },
+            "scenes": [{ "background": { "color": "#000000" }, "padding": 0.2,
+                         "narration": { "audio": "voice.wav", "transcript": "one two three four", "speed": speed } }]
+        })
+    };
+    let normal = render(&f.path("cache"), &f.write_spec("a.json", &scene(1.0)), &f.path("a.mp4"));
+    assert!((normal.duration_s - 2.2).abs() < 0.05, "recording + padding: {}", normal.duration_s);
+    let fast = render(&f.path("cache"), &f.write_spec("b.json", &scene(2.0)), &f.path("b.mp4"));
+    assert!((fast.duration_s - 1.2).abs() < 0.08, "twice the tempo: {}", fast.duration_s);
+    // The transcript shows as a subtitle while the recording plays.
+    let frame = ffmpeg::frame_rgb_at(&f.path("a.mp4"), 1.0).unwrap();
+    assert!(count_near(&frame, (0, H / 2, W, H), [255, 255, 255], 40) > 50);
+    let a = audio_mono(&f.path("a.mp4"));
+    assert!(tone_amplitude(&a, 300.0, 0.5, 1.5) > 0.05, "the recording is in the soundtrack");
+}
+
+#[test]
+fn title_card_overlay_and_fit_modes() {
+    let f = Fixture::new();
+    f.solid_png("tall.png", 90, 180, [255, 0, 0]);
+    let spec = f.write_spec(
+        "spec.json",
+        &json!({
+            "version": 1,
+            "output": { "size": "360p", "fps": 25, "background": "#0000ff" },
+            "subtitles": { "enabled": false },
+            "scenes": [
+                { "background": { "color": "#000000" }, "title": "Title", "duration": 1,
+                  "overlay": { "text": "corner", "position": "top-right", "font": { "size": 0.08, "color": "#00ff00" } } },
+                { "image": "tall.png", "fit": "contain", "duration": 1 },
+                { "image": "tall.png", "fit": "contain-blur", "duration": 1 },
+                { "image": "tall.png", "fit": "cover", "duration": 1 }
+            ]
+        }),
+    );
+    let out = f.path("out.mp4");
+    render(&f.path("cache"), &spec, &out);
+    let (w, h) = (640u32, 360u32);
+    let title = ffmpeg::frame_rgb_at(&out, 0.5).unwrap();
+    assert!(count_near(&title, (w / 4, h / 3, w * 3 / 4, h * 2 / 3), [255, 255, 255], 40) > 200, "title in the middle");
+    assert!(count_near(&title, (w / 2, 0, w, h / 4), [0, 255, 0], 60) > 50, "overlay top right");
+    assert_eq!(count_near(&title, (0, h / 2, w / 2, h), [0, 255, 0], 60), 0, "nothing bottom left");
+    // contain: red picture in the middle, the output background (blue) at the sides.
+    let side = mean_rgb(&out, 1.5, 0, 0, 40, h);
+    let middle = mean_rgb(&out, 1.5, w / 2 - 20, 0, w / 2 + 20, h);
+    assert!(side[2] > 200.0 && side[0] < 40.0, "blue bars {side:?}");
+    assert!(middle[0] > 200.0 && middle[2] < 40.0, "red picture {middle:?}");
+    // contain-blur: the bars are a darkened blur of the red picture, not blue.
+    let blur_side = mean_rgb(&out, 2.5, 0, 0, 40, h);
+    assert!(blur_side[0] > 100.0 && blur_side[2] < 60.0, "blurred bars {blur_side:?}");
+    // cover: red everywhere.
+    let cover = mean_rgb(&out, 3.5, 0, 0, w, h);
+    assert!(cover[0] > 200.0 && cover[2] < 40.0, "{cover:?}");
+}
+
+#[test]
+fn vertical_preset_renders_portrait() {
+    let f = Fixture::new();
+    let spec = f.write_spec(
+        "spec.json",
+        &json!({ "version": 1, "output": { "size": "vertical", "fps": 10, "quality": { "preset": "ultrafast" } },
+                 "scenes": [{ "duration": 0.3 }] }),
+    );
+    let out = f.path("out.mp4");
+    render(&f.path("cache"), &spec, &out);
+    let v = ffmpeg::probe(&out).unwrap();
+    let v = v.video().unwrap();
+    assert_eq!((v.width, v.height, v.frames), (1080, 1920, 3));
+}
