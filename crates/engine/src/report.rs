@@ -120,23 +120,20 @@ impl TreeMemory {
 
 /// Summed resident memory (kB) of `root` and every process descended from it.
 pub fn tree_rss_kb(root: u32) -> u64 {
+    process_tree(root).iter().map(|p| p.1).sum()
+}
+
+/// `(pid, rss kB)` of `root` and all its descendants, from /proc.
+pub fn process_tree(root: u32) -> Vec<(u32, u64)> {
     let mut parent: HashMap<u32, u32> = HashMap::new();
     let mut rss: HashMap<u32, u64> = HashMap::new();
     let page_kb = 4; // x86-64 / aarch64 Linux base pages
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         // The command name may contain spaces: fields start after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // rest: state(0) ppid(1) ... rss is field 24 of stat, i.e. index 21 here.
         if let (Some(pp), Some(r)) =
@@ -146,9 +143,9 @@ pub fn tree_rss_kb(root: u32) -> u64 {
             rss.insert(pid, r * page_kb);
         }
     }
-    rss.iter()
+    rss.into_iter()
         .filter(|(pid, _)| {
-            let mut p = **pid;
+            let mut p = *pid;
             for _ in 0..64 {
                 if p == root {
                     return true;
@@ -160,8 +157,7 @@ pub fn tree_rss_kb(root: u32) -> u64 {
             }
             false
         })
-        .map(|(_, r)| r)
-        .sum()
+        .collect()
 }
 
 #[cfg(test)]
@@ -171,24 +167,30 @@ mod tests {
     #[test]
     fn tree_rss_counts_children() {
         let me = std::process::id();
-        let alone = tree_rss_kb(me);
-        assert!(alone > 1000, "own RSS is at least a MB: {alone}");
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-        let with_child = tree_rss_kb(me);
+        let tree = process_tree(me);
+        let total = tree_rss_kb(me);
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(with_child > alone, "{with_child} vs {alone}");
+        let mine = tree.iter().find(|p| p.0 == me).map(|p| p.1).unwrap_or(0);
+        let theirs = tree.iter().find(|p| p.0 == child.id()).map(|p| p.1);
+        assert!(mine > 1000, "own RSS is at least a MB: {mine}");
+        assert!(theirs.is_some_and(|r| r > 0), "the child is in the tree: {tree:?}");
+        assert!(total >= mine);
     }
 
     #[test]
     fn cpu_seconds_advance_with_work() {
-        let before = cpu_seconds();
+        let (proc0, thread0) = (cpu_seconds(), thread_cpu_seconds());
+        // A fixed amount of work, not a fixed time: a loaded machine only makes it take longer.
         let mut x = 0u64;
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(50) {
-            x = x.wrapping_add(std::hint::black_box(1));
+        for i in 0..30_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
         }
-        assert!(x > 0);
-        assert!(cpu_seconds() - before > 0.02);
+        assert!(x != 1);
+        let (proc1, thread1) = (cpu_seconds(), thread_cpu_seconds());
+        assert!(thread1 - thread0 > 0.001, "the loop used CPU: {}", thread1 - thread0);
+        // The process total includes this thread's time.
+        assert!(proc1 - proc0 >= (thread1 - thread0) - 0.002, "{} vs {}", proc1 - proc0, thread1 - thread0);
     }
 }

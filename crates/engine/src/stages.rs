@@ -39,6 +39,36 @@ impl Speech {
     }
 }
 
+/// This render's cache hits and misses per stage (the engine's cache may serve several renders
+/// at once, so its own counters are not this render's).
+#[derive(Default)]
+struct Counts(std::sync::Mutex<BTreeMap<&'static str, cache::HitMiss>>);
+
+impl Counts {
+    /// Looks `key` up in the cache, building it on a miss, and counts which it was.
+    fn cached(
+        &self,
+        engine: &Engine,
+        stage: &'static str,
+        key: &Key,
+        build: impl FnOnce(&Path) -> Result<(), RenderError>,
+    ) -> Result<(PathBuf, bool), RenderError> {
+        let (path, hit) = engine.cache.get_or_build(stage, key, build)?;
+        let mut m = self.0.lock().expect("counts lock");
+        let e = m.entry(stage).or_default();
+        if hit {
+            e.hits += 1
+        } else {
+            e.misses += 1
+        }
+        Ok((path, hit))
+    }
+
+    fn get(&self, stage: &str) -> cache::HitMiss {
+        self.0.lock().expect("counts lock").get(stage).copied().unwrap_or_default()
+    }
+}
+
 /// Files referenced by the spec, hashed once per render.
 struct Inputs {
     base: PathBuf,
@@ -65,6 +95,7 @@ pub(crate) fn run(
     engine.validate(spec, base)?;
     let (width, height) = spec.output.dimensions();
     let inputs = hash_inputs(spec, base)?;
+    let counts = Counts::default();
     let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
     let mut rep =
         Report { output: out.display().to_string(), width, height, fps: spec.output.fps, ..Default::default() };
@@ -76,7 +107,7 @@ pub(crate) fn run(
     let runs = AtomicU64::new(0);
     let indices: Vec<usize> = (0..spec.scenes.len()).collect();
     let speech: Vec<Option<Speech>> = parallel(&indices, jobs, |&i| {
-        let r = narration(engine, spec, i, &inputs, &runs);
+        let r = narration(engine, &counts, spec, i, &inputs, &runs);
         if opts.cancelled() { Err(RenderError::Cancelled) } else { r }
     })?;
     st.items = speech.iter().flatten().count() as u64;
@@ -98,7 +129,7 @@ pub(crate) fn run(
     opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> =
-        parallel(&indices, jobs, |&i| canvas(engine, spec, i, &inputs, &runs))?;
+        parallel(&indices, jobs, |&i| canvas(engine, &counts, spec, i, &inputs, &runs))?;
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
@@ -153,7 +184,7 @@ pub(crate) fn run(
                 Job::Audio => {
                     let t = std::time::Instant::now();
                     let cpu0 = report::thread_cpu_seconds();
-                    let (path, loudness, child_cpu) = mixdown(engine, spec, &timeline, &speech, &inputs)?;
+                    let (path, loudness, child_cpu) = mixdown(engine, &counts, spec, &timeline, &speech, &inputs)?;
                     let st = StageReport {
                         wall_s: t.elapsed().as_secs_f64(),
                         cpu_s: report::thread_cpu_seconds() - cpu0 + child_cpu.unwrap_or(0.0),
@@ -168,7 +199,7 @@ pub(crate) fn run(
             };
             let k = &k;
             let seg = &timeline.segments[i];
-            let (p, _) = engine.cache.get_or_build("segment", k, |dir| -> Result<(), RenderError> {
+            let (p, _) = counts.cached(engine, "segment", k, |dir| {
                 seg_runs.fetch_add(1, Ordering::Relaxed);
                 encode_segment(
                     engine,
@@ -217,12 +248,11 @@ pub(crate) fn run(
         .chain(std::iter::once(&audio_path))
         .filter_map(|p| p.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    let (dir, hit) =
-        engine.cache.get_or_build("final", &cache::key("final", &parts), |dir| -> Result<(), RenderError> {
-            let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
-            ffmpeg::concat(&ordered, Some(&audio_path), &dir.join("video.mp4"), work.path())?;
-            Ok(())
-        })?;
+    let (dir, hit) = counts.cached(engine, "final", &cache::key("final", &parts), |dir| {
+        let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
+        ffmpeg::concat(&ordered, Some(&audio_path), &dir.join("video.mp4"), work.path())?;
+        Ok(())
+    })?;
     st.runs = (!hit) as u64;
     // Copy (never link) out of the cache: the caller may edit its file; write next to the
     // target and rename, so a failure never leaves a broken file behind.
@@ -233,7 +263,6 @@ pub(crate) fn run(
     rep.stages.insert("concat".into(), st);
 
     // Per-stage cache counts.
-    let run = engine.cache.run_stats();
     for (stage, name) in [
         ("narration", "narration"),
         ("canvas", "canvas"),
@@ -241,7 +270,8 @@ pub(crate) fn run(
         ("segment", "segments"),
         ("final", "concat"),
     ] {
-        if let (Some(hm), Some(s)) = (run.get(stage), rep.stages.get_mut(name)) {
+        if let Some(s) = rep.stages.get_mut(name) {
+            let hm = counts.get(stage);
             s.cache_hits = hm.hits;
             s.cache_misses = hm.misses;
         }
@@ -328,6 +358,7 @@ enum NarrationKey<'a> {
 
 fn narration(
     engine: &Engine,
+    counts: &Counts,
     spec: &Spec,
     i: usize,
     inputs: &Inputs,
@@ -356,7 +387,7 @@ fn narration(
         (None, None) => return Ok(None),
     };
     let key = cache::key("narration", &params);
-    let (dir, _) = engine.cache.get_or_build("narration", &key, |dir| -> Result<(), RenderError> {
+    let (dir, _) = counts.cached(engine, "narration", &key, |dir| {
         runs.fetch_add(1, Ordering::Relaxed);
         let (samples, words) = match (&n.text, &n.audio) {
             (Some(text), _) => synthesize(engine, text, &voice.name, voice.speed, voice.pitch, dir)?,
@@ -533,6 +564,7 @@ fn even(x: f32) -> u32 {
 
 fn canvas(
     engine: &Engine,
+    counts: &Counts,
     spec: &Spec,
     i: usize,
     inputs: &Inputs,
@@ -558,7 +590,7 @@ fn canvas(
             height: ch,
         },
     );
-    let (dir, _) = engine.cache.get_or_build("canvas", &key, |dir| -> Result<(), RenderError> {
+    let (dir, _) = counts.cached(engine, "canvas", &key, |dir| {
         runs.fetch_add(1, Ordering::Relaxed);
         let bg = scene_background(spec, scene, cw, ch);
         let mut rgba = match &scene.image {
@@ -648,6 +680,7 @@ enum Job {
 /// than found in the cache, the encoder's CPU seconds.
 fn mixdown(
     engine: &Engine,
+    counts: &Counts,
     spec: &Spec,
     tl: &Timeline,
     speech: &[Option<Speech>],
@@ -668,7 +701,7 @@ fn mixdown(
     );
     let mut child_cpu = None;
     let channels = channels(spec);
-    let (dir, _) = engine.cache.get_or_build("audio", &key, |dir| -> Result<(), RenderError> {
+    let (dir, _) = counts.cached(engine, "audio", &key, |dir| {
         let fps = tl.fps as f64;
         let to_frames = |frame: u64| (frame as f64 / fps * MIX_RATE as f64).round() as u64;
         let mut plan = MixPlan { frames: to_frames(tl.total_frames), clips: vec![], music: None };
@@ -680,7 +713,7 @@ fn mixdown(
         if let Some(m) = &spec.music {
             // Decoded once to a raw file in the cache, then read block by block.
             let mkey = cache::key("music", &inputs.hash(&m.file));
-            let (mdir, _) = engine.cache.get_or_build("music", &mkey, |d| -> Result<(), RenderError> {
+            let (mdir, _) = counts.cached(engine, "music", &mkey, |d| {
                 let out = d.join("music.f32");
                 ffmpeg::decode_audio_to_file(
                     &inputs.path(&m.file),
