@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, checks formatting, then the whole workspace's
-# unit and end-to-end tests (which render and inspect real videos).
+# unit and end-to-end tests (which render and inspect real videos), and prints one total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# cargo prints one "test result" line per test binary; add them up so the run ends on the total.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
