@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use image::{Rgb, RgbImage};
-use reelsmith_engine::report::{TreeMemory, cpu_seconds};
+use reelsmith_engine::report::{TreeMemory, TreePeak, cpu_seconds};
 use reelsmith_engine::{Cache, Engine, RenderOptions, Report};
 use serde_json::json;
 
@@ -136,8 +136,8 @@ fn render(cache_dir: &Path, spec: &Path, out: &Path, jobs: Option<usize>, thread
     Ok(engine.render_file(spec, out, &opts)?)
 }
 
-/// FFmpeg alone encoding the raw frames of `video` with the same settings: (wall s, cpu s, peak MB).
-fn encode_only(video: &Path, raw_dir: &Path, w: u32, h: u32, fps: u32) -> Result<(f64, f64, f64)> {
+/// FFmpeg alone encoding the raw frames of `video` with the same settings: (wall s, cpu s, peak memory).
+fn encode_only(video: &Path, raw_dir: &Path, w: u32, h: u32, fps: u32) -> Result<(f64, f64, TreePeak)> {
     let raw = raw_dir.join("reelsmith-bench-frames.yuv");
     reelsmith_media::ffmpeg::decode_to_raw(video, &raw)?;
     let out = raw_dir.join("reelsmith-bench-ref.mp4");
@@ -199,8 +199,8 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     let mut figures = json!({
         "machine": { "cores": reelsmith_engine::cores() },
         "video": { "width": w, "height": h, "fps": fps, "frames": cold.frames, "seconds": cold.duration_s, "scenes": scenes },
-        "reference_encode_only": { "wall_s": ref_wall, "cpu_s": ref_cpu, "peak_tree_mb": ref_peak },
-        "cold": { "wall_s": cold.wall_s, "cpu_s": cold.cpu_s, "peak_tree_mb": cold.peak_tree_rss_mb, "vs_reference": cold.wall_s / ref_wall, "stages": cold.stages },
+        "reference_encode_only": { "wall_s": ref_wall, "cpu_s": ref_cpu, "peak_tree_rss_mb": ref_peak.rss_mb, "peak_tree_pss_mb": ref_peak.pss_mb },
+        "cold": { "wall_s": cold.wall_s, "cpu_s": cold.cpu_s, "peak_tree_rss_mb": cold.peak_tree_rss_mb, "peak_tree_pss_mb": cold.peak_tree_pss_mb, "vs_reference": cold.wall_s / ref_wall, "stages": cold.stages },
         "identical_rerender": { "wall_s": same.wall_s, "segments_encoded": same.segments_encoded, "narration_runs": same.stages["narration"].runs },
         "one_scene_edit": { "wall_s": edit.wall_s, "vs_cold": edit.wall_s / cold.wall_s, "segments_encoded": edit.segments_encoded, "segments_total": edit.segments_total },
     });
@@ -216,12 +216,13 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             let _ = std::fs::remove_dir_all(&scratch);
             let r = render(&scratch, &spec, &dir.join(format!("bench-{minutes}min.mp4")), *jobs, *encoder_threads)?;
             let _ = std::fs::remove_dir_all(&scratch);
-            peaks.push((minutes, r.duration_s, r.peak_tree_rss_mb, r.wall_s));
+            peaks.push((minutes, r.duration_s, r.peak_tree_rss_mb, r.wall_s, r.peak_tree_pss_mb));
         }
         figures["memory_scaling"] = json!({
-            "one_minute": { "seconds": peaks[0].1, "peak_tree_mb": peaks[0].2, "wall_s": peaks[0].3 },
-            "five_minutes": { "seconds": peaks[1].1, "peak_tree_mb": peaks[1].2, "wall_s": peaks[1].3 },
+            "one_minute": { "seconds": peaks[0].1, "peak_tree_mb": peaks[0].2, "peak_tree_pss_mb": peaks[0].4, "wall_s": peaks[0].3 },
+            "five_minutes": { "seconds": peaks[1].1, "peak_tree_mb": peaks[1].2, "peak_tree_pss_mb": peaks[1].4, "wall_s": peaks[1].3 },
             "ratio": peaks[1].2 / peaks[0].2,
+            "pss_ratio": peaks[1].4 / peaks[0].4,
         });
     }
 
@@ -232,12 +233,16 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         scenes,
         reelsmith_engine::cores()
     );
-    println!("  encode-only reference (ffmpeg, raw frames from RAM): {:.2} s wall, {:.0} MB peak", ref_wall, ref_peak);
     println!(
-        "  cold render (TTS included):   {:.2} s = {:.2}x reference, {:.0} MB peak tree memory",
+        "  encode-only reference (ffmpeg, raw frames from RAM): {:.2} s wall, peak {:.0} MB RSS / {:.0} MB PSS",
+        ref_wall, ref_peak.rss_mb, ref_peak.pss_mb
+    );
+    println!(
+        "  cold render (TTS included):   {:.2} s = {:.2}x reference, peak tree {:.0} MB RSS / {:.0} MB PSS",
         cold.wall_s,
         cold.wall_s / ref_wall,
-        cold.peak_tree_rss_mb
+        cold.peak_tree_rss_mb,
+        cold.peak_tree_pss_mb
     );
     for (name, s) in &cold.stages {
         println!(
@@ -257,11 +262,17 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         edit.segments_total
     );
     if let Some(m) = figures.get("memory_scaling") {
+        let f = |k: &str, v: &str| m[k][v].as_f64().unwrap_or(0.0);
         println!(
-            "  memory: 1-minute video {:.0} MB, 5-minute video {:.0} MB (ratio {:.2})",
-            m["one_minute"]["peak_tree_mb"].as_f64().unwrap_or(0.0),
-            m["five_minutes"]["peak_tree_mb"].as_f64().unwrap_or(0.0),
-            m["ratio"].as_f64().unwrap_or(0.0)
+            "  memory: {:.0} s video {:.0} MB RSS / {:.0} MB PSS; {:.0} s video {:.0} MB RSS / {:.0} MB PSS (ratio {:.2} / {:.2})",
+            f("one_minute", "seconds"),
+            f("one_minute", "peak_tree_mb"),
+            f("one_minute", "peak_tree_pss_mb"),
+            f("five_minutes", "seconds"),
+            f("five_minutes", "peak_tree_mb"),
+            f("five_minutes", "peak_tree_pss_mb"),
+            m["ratio"].as_f64().unwrap_or(0.0),
+            m["pss_ratio"].as_f64().unwrap_or(0.0)
         );
     }
     if let Some(p) = json_out {

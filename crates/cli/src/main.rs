@@ -135,7 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !quiet {
                 eprintln!(
-                    "{}: {}x{} {} frames ({:.2} s) in {:.2} s — {} of {} segments encoded, cache {}/{} hits, peak memory {:.0} MB",
+                    "{}: {}x{} {} frames ({:.2} s) in {:.2} s — {} of {} segments encoded, cache {}/{} hits, peak memory {:.0} MB (PSS {:.0} MB)",
                     output.display(),
                     rep.width,
                     rep.height,
@@ -146,7 +146,8 @@ fn run(cli: Cli) -> Result<()> {
                     rep.segments_total,
                     rep.cache_hits,
                     rep.cache_hits + rep.cache_misses,
-                    rep.peak_tree_rss_mb
+                    rep.peak_tree_rss_mb,
+                    rep.peak_tree_pss_mb
                 );
             }
             Ok(())

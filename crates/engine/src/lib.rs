@@ -149,7 +149,8 @@ impl Engine {
         finish?;
         rep.wall_s = started.elapsed().as_secs_f64();
         rep.cpu_s = report::cpu_seconds() - cpu0;
-        rep.peak_tree_rss_mb = peak;
+        rep.peak_tree_rss_mb = peak.rss_mb;
+        rep.peak_tree_pss_mb = peak.pss_mb;
         Ok(rep)
     }
 }

@@ -32,8 +32,11 @@ pub struct Report {
     pub encoder: String,
     pub wall_s: f64,
     pub cpu_s: f64,
-    /// Highest summed RSS of this process and all its children, sampled every 20 ms.
+    /// Highest summed RSS of this process and all its children, sampled every 20 ms (counts
+    /// shared library pages once per process).
     pub peak_tree_rss_mb: f64,
+    /// Highest summed PSS of the same tree, sampled every 100 ms (shared pages split).
+    pub peak_tree_pss_mb: f64,
     /// Frames composited and encoded per second of the segments stage (0 when all were reused).
     pub encode_fps: f64,
     pub encoded_frames: u64,
@@ -83,39 +86,69 @@ impl StageTimer {
     }
 }
 
-/// Samples the RSS of this process and all its descendants; keeps the peak.
+/// Peak memory of a process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct TreePeak {
+    /// Highest summed RSS, MB: shared library pages count once per process.
+    pub rss_mb: f64,
+    /// Highest summed PSS, MB: shared pages split among the processes sharing them, so this is
+    /// what the tree really occupies.
+    pub pss_mb: f64,
+}
+
+/// Samples the memory of this process and all its descendants; keeps the peaks. RSS every
+/// 20 ms (cheap), PSS every 100 ms (smaps_rollup walks page tables).
 pub struct TreeMemory {
     stop: Arc<AtomicBool>,
-    peak_kb: Arc<AtomicU64>,
+    peak_rss_kb: Arc<AtomicU64>,
+    peak_pss_kb: Arc<AtomicU64>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TreeMemory {
     pub fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let peak_kb = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak_kb.clone());
+        let peak_rss_kb = Arc::new(AtomicU64::new(0));
+        let peak_pss_kb = Arc::new(AtomicU64::new(0));
+        let (s, r, p) = (stop.clone(), peak_rss_kb.clone(), peak_pss_kb.clone());
         let handle = std::thread::Builder::new()
             .name("rss-sampler".into())
             .spawn(move || {
                 let me = std::process::id();
+                let mut tick = 0u64;
                 while !s.load(Ordering::Relaxed) {
-                    p.fetch_max(tree_rss_kb(me), Ordering::Relaxed);
+                    let tree = process_tree(me);
+                    r.fetch_max(tree.iter().map(|t| t.1).sum(), Ordering::Relaxed);
+                    if tick % 5 == 0 {
+                        p.fetch_max(tree.iter().map(|t| pss_kb(t.0)).sum(), Ordering::Relaxed);
+                    }
+                    tick += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
             .ok();
-        Self { stop, peak_kb, handle }
+        Self { stop, peak_rss_kb, peak_pss_kb, handle }
     }
 
-    /// Stops sampling; the peak in MB.
-    pub fn finish(mut self) -> f64 {
+    /// Stops sampling; the peaks.
+    pub fn finish(mut self) -> TreePeak {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+        TreePeak {
+            rss_mb: self.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0,
+            pss_mb: self.peak_pss_kb.load(Ordering::Relaxed) as f64 / 1024.0,
+        }
     }
+}
+
+/// Proportional set size (kB) of one process; 0 when it is gone or unreadable.
+pub fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Summed resident memory (kB) of `root` and every process descended from it.
@@ -177,6 +210,8 @@ mod tests {
         assert!(mine > 1000, "own RSS is at least a MB: {mine}");
         assert!(theirs.is_some_and(|r| r > 0), "the child is in the tree: {tree:?}");
         assert!(total >= mine);
+        let pss = pss_kb(me);
+        assert!(pss > 500 && pss <= mine + 1024, "PSS {pss} kB vs RSS {mine} kB");
     }
 
     #[test]
