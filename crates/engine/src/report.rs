@@ -35,7 +35,7 @@ pub struct Report {
     /// Highest summed RSS of this process and all its children, sampled every 20 ms (counts
     /// shared library pages once per process).
     pub peak_tree_rss_mb: f64,
-    /// Highest summed PSS of the same tree, sampled every 100 ms (shared pages split).
+    /// Summed PSS of the same tree near its RSS peak (shared pages split among processes).
     pub peak_tree_pss_mb: f64,
     /// Frames composited and encoded per second of the segments stage (0 when all were reused).
     pub encode_fps: f64,
@@ -96,8 +96,8 @@ pub struct TreePeak {
     pub pss_mb: f64,
 }
 
-/// Samples the memory of this process and all its descendants; keeps the peaks. RSS every
-/// 20 ms (cheap), PSS every 100 ms (smaps_rollup walks page tables).
+/// Samples the memory of this process and all its descendants; keeps the peaks: RSS every
+/// 20 ms, PSS when the RSS peak rises.
 pub struct TreeMemory {
     stop: Arc<AtomicBool>,
     peak_rss_kb: Arc<AtomicU64>,
@@ -115,14 +115,18 @@ impl TreeMemory {
             .name("rss-sampler".into())
             .spawn(move || {
                 let me = std::process::id();
-                let mut tick = 0u64;
+                let mut last_pss = std::time::Instant::now() - Duration::from_secs(1);
                 while !s.load(Ordering::Relaxed) {
                     let tree = process_tree(me);
-                    r.fetch_max(tree.iter().map(|t| t.1).sum(), Ordering::Relaxed);
-                    if tick % 5 == 0 {
+                    let rss: u64 = tree.iter().map(|t| t.1).sum();
+                    let new_peak = rss > r.fetch_max(rss, Ordering::Relaxed);
+                    // Reading smaps_rollup stalls the sampled processes (it walks their page
+                    // tables under the mmap lock: sampling it every 100 ms cost ~15% of render
+                    // speed), so PSS is read only when RSS reaches a new peak, at most 4x/s.
+                    if new_peak && last_pss.elapsed() >= Duration::from_millis(250) {
                         p.fetch_max(tree.iter().map(|t| pss_kb(t.0)).sum(), Ordering::Relaxed);
+                        last_pss = std::time::Instant::now();
                     }
-                    tick += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
