@@ -90,6 +90,7 @@ fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
 }
 
 /// Writes pictures and a storyboard spec; returns the spec path.
+#[allow(clippy::too_many_arguments)]
 fn storyboard(
     dir: &Path,
     name: &str,

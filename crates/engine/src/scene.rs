@@ -68,6 +68,7 @@ impl TextLook {
 /// Splits narration words into pages of at most `max_lines` lines that fit `max_width`, one
 /// state per page (`lines`) or per word (`word-highlight`). States tile the span from the
 /// first word to `end_frame` so the text never flickers between words.
+#[allow(clippy::too_many_arguments)]
 pub fn subtitle_states(
     text: &TextRenderer,
     words: &[WordTiming],

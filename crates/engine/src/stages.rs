@@ -908,7 +908,7 @@ fn encode_segment(
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
     let report = |n: u64| {
         let d = done.fetch_add(n, Ordering::Relaxed) + n;
-        if d % 10 == 0 || d == total {
+        if d.is_multiple_of(10) || d == total {
             opts.emit(Progress::Frames { done: d, total });
         }
     };

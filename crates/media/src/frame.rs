@@ -38,7 +38,7 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 impl Yuv420 {
     /// A frame filled with one straight sRGB colour.
     pub fn solid(width: u32, height: u32, rgb: [u8; 3]) -> Self {
-        assert!(width % 2 == 0 && height % 2 == 0, "4:2:0 needs even dimensions");
+        assert!(width.is_multiple_of(2) && height.is_multiple_of(2), "4:2:0 needs even dimensions");
         let (y, u, v) = rgb_to_yuv(rgb[0] as f32, rgb[1] as f32, rgb[2] as f32);
         let (cw, ch) = ((width / 2) as usize, (height / 2) as usize);
         Self {
@@ -53,7 +53,7 @@ impl Yuv420 {
     /// Converts straight (non-premultiplied) RGBA pixels; alpha is ignored. Chroma is the
     /// average of each 2x2 block.
     pub fn from_rgba(width: u32, height: u32, rgba: &[u8]) -> Self {
-        assert!(width % 2 == 0 && height % 2 == 0, "4:2:0 needs even dimensions");
+        assert!(width.is_multiple_of(2) && height.is_multiple_of(2), "4:2:0 needs even dimensions");
         let (w, h) = (width as usize, height as usize);
         assert_eq!(rgba.len(), w * h * 4);
         let mut out = Self { width, height, y: vec![0; w * h], u: vec![0; w * h / 4], v: vec![0; w * h / 4] };
@@ -97,7 +97,7 @@ impl Yuv420 {
     pub fn from_bytes(width: u32, height: u32, bytes: &[u8]) -> Option<Self> {
         let ys = (width * height) as usize;
         let cs = ys / 4;
-        if width % 2 != 0 || height % 2 != 0 || bytes.len() != ys + 2 * cs {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) || bytes.len() != ys + 2 * cs {
             return None;
         }
         Some(Self {
@@ -421,7 +421,7 @@ mod tests {
             let (y, u, v) = rgb_to_yuv(rgb[0] as f32, rgb[1] as f32, rgb[2] as f32);
             let back = yuv_to_rgb(y.round() as u8, u.round() as u8, v.round() as u8);
             for c in 0..3 {
-                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 3, "{rgb:?} -> {back:?}");
+                assert!((back[c] as i32 - rgb[c]).abs() <= 3, "{rgb:?} -> {back:?}");
             }
         }
         let (y, _, _) = rgb_to_yuv(0.0, 0.0, 0.0);
