@@ -198,6 +198,48 @@ mod tests {
         assert!(g.get_pixel(0, 5).0[0] < 5 && g.get_pixel(99, 5).0[0] > 250);
     }
 
+    /// A JPEG of `img` carrying an EXIF APP1 segment with the given orientation tag.
+    fn jpeg_with_orientation(img: &Rgba, orientation: u16) -> Vec<u8> {
+        let mut plain = std::io::Cursor::new(Vec::new());
+        DynamicImage::ImageRgba8(img.clone()).into_rgb8().write_to(&mut plain, image::ImageFormat::Jpeg).unwrap();
+        let plain = plain.into_inner();
+        // TIFF (little endian): header, one IFD entry 0x0112 (Orientation, SHORT, 1 value), no next IFD.
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend_from_slice(&8u32.to_le_bytes());
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+        tiff.extend_from_slice(&3u16.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = plain[..2].to_vec(); // SOI
+        out.extend_from_slice(&[0xff, 0xe1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&plain[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_stands_photos_upright() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64x32, left half red: stored sideways with orientation 6 ("rotate 90° clockwise to view").
+        let img = two_tone(64, 32);
+        let path = dir.path().join("phone.jpg");
+        std::fs::write(&path, jpeg_with_orientation(&img, 6)).unwrap();
+        let loaded = load(&path, 1_000_000).unwrap();
+        assert_eq!(loaded.dimensions(), (32, 64), "portrait after rotation");
+        // Rotating clockwise puts the stored left (red) half at the top.
+        assert!(loaded.get_pixel(16, 5).0[0] > 200 && loaded.get_pixel(16, 5).0[2] < 60);
+        assert!(loaded.get_pixel(16, 58).0[2] > 200 && loaded.get_pixel(16, 58).0[0] < 60);
+        // Orientation 1 leaves it alone.
+        std::fs::write(&path, jpeg_with_orientation(&img, 1)).unwrap();
+        assert_eq!(load(&path, 1_000_000).unwrap().dimensions(), (64, 32));
+    }
+
     #[test]
     fn load_rejects_bombs_and_corrupt_files() {
         let dir = tempfile::tempdir().unwrap();
