@@ -135,7 +135,7 @@ pub(crate) fn run(
     t.stop(&mut st);
     rep.stages.insert("canvas".into(), st);
 
-    // 6. Segments.
+    // 5. Segments, with the soundtrack in the same pool.
     let mut st = StageReport::default();
     let t = StageTimer::start();
     let encoder = crate::encoders::resolve(spec.output.encoder);
@@ -152,10 +152,9 @@ pub(crate) fn run(
         crf: spec.output.quality.crf,
         threads: None,
     };
-    let jobs_list: Vec<(usize, Key)> =
+    let mut jobs_list: Vec<(usize, Key)> =
         timeline.segments.iter().enumerate().map(|(i, s)| (i, segment_key(s, &looks, &settings))).collect();
     // The segments to encode set the progress total; hand out the longest first to balance workers.
-    let mut jobs_list = jobs_list;
     jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
     let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(_, k)| !engine.cache.contains(k)).collect();
     // Cores are shared among the encoders that will actually run at once.
@@ -170,7 +169,7 @@ pub(crate) fn run(
         Ok(Arc::new(Yuv420::read_from(*w, *h, &mut fs::File::open(dir.join("canvas.yuv"))?)?))
     };
     let mut paths: BTreeMap<usize, PathBuf> = BTreeMap::new();
-    let mut encoded = 0u64;
+    let seg_runs = AtomicU64::new(0);
     // The soundtrack is one more job in the same pool: while its single-threaded AAC encode
     // runs, one encoder fewer runs beside it, so the cores stay busy and memory stays flat.
     opts.emit(Progress::Stage { name: "render", total: total_frames });
@@ -178,7 +177,6 @@ pub(crate) fn run(
     work.extend(jobs_list.iter().map(|&(i, k)| Job::Segment(i, k)));
     let audio_result: std::sync::Mutex<Option<(PathBuf, Option<f64>, StageReport)>> = Default::default();
     {
-        let seg_runs = AtomicU64::new(0);
         let results = parallel(&work, jobs, |job| -> Result<Option<(usize, PathBuf)>, RenderError> {
             let (i, k) = match *job {
                 Job::Audio => {
@@ -197,9 +195,8 @@ pub(crate) fn run(
                 }
                 Job::Segment(i, k) => (i, k),
             };
-            let k = &k;
             let seg = &timeline.segments[i];
-            let (p, _) = counts.cached(engine, "segment", k, |dir| {
+            let (p, _) = counts.cached(engine, "segment", &k, |dir| {
                 seg_runs.fetch_add(1, Ordering::Relaxed);
                 encode_segment(
                     engine,
@@ -218,8 +215,8 @@ pub(crate) fn run(
         for (i, p) in results.into_iter().flatten() {
             paths.insert(i, p);
         }
-        encoded += seg_runs.load(Ordering::Relaxed);
     }
+    let encoded = seg_runs.load(Ordering::Relaxed);
     st.items = timeline.segments.len() as u64;
     st.runs = encoded;
     t.stop(&mut st);
@@ -234,7 +231,7 @@ pub(crate) fn run(
     rep.segments_encoded = encoded;
     rep.stages.insert("segments".into(), st);
 
-    // 7. Join.
+    // 6. Join.
     let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
     let t = StageTimer::start();
     opts.emit(Progress::Stage { name: "concat", total: 1 });
