@@ -153,7 +153,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Validate { specs } => {
-            let engine = Engine::new(Cache::disabled(tempfile::tempdir()?.keep())?)?;
+            let scratch = tempfile::tempdir()?;
+            let engine = Engine::new(Cache::disabled(scratch.path())?)?;
             let mut failed = false;
             for path in specs {
                 match validate(&engine, path) {
@@ -164,6 +165,8 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            drop(engine);
+            drop(scratch);
             if failed {
                 std::process::exit(2);
             }
