@@ -134,9 +134,11 @@ pub struct Crop {
 
 /// Bilinear resampling of `crop` of `src` onto the whole of `dst`, all three planes.
 ///
-/// Two passes per output row: a vertical blend of the two source rows (contiguous, so the
-/// compiler vectorises it), then a horizontal 2-tap gather with 7-bit weights. This is the
-/// per-frame hot path of Ken Burns motion; it avoids any RGB round trip.
+/// Horizontal pass first, once per source row (each row is reused by the output rows that
+/// need it), then a vertical blend of two horizontally scaled rows, which is contiguous and
+/// vectorises. Weights have 6 bits so the horizontal pass maps onto SSSE3 `pshufb` +
+/// `pmaddubsw`: 8 outputs from one 16-byte load with a shuffle and weights planned once per
+/// frame. This is the per-frame hot path of Ken Burns motion; it avoids any RGB round trip.
 pub fn resample_crop(src: &Yuv420, crop: Crop, dst: &mut Yuv420, scratch: &mut Vec<u16>) {
     let (sw, sh) = (src.width as usize, src.height as usize);
     let (dw, dh) = (dst.width as usize, dst.height as usize);
@@ -146,7 +148,11 @@ pub fn resample_crop(src: &Yuv420, crop: Crop, dst: &mut Yuv420, scratch: &mut V
     resample_plane(&src.v, sw / 2, sh / 2, c, &mut dst.v, dw / 2, dh / 2, scratch);
 }
 
-/// Index and 7-bit weight of the sample to the right, per output position.
+/// Weights are 0..=64 (6 bits): the largest that fits `pmaddubsw`'s signed byte operand.
+const WBITS: u32 = 6;
+const WONE: u16 = 1 << WBITS;
+
+/// Index of the left sample and weight of the right one, per output position.
 fn taps(out_len: usize, start: f32, len: f32, src_len: usize) -> Vec<(u32, u16)> {
     let scale = len / out_len as f32;
     let max = (src_len - 1) as f32;
@@ -154,10 +160,93 @@ fn taps(out_len: usize, start: f32, len: f32, src_len: usize) -> Vec<(u32, u16)>
         .map(|i| {
             let s = (start + (i as f32 + 0.5) * scale - 0.5).clamp(0.0, max);
             let i0 = (s.floor() as usize).min(src_len.saturating_sub(2));
-            let w = ((s - i0 as f32) * 128.0).round().clamp(0.0, 128.0) as u16;
+            let w = ((s - i0 as f32) * WONE as f32).round().clamp(0.0, WONE as f32) as u16;
             (i0 as u32, w)
         })
         .collect()
+}
+
+/// A group of 8 outputs whose 16 source bytes start at `base`: shuffle and weights for SSSE3.
+#[derive(Clone, Copy)]
+struct Block {
+    base: u32,
+    shuffle: [u8; 16],
+    weights: [i8; 16],
+}
+
+/// The horizontal pass planned once per frame and plane: SIMD blocks where the taps of 8
+/// consecutive outputs fit in 16 source bytes (any zoom up to ~1.75x), scalar taps elsewhere.
+struct HPlan {
+    xs: Vec<(u32, u16)>,
+    /// `blocks[k]` covers outputs `8k..8k+8`; `None` falls back to scalar.
+    blocks: Vec<Option<Block>>,
+}
+
+impl HPlan {
+    fn new(xs: Vec<(u32, u16)>, src_len: usize) -> Self {
+        let blocks = xs
+            .chunks_exact(8)
+            .map(|c| {
+                let base = c[0].0;
+                let last = c[7].0 + 1;
+                if last - base >= 16 || base as usize + 16 > src_len {
+                    return None;
+                }
+                let mut b = Block { base, shuffle: [0; 16], weights: [0; 16] };
+                for (k, &(x0, w)) in c.iter().enumerate() {
+                    b.shuffle[2 * k] = (x0 - base) as u8;
+                    b.shuffle[2 * k + 1] = (x0 + 1 - base) as u8;
+                    b.weights[2 * k] = (WONE - w) as i8;
+                    b.weights[2 * k + 1] = w as i8;
+                }
+                Some(b)
+            })
+            .collect();
+        Self { xs, blocks }
+    }
+
+    /// `out[i] = row[x0] * (64 - w) + row[x0 + 1] * w`, kept at 6 extra bits for the vertical pass.
+    fn run(&self, row: &[u8], out: &mut [u16]) {
+        let mut simd = false;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("ssse3") {
+            simd = true;
+            // SAFETY: SSSE3 is present; every block was checked to read inside `row`.
+            unsafe { self.blocks_ssse3(row, out) };
+        }
+        for (k, b) in self.blocks.iter().enumerate() {
+            if simd && b.is_some() {
+                continue;
+            }
+            scalar_taps(row, &self.xs[8 * k..8 * k + 8], &mut out[8 * k..8 * k + 8]);
+        }
+        let tail = self.blocks.len() * 8;
+        scalar_taps(row, &self.xs[tail..], &mut out[tail..]);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "ssse3")]
+    unsafe fn blocks_ssse3(&self, row: &[u8], out: &mut [u16]) {
+        use std::arch::x86_64::*;
+        for (k, b) in self.blocks.iter().enumerate() {
+            let Some(b) = b else { continue };
+            debug_assert!(b.base as usize + 16 <= row.len() && 8 * k + 8 <= out.len());
+            // SAFETY: HPlan::new only made blocks with base + 16 <= row.len(); out has 8 * blocks.
+            unsafe {
+                let px = _mm_loadu_si128(row.as_ptr().add(b.base as usize) as *const __m128i);
+                let pairs = _mm_shuffle_epi8(px, _mm_loadu_si128(b.shuffle.as_ptr() as *const __m128i));
+                let v = _mm_maddubs_epi16(pairs, _mm_loadu_si128(b.weights.as_ptr() as *const __m128i));
+                _mm_storeu_si128(out.as_mut_ptr().add(8 * k) as *mut __m128i, v);
+            }
+        }
+    }
+}
+
+fn scalar_taps(row: &[u8], xs: &[(u32, u16)], out: &mut [u16]) {
+    for (o, &(x0, w)) in out.iter_mut().zip(xs) {
+        let x0 = x0 as usize;
+        *o = row[x0] as u16 * (WONE - w) + row[x0 + 1] as u16 * w;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -169,89 +258,40 @@ fn resample_plane(
     dst: &mut [u8],
     dw: usize,
     dh: usize,
-    row: &mut Vec<u16>,
+    scratch: &mut Vec<u16>,
 ) {
     if sw < 2 || sh < 2 {
         dst.fill(src.first().copied().unwrap_or(0));
         return;
     }
-    let xs = taps(dw, crop.x, crop.w, sw);
+    let plan = HPlan::new(taps(dw, crop.x, crop.w, sw), sw);
     let ys = taps(dh, crop.y, crop.h, sh);
-    // Only the source columns the taps touch need the vertical pass.
-    let x_lo = xs.first().map_or(0, |t| t.0 as usize);
-    let x_hi = xs.last().map_or(0, |t| t.0 as usize + 2).min(sw);
-    row.clear();
-    row.resize(sw, 0);
+    scratch.clear();
+    scratch.resize(2 * dw, 0);
+    let (mut top, mut bottom) = scratch.split_at_mut(dw);
+    // Source rows currently held in `top` and `bottom`.
+    let (mut top_row, mut bottom_row) = (usize::MAX, usize::MAX);
     for (oy, &(y0, wy)) in ys.iter().enumerate() {
-        let r0 = &src[y0 as usize * sw..][..sw];
-        let r1 = &src[(y0 as usize + 1) * sw..][..sw];
-        let (a, b) = (128 - wy, wy);
-        for ((t, &p0), &p1) in row[x_lo..x_hi].iter_mut().zip(&r0[x_lo..x_hi]).zip(&r1[x_lo..x_hi]) {
-            *t = p0 as u16 * a + p1 as u16 * b;
+        let y0 = y0 as usize;
+        if top_row != y0 {
+            if bottom_row == y0 {
+                std::mem::swap(&mut top, &mut bottom);
+                std::mem::swap(&mut top_row, &mut bottom_row);
+            } else {
+                plan.run(&src[y0 * sw..][..sw], top);
+                top_row = y0;
+            }
         }
-        let out = &mut dst[oy * dw..][..dw];
-        horizontal(row, &xs, out);
-    }
-}
-
-/// The horizontal 2-tap pass: `out[i] = lerp(row[x0], row[x0 + 1], w)` with 7-bit weights over
-/// rows already scaled by 128 from the vertical pass. This gather is the hottest loop of Ken
-/// Burns frames; with AVX2 one 32-bit gather fetches both taps of 8 pixels and one `pmaddwd`
-/// weighs them (about 3x the scalar loop).
-#[inline]
-fn horizontal(row: &[u16], xs: &[(u32, u16)], out: &mut [u8]) {
-    // taps() keeps every x0 + 1 inside the source row; check it once here instead of per pixel.
-    let max = xs.iter().map(|t| t.0).max().unwrap_or(0) as usize;
-    assert!(xs.is_empty() || max + 1 < row.len());
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; indices were bounds-checked above.
-        done = unsafe { horizontal_avx2(row, xs, out) };
-    }
-    for (o, &(x0, wx)) in out[done..].iter_mut().zip(&xs[done..]) {
-        let x0 = x0 as usize;
-        // SAFETY: x0 + 1 <= max + 1 < row.len(), asserted above.
-        let (p0, p1) = unsafe { (*row.get_unchecked(x0) as u32, *row.get_unchecked(x0 + 1) as u32) };
-        let wx = wx as u32;
-        *o = ((p0 * (128 - wx) + p1 * wx + 8192) >> 14) as u8;
-    }
-}
-
-/// Processes whole groups of 8 outputs; returns how many it did.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn horizontal_avx2(row: &[u16], xs: &[(u32, u16)], out: &mut [u8]) -> usize {
-    use std::arch::x86_64::*;
-    let n = out.len().min(xs.len()) / 8 * 8;
-    let base = row.as_ptr() as *const i32;
-    let round = _mm256_set1_epi32(8192);
-    let mut idx = [0i32; 8];
-    let mut wts = [0i32; 8];
-    let mut i = 0;
-    while i < n {
-        for k in 0..8 {
-            let (x0, w) = xs[i + k];
-            idx[k] = x0 as i32;
-            // Low half weighs row[x0], high half row[x0 + 1], as pmaddwd pairs them.
-            wts[k] = ((128 - w as i32) & 0xffff) | ((w as i32) << 16);
+        if bottom_row != y0 + 1 {
+            plan.run(&src[(y0 + 1) * sw..][..sw], bottom);
+            bottom_row = y0 + 1;
         }
-        // SAFETY (caller): every x0 + 1 < row.len(), so the 4 bytes at 2 * x0 are inside `row`.
-        unsafe {
-            let vi = _mm256_loadu_si256(idx.as_ptr() as *const __m256i);
-            let pairs = _mm256_i32gather_epi32::<2>(base, vi);
-            let w = _mm256_loadu_si256(wts.as_ptr() as *const __m256i);
-            let v = _mm256_srli_epi32::<14>(_mm256_add_epi32(_mm256_madd_epi16(pairs, w), round));
-            let p16 = _mm256_packus_epi32(v, v);
-            let p8 = _mm256_packus_epi16(p16, p16);
-            let lo = _mm256_extract_epi32::<0>(p8) as u32;
-            let hi = _mm256_extract_epi32::<4>(p8) as u32;
-            std::ptr::copy_nonoverlapping(lo.to_le_bytes().as_ptr(), out.as_mut_ptr().add(i), 4);
-            std::ptr::copy_nonoverlapping(hi.to_le_bytes().as_ptr(), out.as_mut_ptr().add(i + 4), 4);
+        let (a, b) = ((WONE - wy) as u32, wy as u32);
+        let round = 1u32 << (2 * WBITS - 1);
+        for ((o, &t), &u) in dst[oy * dw..][..dw].iter_mut().zip(top.iter()).zip(bottom.iter()) {
+            *o = ((t as u32 * a + u as u32 * b + round) >> (2 * WBITS)) as u8;
         }
-        i += 8;
     }
-    n
 }
 
 /// `out = a + (b - a) * t`, t in 0..=1, on every plane.
@@ -452,6 +492,20 @@ mod tests {
         let mut small = Yuv420::solid(64, 32, [0, 0, 0]);
         resample_crop(&src, Crop { x: 0.0, y: 0.0, w: 128.0, h: 64.0 }, &mut small, &mut s);
         assert!(small.rgb_at(0, 16)[0] < 10 && small.rgb_at(63, 16)[0] > 245);
+    }
+
+    #[test]
+    fn simd_horizontal_pass_matches_scalar() {
+        let row: Vec<u8> = (0..700u32).map(|i| (i * 37 % 251) as u8).collect();
+        for (start, len) in [(0.0, 700.0), (13.3, 500.0), (50.0, 640.0 / 1.7), (0.0, 699.0), (3.0, 100.0)] {
+            let xs = taps(640, start, len, row.len());
+            let plan = HPlan::new(xs.clone(), row.len());
+            let mut fast = vec![0u16; 640];
+            plan.run(&row, &mut fast);
+            let mut slow = vec![0u16; 640];
+            scalar_taps(&row, &xs, &mut slow);
+            assert_eq!(fast, slow, "crop {start} + {len}");
+        }
     }
 
     #[test]
