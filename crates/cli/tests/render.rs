@@ -98,22 +98,34 @@ fn storyboard_renders_to_the_planned_video() {
     assert!(rep.peak_tree_rss_mb > 1.0);
 }
 
-#[test]
-fn fade_black_goes_through_black() {
-    let f = Fixture::new();
+/// Two one-second colour cards joined by `kind`; returns the rendered video and its report.
+fn two_cards(
+    f: &Fixture,
+    a: &str,
+    b: &str,
+    kind: &str,
+    seconds: f64,
+) -> (std::path::PathBuf, reelsmith_engine::Report) {
     let spec = f.write_spec(
         "spec.json",
         &json!({
             "version": 1,
             "output": { "width": W, "height": H, "fps": 25 },
             "scenes": [
-                { "background": { "color": "#ffffff" }, "duration": 1.0, "transition": { "type": "fade-black", "duration": 0.8 } },
-                { "background": { "color": "#ffffff" }, "duration": 1.0 }
+                { "background": { "color": a }, "duration": 1.0, "transition": { "type": kind, "duration": seconds } },
+                { "background": { "color": b }, "duration": 1.0 }
             ]
         }),
     );
     let out = f.path("out.mp4");
     let rep = render(&f.path("cache"), &spec, &out);
+    (out, rep)
+}
+
+#[test]
+fn fade_black_goes_through_black() {
+    let f = Fixture::new();
+    let (out, rep) = two_cards(&f, "#ffffff", "#ffffff", "fade-black", 0.8);
     assert_eq!(rep.frames, 25 + 25 - 20);
     // The transition spans frames 5..25; its middle (frame 15 = 0.6 s) is black.
     let mid = mean_rgb(&out, 0.6, 0, 0, W, H);
@@ -125,19 +137,7 @@ fn fade_black_goes_through_black() {
 #[test]
 fn slide_shows_both_scenes_side_by_side() {
     let f = Fixture::new();
-    let spec = f.write_spec(
-        "spec.json",
-        &json!({
-            "version": 1,
-            "output": { "width": W, "height": H, "fps": 25 },
-            "scenes": [
-                { "background": { "color": "#ff0000" }, "duration": 1.0, "transition": { "type": "slide", "duration": 0.76 } },
-                { "background": { "color": "#0000ff" }, "duration": 1.0 }
-            ]
-        }),
-    );
-    let out = f.path("out.mp4");
-    render(&f.path("cache"), &spec, &out);
+    let (out, _) = two_cards(&f, "#ff0000", "#0000ff", "slide", 0.76);
     // Mid-slide (frame 6 + 9 of 19): red on the left, blue on the right.
     let t = (6.0 + 9.0) / 25.0;
     let left = mean_rgb(&out, t, 0, 0, W / 8, H);
