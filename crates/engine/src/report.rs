@@ -212,7 +212,8 @@ mod tests {
         let mine = tree.iter().find(|p| p.0 == me).map(|p| p.1).unwrap_or(0);
         let theirs = tree.iter().find(|p| p.0 == child.id()).map(|p| p.1);
         assert!(mine > 1000, "own RSS is at least a MB: {mine}");
-        assert!(theirs.is_some_and(|r| r > 0), "the child is in the tree: {tree:?}");
+        // Its RSS may still be 0 this early (between fork and exec); being listed is the point.
+        assert!(theirs.is_some(), "the child is in the tree: {tree:?}");
         assert!(total >= mine);
         let pss = pss_kb(me);
         assert!(pss > 500 && pss <= mine + 1024, "PSS {pss} kB vs RSS {mine} kB");
