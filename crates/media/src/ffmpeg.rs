@@ -503,13 +503,6 @@ pub fn decode_to_raw(path: &Path, out: &Path) -> Result<(), FfmpegError> {
     run(cmd, "raw decode").map(|_| ())
 }
 
-/// Runs `ffmpeg` with these arguments (after the common flags), returning stdout.
-pub fn run_ffmpeg(args: &[&str], what: &str) -> Result<Vec<u8>, FfmpegError> {
-    let mut cmd = command(&ffmpeg_bin());
-    cmd.args(args);
-    run(cmd, what)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
