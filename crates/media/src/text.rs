@@ -157,6 +157,9 @@ struct Inner {
     fonts: FontSystem,
     swash: SwashCache,
     images: HashMap<CacheKey, Option<SwashImage>>,
+    /// Font files already loaded, by content, with the families they added: a long-lived
+    /// renderer sees the same spec font on every render and must not add its faces again.
+    loaded: HashMap<(u64, usize), Vec<String>>,
 }
 
 impl Inner {
@@ -164,7 +167,7 @@ impl Inner {
         if self.images.len() >= GLYPH_CACHE_LIMIT && !self.images.contains_key(&key) {
             self.images.clear();
         }
-        let Inner { fonts, swash, images } = self;
+        let Inner { fonts, swash, images, .. } = self;
         images.entry(key).or_insert_with(|| swash.get_image_uncached(fonts, key)).as_ref()
     }
 }
@@ -565,7 +568,14 @@ impl TextRenderer {
     pub fn new() -> Self {
         let mut fonts = FontSystem::new();
         configure_generic_families(&mut fonts);
-        Self { inner: Mutex::new(Inner { fonts, swash: SwashCache::new(), images: HashMap::new() }) }
+        Self {
+            inner: Mutex::new(Inner {
+                fonts,
+                swash: SwashCache::new(),
+                images: HashMap::new(),
+                loaded: HashMap::new(),
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -576,7 +586,16 @@ impl TextRenderer {
     pub fn load_font_file(&self, path: &Path) -> Result<Vec<String>, TextError> {
         let fail = |reason: String| TextError::FontFile { path: path.display().to_string(), reason };
         let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let content = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            data.hash(&mut h);
+            (h.finish(), data.len())
+        };
         let mut inner = self.lock();
+        if let Some(families) = inner.loaded.get(&content) {
+            return Ok(families.clone());
+        }
         let before: HashSet<_> = inner.fonts.db().faces().map(|f| f.id).collect();
         inner.fonts.db_mut().load_font_data(data);
         let mut families: Vec<String> = Vec::new();
@@ -594,6 +613,7 @@ impl TextRenderer {
         }
         configure_generic_families(&mut inner.fonts);
         inner.images.clear();
+        inner.loaded.insert(content, families.clone());
         Ok(families)
     }
 
@@ -1048,6 +1068,10 @@ mod tests {
             assert!(r.has_family("dejavu sans"));
             let fams = r.load_font_file(bold).unwrap();
             assert!(fams.iter().any(|f| f == "DejaVu Sans"), "{fams:?}");
+            // Loading the same file again (every render of a spec naming it) adds no faces.
+            let faces = r.lock().fonts.db().faces().count();
+            assert_eq!(r.load_font_file(bold).unwrap(), fams);
+            assert_eq!(r.lock().fonts.db().faces().count(), faces);
         }
         // Unknown family falls back and still renders.
         let mut s = style(32.0);
