@@ -1,16 +1,19 @@
 //! `reelsmith bench render`: a generated storyboard rendered cold, re-rendered identically and
 //! after a one-scene edit, compared in the same run against FFmpeg encoding the very same
 //! frames from a raw file (the encode-only limit of this machine).
+//!
+//! `reelsmith bench load`: virtual users against a running server (see `reelsmith-loadgen`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use image::{Rgb, RgbImage};
 use reelsmith_engine::report::{TreeMemory, TreePeak, cpu_seconds};
 use reelsmith_engine::{Cache, Engine, RenderOptions, Report};
+use reelsmith_loadgen::{LoadConfig, Pattern, Scenario, ThinkTime, parse_duration};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -41,6 +44,103 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// HTTP load against a running server: latency percentiles per endpoint, errors, req/s.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Virtual users (each one request at a time, over its own keep-alive connection).
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// How long to run, e.g. 30s or 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Start the users evenly over this time.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    ramp_up: Duration,
+    /// Pause after each request: fixed (100ms) or random in a range (100ms..500ms).
+    #[arg(long, default_value = "0ms")]
+    think: ThinkTime,
+    /// mixed (30% health, 20% submit, 50% poll), health, submit, poll, or mixed:H/S/P.
+    #[arg(long, default_value = "mixed")]
+    scenario: Scenario,
+    /// Start a spike of --spike-users extra users this long into the run.
+    #[arg(long, value_parser = parse_duration, requires = "spike_users")]
+    spike_at: Option<Duration>,
+    #[arg(long, requires = "spike_at")]
+    spike_users: Option<usize>,
+    /// How long the spike lasts (default: until the end).
+    #[arg(long, value_parser = parse_duration, requires = "spike_users")]
+    spike_hold: Option<Duration>,
+    /// Sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "REELSMITH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// JSON body for submissions; `{{n}}` becomes a number unique to each submission.
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Exit with status 3 when any of these failing conditions holds, e.g.
+    /// `p95>500ms,error_rate>1%,rps<100,GET /health:p99>5ms`.
+    #[arg(long)]
+    fail_if: Option<String>,
+}
+
+fn load(args: &LoadArgs) -> Result<()> {
+    let thresholds = reelsmith_loadgen::parse_thresholds(args.fail_if.as_deref().unwrap_or(""))?;
+    let submit_template = match &args.template {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading template {}", p.display()))?,
+        None => reelsmith_loadgen::default_submit_template(),
+    };
+    let pattern = match (args.spike_at, args.spike_users) {
+        (Some(at), Some(users)) => {
+            Pattern::Spike { at, users, hold: args.spike_hold.unwrap_or(args.duration.saturating_sub(at)) }
+        }
+        _ => Pattern::Steady,
+    };
+    let cfg = LoadConfig {
+        url: args.url.clone(),
+        users: args.users,
+        duration: args.duration,
+        ramp_up: args.ramp_up,
+        think_time: args.think,
+        scenario: args.scenario,
+        pattern,
+        api_key: args.api_key.clone().filter(|k| !k.trim().is_empty()),
+        submit_template,
+        request_timeout: args.timeout,
+        ..Default::default()
+    };
+    eprintln!("{} users against {} for {:.1} s…", args.users, args.url, args.duration.as_secs_f64());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(reelsmith_loadgen::run(&cfg))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    if let Some(p) = &args.out {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let violations = reelsmith_loadgen::check(&report, &thresholds);
+    if !violations.is_empty() {
+        for v in &violations {
+            eprintln!("threshold failed: {v}");
+        }
+        std::process::exit(3);
+    }
+    Ok(())
 }
 
 const SENTENCES: &[&str] = &[
@@ -165,6 +265,13 @@ fn encode_only(video: &Path, raw_dir: &Path, w: u32, h: u32, fps: u32) -> Result
 }
 
 pub fn run(cmd: &BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Load(args) => load(args),
+        BenchCommand::Render { .. } => render_bench(cmd),
+    }
+}
+
+fn render_bench(cmd: &BenchCommand) -> Result<()> {
     let BenchCommand::Render {
         dir,
         width,
@@ -176,7 +283,10 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         encoder_threads,
         memory_scaling,
         json: json_out,
-    } = cmd;
+    } = cmd
+    else {
+        bail!("not a render benchmark");
+    };
     let (w, h, fps) = (*width, *height, *fps);
     let assets = dir.join("assets");
     let cache = dir.join("cache");

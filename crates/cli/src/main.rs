@@ -1,6 +1,7 @@
 //! `reelsmith`: render storyboards, inspect the machine, manage the cache, benchmark.
 
 mod bench;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,18 @@ enum Command {
     Cache {
         #[command(subcommand)]
         action: CacheAction,
+    },
+    /// Run the generation service: HTTP API, job queue and workers in one process.
+    Serve {
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
+    /// Create, list and revoke API keys (stored hashed in the service's database).
+    Keys {
+        #[command(flatten)]
+        args: serve::ServeArgs,
+        #[command(subcommand)]
+        action: serve::KeysCommand,
     },
     /// Benchmarks.
     Bench {
@@ -210,6 +223,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { what } => bench::run(what),
+        Command::Serve { args } => serve::serve(args, cli.cache_dir.clone()),
+        Command::Keys { args, action } => serve::keys(args, action),
     }
 }
 

@@ -48,6 +48,34 @@ pub struct Report {
     /// In pipeline order: narration, canvas, audio, segments, concat.
     pub stages: BTreeMap<String, StageReport>,
     pub loudness_lufs: Option<f64>,
+    /// The subtitles as timed cues (for WebVTT/SRT sidecars), in order.
+    pub captions: Vec<Caption>,
+}
+
+/// One subtitle page on the video's timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Caption {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Lines separated by '\n'.
+    pub text: String,
+}
+
+impl Report {
+    /// The captions as a WebVTT document.
+    pub fn webvtt(&self) -> String {
+        fn ts(t: f64) -> String {
+            let ms = (t.max(0.0) * 1000.0).round() as u64;
+            format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+        }
+        let mut out = String::from("WEBVTT\n");
+        for (i, c) in self.captions.iter().enumerate() {
+            // A blank line inside a cue would end it early.
+            let text: Vec<&str> = c.text.lines().filter(|l| !l.trim().is_empty()).collect();
+            out.push_str(&format!("\n{}\n{} --> {}\n{}\n", i + 1, ts(c.start_s), ts(c.end_s), text.join("\n")));
+        }
+        out
+    }
 }
 
 /// CPU seconds used so far by this process plus its waited-for children.
@@ -232,5 +260,25 @@ mod tests {
         assert!(thread1 - thread0 > 0.001, "the loop used CPU: {}", thread1 - thread0);
         // The process total includes this thread's time.
         assert!(proc1 - proc0 >= (thread1 - thread0) - 0.002, "{} vs {}", proc1 - proc0, thread1 - thread0);
+    }
+}
+
+#[cfg(test)]
+mod caption_tests {
+    use super::*;
+
+    #[test]
+    fn webvtt_cues_are_numbered_timed_and_never_blank_inside() {
+        let r = Report {
+            captions: vec![
+                Caption { start_s: 0.5, end_s: 2.25, text: "Hello\nworld".into() },
+                Caption { start_s: 3661.0, end_s: 3662.001, text: "a\n\nb".into() },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            r.webvtt(),
+            "WEBVTT\n\n1\n00:00:00.500 --> 00:00:02.250\nHello\nworld\n\n2\n01:01:01.000 --> 01:01:02.001\na\nb\n"
+        );
     }
 }

@@ -143,6 +143,7 @@ pub(crate) fn run(
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
         .map(|i| Arc::new(scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref())))
         .collect();
+    rep.captions = captions(&timeline, &looks);
     let mut settings = VideoSettings {
         width,
         height,
@@ -793,6 +794,22 @@ fn text_look(
         max_width: (max_width * w as f32) as u32,
         position: None,
     }
+}
+
+/// Subtitle pages on the video's timeline; word-highlight states of one page become one cue.
+fn captions(tl: &Timeline, looks: &[Arc<SceneLook>]) -> Vec<report::Caption> {
+    let fps = tl.fps as f64;
+    let mut out: Vec<report::Caption> = vec![];
+    for (span, look) in tl.scenes.iter().zip(looks) {
+        for st in &look.subtitles {
+            let (start_s, end_s) = ((span.start + st.from) as f64 / fps, (span.start + st.to) as f64 / fps);
+            match out.last_mut() {
+                Some(last) if last.text == st.text && (last.end_s - start_s).abs() < 1e-6 => last.end_s = end_s,
+                _ => out.push(report::Caption { start_s, end_s, text: st.text.clone() }),
+            }
+        }
+    }
+    out
 }
 
 fn scene_look(

@@ -54,6 +54,31 @@ pub struct Spec {
     pub scenes: Vec<Scene>,
 }
 
+impl Spec {
+    /// Every file the spec names, with its JSON path, for services that map names to uploads.
+    pub fn files_mut(&mut self) -> Vec<(String, &mut String)> {
+        let mut out: Vec<(String, &mut String)> = vec![];
+        if let Some(f) = self.subtitles.font.file.as_mut() {
+            out.push(("subtitles.font.file".into(), f));
+        }
+        if let Some(m) = self.music.as_mut() {
+            out.push(("music.file".into(), &mut m.file));
+        }
+        for (i, s) in self.scenes.iter_mut().enumerate() {
+            if let Some(f) = s.image.as_mut() {
+                out.push((format!("scenes[{i}].image"), f));
+            }
+            if let Some(a) = s.narration.as_mut().and_then(|n| n.audio.as_mut()) {
+                out.push((format!("scenes[{i}].narration.audio"), a));
+            }
+            if let Some(f) = s.overlay.as_mut().and_then(|o| o.font.file.as_mut()) {
+                out.push((format!("scenes[{i}].overlay.font.file"), f));
+            }
+        }
+        out
+    }
+}
+
 /// Output container settings: always H.264 + AAC in MP4.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]

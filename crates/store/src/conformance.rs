@@ -79,7 +79,10 @@ async fn delayed_jobs_wait<Q: JobQueue>(q: &Q) {
     let mut j = job(&queue, 0);
     j.run_at_ms = now_ms() + 60_000;
     q.enqueue(j).await.unwrap();
-    assert!(q.claim(&queue, "w", Duration::from_secs(60)).await.unwrap().is_none(), "a job runs no earlier than run_at");
+    assert!(
+        q.claim(&queue, "w", Duration::from_secs(60)).await.unwrap().is_none(),
+        "a job runs no earlier than run_at"
+    );
     let next = q.next_run_at(&queue).await.unwrap().expect("next run time");
     assert!(next > now_ms() + 50_000);
 }
@@ -284,7 +287,10 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert_eq!(c.subject.as_deref(), Some(id.as_str()));
     m.set_progress(&id, 0.5, "segments").await.unwrap();
     let rec = m.generation(&id).await.unwrap().unwrap();
-    assert_eq!((rec.state, rec.progress, rec.stage.as_deref(), rec.attempts), (JobState::Running, 0.5, Some("segments"), 1));
+    assert_eq!(
+        (rec.state, rec.progress, rec.stage.as_deref(), rec.attempts),
+        (JobState::Running, 0.5, Some("segments"), 1)
+    );
     let result = GenerationResult { video_bytes: 10, video_etag: "e".into(), duration_s: 1.5, ..Default::default() };
     m.set_result(&id, &result).await.unwrap();
     q.complete(&c.lease, vec![]).await.unwrap();
@@ -305,7 +311,8 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)));
 
     // Listing: newest first, filtered, paginated by cursor.
-    let page1 = m.list_generations(&ListFilter { limit: 2, api_key_id: Some("key_a".into()), ..Default::default() }).await;
+    let page1 =
+        m.list_generations(&ListFilter { limit: 2, api_key_id: Some("key_a".into()), ..Default::default() }).await;
     let page1 = page1.unwrap();
     assert_eq!(page1.len(), 2);
     assert!(page1[0].id > page1[1].id);

@@ -341,7 +341,7 @@ pub enum CreateOutcome {
     Created(String),
     /// Same idempotency key and request as before: that generation.
     Idempotent(String),
-    /// An identical spec is queued, running or done: that generation.
+    /// An identical spec from the same key is queued, running or done: that generation.
     Deduplicated(String),
 }
 

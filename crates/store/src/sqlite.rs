@@ -430,8 +430,10 @@ impl JobQueue for SqliteStore {
     async fn cancel(&self, job_id: &str) -> Result<CancelOutcome> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
-        let Some(state) =
-            sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE id = ?").bind(job_id).fetch_optional(&mut *tx).await?
+        let Some(state) = sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?
         else {
             return Ok(CancelOutcome::NotFound);
         };
@@ -595,13 +597,12 @@ impl Metadata for SqliteStore {
     async fn create_generation(&self, g: NewGeneration, job: NewJob) -> Result<CreateOutcome> {
         let mut tx = self.writer.begin().await?;
         if let Some(key) = &g.idempotency_key {
-            let prior = sqlx::query(
-                "SELECT id, request_hash FROM generations WHERE idempotency_key = ? AND api_key_id IS ?",
-            )
-            .bind(key)
-            .bind(&g.api_key_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let prior =
+                sqlx::query("SELECT id, request_hash FROM generations WHERE idempotency_key = ? AND api_key_id IS ?")
+                    .bind(key)
+                    .bind(&g.api_key_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(r) = prior {
                 let hash: String = r.try_get("request_hash")?;
                 if hash != g.request_hash {
@@ -614,10 +615,11 @@ impl Metadata for SqliteStore {
         }
         let live: Option<String> = sqlx::query_scalar(
             "SELECT g.id FROM generations g JOIN jobs j ON j.id = g.job_id
-             WHERE g.spec_hash = ? AND j.state IN ('queued', 'running', 'succeeded')
+             WHERE g.spec_hash = ? AND g.api_key_id IS ? AND j.state IN ('queued', 'running', 'succeeded')
              ORDER BY g.id DESC LIMIT 1",
         )
         .bind(&g.spec_hash)
+        .bind(&g.api_key_id)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(id) = live {
@@ -647,7 +649,10 @@ impl Metadata for SqliteStore {
     }
 
     async fn generation(&self, id: &str) -> Result<Option<GenerationRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{GENERATION_SELECT} WHERE g.id = ?"))).bind(id).fetch_optional(&self.reader).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{GENERATION_SELECT} WHERE g.id = ?")))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(generation_record).transpose()
     }
 

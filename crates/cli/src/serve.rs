@@ -1,0 +1,139 @@
+//! `reelsmith serve` and `reelsmith keys`: the generation service and its API keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use reelsmith_server::Config;
+use reelsmith_store::{Metadata, SqliteStore};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file (every key can also come from REELSMITH_<KEY> variables).
+    #[arg(long, env = "REELSMITH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Database, results and uploads (default ./reelsmith-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// API only: leave rendering to `reelsmith worker` processes.
+    #[arg(long)]
+    no_worker: bool,
+}
+
+impl ServeArgs {
+    fn config(&self, cache_dir: Option<PathBuf>) -> Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(b) = self.bind {
+            c.bind = b;
+        }
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        if cache_dir.is_some() {
+            c.cache_dir = cache_dir;
+        }
+        if self.no_worker {
+            c.workers = false;
+        }
+        Ok(c)
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub fn serve(args: &ServeArgs, cache_dir: Option<PathBuf>) -> Result<()> {
+    let config = args.config(cache_dir)?;
+    runtime()?.block_on(async move {
+        let running = reelsmith_server::start(config).await?;
+        // Scripts and tests read the address from this line (the port may be 0 = any).
+        println!("reelsmith listening on http://{}", running.addr);
+        let stop = running.stopped();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+            _ = stop.cancelled() => {}
+        }
+        eprintln!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its token is printed once.
+    Create {
+        name: String,
+        /// Requests per second (default from config).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Generations queued or running at once.
+        #[arg(long)]
+        max_jobs: Option<u32>,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
+    let config = args.config(None)?;
+    runtime()?.block_on(async move {
+        let db = config.data_dir.join("reelsmith.db");
+        let store =
+            SqliteStore::open(&db, config.durability).await.with_context(|| format!("opening {}", db.display()))?;
+        match cmd {
+            KeysCommand::Create { name, rate, burst, max_jobs } => {
+                if name.trim().is_empty() || name.len() > 100 {
+                    bail!("a key name must be 1-100 characters");
+                }
+                let (token, key) = reelsmith_server::auth::mint(
+                    name,
+                    rate.unwrap_or(config.default_rate_per_s),
+                    burst.unwrap_or(config.default_burst),
+                    max_jobs.unwrap_or(config.default_max_concurrent_jobs),
+                );
+                store.create_api_key(&key, &reelsmith_store::hash_token(&token)).await?;
+                eprintln!(
+                    "created key {} ({}): {} requests/s, burst {}, {} concurrent jobs; the token is shown only now:",
+                    key.id, key.name, key.rate_per_s, key.burst, key.max_concurrent_jobs
+                );
+                println!("{token}");
+            }
+            KeysCommand::List => {
+                for k in store.list_api_keys().await? {
+                    let state = if k.revoked_at_ms.is_some() { "revoked" } else { "active" };
+                    println!(
+                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs",
+                        k.id, k.name, state, k.rate_per_s, k.burst, k.max_concurrent_jobs
+                    );
+                }
+            }
+            KeysCommand::Revoke { id } => {
+                if !store.revoke_api_key(id).await? {
+                    bail!("no active key with id '{id}'");
+                }
+                eprintln!("revoked {id}");
+            }
+        }
+        Ok(())
+    })
+}

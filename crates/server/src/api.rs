@@ -1,0 +1,521 @@
+//! `/api/v1` handlers: generations, assets, downloads, performance report.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use reelsmith_store::{
+    Attempt, CancelOutcome, CreateOutcome, GenerationRecord, JobRecord, JobState, ListFilter, NewGeneration, NewJob,
+    RetryPolicy, new_id,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::events::Event;
+use crate::submit::{self, Envelope};
+use crate::worker::RENDER_QUEUE;
+use crate::{ApiError, ApiResult, AppState, download, telemetry, webhooks};
+
+/// The live-progress view of a stored generation.
+pub fn event_of(g: &GenerationRecord) -> Event {
+    Event {
+        id: g.id.clone(),
+        status: g.state.as_str().into(),
+        progress: if g.state == JobState::Succeeded { 1.0 } else { g.progress },
+        stage: g.stage.clone(),
+        attempt: g.attempts,
+        error: match g.state {
+            JobState::Failed => g.error_message.clone().or_else(|| g.last_error.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// The public JSON of a generation. `attempts` may be empty (webhook bodies leave them out).
+pub fn status_json(g: &GenerationRecord, attempts: &[Attempt]) -> Value {
+    let base = format!("/api/v1/generations/{}", g.id);
+    let progress = if g.state == JobState::Succeeded { 1.0 } else { g.progress };
+    let mut v = json!({
+        "id": g.id,
+        "status": g.state.as_str(),
+        "progress": (progress * 1000.0).round() / 10.0,
+        "stage": g.stage,
+        "priority": g.priority,
+        "attempts": g.attempts,
+        "max_attempts": g.max_attempts,
+        "created_at_ms": g.created_at_ms,
+        "started_at_ms": g.started_at_ms,
+        "finished_at_ms": g.finished_at_ms,
+        "metadata": g.metadata,
+        "webhook_url": g.webhook_url,
+        "links": {"self": base, "events": format!("{base}/events"), "cancel": format!("{base}/cancel")},
+    });
+    if g.state == JobState::Failed {
+        v["error"] = json!({
+            "code": g.error_code.as_deref().unwrap_or("failed"),
+            "message": g.error_message.clone().or_else(|| g.last_error.clone()).unwrap_or_else(|| "the render failed".into()),
+        });
+    } else if let Some(e) = &g.last_error {
+        v["last_error"] = json!(e);
+    }
+    if let Some(r) = &g.result {
+        v["result"] = json!({
+            "video_url": format!("{base}/video"),
+            "thumbnail_url": format!("{base}/thumbnail"),
+            "subtitles_url": r.has_subtitles.then(|| format!("{base}/subtitles.vtt")),
+            "report_url": format!("{base}/report"),
+            "bytes": r.video_bytes,
+            "duration_s": r.duration_s,
+            "width": r.width,
+            "height": r.height,
+        });
+        if let Some(stages) = r.report.get("stages") {
+            v["timings"] = json!({
+                "wall_s": r.report.get("wall_s"),
+                "cpu_s": r.report.get("cpu_s"),
+                "cache_hit_ratio": r.report.get("cache_hit_ratio"),
+                "stages": stages,
+            });
+        }
+    }
+    if !attempts.is_empty() {
+        v["attempt_history"] = json!(attempts);
+    }
+    v
+}
+
+fn deliveries_json(jobs: &[(JobRecord, Vec<Attempt>)]) -> Value {
+    Value::Array(
+        jobs.iter()
+            .map(|(j, attempts)| {
+                let d: Option<webhooks::Delivery> = serde_json::from_value(j.payload.clone()).ok();
+                json!({
+                    "event_id": d.as_ref().map(|d| &d.event_id),
+                    "event_type": d.as_ref().map(|d| &d.event_type),
+                    "url": d.as_ref().map(|d| &d.url),
+                    "status": match j.state { JobState::Succeeded => "delivered", JobState::Failed => "failed",
+                        JobState::Running => "delivering", _ => "pending" },
+                    "attempts": attempts,
+                    "next_attempt_at_ms": (j.state == JobState::Queued).then_some(j.run_at_ms),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Loads a generation the caller may see (another key's generations do not exist for it).
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<GenerationRecord> {
+    match state.meta.generation(id).await? {
+        Some(g) if caller.0.is_none() || g.api_key_id == caller.key_id() => Ok(g),
+        _ => Err(ApiError::not_found("generation", id)),
+    }
+}
+
+pub async fn create_generation(State(state): State<AppState>, caller: Caller, req: Request) -> ApiResult<Response> {
+    let headers = req.headers().clone();
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Some(s.trim().to_string()),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1-255 visible ASCII characters",
+                ));
+            }
+        },
+    };
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("multipart/form-data"));
+    let (env, uploads) = if is_multipart {
+        read_multipart(&state, &caller, req).await?
+    } else {
+        let body = axum::body::to_bytes(req.into_body(), state.config.max_body_bytes).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body is over {} bytes; upload large files with POST /api/v1/assets",
+                    state.config.max_body_bytes
+                ),
+            )
+        })?;
+        (submit::parse_envelope(&body)?, HashMap::new())
+    };
+    if let Some(k) = &caller.0 {
+        let active = state.meta.active_generations(&k.id).await?;
+        if active >= k.max_concurrent_jobs as u64 {
+            return Err(ApiError::too_many(
+                "quota_exceeded",
+                format!(
+                    "key '{}' already has {active} generations queued or running (limit {})",
+                    k.name, k.max_concurrent_jobs
+                ),
+                5,
+            ));
+        }
+    }
+    let p = submit::prepare(&state, env, &uploads).await?;
+    let id = new_id("gen");
+    let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
+    job.subject = Some(id.clone());
+    job.priority = p.priority;
+    job.retry = RetryPolicy {
+        max_attempts: state.config.max_attempts,
+        backoff_base_ms: state.config.retry_base_ms,
+        backoff_max_ms: state.config.retry_max_ms,
+        jitter: 0.25,
+    };
+    job.timeout = std::time::Duration::from_secs_f64(state.config.job_timeout_secs);
+    let _ = &p.spec;
+    let g = NewGeneration {
+        id,
+        spec: p.spec_json,
+        spec_hash: p.spec_hash,
+        priority: p.priority,
+        webhook_url: p.webhook_url,
+        idempotency_key,
+        request_hash: p.request_hash,
+        api_key_id: caller.key_id(),
+        metadata: p.metadata,
+    };
+    let (status, id, how) = match state.meta.create_generation(g, job).await? {
+        CreateOutcome::Created(id) => {
+            state.wake.notify_waiters();
+            (StatusCode::ACCEPTED, id, "created")
+        }
+        CreateOutcome::Idempotent(id) => (StatusCode::ACCEPTED, id, "idempotent_replay"),
+        CreateOutcome::Deduplicated(id) => (StatusCode::OK, id, "deduplicated"),
+    };
+    let g = state.meta.generation(&id).await?.ok_or_else(|| ApiError::not_found("generation", &id))?;
+    let mut body = status_json(&g, &[]);
+    body["deduplicated"] = json!(how == "deduplicated");
+    let mut resp = (status, Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/api/v1/generations/{id}")).map_err(ApiError::internal)?,
+    );
+    if how == "idempotent_replay" {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+async fn read_multipart(
+    state: &AppState,
+    caller: &Caller,
+    req: Request,
+) -> ApiResult<(Envelope, HashMap<String, String>)> {
+    let mut mp = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    let mut env: Option<Envelope> = None;
+    let mut uploads = HashMap::new();
+    let mp_err = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_multipart" };
+        ApiError::new(status, code, e.body_text())
+    };
+    while let Some(field) = mp.next_field().await.map_err(mp_err)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let data = field.bytes().await.map_err(mp_err)?;
+        match (name.as_str(), file_name) {
+            ("request", None) => env = Some(submit::parse_envelope(&data)?),
+            ("spec", None) => {
+                let spec: Value = serde_json::from_slice(&data)
+                    .map_err(|e| ApiError::bad_request("invalid_json", format!("spec part: {e}")))?;
+                env = Some(Envelope { spec, priority: None, webhook_url: None, metadata: None });
+            }
+            (_, Some(fname)) => {
+                if uploads.len() >= 64 {
+                    return Err(ApiError::unprocessable("too_many_files", "at most 64 files per request"));
+                }
+                let asset =
+                    submit::store_asset(state, data, Some(fname.clone()), caller.key_id(), &format!("file '{fname}'"))
+                        .await?;
+                uploads.insert(fname, asset.id);
+            }
+            (other, None) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_multipart",
+                    format!("unexpected form field '{other}': send a 'request' (or 'spec') JSON part and file parts"),
+                ));
+            }
+        }
+    }
+    let env = env.ok_or_else(|| {
+        ApiError::unprocessable("invalid_multipart", "the multipart body has no 'request' or 'spec' part")
+    })?;
+    Ok((env, uploads))
+}
+
+pub async fn get_generation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let g = visible(&state, &caller, &id).await?;
+    let attempts = state.queue.attempts(&g.job_id).await?;
+    let mut v = status_json(&g, &attempts);
+    // Live progress from this process's workers is fresher than the stored value.
+    if g.state == JobState::Running
+        && let Some(live) = state.live_progress(&g.id)
+    {
+        v["progress"] = json!((live.progress * 1000.0).round() / 10.0);
+        v["stage"] = json!(live.stage);
+    }
+    if g.webhook_url.is_some() {
+        let mut deliveries = vec![];
+        for j in state.queue.jobs_for(&g.id, webhooks::KIND).await? {
+            let a = state.queue.attempts(&j.id).await?;
+            deliveries.push((j, a));
+        }
+        v["webhook_deliveries"] = deliveries_json(&deliveries);
+    }
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    created_after_ms: Option<i64>,
+    created_before_ms: Option<i64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list_generations(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let state_filter = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("status '{s}' is not one of queued, running, succeeded, failed, cancelled"),
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1-200"));
+    }
+    let items = state
+        .meta
+        .list_generations(&ListFilter {
+            state: state_filter,
+            created_after_ms: q.created_after_ms,
+            created_before_ms: q.created_before_ms,
+            api_key_id: caller.key_id(),
+            cursor: q.cursor,
+            limit,
+        })
+        .await?;
+    let next = (items.len() == limit as usize).then(|| items.last().map(|g| g.id.clone())).flatten();
+    Ok(Json(json!({
+        "items": items.iter().map(|g| status_json(g, &[])).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+pub async fn cancel_generation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let g = visible(&state, &caller, &id).await?;
+    let outcome = state.queue.cancel(&g.job_id).await?;
+    let g = visible(&state, &caller, &id).await?;
+    let (status, note) = match outcome {
+        CancelOutcome::Cancelled => {
+            state.hub.publish(event_of(&g));
+            // Queued jobs never reach a worker, so their event goes out here.
+            if let Some(url) = &g.webhook_url {
+                let job = webhooks::event_job(
+                    url,
+                    &g.id,
+                    "generation.cancelled",
+                    status_json(&g, &[]),
+                    state.config.webhook_max_attempts,
+                );
+                state.queue.enqueue(job).await?;
+            }
+            (StatusCode::OK, "cancelled")
+        }
+        CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancellation requested; the render stops within seconds"),
+        CancelOutcome::AlreadyFinal(s) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                format!("generation {id} already {}", s.as_str()),
+            ));
+        }
+        CancelOutcome::NotFound => return Err(ApiError::not_found("generation", &id)),
+    };
+    let mut v = status_json(&g, &[]);
+    v["note"] = json!(note);
+    Ok((status, Json(v)).into_response())
+}
+
+pub async fn delete_generation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let g = visible(&state, &caller, &id).await?;
+    if g.state == JobState::Running {
+        // Stop the render first; its lease holder finds the job gone and writes nothing.
+        state.queue.cancel(&g.job_id).await?;
+    }
+    state.meta.delete_generation(&id).await?;
+    state.artifacts.delete_prefix(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn artifact(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    name: &str,
+    content_type: &'static str,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let g = visible(state, caller, id).await?;
+    let Some(r) = &g.result else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_ready",
+            format!("generation {id} is {}; its files exist once it has succeeded", g.state.as_str()),
+        ));
+    };
+    download::serve(state, &format!("{id}/{name}"), &r.video_etag, content_type, headers).await
+}
+
+pub async fn video(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    artifact(&state, &caller, &id, "video.mp4", "video/mp4", &headers).await
+}
+
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    artifact(&state, &caller, &id, "thumbnail.jpg", "image/jpeg", &headers).await
+}
+
+pub async fn subtitles(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    artifact(&state, &caller, &id, "subtitles.vtt", "text/vtt; charset=utf-8", &headers).await
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    artifact(&state, &caller, &id, "report.json", "application/json", &headers).await
+}
+
+pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Request) -> ApiResult<Response> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("multipart/form-data"));
+    let limit = state.config.max_upload_bytes;
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("uploads are limited to {limit} bytes"))
+    };
+    let (bytes, name): (Bytes, Option<String>) = if is_multipart {
+        let mut mp = Multipart::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        let field = mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid_multipart", e.body_text()))?
+            .ok_or_else(|| ApiError::unprocessable("invalid_multipart", "no file part in the form"))?;
+        let name = field.file_name().map(str::to_string);
+        let data = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::new(e.status(), "invalid_multipart", e.body_text())
+            }
+        })?;
+        (data, name)
+    } else {
+        let name = req.headers().get("x-file-name").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let data = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
+        (data, name)
+    };
+    let what = name.as_deref().map_or_else(|| "the upload".to_string(), |n| format!("'{n}'"));
+    let asset = submit::store_asset(&state, bytes, name, caller.key_id(), &what).await?;
+    let mut v = serde_json::to_value(&asset).map_err(ApiError::internal)?;
+    v["ref"] = json!(format!("{}{}", submit::ASSET_PREFIX, asset.id));
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+pub async fn get_asset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match state.meta.asset(&id).await? {
+        Some(a) if caller.0.is_none() || a.api_key_id == caller.key_id() => {
+            let mut v = serde_json::to_value(&a).map_err(ApiError::internal)?;
+            v["ref"] = json!(format!("{}{}", submit::ASSET_PREFIX, a.id));
+            Ok(Json(v))
+        }
+        _ => Err(ApiError::not_found("asset", &id)),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WindowQuery {
+    window: Option<String>,
+}
+
+pub async fn performance_report(
+    State(state): State<AppState>,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<telemetry::PerformanceReport>> {
+    let w = q.window.as_deref().unwrap_or("15m");
+    let secs = telemetry::parse_window(w).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("window '{w}' is not a duration like 90s, 15m, 2h or 1d (max 30d)"),
+        )
+    })?;
+    Ok(Json(telemetry::performance_report(&state, secs).await?))
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or(Caller(None)))
+    }
+}

@@ -1,0 +1,199 @@
+//! Service settings: built-in defaults, then a TOML file, then `REELSMITH_*` environment
+//! variables (each key upper-cased: `bind` → `REELSMITH_BIND`). Defaults just work on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use reelsmith_store::sqlite::Durability;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Database, artifacts, assets, temporary files.
+    pub data_dir: PathBuf,
+    /// Stage cache (default: `<data_dir>/cache`).
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size_mb: u64,
+    /// Renders at once (each uses every core).
+    pub render_workers: usize,
+    /// Cleanup jobs at once.
+    pub maintenance_workers: usize,
+    /// Webhook deliveries at once.
+    pub webhook_workers: usize,
+    /// OS priority of render threads and their FFmpeg processes (0-19): the API stays fast
+    /// while renders saturate the cores.
+    pub render_nice: i32,
+    /// A job whose worker stops heartbeating is taken again after this long.
+    pub lease_secs: f64,
+    /// Hard limit on one render attempt.
+    pub job_timeout_secs: f64,
+    pub max_attempts: u32,
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+    /// Require an API key on /api; default: only when listening beyond loopback.
+    pub require_api_key: Option<bool>,
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest upload (one asset, or a whole multipart request).
+    pub max_upload_bytes: usize,
+    /// Finished generations and their files are removed after this long.
+    pub retention_hours: f64,
+    /// HMAC key for webhook signatures (default: generated once, kept in `<data_dir>/webhook_secret`).
+    pub webhook_secret: Option<String>,
+    pub webhook_timeout_secs: f64,
+    pub webhook_max_attempts: u32,
+    /// `normal` survives any process crash; `full` also survives power loss (fsync per commit).
+    pub durability: Durability,
+    /// Requests slower than this are logged with their route.
+    pub slow_request_ms: u64,
+    /// Limits given to keys made without explicit ones.
+    pub default_rate_per_s: f64,
+    pub default_burst: u32,
+    pub default_max_concurrent_jobs: u32,
+    /// Run workers in this process (`false`: API only).
+    pub workers: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("reelsmith-data"),
+            cache_dir: None,
+            cache_size_mb: 4096,
+            render_workers: 1,
+            maintenance_workers: 1,
+            webhook_workers: 4,
+            render_nice: 10,
+            lease_secs: 30.0,
+            job_timeout_secs: 1800.0,
+            max_attempts: 3,
+            retry_base_ms: 2000,
+            retry_max_ms: 300_000,
+            require_api_key: None,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 50 << 20,
+            retention_hours: 24.0 * 7.0,
+            webhook_secret: None,
+            webhook_timeout_secs: 10.0,
+            webhook_max_attempts: 8,
+            durability: Durability::Normal,
+            slow_request_ms: 2000,
+            default_rate_per_s: 50.0,
+            default_burst: 100,
+            default_max_concurrent_jobs: 20,
+            workers: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("environment variable {0}: {1}")]
+    Env(String, String),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults ← `file` (when given) ← environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(p.into(), e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for key in defaults.keys().map(String::as_str).chain(["cache_dir", "require_api_key", "webhook_secret"]) {
+            let var = format!("REELSMITH_{}", key.to_ascii_uppercase());
+            if let Ok(v) = std::env::var(&var) {
+                table.insert(key.into(), env_value(&v));
+            }
+        }
+        let name = file.map_or_else(|| PathBuf::from("environment"), Path::to_path_buf);
+        let cfg: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(name, e.to_string()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.lease_secs < 0.2 {
+            return bad("lease_secs must be at least 0.2");
+        }
+        if self.render_workers == 0 && self.workers {
+            return bad("render_workers must be at least 1 (or set workers = false)");
+        }
+        if !(0..=19).contains(&self.render_nice) {
+            return bad("render_nice must be 0 to 19");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn keys_required(&self) -> bool {
+        self.require_api_key.unwrap_or(!self.bind.ip().is_loopback())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+}
+
+/// Environment values are typed like TOML: numbers and booleans as such, anything else a string.
+fn env_value(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    match v {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(v.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, "bind = \"0.0.0.0:9000\"\nlease_secs = 5\ndurability = \"full\"\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.lease_secs, 5.0);
+        assert_eq!(c.durability, Durability::Full);
+        assert!(c.keys_required(), "keys are required beyond loopback");
+        assert!(!Config::default().keys_required());
+
+        std::fs::write(&p, "bnd = 1\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("bnd"), "{e}");
+        std::fs::write(&p, "render_nice = 40\n").unwrap();
+        assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("render_nice"));
+    }
+
+    #[test]
+    fn env_values_are_typed() {
+        assert_eq!(env_value("3"), toml::Value::Integer(3));
+        assert_eq!(env_value("0.5"), toml::Value::Float(0.5));
+        assert_eq!(env_value("true"), toml::Value::Boolean(true));
+        assert_eq!(env_value("/tmp/x"), toml::Value::String("/tmp/x".into()));
+    }
+}

@@ -1,0 +1,189 @@
+//! Live progress: workers publish to a hub; clients follow one generation over SSE or many over
+//! one WebSocket. A client first gets the stored status, then every change; SSE ends after the
+//! final state.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::{ApiError, ApiResult, AppState, api};
+
+/// One change of one generation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub id: String,
+    /// queued, running, succeeded, failed, cancelled
+    pub status: String,
+    pub progress: f64,
+    pub stage: Option<String>,
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Event {
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+/// Fan-out of events to every follower in this process, plus each running generation's latest
+/// event (fresher than the store, which is written once a second).
+#[derive(Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Event>,
+    latest: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Event>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self { tx: broadcast::channel(4096).0, latest: Default::default() }
+    }
+}
+
+impl Hub {
+    pub fn publish(&self, e: Event) {
+        {
+            let mut latest = self.latest.lock().expect("hub");
+            if e.status == "running" {
+                latest.insert(e.id.clone(), e.clone());
+            } else {
+                latest.remove(&e.id);
+            }
+        }
+        let _ = self.tx.send(e); // no followers is fine
+    }
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+    pub fn latest(&self, id: &str) -> Option<Event> {
+        self.latest.lock().expect("hub").get(id).cloned()
+    }
+}
+
+async fn snapshot(state: &AppState, id: &str) -> ApiResult<Event> {
+    let g = state.meta.generation(id).await?.ok_or_else(|| ApiError::not_found("generation", id))?;
+    Ok(api::event_of(&g))
+}
+
+/// `GET /api/v1/generations/{id}/events`: `status` events until the generation finishes.
+pub async fn sse(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    // Subscribe before reading the snapshot, so no change falls between the two.
+    let rx = state.hub.subscribe();
+    let first = snapshot(&state, &id).await?;
+    let stream = futures_util::stream::unfold(
+        (Some(first), rx, id, state, false),
+        |(pending, mut rx, id, state, done)| async move {
+            if done {
+                return None;
+            }
+            let ev = match pending {
+                Some(ev) => ev,
+                None => loop {
+                    match rx.recv().await {
+                        Ok(ev) if ev.id == id => break ev,
+                        Ok(_) => continue,
+                        // Fell behind: resynchronise from the store.
+                        Err(broadcast::error::RecvError::Lagged(_)) => match snapshot(&state, &id).await {
+                            Ok(ev) => break ev,
+                            Err(_) => return None,
+                        },
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                },
+            };
+            let fin = ev.is_final();
+            let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
+            Some((Ok(sse), (None, rx, id, state, fin)))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    action: String,
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /ws/generations`: send `{"action":"subscribe","ids":[…]}` (or `"all":true`) and
+/// `{"action":"unsubscribe","ids":[…]}`; receive events as JSON text messages.
+pub async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> impl IntoResponse {
+    ws.on_upgrade(move |socket| follow(socket, state))
+}
+
+async fn follow(socket: WebSocket, state: AppState) {
+    let (mut tx, mut rx_ws) = socket.split();
+    let mut events = state.hub.subscribe();
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut all = false;
+    loop {
+        tokio::select! {
+            msg = rx_ws.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                let text = match msg {
+                    Message::Text(t) => t.to_string(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let reply = match serde_json::from_str::<Command>(&text) {
+                    Ok(c) if c.action == "subscribe" => {
+                        all |= c.all;
+                        let mut out = vec![];
+                        for id in c.ids {
+                            match snapshot(&state, &id).await {
+                                Ok(ev) => { out.push(serde_json::to_string(&ev).unwrap_or_default()); ids.insert(id); }
+                                Err(e) => out.push(serde_json::json!({"error": {"code": e.code, "message": e.message}}).to_string()),
+                            }
+                        }
+                        out
+                    }
+                    Ok(c) if c.action == "unsubscribe" => {
+                        for id in &c.ids { ids.remove(id); }
+                        if c.all { all = false; }
+                        vec![]
+                    }
+                    Ok(c) => vec![serde_json::json!({"error": {"code": "bad_command",
+                        "message": format!("unknown action '{}'; use subscribe or unsubscribe", c.action)}}).to_string()],
+                    Err(e) => vec![serde_json::json!({"error": {"code": "bad_command", "message": e.to_string()}}).to_string()],
+                };
+                for m in reply {
+                    if tx.send(Message::Text(m.into())).await.is_err() { return; }
+                }
+            }
+            ev = events.recv() => {
+                match ev {
+                    Ok(ev) if all || ids.contains(&ev.id) => {
+                        if tx.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        for id in ids.clone() {
+                            if let Ok(ev) = snapshot(&state, &id).await {
+                                let _ = tx.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await;
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}

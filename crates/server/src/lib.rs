@@ -1,0 +1,314 @@
+//! The Reelsmith generation service: an axum HTTP API over a durable job queue, with workers
+//! running the render engine in the same process (embedded default: SQLite + local files).
+//!
+//! Request path: `telemetry::track` (request id, timing, metrics) → compression → per-route
+//! auth and rate limits (`auth`) → handlers (`api`, `events`). Work path: `worker` claims jobs
+//! with leases, renders on low-priority threads, stores results (`download` serves them),
+//! enqueues webhook events (`webhooks`) in the same transaction as the completion.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod events;
+pub mod openapi;
+pub mod submit;
+pub mod telemetry;
+pub mod webhooks;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use reelsmith_engine::{Cache, Engine};
+use reelsmith_store::{ArtifactStore, JobQueue, LocalArtifacts, Metadata, SqliteStore};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{Predicate, SizeAbove};
+
+pub use config::Config;
+pub use error::{ApiError, ApiResult};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub queue: Arc<dyn JobQueue>,
+    pub meta: Arc<dyn Metadata>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub engine: Arc<Engine>,
+    pub hub: events::Hub,
+    pub limiter: Arc<auth::RateLimiter>,
+    pub requests: Arc<telemetry::RequestLog>,
+    pub request_ids: Arc<telemetry::RequestIds>,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// Wakes idle render workers when a job arrives.
+    pub wake: Arc<tokio::sync::Notify>,
+    pub http: reqwest::Client,
+    pub webhook_secret: Arc<str>,
+    pub assets_dir: PathBuf,
+    pub node_id: Arc<str>,
+    cache_counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl AppState {
+    pub fn live_progress(&self, id: &str) -> Option<events::Event> {
+        self.hub.latest(id)
+    }
+
+    fn note_cache(&self, hits: u64, misses: u64) {
+        let h = self.cache_counts.0.fetch_add(hits, Ordering::Relaxed) + hits;
+        let m = self.cache_counts.1.fetch_add(misses, Ordering::Relaxed) + misses;
+        if h + m > 0 {
+            metrics::gauge!("reelsmith_cache_hit_ratio").set(h as f64 / (h + m) as f64);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] reelsmith_store::StoreError),
+    #[error("engine: {0}")]
+    Engine(#[from] reelsmith_engine::RenderError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the embedded backends in `config.data_dir`.
+pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data.join("tmp"))?;
+    let store = Arc::new(SqliteStore::open(&data.join("reelsmith.db"), config.durability).await?);
+    let artifacts = Arc::new(LocalArtifacts::new(data.join("artifacts"))?);
+    let assets_dir = submit::assets_dir(data);
+    std::fs::create_dir_all(&assets_dir)?;
+    let cache = Cache::open(&config.cache_dir(), config.cache_size_mb * 1024 * 1024)
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let engine = Arc::new(Engine::new(cache)?);
+    let webhook_secret: Arc<str> = match &config.webhook_secret {
+        Some(s) => s.as_str().into(),
+        None => load_or_create_secret(&data.join("webhook_secret"))?.into(),
+    };
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ok(AppState {
+        node_id: format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>()).into(),
+        config: Arc::new(config),
+        queue: store.clone(),
+        meta: store,
+        artifacts,
+        engine,
+        hub: events::Hub::default(),
+        limiter: Default::default(),
+        requests: Default::default(),
+        request_ids: Default::default(),
+        prometheus: telemetry::prometheus(),
+        wake: Default::default(),
+        http,
+        webhook_secret,
+        assets_dir,
+        cache_counts: Default::default(),
+    })
+}
+
+fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        return Ok(s.trim().to_string());
+    }
+    let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &secret)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(secret)
+}
+
+/// Every route: (method, path). The OpenAPI test checks the document against this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+    ("get", "/ws/generations"),
+    ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/generations"),
+    ("get", "/api/v1/generations"),
+    ("get", "/api/v1/generations/{id}"),
+    ("delete", "/api/v1/generations/{id}"),
+    ("post", "/api/v1/generations/{id}/cancel"),
+    ("get", "/api/v1/generations/{id}/events"),
+    ("get", "/api/v1/generations/{id}/video"),
+    ("get", "/api/v1/generations/{id}/thumbnail"),
+    ("get", "/api/v1/generations/{id}/subtitles.vtt"),
+    ("get", "/api/v1/generations/{id}/report"),
+    ("post", "/api/v1/assets"),
+    ("get", "/api/v1/assets/{id}"),
+    ("get", "/api/v1/performance/report"),
+];
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/generations", post(api::create_generation).get(api::list_generations))
+        .route("/api/v1/generations/{id}", get(api::get_generation).delete(api::delete_generation))
+        .route("/api/v1/generations/{id}/cancel", post(api::cancel_generation))
+        .route("/api/v1/generations/{id}/events", get(events::sse))
+        .route("/api/v1/generations/{id}/video", get(api::video))
+        .route("/api/v1/generations/{id}/thumbnail", get(api::thumbnail))
+        .route("/api/v1/generations/{id}/subtitles.vtt", get(api::subtitles))
+        .route("/api/v1/generations/{id}/report", get(api::report))
+        .route("/api/v1/assets", post(api::upload_asset))
+        .route("/api/v1/assets/{id}", get(api::get_asset))
+        .route("/api/v1/performance/report", get(api::performance_report))
+        .route("/ws/generations", get(events::websocket))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    // Text only: videos and images are compressed already, and Range must address real bytes.
+    let compress = SizeAbove::new(256).and(
+        |_: StatusCode, _: axum::http::Version, h: &header::HeaderMap, _: &axum::http::Extensions| {
+            h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| {
+                c.starts_with("application/json") || c.starts_with("text/") && !c.starts_with("text/event-stream")
+            })
+        },
+    );
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/openapi.json", get(openapi_doc))
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_upload_bytes))
+        .layer(CompressionLayer::new().compress_when(compress))
+        .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /api/v1/openapi.json")
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let db = state.meta.ping().await.map_err(|e| e.to_string());
+    let free = state.artifacts.free_bytes().await;
+    let disk_ok = free.is_none_or(|f| f > 512 * 1024 * 1024);
+    let ffmpeg = tokio::task::spawn_blocking(reelsmith_media::ffmpeg::version).await.ok().and_then(Result::ok);
+    let ok = db.is_ok() && disk_ok && ffmpeg.is_some();
+    let body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "checks": {
+            "database": match &db { Ok(()) => json!({"ok": true}), Err(e) => json!({"ok": false, "error": e}) },
+            "disk": {"ok": disk_ok, "free_bytes": free, "min_free_bytes": 512u64 * 1024 * 1024},
+            "ffmpeg": {"ok": ffmpeg.is_some(), "version": ffmpeg},
+        }
+    });
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(depth) = state.queue.depth().await {
+        for q in [worker::RENDER_QUEUE, worker::MAINTENANCE_QUEUE, webhooks::QUEUE] {
+            let d = depth.get(q).copied().unwrap_or_default();
+            for (s, v) in [("queued", d.queued), ("ready", d.ready), ("running", d.running)] {
+                metrics::gauge!("reelsmith_queue_depth", "queue" => q, "state" => s).set(v as f64);
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+}
+
+async fn openapi_doc() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi::document().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str())
+}
+
+/// A running service; dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, stops workers (a render in progress
+    /// is left to its lease: another worker, or this one after a restart, takes it).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.server.await;
+        for w in self.workers {
+            let _ = w.await;
+        }
+    }
+
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Binds, starts workers (when configured) and serves until shut down.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let bind = config.bind;
+    let state = open_state(config).await?;
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| ServeError::Bind(bind, e))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let workers = if state.config.workers { worker::spawn_all(&state, stop.clone()) } else { vec![] };
+    let app = router(state.clone());
+    let s = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, keys_required = state.config.keys_required(), data_dir = %state.config.data_dir.display(), "serving");
+    Ok(Running { addr, state, stop, server, workers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_exactly_the_routes() {
+        let doc = openapi::document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = vec![];
+        for (p, ops) in paths {
+            for m in ops.as_object().unwrap().keys() {
+                documented.push((m.clone(), p.clone()));
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+        // Every $ref resolves inside the document.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"").skip(1) {
+            let target = &r[..r.find('"').unwrap()];
+            let name = target.strip_prefix("#/components/schemas/").expect("local ref");
+            assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {target}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`. Written by hand around the spec's
+//! generated JSON Schema; a test checks that it lists exactly the routes the router serves.
+
+use serde_json::{Value, json};
+
+fn op(summary: &str, tag: &str, responses: Value) -> Value {
+    json!({"summary": summary, "tags": [tag], "responses": responses})
+}
+
+fn err(desc: &str) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok_json(desc: &str, schema: &str) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn id_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+fn file(desc: &str, mime: &str) -> Value {
+    json!({
+        "summary": desc, "tags": ["results"], "parameters": id_param(),
+        "description": "Supports Range (206/416), ETag with If-None-Match (304) and If-Range; immutable, cached for a year.",
+        "responses": {
+            "200": {"description": "the file", "content": {mime: {}}},
+            "206": {"description": "a byte range"},
+            "304": {"description": "not modified"},
+            "404": err("unknown generation, or not finished"),
+            "416": err("range outside the file"),
+        }
+    })
+}
+
+pub fn document() -> Value {
+    let mut spec_schema = reelsmith_spec::json_schema();
+    // Nested definitions move to components so $refs resolve inside this document.
+    let defs = spec_schema.as_object_mut().and_then(|o| o.remove("$defs")).unwrap_or(json!({}));
+    let spec_text = spec_schema.to_string().replace("#/$defs/", "#/components/schemas/");
+    let mut schemas: serde_json::Map<String, Value> =
+        serde_json::from_str(&defs.to_string().replace("#/$defs/", "#/components/schemas/")).unwrap_or_default();
+    schemas.insert("Spec".into(), serde_json::from_str(&spec_text).unwrap_or(json!({})));
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object", "required": ["error"],
+            "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string", "description": "stable machine-readable code"},
+                "message": {"type": "string", "description": "what is wrong, for people"},
+                "issues": {"type": "array", "items": {"type": "object", "properties": {
+                    "path": {"type": "string"}, "message": {"type": "string"}}}}}}}
+        }),
+    );
+    schemas.insert("GenerationRequest".into(), json!({
+        "type": "object", "required": ["spec"], "additionalProperties": false,
+        "properties": {
+            "spec": {"$ref": "#/components/schemas/Spec"},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 5},
+            "webhook_url": {"type": "string", "format": "uri"},
+            "metadata": {"type": "object", "description": "kept and returned; at most 16 KiB"}
+        },
+        "description": "Files in the spec are `asset:<id>` references, or names of file parts sent in the same multipart request."
+    }));
+    schemas.insert(
+        "Generation".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                "progress": {"type": "number", "description": "percent, 0-100"},
+                "stage": {"type": ["string", "null"]},
+                "priority": {"type": "integer"},
+                "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+                "created_at_ms": {"type": "integer"}, "started_at_ms": {"type": ["integer", "null"]},
+                "finished_at_ms": {"type": ["integer", "null"]},
+                "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                "result": {"type": "object", "properties": {
+                    "video_url": {"type": "string"}, "thumbnail_url": {"type": "string"},
+                    "subtitles_url": {"type": ["string", "null"]}, "report_url": {"type": "string"},
+                    "bytes": {"type": "integer"}, "duration_s": {"type": "number"},
+                    "width": {"type": "integer"}, "height": {"type": "integer"}}},
+                "timings": {"type": "object", "description": "per-stage wall/CPU time and cache hits"},
+                "attempt_history": {"type": "array"},
+                "webhook_deliveries": {"type": "array"},
+                "deduplicated": {"type": "boolean"}
+            }
+        }),
+    );
+    schemas.insert(
+        "GenerationList".into(),
+        json!({"type": "object", "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Generation"}},
+        "next_cursor": {"type": ["string", "null"]}}}),
+    );
+    schemas.insert(
+        "Asset".into(),
+        json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "ref": {"type": "string", "description": "use this string in a spec"},
+        "sha256": {"type": "string"}, "media_type": {"type": "string"}, "bytes": {"type": "integer"},
+        "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]}}}),
+    );
+
+    let limited = json!({"description": "rate limit or job quota exceeded; see Retry-After",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Reelsmith generation API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Submit storyboards, follow progress live, download results. Every response carries X-Request-Id and X-Response-Time. Webhook events are signed: `Reelsmith-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`, with a stable `Reelsmith-Event-Id` to de-duplicate on."
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "keys from `reelsmith keys create`; required when the server listens beyond loopback"}}
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/health": {"get": op("Liveness", "ops", json!({"200": {"description": "alive"}}))},
+            "/ready": {"get": op("Readiness: database, disk space, FFmpeg", "ops", json!({"200": {"description": "ready"}, "503": {"description": "not ready, with the failing checks"}}))},
+            "/metrics": {"get": op("Prometheus metrics", "ops", json!({"200": {"description": "text exposition format"}}))},
+            "/ws/generations": {"get": op("WebSocket: send {\"action\":\"subscribe\",\"ids\":[...]} or {\"action\":\"subscribe\",\"all\":true}; receive status events", "events", json!({"101": {"description": "switching protocols"}}))},
+            "/api/v1/openapi.json": {"get": op("This document", "ops", json!({"200": {"description": "OpenAPI 3.1"}}))},
+            "/api/v1/generations": {
+                "post": {
+                    "summary": "Submit a generation (stored durably before the answer)", "tags": ["generations"],
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}}],
+                    "requestBody": {"required": true, "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/GenerationRequest"}},
+                        "multipart/form-data": {"schema": {"type": "object", "properties": {
+                            "request": {"$ref": "#/components/schemas/GenerationRequest"},
+                            "spec": {"$ref": "#/components/schemas/Spec"}},
+                            "description": "a 'request' (or 'spec') JSON part plus file parts named as the spec names them"}}}},
+                    "responses": {
+                        "202": ok_json("accepted (or an idempotent replay: header Idempotent-Replayed)", "Generation"),
+                        "200": ok_json("an identical spec is already queued, running or done: that generation", "Generation"),
+                        "400": err("malformed JSON or multipart"), "401": err("missing or unknown API key"),
+                        "409": err("Idempotency-Key reused with a different request"),
+                        "413": err("body or image too large"), "415": err("unsupported file type"),
+                        "422": err("invalid request or spec; `issues` name each field"), "429": limited
+                    }
+                },
+                "get": {
+                    "summary": "List generations, newest first", "tags": ["generations"],
+                    "parameters": [
+                        {"name": "status", "in": "query", "schema": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]}},
+                        {"name": "created_after_ms", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "created_before_ms", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}
+                    ],
+                    "responses": {"200": ok_json("a page", "GenerationList"), "400": err("bad filter")}
+                }
+            },
+            "/api/v1/generations/{id}": {
+                "get": {"summary": "Status, progress, per-stage timings, attempts, webhook deliveries", "tags": ["generations"],
+                    "parameters": id_param(), "responses": {"200": ok_json("the generation", "Generation"), "404": err("unknown id")}},
+                "delete": {"summary": "Delete a generation and its files", "tags": ["generations"],
+                    "parameters": id_param(), "responses": {"204": {"description": "deleted"}, "404": err("unknown id")}}
+            },
+            "/api/v1/generations/{id}/cancel": {"post": {"summary": "Cancel (queued: at once; running: within seconds)", "tags": ["generations"],
+                "parameters": id_param(), "responses": {"200": ok_json("cancelled", "Generation"), "202": ok_json("cancellation requested", "Generation"),
+                "404": err("unknown id"), "409": err("already finished")}}},
+            "/api/v1/generations/{id}/events": {"get": {"summary": "Server-sent events: `status` events until the generation finishes", "tags": ["events"],
+                "parameters": id_param(), "responses": {"200": {"description": "text/event-stream"}, "404": err("unknown id")}}},
+            "/api/v1/generations/{id}/video": {"get": file("The MP4", "video/mp4")},
+            "/api/v1/generations/{id}/thumbnail": {"get": file("A poster frame", "image/jpeg")},
+            "/api/v1/generations/{id}/subtitles.vtt": {"get": file("WebVTT subtitles", "text/vtt")},
+            "/api/v1/generations/{id}/report": {"get": file("The render report: per-stage wall/CPU time, cache hits, memory", "application/json")},
+            "/api/v1/assets": {"post": {"summary": "Upload an image, audio or font (raw body with X-File-Name, or multipart); returns a `ref` for specs", "tags": ["assets"],
+                "responses": {"201": ok_json("stored (same bytes: same asset)", "Asset"), "413": err("too large (bytes or pixels)"),
+                "415": err("not an image, audio or font"), "422": err("corrupt file")}}},
+            "/api/v1/assets/{id}": {"get": {"summary": "Asset metadata", "tags": ["assets"], "parameters": id_param(),
+                "responses": {"200": ok_json("the asset", "Asset"), "404": err("unknown id")}}},
+            "/api/v1/performance/report": {"get": {"summary": "Count, success rate, p50/p95/p99 per route and per stage over a window", "tags": ["ops"],
+                "parameters": [{"name": "window", "in": "query", "schema": {"type": "string", "default": "15m"}, "description": "90s, 15m, 2h, 1d"}],
+                "responses": {"200": {"description": "the report"}, "400": err("bad window")}}}
+        }
+    })
+}

@@ -1,0 +1,321 @@
+//! Turning a request into a durable generation: the envelope, the spec, its files (uploaded with
+//! it or earlier as assets), validation by the engine, content hashes for dedup and idempotency.
+//!
+//! Specs in the service never name server paths: every file is `asset:<id>`, where the id is a
+//! hash of the file's bytes, so the same picture uploaded twice is one asset and the same
+//! storyboard with the same files is the same spec hash.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use reelsmith_spec::Spec;
+use reelsmith_store::{Asset, now_ms};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::error::IssueBody;
+use crate::{ApiError, ApiResult, AppState};
+
+pub const ASSET_PREFIX: &str = "asset:";
+
+/// The JSON body of `POST /generations` (or the `request` part of a multipart body).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub spec: serde_json::Value,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "the request body is empty; send {\"spec\": {...}}"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let (status, code) = if inner.is_syntax() || inner.is_eof() {
+            (StatusCode::BAD_REQUEST, "invalid_json")
+        } else {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        };
+        let path = if path == "." { "$".to_string() } else { path };
+        ApiError::new(status, code, format!("{path}: {inner}"))
+            .with_issues(vec![IssueBody { path, message: inner.to_string() }])
+    })
+}
+
+/// What kinds of files a spec may use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Image,
+    Audio,
+    Font,
+}
+
+/// Recognises a file from its first bytes (never from its name).
+pub fn sniff(bytes: &[u8]) -> Option<(Kind, &'static str)> {
+    if let Ok(f) = image::guess_format(bytes) {
+        return Some((Kind::Image, f.to_mime_type()));
+    }
+    let b = bytes;
+    let audio = if b.starts_with(b"RIFF") && b.get(8..12) == Some(b"WAVE") {
+        Some("audio/wav")
+    } else if b.starts_with(b"OggS") {
+        Some("audio/ogg")
+    } else if b.starts_with(b"fLaC") {
+        Some("audio/flac")
+    } else if b.starts_with(b"ID3") || (b.len() > 1 && b[0] == 0xFF && b[1] & 0xE0 == 0xE0) {
+        Some("audio/mpeg")
+    } else if b.get(4..8) == Some(b"ftyp") {
+        Some("audio/mp4")
+    } else if b.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("audio/webm")
+    } else {
+        None
+    };
+    if let Some(m) = audio {
+        return Some((Kind::Audio, m));
+    }
+    if b.starts_with(&[0, 1, 0, 0]) || b.starts_with(b"true") {
+        return Some((Kind::Font, "font/ttf"));
+    }
+    if b.starts_with(b"OTTO") {
+        return Some((Kind::Font, "font/otf"));
+    }
+    if b.starts_with(b"ttcf") {
+        return Some((Kind::Font, "font/collection"));
+    }
+    None
+}
+
+/// Checks and stores uploaded bytes as an asset (idempotent: same bytes, same asset).
+pub async fn store_asset(
+    state: &AppState,
+    bytes: Bytes,
+    file_name: Option<String>,
+    api_key_id: Option<String>,
+    what: &str,
+) -> ApiResult<Asset> {
+    if bytes.is_empty() {
+        return Err(ApiError::unprocessable("empty_file", format!("{what} is empty")));
+    }
+    let Some((kind, media_type)) = sniff(&bytes) else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{what} is not an image (JPEG, PNG, WebP, GIF, BMP, TIFF), audio (WAV, MP3, OGG, FLAC, M4A) or font (TTF, OTF) file"
+            ),
+        ));
+    };
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let id = format!("ast_{}", &sha[..32]);
+    let path = state.assets_dir.join(&id);
+    let (mut width, mut height) = (None, None);
+    if kind == Kind::Image {
+        // Header only: a decompression bomb is refused before a single pixel is decoded.
+        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(ApiError::internal)?
+            .into_dimensions()
+            .map_err(|e| ApiError::unprocessable("corrupt_image", format!("{what}: cannot read the image: {e}")))?;
+        let limit = reelsmith_spec::limits::MAX_IMAGE_PIXELS;
+        if w as u64 * h as u64 > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "image_too_large",
+                format!("{what} is {w}x{h} pixels; the limit is {} megapixels", limit / 1_000_000),
+            ));
+        }
+        (width, height) = (Some(w), Some(h));
+    }
+    if tokio::fs::metadata(&path).await.is_err() {
+        let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("up")));
+        tokio::fs::write(&tmp, &bytes).await.map_err(ApiError::internal)?;
+        if kind == Kind::Audio {
+            let probe_path = tmp.clone();
+            let probed = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
+                .await
+                .map_err(ApiError::internal)?;
+            let ok = probed.as_ref().is_ok_and(|p| p.audio().is_some());
+            if !ok {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                let why = probed.err().map_or_else(|| "it has no audio stream".to_string(), |e| e.to_string());
+                return Err(ApiError::unprocessable("corrupt_audio", format!("{what}: cannot read the audio: {why}")));
+            }
+        }
+        tokio::fs::rename(&tmp, &path).await.map_err(ApiError::internal)?;
+    }
+    let asset = Asset {
+        id,
+        sha256: sha,
+        media_type: media_type.into(),
+        bytes: bytes.len() as u64,
+        width,
+        height,
+        file_name,
+        api_key_id,
+        created_at_ms: now_ms(),
+    };
+    state.meta.put_asset(&asset).await?;
+    Ok(asset)
+}
+
+/// A spec ready to store: files resolved to assets, validated, hashed.
+pub struct Prepared {
+    pub spec: Spec,
+    pub spec_json: serde_json::Value,
+    pub spec_hash: String,
+    pub request_hash: String,
+    pub priority: i32,
+    pub webhook_url: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+pub async fn prepare(state: &AppState, env: Envelope, uploads: &HashMap<String, String>) -> ApiResult<Prepared> {
+    let priority = match env.priority {
+        None => 5,
+        Some(p @ 0..=9) => p as i32,
+        Some(p) => {
+            return Err(ApiError::unprocessable("invalid_request", format!("priority: {p} is out of range 0-9"))
+                .with_issues(vec![IssueBody { path: "priority".into(), message: "must be 0-9".into() }]));
+        }
+    };
+    if let Some(u) = &env.webhook_url {
+        check_webhook_url(u)?;
+    }
+    let metadata = env.metadata.unwrap_or(serde_json::json!({}));
+    if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
+        return Err(ApiError::unprocessable("invalid_request", "metadata: must be a JSON object of at most 16 KiB"));
+    }
+    let spec_text = env.spec.to_string();
+    let mut spec = reelsmith_spec::parse(&spec_text).map_err(|e| {
+        let path = format!("spec.{}", e.path.trim_start_matches("$").trim_start_matches('.'));
+        ApiError::unprocessable("spec_parse", format!("{path}: {}", e.message))
+            .with_issues(vec![IssueBody { path, message: e.message.clone() }])
+    })?;
+    let mut issues = vec![];
+    for (path, file) in spec.files_mut() {
+        if let Some(id) = file.strip_prefix(ASSET_PREFIX) {
+            match state.meta.asset(id).await? {
+                Some(_) => {}
+                None => issues.push(IssueBody {
+                    path: format!("spec.{path}"),
+                    message: format!("no asset with id '{id}' (upload it with POST /api/v1/assets)"),
+                }),
+            }
+        } else if let Some(id) = uploads.get(file.as_str()) {
+            *file = format!("{ASSET_PREFIX}{id}");
+        } else {
+            issues.push(IssueBody {
+                path: format!("spec.{path}"),
+                message: format!(
+                    "'{file}' was not uploaded: send it in the same multipart request (a file part named '{file}'), or upload it with POST /api/v1/assets and use \"asset:<id>\""
+                ),
+            });
+        }
+    }
+    if !issues.is_empty() {
+        let first = format!("{}: {}", issues[0].path, issues[0].message);
+        return Err(ApiError::unprocessable("missing_asset", first).with_issues(issues));
+    }
+    // The engine checks everything else: ranges, limits, that images decode, voices, fonts.
+    let engine_spec = engine_view(&spec);
+    let engine = state.engine.clone();
+    let assets = state.assets_dir.clone();
+    tokio::task::spawn_blocking(move || engine.validate(&engine_spec, &assets))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            let mut e = ApiError::from(e);
+            for i in &mut e.issues {
+                i.path = format!("spec.{}", i.path);
+            }
+            if let Some(i) = e.issues.first() {
+                e.message = format!("invalid spec: {}: {}", i.path, i.message);
+            }
+            e
+        })?;
+    let spec_json = serde_json::to_value(&spec).map_err(ApiError::internal)?;
+    let canonical = serde_json::to_vec(&spec_json).map_err(ApiError::internal)?;
+    let spec_hash = blake3::hash(&canonical).to_hex().to_string();
+    let request = serde_json::json!([spec_hash, priority, env.webhook_url, metadata]);
+    let request_hash = blake3::hash(request.to_string().as_bytes()).to_hex().to_string();
+    Ok(Prepared { spec, spec_json, spec_hash, request_hash, priority, webhook_url: env.webhook_url, metadata })
+}
+
+/// The spec as the engine reads it: assets are files in the assets folder.
+pub fn engine_view(spec: &Spec) -> Spec {
+    let mut s = spec.clone();
+    for (_, file) in s.files_mut() {
+        if let Some(id) = file.strip_prefix(ASSET_PREFIX) {
+            *file = id.to_string();
+        }
+    }
+    s
+}
+
+pub fn check_webhook_url(u: &str) -> ApiResult<()> {
+    let bad = |m: String| {
+        Err(ApiError::unprocessable("invalid_request", format!("webhook_url: {m}"))
+            .with_issues(vec![IssueBody { path: "webhook_url".into(), message: m }]))
+    };
+    if u.len() > 2048 {
+        return bad("longer than 2048 characters".into());
+    }
+    match reqwest::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url) => bad(format!("'{}' URLs are not supported; use http or https", url.scheme())),
+        Err(e) => bad(format!("not a URL: {e}")),
+    }
+}
+
+/// Where uploaded assets live on disk.
+pub fn assets_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("assets")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing_uses_bytes_not_names() {
+        let mut png = vec![];
+        image::RgbImage::new(2, 2).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        assert_eq!(sniff(&png), Some((Kind::Image, "image/png")));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt ").map(|s| s.0), Some(Kind::Audio));
+        assert_eq!(sniff(b"OggS\0\x02").map(|s| s.1), Some("audio/ogg"));
+        assert_eq!(sniff(b"%PDF-1.4 hello"), None);
+        assert_eq!(sniff(b"<html>"), None);
+        assert_eq!(sniff(b"OTTO\0\0").map(|s| s.0), Some(Kind::Font));
+    }
+
+    #[test]
+    fn envelope_errors_name_the_problem() {
+        let e = parse_envelope(b"{\"spec\": 1, \"colour\": 2}").unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("colour"), "{}", e.message);
+        let e = parse_envelope(b"{\"spec\": ").unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "invalid_json"));
+        let e = parse_envelope(b"{\"spec\": {}, \"priority\": \"high\"}").unwrap_err();
+        assert!(e.message.starts_with("priority"), "{}", e.message);
+        assert_eq!(parse_envelope(b"").unwrap_err().code, "empty_body");
+    }
+
+    #[test]
+    fn webhook_urls() {
+        assert!(check_webhook_url("https://example.com/hook").is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9000/h").is_ok());
+        assert!(check_webhook_url("ftp://x/y").is_err());
+        assert!(check_webhook_url("not a url").is_err());
+    }
+}

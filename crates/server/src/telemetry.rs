@@ -1,0 +1,292 @@
+//! Request timing (X-Response-Time, request ids, slow-request log), Prometheus metrics and the
+//! rolling performance report (percentiles per route and per stage over a window).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header::HeaderName};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+
+use crate::AppState;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
+
+/// The process-wide Prometheus recorder (installed once; every server in the process shares it).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let long = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("reelsmith_http_request_duration_seconds".into()),
+                    &latency,
+                )
+                .and_then(|b| b.set_buckets(&long))
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (tests embedding the library); then ours only renders.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!("reelsmith_http_request_duration_seconds", Unit::Seconds, "HTTP latency per route");
+    describe_gauge!("reelsmith_queue_depth", "Jobs per queue and state (queued, ready, running)");
+    describe_histogram!("reelsmith_job_duration_seconds", Unit::Seconds, "Job attempt wall time per queue and outcome");
+    describe_histogram!("reelsmith_stage_duration_seconds", Unit::Seconds, "Render stage wall time");
+    describe_counter!("reelsmith_jobs_total", "Job attempts per queue and outcome");
+    describe_counter!("reelsmith_cache_hits_total", "Stage cache hits in renders");
+    describe_counter!("reelsmith_cache_misses_total", "Stage cache misses in renders");
+    describe_gauge!("reelsmith_cache_hit_ratio", "Hits / (hits + misses) since start");
+    describe_counter!("reelsmith_worker_busy_seconds_total", Unit::Seconds, "Time workers spent on jobs per queue");
+    describe_counter!("reelsmith_webhook_deliveries_total", "Webhook delivery attempts per outcome");
+}
+
+/// Recent requests for the performance report: bounded, oldest dropped first.
+#[derive(Default)]
+pub struct RequestLog {
+    entries: Mutex<VecDeque<(i64, Arc<str>, u16, f64)>>,
+}
+
+const REQUEST_LOG_CAPACITY: usize = 200_000;
+
+impl RequestLog {
+    pub fn record(&self, route: Arc<str>, status: u16, ms: f64) {
+        let now = reelsmith_store::now_ms();
+        let mut e = self.entries.lock().expect("request log");
+        if e.len() == REQUEST_LOG_CAPACITY {
+            e.pop_front();
+        }
+        e.push_back((now, route, status, ms));
+    }
+
+    fn since(&self, since_ms: i64) -> BTreeMap<String, (Vec<f64>, u64)> {
+        let e = self.entries.lock().expect("request log");
+        let mut out: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
+        for (t, route, status, ms) in e.iter().rev() {
+            if *t < since_ms {
+                break;
+            }
+            let slot = out.entry(route.to_string()).or_default();
+            slot.0.push(*ms);
+            slot.1 += (*status < 400) as u64;
+        }
+        out
+    }
+}
+
+static ROUTE_NAMES: Mutex<BTreeMap<String, Arc<str>>> = Mutex::new(BTreeMap::new());
+
+fn route_label(method: &str, path: &str) -> Arc<str> {
+    let key = format!("{method} {path}");
+    let mut names = ROUTE_NAMES.lock().expect("route names");
+    names.entry(key.clone()).or_insert_with(|| Arc::from(key.as_str())).clone()
+}
+
+/// Times every request; tags it with a request id; records latency per matched route.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|v| v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(&state.request_ids.next()).expect("ascii id"));
+    let mut resp = next.run(req).await;
+    let elapsed = start.elapsed();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let status = resp.status().as_u16();
+    let label = route_label(&method, &route);
+    metrics::histogram!("reelsmith_http_request_duration_seconds", "route" => label.to_string(),
+        "status" => status_class(status))
+    .record(elapsed.as_secs_f64());
+    state.requests.record(label.clone(), status, ms);
+    if ms >= state.config.slow_request_ms as f64 {
+        tracing::warn!(route = %label, status, ms, request_id = ?request_id, "slow request");
+    }
+    let h = resp.headers_mut();
+    h.insert(&RESPONSE_TIME, HeaderValue::from_str(&format!("{ms:.3}ms")).expect("ascii"));
+    h.insert(&REQUEST_ID, request_id);
+    resp
+}
+
+fn status_class(s: u16) -> &'static str {
+    match s {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Short unique request ids: a per-process random prefix and a counter.
+pub struct RequestIds {
+    prefix: String,
+    n: std::sync::atomic::AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self { prefix: format!("{:08x}", rand::random::<u32>()), n: Default::default() }
+    }
+}
+
+impl RequestIds {
+    fn next(&self) -> String {
+        format!("req_{}{:x}", self.prefix, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub success_rate: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Nearest-rank percentile of sorted values (q in 0-100).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q.clamp(0.0, 100.0) / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn summarize(mut values: Vec<f64>, ok: u64) -> Percentiles {
+    values.sort_by(f64::total_cmp);
+    let n = values.len() as u64;
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    Percentiles {
+        count: n,
+        success_rate: if n == 0 { 1.0 } else { ok as f64 / n as f64 },
+        p50_ms: r(percentile(&values, 50.0)),
+        p95_ms: r(percentile(&values, 95.0)),
+        p99_ms: r(percentile(&values, 99.0)),
+        max_ms: r(values.last().copied().unwrap_or(0.0)),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PerformanceReport {
+    pub window_s: f64,
+    pub routes: BTreeMap<String, Percentiles>,
+    /// Render stages of generations that finished in the window.
+    pub stages: BTreeMap<String, Percentiles>,
+    /// Whole generations: queue wait and run time.
+    pub generations: BTreeMap<String, Percentiles>,
+    pub queues: BTreeMap<String, reelsmith_store::QueueDepth>,
+    pub cache_hit_ratio: Option<f64>,
+}
+
+pub async fn performance_report(state: &AppState, window_s: f64) -> Result<PerformanceReport, crate::ApiError> {
+    let since = reelsmith_store::now_ms() - (window_s * 1000.0) as i64;
+    let routes = state.requests.since(since).into_iter().map(|(k, (v, ok))| (k, summarize(v, ok))).collect();
+    let finished = state.meta.finished_since(since).await?;
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let (mut wait, mut run, mut run_ok) = (vec![], vec![], 0);
+    let (mut hits, mut misses) = (0.0, 0.0);
+    for f in &finished {
+        if let Some(st) = f.started_at_ms {
+            wait.push((st - f.created_at_ms) as f64);
+            run.push((f.finished_at_ms - st) as f64);
+            run_ok += (f.state == reelsmith_store::JobState::Succeeded) as u64;
+        }
+        let Some(rep) = &f.report else { continue };
+        hits += rep["cache_hits"].as_f64().unwrap_or(0.0);
+        misses += rep["cache_misses"].as_f64().unwrap_or(0.0);
+        if let Some(obj) = rep["stages"].as_object() {
+            for (name, s) in obj {
+                if let Some(w) = s["wall_s"].as_f64() {
+                    stages.entry(name.clone()).or_default().push(w * 1000.0);
+                }
+            }
+        }
+        if let Some(w) = rep["wall_s"].as_f64() {
+            stages.entry("total".into()).or_default().push(w * 1000.0);
+        }
+    }
+    let stages = stages
+        .into_iter()
+        .map(|(k, v)| {
+            let n = v.len() as u64;
+            (k, summarize(v, n))
+        })
+        .collect();
+    let wait_n = wait.len() as u64;
+    let generations = BTreeMap::from([
+        ("queue_wait".to_string(), summarize(wait, wait_n)),
+        ("run".to_string(), summarize(run, run_ok)),
+    ]);
+    Ok(PerformanceReport {
+        window_s,
+        routes,
+        stages,
+        generations,
+        queues: state.queue.depth().await?,
+        cache_hit_ratio: (hits + misses > 0.0).then(|| hits / (hits + misses)),
+    })
+}
+
+/// Parses windows like `90s`, `15m`, `2h`, `1d` (or plain seconds).
+pub fn parse_window(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1.0),
+        (i, 'm') => (&s[..i], 60.0),
+        (i, 'h') => (&s[..i], 3600.0),
+        (i, 'd') => (&s[..i], 86400.0),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v.is_finite() && v > 0.0 && v * mult <= 30.0 * 86400.0).then_some(v * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 95.0), 95.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        let s = summarize(vec![3.0, 1.0, 2.0], 2);
+        assert_eq!((s.count, s.p50_ms, s.max_ms), (3, 2.0, 3.0));
+        assert!((s.success_rate - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("90s"), Some(90.0));
+        assert_eq!(parse_window("15m"), Some(900.0));
+        assert_eq!(parse_window("2h"), Some(7200.0));
+        assert_eq!(parse_window("60"), Some(60.0));
+        for bad in ["", "m", "-5m", "abc", "400d", "NaNs"] {
+            assert_eq!(parse_window(bad), None, "{bad}");
+        }
+    }
+}
