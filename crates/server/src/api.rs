@@ -349,6 +349,7 @@ pub async fn cancel_generation(
                     "generation.cancelled",
                     status_json(&g, &[]),
                     state.config.webhook_max_attempts,
+                    state.config.webhook_retry_base_ms,
                 );
                 state.queue.enqueue(job).await?;
             }

@@ -45,6 +45,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     pub webhook_timeout_secs: f64,
     pub webhook_max_attempts: u32,
+    /// Delay before a failed delivery's second attempt; doubles each time (up to 10 minutes).
+    pub webhook_retry_base_ms: i64,
     /// `normal` survives any process crash; `full` also survives power loss (fsync per commit).
     pub durability: Durability,
     /// Requests slower than this are logged with their route.
@@ -80,6 +82,7 @@ impl Default for Config {
             webhook_secret: None,
             webhook_timeout_secs: 10.0,
             webhook_max_attempts: 8,
+            webhook_retry_base_ms: 1000,
             durability: Durability::Normal,
             slow_request_ms: 2000,
             default_rate_per_s: 50.0,

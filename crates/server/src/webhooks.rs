@@ -33,6 +33,7 @@ pub fn event_job(
     event_type: &str,
     data: serde_json::Value,
     max_attempts: u32,
+    retry_base_ms: i64,
 ) -> NewJob {
     let event_id = format!(
         "evt_{}_{}",
@@ -52,7 +53,7 @@ pub fn event_job(
     job.dedup_key = Some(event_id);
     job.priority = 5;
     job.timeout = Duration::from_secs(60);
-    job.retry = RetryPolicy { max_attempts, backoff_base_ms: 1000, backoff_max_ms: 600_000, jitter: 0.2 };
+    job.retry = RetryPolicy { max_attempts, backoff_base_ms: retry_base_ms, backoff_max_ms: 600_000, jitter: 0.2 };
     job
 }
 
@@ -137,8 +138,8 @@ mod tests {
 
     #[test]
     fn event_ids_are_stable_per_generation_and_type() {
-        let a = event_job("http://h/x", "gen_01abc", "generation.succeeded", serde_json::json!({}), 5);
-        let b = event_job("http://h/x", "gen_01abc", "generation.succeeded", serde_json::json!({"x": 1}), 5);
+        let a = event_job("http://h/x", "gen_01abc", "generation.succeeded", serde_json::json!({}), 5, 1000);
+        let b = event_job("http://h/x", "gen_01abc", "generation.succeeded", serde_json::json!({"x": 1}), 5, 1000);
         assert_eq!(a.dedup_key, b.dedup_key);
         assert_eq!(a.dedup_key.as_deref(), Some("evt_01abc_succeeded"));
         let d: Delivery = serde_json::from_value(a.payload).unwrap();

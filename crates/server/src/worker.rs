@@ -293,7 +293,16 @@ fn lower_priority(nice: i32) {
 fn webhook_for(state: &AppState, g: &GenerationRecord, event: &str, data: serde_json::Value) -> Vec<NewJob> {
     g.webhook_url
         .as_deref()
-        .map(|url| webhooks::event_job(url, &g.id, event, data, state.config.webhook_max_attempts))
+        .map(|url| {
+            webhooks::event_job(
+                url,
+                &g.id,
+                event,
+                data,
+                state.config.webhook_max_attempts,
+                state.config.webhook_retry_base_ms,
+            )
+        })
         .into_iter()
         .collect()
 }

@@ -1,0 +1,237 @@
+//! A real `reelsmith serve` process on a random port, a real HTTP client, and a local webhook
+//! receiver.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub struct Server {
+    pub url: String,
+    pub data_dir: PathBuf,
+    child: Child,
+    env: Vec<(String, String)>,
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reelsmith");
+
+impl Server {
+    /// Starts a server with its own data dir; `env` adds REELSMITH_* settings.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, url) = spawn(data_dir, &env);
+        Self {
+            url,
+            data_dir: data_dir.into(),
+            child,
+            env,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            token: None,
+        }
+    }
+
+    /// `kill -9`, then start again on the same data dir (a new port).
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        let (child, url) = spawn(&self.data_dir, &self.env);
+        self.child = child;
+        self.url = url;
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(m, format!("{}{path}", self.url));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.req(reqwest::Method::GET, path)
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.req(reqwest::Method::POST, path)
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.req(reqwest::Method::DELETE, path)
+    }
+
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        let r = self.post("/api/v1/generations").json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/generations/{id}")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Polls until the generation is final (or panics after `limit`).
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let t = Instant::now();
+        loop {
+            let s = self.status(id).await;
+            if matches!(s["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return s;
+            }
+            assert!(t.elapsed() < limit, "generation {id} not finished after {limit:?}: {s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("REELSMITH_CACHE_DIR", data_dir.join("cache"))
+        .env("REELSMITH_LEASE_SECS", "1")
+        .env("REELSMITH_RETRY_BASE_MS", "200")
+        .env("REELSMITH_WEBHOOK_RETRY_BASE_MS", "100")
+        .env("REELSMITH_RENDER_NICE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start reelsmith serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("reelsmith listening on ").unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, url.to_string())
+}
+
+/// A tiny storyboard: a title card with narration, then a colour card (about 2.5 s).
+pub fn small_spec(text: &str) -> Value {
+    json!({
+        "version": 1,
+        "output": {"width": 320, "height": 180, "fps": 15},
+        "scenes": [
+            {"title": "Hello", "narration": {"text": text}, "background": {"color": "#204080"}},
+            {"background": {"color": "#c03020"}, "duration": 1}
+        ]
+    })
+}
+
+/// A spec that renders for a while (for cancel and crash tests).
+pub fn long_spec(tag: &str, seconds: f64) -> Value {
+    json!({
+        "version": 1,
+        "output": {"width": 320, "height": 180, "fps": 30, "quality": {"preset": "medium"}},
+        "scenes": [
+            {"title": tag, "duration": seconds, "motion": {"type": "ken-burns", "zoom_to": 1.5},
+             "background": {"gradient": {"from": "#000000", "to": "#ffffff"}}},
+        ]
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+/// A webhook receiver answering with the given statuses in turn (then 200).
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Receiver {
+    pub async fn start(statuses: &[u16]) -> Self {
+        let got: Arc<Mutex<Vec<Delivery>>> = Default::default();
+        let plan: Arc<Mutex<VecDeque<u16>>> = Arc::new(Mutex::new(statuses.iter().copied().collect()));
+        let (g, p) = (got.clone(), plan.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (g, p) = (g.clone(), p.clone());
+                async move {
+                    g.lock().unwrap().push(Delivery { headers, body });
+                    let code = p.lock().unwrap().pop_front().unwrap_or(200);
+                    axum::http::StatusCode::from_u16(code).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url: format!("http://{addr}/hook"), got }
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` deliveries arrived.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Delivery> {
+        let t = Instant::now();
+        loop {
+            let d = self.deliveries();
+            if d.len() >= n {
+                return d;
+            }
+            assert!(t.elapsed() < limit, "only {} of {n} webhook deliveries after {limit:?}", d.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn webhook_secret(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("webhook_secret")).unwrap().trim().to_string()
+}
+
+pub fn ffprobe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A PNG whose header claims `w`x`h` pixels (no real pixel data: a decompression-bomb probe).
+pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    // A first data chunk (decoders read the header up to it), with no real pixels.
+    let idat = b"IDAT\x78\x9c".to_vec();
+    png.extend(2u32.to_be_bytes());
+    png.extend(&idat);
+    png.extend(crc32(&idat).to_be_bytes());
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IEND");
+    png.extend(crc32(b"IEND").to_be_bytes());
+    png
+}
