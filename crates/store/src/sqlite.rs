@@ -41,6 +41,8 @@ CREATE TABLE jobs (
     finished_at INTEGER
 );
 CREATE INDEX jobs_ready ON jobs(queue, state, priority DESC, run_at, id);
+CREATE INDEX jobs_lease ON jobs(queue, state, lease_until);
+CREATE INDEX jobs_state ON jobs(state, queue, run_at);
 CREATE INDEX jobs_subject ON jobs(subject, kind);
 CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE job_attempts (
@@ -71,7 +73,8 @@ CREATE TABLE generations (
     result TEXT,
     created_at INTEGER NOT NULL
 );
-CREATE INDEX generations_hash ON generations(spec_hash);
+CREATE INDEX generations_hash ON generations(spec_hash, api_key_id);
+CREATE INDEX generations_job ON generations(job_id);
 CREATE UNIQUE INDEX generations_idempotency ON generations(api_key_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX generations_key ON generations(api_key_id, id);
@@ -266,19 +269,25 @@ impl JobQueue for SqliteStore {
         // One statement picks and takes the job, so two claimers can never take the same one.
         // The previous state and owner come back so a lost lease can be recorded.
         let row = sqlx::query(
-            "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1,
-                 started_at = COALESCE(started_at, ?)
-             WHERE id = (SELECT id FROM jobs
-                         WHERE queue = ? AND ((state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?))
-                         ORDER BY priority DESC, run_at, id LIMIT 1)
+            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1,
+                 started_at = COALESCE(started_at, ?3)
+             WHERE id = (SELECT id FROM (
+                 -- Each branch walks its own index in order and stops at the first row, so a
+                 -- claim costs the same with ten jobs queued or a million.
+                 SELECT * FROM (SELECT id, priority, run_at FROM jobs INDEXED BY jobs_ready
+                                WHERE queue = ?4 AND state = 'queued' AND run_at <= ?3
+                                ORDER BY priority DESC, run_at, id LIMIT 1)
+                 UNION ALL
+                 SELECT * FROM (SELECT id, priority, run_at FROM jobs INDEXED BY jobs_lease
+                                WHERE queue = ?4 AND state = 'running' AND lease_until < ?3
+                                ORDER BY priority DESC, run_at, id LIMIT 1)
+             ) ORDER BY priority DESC, run_at, id LIMIT 1)
              RETURNING id, kind, subject, payload, priority, attempts, max_attempts, timeout_ms",
         )
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
         .bind(now)
         .bind(queue)
-        .bind(now)
-        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -547,7 +556,7 @@ impl JobQueue for SqliteStore {
 
 const GENERATION_SELECT: &str = "SELECT g.*, j.state AS state, j.attempts AS attempts, j.max_attempts AS max_attempts,
     j.last_error AS last_error, j.started_at AS started_at, j.finished_at AS finished_at
-    FROM generations g JOIN jobs j ON j.id = g.job_id";
+    FROM generations g CROSS JOIN jobs j ON j.id = g.job_id";
 
 fn generation_record(r: &SqliteRow) -> Result<GenerationRecord> {
     let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
@@ -614,7 +623,9 @@ impl Metadata for SqliteStore {
             }
         }
         let live: Option<String> = sqlx::query_scalar(
-            "SELECT g.id FROM generations g JOIN jobs j ON j.id = g.job_id
+            // Probe the hash index, then each match's job by key: left to itself, the planner
+            // prefers an index that avoids the sort and walks every generation of the key.
+            "SELECT g.id FROM generations g INDEXED BY generations_hash CROSS JOIN jobs j ON j.id = g.job_id
              WHERE g.spec_hash = ? AND g.api_key_id IS ? AND j.state IN ('queued', 'running', 'succeeded')
              ORDER BY g.id DESC LIMIT 1",
         )
@@ -728,7 +739,7 @@ impl Metadata for SqliteStore {
 
     async fn active_generations(&self, api_key_id: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM generations g JOIN jobs j ON j.id = g.job_id
+            "SELECT COUNT(*) FROM generations g CROSS JOIN jobs j ON j.id = g.job_id
              WHERE g.api_key_id = ? AND j.state IN ('queued', 'running')",
         )
         .bind(api_key_id)
@@ -739,8 +750,8 @@ impl Metadata for SqliteStore {
 
     async fn finished_since(&self, since_ms: i64) -> Result<Vec<FinishedGeneration>> {
         let rows = sqlx::query(
-            "SELECT g.id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM generations g
-             JOIN jobs j ON j.id = g.job_id WHERE j.finished_at >= ? ORDER BY j.finished_at",
+            "SELECT g.id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
+             CROSS JOIN generations g ON g.job_id = j.id WHERE j.finished_at >= ? ORDER BY j.finished_at",
         )
         .bind(since_ms)
         .fetch_all(&self.reader)
@@ -767,7 +778,7 @@ impl Metadata for SqliteStore {
 
     async fn expired_generations(&self, before_ms: i64, limit: u32) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT g.id FROM generations g JOIN jobs j ON j.id = g.job_id
+            "SELECT g.id FROM jobs j CROSS JOIN generations g ON g.job_id = j.id
              WHERE j.finished_at IS NOT NULL AND j.finished_at < ? ORDER BY j.finished_at LIMIT ?",
         )
         .bind(before_ms)
