@@ -379,3 +379,41 @@ async fn wait_until_past(t: i64) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// Many identical submissions at once: exactly one is created, every other one gets its id.
+pub async fn run_concurrent_dedup<M: Metadata>(m: Arc<M>, n: usize) {
+    let queue = queue_name("dedup");
+    let hash = new_id("hash");
+    let mut tasks = vec![];
+    for i in 0..n {
+        let (m, queue, hash) = (m.clone(), queue.clone(), hash.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = new_id("gen");
+            let mut job = NewJob::new(&queue, "render", serde_json::json!({}));
+            job.subject = Some(id.clone());
+            let g = NewGeneration {
+                id,
+                spec: serde_json::json!({}),
+                spec_hash: hash,
+                priority: 0,
+                webhook_url: None,
+                idempotency_key: None,
+                request_hash: format!("r{i}"),
+                api_key_id: None,
+                metadata: serde_json::json!({}),
+            };
+            m.create_generation(g, job).await.unwrap()
+        }));
+    }
+    let mut created = vec![];
+    let mut deduped = vec![];
+    for t in tasks {
+        match t.await.unwrap() {
+            CreateOutcome::Created(id) => created.push(id),
+            CreateOutcome::Deduplicated(id) => deduped.push(id),
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one created");
+    assert!(deduped.iter().all(|d| *d == created[0]), "the rest point at it");
+}
