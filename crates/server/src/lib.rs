@@ -96,7 +96,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     let artifacts = Arc::new(LocalArtifacts::new(data.join("artifacts"))?);
     let assets_dir = submit::assets_dir(data);
     std::fs::create_dir_all(&assets_dir)?;
-    let cache = Cache::open(&config.cache_dir(), config.cache_size_mb * 1024 * 1024)
+    let cache = Cache::open(config.cache_dir(), config.cache_size_mb * 1024 * 1024)
         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
     let engine = Arc::new(Engine::new(cache)?);
     let webhook_secret: Arc<str> = match &config.webhook_secret {

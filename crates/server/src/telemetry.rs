@@ -51,14 +51,21 @@ fn describe() {
     describe_counter!("reelsmith_cache_hits_total", "Stage cache hits in renders");
     describe_counter!("reelsmith_cache_misses_total", "Stage cache misses in renders");
     describe_gauge!("reelsmith_cache_hit_ratio", "Hits / (hits + misses) since start");
-    describe_counter!("reelsmith_worker_busy_seconds_total", Unit::Seconds, "Time workers spent on jobs per queue");
+    describe_counter!(
+        "reelsmith_worker_busy_milliseconds_total",
+        Unit::Milliseconds,
+        "Time workers spent on jobs per queue"
+    );
     describe_counter!("reelsmith_webhook_deliveries_total", "Webhook delivery attempts per outcome");
 }
 
 /// Recent requests for the performance report: bounded, oldest dropped first.
+/// (unix ms, route, status, latency ms)
+type LoggedRequest = (i64, Arc<str>, u16, f64);
+
 #[derive(Default)]
 pub struct RequestLog {
-    entries: Mutex<VecDeque<(i64, Arc<str>, u16, f64)>>,
+    entries: Mutex<VecDeque<LoggedRequest>>,
 }
 
 const REQUEST_LOG_CAPACITY: usize = 200_000;

@@ -55,8 +55,8 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
                 metrics::counter!("reelsmith_jobs_total", "queue" => queue, "outcome" => outcome).increment(1);
                 metrics::histogram!("reelsmith_job_duration_seconds", "queue" => queue, "outcome" => outcome)
                     .record(secs);
-                metrics::counter!("reelsmith_worker_busy_seconds_total", "queue" => queue)
-                    .increment(secs.ceil() as u64);
+                metrics::counter!("reelsmith_worker_busy_milliseconds_total", "queue" => queue)
+                    .increment((secs * 1000.0).round() as u64);
             }
             Ok(None) => {
                 // Sleep until woken by a submission, the next delayed job, or a short poll
@@ -479,18 +479,21 @@ async fn deliver(state: &AppState, job: ClaimedJob) -> &'static str {
     outcome
 }
 
-/// Enqueues a cleanup every hour (one per hour, whichever node gets there first).
+/// Enqueues a cleanup every interval (one per interval, whichever node gets there first): ten
+/// minutes, or half the retention when that is shorter.
 async fn schedule_cleanup(state: AppState, stop: CancellationToken) {
+    let interval_ms = ((state.config.retention_hours * 3_600_000.0 / 2.0) as i64).clamp(500, 600_000);
     loop {
-        let hour = now_ms() / 3_600_000;
+        let slot = now_ms() / interval_ms;
         let mut job = NewJob::new(MAINTENANCE_QUEUE, "cleanup", serde_json::json!({}));
-        job.dedup_key = Some(format!("cleanup-{hour}"));
+        job.dedup_key = Some(format!("cleanup-{interval_ms}-{slot}"));
         job.retry.max_attempts = 1;
         if let Err(e) = state.queue.enqueue(job).await {
             tracing::warn!(error = %e, "cannot schedule cleanup");
         }
+        let next = (slot + 1) * interval_ms - now_ms();
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(next.max(1) as u64)) => {}
             _ = stop.cancelled() => return,
         }
     }

@@ -58,7 +58,10 @@ pub fn now_ms() -> i64 {
 pub fn new_id(prefix: &str) -> String {
     // Monotonic within a process, so ids made in the same millisecond still sort in order.
     static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
-    let id = GENERATOR.lock().ok().and_then(|mut g| g.generate().ok()).unwrap_or_else(ulid::Ulid::new);
+    let id = match GENERATOR.lock().ok().and_then(|mut g| g.generate().ok()) {
+        Some(id) => id,
+        None => ulid::Ulid::from_datetime(SystemTime::now()), // poisoned lock or counter overflow
+    };
     format!("{prefix}_{}", id.to_string().to_ascii_lowercase())
 }
 

@@ -132,6 +132,9 @@ async fn submit_follow_progress_download_and_verify_webhook() {
     assert!(metrics.contains("reelsmith_jobs_total{queue=\"render\",outcome=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("reelsmith_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("reelsmith_queue_depth{queue=\"render\""));
+    assert!(metrics.contains("reelsmith_worker_busy_milliseconds_total{queue=\"render\"}"), "{metrics}");
+    assert!(metrics.contains("reelsmith_stage_duration_seconds_count{stage=\"segments\"}"), "{metrics}");
+    assert!(metrics.contains("reelsmith_cache_hit_ratio"), "{metrics}");
     let perf: Value = s.get("/api/v1/performance/report?window=10m").send().await.unwrap().json().await.unwrap();
     assert!(perf["routes"]["GET /api/v1/generations/{id}/video"]["count"].as_u64().unwrap() >= 4, "{perf}");
     assert!(perf["stages"]["segments"]["count"].as_u64().unwrap() >= 1, "{perf}");
@@ -597,4 +600,39 @@ async fn ops_endpoints_openapi_compression_and_request_ids() {
     let raw = reqwest::Client::new();
     let r = raw.get(format!("{}/api/v1/openapi.json", s.url)).header("accept-encoding", "gzip").send().await.unwrap();
     assert_eq!(r.headers()["content-encoding"], "gzip");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_limit_fails_the_job_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("REELSMITH_JOB_TIMEOUT_SECS", "1")]);
+    let (_, g) = s.submit(&json!({"spec": long_spec("too long", 60.0)})).await;
+    let fin = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(fin["status"], "failed", "{fin}");
+    assert_eq!(fin["error"]["code"], "time_limit");
+    assert!(fin["error"]["message"].as_str().unwrap().contains("time limit of 1 s"), "{fin}");
+    assert_eq!(fin["attempts"], 1, "a time limit is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_old_generations_and_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two seconds of retention: cleanup runs every second.
+    let s = Server::start(dir.path(), &[("REELSMITH_RETENTION_HOURS", "0.00056")]);
+    let (_, g) = s.submit(&json!({"spec": small_spec("Soon gone.")})).await;
+    let id = g["id"].as_str().unwrap();
+    assert_eq!(s.wait_final(id, LIMIT).await["status"], "succeeded");
+    assert!(dir.path().join("artifacts").join(id).exists());
+    let t = std::time::Instant::now();
+    loop {
+        let r = s.get(&format!("/api/v1/generations/{id}")).send().await.unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not cleaned up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!dir.path().join("artifacts").join(id).exists(), "files removed with it");
+    let metrics = s.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("reelsmith_jobs_total{queue=\"maintenance\",outcome=\"succeeded\"}"), "{metrics}");
 }
