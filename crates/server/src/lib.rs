@@ -255,9 +255,19 @@ impl Running {
     /// is left to its lease: another worker, or this one after a restart, takes it).
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.server.await;
+        // Long-lived streams (SSE, WebSocket) would hold a graceful shutdown open forever, and
+        // a render may take minutes: give both a few seconds, then leave the rest to leases.
+        let grace = Duration::from_secs(5);
+        let server = self.server.abort_handle();
+        if tokio::time::timeout(grace, self.server).await.is_err() {
+            tracing::warn!("open connections after {grace:?}; closing them");
+            server.abort();
+        }
         for w in self.workers {
-            let _ = w.await;
+            let abort = w.abort_handle();
+            if tokio::time::timeout(grace, w).await.is_err() {
+                abort.abort();
+            }
         }
     }
 

@@ -45,6 +45,20 @@ impl Server {
         self.url = url;
     }
 
+    /// SIGTERM; returns how long the process took to exit (panics after `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> Duration {
+        let t = Instant::now();
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "clean exit after SIGTERM: {status}");
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < limit, "still running {limit:?} after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.client.request(m, format!("{}{path}", self.url));
         match &self.token {

@@ -636,3 +636,27 @@ async fn retention_removes_old_generations_and_their_files() {
     let metrics = s.get("/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("reelsmith_jobs_total{queue=\"maintenance\",outcome=\"succeeded\"}"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_promptly_with_streams_open_and_the_job_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let (_, g) = s.submit(&json!({"spec": long_spec("interrupted", 20.0)})).await;
+    let id = g["id"].as_str().unwrap().to_string();
+    // A follower that never ends on its own, and a render in progress.
+    let sse = s.get(&format!("/api/v1/generations/{id}/events")).send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+    let t = std::time::Instant::now();
+    while s.status(&id).await["status"] != "running" {
+        assert!(t.elapsed() < LIMIT);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = s.terminate(Duration::from_secs(20));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    drop(sse);
+    // The render finished within the grace period, or is taken again after a restart once
+    // its lease runs out: either way it completes.
+    let s = Server::start(dir.path(), &[]);
+    let fin = s.wait_final(&id, LIMIT).await;
+    assert_eq!(fin["status"], "succeeded", "{fin}");
+}
