@@ -32,6 +32,7 @@ pub fn event_of(g: &GenerationRecord) -> Event {
             JobState::Failed => g.error_message.clone().or_else(|| g.last_error.clone()),
             _ => None,
         },
+        owner: g.api_key_id.clone(),
     }
 }
 
@@ -108,7 +109,7 @@ fn deliveries_json(jobs: &[(JobRecord, Vec<Attempt>)]) -> Value {
 }
 
 /// Loads a generation the caller may see (another key's generations do not exist for it).
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<GenerationRecord> {
+pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<GenerationRecord> {
     match state.meta.generation(id).await? {
         Some(g) if caller.0.is_none() || g.api_key_id == caller.key_id() => Ok(g),
         _ => Err(ApiError::not_found("generation", id)),
@@ -161,7 +162,8 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
             ));
         }
     }
-    let p = submit::prepare(&state, env, &uploads).await?;
+    let key_id = caller.key_id();
+    let p = submit::prepare(&state, env, &uploads, key_id.as_deref()).await?;
     let id = new_id("gen");
     let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
     job.subject = Some(id.clone());
@@ -394,7 +396,7 @@ async fn artifact(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let g = visible(state, caller, id).await?;
-    let Some(r) = &g.result else {
+    let Some(r) = g.result.as_ref().filter(|_| g.state == JobState::Succeeded) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_ready",

@@ -45,6 +45,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     pub webhook_timeout_secs: f64,
     pub webhook_max_attempts: u32,
+    /// Allow webhooks to loopback/private addresses (off: a caller could reach internal services).
+    pub webhook_allow_private: bool,
     /// Delay before a failed delivery's second attempt; doubles each time (up to 10 minutes).
     pub webhook_retry_base_ms: i64,
     /// `normal` survives any process crash; `full` also survives power loss (fsync per commit).
@@ -82,6 +84,7 @@ impl Default for Config {
             webhook_secret: None,
             webhook_timeout_secs: 10.0,
             webhook_max_attempts: 8,
+            webhook_allow_private: false,
             webhook_retry_base_ms: 1000,
             durability: Durability::Normal,
             slow_request_ms: 2000,
@@ -130,8 +133,15 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
-        if self.lease_secs < 0.2 {
-            return bad("lease_secs must be at least 0.2");
+        for (name, v, min) in [
+            ("lease_secs", self.lease_secs, 0.2),
+            ("job_timeout_secs", self.job_timeout_secs, 0.1),
+            ("webhook_timeout_secs", self.webhook_timeout_secs, 0.1),
+            ("retention_hours", self.retention_hours, 0.0001),
+        ] {
+            if !v.is_finite() || v < min || v > 1e7 {
+                return Err(ConfigError::Invalid(format!("{name} must be a number from {min} to 10000000")));
+            }
         }
         if self.render_workers == 0 && self.workers {
             return bad("render_workers must be at least 1 (or set workers = false)");

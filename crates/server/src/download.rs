@@ -1,5 +1,6 @@
 //! Serving immutable results: strong ETags, `If-None-Match` → 304, single byte ranges → 206,
-//! unsatisfiable ranges → 416, long-lived caching (a generation's files never change).
+//! unsatisfiable ranges → 416, long-lived private caching (a generation's files never change once it has succeeded; `private`
+//! because they belong to one API key).
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -68,7 +69,7 @@ pub async fn serve(
     );
     let mut base = HeaderMap::new();
     base.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(ApiError::internal)?);
-    base.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    base.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
     base.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     base.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if etag_matches(headers, &etag) {

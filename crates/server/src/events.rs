@@ -14,7 +14,8 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::{ApiError, ApiResult, AppState, api};
+use crate::auth::Caller;
+use crate::{ApiResult, AppState, api};
 
 /// One change of one generation.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -27,6 +28,9 @@ pub struct Event {
     pub attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The API key the generation belongs to: followers see only their own.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 impl Event {
@@ -64,50 +68,59 @@ impl Hub {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
     }
+    pub fn forget(&self, id: &str) {
+        self.latest.lock().expect("hub").remove(id);
+    }
     pub fn latest(&self, id: &str) -> Option<Event> {
         self.latest.lock().expect("hub").get(id).cloned()
     }
 }
 
-async fn snapshot(state: &AppState, id: &str) -> ApiResult<Event> {
-    let g = state.meta.generation(id).await?.ok_or_else(|| ApiError::not_found("generation", id))?;
-    Ok(api::event_of(&g))
+async fn snapshot(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Event> {
+    Ok(api::event_of(&api::visible(state, caller, id).await?))
+}
+
+/// May `caller` see events of a generation owned by `owner`?
+fn may_see(caller: &Caller, owner: &Option<String>) -> bool {
+    caller.0.is_none() || caller.key_id() == *owner
 }
 
 /// `GET /api/v1/generations/{id}/events`: `status` events until the generation finishes.
 pub async fn sse(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     // Subscribe before reading the snapshot, so no change falls between the two.
     let rx = state.hub.subscribe();
-    let first = snapshot(&state, &id).await?;
-    let stream = futures_util::stream::unfold(
-        (Some(first), rx, id, state, false),
-        |(pending, mut rx, id, state, done)| async move {
-            if done {
-                return None;
+    let first = snapshot(&state, &caller, &id).await?;
+    let stream =
+        futures_util::stream::unfold((Some(first), rx, id, state, false), move |(pending, mut rx, id, state, done)| {
+            let caller = caller.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let ev = match pending {
+                    Some(ev) => ev,
+                    None => loop {
+                        match rx.recv().await {
+                            Ok(ev) if ev.id == id => break ev,
+                            Ok(_) => continue,
+                            // Fell behind: resynchronise from the store.
+                            Err(broadcast::error::RecvError::Lagged(_)) => match snapshot(&state, &caller, &id).await {
+                                Ok(ev) => break ev,
+                                Err(_) => return None,
+                            },
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        }
+                    },
+                };
+                let fin = ev.is_final();
+                let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
+                Some((Ok(sse), (None, rx, id, state, fin)))
             }
-            let ev = match pending {
-                Some(ev) => ev,
-                None => loop {
-                    match rx.recv().await {
-                        Ok(ev) if ev.id == id => break ev,
-                        Ok(_) => continue,
-                        // Fell behind: resynchronise from the store.
-                        Err(broadcast::error::RecvError::Lagged(_)) => match snapshot(&state, &id).await {
-                            Ok(ev) => break ev,
-                            Err(_) => return None,
-                        },
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                },
-            };
-            let fin = ev.is_final();
-            let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
-            Some((Ok(sse), (None, rx, id, state, fin)))
-        },
-    );
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -123,11 +136,11 @@ struct Command {
 
 /// `GET /ws/generations`: send `{"action":"subscribe","ids":[…]}` (or `"all":true`) and
 /// `{"action":"unsubscribe","ids":[…]}`; receive events as JSON text messages.
-pub async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> impl IntoResponse {
-    ws.on_upgrade(move |socket| follow(socket, state))
+pub async fn websocket(State(state): State<AppState>, caller: Caller, ws: WebSocketUpgrade) -> impl IntoResponse {
+    ws.on_upgrade(move |socket| follow(socket, state, caller))
 }
 
-async fn follow(socket: WebSocket, state: AppState) {
+async fn follow(socket: WebSocket, state: AppState, caller: Caller) {
     let (mut tx, mut rx_ws) = socket.split();
     let mut events = state.hub.subscribe();
     let mut ids: HashSet<String> = HashSet::new();
@@ -146,7 +159,7 @@ async fn follow(socket: WebSocket, state: AppState) {
                         all |= c.all;
                         let mut out = vec![];
                         for id in c.ids {
-                            match snapshot(&state, &id).await {
+                            match snapshot(&state, &caller, &id).await {
                                 Ok(ev) => { out.push(serde_json::to_string(&ev).unwrap_or_default()); ids.insert(id); }
                                 Err(e) => out.push(serde_json::json!({"error": {"code": e.code, "message": e.message}}).to_string()),
                             }
@@ -168,7 +181,7 @@ async fn follow(socket: WebSocket, state: AppState) {
             }
             ev = events.recv() => {
                 match ev {
-                    Ok(ev) if all || ids.contains(&ev.id) => {
+                    Ok(ev) if (all && may_see(&caller, &ev.owner)) || ids.contains(&ev.id) => {
                         if tx.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await.is_err() {
                             return;
                         }
@@ -176,7 +189,7 @@ async fn follow(socket: WebSocket, state: AppState) {
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         for id in ids.clone() {
-                            if let Ok(ev) = snapshot(&state, &id).await {
+                            if let Ok(ev) = snapshot(&state, &caller, &id).await {
                                 let _ = tx.send(Message::Text(serde_json::to_string(&ev).unwrap_or_default().into())).await;
                             }
                         }

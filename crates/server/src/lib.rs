@@ -133,9 +133,18 @@ fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<String> {
     if let Ok(s) = std::fs::read_to_string(path) {
         return Ok(s.trim().to_string());
     }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &secret)?;
+    // Readable by the service's user only.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?
+        .write_all(secret.as_bytes())?;
     std::fs::rename(&tmp, path)?;
     Ok(secret)
 }

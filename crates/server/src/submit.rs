@@ -116,8 +116,13 @@ pub async fn store_asset(
             ),
         ));
     };
-    let sha = hex::encode(sha2::Sha256::digest(&bytes));
-    let id = format!("ast_{}", &sha[..32]);
+    let hashed = bytes.clone();
+    let sha = tokio::task::spawn_blocking(move || hex::encode(sha2::Sha256::digest(&hashed)))
+        .await
+        .map_err(ApiError::internal)?;
+    // Content-addressed per key: the same bytes from one key are one asset, and keys never share.
+    let scope = api_key_id.as_deref().unwrap_or("");
+    let id = format!("ast_{}", &hex::encode(sha2::Sha256::digest(format!("{scope}:{sha}").as_bytes()))[..32]);
     let path = state.assets_dir.join(&id);
     let (mut width, mut height) = (None, None);
     if kind == Kind::Image {
@@ -180,7 +185,12 @@ pub struct Prepared {
     pub metadata: serde_json::Value,
 }
 
-pub async fn prepare(state: &AppState, env: Envelope, uploads: &HashMap<String, String>) -> ApiResult<Prepared> {
+pub async fn prepare(
+    state: &AppState,
+    env: Envelope,
+    uploads: &HashMap<String, String>,
+    api_key_id: Option<&str>,
+) -> ApiResult<Prepared> {
     let priority = match env.priority {
         None => 5,
         Some(p @ 0..=9) => p as i32,
@@ -190,7 +200,7 @@ pub async fn prepare(state: &AppState, env: Envelope, uploads: &HashMap<String, 
         }
     };
     if let Some(u) = &env.webhook_url {
-        check_webhook_url(u)?;
+        check_webhook_url(u, state.config.webhook_allow_private)?;
     }
     let metadata = env.metadata.unwrap_or(serde_json::json!({}));
     if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
@@ -206,8 +216,9 @@ pub async fn prepare(state: &AppState, env: Envelope, uploads: &HashMap<String, 
     for (path, file) in spec.files_mut() {
         if let Some(id) = file.strip_prefix(ASSET_PREFIX) {
             match state.meta.asset(id).await? {
-                Some(_) => {}
-                None => issues.push(IssueBody {
+                Some(a) if api_key_id.is_none() || a.api_key_id.as_deref() == api_key_id => {}
+                // Another key's asset does not exist for this one.
+                _ => issues.push(IssueBody {
                     path: format!("spec.{path}"),
                     message: format!("no asset with id '{id}' (upload it with POST /api/v1/assets)"),
                 }),
@@ -263,7 +274,7 @@ pub fn engine_view(spec: &Spec) -> Spec {
     s
 }
 
-pub fn check_webhook_url(u: &str) -> ApiResult<()> {
+pub fn check_webhook_url(u: &str, allow_private: bool) -> ApiResult<()> {
     let bad = |m: String| {
         Err(ApiError::unprocessable("invalid_request", format!("webhook_url: {m}"))
             .with_issues(vec![IssueBody { path: "webhook_url".into(), message: m }]))
@@ -271,11 +282,24 @@ pub fn check_webhook_url(u: &str) -> ApiResult<()> {
     if u.len() > 2048 {
         return bad("longer than 2048 characters".into());
     }
-    match reqwest::Url::parse(u) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
-        Ok(url) => bad(format!("'{}' URLs are not supported; use http or https", url.scheme())),
-        Err(e) => bad(format!("not a URL: {e}")),
+    let url = match reqwest::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+        Ok(url) => return bad(format!("'{}' URLs are not supported; use http or https", url.scheme())),
+        Err(e) => return bad(format!("not a URL: {e}")),
+    };
+    let private = match url.host() {
+        Some(url::Host::Ipv4(ip)) => crate::webhooks::is_private(ip.into()),
+        Some(url::Host::Ipv6(ip)) => crate::webhooks::is_private(ip.into()),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
+        None => false,
+    };
+    if private && !allow_private {
+        return bad(format!(
+            "'{}' is a private or loopback address; webhooks go to public addresses unless the server sets webhook_allow_private = true",
+            url.host_str().unwrap_or_default()
+        ));
     }
+    Ok(())
 }
 
 /// Where uploaded assets live on disk.
@@ -313,9 +337,20 @@ mod tests {
 
     #[test]
     fn webhook_urls() {
-        assert!(check_webhook_url("https://example.com/hook").is_ok());
-        assert!(check_webhook_url("http://127.0.0.1:9000/h").is_ok());
-        assert!(check_webhook_url("ftp://x/y").is_err());
-        assert!(check_webhook_url("not a url").is_err());
+        assert!(check_webhook_url("https://example.com/hook", false).is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9000/h", true).is_ok());
+        for private in [
+            "http://127.0.0.1:9000/h",
+            "http://10.1.2.3/",
+            "http://169.254.169.254/latest",
+            "http://[::1]/",
+            "http://localhost:8080/",
+            "http://192.168.0.1/",
+        ] {
+            let e = check_webhook_url(private, false).unwrap_err();
+            assert!(e.message.contains("private"), "{private}: {}", e.message);
+        }
+        assert!(check_webhook_url("ftp://x/y", true).is_err());
+        assert!(check_webhook_url("not a url", true).is_err());
     }
 }

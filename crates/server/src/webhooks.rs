@@ -92,8 +92,63 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// One delivery attempt: Ok on 2xx, Err(reason) otherwise.
-pub async fn deliver(client: &reqwest::Client, secret: &[u8], d: &Delivery, timeout: Duration) -> Result<u16, String> {
+/// Loopback, private, link-local, shared (CGNAT), unspecified and other non-public addresses.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            v6.is_loopback() || v6.is_unspecified() || (seg[0] & 0xfe00) == 0xfc00 || (seg[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// One delivery attempt: Ok on 2xx, Err(reason) otherwise. Unless `allow_private`, the host is
+/// resolved here, refused when any address is private, and the connection pinned to the checked
+/// address (so a DNS answer cannot change between the check and the connect).
+pub async fn deliver(
+    client: &reqwest::Client,
+    secret: &[u8],
+    d: &Delivery,
+    timeout: Duration,
+    allow_private: bool,
+) -> Result<u16, String> {
+    let url = reqwest::Url::parse(&d.url).map_err(|e| format!("bad webhook URL: {e}"))?;
+    let pinned;
+    let client = if allow_private {
+        client
+    } else {
+        let host = url.host_str().ok_or("webhook URL has no host")?.trim_matches(['[', ']']).to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+        let Some(addr) = addrs.first().copied() else { return Err(format!("{host} has no address")) };
+        if addrs.iter().any(|a| is_private(a.ip())) {
+            return Err(format!("{host} resolves to a private address ({}); refused", addr.ip()));
+        }
+        pinned = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&host, addr)
+            .build()
+            .map_err(|e| e.to_string())?;
+        &pinned
+    };
     let ts = reelsmith_store::now_ms() / 1000;
     let sig = sign(secret, ts, &d.body);
     let resp = client
@@ -108,14 +163,19 @@ pub async fn deliver(client: &reqwest::Client, secret: &[u8], d: &Delivery, time
         .body(d.body.clone())
         .send()
         .await
-        .map_err(|e| format!("delivery to {} failed: {e}", d.url))?;
+        .map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "failed"
+            };
+            format!("delivery to {} {kind}", url.host_str().unwrap_or_default())
+        })?;
     let status = resp.status();
-    if status.is_success() {
-        Ok(status.as_u16())
-    } else {
-        let text: String = resp.text().await.unwrap_or_default().chars().take(200).collect();
-        Err(format!("receiver answered HTTP {}: {text}", status.as_u16()))
-    }
+    // Only the status is kept: echoing a receiver's body would let callers read internal services.
+    if status.is_success() { Ok(status.as_u16()) } else { Err(format!("receiver answered HTTP {}", status.as_u16())) }
 }
 
 #[cfg(test)]
@@ -134,6 +194,44 @@ mod tests {
         assert!(!verify(b"secret", "v1=abc", body, 1_000, 300), "no timestamp");
         // Known vector, from Python: hmac.new(b"key", b"0.x", hashlib.sha256).hexdigest()
         assert_eq!(sign(b"key", 0, "x"), "01648d624c0b511b0449a63394418e2d5b018e4cc2f753e42127d445f3ca5dd0");
+    }
+
+    #[test]
+    fn private_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn delivery_refuses_names_that_resolve_to_private_addresses() {
+        let d = Delivery {
+            url: "http://localhost:9/hook".into(),
+            event_id: "e".into(),
+            event_type: "t".into(),
+            body: "{}".into(),
+        };
+        let client = reqwest::Client::new();
+        let e = deliver(&client, b"k", &d, Duration::from_secs(1), false).await.unwrap_err();
+        assert!(e.contains("private address"), "{e}");
+        // Allowed: it really tries (and nothing listens on port 9).
+        let e = deliver(&client, b"k", &d, Duration::from_secs(1), true).await.unwrap_err();
+        assert!(e.contains("could not connect") || e.contains("failed"), "{e}");
     }
 
     #[test]

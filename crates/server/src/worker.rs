@@ -38,7 +38,12 @@ pub fn spawn_all(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::
 
 async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: CancellationToken) {
     let worker = format!("{}-{queue}-{n}", state.node_id);
-    let lease = Duration::from_secs_f64(state.config.lease_secs);
+    // Only renders heartbeat; a delivery's lease outlasts its HTTP timeout so that no second
+    // worker takes it while the first is still waiting for the receiver.
+    let lease = match queue {
+        RENDER_QUEUE => Duration::from_secs_f64(state.config.lease_secs),
+        _ => Duration::from_secs_f64(state.config.lease_secs.max(state.config.webhook_timeout_secs * 2.0 + 5.0)),
+    };
     loop {
         if stop.is_cancelled() {
             return;
@@ -85,6 +90,7 @@ const STOP_NONE: u8 = 0;
 const STOP_CANCEL: u8 = 1;
 const STOP_TIME_LIMIT: u8 = 2;
 const STOP_LEASE_LOST: u8 = 3;
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Overall progress from the engine's stage events: narration and canvases are quick; frames are
 /// most of the work.
@@ -107,6 +113,16 @@ fn overall(stage: &str, done: u64, total: u64) -> f64 {
 }
 
 async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
+    let id = job.subject.clone();
+    let outcome = render_attempt(state, job).await;
+    // Whatever happened, this process no longer has live progress for it.
+    if let Some(id) = id {
+        state.hub.forget(&id);
+    }
+    outcome
+}
+
+async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
     let lease = job.lease.clone();
     let Some(gen_id) = job.subject.clone() else {
         let _ = state.queue.fail(&lease, "render job without a generation", false, vec![]).await;
@@ -132,6 +148,7 @@ async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
             stage: stage.map(Into::into),
             attempt: lease.attempt,
             error,
+            owner: record.api_key_id.clone(),
         })
     };
     publish("running", 0.0, Some("starting"), None);
@@ -154,7 +171,7 @@ async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
     let why = Arc::new(AtomicU8::new(STOP_NONE));
     let progress = Arc::new(Mutex::new(ProgressState::default()));
     let hub = state.hub.clone();
-    let (gid, attempt) = (gen_id.clone(), lease.attempt);
+    let (gid, attempt, owner) = (gen_id.clone(), lease.attempt, record.api_key_id.clone());
     let progress_cb = {
         let progress = progress.clone();
         let last_sent = Mutex::new((String::new(), -1.0f64));
@@ -179,6 +196,7 @@ async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
                     stage: Some(st.stage.clone()),
                     attempt,
                     error: None,
+                    owner: owner.clone(),
                 });
             }
         }) as Arc<dyn Fn(Progress) + Send + Sync>
@@ -212,9 +230,23 @@ async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
     let mut save = tokio::time::interval(Duration::from_secs(1));
     let deadline = tokio::time::sleep(job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs)));
     tokio::pin!(deadline);
+    // Once asked to stop, a render has this long to notice (it checks between frames); a render
+    // stuck in a child process is then abandoned so the job cannot stay running forever.
+    let stop_grace = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(stop_grace);
+    let mut grace_armed = false;
     let result = loop {
+        if !grace_armed && why.load(Ordering::Relaxed) != STOP_NONE {
+            grace_armed = true;
+            stop_grace.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
+        }
         tokio::select! {
             r = &mut rx => break r,
+            _ = &mut stop_grace => {
+                tracing::error!(generation = %gen_id, "render ignored its stop request for {STOP_GRACE:?}; abandoning it");
+                let msg = format!("render did not stop within {} s of being asked", STOP_GRACE.as_secs());
+                break Ok(Ok(Err(RenderError::Io(std::io::Error::other(msg)))));
+            }
             _ = beat.tick() => match state.queue.heartbeat(&lease, lease_len).await {
                 Ok(Heartbeat::Extended) => {}
                 Ok(Heartbeat::CancelRequested) => { why.store(STOP_CANCEL, Ordering::Relaxed); cancel.store(true, Ordering::Relaxed); }
@@ -248,7 +280,7 @@ async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
         }
         Ok(Ok(report)) => finish_succeeded(state, &record, &lease, report, &out).await,
         _ if stop_reason == STOP_CANCEL => finish_cancelled(state, &record, &lease).await,
-        Ok(Err(RenderError::Cancelled)) if stop_reason == STOP_TIME_LIMIT => {
+        Ok(Err(_)) if stop_reason == STOP_TIME_LIMIT => {
             let msg = format!(
                 "time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs",
                 job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs)).as_secs_f64()
@@ -314,6 +346,14 @@ async fn finish_succeeded(
     report: Report,
     video: &Path,
 ) -> &'static str {
+    // Results are written before the completion; a worker that lost its job writes nothing.
+    if !matches!(
+        state.queue.heartbeat(lease, Duration::from_secs_f64(state.config.lease_secs)).await,
+        Ok(Heartbeat::Extended)
+    ) {
+        tracing::warn!(generation = %g.id, "lease lost or cancelled before storing results");
+        return "lost";
+    }
     match store_results(state, g, &report, video).await {
         Ok(result) => {
             for (name, st) in &report.stages {
@@ -440,6 +480,7 @@ async fn finish_failed(
                 stage: Some("retrying".into()),
                 attempt: lease.attempt,
                 error: Some(full),
+                owner: g.api_key_id.clone(),
             });
             "retrying"
         }
@@ -464,17 +505,19 @@ async fn deliver(state: &AppState, job: ClaimedJob) -> &'static str {
         }
     };
     let timeout = Duration::from_secs_f64(state.config.webhook_timeout_secs);
-    let outcome = match webhooks::deliver(&state.http, state.webhook_secret.as_bytes(), &d, timeout).await {
-        Ok(_) => match state.queue.complete(&job.lease, vec![]).await {
-            Ok(true) => "succeeded",
-            _ => "lost",
-        },
-        Err(reason) => match state.queue.fail(&job.lease, &reason, true, vec![]).await {
-            Ok(FailOutcome::Retrying { .. }) => "retrying",
-            Ok(FailOutcome::Failed) => "failed",
-            _ => "lost",
-        },
-    };
+    let allow_private = state.config.webhook_allow_private;
+    let outcome =
+        match webhooks::deliver(&state.http, state.webhook_secret.as_bytes(), &d, timeout, allow_private).await {
+            Ok(_) => match state.queue.complete(&job.lease, vec![]).await {
+                Ok(true) => "succeeded",
+                _ => "lost",
+            },
+            Err(reason) => match state.queue.fail(&job.lease, &reason, true, vec![]).await {
+                Ok(FailOutcome::Retrying { .. }) => "retrying",
+                Ok(FailOutcome::Failed) => "failed",
+                _ => "lost",
+            },
+        };
     metrics::counter!("reelsmith_webhook_deliveries_total", "outcome" => outcome).increment(1);
     outcome
 }

@@ -21,6 +21,7 @@ pub async fn run_queue_suite<Q: JobQueue>(q: &Q) {
     delayed_jobs_wait(q).await;
     expired_lease_is_taken_again(q).await;
     stale_lease_cannot_finish(q).await;
+    lost_on_the_last_attempt_fails_instead_of_running_again(q).await;
     retries_back_off_then_fail(q).await;
     cancellation(q).await;
     follow_ups_are_atomic_and_deduplicated(q).await;
@@ -114,6 +115,21 @@ async fn expired_lease_is_taken_again<Q: JobQueue>(q: &Q) {
     assert_eq!(attempts[1].outcome, "running");
     assert!(q.complete(&second.lease, vec![]).await.unwrap());
     assert_eq!(q.attempts(&id).await.unwrap()[1].outcome, "succeeded");
+}
+
+async fn lost_on_the_last_attempt_fails_instead_of_running_again<Q: JobQueue>(q: &Q) {
+    let queue = queue_name("exhausted");
+    let mut j = job(&queue, 0);
+    j.retry.max_attempts = 1;
+    let id = j.id.clone();
+    q.enqueue(j).await.unwrap();
+    q.claim(&queue, "crashing-worker", Duration::from_millis(1)).await.unwrap().unwrap();
+    wait_until_past(now_ms() + 5).await;
+    assert!(q.claim(&queue, "next", Duration::from_secs(60)).await.unwrap().is_none(), "not run a second time");
+    let rec = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Failed);
+    assert!(rec.last_error.unwrap().contains("worker lost"));
+    assert_eq!(q.attempts(&id).await.unwrap()[0].outcome, "lost");
 }
 
 async fn stale_lease_cannot_finish<Q: JobQueue>(q: &Q) {

@@ -397,6 +397,28 @@ impl JobQueue for SqliteStore {
     async fn claim(&self, queue: &str, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
+        // A job whose worker died on its last attempt is failed, not run again: a job that kills
+        // its worker process (out of memory, say) must not take down every worker in turn.
+        let exhausted: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'failed', finished_at = ?1, lease_owner = NULL, lease_until = NULL,
+                 last_error = 'worker lost: its lease expired on the last attempt'
+             WHERE queue = ?2 AND state = 'running' AND lease_until < ?1 AND attempts >= max_attempts
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(queue)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &exhausted {
+            sqlx::query(
+                "UPDATE job_attempts SET finished_at = ?, outcome = 'lost', error = 'worker lost: lease expired'
+                 WHERE job_id = ? AND outcome = 'running'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
         // One statement picks and takes the job, so two claimers can never take the same one.
         // The previous state and owner come back so a lost lease can be recorded.
         let row = sqlx::query(
@@ -751,9 +773,11 @@ impl Metadata for SqliteStore {
     }
 
     async fn list_generations(&self, f: &ListFilter) -> Result<Vec<GenerationRecord>> {
+        // The key filter is written out only when given, so the planner can walk (api_key_id, id).
+        let key_filter = if f.api_key_id.is_some() { "g.api_key_id = ?4" } else { "?4 IS NULL" };
         let sql = format!(
             "{GENERATION_SELECT} WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR g.created_at >= ?2)
-             AND (?3 IS NULL OR g.created_at < ?3) AND (?4 IS NULL OR g.api_key_id = ?4) AND (?5 IS NULL OR g.id < ?5)
+             AND (?3 IS NULL OR g.created_at < ?3) AND {key_filter} AND (?5 IS NULL OR g.id < ?5)
              ORDER BY g.id DESC LIMIT ?6"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

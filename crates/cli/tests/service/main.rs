@@ -426,8 +426,14 @@ async fn uploads_and_multipart_submissions_resolve_files() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_json_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let s =
-        Server::start(dir.path(), &[("REELSMITH_MAX_BODY_BYTES", "65536"), ("REELSMITH_MAX_UPLOAD_BYTES", "200000")]);
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("REELSMITH_MAX_BODY_BYTES", "65536"),
+            ("REELSMITH_MAX_UPLOAD_BYTES", "200000"),
+            ("REELSMITH_WEBHOOK_ALLOW_PRIVATE", "false"),
+        ],
+    );
     let raw =
         |body: Vec<u8>| s.post("/api/v1/generations").header("content-type", "application/json").body(body).send();
     let expect = |status: u16, code: &'static str, needle: &'static str| {
@@ -480,6 +486,13 @@ async fn bad_input_gets_clear_json_errors() {
         parts(raw(json!({"spec": small_spec("x"), "webhook_url": "ftp://x"}).to_string().into_bytes()).await.unwrap())
             .await,
     );
+    let r = parts(
+        raw(json!({"spec": small_spec("x"), "webhook_url": "http://127.0.0.1:9/hook"}).to_string().into_bytes())
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(422, "invalid_request", "private")(r);
     let huge = format!("{{\"spec\": {{\"version\": 1, \"scenes\": [{{\"title\": \"{}\"}}]}}}}", "a".repeat(100_000));
     expect(413, "body_too_large", "65536")(parts(raw(huge.into_bytes()).await.unwrap()).await);
     let long_text = small_spec(&"word ".repeat(20_000));
@@ -547,20 +560,41 @@ async fn api_keys_are_required_beyond_loopback_rate_limited_and_quota_bound() {
     assert_eq!(s.get("/health").send().await.unwrap().status(), 200, "health needs no key");
     s.token = Some(token.clone());
     // Quota: one job at a time.
-    let (code, _) = s.submit(&json!({"spec": long_spec("quota", 10.0)})).await;
+    let (code, first) = s.submit(&json!({"spec": long_spec("quota", 10.0)})).await;
     assert_eq!(code, 202);
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let mut png = vec![];
+    image::RgbImage::new(4, 4).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let asset: Value = s.post("/api/v1/assets").body(png).send().await.unwrap().json().await.unwrap();
+    let first_asset = asset["id"].as_str().unwrap().to_string();
     let (code, body) = s.submit(&json!({"spec": long_spec("quota 2", 10.0)})).await;
     assert_eq!((code, body["error"]["code"].as_str()), (429, Some("quota_exceeded")), "{body}");
-    // Rate: burst 3 at 1/s — two requests used; the next passes, then 429 with Retry-After.
-    assert_eq!(s.get("/api/v1/generations").send().await.unwrap().status(), 200);
+    // Rate: burst 3 at 1/s, all used (submit, upload, refused submit): 429 with Retry-After.
     let r = s.get("/api/v1/generations").send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
-    // Another key does not see this key's generations.
+    // Another key sees none of this key's generations, events or assets.
     let other = create("other", &[]);
     s.token = Some(other);
     let list: Value = s.get("/api/v1/generations").send().await.unwrap().json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    assert_eq!(s.get(&format!("/api/v1/generations/{first_id}")).send().await.unwrap().status(), 404);
+    assert_eq!(s.get(&format!("/api/v1/generations/{first_id}/events")).send().await.unwrap().status(), 404);
+    assert_eq!(s.get(&format!("/api/v1/generations/{first_id}/video")).send().await.unwrap().status(), 404);
+    let spec = json!({"spec": {"version": 1, "scenes": [{"image": format!("asset:{first_asset}"), "duration": 1}]}});
+    let (code, body) = s.submit(&spec).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("missing_asset")), "{body}");
+    let ws_url = format!("{}/ws/generations", s.url.replace("http://", "ws://"));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url).unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", s.token.clone().unwrap()).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"action": "subscribe", "ids": [first_id]}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let msg = tokio::time::timeout(LIMIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(msg.to_text().unwrap().contains("not_found"), "{msg}");
     // Revoked keys stop working.
     let out =
         std::process::Command::new(BIN).args(["keys", "--data-dir"]).arg(dir.path()).arg("list").output().unwrap();
