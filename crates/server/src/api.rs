@@ -149,19 +149,6 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         })?;
         (submit::parse_envelope(&body)?, HashMap::new())
     };
-    if let Some(k) = &caller.0 {
-        let active = state.meta.active_generations(&k.id).await?;
-        if active >= k.max_concurrent_jobs as u64 {
-            return Err(ApiError::too_many(
-                "quota_exceeded",
-                format!(
-                    "key '{}' already has {active} generations queued or running (limit {})",
-                    k.name, k.max_concurrent_jobs
-                ),
-                5,
-            ));
-        }
-    }
     let key_id = caller.key_id();
     let p = submit::prepare(&state, env, &uploads, key_id.as_deref()).await?;
     let id = new_id("gen");
@@ -186,6 +173,7 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         request_hash: p.request_hash,
         api_key_id: caller.key_id(),
         metadata: p.metadata,
+        max_active: caller.0.as_ref().map(|k| k.max_concurrent_jobs),
     };
     let (status, id, how) = match state.meta.create_generation(g, job).await? {
         CreateOutcome::Created(id) => {
@@ -338,23 +326,28 @@ pub async fn cancel_generation(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let g = visible(&state, &caller, &id).await?;
-    let outcome = state.queue.cancel(&g.job_id).await?;
+    // A queued job never reaches a worker, so its event is enqueued with the cancellation.
+    let mut cancelled = g.clone();
+    cancelled.state = JobState::Cancelled;
+    let event: Vec<NewJob> = g
+        .webhook_url
+        .iter()
+        .map(|url| {
+            webhooks::event_job(
+                url,
+                &g.id,
+                "generation.cancelled",
+                status_json(&cancelled, &[]),
+                state.config.webhook_max_attempts,
+                state.config.webhook_retry_base_ms,
+            )
+        })
+        .collect();
+    let outcome = state.queue.cancel(&g.job_id, event).await?;
     let g = visible(&state, &caller, &id).await?;
     let (status, note) = match outcome {
         CancelOutcome::Cancelled => {
             state.hub.publish(event_of(&g));
-            // Queued jobs never reach a worker, so their event goes out here.
-            if let Some(url) = &g.webhook_url {
-                let job = webhooks::event_job(
-                    url,
-                    &g.id,
-                    "generation.cancelled",
-                    status_json(&g, &[]),
-                    state.config.webhook_max_attempts,
-                    state.config.webhook_retry_base_ms,
-                );
-                state.queue.enqueue(job).await?;
-            }
             (StatusCode::OK, "cancelled")
         }
         CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancellation requested; the render stops within seconds"),
@@ -380,7 +373,7 @@ pub async fn delete_generation(
     let g = visible(&state, &caller, &id).await?;
     if g.state == JobState::Running {
         // Stop the render first; its lease holder finds the job gone and writes nothing.
-        state.queue.cancel(&g.job_id).await?;
+        state.queue.cancel(&g.job_id, vec![]).await?;
     }
     state.meta.delete_generation(&id).await?;
     state.artifacts.delete_prefix(&id).await?;

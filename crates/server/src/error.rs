@@ -50,6 +50,7 @@ impl From<reelsmith_store::StoreError> for ApiError {
     fn from(e: reelsmith_store::StoreError) -> Self {
         match e {
             reelsmith_store::StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            reelsmith_store::StoreError::Quota(m) => Self::too_many("quota_exceeded", m, 5),
             e => Self::internal(e),
         }
     }

@@ -565,10 +565,18 @@ pub async fn cleanup(state: &AppState) -> Result<u64, String> {
         if ids.is_empty() {
             break;
         }
+        let mut progressed = false;
         for id in ids {
-            state.artifacts.delete_prefix(&id).await.map_err(|e| e.to_string())?;
+            // One undeletable folder must not stall retention for everything behind it.
+            if let Err(e) = state.artifacts.delete_prefix(&id).await {
+                tracing::warn!(generation = %id, error = %e, "cannot remove files; removing the record anyway");
+            }
             state.meta.delete_generation(&id).await.map_err(|e| e.to_string())?;
             removed += 1;
+            progressed = true;
+        }
+        if !progressed {
+            break;
         }
     }
     state.queue.purge_finished(cutoff).await.map_err(|e| e.to_string())?;

@@ -198,16 +198,19 @@ async fn cancellation<Q: JobQueue>(q: &Q) {
     let queued = job(&queue, 0);
     let qid = queued.id.clone();
     q.enqueue(queued).await.unwrap();
-    assert_eq!(q.cancel(&qid).await.unwrap(), CancelOutcome::Cancelled);
+    let ev = NewJob { dedup_key: Some(format!("{qid}-cancelled")), ..job(&queue_name("cancel-events"), 0) };
+    let ev_q = ev.queue.clone();
+    assert_eq!(q.cancel(&qid, vec![ev]).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(q.depth().await.unwrap()[&ev_q].queued, 1, "the cancel event was enqueued with it");
     assert!(q.claim(&queue, "w", Duration::from_secs(60)).await.unwrap().is_none(), "a cancelled job never runs");
-    assert_eq!(q.cancel(&qid).await.unwrap(), CancelOutcome::AlreadyFinal(JobState::Cancelled));
-    assert_eq!(q.cancel("job_missing").await.unwrap(), CancelOutcome::NotFound);
+    assert_eq!(q.cancel(&qid, vec![]).await.unwrap(), CancelOutcome::AlreadyFinal(JobState::Cancelled));
+    assert_eq!(q.cancel("job_missing", vec![]).await.unwrap(), CancelOutcome::NotFound);
 
     let running = job(&queue, 0);
     let rid = running.id.clone();
     q.enqueue(running).await.unwrap();
     let c = q.claim(&queue, "w", Duration::from_secs(60)).await.unwrap().unwrap();
-    assert_eq!(q.cancel(&rid).await.unwrap(), CancelOutcome::Requested);
+    assert_eq!(q.cancel(&rid, vec![]).await.unwrap(), CancelOutcome::Requested);
     assert_eq!(q.heartbeat(&c.lease, Duration::from_secs(60)).await.unwrap(), Heartbeat::CancelRequested);
     // A failure while cancelling is final, never retried.
     let out = q.fail(&c.lease, "stopped", true, vec![]).await.unwrap();
@@ -217,7 +220,7 @@ async fn cancellation<Q: JobQueue>(q: &Q) {
     let rid = running.id.clone();
     q.enqueue(running).await.unwrap();
     let c = q.claim(&queue, "w", Duration::from_secs(60)).await.unwrap().unwrap();
-    q.cancel(&rid).await.unwrap();
+    q.cancel(&rid, vec![]).await.unwrap();
     assert!(q.cancelled(&c.lease, vec![]).await.unwrap());
     assert_eq!(q.job(&rid).await.unwrap().unwrap().state, JobState::Cancelled);
     assert_eq!(q.attempts(&rid).await.unwrap()[0].outcome, "cancelled");
@@ -278,6 +281,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
                 request_hash: req.into(),
                 api_key_id: Some("key_a".into()),
                 metadata: serde_json::json!({"team": "x"}),
+                max_active: Some(2),
             },
             job,
         )
@@ -384,6 +388,26 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
         created_at_ms: now_ms(),
     };
     m.put_asset(&asset).await.unwrap();
+
+    // Quota: with 2 allowed, the third live generation of a key is refused, while replays and
+    // duplicates of live ones still answer.
+    let quota_key = new_id("key");
+    let make = |idem: Option<&str>, hash: &str| {
+        let (mut g, j) = new(idem, hash, "q");
+        g.api_key_id = Some(quota_key.clone());
+        (g, j)
+    };
+    let h1 = new_id("hash");
+    let (g, j) = make(Some("q-1"), &h1);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)));
+    let (g, j) = make(None, &new_id("hash"));
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)));
+    let (g, j) = make(None, &new_id("hash"));
+    assert!(matches!(m.create_generation(g, j).await, Err(StoreError::Quota(_))), "over quota");
+    let (g, j) = make(Some("q-1"), &h1);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Idempotent(_)));
+    let (g, j) = make(None, &h1);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Deduplicated(_)));
     assert_eq!(m.asset(&asset.id).await.unwrap().as_ref(), Some(&asset));
     assert!(m.delete_asset(&asset.id).await.unwrap());
     m.ping().await.unwrap();
@@ -417,6 +441,7 @@ pub async fn run_concurrent_dedup<M: Metadata>(m: Arc<M>, n: usize) {
                 request_hash: format!("r{i}"),
                 api_key_id: None,
                 metadata: serde_json::json!({}),
+                max_active: None,
             };
             m.create_generation(g, job).await.unwrap()
         }));

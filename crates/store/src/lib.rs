@@ -33,6 +33,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl StoreError {
@@ -42,6 +44,7 @@ impl StoreError {
             Self::Io(_) => "io",
             Self::Corrupt(_) => "corrupt_record",
             Self::Conflict(_) => "conflict",
+            Self::Quota(_) => "quota_exceeded",
         }
     }
 }
@@ -273,7 +276,9 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn fail(&self, lease: &Lease, error: &str, retryable: bool, on_final: Vec<NewJob>) -> Result<FailOutcome>;
     /// The worker stopped because cancellation was requested.
     async fn cancelled(&self, lease: &Lease, on_final: Vec<NewJob>) -> Result<bool>;
-    async fn cancel(&self, job_id: &str) -> Result<CancelOutcome>;
+    /// Cancels a queued job at once (enqueueing `on_cancelled` in the same transaction) or asks
+    /// a running one to stop.
+    async fn cancel(&self, job_id: &str, on_cancelled: Vec<NewJob>) -> Result<CancelOutcome>;
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
     async fn attempts(&self, job_id: &str) -> Result<Vec<Attempt>>;
     /// Jobs about `subject` of `kind`, oldest first.
@@ -337,6 +342,9 @@ pub struct NewGeneration {
     pub request_hash: String,
     pub api_key_id: Option<String>,
     pub metadata: serde_json::Value,
+    /// Refuse ([`StoreError::Quota`]) when the key already has this many generations queued or
+    /// running; checked in the same transaction as the insert, after replays and dedup.
+    pub max_active: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

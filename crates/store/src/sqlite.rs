@@ -219,6 +219,20 @@ async fn create_one(
     if let Some(id) = live {
         return Ok(Ok(CreateOutcome::Deduplicated(id)));
     }
+    if let (Some(max), Some(key)) = (g.max_active, &g.api_key_id) {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM generations g INDEXED BY generations_key CROSS JOIN jobs j ON j.id = g.job_id
+             WHERE g.api_key_id = ? AND j.state IN ('queued', 'running')",
+        )
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= max as i64 {
+            return Ok(Err(StoreError::Quota(format!(
+                "this key already has {active} generations queued or running (limit {max})"
+            ))));
+        }
+    }
     match insert_job(tx, job).await {
         Ok(_) => {}
         Err(StoreError::Database(e)) => return Err(e),
@@ -589,7 +603,7 @@ impl JobQueue for SqliteStore {
         Ok(true)
     }
 
-    async fn cancel(&self, job_id: &str) -> Result<CancelOutcome> {
+    async fn cancel(&self, job_id: &str, on_cancelled: Vec<NewJob>) -> Result<CancelOutcome> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         let Some(state) = sqlx::query_scalar::<_, String>("SELECT state FROM jobs WHERE id = ?")
@@ -607,6 +621,7 @@ impl JobQueue for SqliteStore {
                     .bind(job_id)
                     .execute(&mut *tx)
                     .await?;
+                insert_jobs(&mut tx, &on_cancelled).await?;
                 CancelOutcome::Cancelled
             }
             JobState::Running => {
@@ -827,13 +842,10 @@ impl Metadata for SqliteStore {
 
     async fn delete_generation(&self, id: &str) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "DELETE FROM job_attempts WHERE job_id IN (SELECT job_id FROM generations WHERE id = ?1
-                 UNION SELECT id FROM jobs WHERE subject = ?1)",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("DELETE FROM job_attempts WHERE job_id IN (SELECT job_id FROM generations WHERE id = ?1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         // Its webhook events stay deliverable: only the render job goes with it.
         sqlx::query("DELETE FROM jobs WHERE id IN (SELECT job_id FROM generations WHERE id = ?)")
             .bind(id)

@@ -186,7 +186,8 @@ async fn cancel_running_and_queued_generations() {
     let hook = Receiver::start(&[]).await;
     let s = Server::start(dir.path(), &[]);
     let (_, running) = s.submit(&json!({"spec": long_spec("cancel-running", 30.0), "webhook_url": hook.url})).await;
-    let (_, queued) = s.submit(&json!({"spec": long_spec("cancel-queued", 30.0), "priority": 0})).await;
+    let (_, queued) =
+        s.submit(&json!({"spec": long_spec("cancel-queued", 30.0), "priority": 0, "webhook_url": hook.url})).await;
     let (rid, qid) = (running["id"].as_str().unwrap(), queued["id"].as_str().unwrap());
     // Wait for the first to be rendering frames.
     let t = std::time::Instant::now();
@@ -208,8 +209,16 @@ async fn cancel_running_and_queued_generations() {
     assert_eq!(fin["attempt_history"][0]["outcome"], "cancelled");
     let r = s.post(&format!("/api/v1/generations/{rid}/cancel")).send().await.unwrap();
     assert_eq!(r.status(), 409);
-    let got = hook.wait_for(1, LIMIT).await;
-    assert!(got[0].body.contains("generation.cancelled"));
+    let got = hook.wait_for(2, LIMIT).await;
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|d| {
+            let body: Value = serde_json::from_str(&d.body).unwrap();
+            assert_eq!(body["type"], "generation.cancelled");
+            body["data"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids, HashSet::from([rid.to_string(), qid.to_string()]), "one event for each");
     assert_eq!(s.get(&format!("/api/v1/generations/{rid}/video")).send().await.unwrap().status(), 404);
 }
 
