@@ -94,34 +94,59 @@ pub async fn sse(
     // Subscribe before reading the snapshot, so no change falls between the two.
     let rx = state.hub.subscribe();
     let first = snapshot(&state, &caller, &id).await?;
-    let stream =
-        futures_util::stream::unfold((Some(first), rx, id, state, false), move |(pending, mut rx, id, state, done)| {
-            let caller = caller.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let ev = match pending {
-                    Some(ev) => ev,
-                    None => loop {
-                        match rx.recv().await {
-                            Ok(ev) if ev.id == id => break ev,
-                            Ok(_) => continue,
-                            // Fell behind: resynchronise from the store.
-                            Err(broadcast::error::RecvError::Lagged(_)) => match snapshot(&state, &caller, &id).await {
-                                Ok(ev) => break ev,
-                                Err(_) => return None,
-                            },
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        }
-                    },
-                };
-                let fin = ev.is_final();
-                let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
-                Some((Ok(sse), (None, rx, id, state, fin)))
-            }
-        });
+    let follow = Follow { rx, id, state, caller, pending: Some(first), last: None, done: false };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        let ev = f.next().await?;
+        let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
+        Some((Ok(sse), f))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One SSE follower: events from this process's hub, plus a look at the store every second, so
+/// progress made by workers in other processes (API-only nodes, scale-out) still arrives.
+struct Follow {
+    rx: broadcast::Receiver<Event>,
+    id: String,
+    state: AppState,
+    caller: Caller,
+    pending: Option<Event>,
+    last: Option<(String, f64, Option<String>)>,
+    done: bool,
+}
+
+const STORE_POLL: Duration = Duration::from_secs(1);
+
+impl Follow {
+    async fn next(&mut self) -> Option<Event> {
+        if self.done {
+            return None;
+        }
+        let ev = match self.pending.take() {
+            Some(ev) => ev,
+            None => {
+                let mut poll_at = tokio::time::Instant::now() + STORE_POLL;
+                loop {
+                    match tokio::time::timeout_at(poll_at, self.rx.recv()).await {
+                        Ok(Ok(ev)) if ev.id == self.id => break ev,
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                        // Fell behind, or no news of it for a second: read the store.
+                        Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
+                            poll_at = tokio::time::Instant::now() + STORE_POLL;
+                            let ev = snapshot(&self.state, &self.caller, &self.id).await.ok()?;
+                            if self.last.as_ref() != Some(&(ev.status.clone(), ev.progress, ev.stage.clone())) {
+                                break ev;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.last = Some((ev.status.clone(), ev.progress, ev.stage.clone()));
+        self.done = ev.is_final();
+        Some(ev)
+    }
 }
 
 #[derive(Deserialize)]

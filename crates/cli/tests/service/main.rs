@@ -703,3 +703,36 @@ async fn sigterm_stops_promptly_with_streams_open_and_the_job_survives() {
     let fin = s.wait_final(&id, LIMIT).await;
     assert_eq!(fin["status"], "succeeded", "{fin}");
 }
+
+/// An API-only process and a worker process on the same data dir: the API node's SSE follower
+/// sees the other process's progress through to the end (from the store, not its own hub).
+#[tokio::test(flavor = "multi_thread")]
+async fn api_only_node_streams_progress_of_a_render_in_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Server::start(dir.path(), &[("REELSMITH_WORKERS", "false")]);
+    let (code, g) = api.submit(&json!({"spec": long_spec("elsewhere", 6.0)})).await;
+    assert_eq!(code, 202);
+    let id = g["id"].as_str().unwrap().to_string();
+    let resp = api.get(&format!("/api/v1/generations/{id}/events")).send().await.unwrap();
+    let _worker = Server::start(dir.path(), &[]);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut statuses = vec![];
+    'read: while let Some(chunk) = tokio::time::timeout(LIMIT, body.next()).await.expect("SSE stalled") {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let ev: Value = serde_json::from_str(data).unwrap();
+                statuses.push(ev["status"].as_str().unwrap().to_string());
+                if ev["status"] == "succeeded" {
+                    break 'read;
+                }
+            }
+        }
+    }
+    assert_eq!(statuses.first().map(String::as_str), Some("queued"));
+    assert_eq!(statuses.last().map(String::as_str), Some("succeeded"), "{statuses:?}");
+    let fin = api.status(&id).await;
+    assert!(fin["attempt_history"][0]["worker"].as_str().unwrap().contains("render"), "{fin}");
+}
