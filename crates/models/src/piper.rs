@@ -1,0 +1,310 @@
+//! Piper neural voices (VITS, ONNX): text → espeak-ng IPA phonemes → phoneme ids (from the
+//! voice's `.onnx.json`) → audio. Word timings come from each word's share of the phonemes,
+//! spread over the voiced part of the audio (the exported models give no durations).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ort::session::Session;
+use ort::value::Tensor;
+use reelsmith_media::tts::{SpeechEngine, TtsAudio, TtsError, TtsRequest, VoiceInfo, WordTiming, phonemize_ipa};
+use serde::Deserialize;
+
+use crate::ModelError;
+
+#[derive(Deserialize)]
+struct VoiceConfig {
+    audio: AudioConfig,
+    espeak: EspeakConfig,
+    #[serde(default)]
+    inference: Option<InferenceConfig>,
+    phoneme_id_map: HashMap<String, Vec<i64>>,
+    #[serde(default)]
+    language: Option<serde_json::Value>,
+}
+#[derive(Deserialize)]
+struct AudioConfig {
+    sample_rate: u32,
+}
+#[derive(Deserialize)]
+struct EspeakConfig {
+    voice: String,
+}
+#[derive(Deserialize, Clone, Copy)]
+struct InferenceConfig {
+    noise_scale: f32,
+    length_scale: f32,
+    noise_w: f32,
+}
+
+struct Voice {
+    session: Mutex<Session>,
+    ids: HashMap<char, Vec<i64>>,
+    sample_rate: u32,
+    espeak_voice: String,
+    inference: InferenceConfig,
+}
+
+/// The Piper engine: every `<name>.onnx` (+ `.onnx.json`) in `models/piper` is a voice, loaded
+/// on first use and kept.
+pub struct Piper {
+    dir: PathBuf,
+    models: PathBuf,
+    loaded: Mutex<HashMap<String, Arc<Voice>>>,
+}
+
+impl Piper {
+    /// Finds the Piper voices and the runtime; an error says what is missing.
+    pub fn discover() -> Result<Self, ModelError> {
+        let models = crate::models_dir()?;
+        let dir = models.join("piper");
+        let p = Self { dir, models, loaded: Default::default() };
+        if p.names().is_empty() {
+            return Err(ModelError::Model("piper".into(), format!("no voices in {}", p.dir.display())));
+        }
+        crate::runtime(&p.models)?;
+        Ok(p)
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".onnx").map(str::to_string))
+                    .filter(|n| self.dir.join(format!("{n}.onnx.json")).exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn voice(&self, name: &str) -> Result<Arc<Voice>, TtsError> {
+        if let Some(v) = self.loaded.lock().expect("voices").get(name) {
+            return Ok(v.clone());
+        }
+        if !self.names().iter().any(|n| n == name) {
+            return Err(TtsError::UnknownVoice(name.into()));
+        }
+        let v = Arc::new(load(&self.models, &self.dir, name).map_err(|e| TtsError::Engine(e.to_string()))?);
+        self.loaded.lock().expect("voices").insert(name.into(), v.clone());
+        Ok(v)
+    }
+}
+
+fn load(models: &Path, dir: &Path, name: &str) -> Result<Voice, ModelError> {
+    let bad = |m: String| ModelError::Model(name.into(), m);
+    let cfg_path = dir.join(format!("{name}.onnx.json"));
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: VoiceConfig = serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", cfg_path.display())))?;
+    let _ = &cfg.language;
+    let mut ids = HashMap::new();
+    for (k, v) in cfg.phoneme_id_map {
+        let mut chars = k.chars();
+        if let (Some(c), None) = (chars.next(), chars.next()) {
+            ids.insert(c, v);
+        }
+    }
+    for required in ['^', '$', '_'] {
+        if !ids.contains_key(&required) {
+            return Err(bad(format!("phoneme_id_map lacks '{required}'")));
+        }
+    }
+    let env = crate::runtime(models)?;
+    // One thread per voice: renders already run a synthesis per scene in parallel.
+    let session = Session::builder(env)
+        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_file(dir.join(format!("{name}.onnx"))))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Voice {
+        session: Mutex::new(session),
+        ids,
+        sample_rate: cfg.audio.sample_rate,
+        espeak_voice: cfg.espeak.voice,
+        inference: cfg.inference.unwrap_or(InferenceConfig { noise_scale: 0.667, length_scale: 1.0, noise_w: 0.8 }),
+    })
+}
+
+impl Voice {
+    /// Phoneme ids the way Piper was trained: `^`, each phoneme followed by the pad `_`, `$`.
+    fn phoneme_ids(&self, ipa: &str) -> Vec<i64> {
+        let mut out = self.ids[&'^'].clone();
+        out.extend(&self.ids[&'_']);
+        for c in ipa.chars() {
+            if let Some(id) = self.ids.get(&c) {
+                out.extend(id);
+                out.extend(&self.ids[&'_']);
+            }
+        }
+        out.extend(&self.ids[&'$']);
+        out
+    }
+
+    fn run(&self, ids: Vec<i64>, length_scale: f32) -> Result<Vec<f32>, TtsError> {
+        let err = |e: ort::Error| TtsError::Engine(format!("piper: {e}"));
+        let n = ids.len();
+        let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
+        let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
+        let i = self.inference;
+        let scales = Tensor::from_array(([3usize], vec![i.noise_scale, length_scale, i.noise_w])).map_err(err)?;
+        let mut session = self.session.lock().expect("piper session");
+        let outputs = session
+            .run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
+            .map_err(err)?;
+        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+        Ok(audio.to_vec())
+    }
+}
+
+impl SpeechEngine for Piper {
+    fn name(&self) -> &'static str {
+        "piper"
+    }
+
+    fn version(&self) -> String {
+        // Voice files are part of the cache key through their names and sizes.
+        let files: Vec<String> = self
+            .names()
+            .iter()
+            .map(|n| {
+                let len = std::fs::metadata(self.dir.join(format!("{n}.onnx"))).map(|m| m.len()).unwrap_or(0);
+                format!("{n}:{len}")
+            })
+            .collect();
+        format!("piper-1 ({})", files.join(","))
+    }
+
+    fn voices(&self) -> Result<Vec<VoiceInfo>, TtsError> {
+        Ok(self
+            .names()
+            .into_iter()
+            .map(|name| {
+                let lang = name.split('-').next().unwrap_or("").replace('_', "-").to_ascii_lowercase();
+                VoiceInfo { name, languages: vec![lang], gender: String::new() }
+            })
+            .collect())
+    }
+
+    fn has_voice(&self, voice: &str) -> bool {
+        self.names().iter().any(|n| n == voice)
+    }
+
+    fn synthesize(&self, req: &TtsRequest) -> Result<TtsAudio, TtsError> {
+        if req.text.trim().is_empty() {
+            return Err(TtsError::EmptyText);
+        }
+        let voice = self.voice(req.voice)?;
+        let clauses = phonemize_ipa(req.text, &voice.espeak_voice)?;
+        let ipa = clauses.join(" ");
+        let ids = voice.phoneme_ids(&ipa);
+        let speed = if req.speed.is_finite() && req.speed > 0.0 { req.speed.clamp(0.5, 2.5) } else { 1.0 };
+        let audio = voice.run(ids, voice.inference.length_scale / speed)?;
+        // Peak-normalise to -1 dBFS like Piper's own player; loudness is set later for the mix.
+        let peak = audio.iter().fold(0.0f32, |m, s| m.max(s.abs())).max(0.01);
+        let gain = 0.89 / peak;
+        let samples: Vec<i16> =
+            audio.iter().map(|s| (s * gain * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect();
+        let words = word_timings(req.text, &voice.espeak_voice, &samples, voice.sample_rate)?;
+        Ok(TtsAudio { sample_rate: voice.sample_rate, samples, words })
+    }
+}
+
+/// Words of `text` with byte offsets, as subtitles use them.
+fn words_of(text: &str) -> Vec<(usize, usize)> {
+    let mut out = vec![];
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                out.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, text.len()));
+    }
+    out
+}
+
+/// Each word gets a share of the voiced span (first to last sample above -40 dBFS) in
+/// proportion to its phoneme count.
+fn word_timings(text: &str, espeak_voice: &str, samples: &[i16], rate: u32) -> Result<Vec<WordTiming>, TtsError> {
+    let spans = words_of(text);
+    if spans.is_empty() || samples.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut weights = vec![];
+    for &(s, e) in &spans {
+        let ipa: usize = phonemize_ipa(&text[s..e], espeak_voice)?.iter().map(|c| c.chars().count()).sum();
+        weights.push(ipa.max(1) as f64);
+    }
+    let threshold = (32767.0 * 0.01) as i16;
+    let first = samples.iter().position(|s| s.abs() > threshold).unwrap_or(0);
+    let last = samples.iter().rposition(|s| s.abs() > threshold).unwrap_or(samples.len() - 1).max(first);
+    let (t0, t1) = (first as f64 / rate as f64, (last + 1) as f64 / rate as f64);
+    let total: f64 = weights.iter().sum();
+    let mut t = t0;
+    let mut out = vec![];
+    for (&(s, e), w) in spans.iter().zip(&weights) {
+        let d = (t1 - t0) * w / total;
+        out.push(WordTiming { word: text[s..e].to_string(), start: t, end: t + d, char_start: s, char_end: e });
+        t += d;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_offsets() {
+        assert_eq!(words_of("  Hello,  big world "), vec![(2, 8), (10, 13), (14, 19)]);
+        assert!(words_of("   ").is_empty());
+    }
+
+    #[test]
+    fn timings_cover_the_voiced_span_in_order() {
+        let rate = 1000;
+        let mut samples = vec![0i16; 2000];
+        for s in &mut samples[500..1500] {
+            *s = 10_000;
+        }
+        let w = word_timings("a longer word", "en-us", &samples, rate).unwrap();
+        assert_eq!(w.len(), 3);
+        assert!((w[0].start - 0.5).abs() < 1e-9 && (w[2].end - 1.5).abs() < 1e-9, "{w:?}");
+        assert!(w.windows(2).all(|p| (p[0].end - p[1].start).abs() < 1e-9));
+        assert!(w[1].end - w[1].start > w[0].end - w[0].start, "longer words take longer");
+    }
+
+    /// Needs `scripts/models.sh` (CI runs it): real speech of a plausible length.
+    #[test]
+    fn joe_speaks_a_sentence() {
+        let piper = Piper::discover().expect("models installed by scripts/models.sh");
+        let text = "Reelsmith renders talking photos on your own machine.";
+        let a = piper.synthesize(&TtsRequest::new(text, "en_US-joe-medium")).unwrap();
+        let secs = a.duration();
+        // ~8 words at 2-4 words/s.
+        assert!((1.8..6.0).contains(&secs), "{secs} s");
+        assert_eq!(a.sample_rate, 22050);
+        assert_eq!(a.words.len(), 8);
+        assert!(a.words.last().unwrap().end <= secs + 1e-6);
+        // Speech: loud frames and quiet frames both occur (not noise, not silence).
+        let frames: Vec<f64> = a
+            .samples
+            .chunks(441)
+            .map(|c| (c.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+            .collect();
+        let loud = frames.iter().filter(|&&r| r > 2000.0).count();
+        let quiet = frames.iter().filter(|&&r| r < 300.0).count();
+        assert!(loud > frames.len() / 4 && quiet > 2, "loud {loud} quiet {quiet} of {}", frames.len());
+        // Faster speech is shorter.
+        let fast = piper.synthesize(&TtsRequest { speed: 1.5, ..TtsRequest::new(text, "en_US-joe-medium") }).unwrap();
+        assert!(fast.duration() < secs * 0.85, "{} vs {secs}", fast.duration());
+        assert!(matches!(piper.synthesize(&TtsRequest::new(text, "en_US-nobody")), Err(TtsError::UnknownVoice(_))));
+    }
+}

