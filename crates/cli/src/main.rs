@@ -286,7 +286,23 @@ fn doctor(cli: &Cli, json: bool) -> Result<()> {
     let default_font = "DejaVu Sans";
     let cache = open_cache(cli)?;
     let stats = cache.stats();
+    // Neural models: found (with sizes) or why not; the rest works without them.
+    let (models_dir, models, models_error) = match reelsmith_models::inventory() {
+        Ok((dir, files)) => (Some(dir), files, None),
+        Err(e) => (None, vec![], Some(e.to_string())),
+    };
+    let piper = reelsmith_models::Piper::discover();
+    let piper_voices: Vec<String> = match &piper {
+        Ok(p) => p.voices().map(|v| v.into_iter().map(|v| v.name).collect()).unwrap_or_default(),
+        Err(_) => vec![],
+    };
     let report = serde_json::json!({
+        "models": {
+            "dir": models_dir,
+            "files": models.iter().map(|(n, b)| serde_json::json!({"name": n, "bytes": b})).collect::<Vec<_>>(),
+            "error": models_error,
+            "piper": match &piper { Ok(_) => serde_json::json!({"voices": piper_voices}), Err(e) => serde_json::json!({"error": e.to_string()}) },
+        },
         "ffmpeg": version.as_ref().map(|s| s.as_str()).unwrap_or("missing"),
         "encoders": encoders,
         "speech": { "engine": "espeak-ng", "version": speech_version, "voices": voices.len(), "sample": voices.iter().take(12).collect::<Vec<_>>() },
@@ -307,6 +323,18 @@ fn doctor(cli: &Cli, json: bool) -> Result<()> {
             voices.len(),
             voices.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
         );
+        match &piper {
+            Ok(_) => println!("ok speech: piper — voices {}", piper_voices.join(", ")),
+            Err(e) => println!("-- speech: piper not available ({e}); espeak-ng still works"),
+        }
+        match &models_dir {
+            Some(d) => {
+                let list: Vec<String> =
+                    models.iter().map(|(n, b)| format!("{n} ({:.1} MB)", *b as f64 / 1e6)).collect();
+                println!("ok models: {} — {}", d.display(), list.join(", "));
+            }
+            None => println!("-- models: {}", models_error.clone().unwrap_or_default()),
+        }
         println!("{}font: {default_font}", ok(text.has_family(default_font)));
         println!(
             "ok cache: {} — {} entries, {:.1} MB of {:.0} MB",

@@ -193,3 +193,42 @@ fn doctor_and_cache_commands_work() {
     let s: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(s["entries"], 0);
 }
+
+#[test]
+fn a_missing_neural_voice_model_is_named_and_espeak_still_works() {
+    let f = Fixture::new();
+    let spec = json!({"version": 1, "output": {"width": 160, "height": 90}, "voice": {"engine": "piper", "name": "en_US-joe-medium"},
+        "scenes": [{"narration": {"text": "Hello."}}]});
+    let p = f.write_spec("spec.json", &spec);
+    let out = f.path("out.mp4");
+    let run = |spec: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+            .args(["render", spec.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"])
+            .env("REELSMITH_CACHE_DIR", f.path("cache"))
+            .env("REELSMITH_MODELS_DIR", f.path("no-models-here"))
+            .output()
+            .unwrap()
+    };
+    let o = run(&p);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("voice.engine") && stderr.contains("\"piper\" is not available here"), "{stderr}");
+    assert!(stderr.contains("scripts/models.sh"), "says how to get it: {stderr}");
+    assert!(!out.exists());
+    // The same machine without models still renders with espeak-ng.
+    let spec =
+        json!({"version": 1, "output": {"width": 160, "height": 90}, "scenes": [{"narration": {"text": "Hello."}}]});
+    let p = f.write_spec("espeak.json", &spec);
+    let o = run(&p);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An unknown voice of an installed engine is named too.
+    let spec = json!({"version": 1, "output": {"width": 160, "height": 90}, "voice": {"engine": "piper", "name": "xx_nobody"},
+        "scenes": [{"narration": {"text": "Hello."}}]});
+    let o = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["validate", f.write_spec("nobody.json", &spec).to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("scenes[0].narration.name: unknown piper voice \"xx_nobody\""), "{said}");
+}

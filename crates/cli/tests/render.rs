@@ -276,3 +276,56 @@ fn vertical_preset_renders_portrait() {
     let v = v.video().unwrap();
     assert_eq!((v.width, v.height, v.frames), (1080, 1920, 3));
 }
+
+/// The Piper neural voice (models from `scripts/models.sh`) narrates a scene: the video lasts as
+/// long as the speech, the subtitles follow it, and a speech recogniser hears the words.
+#[test]
+fn piper_voice_is_recognisable_speech_of_the_right_length() {
+    let f = Fixture::new();
+    let text = "Hello! This is a self-hosted talking photo engine, speaking with a Piper voice.";
+    let spec = json!({
+        "version": 1,
+        "output": {"width": 320, "height": 180, "fps": 15},
+        "voice": {"engine": "piper", "name": "en_US-joe-medium"},
+        "scenes": [{"title": "Piper", "narration": {"text": text}, "padding": 0.3}]
+    });
+    let p = f.write_spec("piper.json", &spec);
+    let out = f.path("piper.mp4");
+    let rep = render(&f.path("cache"), &p, &out);
+    assert_eq!(rep.stages["narration"].runs, 1);
+    // ~13 words at 2.5-4 words/s, plus the padding.
+    assert!((3.0..7.0).contains(&rep.duration_s), "{}", rep.duration_s);
+    let speech_end = rep.captions.last().expect("captions").end_s;
+    assert!(speech_end <= rep.duration_s && speech_end > rep.duration_s - 1.0, "{speech_end} vs {}", rep.duration_s);
+    let wav = f.path("piper16.wav");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&out)
+        .args(["-ac", "1", "-ar", "16000"])
+        .arg(&wav)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let asr = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/asr.py"))
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(
+        asr.status.success(),
+        "pocketsphinx (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&asr.stderr)
+    );
+    let heard = String::from_utf8_lossy(&asr.stdout).to_lowercase();
+    let expected = ["hello", "this", "is", "talking", "engine", "speaking", "with", "piper"];
+    let found = expected.iter().filter(|w| heard.split_whitespace().any(|h| h == **w)).count();
+    assert!(found >= 6, "heard {heard:?}: {found} of {expected:?}");
+    // The same words through espeak-ng give a different (cached separately) narration.
+    let espeak = json!({
+        "version": 1,
+        "output": {"width": 320, "height": 180, "fps": 15},
+        "scenes": [{"title": "Piper", "narration": {"text": text}, "padding": 0.3}]
+    });
+    let rep2 = render(&f.path("cache"), &f.write_spec("espeak.json", &espeak), &f.path("espeak.mp4"));
+    assert_eq!(rep2.stages["narration"].runs, 1, "not served from the Piper entry");
+}

@@ -100,17 +100,54 @@ impl RenderOptions {
     }
 }
 
-/// Shared, long-lived parts: the cache, the speech engine, fonts. Cheap to share across renders.
+/// The speech engines this process has, and why any other known one is missing.
+pub struct Voices {
+    engines: Vec<Arc<dyn SpeechEngine>>,
+    missing: Vec<(&'static str, String)>,
+}
+
+impl Voices {
+    /// espeak-ng (required) and, when its models are installed, Piper.
+    pub fn detect() -> Result<Self, RenderError> {
+        let espeak = EspeakNg::new().map_err(|e| RenderError::Speech(e.to_string()))?;
+        let mut v = Self { engines: vec![Arc::new(espeak)], missing: vec![] };
+        match reelsmith_models::Piper::discover() {
+            Ok(p) => v.engines.push(Arc::new(p)),
+            Err(e) => v.missing.push(("piper", e.to_string())),
+        }
+        Ok(v)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn SpeechEngine>> {
+        self.engines.iter().find(|e| e.name() == name)
+    }
+
+    pub fn all(&self) -> &[Arc<dyn SpeechEngine>] {
+        &self.engines
+    }
+
+    /// Why `name` cannot be used: missing models, or not an engine at all.
+    pub fn why_not(&self, name: &str) -> String {
+        match self.missing.iter().find(|(n, _)| *n == name) {
+            Some((_, why)) => format!("speech engine {name:?} is not available here: {why}"),
+            None => {
+                let have: Vec<&str> = self.engines.iter().map(|e| e.name()).collect();
+                format!("unknown speech engine {name:?}; available: {}", have.join(", "))
+            }
+        }
+    }
+}
+
+/// Shared, long-lived parts: the cache, the speech engines, fonts. Cheap to share across renders.
 pub struct Engine {
     pub cache: Cache,
-    pub speech: Arc<dyn SpeechEngine>,
+    pub voices: Voices,
     pub text: Arc<TextRenderer>,
 }
 
 impl Engine {
     pub fn new(cache: Cache) -> Result<Self, RenderError> {
-        let speech = EspeakNg::new().map_err(|e| RenderError::Speech(e.to_string()))?;
-        Ok(Self { cache, speech: Arc::new(speech), text: Arc::new(TextRenderer::new()) })
+        Ok(Self { cache, voices: Voices::detect()?, text: Arc::new(TextRenderer::new()) })
     }
 
     /// Reads, parses and renders a spec file; relative paths resolve against its folder.

@@ -11,7 +11,7 @@ use reelsmith_media::ffmpeg::{self, H264Encoder, VideoEncoder, VideoSettings};
 use reelsmith_media::frame::Yuv420;
 use reelsmith_media::picture::{self, FitMode};
 use reelsmith_media::text::{Align, TextBlock, TextStyle};
-use reelsmith_media::tts::{TtsRequest, WordTiming};
+use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
 use reelsmith_spec::{Background, Fit, Font, Motion, Narration, Scene, Spec, Validator, limits};
 use serde::Serialize;
 
@@ -291,24 +291,21 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
             && n.text.is_some()
         {
             let voice = spec.voice.with(&n.voice);
-            if voice.engine != engine.speech.name() {
-                v.push(
-                    format!("scenes[{i}].narration.engine"),
-                    format!("unknown speech engine {:?}; available: {}", voice.engine, engine.speech.name()),
-                );
-            } else if !engine.speech.has_voice(&voice.name) {
-                v.push(
+            match engine.voices.get(&voice.engine) {
+                None => v.push(format!("scenes[{i}].narration.engine"), engine.voices.why_not(&voice.engine)),
+                Some(e) if !e.has_voice(&voice.name) => v.push(
                     format!("scenes[{i}].narration.name"),
-                    format!("unknown voice {:?} (see `reelsmith doctor` for the voices here)", voice.name),
-                );
+                    format!(
+                        "unknown {} voice {:?} (see `reelsmith doctor` for the voices here)",
+                        voice.engine, voice.name
+                    ),
+                ),
+                Some(_) => {}
             }
         }
     }
-    if spec.voice.engine != engine.speech.name() {
-        v.push(
-            "voice.engine",
-            format!("unknown speech engine {:?}; available: {}", spec.voice.engine, engine.speech.name()),
-        );
+    if engine.voices.get(&spec.voice.engine).is_none() {
+        v.push("voice.engine", engine.voices.why_not(&spec.voice.engine));
     }
     for (path, font) in fonts {
         if let Some(file) = &font.file {
@@ -369,8 +366,8 @@ fn narration(
     let path = format!("scenes[{i}].narration");
     let params = match (&n.text, &n.audio) {
         (Some(text), _) => NarrationKey::Speech {
-            engine: engine.speech.name(),
-            version: engine.speech.version(),
+            engine: speech_engine(engine, &voice.engine)?.name(),
+            version: speech_engine(engine, &voice.engine)?.version(),
             voice: &voice.name,
             speed: voice.speed,
             pitch: voice.pitch,
@@ -388,7 +385,9 @@ fn narration(
     let (dir, _) = counts.cached(engine, "narration", &key, |dir| {
         runs.fetch_add(1, Ordering::Relaxed);
         let (samples, words) = match (&n.text, &n.audio) {
-            (Some(text), _) => synthesize(engine, text, &voice.name, voice.speed, voice.pitch, dir)?,
+            (Some(text), _) => {
+                synthesize(speech_engine(engine, &voice.engine)?, text, &voice.name, voice.speed, voice.pitch, dir)?
+            }
             (_, Some(file)) => recording(n, &inputs.path(file), voice.speed, voice.pitch)
                 .map_err(|e| RenderError::at(format!("{path}.audio"), e.to_string()))?,
             _ => unreachable!("checked above"),
@@ -407,22 +406,26 @@ fn narration(
     Ok(Some(Speech { key, path: audio, frames, words }))
 }
 
+fn speech_engine<'a>(engine: &'a Engine, name: &str) -> Result<&'a Arc<dyn SpeechEngine>, RenderError> {
+    engine.voices.get(name).ok_or_else(|| RenderError::Speech(engine.voices.why_not(name)))
+}
+
 fn synthesize(
-    engine: &Engine,
+    speech: &Arc<dyn SpeechEngine>,
     text: &str,
     voice: &str,
     speed: f32,
     pitch: f32,
     dir: &Path,
 ) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
-    let audio = engine
-        .speech
-        .synthesize(&TtsRequest { text, voice, speed, pitch })
-        .map_err(|e| RenderError::Speech(e.to_string()))?;
-    // FFmpeg's resampler (soxr-quality swr) takes the engine's rate to the mix rate.
+    let audio =
+        speech.synthesize(&TtsRequest { text, voice, speed, pitch }).map_err(|e| RenderError::Speech(e.to_string()))?;
+    // FFmpeg's resampler (soxr-quality swr) takes the engine's rate to the mix rate; an engine
+    // without its own pitch control gets a tempo-preserving shift (timings stay valid).
     let wav = dir.join("speech.wav");
     audio.write_wav(&wav)?;
-    let samples = ffmpeg::decode_audio(&wav, MIX_RATE, 1, None, MAX_NARRATION_SECONDS)?;
+    let shift = (!speech.native_pitch() && (pitch - 1.0).abs() > 1e-3).then(|| format!("rubberband=pitch={pitch:.4}"));
+    let samples = ffmpeg::decode_audio(&wav, MIX_RATE, 1, shift.as_deref(), MAX_NARRATION_SECONDS)?;
     fs::remove_file(&wav)?;
     Ok((samples, display_words(text, audio.words)))
 }

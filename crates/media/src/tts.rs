@@ -188,6 +188,11 @@ pub trait SpeechEngine: Send + Sync {
     fn voices(&self) -> Result<Vec<VoiceInfo>, TtsError>;
     /// Whether `voice` names a usable voice.
     fn has_voice(&self, voice: &str) -> bool;
+    /// Whether `TtsRequest::pitch` is applied by the engine itself (otherwise the caller shifts
+    /// the pitch of the result).
+    fn native_pitch(&self) -> bool {
+        true
+    }
     /// Synthesises `req.text`.
     fn synthesize(&self, req: &TtsRequest) -> Result<TtsAudio, TtsError>;
 }

@@ -149,9 +149,8 @@ impl Voice {
         let i = self.inference;
         let scales = Tensor::from_array(([3usize], vec![i.noise_scale, length_scale, i.noise_w])).map_err(err)?;
         let mut session = self.session.lock().expect("piper session");
-        let outputs = session
-            .run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales])
-            .map_err(err)?;
+        let outputs =
+            session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales]).map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         Ok(audio.to_vec())
     }
@@ -188,6 +187,10 @@ impl SpeechEngine for Piper {
 
     fn has_voice(&self, voice: &str) -> bool {
         self.names().iter().any(|n| n == voice)
+    }
+
+    fn native_pitch(&self) -> bool {
+        false
     }
 
     fn synthesize(&self, req: &TtsRequest) -> Result<TtsAudio, TtsError> {

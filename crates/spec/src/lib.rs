@@ -235,10 +235,11 @@ pub enum EncoderChoice {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Voice {
-    /// Speech engine; `espeak-ng` ships with every install.
+    /// Speech engine: `espeak-ng` (built in) or `piper` (neural, local; `scripts/models.sh`
+    /// installs the `en_US-joe-medium` voice).
     #[serde(default = "default_engine")]
     pub engine: String,
-    /// Engine voice name, e.g. `en-us`, `en-gb`, `de`.
+    /// Engine voice name, e.g. `en-us`, `en-gb`, `de` (espeak-ng) or `en_US-joe-medium` (piper).
     #[serde(default = "default_voice_name")]
     pub name: String,
     /// Tempo multiplier (pitch unchanged), 0.5 to 2.5.
