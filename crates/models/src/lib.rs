@@ -5,15 +5,18 @@
 //! ```text
 //! models/onnxruntime/libonnxruntime.so.*
 //! models/piper/<voice>.onnx + <voice>.onnx.json
+//! models/face/face_detection_front_128x128_barracuda.onnx
 //! ```
 //!
 //! When a model is missing, the feature that needs it says so and everything else works.
 
+pub mod face;
 pub mod piper;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub use face::{Face, FaceDetector, FaceError};
 pub use piper::Piper;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +80,7 @@ pub fn runtime(models: &Path) -> Result<&'static ort::environment::Environment, 
 pub fn inventory() -> Result<(PathBuf, Vec<(String, u64)>), ModelError> {
     let dir = models_dir()?;
     let mut out = vec![];
-    for sub in ["onnxruntime", "piper"] {
+    for sub in ["onnxruntime", "piper", "face"] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             for e in rd.flatten() {
                 let name = format!("{sub}/{}", e.file_name().to_string_lossy());

