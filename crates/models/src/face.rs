@@ -251,3 +251,109 @@ mod tests {
         assert_eq!(choose(&[], None), Err(FaceError::NoFace));
     }
 }
+
+/// The MediaPipe face mesh (468 landmarks) on a crop around a detected face.
+pub struct FaceMesh {
+    session: Mutex<Session>,
+}
+
+pub const MESH_FILE: &str = "face_landmark.onnx";
+const MESH_SIZE: usize = 192;
+
+/// Landmark indices of the mesh that matter for speech.
+pub mod mesh {
+    /// Outer lip contour, top and bottom centre.
+    pub const UPPER_LIP_TOP: usize = 0;
+    pub const LOWER_LIP_BOTTOM: usize = 17;
+    /// Inner lip contour, top and bottom centre: their distance is the mouth opening.
+    pub const UPPER_LIP_INNER: usize = 13;
+    pub const LOWER_LIP_INNER: usize = 14;
+    pub const MOUTH_RIGHT: usize = 61;
+    pub const MOUTH_LEFT: usize = 291;
+    pub const CHIN: usize = 152;
+    pub const NOSE_TIP: usize = 1;
+}
+
+/// 468 points in photo pixels (x, y) with depth (z, in the same scale), and the model's
+/// confidence that the crop holds a face.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Landmarks {
+    pub points: Vec<[f32; 3]>,
+    pub score: f32,
+}
+
+impl FaceMesh {
+    pub fn discover() -> Result<Self, ModelError> {
+        let models = crate::models_dir()?;
+        let path = models.join("face").join(MESH_FILE);
+        if !path.exists() {
+            return Err(ModelError::Model(
+                "face mesh".into(),
+                format!("{} is missing; run scripts/models.sh", path.display()),
+            ));
+        }
+        let env = crate::runtime(&models)?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(&path))
+            .map_err(|e| ModelError::Model("face mesh".into(), e.to_string()))?;
+        Ok(Self { session: Mutex::new(session) })
+    }
+
+    /// Landmarks of `face` in the RGB image: a square crop 1.5x the detection box, turned so the
+    /// eyes are level (as MediaPipe crops), sampled bilinearly to 192x192.
+    pub fn landmarks(&self, w: u32, h: u32, rgb: &[u8], face: &Face) -> Result<Landmarks, FaceError> {
+        if w == 0 || h == 0 || rgb.len() != (w * h * 3) as usize {
+            return Err(FaceError::Model(format!("bad image buffer {w}x{h}")));
+        }
+        let [bx, by, bw, bh] = face.bbox;
+        let (cx, cy) = (bx + bw / 2.0, by + bh / 2.0);
+        let size = bw.max(bh) * 1.5;
+        let ([rx, ry], [lx, ly]) = (face.keypoints[0], face.keypoints[1]);
+        let angle = (ly - ry).atan2(lx - rx);
+        let (sin, cos) = angle.sin_cos();
+        // Crop pixel (u, v) in 0..192 → photo point.
+        let to_photo = |u: f32, v: f32| {
+            let (dx, dy) = ((u / MESH_SIZE as f32 - 0.5) * size, (v / MESH_SIZE as f32 - 0.5) * size);
+            (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
+        };
+        let sample = |x: f32, y: f32, c: usize| -> f32 {
+            let (x, y) = (x.clamp(0.0, (w - 1) as f32), y.clamp(0.0, (h - 1) as f32));
+            let (x0, y0) = (x.floor() as u32, y.floor() as u32);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+            let px = |xx: u32, yy: u32| rgb[((yy * w + xx) * 3) as usize + c] as f32;
+            let top = px(x0, y0) * (1.0 - fx) + px(x1, y0) * fx;
+            let bottom = px(x0, y1) * (1.0 - fx) + px(x1, y1) * fx;
+            top * (1.0 - fy) + bottom * fy
+        };
+        let mut input = vec![0.0f32; MESH_SIZE * MESH_SIZE * 3];
+        for v in 0..MESH_SIZE {
+            for u in 0..MESH_SIZE {
+                let (x, y) = to_photo(u as f32 + 0.5, v as f32 + 0.5);
+                for c in 0..3 {
+                    input[(v * MESH_SIZE + u) * 3 + c] = sample(x, y, c) / 255.0;
+                }
+            }
+        }
+        let err = |e: ort::Error| FaceError::Model(e.to_string());
+        let tensor = Tensor::from_array(([1usize, MESH_SIZE, MESH_SIZE, 3], input)).map_err(err)?;
+        let mut session = self.session.lock().expect("mesh session");
+        let out = session.run(ort::inputs!["input_1" => tensor]).map_err(err)?;
+        let (_, raw) = out["conv2d_21"].try_extract_tensor::<f32>().map_err(err)?;
+        let (_, score) = out["conv2d_31"].try_extract_tensor::<f32>().map_err(err)?;
+        let score = 1.0 / (1.0 + (-score.first().copied().unwrap_or(-10.0)).exp());
+        let scale = size / MESH_SIZE as f32;
+        let points = raw
+            .chunks_exact(3)
+            .map(|p| {
+                let (x, y) = to_photo(p[0], p[1]);
+                [x, y, p[2] * scale]
+            })
+            .collect::<Vec<_>>();
+        if points.len() != 468 {
+            return Err(FaceError::Model(format!("face mesh gave {} points, expected 468", points.len())));
+        }
+        Ok(Landmarks { points, score })
+    }
+}

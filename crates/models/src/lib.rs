@@ -16,7 +16,7 @@ pub mod piper;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use face::{Face, FaceDetector, FaceError};
+pub use face::{Face, FaceDetector, FaceError, FaceMesh, Landmarks};
 pub use piper::Piper;
 
 #[derive(Debug, thiserror::Error)]

@@ -46,3 +46,38 @@ fn no_face_in_a_plain_picture_or_a_landscape_letterbox() {
     assert_eq!(choose(&faces, None), Err(FaceError::NoFace));
     assert!(det.detect(10, 10, &[0; 5]).is_err(), "a wrong buffer size is an error, not a panic");
 }
+
+#[test]
+fn mesh_lips_and_chin_land_on_the_astronauts_mouth() {
+    use reelsmith_models::face::{FaceMesh, mesh};
+    let det = FaceDetector::discover().unwrap();
+    let m = FaceMesh::discover().expect("models installed by scripts/models.sh");
+    let (w, h, rgb) = astronaut();
+    let face = choose(&det.detect(w, h, &rgb).unwrap(), None).unwrap();
+    let lm = m.landmarks(w, h, &rgb, &face).unwrap();
+    assert_eq!(lm.points.len(), 468);
+    assert!(lm.score > 0.9, "face score {}", lm.score);
+    let p = |i: usize| [lm.points[i][0], lm.points[i][1]];
+    let [mx, my] = face.mouth();
+    let inner = [
+        (p(mesh::UPPER_LIP_INNER)[0] + p(mesh::LOWER_LIP_INNER)[0]) / 2.0,
+        (p(mesh::UPPER_LIP_INNER)[1] + p(mesh::LOWER_LIP_INNER)[1]) / 2.0,
+    ];
+    eprintln!(
+        "inner lips {inner:?} mouth kp {mx},{my} corners {:?} {:?} chin {:?}",
+        p(mesh::MOUTH_RIGHT),
+        p(mesh::MOUTH_LEFT),
+        p(mesh::CHIN)
+    );
+    assert!((inner[0] - mx).abs() < 10.0 && (inner[1] - my).abs() < 10.0, "lips centre at the mouth");
+    assert!(p(mesh::UPPER_LIP_TOP)[1] < p(mesh::LOWER_LIP_BOTTOM)[1], "upper lip above lower lip");
+    assert!(p(mesh::MOUTH_RIGHT)[0] < mx && p(mesh::MOUTH_LEFT)[0] > mx, "corners either side");
+    let width = p(mesh::MOUTH_LEFT)[0] - p(mesh::MOUTH_RIGHT)[0];
+    assert!((25.0..60.0).contains(&width), "mouth width {width}");
+    assert!(
+        p(mesh::CHIN)[1] > my + 15.0 && p(mesh::CHIN)[1] < face.bbox[1] + face.bbox[3] + 25.0,
+        "chin below the mouth"
+    );
+    // She smiles with her teeth showing: the inner lips are apart.
+    assert!(p(mesh::LOWER_LIP_INNER)[1] - p(mesh::UPPER_LIP_INNER)[1] > 2.0);
+}
