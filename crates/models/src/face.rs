@@ -3,7 +3,6 @@
 //! 128x128, and the 896 anchors' scores and offsets are decoded and merged by weighted NMS, as
 //! MediaPipe does.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ort::session::Session;
@@ -51,20 +50,7 @@ pub struct FaceDetector {
 
 impl FaceDetector {
     pub fn discover() -> Result<Self, ModelError> {
-        let models = crate::models_dir()?;
-        let path: PathBuf = models.join("face").join(MODEL_FILE);
-        if !path.exists() {
-            return Err(ModelError::Model(
-                "blazeface".into(),
-                format!("{} is missing; run scripts/models.sh", path.display()),
-            ));
-        }
-        let env = crate::runtime(&models)?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(&path))
-            .map_err(|e| ModelError::Model("blazeface".into(), e.to_string()))?;
-        Ok(Self { session: Mutex::new(session) })
+        Ok(Self { session: Mutex::new(crate::open_session("blazeface", "face", MODEL_FILE)?) })
     }
 
     /// Faces in an RGB image (`rgb` is `w * h * 3` bytes), most confident first.
@@ -284,20 +270,7 @@ pub struct Landmarks {
 
 impl FaceMesh {
     pub fn discover() -> Result<Self, ModelError> {
-        let models = crate::models_dir()?;
-        let path = models.join("face").join(MESH_FILE);
-        if !path.exists() {
-            return Err(ModelError::Model(
-                "face mesh".into(),
-                format!("{} is missing; run scripts/models.sh", path.display()),
-            ));
-        }
-        let env = crate::runtime(&models)?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(&path))
-            .map_err(|e| ModelError::Model("face mesh".into(), e.to_string()))?;
-        Ok(Self { session: Mutex::new(session) })
+        Ok(Self { session: Mutex::new(crate::open_session("face mesh", "face", MESH_FILE)?) })
     }
 
     /// Landmarks of `face` in the RGB image: a square crop 1.5x the detection box, turned so the

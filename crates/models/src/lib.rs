@@ -76,6 +76,21 @@ pub fn runtime(models: &Path) -> Result<&'static ort::environment::Environment, 
     .map_err(|e| ModelError::Runtime(e.clone()))
 }
 
+/// Opens `models/<sub>/<file>` as a one-thread session (callers run several models and renders
+/// in parallel already); a missing file says how to get it.
+pub(crate) fn open_session(what: &str, sub: &str, file: &str) -> Result<ort::session::Session, ModelError> {
+    let models = models_dir()?;
+    let path = models.join(sub).join(file);
+    if !path.exists() {
+        return Err(ModelError::Model(what.into(), format!("{} is missing; run scripts/models.sh", path.display())));
+    }
+    let env = runtime(&models)?;
+    ort::session::Session::builder(env)
+        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_file(&path))
+        .map_err(|e| ModelError::Model(what.into(), e.to_string()))
+}
+
 /// What `reelsmith doctor` shows: each model file found, with its size.
 pub fn inventory() -> Result<(PathBuf, Vec<(String, u64)>), ModelError> {
     let dir = models_dir()?;

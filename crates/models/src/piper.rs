@@ -87,13 +87,13 @@ impl Piper {
         if !self.names().iter().any(|n| n == name) {
             return Err(TtsError::UnknownVoice(name.into()));
         }
-        let v = Arc::new(load(&self.models, &self.dir, name).map_err(|e| TtsError::Engine(e.to_string()))?);
+        let v = Arc::new(load(&self.dir, name).map_err(|e| TtsError::Engine(e.to_string()))?);
         self.loaded.lock().expect("voices").insert(name.into(), v.clone());
         Ok(v)
     }
 }
 
-fn load(models: &Path, dir: &Path, name: &str) -> Result<Voice, ModelError> {
+fn load(dir: &Path, name: &str) -> Result<Voice, ModelError> {
     let bad = |m: String| ModelError::Model(name.into(), m);
     let cfg_path = dir.join(format!("{name}.onnx.json"));
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(format!("{}: {e}", cfg_path.display())))?;
@@ -111,12 +111,7 @@ fn load(models: &Path, dir: &Path, name: &str) -> Result<Voice, ModelError> {
             return Err(bad(format!("phoneme_id_map lacks '{required}'")));
         }
     }
-    let env = crate::runtime(models)?;
-    // One thread per voice: renders already run a synthesis per scene in parallel.
-    let session = Session::builder(env)
-        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-        .and_then(|mut b| b.commit_from_file(dir.join(format!("{name}.onnx"))))
-        .map_err(|e| bad(e.to_string()))?;
+    let session = crate::open_session(name, "piper", &format!("{name}.onnx"))?;
     Ok(Voice {
         session: Mutex::new(session),
         ids,

@@ -12,6 +12,28 @@ use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// Reads `status` events from an SSE response until a final one; returns them all.
+async fn sse_until_final(resp: reqwest::Response) -> Vec<Value> {
+    let mut events = vec![];
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = tokio::time::timeout(LIMIT, body.next()).await.expect("SSE stalled") {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let ev: Value = serde_json::from_str(data).unwrap();
+                let fin = matches!(ev["status"].as_str(), Some("succeeded" | "failed" | "cancelled"));
+                events.push(ev);
+                if fin {
+                    return events;
+                }
+            }
+        }
+    }
+    events
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_follow_progress_download_and_verify_webhook() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,23 +51,7 @@ async fn submit_follow_progress_download_and_verify_webhook() {
     // SSE: status events until the final one, progress never going backwards within an attempt.
     let resp = s.get(&format!("/api/v1/generations/{id}/events")).send().await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let mut events: Vec<Value> = vec![];
-    let mut body = resp.bytes_stream();
-    let mut buf = String::new();
-    'read: while let Some(chunk) = tokio::time::timeout(LIMIT, body.next()).await.expect("SSE stalled") {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                let ev: Value = serde_json::from_str(data).unwrap();
-                let fin = matches!(ev["status"].as_str(), Some("succeeded" | "failed" | "cancelled"));
-                events.push(ev);
-                if fin {
-                    break 'read;
-                }
-            }
-        }
-    }
+    let events = sse_until_final(resp).await;
     let last = events.last().expect("events");
     assert_eq!(last["status"], "succeeded", "{events:?}");
     assert_eq!(last["progress"], 1.0);
@@ -715,22 +721,8 @@ async fn api_only_node_streams_progress_of_a_render_in_another_process() {
     let id = g["id"].as_str().unwrap().to_string();
     let resp = api.get(&format!("/api/v1/generations/{id}/events")).send().await.unwrap();
     let _worker = Server::start(dir.path(), &[]);
-    let mut body = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut statuses = vec![];
-    'read: while let Some(chunk) = tokio::time::timeout(LIMIT, body.next()).await.expect("SSE stalled") {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                let ev: Value = serde_json::from_str(data).unwrap();
-                statuses.push(ev["status"].as_str().unwrap().to_string());
-                if ev["status"] == "succeeded" {
-                    break 'read;
-                }
-            }
-        }
-    }
+    let statuses: Vec<String> =
+        sse_until_final(resp).await.iter().map(|e| e["status"].as_str().unwrap().to_string()).collect();
     assert_eq!(statuses.first().map(String::as_str), Some("queued"));
     assert_eq!(statuses.last().map(String::as_str), Some("succeeded"), "{statuses:?}");
     let fin = api.status(&id).await;
