@@ -330,3 +330,12 @@ impl FaceMesh {
         Ok(Landmarks { points, score })
     }
 }
+
+/// A photo as the face models take it: EXIF orientation applied, RGB, with the pixel limit that
+/// guards every decode.
+pub fn load_photo(path: &std::path::Path) -> Result<(u32, u32, Vec<u8>), reelsmith_media::picture::PictureError> {
+    let rgba = reelsmith_media::picture::load(path, reelsmith_spec::limits::MAX_IMAGE_PIXELS)?;
+    let (w, h) = rgba.dimensions();
+    let rgb = rgba.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+    Ok((w, h, rgb))
+}

@@ -81,3 +81,57 @@ fn mesh_lips_and_chin_land_on_the_astronauts_mouth() {
     // She smiles with her teeth showing: the inner lips are apart.
     assert!(p(mesh::LOWER_LIP_INNER)[1] - p(mesh::UPPER_LIP_INNER)[1] > 2.0);
 }
+
+/// Wraps JPEG bytes with an EXIF APP1 segment carrying `orientation` (a camera that stored the
+/// picture sideways).
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec(); // big-endian TIFF, first IFD at 8
+    tiff.extend(1u16.to_be_bytes()); // one entry
+    tiff.extend(0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend(3u16.to_be_bytes()); // SHORT
+    tiff.extend(1u32.to_be_bytes()); // count
+    tiff.extend(orientation.to_be_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend(0u32.to_be_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend([0xFF, 0xE1]);
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn a_sideways_photo_with_exif_orientation_finds_the_same_face() {
+    use reelsmith_models::face::load_photo;
+    let dir = tempfile::tempdir().unwrap();
+    // Store the portrait turned 90° counter-clockwise, tagged "rotate 90° clockwise to view".
+    let stored = dir.path().join("stored.jpg");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/astronaut.jpg")])
+        .args(["-vf", "transpose=2", "-q:v", "2"])
+        .arg(&stored)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let tagged = dir.path().join("tagged.jpg");
+    std::fs::write(&tagged, with_exif_orientation(&std::fs::read(&stored).unwrap(), 6)).unwrap();
+    let det = FaceDetector::discover().unwrap();
+    let (w, h, rgb) = load_photo(&tagged).unwrap();
+    assert_eq!((w, h), (512, 512));
+    let face = choose(&det.detect(w, h, &rgb).unwrap(), None).unwrap();
+    let [mx, my] = face.mouth();
+    assert!((mx - 219.0).abs() < 10.0 && (my - 146.0).abs() < 10.0, "upright again: mouth at {mx},{my}");
+    // Without the tag the face lies on its side: its eyes are one above the other.
+    let (w, h, rgb) = load_photo(&stored).unwrap();
+    if let Ok(f) = choose(&det.detect(w, h, &rgb).unwrap(), None) {
+        let ([rx, ry], [lx, ly]) = (f.keypoints[0], f.keypoints[1]);
+        assert!((ry - ly).abs() > (rx - lx).abs(), "sideways face: {f:?}");
+    }
+    // A corrupt photo is an error naming the file, not a panic.
+    let bad = dir.path().join("bad.jpg");
+    std::fs::write(&bad, b"\xFF\xD8\xFF\xE0 not really a jpeg").unwrap();
+    assert!(load_photo(&bad).unwrap_err().to_string().contains("bad.jpg"));
+}
