@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod ffmpeg;
 pub mod frame;
+pub mod mouth;
 pub mod picture;
 pub mod text;
 pub mod tts;
