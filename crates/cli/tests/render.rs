@@ -329,3 +329,51 @@ fn piper_voice_is_recognisable_speech_of_the_right_length() {
     let rep2 = render(&f.path("cache"), &f.write_spec("espeak.json", &espeak), &f.path("espeak.mp4"));
     assert_eq!(rep2.stages["narration"].runs, 1, "not served from the Piper entry");
 }
+
+/// A photo speaks: the mouth region darkens and moves while the narration plays and rests in
+/// the silence after it; the rest of the face stays still.
+#[test]
+fn talking_head_moves_the_mouth_with_speech_only() {
+    let f = Fixture::new();
+    let photo = f.path("astronaut.jpg");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"), &photo).unwrap();
+    let spec = json!({
+        "version": 1,
+        "output": {"width": 320, "height": 320, "fps": 25},
+        "subtitles": {"enabled": false},
+        "scenes": [{"image": "astronaut.jpg", "motion": {"type": "talking-head"},
+            "narration": {"text": "Hello there! I am talking to you from a photo."}, "padding": 1.2}]
+    });
+    let out = f.path("talk.mp4");
+    let rep = render(&f.path("cache"), &f.write_spec("talk.json", &spec), &out);
+    let speech_end = rep.duration_s - 1.2;
+    assert!(speech_end > 1.5, "{}", rep.duration_s);
+    // The mouth is at about (137, 91) on the 320x320 frame (219, 146 on the 512 px photo).
+    let mouth = |t: f64| {
+        let [r, g, b] = mean_rgb(&out, t, 122, 86, 152, 106);
+        (r + g + b) / 3.0
+    };
+    let forehead = |t: f64| {
+        let [r, g, b] = mean_rgb(&out, t, 120, 40, 160, 55);
+        (r + g + b) / 3.0
+    };
+    let closed = mouth(rep.duration_s - 0.2);
+    let during: Vec<f64> = (1..12).map(|k| mouth(speech_end * k as f64 / 12.0)).collect();
+    let darkest = during.iter().copied().fold(f64::MAX, f64::min);
+    assert!(darkest < closed - 8.0, "the mouth opens while speaking: {during:?} vs closed {closed}");
+    assert!((mouth(rep.duration_s - 0.6) - closed).abs() < 2.0, "still in the silence after");
+    let still = forehead(rep.duration_s - 0.2);
+    for k in 1..6 {
+        let t = speech_end * k as f64 / 6.0;
+        assert!((forehead(t) - still).abs() < 2.0, "the forehead does not move at {t}");
+    }
+    // A scene without a face says so.
+    let plain = f.solid_png("plain.png", 64, 64, [30, 120, 200]);
+    let _ = plain;
+    let bad = json!({"version": 1, "output": {"width": 160, "height": 160},
+        "scenes": [{"image": "plain.png", "motion": {"type": "talking-head"}, "narration": {"text": "Hi."}}]});
+    let err =
+        engine(&f.path("cache")).render_file(&f.write_spec("bad.json", &bad), &f.path("bad.mp4"), &Default::default());
+    let msg = err.unwrap_err().to_string();
+    assert!(msg.contains("scenes[0].image") && msg.contains("no face found"), "{msg}");
+}

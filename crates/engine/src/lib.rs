@@ -24,6 +24,7 @@ use std::time::Instant;
 use reelsmith_media::ffmpeg::{self, FfmpegError};
 use reelsmith_media::text::TextRenderer;
 use reelsmith_media::tts::{EspeakNg, SpeechEngine};
+use reelsmith_models::{FaceDetector, FaceMesh};
 use reelsmith_spec::{ParseError, Spec, ValidationError, Validator};
 
 pub use cache::Cache;
@@ -143,11 +144,24 @@ pub struct Engine {
     pub cache: Cache,
     pub voices: Voices,
     pub text: Arc<TextRenderer>,
+    faces: std::sync::OnceLock<Result<(FaceDetector, FaceMesh), String>>,
 }
 
 impl Engine {
     pub fn new(cache: Cache) -> Result<Self, RenderError> {
-        Ok(Self { cache, voices: Voices::detect()?, text: Arc::new(TextRenderer::new()) })
+        Ok(Self { cache, voices: Voices::detect()?, text: Arc::new(TextRenderer::new()), faces: Default::default() })
+    }
+
+    /// The face models, loaded on first use (talking heads only); why not, when missing.
+    pub fn faces(&self) -> Result<&(FaceDetector, FaceMesh), &str> {
+        self.faces
+            .get_or_init(|| {
+                let d = FaceDetector::discover().map_err(|e| e.to_string())?;
+                let m = FaceMesh::discover().map_err(|e| e.to_string())?;
+                Ok((d, m))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// Reads, parses and renders a spec file; relative paths resolve against its folder.

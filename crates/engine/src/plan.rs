@@ -150,7 +150,7 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
 /// Largest zoom a scene's motion reaches (the canvas is prepared at that scale).
 pub fn max_zoom(m: &Motion) -> f32 {
     match *m {
-        Motion::None => 1.0,
+        Motion::None | Motion::TalkingHead { .. } => 1.0,
         Motion::KenBurns { zoom_from, zoom_to, .. } => zoom_from.max(zoom_to).max(1.0),
     }
 }

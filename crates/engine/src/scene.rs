@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use reelsmith_media::frame::{self, Crop, Yuv420, YuvOverlay};
+use reelsmith_media::mouth::{self, MouthGeometry};
 use reelsmith_media::text::{Align, TextBlock, TextRenderer, TextStyle};
 use reelsmith_media::tts::WordTiming;
 use reelsmith_spec::{OverlayPosition, Pan, Subtitles, TransitionKind, VerticalPosition};
@@ -34,6 +35,8 @@ pub struct SceneLook {
     pub subtitle_style: Option<TextLook>,
     pub subtitle_highlight: [u8; 4],
     pub subtitle_position: (VerticalPosition, f32),
+    /// Talking head: where the mouth is and how open it is on each frame (0-255).
+    pub mouth: Option<(MouthGeometry, Vec<u8>)>,
 }
 
 /// A text style resolved to pixels, plus where it goes.
@@ -146,12 +149,24 @@ pub struct SceneRenderer {
     overlay: Option<YuvOverlay>,
     subtitle_cache: HashMap<usize, YuvOverlay>,
     scratch: Vec<u16>,
+    /// The frame before the mouth is opened (talking heads only).
+    unwarped: Option<Yuv420>,
 }
 
 impl SceneRenderer {
     pub fn new(look: Arc<SceneLook>, canvas: Arc<Yuv420>, text: Arc<TextRenderer>, width: u32, height: u32) -> Self {
         let overlay = look.overlay.as_ref().and_then(|o| place_overlay(&text, o, width, height));
-        Self { look, canvas, text, width, height, overlay, subtitle_cache: HashMap::new(), scratch: vec![] }
+        Self {
+            look,
+            canvas,
+            text,
+            width,
+            height,
+            overlay,
+            subtitle_cache: HashMap::new(),
+            scratch: vec![],
+            unwarped: None,
+        }
     }
 
     fn crop(&self, local: u64) -> Crop {
@@ -181,6 +196,15 @@ impl SceneRenderer {
             out.v.copy_from_slice(&self.canvas.v);
         } else {
             frame::resample_crop(&self.canvas, crop, out, &mut self.scratch);
+        }
+        // The mouth opens in the picture itself, under the text drawn next.
+        if let Some((geometry, openings)) = &self.look.mouth {
+            let open = openings.get(local as usize).copied().unwrap_or(0) as f32 / 255.0;
+            if open > 0.0 {
+                let src = self.unwarped.get_or_insert_with(|| out.clone());
+                src.clone_from(out);
+                mouth::open_mouth(src, geometry, open, out);
+            }
         }
         if let Some(o) = &self.overlay {
             o.draw(out);

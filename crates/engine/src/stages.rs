@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use reelsmith_media::audio::{self, Clip, MIX_CHANNELS, MIX_RATE, MixPlan};
 use reelsmith_media::ffmpeg::{self, H264Encoder, VideoEncoder, VideoSettings};
 use reelsmith_media::frame::Yuv420;
+use reelsmith_media::mouth::{self, MouthGeometry};
 use reelsmith_media::picture::{self, FitMode};
 use reelsmith_media::text::{Align, TextBlock, TextStyle};
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
@@ -141,8 +142,8 @@ pub(crate) fn run(
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
-        .map(|i| Arc::new(scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref())))
-        .collect();
+        .map(|i| scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref()).map(Arc::new))
+        .collect::<Result<_, _>>()?;
     rep.captions = captions(&timeline, &looks);
     let mut settings = VideoSettings {
         width,
@@ -551,6 +552,9 @@ struct CanvasKey<'a> {
     title: Option<(&'a str, TextLookKey)>,
     width: u32,
     height: u32,
+    /// Talking-head scenes also locate the mouth on the canvas (`mouth.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    talking_head: Option<Option<usize>>,
 }
 
 #[derive(Serialize)]
@@ -589,6 +593,10 @@ fn canvas(
                 .map(|t| (t, TextLookKey { family: spec.subtitles.font.family.clone(), size_px: title_size })),
             width: cw,
             height: ch,
+            talking_head: match scene.motion {
+                Motion::TalkingHead { face_index } => Some(face_index),
+                _ => None,
+            },
         },
     );
     let (dir, _) = counts.cached(engine, "canvas", &key, |dir| {
@@ -634,6 +642,11 @@ fn canvas(
                 (cw as i64 - ov.width as i64) / 2,
                 (ch as i64 - ov.height as i64) / 2,
             );
+        }
+        if let Motion::TalkingHead { face_index } = scene.motion {
+            let mouth = locate_mouth(engine, &rgba, face_index)
+                .map_err(|e| RenderError::at(format!("scenes[{i}].image"), e))?;
+            fs::write(dir.join("mouth.json"), serde_json::to_vec(&mouth).map_err(std::io::Error::other)?)?;
         }
         let yuv = Yuv420::from_rgba(cw, ch, rgba.as_raw());
         let mut f = std::io::BufWriter::new(fs::File::create(dir.join("canvas.yuv"))?);
@@ -799,6 +812,38 @@ fn text_look(
     }
 }
 
+/// The mouth on a canvas: face detection, then the face mesh's lips and chin.
+fn locate_mouth(engine: &Engine, rgba: &image::RgbaImage, face_index: Option<usize>) -> Result<MouthGeometry, String> {
+    use reelsmith_models::face::{choose, mesh};
+    let (detector, face_mesh) = engine.faces().map_err(|e| format!("talking-head needs the face models: {e}"))?;
+    let (w, h) = rgba.dimensions();
+    let rgb: Vec<u8> = rgba.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+    let faces = detector.detect(w, h, &rgb).map_err(|e| e.to_string())?;
+    let face = choose(&faces, face_index).map_err(|e| e.to_string())?;
+    let lm = face_mesh.landmarks(w, h, &rgb, &face).map_err(|e| e.to_string())?;
+    let p = |i: usize| lm.points[i];
+    let (a, b) = (p(mesh::MOUTH_RIGHT)[0], p(mesh::MOUTH_LEFT)[0]);
+    Ok(MouthGeometry {
+        lips_y: (p(mesh::UPPER_LIP_INNER)[1] + p(mesh::LOWER_LIP_INNER)[1]) / 2.0,
+        left_x: a.min(b),
+        right_x: a.max(b),
+        chin_y: p(mesh::CHIN)[1],
+    })
+}
+
+/// Mouth openings (0-255) for each frame of a talking-head scene, from its narration.
+fn mouth_openings(speech: &Speech, narration_frame: u64, frames: u64, fps: f64) -> Result<Vec<u8>, RenderError> {
+    let bytes = fs::read(&speech.path)?;
+    let samples: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let lead = (narration_frame as f64 / fps * MIX_RATE as f64) as usize;
+    let mut padded = vec![0.0f32; lead];
+    padded.extend(samples);
+    Ok(mouth::openings(&padded, MIX_RATE, fps, frames as usize)
+        .into_iter()
+        .map(|o| (o * 255.0).round() as u8)
+        .collect())
+}
+
 /// Subtitle pages on the video's timeline; word-highlight states of one page become one cue.
 fn captions(tl: &Timeline, looks: &[Arc<SceneLook>]) -> Vec<report::Caption> {
     let fps = tl.fps as f64;
@@ -822,7 +867,7 @@ fn scene_look(
     i: usize,
     canvas: &(Key, PathBuf, u32, u32),
     speech: Option<&Speech>,
-) -> SceneLook {
+) -> Result<SceneLook, RenderError> {
     let scene = &spec.scenes[i];
     let span = &tl.scenes[i];
     let (w, h) = spec.output.dimensions();
@@ -842,10 +887,18 @@ fn scene_look(
         _ => vec![],
     };
     let (zoom, pan) = match scene.motion {
-        Motion::None => ((1.0, 1.0), Default::default()),
+        Motion::None | Motion::TalkingHead { .. } => ((1.0, 1.0), Default::default()),
         Motion::KenBurns { zoom_from, zoom_to, pan } => ((zoom_from, zoom_to), pan),
     };
-    SceneLook {
+    let mouth = match (&scene.motion, speech) {
+        (Motion::TalkingHead { .. }, Some(s)) => {
+            let geometry: MouthGeometry =
+                serde_json::from_slice(&fs::read(canvas.1.join("mouth.json"))?).map_err(std::io::Error::other)?;
+            Some((geometry, mouth_openings(s, span.narration_frame, span.frames, tl.fps as f64)?))
+        }
+        _ => None,
+    };
+    Ok(SceneLook {
         canvas_key: canvas.0.hex(),
         canvas_width: canvas.2,
         canvas_height: canvas.3,
@@ -868,7 +921,8 @@ fn scene_look(
         subtitle_style: Some(sub_look),
         subtitle_highlight: subs.highlight_color.rgba(),
         subtitle_position: (subs.position, subs.margin),
-    }
+        mouth,
+    })
 }
 
 #[derive(Serialize)]

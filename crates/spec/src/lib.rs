@@ -619,6 +619,13 @@ pub enum Motion {
         #[serde(default)]
         pan: Pan,
     },
+    /// The photo's face speaks the narration: mouth opened in time with the speech, jaw moved,
+    /// inside of the mouth shaded (needs the face models from `scripts/models.sh`).
+    TalkingHead {
+        /// Which face, counted left to right; default: the largest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        face_index: Option<usize>,
+    },
 }
 fn default_zoom_to() -> f32 {
     1.12

@@ -200,6 +200,14 @@ impl Spec {
                 fixed_total += d;
             }
             v.range(&format!("{p}.padding"), scene.padding, 0.0, 30.0);
+            if matches!(scene.motion, Motion::TalkingHead { .. }) {
+                if scene.image.is_none() {
+                    v.push(format!("{p}.motion"), "talking-head needs an image with a face");
+                }
+                if scene.narration.is_none() {
+                    v.push(format!("{p}.motion"), "talking-head needs narration (text or audio) to speak");
+                }
+            }
             if let Motion::KenBurns { zoom_from, zoom_to, .. } = scene.motion {
                 v.range(&format!("{p}.motion.zoom_from"), zoom_from, 1.0, limits::MAX_ZOOM);
                 v.range(&format!("{p}.motion.zoom_to"), zoom_to, 1.0, limits::MAX_ZOOM);
