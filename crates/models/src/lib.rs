@@ -56,19 +56,25 @@ pub fn models_dir() -> Result<PathBuf, ModelError> {
     Err(ModelError::NoModelsDir(tried.join(", ")))
 }
 
-/// The ONNX Runtime environment, created once per process from the models folder.
+/// The ONNX Runtime library in the models folder (found, not loaded).
+pub fn runtime_library(models: &Path) -> Result<PathBuf, ModelError> {
+    let dir = models.join("onnxruntime");
+    std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+        })
+        .ok_or(ModelError::NoRuntime(dir))
+}
+
+/// The ONNX Runtime environment, created once per process on the first model use (loading the
+/// library costs ~20 MB and tens of milliseconds, which renders without models should not pay).
 pub fn runtime(models: &Path) -> Result<&'static ort::environment::Environment, ModelError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let dir = models.join("onnxruntime");
-        let lib = std::fs::read_dir(&dir)
-            .ok()
-            .and_then(|rd| {
-                rd.flatten().map(|e| e.path()).find(|p| {
-                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so"))
-                })
-            })
-            .ok_or_else(|| ModelError::NoRuntime(dir.clone()).to_string())?;
+        let lib = runtime_library(models).map_err(|e| e.to_string())?;
         let builder = ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
         builder.with_name("reelsmith").build().map_err(|e| e.to_string())
     })

@@ -55,7 +55,7 @@ pub struct Piper {
 }
 
 impl Piper {
-    /// Finds the Piper voices and the runtime; an error says what is missing.
+    /// Finds the Piper voices and the runtime library; an error says what is missing.
     pub fn discover() -> Result<Self, ModelError> {
         let models = crate::models_dir()?;
         let dir = models.join("piper");
@@ -63,7 +63,8 @@ impl Piper {
         if p.names().is_empty() {
             return Err(ModelError::Model("piper".into(), format!("no voices in {}", p.dir.display())));
         }
-        crate::runtime(&p.models)?;
+        // The runtime loads with the first voice; here it only has to be there.
+        crate::runtime_library(&p.models)?;
         Ok(p)
     }
 
