@@ -121,3 +121,31 @@ pub fn tone_amplitude(samples: &[f32], freq: f32, from: f64, to: f64) -> f64 {
     }
     2.0 * (re * re + im * im).sqrt() / (b - a) as f64
 }
+
+/// A PNG whose header claims `w` x `h` pixels, with no real pixel data behind it.
+pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    // A bomb's first data chunk: a few zlib bytes that would inflate to gigabytes.
+    let mut idat = b"IDAT".to_vec();
+    idat.extend_from_slice(&[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [&ihdr, &idat] {
+        png.extend_from_slice(&(chunk.len() as u32 - 4).to_be_bytes());
+        png.extend_from_slice(chunk);
+        png.extend_from_slice(&crc32(chunk).to_be_bytes());
+    }
+    png
+}

@@ -219,34 +219,3 @@ pub fn ffprobe(path: &Path) -> Value {
     assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
-
-/// A PNG whose header claims `w`x`h` pixels (no real pixel data: a decompression-bomb probe).
-pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = 0xFFFF_FFFFu32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    }
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(w.to_be_bytes());
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(13u32.to_be_bytes());
-    png.extend(&ihdr);
-    png.extend(crc32(&ihdr).to_be_bytes());
-    // A first data chunk (decoders read the header up to it), with no real pixels.
-    let idat = b"IDAT\x78\x9c".to_vec();
-    png.extend(2u32.to_be_bytes());
-    png.extend(&idat);
-    png.extend(crc32(&idat).to_be_bytes());
-    png.extend(0u32.to_be_bytes());
-    png.extend(b"IEND");
-    png.extend(crc32(b"IEND").to_be_bytes());
-    png
-}

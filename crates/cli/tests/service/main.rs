@@ -1,11 +1,14 @@
 //! End-to-end tests of `reelsmith serve`: a real server process on a random port, a real HTTP
 //! client, real renders checked with ffprobe, a real webhook receiver.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use common::png_header_only;
 use futures_util::{SinkExt, StreamExt};
 use harness::*;
 use serde_json::{Value, json};
