@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Test-only tool: a speech recogniser (PyPI, with its English model) checks synthesized speech.
 python3 -c "import pocketsphinx" 2>/dev/null || python3 -m pip install --quiet pocketsphinx==5.1.1
+# Test-only: the Studio page's browser test drives Debian's Chromium with playwright-core (npm).
+bash scripts/setup-browser-tests.sh
 cargo fmt --all -- --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

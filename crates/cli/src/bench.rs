@@ -46,6 +46,35 @@ pub enum BenchCommand {
     },
     /// HTTP load against a running server: latency percentiles per endpoint, errors, req/s.
     Load(LoadArgs),
+    /// The full API round trip of a spec, N times: upload + submit, progress, download, report.
+    E2e(E2eArgs),
+}
+
+#[derive(clap::Args)]
+pub struct E2eArgs {
+    /// The spec to submit; files it names are uploaded with it.
+    spec: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// A running server; without it, one is started in this process on a fresh data folder
+    /// (so the first iteration is cold).
+    #[arg(long)]
+    url: Option<String>,
+    /// Data folder of the server started without --url (default: a temporary one).
+    #[arg(long, conflicts_with = "url")]
+    data_dir: Option<PathBuf>,
+    /// Sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "REELSMITH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Longest wait for one generation.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +170,60 @@ fn load(args: &LoadArgs) -> Result<()> {
         std::process::exit(3);
     }
     Ok(())
+}
+
+fn e2e(args: &E2eArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        // Without --url: a server of our own, on loopback, with a data folder of its own.
+        let mut embedded = None;
+        let _temp;
+        let url = match &args.url {
+            Some(u) => u.clone(),
+            None => {
+                let data_dir = match &args.data_dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        let t = tempfile::tempdir()?;
+                        let p = t.path().to_path_buf();
+                        _temp = t;
+                        p
+                    }
+                };
+                let mut config = reelsmith_server::Config::load(None)?;
+                config.bind = "127.0.0.1:0".parse()?;
+                config.data_dir = data_dir;
+                config.cache_dir = None;
+                let running = reelsmith_server::start(config).await?;
+                let url = format!("http://{}", running.addr);
+                embedded = Some(running);
+                url
+            }
+        };
+        eprintln!("{} iteration(s) of {} against {url}…", args.iterations, args.spec.display());
+        let cfg = reelsmith_loadgen::e2e::E2eConfig {
+            url,
+            api_key: args.api_key.clone().filter(|k| !k.trim().is_empty()),
+            spec: args.spec.clone(),
+            iterations: args.iterations,
+            timeout: args.timeout,
+        };
+        let report = reelsmith_loadgen::e2e::run(&cfg).await;
+        if let Some(r) = embedded {
+            r.shutdown().await;
+        }
+        let report = report?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_table());
+        }
+        if let Some(p) = &args.out {
+            std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(())
+    })
 }
 
 const SENTENCES: &[&str] = &[
@@ -267,6 +350,7 @@ fn encode_only(video: &Path, raw_dir: &Path, w: u32, h: u32, fps: u32) -> Result
 pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Load(args) => load(args),
+        BenchCommand::E2e(args) => e2e(args),
         BenchCommand::Render { .. } => render_bench(cmd),
     }
 }

@@ -2,6 +2,7 @@
 //! keep-alive, each request's latency (send to fully read body) goes into a per-endpoint HDR
 //! histogram, and the report can be gated in CI with thresholds such as `p95>500ms,errors>0`.
 
+pub mod e2e;
 mod threshold;
 
 pub use threshold::{Metric, Op, Threshold, check, parse_thresholds};

@@ -174,6 +174,7 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         api_key_id: caller.key_id(),
         metadata: p.metadata,
         max_active: caller.0.as_ref().map(|k| k.max_concurrent_jobs),
+        dedupe: p.dedupe,
     };
     let (status, id, how) = match state.meta.create_generation(g, job).await? {
         CreateOutcome::Created(id) => {
@@ -222,7 +223,7 @@ async fn read_multipart(
             ("spec", None) => {
                 let spec: Value = serde_json::from_slice(&data)
                     .map_err(|e| ApiError::bad_request("invalid_json", format!("spec part: {e}")))?;
-                env = Some(Envelope { spec, priority: None, webhook_url: None, metadata: None });
+                env = Some(Envelope { spec, priority: None, webhook_url: None, metadata: None, dedupe: None });
             }
             (_, Some(fname)) => {
                 if uploads.len() >= 64 {
@@ -255,6 +256,8 @@ pub async fn get_generation(
     let g = visible(&state, &caller, &id).await?;
     let attempts = state.queue.attempts(&g.job_id).await?;
     let mut v = status_json(&g, &attempts);
+    // The stored spec (files as asset references), so a client can show, edit and resubmit it.
+    v["spec"] = g.spec.clone();
     // Live progress from this process's workers is fresher than the stored value.
     if g.state == JobState::Running
         && let Some(live) = state.live_progress(&g.id)

@@ -94,7 +94,7 @@ pub async fn sse(
     // Subscribe before reading the snapshot, so no change falls between the two.
     let rx = state.hub.subscribe();
     let first = snapshot(&state, &caller, &id).await?;
-    let follow = Follow { rx, id, state, caller, pending: Some(first), last: None, done: false };
+    let follow = Follow { rx, id, state, caller, pending: Some(first), last: None, last_attempt: 0, done: false };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
         let ev = f.next().await?;
         let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
@@ -112,6 +112,7 @@ struct Follow {
     caller: Caller,
     pending: Option<Event>,
     last: Option<(String, f64, Option<String>)>,
+    last_attempt: u32,
     done: bool,
 }
 
@@ -135,7 +136,13 @@ impl Follow {
                         Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
                             poll_at = tokio::time::Instant::now() + STORE_POLL;
                             let ev = snapshot(&self.state, &self.caller, &self.id).await.ok()?;
-                            if self.last.as_ref() != Some(&(ev.status.clone(), ev.progress, ev.stage.clone())) {
+                            // The store is written about once a second: a snapshot behind the
+                            // last hub event of the same state would move progress backwards.
+                            let behind = ev.attempt == self.last_attempt
+                                && self.last.as_ref().is_some_and(|(s, p, _)| *s == ev.status && ev.progress < *p);
+                            if !behind
+                                && self.last.as_ref() != Some(&(ev.status.clone(), ev.progress, ev.stage.clone()))
+                            {
                                 break ev;
                             }
                         }
@@ -144,6 +151,7 @@ impl Follow {
             }
         };
         self.last = Some((ev.status.clone(), ev.progress, ev.stage.clone()));
+        self.last_attempt = ev.attempt;
         self.done = ev.is_final();
         Some(ev)
     }

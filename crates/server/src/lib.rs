@@ -13,6 +13,7 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod openapi;
+pub mod studio;
 pub mod submit;
 pub mod telemetry;
 pub mod webhooks;
@@ -199,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(openapi_doc))
+        .merge(studio::routes())
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_upload_bytes))

@@ -58,7 +58,9 @@ pub fn document() -> Value {
             "spec": {"$ref": "#/components/schemas/Spec"},
             "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 5},
             "webhook_url": {"type": "string", "format": "uri"},
-            "metadata": {"type": "object", "description": "kept and returned; at most 16 KiB"}
+            "metadata": {"type": "object", "description": "kept and returned; at most 16 KiB"},
+            "dedupe": {"type": "boolean", "default": true,
+                "description": "false renders afresh even when the same spec is queued, running or done (stages still come from the cache)"}
         },
         "description": "Files in the spec are `asset:<id>` references, or names of file parts sent in the same multipart request."
     }));
@@ -84,6 +86,7 @@ pub fn document() -> Value {
                 "timings": {"type": "object", "description": "per-stage wall/CPU time and cache hits"},
                 "attempt_history": {"type": "array"},
                 "webhook_deliveries": {"type": "array"},
+                "spec": {"$ref": "#/components/schemas/Spec", "description": "as stored, files as asset references (GET of one generation only)"},
                 "deduplicated": {"type": "boolean"}
             }
         }),

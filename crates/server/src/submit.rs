@@ -31,6 +31,10 @@ pub struct Envelope {
     pub webhook_url: Option<String>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+    /// false: render afresh even when the same spec is queued, running or done (the stage
+    /// cache still applies, so an unchanged spec re-renders from cache).
+    #[serde(default)]
+    pub dedupe: Option<bool>,
 }
 
 pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
@@ -183,6 +187,7 @@ pub struct Prepared {
     pub priority: i32,
     pub webhook_url: Option<String>,
     pub metadata: serde_json::Value,
+    pub dedupe: bool,
 }
 
 pub async fn prepare(
@@ -258,9 +263,10 @@ pub async fn prepare(
     let spec_json = serde_json::to_value(&spec).map_err(ApiError::internal)?;
     let canonical = serde_json::to_vec(&spec_json).map_err(ApiError::internal)?;
     let spec_hash = blake3::hash(&canonical).to_hex().to_string();
-    let request = serde_json::json!([spec_hash, priority, env.webhook_url, metadata]);
+    let dedupe = env.dedupe.unwrap_or(true);
+    let request = serde_json::json!([spec_hash, priority, env.webhook_url, metadata, dedupe]);
     let request_hash = blake3::hash(request.to_string().as_bytes()).to_hex().to_string();
-    Ok(Prepared { spec, spec_json, spec_hash, request_hash, priority, webhook_url: env.webhook_url, metadata })
+    Ok(Prepared { spec, spec_json, spec_hash, request_hash, priority, webhook_url: env.webhook_url, metadata, dedupe })
 }
 
 /// The spec as the engine reads it: assets are files in the assets folder.

@@ -282,6 +282,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
                 api_key_id: Some("key_a".into()),
                 metadata: serde_json::json!({"team": "x"}),
                 max_active: Some(2),
+                dedupe: true,
             },
             job,
         )
@@ -299,6 +300,16 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     let (g, j) = new(None, &hash, "req-3");
     assert_eq!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Deduplicated(id.clone()));
     assert_eq!(m.active_generations("key_a").await.unwrap(), 1);
+    // Same spec hash with dedupe off: a generation of its own (then removed again).
+    let (mut g, j) = new(None, &hash, "req-4");
+    g.dedupe = false;
+    let CreateOutcome::Created(fresh) = m.create_generation(g, j).await.unwrap() else { panic!("dedupe off") };
+    assert_ne!(fresh, id);
+    assert_eq!(m.active_generations("key_a").await.unwrap(), 2);
+    let fresh_job = m.generation(&fresh).await.unwrap().unwrap().job_id;
+    assert_eq!(q.cancel(&fresh_job, vec![]).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(m.active_generations("key_a").await.unwrap(), 1);
+    assert!(m.delete_generation(&fresh).await.unwrap());
 
     let rec = m.generation(&id).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.priority, rec.progress), (JobState::Queued, 3, 0.0));
@@ -442,6 +453,7 @@ pub async fn run_concurrent_dedup<M: Metadata>(m: Arc<M>, n: usize) {
                 api_key_id: None,
                 metadata: serde_json::json!({}),
                 max_active: None,
+                dedupe: true,
             };
             m.create_generation(g, job).await.unwrap()
         }));

@@ -345,6 +345,9 @@ pub struct NewGeneration {
     /// Refuse ([`StoreError::Quota`]) when the key already has this many generations queued or
     /// running; checked in the same transaction as the insert, after replays and dedup.
     pub max_active: Option<u32>,
+    /// Return a live or finished generation of the same spec and key instead of creating one.
+    /// Off when the caller asks for a fresh render (benchmarks, re-renders after a model change).
+    pub dedupe: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -205,17 +205,21 @@ async fn create_one(
             return Ok(Ok(CreateOutcome::Idempotent(r.try_get("id")?)));
         }
     }
-    let live: Option<String> = sqlx::query_scalar(
-        // Probe the hash index, then each match's job by key: left to itself, the planner
-        // prefers an index that avoids the sort and walks every generation of the key.
-        "SELECT g.id FROM generations g INDEXED BY generations_hash CROSS JOIN jobs j ON j.id = g.job_id
+    let live: Option<String> = if !g.dedupe {
+        None
+    } else {
+        sqlx::query_scalar(
+            // Probe the hash index, then each match's job by key: left to itself, the planner
+            // prefers an index that avoids the sort and walks every generation of the key.
+            "SELECT g.id FROM generations g INDEXED BY generations_hash CROSS JOIN jobs j ON j.id = g.job_id
          WHERE g.spec_hash = ? AND g.api_key_id IS ? AND j.state IN ('queued', 'running', 'succeeded')
          ORDER BY g.id DESC LIMIT 1",
-    )
-    .bind(&g.spec_hash)
-    .bind(&g.api_key_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+        )
+        .bind(&g.spec_hash)
+        .bind(&g.api_key_id)
+        .fetch_optional(&mut *tx)
+        .await?
+    };
     if let Some(id) = live {
         return Ok(Ok(CreateOutcome::Deduplicated(id)));
     }

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod tools;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -144,6 +145,7 @@ async fn submit_follow_progress_download_and_verify_webhook() {
     assert!(metrics.contains("reelsmith_worker_busy_milliseconds_total{queue=\"render\"}"), "{metrics}");
     assert!(metrics.contains("reelsmith_stage_duration_seconds_count{stage=\"segments\"}"), "{metrics}");
     assert!(metrics.contains("reelsmith_cache_hit_ratio"), "{metrics}");
+    dashboard_queries_known_metrics(&metrics);
     let perf: Value = s.get("/api/v1/performance/report?window=10m").send().await.unwrap().json().await.unwrap();
     assert!(perf["routes"]["GET /api/v1/generations/{id}/video"]["count"].as_u64().unwrap() >= 4, "{perf}");
     assert!(perf["stages"]["segments"]["count"].as_u64().unwrap() >= 1, "{perf}");
@@ -730,4 +732,41 @@ async fn api_only_node_streams_progress_of_a_render_in_another_process() {
     assert_eq!(statuses.last().map(String::as_str), Some("succeeded"), "{statuses:?}");
     let fin = api.status(&id).await;
     assert!(fin["attempt_history"][0]["worker"].as_str().unwrap().contains("render"), "{fin}");
+}
+
+/// Every query of the Grafana dashboard in deploy/ names metrics and labels this server exports
+/// (`metrics`: a /metrics text after a render with a webhook).
+fn dashboard_queries_known_metrics(metrics: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/reelsmith.json");
+    let dash: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut exprs = vec![];
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{} queries", exprs.len());
+    let exported: HashSet<&str> =
+        metrics.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    for e in &exprs {
+        let names: Vec<&str> = e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("reelsmith_"))
+            .collect();
+        assert!(!names.is_empty(), "no metric in {e}");
+        for n in names {
+            assert!(exported.contains(n), "dashboard query uses {n}, which /metrics does not export: {e}");
+            // Labels it groups or filters by exist on that metric.
+            let sample = metrics.lines().find(|l| l.starts_with(&format!("{n}{{"))).unwrap_or_default();
+            for label in e.split("by (").skip(1).filter_map(|s| s.split(')').next()).flat_map(|s| s.split(", ")) {
+                assert!(sample.contains(&format!("{label}=\"")), "{n} has no label {label}: {sample}");
+            }
+            for part in e.split(&format!("{n}{{")).skip(1) {
+                let filters = part.split('}').next().unwrap();
+                for f in filters.split(',').filter_map(|f| f.split(['=', '!']).next()) {
+                    assert!(f == "instance" || sample.contains(&format!("{f}=\"")), "{n} has no label {f}: {sample}");
+                }
+            }
+        }
+    }
 }
