@@ -2,6 +2,7 @@
 
 mod bench;
 mod serve;
+mod tracing_setup;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,10 @@ struct Cli {
     /// Cache size limit in MB; least recently used entries go first.
     #[arg(long, global = true, default_value_t = 4096)]
     cache_size_mb: u64,
+    /// Export tracing spans (HTTP requests, jobs, renders, stages) as OpenTelemetry traces over
+    /// OTLP/HTTP to this collector URL.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,12 +105,17 @@ fn main() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REELSMITH_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let tracing = match tracing_setup::init(cli.otlp_endpoint.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: tracing: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = run(cli);
+    drop(tracing);
+    if let Err(e) = result {
         // Spec problems are listed one per line, each with its JSON path.
         eprintln!("error: {e:#}");
         let code = match e.downcast_ref::<RenderError>() {

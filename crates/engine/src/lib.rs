@@ -189,6 +189,7 @@ impl Engine {
         out: &Path,
         opts: &RenderOptions,
     ) -> Result<Report, RenderError> {
+        let _span = tracing::info_span!("render", scenes = spec.scenes.len(), output = %out.display()).entered();
         let started = Instant::now();
         let cpu0 = report::cpu_seconds();
         let memory = report::TreeMemory::start();

@@ -98,15 +98,18 @@ pub fn thread_cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Times one stage: wall clock and CPU (this process and children) between start and stop.
+/// Times one stage: wall clock and CPU (this process and children) between start and stop,
+/// inside a `stage` tracing span (exported as a trace span when OTLP is on).
 pub struct StageTimer {
     wall: Instant,
     cpu: f64,
+    _span: tracing::span::EnteredSpan,
 }
 
 impl StageTimer {
-    pub fn start() -> Self {
-        Self { wall: Instant::now(), cpu: cpu_seconds() }
+    pub fn start(stage: &'static str) -> Self {
+        let span = tracing::info_span!("stage", stage).entered();
+        Self { wall: Instant::now(), cpu: cpu_seconds(), _span: span }
     }
     pub fn stop(self, r: &mut StageReport) {
         r.wall_s = self.wall.elapsed().as_secs_f64();

@@ -103,7 +103,7 @@ pub(crate) fn run(
 
     // 2. Narration (needed for the timeline).
     let mut st = StageReport::default();
-    let t = StageTimer::start();
+    let t = StageTimer::start("narration");
     opts.emit(Progress::Stage { name: "narration", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let indices: Vec<usize> = (0..spec.scenes.len()).collect();
@@ -126,7 +126,7 @@ pub(crate) fn run(
 
     // 4. Canvases.
     let mut st = StageReport::default();
-    let t = StageTimer::start();
+    let t = StageTimer::start("canvas");
     opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> =
@@ -138,7 +138,7 @@ pub(crate) fn run(
 
     // 5. Segments, with the soundtrack in the same pool.
     let mut st = StageReport::default();
-    let t = StageTimer::start();
+    let t = StageTimer::start("segments");
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
@@ -235,7 +235,7 @@ pub(crate) fn run(
 
     // 6. Join.
     let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
-    let t = StageTimer::start();
+    let t = StageTimer::start("concat");
     opts.emit(Progress::Stage { name: "concat", total: 1 });
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;

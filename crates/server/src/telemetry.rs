@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::AppState;
 
@@ -114,7 +115,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .filter(|v| v.len() <= 128)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_str(&state.request_ids.next()).expect("ascii id"));
-    let mut resp = next.run(req).await;
+    let span = tracing::info_span!("request", method = %method, route = %route, status = tracing::field::Empty);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
     let elapsed = start.elapsed();
     let ms = elapsed.as_secs_f64() * 1000.0;
     let status = resp.status().as_u16();

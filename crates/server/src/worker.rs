@@ -209,7 +209,10 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
     let nice = state.config.render_nice;
     let panic_attempts = fault_panic_attempts();
     let out_thread = out.clone();
+    // The render thread's spans (render, stages) nest under this job's span.
+    let span = tracing::info_span!("job", queue = RENDER_QUEUE, generation = %gen_id, attempt);
     let spawned = std::thread::Builder::new().name(format!("render-{gen_id}")).spawn(move || {
+        let _span = span.entered();
         lower_priority(nice);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if attempt <= panic_attempts {
@@ -398,11 +401,22 @@ async fn store_results(
     let dir = video.parent().map(Path::to_path_buf).unwrap_or_default();
     let (video_p, thumb_p) = (video.to_path_buf(), dir.join("thumbnail.jpg"));
     let duration = report.duration_s;
+    let engine = state.engine.clone();
     let hash = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        poster(&video_p, &thumb_p, duration)?;
         let mut h = blake3::Hasher::new();
         h.update_reader(std::fs::File::open(&video_p).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        Ok(h.finalize().to_hex()[..32].to_string())
+        let hash = h.finalize().to_hex()[..32].to_string();
+        // Decoding the poster frame costs an FFmpeg run (~0.1 s at 720p): the same video (a
+        // re-render from cache) reuses the poster made for it before.
+        let key = reelsmith_engine::cache::key("poster", &hash);
+        let (entry, _) = engine
+            .cache
+            .get_or_build("poster", &key, |d: &Path| {
+                poster(&video_p, &d.join("thumbnail.jpg"), duration).map_err(std::io::Error::other)
+            })
+            .map_err(|e: std::io::Error| e.to_string())?;
+        std::fs::copy(entry.join("thumbnail.jpg"), &thumb_p).map_err(|e| e.to_string())?;
+        Ok(hash)
     })
     .await
     .map_err(|e| e.to_string())??;

@@ -171,3 +171,92 @@ async fn bench_e2e_round_trips_cold_then_cached() {
     assert!(cached < cold, "cached {cached} s vs cold {cold} s");
     assert!(r["summary"]["cold"]["stages_mean_s"].as_object().unwrap().contains_key("segments"), "{r}");
 }
+
+/// Spans of one OTLP/HTTP JSON export: (name, span id, parent span id, string attributes).
+type Span = (String, String, String, BTreeMap<String, String>);
+
+fn spans_of(export: &Value) -> Vec<Span> {
+    let mut out = vec![];
+    for rs in export["resourceSpans"].as_array().into_iter().flatten() {
+        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+            for sp in ss["spans"].as_array().into_iter().flatten() {
+                let attrs = sp["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let v = &a["value"];
+                        let text = v["stringValue"].as_str().map(str::to_string).unwrap_or_else(|| {
+                            v.as_object().and_then(|o| o.values().next()).map(|x| x.to_string()).unwrap_or_default()
+                        });
+                        (a["key"].as_str().unwrap_or_default().to_string(), text.trim_matches('"').to_string())
+                    })
+                    .collect();
+                let s = |k: &str| sp[k].as_str().unwrap_or_default().to_string();
+                out.push((s("name"), s("spanId"), s("parentSpanId"), attrs));
+            }
+        }
+    }
+    out
+}
+
+/// With OTEL_EXPORTER_OTLP_ENDPOINT set, the server exports its spans to an OTLP/HTTP collector
+/// (here a minimal one that keeps what it receives): each request, and each render as a job span
+/// holding the render span holding one span per stage.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_export_over_otlp_http() {
+    use axum::routing::post;
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let (code, g) = s.submit(&json!({"spec": small_spec("traced")})).await;
+    assert_eq!(code, 202, "{g}");
+    let id = g["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_final(&id, Duration::from_secs(120)).await["status"], "succeeded");
+    // Spans leave in batches; stopping the server flushes the last one.
+    s.terminate(Duration::from_secs(20));
+
+    let exports = received.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "the collector received nothing");
+    let service = exports[0]["resourceSpans"][0]["resource"]["attributes"].to_string();
+    assert!(service.contains("service.name") && service.contains("reelsmith"), "{service}");
+    let spans: Vec<Span> = exports.iter().flat_map(spans_of).collect();
+    let job = spans.iter().find(|s| s.0 == "job" && s.3.get("generation") == Some(&id)).expect("a job span");
+    let render = spans.iter().find(|s| s.0 == "render" && s.2 == job.1).expect("a render span inside the job span");
+    let stages: std::collections::HashSet<&str> = spans
+        .iter()
+        .filter(|s| s.0 == "stage" && s.2 == render.1)
+        .filter_map(|s| s.3.get("stage"))
+        .map(String::as_str)
+        .collect();
+    for st in ["narration", "canvas", "segments", "concat"] {
+        assert!(stages.contains(st), "no {st} stage span under the render: {stages:?}");
+    }
+    let submit = spans.iter().find(|s| {
+        s.0 == "request"
+            && s.3.get("route").map(String::as_str) == Some("/api/v1/generations")
+            && s.3.get("method").map(String::as_str) == Some("POST")
+    });
+    let submit = submit.unwrap_or_else(|| {
+        panic!(
+            "no request span for the submission: {:?}",
+            spans.iter().filter(|s| s.0 == "request").map(|s| &s.3).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(submit.3.get("status").map(String::as_str), Some("202"), "{submit:?}");
+}
