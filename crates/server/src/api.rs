@@ -151,6 +151,30 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
     };
     let key_id = caller.key_id();
     let p = submit::prepare(&state, env, &uploads, key_id.as_deref()).await?;
+    let (status, id, how) = enqueue(&state, &caller, p, idempotency_key).await?;
+    let g = state.meta.generation(&id).await?.ok_or_else(|| ApiError::not_found("generation", &id))?;
+    let mut body = status_json(&g, &[]);
+    body["deduplicated"] = json!(how == "deduplicated");
+    let mut resp = (status, Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/api/v1/generations/{id}")).map_err(ApiError::internal)?,
+    );
+    if how == "idempotent_replay" {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// Stores a prepared generation with its render job (one transaction); wakes a worker.
+/// Returns the HTTP status, the generation's id and how it came about.
+pub async fn enqueue(
+    state: &AppState,
+    caller: &Caller,
+    p: submit::Prepared,
+    idempotency_key: Option<String>,
+) -> ApiResult<(StatusCode, String, &'static str)> {
     let id = new_id("gen");
     let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
     job.subject = Some(id.clone());
@@ -162,7 +186,6 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         jitter: 0.25,
     };
     job.timeout = std::time::Duration::from_secs_f64(state.config.job_timeout_secs);
-    let _ = &p.spec;
     let g = NewGeneration {
         id,
         spec: p.spec_json,
@@ -184,19 +207,7 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         CreateOutcome::Idempotent(id) => (StatusCode::ACCEPTED, id, "idempotent_replay"),
         CreateOutcome::Deduplicated(id) => (StatusCode::OK, id, "deduplicated"),
     };
-    let g = state.meta.generation(&id).await?.ok_or_else(|| ApiError::not_found("generation", &id))?;
-    let mut body = status_json(&g, &[]);
-    body["deduplicated"] = json!(how == "deduplicated");
-    let mut resp = (status, Json(body)).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/api/v1/generations/{id}")).map_err(ApiError::internal)?,
-    );
-    if how == "idempotent_replay" {
-        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(resp)
+    Ok((status, id, how))
 }
 
 async fn read_multipart(
@@ -332,20 +343,7 @@ pub async fn cancel_generation(
     // A queued job never reaches a worker, so its event is enqueued with the cancellation.
     let mut cancelled = g.clone();
     cancelled.state = JobState::Cancelled;
-    let event: Vec<NewJob> = g
-        .webhook_url
-        .iter()
-        .map(|url| {
-            webhooks::event_job(
-                url,
-                &g.id,
-                "generation.cancelled",
-                status_json(&cancelled, &[]),
-                state.config.webhook_max_attempts,
-                state.config.webhook_retry_base_ms,
-            )
-        })
-        .collect();
+    let event = webhooks::for_generation(&state, &cancelled, "generation.cancelled");
     let outcome = state.queue.cancel(&g.job_id, event).await?;
     let g = visible(&state, &caller, &id).await?;
     let (status, note) = match outcome {

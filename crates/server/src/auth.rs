@@ -64,17 +64,30 @@ impl RateLimiter {
     }
 }
 
-fn token_of(req: &Request) -> Option<&str> {
+fn token_of(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        return v.strip_prefix("Bearer ").map(str::trim);
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            return Some(t.trim().to_string());
+        }
+        return v.strip_prefix("Basic ").map(|b| basic_token(b.trim()));
     }
-    h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    h.get("x-api-key").and_then(|v| v.to_str().ok()).map(|t| t.trim().to_string())
+}
+
+/// `Authorization: Basic` as D-ID clients send it: base64 of `user:key` (the key is the
+/// password), base64 of the key alone, or the key as is.
+fn basic_token(b: &str) -> String {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(b).ok().and_then(|d| String::from_utf8(d).ok()) {
+        Some(text) => text.rsplit_once(':').map_or(text.clone(), |(_, key)| key.to_string()),
+        None => b.to_string(),
+    }
 }
 
 /// Resolves the caller's key (when given or required) and applies its rate limit.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = token_of(&req).map(str::to_owned);
+    let token = token_of(&req);
     let key = match token {
         Some(t) => match state.meta.api_key_by_hash(&hash_token(&t)).await {
             Ok(Some(k)) if k.revoked_at_ms.is_none() => Some(k),
@@ -128,6 +141,15 @@ mod tests {
         key.burst = 1;
         l.take(&key).unwrap();
         assert_eq!(l.take(&key).unwrap_err(), 60.0);
+    }
+
+    #[test]
+    fn basic_auth_carries_the_key_as_password_or_alone() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(basic_token(&b64("user@example.com:rsk_abc")), "rsk_abc");
+        assert_eq!(basic_token(&b64("rsk_abc")), "rsk_abc");
+        assert_eq!(basic_token("rsk_abc"), "rsk_abc");
     }
 
     #[test]

@@ -59,6 +59,19 @@ pub struct Config {
     pub default_max_concurrent_jobs: u32,
     /// Run workers in this process (`false`: API only).
     pub workers: bool,
+    /// How clients reach this server (links in webhooks and talks; callbacks from D-ID).
+    /// Default: `http://<bind address>`.
+    pub public_url: Option<String>,
+    /// Let `source_url`/`audio_url` of talks point at loopback/private addresses (off: a caller
+    /// could make the server read internal services).
+    pub fetch_allow_private: bool,
+    /// D-ID API key: enables `"engine": "d-id"` talks, rendered by D-ID instead of locally.
+    pub did_api_key: Option<String>,
+    pub did_base_url: String,
+    /// How often a D-ID talk is polled when its webhook has not arrived.
+    pub did_poll_secs: f64,
+    /// Signed talk result URLs stay valid this long.
+    pub result_url_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -82,6 +95,12 @@ impl Default for Config {
             max_upload_bytes: 50 << 20,
             retention_hours: 24.0 * 7.0,
             webhook_secret: None,
+            public_url: None,
+            fetch_allow_private: false,
+            did_api_key: None,
+            did_base_url: "https://api.d-id.com".into(),
+            did_poll_secs: 5.0,
+            result_url_ttl_secs: 24 * 3600,
             webhook_timeout_secs: 10.0,
             webhook_max_attempts: 8,
             webhook_allow_private: false,
@@ -119,7 +138,13 @@ impl Config {
             None => toml::Table::new(),
         };
         let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        for key in defaults.keys().map(String::as_str).chain(["cache_dir", "require_api_key", "webhook_secret"]) {
+        for key in defaults.keys().map(String::as_str).chain([
+            "cache_dir",
+            "require_api_key",
+            "webhook_secret",
+            "public_url",
+            "did_api_key",
+        ]) {
             let var = format!("REELSMITH_{}", key.to_ascii_uppercase());
             if let Ok(v) = std::env::var(&var) {
                 table.insert(key.into(), env_value(&v));
@@ -138,6 +163,7 @@ impl Config {
             ("job_timeout_secs", self.job_timeout_secs, 0.1),
             ("webhook_timeout_secs", self.webhook_timeout_secs, 0.1),
             ("retention_hours", self.retention_hours, 0.0001),
+            ("did_poll_secs", self.did_poll_secs, 0.05),
         ] {
             if !v.is_finite() || v < min || v > 1e7 {
                 return Err(ConfigError::Invalid(format!("{name} must be a number from {min} to 10000000")));

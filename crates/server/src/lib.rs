@@ -9,12 +9,14 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod did;
 pub mod download;
 pub mod error;
 pub mod events;
 pub mod openapi;
 pub mod studio;
 pub mod submit;
+pub mod talks;
 pub mod telemetry;
 pub mod webhooks;
 pub mod worker;
@@ -58,6 +60,10 @@ pub struct AppState {
     pub webhook_secret: Arc<str>,
     pub assets_dir: PathBuf,
     pub node_id: Arc<str>,
+    /// How clients reach this server: `public_url`, else the address it listens on.
+    pub public_url: Arc<str>,
+    /// Remote (D-ID) talks waiting for their provider's webhook, by generation id.
+    pub remote_waits: did::Waits,
     cache_counts: Arc<(AtomicU64, AtomicU64)>,
 }
 
@@ -110,6 +116,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         .build()
         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
     Ok(AppState {
         node_id: format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>()).into(),
         config: Arc::new(config),
@@ -126,6 +133,8 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         http,
         webhook_secret,
         assets_dir,
+        public_url: public_url.into(),
+        remote_waits: Default::default(),
         cache_counts: Default::default(),
     })
 }
@@ -170,6 +179,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/assets"),
     ("get", "/api/v1/assets/{id}"),
     ("get", "/api/v1/performance/report"),
+    ("post", "/talks"),
+    ("get", "/talks"),
+    ("get", "/talks/{id}"),
+    ("delete", "/talks/{id}"),
+    ("get", "/talks/{id}/result.mp4"),
+    ("post", "/images"),
+    ("post", "/audios"),
+    ("post", "/callbacks/d-id/{generation}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -186,6 +203,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/assets/{id}", get(api::get_asset))
         .route("/api/v1/performance/report", get(api::performance_report))
         .route("/ws/generations", get(events::websocket))
+        .route("/talks", post(talks::create_talk).get(talks::list_talks))
+        .route("/talks/{id}", get(talks::get_talk).delete(talks::delete_talk))
+        .route("/images", post(talks::upload_image))
+        .route("/audios", post(talks::upload_audio))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     // Text only: videos and images are compressed already, and Range must address real bytes.
     let compress = SizeAbove::new(256).and(
@@ -200,6 +221,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(openapi_doc))
+        // Signed links and provider callbacks: the signature is the permission, not a key.
+        .route("/talks/{id}/result.mp4", get(talks::result))
+        .route("/callbacks/d-id/{generation}", post(did::callback))
         .merge(studio::routes())
         .merge(api)
         .fallback(not_found)
@@ -290,9 +314,13 @@ impl Running {
 /// Binds, starts workers (when configured) and serves until shut down.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let bind = config.bind;
-    let state = open_state(config).await?;
+    let mut state = open_state(config).await?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| ServeError::Bind(bind, e))?;
     let addr = listener.local_addr()?;
+    if state.config.public_url.is_none() {
+        // The real port when bound to port 0.
+        state.public_url = format!("http://{addr}").into();
+    }
     let stop = CancellationToken::new();
     let workers = if state.config.workers { worker::spawn_all(&state, stop.clone()) } else { vec![] };
     let app = router(state.clone());

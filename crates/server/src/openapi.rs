@@ -178,7 +178,29 @@ pub fn document() -> Value {
                 "responses": {"200": ok_json("the asset", "Asset"), "404": err("unknown id")}}},
             "/api/v1/performance/report": {"get": {"summary": "Count, success rate, p50/p95/p99 per route and per stage over a window", "tags": ["ops"],
                 "parameters": [{"name": "window", "in": "query", "schema": {"type": "string", "default": "15m"}, "description": "90s, 15m, 2h, 1d"}],
-                "responses": {"200": {"description": "the report"}, "400": err("bad window")}}}
+                "responses": {"200": {"description": "the report"}, "400": err("bad window")}}},
+            "/talks": {
+                "post": {"summary": "D-ID-compatible: create a talk (photo `source_url` + `script` text or audio; `config`, `webhook`, `name`, `user_data`; Reelsmith's `engine`: local or d-id). Errors are D-ID's `{kind, description}`", "tags": ["talks"],
+                    "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["source_url", "script"]}}}},
+                    "responses": {"201": {"description": "`{id: tlk_…, object: talk, created_at, created_by, status: created}`"}, "400": {"description": "`{kind: BadRequestError, description}`"}}},
+                "get": {"summary": "D-ID-compatible: list talks, newest first (`limit`, `token`)", "tags": ["talks"],
+                    "responses": {"200": {"description": "`{talks: [...], token}`"}}}
+            },
+            "/talks/{id}": {
+                "get": {"summary": "D-ID-compatible: a talk with status created, started, done (with `result_url`, `duration`) or error", "tags": ["talks"],
+                    "parameters": id_param(), "responses": {"200": {"description": "the talk"}, "404": {"description": "`{kind: NotFoundError}`"}}},
+                "delete": {"summary": "D-ID-compatible: delete a talk and its video", "tags": ["talks"],
+                    "parameters": id_param(), "responses": {"200": {"description": "deleted"}, "404": {"description": "`{kind: NotFoundError}`"}}}
+            },
+            "/talks/{id}/result.mp4": {"get": {"summary": "The talk's video behind its signed `result_url` (no key; Range, ETag)", "tags": ["talks"],
+                "parameters": id_param(), "responses": {"200": {"description": "video/mp4"}, "206": {"description": "a range"}, "403": {"description": "bad or expired signature"}}}},
+            "/images": {"post": {"summary": "D-ID-compatible upload (multipart `image`): `{id, url}`, the url usable as `source_url`", "tags": ["talks"],
+                "responses": {"201": {"description": "stored"}, "400": {"description": "not an image"}}}},
+            "/audios": {"post": {"summary": "D-ID-compatible upload (multipart `audio`): `{id, url, duration}`, the url usable as `audio_url`", "tags": ["talks"],
+                "responses": {"201": {"description": "stored"}, "400": {"description": "not audio"}}}},
+            "/callbacks/d-id/{generation}": {"post": {"summary": "D-ID's webhook for a talk it renders for this server (signed link; wakes the worker)", "tags": ["talks"],
+                "parameters": [{"name": "generation", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "a worker was waiting"}, "202": {"description": "no worker waiting here"}, "403": {"description": "bad signature"}}}}
         }
     })
 }

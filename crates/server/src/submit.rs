@@ -100,6 +100,16 @@ pub fn sniff(bytes: &[u8]) -> Option<(Kind, &'static str)> {
     None
 }
 
+/// The kind of a stored asset, from the media type [`sniff`] gave it.
+pub fn sniff_kind(media_type: &str) -> Option<Kind> {
+    match media_type.split('/').next()? {
+        "image" => Some(Kind::Image),
+        "audio" => Some(Kind::Audio),
+        "font" => Some(Kind::Font),
+        _ => None,
+    }
+}
+
 /// Checks and stores uploaded bytes as an asset (idempotent: same bytes, same asset).
 pub async fn store_asset(
     state: &AppState,

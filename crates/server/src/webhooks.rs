@@ -25,6 +25,11 @@ pub struct Delivery {
     pub body: String,
 }
 
+/// Stable per generation and event type: receivers de-duplicate on it.
+pub fn event_id(generation_id: &str, event_type: &str) -> String {
+    format!("evt_{}_{}", generation_id.trim_start_matches("gen_"), event_type.rsplit('.').next().unwrap_or(event_type))
+}
+
 /// The follow-up job that delivers `event_type` (`generation.succeeded`…) for a generation.
 /// Its dedup key makes the event exist once however often the completion is attempted.
 pub fn event_job(
@@ -35,18 +40,44 @@ pub fn event_job(
     max_attempts: u32,
     retry_base_ms: i64,
 ) -> NewJob {
-    let event_id = format!(
-        "evt_{}_{}",
-        generation_id.trim_start_matches("gen_"),
-        event_type.rsplit('.').next().unwrap_or(event_type)
-    );
     let body = serde_json::json!({
-        "id": event_id,
+        "id": event_id(generation_id, event_type),
         "type": event_type,
         "created_at_ms": reelsmith_store::now_ms(),
         "data": data,
     })
     .to_string();
+    event_job_with_body(url, generation_id, event_type, body, max_attempts, retry_base_ms)
+}
+
+/// The event job for a generation's final state `done` (none without a webhook URL). Talks
+/// (the D-ID-compatible API) get D-ID's webhook body, the talk itself.
+pub fn for_generation(
+    state: &crate::AppState,
+    done: &reelsmith_store::GenerationRecord,
+    event_type: &str,
+) -> Vec<NewJob> {
+    let Some(url) = done.webhook_url.as_deref() else { return vec![] };
+    let (attempts, base) = (state.config.webhook_max_attempts, state.config.webhook_retry_base_ms);
+    let job = if crate::talks::is_talk(done) {
+        let body = crate::talks::talk_json(state, done, &state.public_url).to_string();
+        event_job_with_body(url, &done.id, event_type, body, attempts, base)
+    } else {
+        event_job(url, &done.id, event_type, crate::api::status_json(done, &[]), attempts, base)
+    };
+    vec![job]
+}
+
+/// Like [`event_job`], with a body of the caller's (D-ID-style talk webhooks send the talk).
+pub fn event_job_with_body(
+    url: &str,
+    generation_id: &str,
+    event_type: &str,
+    body: String,
+    max_attempts: u32,
+    retry_base_ms: i64,
+) -> NewJob {
+    let event_id = event_id(generation_id, event_type);
     let d = Delivery { url: url.into(), event_id: event_id.clone(), event_type: event_type.into(), body };
     let mut job = NewJob::new(QUEUE, KIND, serde_json::to_value(&d).unwrap_or_default());
     job.subject = Some(generation_id.into());
@@ -88,7 +119,7 @@ pub fn verify(secret: &[u8], header: &str, body: &str, now_s: i64, tolerance_s: 
     sigs.iter().any(|s| hex::decode(s).is_ok_and(|b| b.len() == expected.len() && constant_eq(&b, &expected)))
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -117,9 +148,37 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
     }
 }
 
-/// One delivery attempt: Ok on 2xx, Err(reason) otherwise. Unless `allow_private`, the host is
-/// resolved here, refused when any address is private, and the connection pinned to the checked
-/// address (so a DNS answer cannot change between the check and the connect).
+/// A client for one outbound request to `url` (webhooks, fetched talk sources). Unless
+/// `allow_private`, the host is resolved here, refused when any address is private, and the
+/// connection pinned to the checked address (so a DNS answer cannot change between the check
+/// and the connect).
+pub async fn outbound_client(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    allow_private: bool,
+) -> Result<reqwest::Client, String> {
+    if allow_private {
+        return Ok(client.clone());
+    }
+    let host = url.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let Some(addr) = addrs.first().copied() else { return Err(format!("{host} has no address")) };
+    if addrs.iter().any(|a| is_private(a.ip())) {
+        return Err(format!("{host} resolves to a private address ({}); refused", addr.ip()));
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .resolve(&host, addr)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// One delivery attempt: Ok on 2xx, Err(reason) otherwise (see [`outbound_client`]).
 pub async fn deliver(
     client: &reqwest::Client,
     secret: &[u8],
@@ -128,27 +187,7 @@ pub async fn deliver(
     allow_private: bool,
 ) -> Result<u16, String> {
     let url = reqwest::Url::parse(&d.url).map_err(|e| format!("bad webhook URL: {e}"))?;
-    let pinned;
-    let client = if allow_private {
-        client
-    } else {
-        let host = url.host_str().ok_or("webhook URL has no host")?.trim_matches(['[', ']']).to_string();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .collect();
-        let Some(addr) = addrs.first().copied() else { return Err(format!("{host} has no address")) };
-        if addrs.iter().any(|a| is_private(a.ip())) {
-            return Err(format!("{host} resolves to a private address ({}); refused", addr.ip()));
-        }
-        pinned = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve(&host, addr)
-            .build()
-            .map_err(|e| e.to_string())?;
-        &pinned
-    };
+    let client = outbound_client(client, &url, allow_private).await?;
     let ts = reelsmith_store::now_ms() / 1000;
     let sig = sign(secret, ts, &d.body);
     let resp = client

@@ -140,6 +140,9 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
             return "failed";
         }
     };
+    if crate::did::is_remote(&record) {
+        return crate::did::render(state, &job, &record).await;
+    }
     let publish = |status: &str, progress: f64, stage: Option<&str>, error: Option<String>| {
         state.hub.publish(Event {
             id: gen_id.clone(),
@@ -325,24 +328,7 @@ fn lower_priority(nice: i32) {
     }
 }
 
-fn webhook_for(state: &AppState, g: &GenerationRecord, event: &str, data: serde_json::Value) -> Vec<NewJob> {
-    g.webhook_url
-        .as_deref()
-        .map(|url| {
-            webhooks::event_job(
-                url,
-                &g.id,
-                event,
-                data,
-                state.config.webhook_max_attempts,
-                state.config.webhook_retry_base_ms,
-            )
-        })
-        .into_iter()
-        .collect()
-}
-
-async fn finish_succeeded(
+pub(crate) async fn finish_succeeded(
     state: &AppState,
     g: &GenerationRecord,
     lease: &reelsmith_store::Lease,
@@ -371,8 +357,7 @@ async fn finish_succeeded(
             done.stage = Some("done".into());
             done.result = Some(result);
             done.finished_at_ms = Some(now_ms());
-            let data = api::status_json(&done, &[]);
-            match state.queue.complete(lease, webhook_for(state, g, "generation.succeeded", data)).await {
+            match state.queue.complete(lease, webhooks::for_generation(state, &done, "generation.succeeded")).await {
                 Ok(true) => {
                     state.hub.publish(api::event_of(&done));
                     "succeeded"
@@ -455,11 +440,14 @@ fn poster(video: &Path, out: &Path, duration: f64) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn finish_cancelled(state: &AppState, g: &GenerationRecord, lease: &reelsmith_store::Lease) -> &'static str {
+pub(crate) async fn finish_cancelled(
+    state: &AppState,
+    g: &GenerationRecord,
+    lease: &reelsmith_store::Lease,
+) -> &'static str {
     let mut done = g.clone();
     done.state = reelsmith_store::JobState::Cancelled;
-    let data = api::status_json(&done, &[]);
-    match state.queue.cancelled(lease, webhook_for(state, g, "generation.cancelled", data)).await {
+    match state.queue.cancelled(lease, webhooks::for_generation(state, &done, "generation.cancelled")).await {
         Ok(true) => {
             state.hub.publish(api::event_of(&done));
             "cancelled"
@@ -468,7 +456,7 @@ async fn finish_cancelled(state: &AppState, g: &GenerationRecord, lease: &reelsm
     }
 }
 
-async fn finish_failed(
+pub(crate) async fn finish_failed(
     state: &AppState,
     g: &GenerationRecord,
     lease: &reelsmith_store::Lease,
@@ -481,11 +469,11 @@ async fn finish_failed(
     done.state = reelsmith_store::JobState::Failed;
     done.error_code = Some(code.into());
     done.error_message = Some(message.into());
-    let data = api::status_json(&done, &[]);
+    let events = webhooks::for_generation(state, &done, "generation.failed");
     // The reason goes in first so a final failure is never visible without it.
     let _ = state.meta.set_error(&g.id, code, message).await;
     let full = format!("{code}: {message}");
-    match state.queue.fail(lease, &full, retryable, webhook_for(state, g, "generation.failed", data)).await {
+    match state.queue.fail(lease, &full, retryable, events).await {
         Ok(FailOutcome::Retrying { .. }) => {
             state.hub.publish(Event {
                 id: g.id.clone(),

@@ -117,6 +117,7 @@ fn spawn(data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
         .env("REELSMITH_WEBHOOK_RETRY_BASE_MS", "100")
         .env("REELSMITH_RENDER_NICE", "0")
         .env("REELSMITH_WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("REELSMITH_FETCH_ALLOW_PRIVATE", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {

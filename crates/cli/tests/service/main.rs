@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod talks;
 mod tools;
 
 use std::collections::{HashMap, HashSet};

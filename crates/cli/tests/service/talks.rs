@@ -1,0 +1,436 @@
+//! The D-ID-compatible Talks API against the real server, and the D-ID provider against a
+//! local fake that speaks D-ID's documented wire format (Basic auth, `/images`, `/audios`,
+//! `/talks`, statuses created → started → done, `{kind, description}` errors, webhooks).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Multipart, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn astronaut() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/astronaut.jpg")
+}
+
+/// Serves files over HTTP (the photo a talk's `source_url` points at).
+async fn file_server(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    let mut app = Router::new();
+    for (name, bytes) in files {
+        app = app.route(&format!("/{name}"), get(move || async move { bytes.clone() }));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Polls `GET /talks/{id}` until done or error.
+async fn talk_final(s: &Server, auth: Option<&str>, id: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let mut req = s.get(&format!("/talks/{id}"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        if matches!(v["status"].as_str(), Some("done" | "error" | "rejected")) {
+            return v;
+        }
+        assert!(t.elapsed() < LIMIT, "talk {id} not finished: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn basic(token: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("me@example.com:{token}")))
+}
+
+/// A D-ID client's calls, unchanged but for the base URL, make a talking video locally.
+#[tokio::test(flavor = "multi_thread")]
+async fn talks_api_speaks_d_ids_wire_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "--data-dir"])
+        .arg(dir.path())
+        .args(["create", "did-client"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let s = Server::start(dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);
+    let auth = basic(&token);
+    let photos =
+        file_server(vec![("astronaut.jpg", std::fs::read(astronaut()).unwrap()), ("notes.txt", b"hello".to_vec())])
+            .await;
+    let hook = Receiver::start(&[]).await;
+
+    let text = "Hello! I am speaking through an API that D-ID clients already know.";
+    let body = json!({
+        "source_url": format!("{photos}/astronaut.jpg"),
+        "script": {"type": "text", "input": text, "provider": {"type": "microsoft", "voice_id": "en-US-JennyNeural"}},
+        "config": {"stitch": true, "fluent": false},
+        "webhook": hook.url,
+        "name": "greeting", "user_data": "order-42"
+    });
+    let r = s.post("/talks").header("authorization", &auth).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("tlk_"), "{created}");
+    assert_eq!((created["object"].as_str(), created["status"].as_str()), (Some("talk"), Some("created")));
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'), "{created}");
+    // No key, no talk; a key in D-ID's Basic form works.
+    assert_eq!(s.get(&format!("/talks/{id}")).send().await.unwrap().status(), 401);
+
+    let talk = talk_final(&s, Some(&auth), &id).await;
+    assert_eq!(talk["status"], "done", "{talk}");
+    assert_eq!((talk["name"].as_str(), talk["user_data"].as_str()), (Some("greeting"), Some("order-42")));
+    assert_eq!(talk["config"]["stitch"], true);
+    let duration = talk["duration"].as_f64().unwrap();
+    assert!(duration > 2.0 && duration < 15.0, "{talk}");
+    // result_url works without a key, like D-ID's pre-signed links.
+    let url = talk["result_url"].as_str().unwrap();
+    let video = reqwest::get(url).await.unwrap();
+    assert_eq!(video.status(), 200);
+    assert_eq!(video.headers()["content-type"], "video/mp4");
+    let path = dir.path().join("talk.mp4");
+    std::fs::write(&path, video.bytes().await.unwrap()).unwrap();
+    let probe = ffprobe(&path);
+    let streams = probe["streams"].as_array().unwrap();
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(512), Some(512)), "framed as the photo");
+    assert!(streams.iter().any(|s| s["codec_type"] == "audio"));
+    let probed: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((probed - duration).abs() < 0.15, "{probed} vs {duration}");
+    let tampered = url.replace("signature=", "signature=00");
+    let r = reqwest::get(&tampered).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["kind"], "PermissionError");
+
+    // The webhook body is the talk itself, as D-ID sends it.
+    let got = hook.wait_for(1, LIMIT).await;
+    let sent: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!((sent["id"].as_str(), sent["status"].as_str()), (Some(id.as_str()), Some("done")), "{sent}");
+    assert!(sent["result_url"].as_str().unwrap().contains("/result.mp4?"));
+
+    // Uploads as D-ID has them, then a talk from a recording.
+    let photo_part = reqwest::multipart::Part::bytes(std::fs::read(astronaut()).unwrap()).file_name("me.jpg");
+    let r = s
+        .post("/images")
+        .header("authorization", &auth)
+        .multipart(reqwest::multipart::Form::new().part("image", photo_part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let image: Value = r.json().await.unwrap();
+    let wav = dir.path().join("speech.wav");
+    let said = std::process::Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&wav)
+        .arg("This recording was made elsewhere.")
+        .status()
+        .unwrap();
+    assert!(said.success());
+    let audio_part = reqwest::multipart::Part::bytes(std::fs::read(&wav).unwrap()).file_name("speech.wav");
+    let r = s
+        .post("/audios")
+        .header("authorization", &auth)
+        .multipart(reqwest::multipart::Form::new().part("audio", audio_part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let audio: Value = r.json().await.unwrap();
+    let recorded = audio["duration"].as_f64().unwrap();
+    let r = s
+        .post("/talks")
+        .header("authorization", &auth)
+        .json(&json!({"source_url": image["url"], "script": {"type": "audio", "audio_url": audio["url"]}, "config": {"pad_audio": 0.5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let audio_talk = talk_final(&s, Some(&auth), r.json::<Value>().await.unwrap()["id"].as_str().unwrap()).await;
+    assert_eq!(audio_talk["status"], "done", "{audio_talk}");
+    let d = audio_talk["duration"].as_f64().unwrap();
+    assert!((d - (recorded + 0.5)).abs() < 0.3, "video {d} s for {recorded} s of audio + 0.5 s pad");
+
+    let list: Value = s.get("/talks").header("authorization", &auth).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["talks"].as_array().unwrap().len(), 2, "{list}");
+
+    // Errors in D-ID's shape, nothing stored.
+    let bad = |body: Value| {
+        let (s, auth) = (&s, &auth);
+        async move {
+            let r = s.post("/talks").header("authorization", auth).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let photo = format!("{photos}/astronaut.jpg");
+    for (body, needle) in [
+        (json!({"source_url": photo}), "script"),
+        (json!({"source_url": format!("{photos}/missing.jpg"), "script": {"type": "text", "input": "Hi"}}), "404"),
+        (json!({"source_url": format!("{photos}/notes.txt"), "script": {"type": "text", "input": "Hi"}}), "source_url"),
+        (json!({"source_url": "ftp://example.com/a.jpg", "script": {"type": "text", "input": "Hi"}}), "ftp"),
+        (json!({"source_url": photo, "script": {"type": "text", "input": "<speak>Hi</speak>", "ssml": true}}), "SSML"),
+        (
+            json!({"source_url": photo, "script": {"type": "text", "input": "Hi"}, "config": {"result_format": "gif"}}),
+            "gif",
+        ),
+        (json!({"source_url": photo, "script": {"type": "text", "input": "Hi"}, "engine": "d-id"}), "did_api_key"),
+    ] {
+        let (code, err) = bad(body.clone()).await;
+        assert_eq!(code, 400, "{body}: {err}");
+        assert_eq!(err["kind"], "BadRequestError", "{err}");
+        assert!(err["description"].as_str().unwrap().contains(needle), "{needle}: {err}");
+    }
+    let r = s.get("/talks/tlk_nosuchtalk").header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["kind"], "NotFoundError");
+    let list: Value = s.get("/talks").header("authorization", &auth).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["talks"].as_array().unwrap().len(), 2, "refused talks were not stored");
+    let r = s.delete(&format!("/talks/{id}")).header("authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(reqwest::get(url).await.unwrap().status(), 404, "deleted with its video");
+}
+
+/// What the fake D-ID saw and how it behaves.
+#[derive(Default)]
+struct Fake {
+    base: String,
+    /// Call the talk's webhook when it is done.
+    webhooks: bool,
+    /// Fail every talk as D-ID does when it finds no face.
+    fail: bool,
+    auth: Vec<String>,
+    images: Vec<Vec<u8>>,
+    /// Each talk's request, how often it was polled, whether it is finished.
+    talks: HashMap<String, (Value, u32, bool)>,
+    result: Vec<u8>,
+}
+
+type FakeState = Arc<Mutex<Fake>>;
+
+const FAKE_KEY: &str = "YWJjQGV4YW1wbGUuY29t:fake-secret";
+
+fn did_error(status: StatusCode, kind: &str, description: &str) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({"kind": kind, "description": description})))
+}
+
+fn authorized(f: &FakeState, h: &HeaderMap) -> bool {
+    let got = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    f.lock().unwrap().auth.push(got.clone());
+    got == format!("Basic {FAKE_KEY}")
+}
+
+/// The talk as D-ID's GET returns it: `created` at the first look, `started` at the second,
+/// finished at the third (or as soon as its webhook went out).
+fn fake_talk(f: &mut Fake, id: &str, poll: bool) -> Value {
+    let fail = f.fail;
+    let base = f.base.clone();
+    let (body, polls, done) = f.talks.get_mut(id).expect("known talk");
+    if poll {
+        *polls += 1;
+        *done |= *polls >= 3;
+    }
+    let mut t = json!({"id": id, "object": "talk", "source_url": body["source_url"], "created_at": "2026-11-29T00:00:00.000Z",
+        "created_by": "fake", "config": body["config"], "user_id": "fake"});
+    if !*done {
+        t["status"] = json!(if *polls <= 1 { "created" } else { "started" });
+    } else if fail {
+        t["status"] = json!("error");
+        t["error"] = json!({"kind": "FaceError", "description": "Failed to detect a face in the source image"});
+    } else {
+        t["status"] = json!("done");
+        t["duration"] = json!(2.0);
+        t["result_url"] = json!(format!("{base}/results/{id}.mp4?X-Amz-Signature=fake"));
+    }
+    t
+}
+
+async fn fake_did(webhooks: bool, fail: bool, result: Vec<u8>) -> FakeState {
+    let state: FakeState = Arc::new(Mutex::new(Fake { webhooks, fail, result, ..Default::default() }));
+    let upload = |field: &'static str, prefix: &'static str| {
+        move |State(f): State<FakeState>, h: HeaderMap, mut mp: Multipart| async move {
+            if !authorized(&f, &h) {
+                return did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials");
+            }
+            let Ok(Some(part)) = mp.next_field().await else {
+                return did_error(StatusCode::BAD_REQUEST, "BadRequestError", "no file");
+            };
+            if part.name() != Some(field) {
+                return did_error(StatusCode::BAD_REQUEST, "BadRequestError", "wrong field name");
+            }
+            let bytes = part.bytes().await.unwrap().to_vec();
+            let mut f = f.lock().unwrap();
+            f.images.push(bytes);
+            let n = f.images.len();
+            (
+                StatusCode::CREATED,
+                Json(
+                    json!({"id": format!("{prefix}_{n}"), "url": format!("s3://d-id-{field}s-prod/fake/{prefix}_{n}")}),
+                ),
+            )
+        }
+    };
+    let app = Router::new()
+        .route("/images", post(upload("image", "img")))
+        .route("/audios", post(upload("audio", "aud")))
+        .route(
+            "/talks",
+            post(|State(f): State<FakeState>, h: HeaderMap, Json(body): Json<Value>| async move {
+                if !authorized(&f, &h) {
+                    return did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials");
+                }
+                let source = body["source_url"].as_str().unwrap_or_default();
+                let script_ok = match body["script"]["type"].as_str() {
+                    Some("text") => body["script"]["input"].as_str().is_some_and(|i| !i.trim().is_empty()),
+                    Some("audio") => body["script"]["audio_url"].as_str().is_some_and(|u| u.starts_with("s3://")),
+                    _ => false,
+                };
+                if !source.starts_with("s3://d-id-images-prod/") || !script_ok {
+                    return did_error(StatusCode::BAD_REQUEST, "BadRequestError", "invalid source_url or script");
+                }
+                let (id, webhook, webhooks) = {
+                    let mut f = f.lock().unwrap();
+                    let id = format!("tlk_fake{}", f.talks.len() + 1);
+                    f.talks.insert(id.clone(), (body.clone(), 0, false));
+                    (id, body["webhook"].as_str().map(str::to_string), f.webhooks)
+                };
+                if let (Some(url), true) = (webhook, webhooks) {
+                    let (f, id) = (f.clone(), id.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let talk = {
+                            let mut f = f.lock().unwrap();
+                            f.talks.get_mut(&id).expect("known talk").2 = true;
+                            fake_talk(&mut f, &id, false)
+                        };
+                        let _ = reqwest::Client::new().post(url).json(&talk).send().await;
+                    });
+                }
+                (StatusCode::CREATED, Json(json!({"id": id, "object": "talk", "created_at": "2026-11-29T00:00:00.000Z", "status": "created"})))
+            }),
+        )
+        .route(
+            "/talks/{id}",
+            get(|State(f): State<FakeState>, h: HeaderMap, UrlPath(id): UrlPath<String>| async move {
+                if !authorized(&f, &h) {
+                    return did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials");
+                }
+                let mut f = f.lock().unwrap();
+                if !f.talks.contains_key(&id) {
+                    return did_error(StatusCode::NOT_FOUND, "NotFoundError", "talk not found");
+                }
+                (StatusCode::OK, Json(fake_talk(&mut f, &id, true)))
+            }),
+        )
+        .route("/results/{file}", get(|State(f): State<FakeState>| async move { f.lock().unwrap().result.clone() }))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    state.lock().unwrap().base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    state
+}
+
+/// A small real MP4 standing in for D-ID's rendering.
+fn result_mp4(dir: &Path) -> Vec<u8> {
+    let p = dir.join("did-result.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=256x256:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+        ])
+        .args(["-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-y"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::read(p).unwrap()
+}
+
+/// `"engine": "d-id"` sends the talk to D-ID: photo uploaded, talk created with the caller's
+/// voice, finished by D-ID's webhook (mode 1) or by polling when no webhook comes (mode 2);
+/// D-ID's failure becomes the talk's error (mode 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn d_id_provider_finishes_by_webhook_or_polling_against_a_fake_d_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = result_mp4(dir.path());
+    let photos = file_server(vec![("astronaut.jpg", std::fs::read(astronaut()).unwrap())]).await;
+    let body = json!({
+        "source_url": format!("{photos}/astronaut.jpg"),
+        "script": {"type": "text", "input": "Rendered far away.", "provider": {"type": "microsoft", "voice_id": "en-US-JennyNeural"}},
+        "config": {"fluent": true},
+        "engine": "d-id"
+    });
+    for (mode, webhooks, fail, poll_secs) in
+        [("webhook", true, false, "30"), ("polling", false, false, "0.1"), ("error", false, true, "0.1")]
+    {
+        let fake = fake_did(webhooks, fail, result.clone()).await;
+        let base = fake.lock().unwrap().base.clone();
+        let data = dir.path().join(mode);
+        let s = Server::start(
+            &data,
+            &[
+                ("REELSMITH_DID_API_KEY", FAKE_KEY),
+                ("REELSMITH_DID_BASE_URL", &base),
+                ("REELSMITH_DID_POLL_SECS", poll_secs),
+            ],
+        );
+        let r = s.post("/talks").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{mode}: {}", r.text().await.unwrap());
+        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        let talk = talk_final(&s, None, &id).await;
+        let f = fake.lock().unwrap();
+        assert!(!f.auth.is_empty() && f.auth.iter().all(|a| a == &format!("Basic {FAKE_KEY}")), "{mode}: {:?}", f.auth);
+        assert_eq!(f.images, vec![std::fs::read(astronaut()).unwrap()], "{mode}: the photo was uploaded as is");
+        let (sent, polls, _) = f.talks.values().next().unwrap().clone();
+        assert_eq!(sent["script"]["input"], "Rendered far away.");
+        assert_eq!(sent["script"]["provider"]["voice_id"], "en-US-JennyNeural", "the caller's D-ID voice");
+        assert_eq!(sent["config"]["fluent"], true);
+        assert!(sent["webhook"].as_str().unwrap().contains("/callbacks/d-id/"), "{sent}");
+        drop(f);
+        match mode {
+            "webhook" => {
+                assert_eq!(talk["status"], "done", "{talk}");
+                // Polls every 30 s: finishing now means D-ID's webhook woke the worker
+                // (one look after creating the talk, one after the webhook).
+                assert_eq!(polls, 2, "{mode}");
+            }
+            "polling" => {
+                assert_eq!(talk["status"], "done", "{talk}");
+                assert_eq!(polls, 3, "created, started, done, seen by polling");
+            }
+            _ => {
+                assert_eq!(talk["status"], "error", "{talk}");
+                assert!(talk["error"]["description"].as_str().unwrap().contains("Failed to detect a face"), "{talk}");
+                let g = s.status(&format!("gen_{}", id.trim_start_matches("tlk_"))).await;
+                assert_eq!(g["attempts"], 1, "D-ID's refusal is final, not retried: {g}");
+                continue;
+            }
+        }
+        // The video is D-ID's, byte for byte, behind our own signed result_url.
+        let got = reqwest::get(talk["result_url"].as_str().unwrap()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(got.len(), result.len());
+        assert!(got[..] == result[..], "{mode}: the stored video is D-ID's result");
+        assert!((talk["duration"].as_f64().unwrap() - 2.0).abs() < 0.1, "{talk}");
+    }
+}

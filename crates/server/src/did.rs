@@ -1,0 +1,353 @@
+//! The D-ID provider: a talk created with `"engine": "d-id"` is rendered by D-ID's API instead
+//! of locally. The worker uploads the photo (`POST /images`) and a recording if there is one
+//! (`POST /audios`), creates the talk (`POST /talks`, with a webhook back to this server), then
+//! waits for D-ID's webhook — or, if it never comes (no public URL, a lost delivery), polls
+//! `GET /talks/{id}` — downloads `result_url` and stores it like a local render's video.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use hmac::{Hmac, Mac};
+use reelsmith_engine::Report;
+use reelsmith_engine::report::StageReport;
+use reelsmith_store::{ClaimedJob, GenerationRecord, Heartbeat};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+use crate::events::Event;
+use crate::{AppState, submit, worker};
+
+/// Remote talks waiting for their provider's webhook, by generation id.
+pub type Waits = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+/// Why a call to D-ID failed: worth another attempt (network, 5xx, 429) or not (4xx).
+#[derive(Debug)]
+pub enum Failure {
+    Retryable(String),
+    Final(String),
+}
+
+impl Failure {
+    fn message(&self) -> &str {
+        match self {
+            Failure::Retryable(m) | Failure::Final(m) => m,
+        }
+    }
+}
+
+/// A small client for the parts of D-ID's API a talk needs.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl Client {
+    pub fn new(http: reqwest::Client, base: &str, api_key: &str) -> Self {
+        // D-ID hands out keys ready for Basic auth (`base64(user):secret`).
+        Self { http, base: base.trim_end_matches('/').to_string(), auth: format!("Basic {api_key}") }
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, Failure> {
+        let resp = req
+            .header("authorization", &self.auth)
+            .header("accept", "application/json")
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| Failure::Retryable(format!("D-ID {what}: {e}")))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        // D-ID's errors: {"kind": "...", "description": "..."}.
+        let why = match (body["kind"].as_str(), body["description"].as_str()) {
+            (Some(k), Some(d)) => format!("{k}: {d}"),
+            _ => body.to_string(),
+        };
+        let msg = format!("D-ID {what} answered {status}: {why}");
+        Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            Failure::Retryable(msg)
+        } else {
+            Failure::Final(msg)
+        })
+    }
+
+    /// `POST /images` or `/audios` (multipart); returns the `url` to use in a talk.
+    pub async fn upload(&self, kind: &str, path: &Path, media_type: &str) -> Result<String, Failure> {
+        let bytes =
+            tokio::fs::read(path).await.map_err(|e| Failure::Retryable(format!("reading {}: {e}", path.display())))?;
+        let (endpoint, field, name) = match kind {
+            "image" => ("images", "image", "photo"),
+            _ => ("audios", "audio", "audio"),
+        };
+        let ext = media_type.rsplit('/').next().unwrap_or("bin");
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(format!("{name}.{ext}"))
+            .mime_str(media_type)
+            .map_err(|e| Failure::Final(e.to_string()))?;
+        let form = reqwest::multipart::Form::new().part(field, part);
+        let v = self
+            .call(self.http.post(format!("{}/{endpoint}", self.base)).multipart(form), &format!("POST /{endpoint}"))
+            .await?;
+        v["url"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Failure::Final(format!("D-ID POST /{endpoint}: no url in {v}")))
+    }
+
+    pub async fn create_talk(&self, body: &Value) -> Result<String, Failure> {
+        let v = self.call(self.http.post(format!("{}/talks", self.base)).json(body), "POST /talks").await?;
+        v["id"].as_str().map(str::to_string).ok_or_else(|| Failure::Final(format!("D-ID POST /talks: no id in {v}")))
+    }
+
+    pub async fn talk(&self, id: &str) -> Result<Value, Failure> {
+        self.call(self.http.get(format!("{}/talks/{id}", self.base)), "GET /talks").await
+    }
+
+    /// Downloads a result (D-ID's `result_url` is a pre-signed link: no auth header).
+    pub async fn download(&self, url: &str, dest: &Path, limit: u64) -> Result<u64, Failure> {
+        let mut resp = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|e| Failure::Retryable(format!("downloading the D-ID result: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Failure::Retryable(format!("downloading the D-ID result answered {}", resp.status())));
+        }
+        use tokio::io::AsyncWriteExt;
+        let mut f = tokio::fs::File::create(dest).await.map_err(|e| Failure::Retryable(e.to_string()))?;
+        let mut n = 0u64;
+        while let Some(c) =
+            resp.chunk().await.map_err(|e| Failure::Retryable(format!("downloading the D-ID result: {e}")))?
+        {
+            n += c.len() as u64;
+            if n > limit {
+                return Err(Failure::Final(format!("the D-ID result is larger than {limit} bytes")));
+            }
+            f.write_all(&c).await.map_err(|e| Failure::Retryable(e.to_string()))?;
+        }
+        f.flush().await.map_err(|e| Failure::Retryable(e.to_string()))?;
+        Ok(n)
+    }
+}
+
+pub fn is_remote(g: &GenerationRecord) -> bool {
+    g.metadata["talk"]["engine"].as_str() == Some("d-id")
+}
+
+fn callback_signature(state: &AppState, generation_id: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(state.webhook_secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(format!("did-callback:{generation_id}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    signature: String,
+}
+
+/// `POST /callbacks/d-id/{generation}?signature=`: D-ID's webhook for a talk it rendered. The
+/// body is not trusted: it only wakes the worker, which asks D-ID for the talk itself.
+pub async fn callback(
+    State(state): State<AppState>,
+    UrlPath(generation_id): UrlPath<String>,
+    Query(q): Query<CallbackQuery>,
+) -> StatusCode {
+    let want = callback_signature(&state, &generation_id);
+    if !crate::webhooks::constant_eq(want.as_bytes(), q.signature.as_bytes()) {
+        return StatusCode::FORBIDDEN;
+    }
+    let waiter = state.remote_waits.lock().expect("waits").get(&generation_id).cloned();
+    match waiter {
+        Some(n) => {
+            n.notify_one();
+            StatusCode::OK
+        }
+        // Not waiting here (another node, or already done): its poll will see the result.
+        None => StatusCode::ACCEPTED,
+    }
+}
+
+/// Removes the waiter when the render ends, however it ends.
+struct WaitGuard<'a>(&'a Waits, String);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("waits").remove(&self.1);
+    }
+}
+
+/// The asset an `asset:` reference in the stored spec points at.
+async fn asset_of(state: &AppState, reference: Option<&str>) -> Option<(std::path::PathBuf, String)> {
+    let id = reference?.strip_prefix(submit::ASSET_PREFIX)?;
+    let a = state.meta.asset(id).await.ok()??;
+    Some((state.assets_dir.join(id), a.media_type))
+}
+
+/// Renders a talk through D-ID; the job's outcome as the worker reports it.
+pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) -> &'static str {
+    let lease = &job.lease;
+    let started = Instant::now();
+    let Some(key) = state.config.did_api_key.as_deref() else {
+        let msg = "this talk asks for engine d-id, but did_api_key is not set on this server";
+        return worker::finish_failed(state, g, lease, "provider_unavailable", msg, false).await;
+    };
+    let client = Client::new(state.http.clone(), &state.config.did_base_url, key);
+    let publish = |stage: &str, progress: f64| {
+        state.hub.publish(Event {
+            id: g.id.clone(),
+            status: "running".into(),
+            progress,
+            stage: Some(stage.into()),
+            attempt: lease.attempt,
+            error: None,
+            owner: g.api_key_id.clone(),
+        });
+    };
+    publish("d-id", 0.02);
+    let _ = state.meta.set_progress(&g.id, 0.02, "d-id").await;
+
+    let notify = Arc::new(Notify::new());
+    state.remote_waits.lock().expect("waits").insert(g.id.clone(), notify.clone());
+    let _guard = WaitGuard(&state.remote_waits, g.id.clone());
+    let work = state.config.data_dir.join("tmp").join(format!("{}-{}", g.id, lease.attempt));
+    let _ = tokio::fs::create_dir_all(&work).await;
+    let video = work.join("video.mp4");
+    let result = talk(state, &client, g, &notify, job, &video, &publish).await;
+    let outcome = match result {
+        Ok(Step::Done(report)) => {
+            let mut report = *report;
+            report.wall_s = started.elapsed().as_secs_f64();
+            worker::finish_succeeded(state, g, lease, report, &video).await
+        }
+        Ok(Step::Cancelled) => worker::finish_cancelled(state, g, lease).await,
+        Ok(Step::Lost) => "lost",
+        Err(f) => {
+            let retryable = matches!(f, Failure::Retryable(_));
+            worker::finish_failed(state, g, lease, "provider_error", f.message(), retryable).await
+        }
+    };
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    outcome
+}
+
+enum Step {
+    Done(Box<Report>),
+    Cancelled,
+    Lost,
+}
+
+async fn talk(
+    state: &AppState,
+    client: &Client,
+    g: &GenerationRecord,
+    notify: &Notify,
+    job: &ClaimedJob,
+    video: &Path,
+    publish: &impl Fn(&str, f64),
+) -> Result<Step, Failure> {
+    let t = &g.metadata["talk"];
+    let scene = &g.spec["scenes"][0];
+    let (photo, photo_type) = asset_of(state, scene["image"].as_str())
+        .await
+        .ok_or_else(|| Failure::Final("the talk's photo is missing from the assets".into()))?;
+    let source_url = client.upload("image", &photo, &photo_type).await?;
+    let script = match asset_of(state, scene["narration"]["audio"].as_str()).await {
+        Some((audio, audio_type)) => {
+            json!({"type": "audio", "audio_url": client.upload("audio", &audio, &audio_type).await?})
+        }
+        None => {
+            let mut s = json!({"type": "text", "input": t["script"]["input"]});
+            // The caller's own D-ID voice; local engines mean nothing to D-ID (its default then).
+            if let Some(p) = t["script"]["provider"].as_object()
+                && !matches!(p.get("type").and_then(Value::as_str), Some("piper" | "espeak-ng"))
+            {
+                s["provider"] = Value::Object(p.clone());
+            }
+            s
+        }
+    };
+    let webhook = format!(
+        "{}/callbacks/d-id/{}?signature={}",
+        state.public_url.trim_end_matches('/'),
+        g.id,
+        callback_signature(state, &g.id)
+    );
+    let mut body = json!({"source_url": source_url, "script": script, "config": t["config"], "webhook": webhook});
+    if let Some(n) = t["name"].as_str() {
+        body["name"] = json!(n);
+    }
+    let remote_id = client.create_talk(&body).await?;
+    tracing::info!(generation = %g.id, remote = %remote_id, "talk sent to D-ID");
+    publish("d-id", 0.1);
+
+    let lease_len = Duration::from_secs_f64(state.config.lease_secs);
+    let mut beat = tokio::time::interval(lease_len / 3);
+    let poll = Duration::from_secs_f64(state.config.did_poll_secs);
+    let deadline =
+        tokio::time::Instant::now() + job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    loop {
+        let talk = client.talk(&remote_id).await?;
+        match talk["status"].as_str().unwrap_or_default() {
+            "done" => {
+                let url = talk["result_url"]
+                    .as_str()
+                    .ok_or_else(|| Failure::Final("D-ID's talk is done but has no result_url".into()))?;
+                publish("download", 0.9);
+                client.download(url, video, state.config.max_upload_bytes as u64 * 20).await?;
+                let probe_path = video.to_path_buf();
+                let info = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
+                    .await
+                    .map_err(|e| Failure::Retryable(e.to_string()))?
+                    .map_err(|e| Failure::Final(format!("D-ID's result is not a readable video: {e}")))?;
+                let v = info.video().ok_or_else(|| Failure::Final("D-ID's result has no video stream".into()))?;
+                let mut report = Report {
+                    output: video.display().to_string(),
+                    width: v.width,
+                    height: v.height,
+                    duration_s: info.duration,
+                    encoder: "d-id".into(),
+                    ..Default::default()
+                };
+                report.stages.insert("d-id".into(), StageReport { items: 1, runs: 1, ..Default::default() });
+                return Ok(Step::Done(Box::new(report)));
+            }
+            "error" | "rejected" => {
+                let why = talk["error"]["description"]
+                    .as_str()
+                    .or(talk["error"]["kind"].as_str())
+                    .unwrap_or("no reason given");
+                return Err(Failure::Final(format!("D-ID could not render the talk ({}): {why}", talk["status"])));
+            }
+            _ => publish("d-id", if talk["status"] == "started" { 0.5 } else { 0.2 }),
+        }
+        // Until D-ID's webhook wakes us, or the next poll; heartbeats keep the lease meanwhile.
+        let next_poll = tokio::time::sleep(poll);
+        tokio::pin!(next_poll);
+        loop {
+            tokio::select! {
+                _ = notify.notified() => break,
+                _ = &mut next_poll => break,
+                _ = beat.tick() => match state.queue.heartbeat(&job.lease, lease_len).await {
+                    Ok(Heartbeat::Extended) => {}
+                    Ok(Heartbeat::CancelRequested) => return Ok(Step::Cancelled),
+                    Ok(Heartbeat::Lost) => return Ok(Step::Lost),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Failure::Final(format!("D-ID did not finish within the time limit (talk {remote_id})")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! A D-ID-compatible Talks API, so clients written for `https://api.d-id.com` switch to a local
+//! backend by changing the base URL: `POST /talks` (photo + text or audio → talking video),
+//! `GET /talks/{id}` with D-ID's statuses (`created`, `started`, `done`, `error`), `GET /talks`,
+//! `DELETE /talks/{id}`, `POST /images` and `POST /audios` uploads, D-ID's error bodies
+//! (`{"kind", "description"}`), `Authorization: Basic` keys, and webhooks whose body is the talk.
+//!
+//! A talk is a generation with one talking-head scene; its id is the generation's with a `tlk_`
+//! prefix. `result_url` is a signed link that works without a key, like D-ID's S3 links.
+//! `"engine": "d-id"` (a Reelsmith extension) sends the talk to D-ID itself (see [`crate::did`]).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use reelsmith_store::{Asset, GenerationRecord, JobState, ListFilter, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::auth::Caller;
+use crate::submit::{self, ASSET_PREFIX, Envelope};
+use crate::{ApiError, AppState, api};
+
+pub const TALK_PREFIX: &str = "tlk_";
+
+/// An error as D-ID sends it: `{"kind": "BadRequestError", "description": "…"}`.
+#[derive(Debug)]
+pub struct DidError(pub ApiError);
+
+impl From<ApiError> for DidError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for DidError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let (status, kind) = match e.status.as_u16() {
+            400 | 422 => (StatusCode::BAD_REQUEST, "BadRequestError"),
+            401 => (e.status, "AuthorizationError"),
+            402 => (e.status, "InsufficientCreditsError"),
+            403 => (e.status, "PermissionError"),
+            404 => (e.status, "NotFoundError"),
+            409 => (e.status, "ConflictError"),
+            413 => (e.status, "PayloadTooLargeError"),
+            415 => (StatusCode::BAD_REQUEST, "BadRequestError"),
+            429 => (e.status, "TooManyRequestsError"),
+            _ => (e.status, "InternalServerError"),
+        };
+        let mut r = (status, Json(json!({"kind": kind, "description": e.message}))).into_response();
+        if let Some(s) = e.retry_after_s
+            && let Ok(v) = header::HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+type DidResult<T> = Result<T, DidError>;
+
+fn bad(message: impl Into<String>) -> DidError {
+    DidError(ApiError::bad_request("bad_request", message))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TalkRequest {
+    pub source_url: String,
+    pub script: Script,
+    #[serde(default)]
+    pub config: TalkConfig,
+    #[serde(default)]
+    pub webhook: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// D-ID fields that change nothing here (the face and motion come from the photo).
+    #[serde(default)]
+    pub driver_url: Option<String>,
+    #[serde(default)]
+    pub persist: Option<bool>,
+    #[serde(default)]
+    pub face: Option<Value>,
+    #[serde(default)]
+    pub result_url: Option<String>,
+    /// Reelsmith extension: `local` (default) or `d-id` (needs `did_api_key`).
+    #[serde(default)]
+    pub engine: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Script {
+    Text {
+        input: String,
+        #[serde(default)]
+        provider: Option<Provider>,
+        #[serde(default)]
+        ssml: Option<bool>,
+        #[serde(default)]
+        subtitles: Option<bool>,
+    },
+    Audio {
+        audio_url: String,
+        #[serde(default)]
+        subtitles: Option<bool>,
+        #[serde(default)]
+        reduce_noise: Option<bool>,
+    },
+}
+
+#[derive(Debug, Deserialize, serde::Serialize, Clone)]
+pub struct Provider {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub voice_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_config: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, Clone)]
+pub struct TalkConfig {
+    #[serde(default)]
+    pub stitch: Option<bool>,
+    #[serde(default)]
+    pub fluent: Option<bool>,
+    #[serde(default)]
+    pub pad_audio: Option<f64>,
+    #[serde(default)]
+    pub result_format: Option<String>,
+    #[serde(default, flatten)]
+    pub other: serde_json::Map<String, Value>,
+}
+
+pub fn talk_id(generation_id: &str) -> String {
+    format!("{TALK_PREFIX}{}", generation_id.trim_start_matches("gen_"))
+}
+
+fn generation_id(talk_id: &str) -> DidResult<String> {
+    match talk_id.strip_prefix(TALK_PREFIX) {
+        Some(rest) if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()) => Ok(format!("gen_{rest}")),
+        _ => Err(DidError(ApiError::not_found("talk", talk_id))),
+    }
+}
+
+pub fn is_talk(g: &GenerationRecord) -> bool {
+    g.metadata.get("talk").is_some_and(Value::is_object)
+}
+
+/// ISO 8601 UTC with milliseconds, as D-ID writes times.
+pub fn iso(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn sign_result(state: &AppState, generation_id: &str, expires: i64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(state.webhook_secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(format!("talk-result:{generation_id}:{expires}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A link to the talk's video that works without a key until it expires.
+fn result_url(state: &AppState, g: &GenerationRecord, base: &str) -> String {
+    let expires = now_ms() / 1000 + state.config.result_url_ttl_secs as i64;
+    let sig = sign_result(state, &g.id, expires);
+    format!("{}/talks/{}/result.mp4?expires={expires}&signature={sig}", base.trim_end_matches('/'), talk_id(&g.id))
+}
+
+/// The talk as `GET /talks/{id}` shows it (and as its webhook sends it).
+pub fn talk_json(state: &AppState, g: &GenerationRecord, base: &str) -> Value {
+    let t = &g.metadata["talk"];
+    let status = match g.state {
+        JobState::Queued => "created",
+        JobState::Running => "started",
+        JobState::Succeeded => "done",
+        JobState::Failed | JobState::Cancelled => "error",
+    };
+    let modified = g.finished_at_ms.or(g.started_at_ms).unwrap_or(g.created_at_ms);
+    let mut v = json!({
+        "id": talk_id(&g.id),
+        "object": "talk",
+        "user_id": g.api_key_id.as_deref().unwrap_or("local"),
+        "created_by": g.api_key_id.as_deref().unwrap_or("local"),
+        "created_at": iso(g.created_at_ms),
+        "modified_at": iso(modified),
+        "status": status,
+        "source_url": t["source_url"],
+        "config": t["config"],
+        "script": t["script"],
+        "engine": t["engine"],
+    });
+    let obj = v.as_object_mut().expect("object");
+    for key in ["name", "user_data", "audio_url", "remote_id"] {
+        if let Some(x) = t.get(key).filter(|x| !x.is_null()) {
+            obj.insert(key.into(), x.clone());
+        }
+    }
+    if let Some(s) = g.started_at_ms {
+        obj.insert("started_at".into(), json!(iso(s)));
+    }
+    if let Some(w) = &g.webhook_url {
+        obj.insert("webhook".into(), json!(w));
+    }
+    if let (JobState::Succeeded, Some(r)) = (g.state, &g.result) {
+        obj.insert("duration".into(), json!(r.duration_s));
+        obj.insert("result_url".into(), json!(result_url(state, g, base)));
+    }
+    match g.state {
+        JobState::Failed => {
+            let description = g.error_message.clone().or_else(|| g.last_error.clone()).unwrap_or_default();
+            obj.insert("error".into(), json!({"kind": "TalkError", "description": description}));
+        }
+        JobState::Cancelled => {
+            obj.insert("error".into(), json!({"kind": "Cancelled", "description": "the talk was cancelled"}));
+        }
+        _ => {}
+    }
+    v
+}
+
+/// The base URL clients reached this server with (for links in responses).
+fn base_of(state: &AppState, headers: &HeaderMap) -> String {
+    if state.config.public_url.is_some() {
+        return state.public_url.to_string();
+    }
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ']) => format!("http://{host}"),
+        _ => state.public_url.to_string(),
+    }
+}
+
+/// Downloads `url` (or resolves an `asset:` reference) into an asset of `kind`.
+async fn fetch_asset(
+    state: &AppState,
+    caller: &Caller,
+    url: &str,
+    field: &str,
+    kind: submit::Kind,
+) -> DidResult<Asset> {
+    let asset = if let Some(id) = url.strip_prefix(ASSET_PREFIX) {
+        match state.meta.asset(id).await.map_err(ApiError::from)? {
+            Some(a) if caller.0.is_none() || a.api_key_id == caller.key_id() => a,
+            _ => return Err(bad(format!("{field}: no asset with id '{id}'"))),
+        }
+    } else {
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("{field}: not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad(format!("{field}: '{}' URLs are not supported; use https", parsed.scheme())));
+        }
+        let client = crate::webhooks::outbound_client(&state.http, &parsed, state.config.fetch_allow_private)
+            .await
+            .map_err(|e| bad(format!("{field}: {e}")))?;
+        let mut resp = client
+            .get(parsed.clone())
+            .timeout(std::time::Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| bad(format!("{field}: cannot download {url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(bad(format!("{field}: downloading {url} answered {}", resp.status())));
+        }
+        let limit = state.config.max_upload_bytes;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| bad(format!("{field}: reading {url}: {e}")))? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(DidError(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("{field}: {url} is larger than {limit} bytes"),
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|s| !s.is_empty()).map(str::to_string);
+        submit::store_asset(state, Bytes::from(bytes), name, caller.key_id(), field).await?
+    };
+    let is = |k: submit::Kind| submit::sniff_kind(&asset.media_type) == Some(k);
+    if !is(kind) {
+        let want = if kind == submit::Kind::Image { "an image" } else { "audio" };
+        return Err(bad(format!("{field}: {url} is {}, not {want}", asset.media_type)));
+    }
+    Ok(asset)
+}
+
+/// The local voice for a D-ID provider: `piper`/`espeak-ng` pick a local engine (voice_id is its
+/// voice); any other provider (microsoft, elevenlabs, amazon…) speaks with the default local voice.
+fn local_voice(state: &AppState, provider: Option<&Provider>) -> Value {
+    let piper = state.engine.voices.get("piper").is_some();
+    match provider {
+        Some(p) if p.kind == "piper" || p.kind == "espeak-ng" => {
+            let default = if p.kind == "piper" { "en_US-joe-medium" } else { "en-us" };
+            json!({"engine": p.kind, "name": p.voice_id.as_deref().unwrap_or(default)})
+        }
+        _ if piper => json!({"engine": "piper", "name": "en_US-joe-medium"}),
+        _ => json!({"engine": "espeak-ng", "name": "en-us"}),
+    }
+}
+
+fn even(x: f64) -> u32 {
+    ((x / 2.0).round() as u32).max(1) * 2
+}
+
+pub async fn create_talk(State(state): State<AppState>, caller: Caller, body: Bytes) -> DidResult<Response> {
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        bad(format!("{path}: {}", e.into_inner()))
+    })?;
+    let engine = req.engine.clone().unwrap_or_else(|| "local".into());
+    match engine.as_str() {
+        "local" => {}
+        "d-id" if state.config.did_api_key.is_some() => {}
+        "d-id" => return Err(bad("engine: 'd-id' needs the server's did_api_key setting")),
+        other => return Err(bad(format!("engine: '{other}' is not one of local, d-id"))),
+    }
+    if let Some(f) = req.config.result_format.as_deref()
+        && !matches!(f.trim_start_matches('.'), "mp4")
+    {
+        return Err(bad(format!("config.result_format: '{f}' is not supported; use mp4")));
+    }
+    let pad = req.config.pad_audio.unwrap_or(0.0);
+    if !(0.0..=60.0).contains(&pad) {
+        return Err(bad("config.pad_audio: must be 0 to 60 seconds"));
+    }
+    let photo = fetch_asset(&state, &caller, &req.source_url, "source_url", submit::Kind::Image).await?;
+    let (w, h) = (photo.width.unwrap_or(720) as f64, photo.height.unwrap_or(720) as f64);
+    // Framed as the photo, its long side at most 720 px (D-ID's results are smaller still).
+    let s = (720.0 / w.max(h)).min(1.0);
+    let (width, height) = (even(w * s).max(64), even(h * s).max(64));
+    let (narration, voice, subtitles, audio_url) = match &req.script {
+        Script::Text { input, provider, ssml, subtitles } => {
+            if ssml.unwrap_or(false) {
+                return Err(bad("script.ssml: SSML is not supported; send plain text"));
+            }
+            if input.trim().is_empty() {
+                return Err(bad("script.input: the text is empty"));
+            }
+            (json!({"text": input}), local_voice(&state, provider.as_ref()), subtitles.unwrap_or(false), None)
+        }
+        Script::Audio { audio_url, subtitles, .. } => {
+            let a = fetch_asset(&state, &caller, audio_url, "script.audio_url", submit::Kind::Audio).await?;
+            let voice = local_voice(&state, None);
+            (json!({"audio": format!("{ASSET_PREFIX}{}", a.id)}), voice, subtitles.unwrap_or(false), Some(audio_url))
+        }
+    };
+    let spec = json!({
+        "version": 1,
+        "output": {"width": width, "height": height, "fps": 25},
+        "voice": voice,
+        "subtitles": {"enabled": subtitles, "style": "word-highlight"},
+        "scenes": [{
+            "image": format!("{ASSET_PREFIX}{}", photo.id),
+            "fit": "cover",
+            "motion": {"type": "talking-head"},
+            "narration": narration,
+            "padding": pad.max(0.2),
+        }],
+    });
+    let mut config = serde_json::to_value(&req.config).unwrap_or_else(|_| json!({}));
+    for (k, v) in [
+        ("stitch", json!(false)),
+        ("fluent", json!(false)),
+        ("pad_audio", json!(0.0)),
+        ("result_format", json!(".mp4")),
+    ] {
+        if config.get(k).is_none_or(Value::is_null) {
+            config[k] = v;
+        }
+    }
+    let script = match &req.script {
+        Script::Text { input, provider, .. } => json!({"type": "text", "input": input, "provider": provider}),
+        Script::Audio { audio_url, .. } => json!({"type": "audio", "audio_url": audio_url}),
+    };
+    let metadata = json!({"talk": {
+        "source_url": req.source_url, "audio_url": audio_url, "script": script, "config": config,
+        "name": req.name, "user_data": req.user_data, "engine": engine,
+    }});
+    let env = Envelope {
+        spec,
+        priority: None,
+        webhook_url: req.webhook.clone(),
+        metadata: Some(metadata),
+        dedupe: Some(false),
+    };
+    let key = caller.key_id();
+    let prepared = submit::prepare(&state, env, &Default::default(), key.as_deref()).await?;
+    let (_, id, _) = api::enqueue(&state, &caller, prepared, None).await?;
+    let g =
+        state.meta.generation(&id).await.map_err(ApiError::from)?.ok_or_else(|| ApiError::not_found("talk", &id))?;
+    let body = json!({
+        "id": talk_id(&id),
+        "object": "talk",
+        "created_at": iso(g.created_at_ms),
+        "created_by": g.api_key_id.as_deref().unwrap_or("local"),
+        "status": "created",
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn visible_talk(state: &AppState, caller: &Caller, id: &str) -> DidResult<GenerationRecord> {
+    let gid = generation_id(id)?;
+    match api::visible(state, caller, &gid).await {
+        Ok(g) if is_talk(&g) => Ok(g),
+        _ => Err(DidError(ApiError::not_found("talk", id))),
+    }
+}
+
+pub async fn get_talk(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> DidResult<Json<Value>> {
+    let g = visible_talk(&state, &caller, &id).await?;
+    Ok(Json(talk_json(&state, &g, &base_of(&state, &headers))))
+}
+
+#[derive(Deserialize)]
+pub struct ListTalks {
+    limit: Option<u32>,
+    token: Option<String>,
+}
+
+/// `GET /talks?limit=&token=`: newest first, `token` continues a page.
+pub async fn list_talks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListTalks>,
+    headers: HeaderMap,
+) -> DidResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 200);
+    let cursor = match q.token.as_deref() {
+        Some(t) => Some(generation_id(t)?),
+        None => None,
+    };
+    let base = base_of(&state, &headers);
+    let mut talks = vec![];
+    let mut cursor_now = cursor;
+    // Talks are generations with a talk record; skip the others page by page.
+    loop {
+        let page = state
+            .meta
+            .list_generations(&ListFilter {
+                api_key_id: caller.key_id(),
+                cursor: cursor_now.clone(),
+                limit,
+                ..Default::default()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let full = page.len() == limit as usize;
+        cursor_now = page.last().map(|g| g.id.clone());
+        talks.extend(page.iter().filter(|g| is_talk(g)).map(|g| talk_json(&state, g, &base)));
+        if talks.len() >= limit as usize || !full {
+            break;
+        }
+    }
+    talks.truncate(limit as usize);
+    let token = (talks.len() == limit as usize)
+        .then(|| talks.last().and_then(|t| t["id"].as_str().map(str::to_string)))
+        .flatten();
+    Ok(Json(json!({"talks": talks, "token": token})))
+}
+
+pub async fn delete_talk(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> DidResult<Response> {
+    let g = visible_talk(&state, &caller, &id).await?;
+    api::delete_generation(State(state), caller, Path(g.id.clone())).await?;
+    Ok((StatusCode::OK, Json(json!({"deleted": 1, "id": id}))).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Signed {
+    expires: i64,
+    signature: String,
+}
+
+/// `GET /talks/{id}/result.mp4?expires=&signature=`: the video behind `result_url` (no key:
+/// the signature is the permission), with Range and ETag.
+pub async fn result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> DidResult<Response> {
+    let Query(q) = q.map_err(|_| DidError(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "missing signature")))?;
+    let gid = generation_id(&id)?;
+    let want = sign_result(&state, &gid, q.expires);
+    let valid = crate::webhooks::constant_eq(want.as_bytes(), q.signature.as_bytes());
+    if !valid || q.expires < now_ms() / 1000 {
+        let why = if valid { "this link has expired; GET the talk for a new one" } else { "bad signature" };
+        return Err(DidError(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why)));
+    }
+    let g = state
+        .meta
+        .generation(&gid)
+        .await
+        .map_err(ApiError::from)?
+        .filter(|g| g.state == JobState::Succeeded)
+        .ok_or_else(|| ApiError::not_found("talk result", &id))?;
+    let etag = g.result.as_ref().map(|r| r.video_etag.clone()).unwrap_or_default();
+    Ok(crate::download::serve(&state, &format!("{gid}/video.mp4"), &etag, "video/mp4", &headers).await?)
+}
+
+/// `POST /images` / `POST /audios` (multipart, field `image` / `audio`): D-ID's uploads. The
+/// returned `url` is an `asset:` reference to use as `source_url` / `audio_url`.
+pub async fn upload_image(state: State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
+    upload(state, caller, req, submit::Kind::Image).await
+}
+
+pub async fn upload_audio(state: State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
+    upload(state, caller, req, submit::Kind::Audio).await
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: Request,
+    kind: submit::Kind,
+) -> DidResult<Response> {
+    let mut mp = Multipart::from_request(req, &state)
+        .await
+        .map_err(|e| bad(format!("expected multipart/form-data: {}", e.body_text())))?;
+    let field = mp.next_field().await.map_err(|e| bad(e.body_text()))?.ok_or_else(|| bad("no file in the form"))?;
+    let name = field.file_name().map(str::to_string);
+    let data =
+        field.bytes().await.map_err(|e| DidError(ApiError::new(e.status(), "invalid_multipart", e.body_text())))?;
+    let what = name.as_deref().map_or_else(|| "the upload".to_string(), |n| format!("'{n}'"));
+    let asset = submit::store_asset(&state, data, name, caller.key_id(), &what).await?;
+    if submit::sniff_kind(&asset.media_type) != Some(kind) {
+        return Err(bad(format!(
+            "{what} is {}, not {}",
+            asset.media_type,
+            if kind == submit::Kind::Image { "an image" } else { "audio" }
+        )));
+    }
+    let mut body = json!({"id": asset.id, "url": format!("{ASSET_PREFIX}{}", asset.id)});
+    if kind == submit::Kind::Audio {
+        let path = state.assets_dir.join(&asset.id);
+        let probed =
+            tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&path)).await.ok().and_then(Result::ok);
+        if let Some(p) = probed {
+            body["duration"] = json!(p.duration);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso(1_796_000_000_000), "2026-11-28T01:33:20.000Z");
+    }
+
+    #[test]
+    fn talk_ids_map_to_generations() {
+        assert_eq!(talk_id("gen_01abc"), "tlk_01abc");
+        assert_eq!(generation_id("tlk_01abc").unwrap(), "gen_01abc");
+        for bad in ["gen_01abc", "tlk_", "tlk_../x", "x"] {
+            assert_eq!(generation_id(bad).unwrap_err().0.status, StatusCode::NOT_FOUND, "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_parse_as_d_id_documents_them() {
+        let r: TalkRequest = serde_json::from_value(json!({
+            "source_url": "https://example.com/a.jpg",
+            "script": {"type": "text", "input": "Hello", "provider": {"type": "microsoft", "voice_id": "en-US-JennyNeural"}},
+            "config": {"fluent": true, "result_format": "mp4", "align_driver": true},
+            "webhook": "https://example.com/hook", "name": "n", "user_data": "u", "driver_url": "bank://lively"
+        }))
+        .unwrap();
+        assert!(matches!(r.script, Script::Text { ref input, .. } if input == "Hello"));
+        assert_eq!(r.config.fluent, Some(true));
+        assert!(r.config.other.contains_key("align_driver"));
+        let a: TalkRequest = serde_json::from_value(
+            json!({"source_url": "asset:x", "script": {"type": "audio", "audio_url": "https://e.com/a.mp3"}}),
+        )
+        .unwrap();
+        assert!(matches!(a.script, Script::Audio { .. }));
+        assert!(
+            serde_json::from_value::<TalkRequest>(json!({"source_url": "x", "script": {"type": "video"}})).is_err()
+        );
+    }
+
+    #[test]
+    fn errors_use_d_id_kinds() {
+        let r = DidError(ApiError::unprocessable("x", "bad thing")).into_response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = DidError(ApiError::not_found("talk", "tlk_1")).into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}
