@@ -341,7 +341,8 @@ fn talking_head_moves_the_mouth_with_speech_only() {
         "version": 1,
         "output": {"width": 320, "height": 320, "fps": 25},
         "subtitles": {"enabled": false},
-        "scenes": [{"image": "astronaut.jpg", "motion": {"type": "talking-head"},
+        // The mouth alone: no blinks or head motion to move other pixels.
+        "scenes": [{"image": "astronaut.jpg", "motion": {"type": "talking-head", "blink": false, "head_motion": 0},
             "narration": {"text": "Hello there! I am talking to you from a photo."}, "padding": 1.2}]
     });
     let out = f.path("talk.mp4");
@@ -376,4 +377,89 @@ fn talking_head_moves_the_mouth_with_speech_only() {
         engine(&f.path("cache")).render_file(&f.write_spec("bad.json", &bad), &f.path("bad.mp4"), &Default::default());
     let msg = err.unwrap_err().to_string();
     assert!(msg.contains("scenes[0].image") && msg.contains("no face found"), "{msg}");
+}
+
+/// Blinks and idle head motion on by default, and `framing: face`: a portrait headshot cropped
+/// around the face. Checked with the face models on the rendered frames.
+#[test]
+fn talking_head_blinks_sways_and_frames_a_headshot() {
+    use reelsmith_models::face::{FaceDetector, FaceMesh, choose, mesh};
+    let f = Fixture::new();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"),
+        f.path("astronaut.jpg"),
+    )
+    .unwrap();
+    let spec = json!({
+        "version": 1,
+        "output": {"width": 180, "height": 320, "fps": 25},
+        "subtitles": {"enabled": false},
+        "scenes": [{"image": "astronaut.jpg", "motion": {"type": "talking-head", "framing": "face"},
+            "narration": {"text": "I blink now and then, and my head moves a little while I talk to you."}, "padding": 1.0}]
+    });
+    let out = f.path("headshot.mp4");
+    let rep = render(&f.path("cache"), &f.write_spec("headshot.json", &spec), &out);
+    let (w, h, rgb) = ffmpeg::frame_rgb_at(&out, 0.0).unwrap();
+    assert_eq!((w, h), (180, 320));
+    let detector = FaceDetector::discover().unwrap();
+    let face_mesh = FaceMesh::discover().unwrap();
+    let face = choose(&detector.detect(w, h, &rgb).unwrap(), None).unwrap();
+    let [bx, _, bw, bh] = face.bbox;
+    let centre = (bx + bw / 2.0) / w as f32;
+    assert!((centre - 0.5).abs() < 0.06, "the face is centred: {centre}");
+    let share = bh / h as f32;
+    assert!((0.3..0.5).contains(&share), "a headshot: the face is {share} of the height");
+
+    // Every frame's luma, to watch the eyes.
+    let raw = f.path("frames.yuv");
+    ffmpeg::decode_to_raw(&out, &raw).unwrap();
+    let bytes = std::fs::read(&raw).unwrap();
+    let frame_len = (w * h + 2 * w.div_ceil(2) * h.div_ceil(2)) as usize;
+    let frames: Vec<&[u8]> = bytes.chunks_exact(frame_len).map(|c| &c[..(w * h) as usize]).collect();
+    assert_eq!(frames.len() as u64, rep.frames);
+    let lm = face_mesh.landmarks(w, h, &rgb, &face).unwrap();
+    let p = |i: usize| lm.points[i];
+    let eye_box = |a: usize, b: usize, up: usize, low: usize| {
+        let (x0, x1) = (p(a)[0].min(p(b)[0]), p(a)[0].max(p(b)[0]));
+        (x0 as u32, (x1.ceil() as u32).max(x0 as u32 + 1), (p(up)[1] - 1.0) as u32, (p(low)[1] + 1.0).ceil() as u32)
+    };
+    let eyes = [
+        eye_box(mesh::RIGHT_EYE_OUTER, mesh::RIGHT_EYE_INNER, mesh::RIGHT_EYE_UPPER, mesh::RIGHT_EYE_LOWER),
+        eye_box(mesh::LEFT_EYE_OUTER, mesh::LEFT_EYE_INNER, mesh::LEFT_EYE_UPPER, mesh::LEFT_EYE_LOWER),
+    ];
+    let mean = |fr: &[u8], (x0, x1, y0, y1): (u32, u32, u32, u32)| {
+        let mut s = 0.0;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                s += fr[(y * w + x) as usize] as f64;
+            }
+        }
+        s / ((x1 - x0) * (y1 - y0)).max(1) as f64
+    };
+    let eye_luma: Vec<f64> = frames.iter().map(|fr| eyes.iter().map(|e| mean(fr, *e)).sum::<f64>() / 2.0).collect();
+    let mut sorted = eye_luma.clone();
+    sorted.sort_by(f64::total_cmp);
+    let open = sorted[sorted.len() / 2];
+    // A closed lid shows skin, lighter than the eye it covers.
+    let shut: Vec<bool> = eye_luma.iter().map(|l| l - open > 10.0).collect();
+    let runs: Vec<usize> = shut.split(|s| !s).map(<[bool]>::len).filter(|&n| n > 0).collect();
+    assert!(!runs.is_empty(), "at least one blink in {:.1} s: {eye_luma:?}", rep.duration_s);
+    assert!(runs.iter().all(|&n| n <= 8), "blinks are brief: {runs:?} frames");
+    assert!(shut.iter().filter(|&&s| s).count() < frames.len() / 6, "eyes open most of the time");
+
+    // The head sways a little: the nose tip moves by a few pixels over the scene.
+    let noses: Vec<[f32; 3]> = (0..8)
+        .map(|k| {
+            let t = rep.duration_s * k as f64 / 8.0;
+            let (_, _, rgb) = ffmpeg::frame_rgb_at(&out, t).unwrap();
+            let face = choose(&detector.detect(w, h, &rgb).unwrap(), None).unwrap();
+            face_mesh.landmarks(w, h, &rgb, &face).unwrap().points[mesh::NOSE_TIP]
+        })
+        .collect();
+    let span = |axis: usize| {
+        let v: Vec<f32> = noses.iter().map(|n| n[axis]).collect();
+        v.iter().copied().fold(f32::MIN, f32::max) - v.iter().copied().fold(f32::MAX, f32::min)
+    };
+    let moved = span(0).max(span(1));
+    assert!(moved > 0.4 && moved < 8.0, "slight head motion: {moved} px ({noses:?})");
 }

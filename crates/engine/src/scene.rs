@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use reelsmith_media::frame::{self, Crop, Yuv420, YuvOverlay};
+use reelsmith_media::head::{self, EyeGeometry, HeadGeometry};
 use reelsmith_media::mouth::{self, MouthGeometry};
 use reelsmith_media::text::{Align, TextBlock, TextRenderer, TextStyle};
 use reelsmith_media::tts::WordTiming;
@@ -35,8 +36,28 @@ pub struct SceneLook {
     pub subtitle_style: Option<TextLook>,
     pub subtitle_highlight: [u8; 4],
     pub subtitle_position: (VerticalPosition, f32),
-    /// Talking head: where the mouth is and how open it is on each frame (0-255).
-    pub mouth: Option<(MouthGeometry, Vec<u8>)>,
+    /// Talking head: the face's rig and how it moves.
+    pub talking: Option<Talking>,
+}
+
+/// Where a talking head's mouth, eyes and head are on the canvas (from the face mesh).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct FaceRig {
+    pub mouth: MouthGeometry,
+    pub eyes: [EyeGeometry; 2],
+    pub head: HeadGeometry,
+}
+
+/// A talking head's animation: the mouth's opening on each frame (0-255, from the voice),
+/// blinks and idle head motion (functions of time, seeded per scene).
+#[derive(Clone, Debug, Serialize)]
+pub struct Talking {
+    pub rig: FaceRig,
+    pub openings: Vec<u8>,
+    pub blink: bool,
+    pub head_motion: f32,
+    pub seed: u64,
+    pub fps: f64,
 }
 
 /// A text style resolved to pixels, plus where it goes.
@@ -149,7 +170,7 @@ pub struct SceneRenderer {
     overlay: Option<YuvOverlay>,
     subtitle_cache: HashMap<usize, YuvOverlay>,
     scratch: Vec<u16>,
-    /// The frame before the mouth is opened (talking heads only).
+    /// The frame before the face is moved (talking heads only).
     unwarped: Option<Yuv420>,
 }
 
@@ -197,13 +218,26 @@ impl SceneRenderer {
         } else {
             frame::resample_crop(&self.canvas, crop, out, &mut self.scratch);
         }
-        // The mouth opens in the picture itself, under the text drawn next.
-        if let Some((geometry, openings)) = &self.look.mouth {
-            let open = openings.get(local as usize).copied().unwrap_or(0) as f32 / 255.0;
+        // The face moves in the picture itself, under the text drawn next.
+        if let Some(talk) = &self.look.talking {
+            let t = local as f64 / talk.fps;
+            let open = talk.openings.get(local as usize).copied().unwrap_or(0) as f32 / 255.0;
             if open > 0.0 {
                 let src = self.unwarped.get_or_insert_with(|| out.clone());
                 src.clone_from(out);
-                mouth::open_mouth(src, geometry, open, out);
+                mouth::open_mouth(src, &talk.rig.mouth, open, out);
+            }
+            let closure = if talk.blink { head::blink_closure(t, talk.seed) } else { 0.0 };
+            if closure > 0.0 {
+                for eye in &talk.rig.eyes {
+                    head::blink(out, eye, closure);
+                }
+            }
+            if talk.head_motion > 0.0 {
+                let motion = head::idle_motion(t, &talk.rig.head, talk.head_motion, talk.seed);
+                let src = self.unwarped.get_or_insert_with(|| out.clone());
+                src.clone_from(out);
+                head::move_head(src, &talk.rig.head, motion, out);
             }
         }
         if let Some(o) = &self.overlay {

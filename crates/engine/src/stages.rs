@@ -9,17 +9,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use reelsmith_media::audio::{self, Clip, MIX_CHANNELS, MIX_RATE, MixPlan};
 use reelsmith_media::ffmpeg::{self, H264Encoder, VideoEncoder, VideoSettings};
 use reelsmith_media::frame::Yuv420;
+use reelsmith_media::head::{EyeGeometry, HeadGeometry};
 use reelsmith_media::mouth::{self, MouthGeometry};
 use reelsmith_media::picture::{self, FitMode};
 use reelsmith_media::text::{Align, TextBlock, TextStyle};
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
-use reelsmith_spec::{Background, Fit, Font, Motion, Narration, Scene, Spec, Validator, limits};
+use reelsmith_spec::{Background, Fit, Font, Framing, Motion, Narration, Scene, Spec, Validator, limits};
 use serde::Serialize;
 
 use crate::cache::{self, Key};
 use crate::plan::{self, Segment, Timeline};
 use crate::report::{self, Report, StageReport, StageTimer};
-use crate::scene::{self, SceneLook, SceneRenderer, TextLook};
+use crate::scene::{self, FaceRig, SceneLook, SceneRenderer, Talking, TextLook};
 use crate::{Engine, Progress, RenderError, RenderOptions, parallel};
 
 /// Longest narration accepted from one scene, seconds.
@@ -552,9 +553,10 @@ struct CanvasKey<'a> {
     title: Option<(&'a str, TextLookKey)>,
     width: u32,
     height: u32,
-    /// Talking-head scenes also locate the mouth on the canvas (`mouth.json`).
+    /// Talking-head scenes also locate the face's rig on the canvas (`face.json`): which face,
+    /// how the photo is framed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    talking_head: Option<Option<usize>>,
+    talking_head: Option<(Option<usize>, Framing)>,
 }
 
 #[derive(Serialize)]
@@ -594,7 +596,7 @@ fn canvas(
             width: cw,
             height: ch,
             talking_head: match scene.motion {
-                Motion::TalkingHead { face_index } => Some(face_index),
+                Motion::TalkingHead { face_index, framing, .. } => Some((face_index, framing)),
                 _ => None,
             },
         },
@@ -610,6 +612,13 @@ fn canvas(
                     Fit::Cover => FitMode::Cover,
                     Fit::Contain => FitMode::Contain,
                     Fit::ContainBlur => FitMode::ContainBlur,
+                };
+                let pic = match scene.motion {
+                    Motion::TalkingHead { face_index, framing: Framing::Face, .. } => {
+                        frame_face(engine, &pic, face_index, cw as f32 / ch as f32)
+                            .map_err(|e| RenderError::at(format!("scenes[{i}].image"), e))?
+                    }
+                    _ => pic,
                 };
                 let fitted = picture::fit(&pic, cw, ch, mode, [0, 0, 0, 0]);
                 let mut canvas = bg;
@@ -643,10 +652,10 @@ fn canvas(
                 (ch as i64 - ov.height as i64) / 2,
             );
         }
-        if let Motion::TalkingHead { face_index } = scene.motion {
-            let mouth = locate_mouth(engine, &rgba, face_index)
-                .map_err(|e| RenderError::at(format!("scenes[{i}].image"), e))?;
-            fs::write(dir.join("mouth.json"), serde_json::to_vec(&mouth).map_err(std::io::Error::other)?)?;
+        if let Motion::TalkingHead { face_index, .. } = scene.motion {
+            let rig =
+                locate_face(engine, &rgba, face_index).map_err(|e| RenderError::at(format!("scenes[{i}].image"), e))?;
+            fs::write(dir.join("face.json"), serde_json::to_vec(&rig).map_err(std::io::Error::other)?)?;
         }
         let yuv = Yuv420::from_rgba(cw, ch, rgba.as_raw());
         let mut f = std::io::BufWriter::new(fs::File::create(dir.join("canvas.yuv"))?);
@@ -812,22 +821,79 @@ fn text_look(
     }
 }
 
-/// The mouth on a canvas: face detection, then the face mesh's lips and chin.
-fn locate_mouth(engine: &Engine, rgba: &image::RgbaImage, face_index: Option<usize>) -> Result<MouthGeometry, String> {
-    use reelsmith_models::face::{choose, mesh};
-    let (detector, face_mesh) = engine.faces().map_err(|e| format!("talking-head needs the face models: {e}"))?;
+/// Faces in an RGBA picture, and the chosen one.
+fn find_face(
+    engine: &Engine,
+    rgba: &image::RgbaImage,
+    face_index: Option<usize>,
+) -> Result<(reelsmith_models::face::Face, Vec<u8>), String> {
+    let (detector, _) = engine.faces().map_err(|e| format!("talking-head needs the face models: {e}"))?;
     let (w, h) = rgba.dimensions();
     let rgb: Vec<u8> = rgba.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
     let faces = detector.detect(w, h, &rgb).map_err(|e| e.to_string())?;
-    let face = choose(&faces, face_index).map_err(|e| e.to_string())?;
+    let face = reelsmith_models::face::choose(&faces, face_index).map_err(|e| e.to_string())?;
+    Ok((face, rgb))
+}
+
+/// The photo cropped around the face to `aspect` (width / height): head and shoulders, the
+/// face a little above the middle, as large as the photo allows.
+fn frame_face(
+    engine: &Engine,
+    pic: &image::RgbaImage,
+    face_index: Option<usize>,
+    aspect: f32,
+) -> Result<image::RgbaImage, String> {
+    let (face, _) = find_face(engine, pic, face_index)?;
+    let (pw, ph) = (pic.width() as f32, pic.height() as f32);
+    let [bx, by, bw, bh] = face.bbox;
+    let (cx, cy) = (bx + bw / 2.0, by + bh / 2.0);
+    // The detector's box is the face from brows to chin: about 40% of a headshot's height.
+    let mut crop_h = bh / 0.4;
+    let mut crop_w = crop_h * aspect;
+    let shrink = (pw / crop_w).min(ph / crop_h).min(1.0);
+    crop_w *= shrink;
+    crop_h *= shrink;
+    let x = (cx - crop_w / 2.0).clamp(0.0, pw - crop_w);
+    let y = (cy + bh * 0.12 - crop_h / 2.0).clamp(0.0, ph - crop_h);
+    let (x, y, w, h) =
+        (x.round() as u32, y.round() as u32, (crop_w.round() as u32).max(1), (crop_h.round() as u32).max(1));
+    Ok(image::imageops::crop_imm(pic, x, y, w.min(pic.width() - x), h.min(pic.height() - y)).to_image())
+}
+
+/// The face's rig on a canvas: face detection, then the mesh's lips, chin, eyes and face box.
+fn locate_face(engine: &Engine, rgba: &image::RgbaImage, face_index: Option<usize>) -> Result<FaceRig, String> {
+    use reelsmith_models::face::mesh;
+    let (face, rgb) = find_face(engine, rgba, face_index)?;
+    let (_, face_mesh) = engine.faces().map_err(|e| format!("talking-head needs the face models: {e}"))?;
+    let (w, h) = rgba.dimensions();
     let lm = face_mesh.landmarks(w, h, &rgb, &face).map_err(|e| e.to_string())?;
     let p = |i: usize| lm.points[i];
     let (a, b) = (p(mesh::MOUTH_RIGHT)[0], p(mesh::MOUTH_LEFT)[0]);
-    Ok(MouthGeometry {
-        lips_y: (p(mesh::UPPER_LIP_INNER)[1] + p(mesh::LOWER_LIP_INNER)[1]) / 2.0,
-        left_x: a.min(b),
-        right_x: a.max(b),
-        chin_y: p(mesh::CHIN)[1],
+    let eye = |outer: usize, inner: usize, upper: usize, lower: usize| {
+        let (xo, xi) = (p(outer)[0], p(inner)[0]);
+        EyeGeometry { left_x: xo.min(xi), right_x: xo.max(xi), upper_y: p(upper)[1], lower_y: p(lower)[1] }
+    };
+    let [bx, by, bw, bh] = face.bbox;
+    let chin = p(mesh::CHIN);
+    Ok(FaceRig {
+        mouth: MouthGeometry {
+            lips_y: (p(mesh::UPPER_LIP_INNER)[1] + p(mesh::LOWER_LIP_INNER)[1]) / 2.0,
+            left_x: a.min(b),
+            right_x: a.max(b),
+            chin_y: chin[1],
+        },
+        eyes: [
+            eye(mesh::RIGHT_EYE_OUTER, mesh::RIGHT_EYE_INNER, mesh::RIGHT_EYE_UPPER, mesh::RIGHT_EYE_LOWER),
+            eye(mesh::LEFT_EYE_OUTER, mesh::LEFT_EYE_INNER, mesh::LEFT_EYE_UPPER, mesh::LEFT_EYE_LOWER),
+        ],
+        // The head turns about the neck, a little below the chin.
+        head: HeadGeometry {
+            cx: bx + bw / 2.0,
+            cy: by + bh / 2.0,
+            radius: bh.max(bw) / 2.0,
+            pivot_x: chin[0],
+            pivot_y: chin[1] + bh * 0.25,
+        },
     })
 }
 
@@ -890,11 +956,18 @@ fn scene_look(
         Motion::None | Motion::TalkingHead { .. } => ((1.0, 1.0), Default::default()),
         Motion::KenBurns { zoom_from, zoom_to, pan } => ((zoom_from, zoom_to), pan),
     };
-    let mouth = match (&scene.motion, speech) {
-        (Motion::TalkingHead { .. }, Some(s)) => {
-            let geometry: MouthGeometry =
-                serde_json::from_slice(&fs::read(canvas.1.join("mouth.json"))?).map_err(std::io::Error::other)?;
-            Some((geometry, mouth_openings(s, span.narration_frame, span.frames, tl.fps as f64)?))
+    let talking = match (&scene.motion, speech) {
+        (Motion::TalkingHead { blink, head_motion, .. }, Some(s)) => {
+            let rig: FaceRig =
+                serde_json::from_slice(&fs::read(canvas.1.join("face.json"))?).map_err(std::io::Error::other)?;
+            Some(Talking {
+                rig,
+                openings: mouth_openings(s, span.narration_frame, span.frames, tl.fps as f64)?,
+                blink: *blink,
+                head_motion: *head_motion,
+                seed: i as u64 + 1,
+                fps: tl.fps as f64,
+            })
         }
         _ => None,
     };
@@ -921,7 +994,7 @@ fn scene_look(
         subtitle_style: Some(sub_look),
         subtitle_highlight: subs.highlight_color.rgba(),
         subtitle_position: (subs.position, subs.margin),
-        mouth,
+        talking,
     })
 }
 

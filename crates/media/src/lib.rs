@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod ffmpeg;
 pub mod frame;
+pub mod head;
 pub mod mouth;
 pub mod picture;
 pub mod text;

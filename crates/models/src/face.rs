@@ -246,7 +246,7 @@ pub struct FaceMesh {
 pub const MESH_FILE: &str = "face_landmark.onnx";
 const MESH_SIZE: usize = 192;
 
-/// Landmark indices of the mesh that matter for speech.
+/// Landmark indices of the mesh that a talking head moves.
 pub mod mesh {
     /// Outer lip contour, top and bottom centre.
     pub const UPPER_LIP_TOP: usize = 0;
@@ -258,6 +258,15 @@ pub mod mesh {
     pub const MOUTH_LEFT: usize = 291;
     pub const CHIN: usize = 152;
     pub const NOSE_TIP: usize = 1;
+    /// Eyes: corners and the middle of each lid. "Right" is the subject's right (image left).
+    pub const RIGHT_EYE_OUTER: usize = 33;
+    pub const RIGHT_EYE_INNER: usize = 133;
+    pub const RIGHT_EYE_UPPER: usize = 159;
+    pub const RIGHT_EYE_LOWER: usize = 145;
+    pub const LEFT_EYE_INNER: usize = 362;
+    pub const LEFT_EYE_OUTER: usize = 263;
+    pub const LEFT_EYE_UPPER: usize = 386;
+    pub const LEFT_EYE_LOWER: usize = 374;
 }
 
 /// 468 points in photo pixels (x, y) with depth (z, in the same scale), and the model's

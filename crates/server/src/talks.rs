@@ -340,9 +340,16 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, body: By
     }
     let photo = fetch_asset(&state, &caller, &req.source_url, "source_url", submit::Kind::Image).await?;
     let (w, h) = (photo.width.unwrap_or(720) as f64, photo.height.unwrap_or(720) as f64);
-    // Framed as the photo, its long side at most 720 px (D-ID's results are smaller still).
-    let s = (720.0 / w.max(h)).min(1.0);
-    let (width, height) = (even(w * s).max(64), even(h * s).max(64));
+    // As D-ID does: `stitch: true` keeps the whole photo (long side at most 720 px); otherwise
+    // a square headshot cropped around the face.
+    let stitch = req.config.stitch.unwrap_or(false);
+    let (width, height, framing) = if stitch {
+        let s = (720.0 / w.max(h)).min(1.0);
+        (even(w * s).max(64), even(h * s).max(64), "photo")
+    } else {
+        let side = even(w.min(h).min(720.0)).max(64);
+        (side, side, "face")
+    };
     let (narration, voice, subtitles, audio_url) = match &req.script {
         Script::Text { input, provider, ssml, subtitles } => {
             if ssml.unwrap_or(false) {
@@ -367,7 +374,7 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, body: By
         "scenes": [{
             "image": format!("{ASSET_PREFIX}{}", photo.id),
             "fit": "cover",
-            "motion": {"type": "talking-head"},
+            "motion": {"type": "talking-head", "framing": framing},
             "narration": narration,
             "padding": pad.max(0.2),
         }],

@@ -270,7 +270,13 @@ function talkingSpec() {
     output: { width: size[0], height: size[1], fps: 30 },
     voice: VOICES[f.voice.value],
     subtitles: { enabled: f.subtitles.checked, style: 'word-highlight' },
-    scenes: [{ image: photoZone.dataset.ref, fit: 'cover', motion: { type: 'talking-head' }, narration, padding: 0.4 }],
+    scenes: [{
+      image: photoZone.dataset.ref,
+      fit: 'cover',
+      motion: { type: 'talking-head', framing: f.framing.value === 'photo' ? 'photo' : 'face' },
+      narration,
+      padding: 0.4,
+    }],
   };
 }
 

@@ -625,7 +625,36 @@ pub enum Motion {
         /// Which face, counted left to right; default: the largest.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         face_index: Option<usize>,
+        /// `photo`: the picture fitted as usual; `face`: cropped around the face (head and
+        /// shoulders, in the output's shape: square or portrait outputs make headshots).
+        #[serde(default, skip_serializing_if = "is_default")]
+        framing: Framing,
+        /// Natural blinks every few seconds.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        blink: bool,
+        /// Slight idle head motion (sway and tilt), 0 (still) to 2; 1 is natural.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        head_motion: f32,
     },
+}
+
+/// How a talking head's photo is framed.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framing {
+    #[default]
+    Photo,
+    Face,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_one(x: &f32) -> bool {
+    *x == 1.0
+}
+fn is_default<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
 }
 fn default_zoom_to() -> f32 {
     1.12

@@ -200,7 +200,8 @@ impl Spec {
                 fixed_total += d;
             }
             v.range(&format!("{p}.padding"), scene.padding, 0.0, 30.0);
-            if matches!(scene.motion, Motion::TalkingHead { .. }) {
+            if let Motion::TalkingHead { head_motion, .. } = scene.motion {
+                v.range(&format!("{p}.motion.head_motion"), head_motion, 0.0, 2.0);
                 if scene.image.is_none() {
                     v.push(format!("{p}.motion"), "talking-head needs an image with a face");
                 }
