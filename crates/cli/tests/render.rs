@@ -463,3 +463,71 @@ fn talking_head_blinks_sways_and_frames_a_headshot() {
     let moved = span(0).max(span(1));
     assert!(moved > 0.4 && moved < 8.0, "slight head motion: {moved} px ({noses:?})");
 }
+
+/// `replace_background`: the person (face, hair, suit) stays, the studio backdrop becomes a
+/// colour, another picture, or a blur; a scene without a picture is refused.
+#[test]
+fn background_is_replaced_behind_the_person_only() {
+    let f = Fixture::new();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"),
+        f.path("astronaut.jpg"),
+    )
+    .unwrap();
+    // A replacement picture: blue on the left half, yellow on the right.
+    image::RgbImage::from_fn(
+        64,
+        64,
+        |x, _| if x < 32 { image::Rgb([20, 40, 220]) } else { image::Rgb([230, 210, 20]) },
+    )
+    .save(f.path("beach.png"))
+    .unwrap();
+    let scene = |with: serde_json::Value| {
+        json!({"version": 1, "output": {"width": 256, "height": 256, "fps": 10}, "subtitles": {"enabled": false},
+            "scenes": [{"image": "astronaut.jpg", "duration": 0.5, "replace_background": with}]})
+    };
+    let original = f.path("original.mp4");
+    let plain = json!({"version": 1, "output": {"width": 256, "height": 256, "fps": 10},
+        "scenes": [{"image": "astronaut.jpg", "duration": 0.5}]});
+    render(&f.path("cache"), &f.write_spec("plain.json", &plain), &original);
+    let (face, suit, corner_l, corner_r) =
+        ((100, 60, 120, 80), (100, 210, 150, 240), (0, 0, 24, 24), (232, 0, 256, 24));
+    let at = |video: &std::path::Path, r: (u32, u32, u32, u32)| mean_rgb(video, 0.2, r.0, r.1, r.2, r.3);
+    let near = |a: [f64; 3], b: [f64; 3], tol: f64| (0..3).all(|c| (a[c] - b[c]).abs() <= tol);
+
+    let green = f.path("green.mp4");
+    render(&f.path("cache"), &f.write_spec("green.json", &scene(json!({"color": "#00c000"}))), &green);
+    for corner in [corner_l, corner_r] {
+        assert!(near(at(&green, corner), [0.0, 192.0, 0.0], 12.0), "backdrop is green: {:?}", at(&green, corner));
+    }
+    for person in [face, suit] {
+        assert!(
+            near(at(&green, person), at(&original, person), 6.0),
+            "the person stays: {:?} vs {:?}",
+            at(&green, person),
+            at(&original, person)
+        );
+    }
+
+    let beach = f.path("beach.mp4");
+    render(&f.path("cache"), &f.write_spec("beach.json", &scene(json!({"image": "beach.png"}))), &beach);
+    assert!(near(at(&beach, corner_l), [20.0, 40.0, 220.0], 14.0), "{:?}", at(&beach, corner_l));
+    assert!(near(at(&beach, corner_r), [230.0, 210.0, 20.0], 14.0), "{:?}", at(&beach, corner_r));
+    assert!(near(at(&beach, face), at(&original, face), 6.0));
+
+    let blur = f.path("blur.mp4");
+    render(&f.path("cache"), &f.write_spec("blur.json", &scene(json!({"blur": 20}))), &blur);
+    assert!(near(at(&blur, face), at(&original, face), 6.0), "the face is not blurred");
+    // Blurring mixes the suit's colours into the backdrop beside the shoulders.
+    let beside = (0, 200, 30, 256);
+    let diff: f64 = (0..3).map(|c| (at(&blur, beside)[c] - at(&original, beside)[c]).abs()).sum();
+    assert!(diff > 6.0, "the backdrop beside the shoulders changed: {diff}");
+
+    // Without a picture there is nobody to cut out.
+    let bad = json!({"version": 1, "scenes": [{"duration": 1, "replace_background": {"blur": 5}}]});
+    let msg = engine(&f.path("cache"))
+        .render_file(&f.write_spec("bad.json", &bad), &f.path("bad.mp4"), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("scenes[0].replace_background") && msg.contains("needs an image"), "{msg}");
+}

@@ -145,11 +145,18 @@ pub struct Engine {
     pub voices: Voices,
     pub text: Arc<TextRenderer>,
     faces: std::sync::OnceLock<Result<(FaceDetector, FaceMesh), String>>,
+    segmenter: std::sync::OnceLock<Result<reelsmith_models::PersonSegmenter, String>>,
 }
 
 impl Engine {
     pub fn new(cache: Cache) -> Result<Self, RenderError> {
-        Ok(Self { cache, voices: Voices::detect()?, text: Arc::new(TextRenderer::new()), faces: Default::default() })
+        Ok(Self {
+            cache,
+            voices: Voices::detect()?,
+            text: Arc::new(TextRenderer::new()),
+            faces: Default::default(),
+            segmenter: Default::default(),
+        })
     }
 
     /// The face models, loaded on first use (talking heads only); why not, when missing.
@@ -160,6 +167,14 @@ impl Engine {
                 let m = FaceMesh::discover().map_err(|e| e.to_string())?;
                 Ok((d, m))
             })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// Person segmentation, loaded on first use.
+    pub fn segmenter(&self) -> Result<&reelsmith_models::PersonSegmenter, &str> {
+        self.segmenter
+            .get_or_init(|| reelsmith_models::PersonSegmenter::discover().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(String::as_str)
     }

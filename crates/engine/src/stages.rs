@@ -14,7 +14,9 @@ use reelsmith_media::mouth::{self, MouthGeometry};
 use reelsmith_media::picture::{self, FitMode};
 use reelsmith_media::text::{Align, TextBlock, TextStyle};
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
-use reelsmith_spec::{Background, Fit, Font, Framing, Motion, Narration, Scene, Spec, Validator, limits};
+use reelsmith_spec::{
+    Background, Fit, Font, Framing, Motion, Narration, ReplaceBackground, Scene, Spec, Validator, limits,
+};
 use serde::Serialize;
 
 use crate::cache::{self, Key};
@@ -329,6 +331,9 @@ fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
         if let Some(a) = s.narration.as_ref().and_then(|n| n.audio.clone()) {
             names.push((format!("scenes[{i}].narration.audio"), a));
         }
+        if let Some(ReplaceBackground::Image(f)) = &s.replace_background {
+            names.push((format!("scenes[{i}].replace_background.image"), f.clone()));
+        }
     }
     if let Some(m) = &spec.music {
         names.push(("music.file".into(), m.file.clone()));
@@ -557,6 +562,16 @@ struct CanvasKey<'a> {
     /// how the photo is framed.
     #[serde(skip_serializing_if = "Option::is_none")]
     talking_head: Option<(Option<usize>, Framing)>,
+    /// A replaced background: colour, blur radius, or the replacement image's hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replace_background: Option<ReplaceBackgroundKey>,
+}
+
+#[derive(Serialize)]
+enum ReplaceBackgroundKey {
+    Color(String),
+    Image(String),
+    Blur(f32),
 }
 
 #[derive(Serialize)]
@@ -599,6 +614,11 @@ fn canvas(
                 Motion::TalkingHead { face_index, framing, .. } => Some((face_index, framing)),
                 _ => None,
             },
+            replace_background: scene.replace_background.as_ref().map(|r| match r {
+                ReplaceBackground::Color(c) => ReplaceBackgroundKey::Color(c.to_string()),
+                ReplaceBackground::Image(f) => ReplaceBackgroundKey::Image(inputs.hash(f)),
+                ReplaceBackground::Blur(b) => ReplaceBackgroundKey::Blur(*b),
+            }),
         },
     );
     let (dir, _) = counts.cached(engine, "canvas", &key, |dir| {
@@ -619,6 +639,11 @@ fn canvas(
                             .map_err(|e| RenderError::at(format!("scenes[{i}].image"), e))?
                     }
                     _ => pic,
+                };
+                let pic = match &scene.replace_background {
+                    Some(r) => replace_background(engine, pic, r, inputs, ch)
+                        .map_err(|e| RenderError::at(format!("scenes[{i}].replace_background"), e))?,
+                    None => pic,
                 };
                 let fitted = picture::fit(&pic, cw, ch, mode, [0, 0, 0, 0]);
                 let mut canvas = bg;
@@ -858,6 +883,40 @@ fn frame_face(
     let (x, y, w, h) =
         (x.round() as u32, y.round() as u32, (crop_w.round() as u32).max(1), (crop_h.round() as u32).max(1));
     Ok(image::imageops::crop_imm(pic, x, y, w.min(pic.width() - x), h.min(pic.height() - y)).to_image())
+}
+
+/// The picture with what is behind the person replaced: the segmentation mask's soft edge
+/// blends the person over a colour, another picture (fitted to cover) or a blur of the picture.
+fn replace_background(
+    engine: &Engine,
+    pic: image::RgbaImage,
+    with: &ReplaceBackground,
+    inputs: &Inputs,
+    canvas_h: u32,
+) -> Result<image::RgbaImage, String> {
+    let segmenter =
+        engine.segmenter().map_err(|e| format!("background replacement needs the segmentation model: {e}"))?;
+    let (w, h) = pic.dimensions();
+    let rgb: Vec<u8> = pic.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+    let mask = segmenter.mask(w, h, &rgb).map_err(|e| e.to_string())?;
+    let behind = match with {
+        ReplaceBackground::Color(c) => picture::solid(w, h, c.rgba()),
+        ReplaceBackground::Image(f) => {
+            let bg = picture::load(&inputs.path(f), limits::MAX_IMAGE_PIXELS).map_err(|e| format!("image: {e}"))?;
+            picture::fit(&bg, w, h, FitMode::Cover, [0, 0, 0, 255])
+        }
+        // The radius is in output pixels; the picture may be larger than the frame.
+        ReplaceBackground::Blur(r) => image::imageops::fast_blur(&pic, r * h as f32 / canvas_h.max(1) as f32),
+    };
+    let mut out = behind;
+    for ((o, p), a) in out.pixels_mut().zip(pic.pixels()).zip(&mask.alpha) {
+        let a = *a as u32;
+        for c in 0..3 {
+            o[c] = ((p[c] as u32 * a + o[c] as u32 * (255 - a) + 127) / 255) as u8;
+        }
+        o[3] = p[3];
+    }
+    Ok(out)
 }
 
 /// The face's rig on a canvas: face detection, then the mesh's lips, chin, eyes and face box.

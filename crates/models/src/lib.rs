@@ -12,12 +12,14 @@
 
 pub mod face;
 pub mod piper;
+pub mod segment;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use face::{Face, FaceDetector, FaceError, FaceMesh, Landmarks};
 pub use piper::Piper;
+pub use segment::{Mask, PersonSegmenter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

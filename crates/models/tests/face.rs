@@ -135,3 +135,30 @@ fn a_sideways_photo_with_exif_orientation_finds_the_same_face() {
     std::fs::write(&bad, b"\xFF\xD8\xFF\xE0 not really a jpeg").unwrap();
     assert!(load_photo(&bad).unwrap_err().to_string().contains("bad.jpg"));
 }
+
+/// The person mask covers the astronaut (face, hair, suit) and not the studio backdrop.
+#[test]
+fn person_mask_covers_the_astronaut_not_the_backdrop() {
+    let (w, h, rgb) = astronaut();
+    let seg = reelsmith_models::PersonSegmenter::discover().unwrap();
+    let m = seg.mask(w, h, &rgb).unwrap();
+    assert_eq!((m.width, m.height, m.alpha.len()), (w, h, (w * h) as usize));
+    let mean = |x0: u32, y0: u32, x1: u32, y1: u32| {
+        let mut s = 0u64;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                s += m.alpha[(y * w + x) as usize] as u64;
+            }
+        }
+        s as f64 / ((x1 - x0) * (y1 - y0)) as f64
+    };
+    // Face around (220, 140), suit at the bottom middle; backdrop in the top corners.
+    assert!(mean(200, 110, 240, 170) > 230.0, "face: {}", mean(200, 110, 240, 170));
+    assert!(mean(200, 400, 300, 480) > 200.0, "suit: {}", mean(200, 400, 300, 480));
+    assert!(mean(0, 0, 60, 60) < 25.0, "top-left backdrop: {}", mean(0, 0, 60, 60));
+    assert!(mean(452, 0, 512, 60) < 25.0, "top-right backdrop: {}", mean(452, 0, 512, 60));
+    // Soft edges: some pixels in between.
+    let soft = m.alpha.iter().filter(|&&a| a > 20 && a < 235).count();
+    assert!(soft > 200, "{soft} edge pixels");
+    assert!(seg.mask(0, 0, &[]).is_err());
+}

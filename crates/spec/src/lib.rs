@@ -74,6 +74,9 @@ impl Spec {
             if let Some(f) = s.overlay.as_mut().and_then(|o| o.font.file.as_mut()) {
                 out.push((format!("scenes[{i}].overlay.font.file"), f));
             }
+            if let Some(ReplaceBackground::Image(f)) = s.replace_background.as_mut() {
+                out.push((format!("scenes[{i}].replace_background.image"), f));
+            }
         }
         out
     }
@@ -550,6 +553,20 @@ pub struct Scene {
     pub transition: Transition,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<TextOverlay>,
+    /// Replace what is behind the person in the picture (person segmentation, soft edges):
+    /// `{"color": "#0a5"}`, `{"image": "office.jpg"}` or `{"blur": 12}` (radius in pixels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_background: Option<ReplaceBackground>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum ReplaceBackground {
+    Color(Color),
+    /// An image file, fitted to cover the picture.
+    Image(String),
+    /// The picture's own background, blurred by this radius (output pixels).
+    Blur(f32),
 }
 
 fn default_padding() -> f64 {

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::{Background, Motion, Spec, TransitionKind, limits};
+use crate::{Background, Motion, ReplaceBackground, Spec, TransitionKind, limits};
 
 /// One problem in a spec, located by its JSON path.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -160,6 +160,16 @@ impl Spec {
             let p = format!("scenes[{i}]");
             if let Some(img) = &scene.image {
                 v.file(&format!("{p}.image"), base_dir, img);
+            }
+            match &scene.replace_background {
+                Some(_) if scene.image.is_none() => {
+                    v.push(format!("{p}.replace_background"), "needs an image with a person in it");
+                }
+                Some(ReplaceBackground::Image(f)) => {
+                    v.file(&format!("{p}.replace_background.image"), base_dir, f);
+                }
+                Some(ReplaceBackground::Blur(r)) => v.range(&format!("{p}.replace_background.blur"), *r, 1.0, 100.0),
+                _ => {}
             }
             if let Some(Background::Gradient(g)) = &scene.background {
                 v.range(&format!("{p}.background.gradient.angle"), g.angle, -360.0, 360.0);
