@@ -9,6 +9,7 @@ import { chromium } from 'playwright-core';
 
 const url = process.env.STUDIO_URL;
 const image = process.env.STUDIO_IMAGE;
+// STUDIO_PHOTO: a portrait with a face, for the talking-photo form.
 const shots = process.env.STUDIO_SCREENSHOTS; // optional folder for screenshots
 assert.ok(url && image, 'set STUDIO_URL and STUDIO_IMAGE');
 
@@ -149,6 +150,26 @@ try {
   await page.click('#talking-form button[type=submit]');
   assert.match(await page.textContent('#talking-form [data-error-for="scenes[0].image"]'), /photo/);
   step('the talking-photo form asks for a photo before submitting');
+
+  // ---- A talking photo: a square headshot with a blurred background.
+  await page.setInputFiles('#talking-form input[name=photo]', process.env.STUDIO_PHOTO);
+  await page.waitForFunction(() => document.querySelector('#talking-form .drop').dataset.ref?.startsWith('asset:'), null, { timeout: T });
+  await page.fill('#talking-form textarea[name=script]', 'Hello from a photo in the browser.');
+  await page.selectOption('#talking-form select[name=voice]', 'espeak-ng');
+  await page.selectOption('#talking-form select[name=framing]', 'square');
+  await page.selectOption('#talking-form select[name=background]', 'blur');
+  await page.click('#talking-form button[type=submit]');
+  await page.waitForFunction((first) => document.querySelector('#watch-id').textContent.trim() !== first, id);
+  await page.waitForFunction(() => ['succeeded', 'failed'].includes(document.querySelector('#watch-status').textContent), null, { timeout: T });
+  assert.equal(await page.textContent('#watch-status'), 'succeeded', await page.textContent('#watch-error'));
+  await page.waitForSelector('#result:not([hidden])', { timeout: T });
+  const talk = await page.evaluate(async () => {
+    const v = document.querySelector('#player');
+    if (v.readyState < 1) await new Promise((r) => v.addEventListener('loadedmetadata', r, { once: true }));
+    return { w: v.videoWidth, h: v.videoHeight };
+  });
+  assert.equal(talk.w, talk.h, `a square headshot: ${talk.w}x${talk.h}`);
+  step(`a talking photo rendered as a ${talk.w}x${talk.h} headshot with a blurred background`);
 
   // ---- Performance panel: figures, route table and stage chart from the server's report.
   await page.waitForFunction(() => {

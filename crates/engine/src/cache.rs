@@ -89,7 +89,9 @@ pub struct Cache {
 impl Cache {
     /// Opens (creating) a cache at `root` holding at most `max_bytes`.
     pub fn open(root: impl Into<PathBuf>, max_bytes: u64) -> io::Result<Self> {
-        let root = root.into();
+        // Absolute: entry paths go into FFmpeg's concat lists, which resolve relative paths
+        // against the list's own folder, not ours.
+        let root = std::path::absolute(root.into())?;
         fs::create_dir_all(root.join("objects"))?;
         fs::create_dir_all(root.join("tmp"))?;
         Ok(Self { root, max_bytes, enabled: true, run: Default::default() })
@@ -294,6 +296,18 @@ impl Drop for StatsLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_root_is_made_absolute() {
+        // Entry paths end up in FFmpeg concat lists, which would resolve them elsewhere.
+        let dir = tempfile::tempdir().unwrap();
+        let rel = dir.path().strip_prefix(std::env::current_dir().unwrap()).map(Path::to_path_buf);
+        let c = Cache::open(rel.unwrap_or_else(|_| dir.path().to_path_buf()), 1 << 20).unwrap();
+        assert!(c.root().is_absolute());
+        let c = Cache::open(Path::new("target").join("relative-cache-test"), 1 << 20).unwrap();
+        assert!(c.root().is_absolute() && c.root().ends_with("target/relative-cache-test"));
+        let _ = fs::remove_dir_all(c.root());
+    }
 
     #[test]
     fn keys_depend_on_stage_and_params() {

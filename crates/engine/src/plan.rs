@@ -130,7 +130,12 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
         // Long bodies are cut into chunks so every core keeps encoding to the end, also when one
         // edited scene is all there is to render.
         let max_chunk = (CHUNK_SECONDS * fps).round().max(1.0) as u64;
-        let pieces = (to.saturating_sub(from)).div_ceil(max_chunk);
+        let mut pieces = (to.saturating_sub(from)).div_ceil(max_chunk);
+        // An even number of pieces shares out evenly on 2 (and 4) cores: 3 pieces of one scene
+        // on 2 cores leave one core encoding two while the other idles after one.
+        if pieces > 1 && pieces % 2 == 1 {
+            pieces += 1;
+        }
         for k in 0..pieces {
             let a = from + (to - from) * k / pieces;
             let b = from + (to - from) * (k + 1) / pieces;
@@ -206,9 +211,9 @@ mod tests {
         let s = spec(r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":9.5}]}"#);
         let t = layout(&s, &[None], &mut Validator::default());
         let bodies: Vec<&Segment> = t.segments.iter().collect();
-        assert_eq!(bodies.len(), 3, "95 frames in chunks of at most 40");
-        assert_eq!(bodies[0], &Segment::Body { scene: 0, from: 0, to: 31 });
-        assert_eq!(bodies[2], &Segment::Body { scene: 0, from: 63, to: 95 });
+        assert_eq!(bodies.len(), 4, "95 frames in an even number of chunks of at most 40");
+        assert_eq!(bodies[0], &Segment::Body { scene: 0, from: 0, to: 23 });
+        assert_eq!(bodies[3], &Segment::Body { scene: 0, from: 71, to: 95 });
         assert!(t.segments.iter().all(|s| s.frames() <= 40));
     }
 

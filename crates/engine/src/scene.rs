@@ -223,8 +223,9 @@ impl SceneRenderer {
             let t = local as f64 / talk.fps;
             let open = talk.openings.get(local as usize).copied().unwrap_or(0) as f32 / 255.0;
             if open > 0.0 {
+                // The frame so far becomes the warp's source (a swap, not a copy).
                 let src = self.unwarped.get_or_insert_with(|| out.clone());
-                src.clone_from(out);
+                std::mem::swap(src, out);
                 mouth::open_mouth(src, &talk.rig.mouth, open, out);
             }
             let closure = if talk.blink { head::blink_closure(t, talk.seed) } else { 0.0 };
@@ -236,7 +237,7 @@ impl SceneRenderer {
             if talk.head_motion > 0.0 {
                 let motion = head::idle_motion(t, &talk.rig.head, talk.head_motion, talk.seed);
                 let src = self.unwarped.get_or_insert_with(|| out.clone());
-                src.clone_from(out);
+                std::mem::swap(src, out);
                 head::move_head(src, &talk.rig.head, motion, out);
             }
         }

@@ -140,49 +140,79 @@ pub fn move_head(src: &Yuv420, head: &HeadGeometry, (dx, dy, tilt): (f32, f32, f
     if dx.abs() < 0.05 && dy.abs() < 0.05 && tilt.abs() < 1e-4 {
         return;
     }
-    let inner = head.radius * 2.0;
-    let outer = head.radius * 3.6;
+    // The face box's half-height `radius` times 1.5 holds the head with its hair.
+    let inner = head.radius * 1.5;
+    let outer = head.radius * 2.6;
+    let outer2 = outer * outer;
+    // Weight by squared distance from the head's centre, from a table (no square root per pixel).
+    const STEPS: usize = 1024;
+    let table: Vec<f32> = (0..=STEPS)
+        .map(|i| {
+            let d = (i as f32 / STEPS as f32).sqrt() * outer;
+            let t = ((d - inner) / (outer - inner)).clamp(0.0, 1.0);
+            1.0 - t * t * (3.0 - 2.0 * t)
+        })
+        .collect();
+    let to_index = STEPS as f32 / outer2;
     let (sin, cos) = tilt.sin_cos();
-    let weight = |x: f32, y: f32| {
-        let d = ((x - head.cx).powi(2) + (y - head.cy).powi(2)).sqrt();
-        let t = ((d - inner) / (outer - inner)).clamp(0.0, 1.0);
-        1.0 - t * t * (3.0 - 2.0 * t)
-    };
-    let warp = |plane: &[u8], out_plane: &mut [u8], pw: u32, ph: u32, scale: f32| {
-        let x0 = ((head.cx - outer) / scale).floor().max(0.0) as u32;
-        let x1 = (((head.cx + outer) / scale).ceil() as u32 + 1).min(pw);
-        let y0 = ((head.cy - outer) / scale).floor().max(0.0) as u32;
-        let y1 = (((head.cy + outer) / scale).ceil() as u32 + 1).min(ph);
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let (fx, fy) = (x as f32 * scale, y as f32 * scale);
-                let k = weight(fx, fy);
-                if k <= 0.0 {
-                    continue;
-                }
-                // Where this pixel came from: undo the turn about the pivot, then the shift.
-                let (rx, ry) = (fx - head.pivot_x - dx * k, fy - head.pivot_y - dy * k);
-                let (c, s) = (1.0 + (cos - 1.0) * k, sin * k);
-                let sx = (head.pivot_x + rx * c + ry * s) / scale;
-                let sy = (head.pivot_y - rx * s + ry * c) / scale;
-                let (ix, iy) = (sx.floor(), sy.floor());
-                let (tx, ty) = (sx - ix, sy - iy);
-                let at = |xx: f32, yy: f32| {
-                    let xi = (xx.max(0.0) as u32).min(pw - 1);
-                    let yi = (yy.max(0.0) as u32).min(ph - 1);
-                    plane[(yi * pw + xi) as usize] as f32
-                };
-                let top = at(ix, iy) + (at(ix + 1.0, iy) - at(ix, iy)) * tx;
-                let bottom = at(ix, iy + 1.0) + (at(ix + 1.0, iy + 1.0) - at(ix, iy + 1.0)) * tx;
-                out_plane[(y * pw + x) as usize] = (top + (bottom - top) * ty).round() as u8;
-            }
-        }
+    // Where the weight leaves less than a few hundredths of a pixel of motion, the copy stands.
+    let reach = dx.abs() + dy.abs() + tilt.abs() * (outer + (head.pivot_y - head.cy).abs());
+    let negligible = 0.04 / reach.max(1e-3);
+    // Bilinear in 8-bit fixed point, clamped to the plane.
+    let sample = |plane: &[u8], pw: u32, ph: u32, sx: f32, sy: f32| -> u8 {
+        let sx = sx.clamp(0.0, (pw - 1) as f32 - 0.001);
+        let sy = sy.clamp(0.0, (ph - 1) as f32 - 0.001);
+        let (xi, yi) = (sx as u32, sy as u32);
+        let (tx, ty) = (((sx - xi as f32) * 256.0) as u32, ((sy - yi as f32) * 256.0) as u32);
+        let i = (yi * pw + xi) as usize;
+        let (a, b) = (plane[i] as u32, plane[i + 1] as u32);
+        let (c, d) = (plane[i + pw as usize] as u32, plane[i + pw as usize + 1] as u32);
+        let top = a * (256 - tx) + b * tx;
+        let bottom = c * (256 - tx) + d * tx;
+        ((top * (256 - ty) + bottom * ty + 32768) >> 16) as u8
     };
     let (w, h) = (src.width, src.height);
-    warp(&src.y, &mut out.y, w, h, 1.0);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    warp(&src.u, &mut out.u, cw, ch, 2.0);
-    warp(&src.v, &mut out.v, cw, ch, 2.0);
+    if w < 2 || h < 2 || cw < 2 || ch < 2 {
+        return;
+    }
+    // The field is smooth: one displacement per 2x2 block (a chroma pixel) serves its four luma
+    // pixels and both chroma samples.
+    let y0 = ((head.cy - outer) / 2.0).floor().max(0.0) as u32;
+    let y1 = (((head.cy + outer) / 2.0).ceil() as u32 + 1).min(ch);
+    for by in y0..y1 {
+        let fy = by as f32 * 2.0 + 0.5;
+        let dy2 = (fy - head.cy) * (fy - head.cy);
+        if dy2 >= outer2 {
+            continue;
+        }
+        let half = (outer2 - dy2).sqrt();
+        let x0 = ((head.cx - half) / 2.0).floor().max(0.0) as u32;
+        let x1 = (((head.cx + half) / 2.0).ceil() as u32 + 1).min(cw);
+        for bx in x0..x1 {
+            let fx = bx as f32 * 2.0 + 0.5;
+            let d2 = (fx - head.cx) * (fx - head.cx) + dy2;
+            let k = table[((d2 * to_index) as usize).min(STEPS)];
+            if k <= negligible {
+                continue;
+            }
+            // Where the block came from: undo the shift, then the turn about the pivot.
+            let (rx, ry) = (fx - head.pivot_x - dx * k, fy - head.pivot_y - dy * k);
+            let (c, s) = (1.0 + (cos - 1.0) * k, sin * k);
+            let ox = head.pivot_x + rx * c + ry * s - fx;
+            let oy = head.pivot_y - rx * s + ry * c - fy;
+            let ci = (by * cw + bx) as usize;
+            let (sxc, syc) = (bx as f32 + ox / 2.0, by as f32 + oy / 2.0);
+            out.u[ci] = sample(&src.u, cw, ch, sxc, syc);
+            out.v[ci] = sample(&src.v, cw, ch, sxc, syc);
+            for (ix, iy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let (x, y) = (bx * 2 + ix, by * 2 + iy);
+                if x < w && y < h {
+                    out.y[(y * w + x) as usize] = sample(&src.y, w, h, x as f32 + ox, y as f32 + oy);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -276,6 +276,8 @@ function talkingSpec() {
       motion: { type: 'talking-head', framing: f.framing.value === 'photo' ? 'photo' : 'face' },
       narration,
       padding: 0.4,
+      ...(f.background.value === 'blur' ? { replace_background: { blur: 16 } } : {}),
+      ...(f.background.value === 'color' ? { replace_background: { color: f.background_color.value } } : {}),
     }],
   };
 }
