@@ -7,13 +7,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
-if ((${#missing[@]})); then
-  echo "setup-browser-tests: installing ${missing[*]}" >&2
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh "${missing[@]}"
 lock=tests/browser/package-lock.json
 stamp=tests/browser/node_modules/.lock-installed
 if [ ! -f "$stamp" ] || ! cmp -s "$lock" "$stamp"; then

@@ -299,16 +299,7 @@ impl FaceMesh {
             let (dx, dy) = ((u / MESH_SIZE as f32 - 0.5) * size, (v / MESH_SIZE as f32 - 0.5) * size);
             (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
         };
-        let sample = |x: f32, y: f32, c: usize| -> f32 {
-            let (x, y) = (x.clamp(0.0, (w - 1) as f32), y.clamp(0.0, (h - 1) as f32));
-            let (x0, y0) = (x.floor() as u32, y.floor() as u32);
-            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-            let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-            let px = |xx: u32, yy: u32| rgb[((yy * w + xx) * 3) as usize + c] as f32;
-            let top = px(x0, y0) * (1.0 - fx) + px(x1, y0) * fx;
-            let bottom = px(x0, y1) * (1.0 - fx) + px(x1, y1) * fx;
-            top * (1.0 - fy) + bottom * fy
-        };
+        let sample = |x: f32, y: f32, c: usize| crate::sample_rgb(rgb, w, h, x, y, c);
         let mut input = vec![0.0f32; MESH_SIZE * MESH_SIZE * 3];
         for v in 0..MESH_SIZE {
             for u in 0..MESH_SIZE {

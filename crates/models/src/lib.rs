@@ -99,6 +99,19 @@ pub(crate) fn open_session(what: &str, sub: &str, file: &str) -> Result<ort::ses
         .map_err(|e| ModelError::Model(what.into(), e.to_string()))
 }
 
+/// Channel `c` of an RGB image (`w * h * 3` bytes) at a fractional position, bilinear, clamped
+/// to the edges: how the vision models' inputs are sampled from photos.
+pub(crate) fn sample_rgb(rgb: &[u8], w: u32, h: u32, x: f32, y: f32, c: usize) -> f32 {
+    let (x, y) = (x.clamp(0.0, (w - 1) as f32), y.clamp(0.0, (h - 1) as f32));
+    let (x0, y0) = (x.floor() as u32, y.floor() as u32);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let px = |xx: u32, yy: u32| rgb[((yy * w + xx) * 3) as usize + c] as f32;
+    let top = px(x0, y0) * (1.0 - fx) + px(x1, y0) * fx;
+    let bottom = px(x0, y1) * (1.0 - fx) + px(x1, y1) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
 /// What `reelsmith doctor` shows: each model file found, with its size.
 pub fn inventory() -> Result<(PathBuf, Vec<(String, u64)>), ModelError> {
     let dir = models_dir()?;

@@ -400,43 +400,18 @@ async fn artifact(
     download::serve(state, &format!("{id}/{name}"), &r.video_etag, content_type, headers).await
 }
 
-pub async fn video(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    artifact(&state, &caller, &id, "video.mp4", "video/mp4", &headers).await
+/// The route serving one of a finished generation's files (Range, ETag).
+pub fn file_route(name: &'static str, content_type: &'static str) -> axum::routing::MethodRouter<AppState> {
+    axum::routing::get(
+        move |State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap| async move {
+            artifact(&state, &caller, &id, name, content_type, &headers).await
+        },
+    )
 }
 
-pub async fn thumbnail(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    artifact(&state, &caller, &id, "thumbnail.jpg", "image/jpeg", &headers).await
-}
-
-pub async fn subtitles(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    artifact(&state, &caller, &id, "subtitles.vtt", "text/vtt; charset=utf-8", &headers).await
-}
-
-pub async fn report(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    artifact(&state, &caller, &id, "report.json", "application/json", &headers).await
-}
-
-pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Request) -> ApiResult<Response> {
+/// One uploaded file: the first file part of a multipart form, or the raw body (named by
+/// `X-File-Name`); both limited to `max_upload_bytes`.
+pub async fn read_upload(state: &AppState, req: Request) -> ApiResult<(Bytes, Option<String>)> {
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -446,8 +421,8 @@ pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Re
     let too_large = || {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("uploads are limited to {limit} bytes"))
     };
-    let (bytes, name): (Bytes, Option<String>) = if is_multipart {
-        let mut mp = Multipart::from_request(req, &state)
+    let upload = if is_multipart {
+        let mut mp = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
         let field = mp
@@ -469,6 +444,11 @@ pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Re
         let data = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
         (data, name)
     };
+    Ok(upload)
+}
+
+pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Request) -> ApiResult<Response> {
+    let (bytes, name) = read_upload(&state, req).await?;
     let what = name.as_deref().map_or_else(|| "the upload".to_string(), |n| format!("'{n}'"));
     let asset = submit::store_asset(&state, bytes, name, caller.key_id(), &what).await?;
     let mut v = serde_json::to_value(&asset).map_err(ApiError::internal)?;

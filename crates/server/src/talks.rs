@@ -10,7 +10,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
@@ -540,13 +540,7 @@ async fn upload(
     req: Request,
     kind: submit::Kind,
 ) -> DidResult<Response> {
-    let mut mp = Multipart::from_request(req, &state)
-        .await
-        .map_err(|e| bad(format!("expected multipart/form-data: {}", e.body_text())))?;
-    let field = mp.next_field().await.map_err(|e| bad(e.body_text()))?.ok_or_else(|| bad("no file in the form"))?;
-    let name = field.file_name().map(str::to_string);
-    let data =
-        field.bytes().await.map_err(|e| DidError(ApiError::new(e.status(), "invalid_multipart", e.body_text())))?;
+    let (data, name) = api::read_upload(&state, req).await?;
     let what = name.as_deref().map_or_else(|| "the upload".to_string(), |n| format!("'{n}'"));
     let asset = submit::store_asset(&state, data, name, caller.key_id(), &what).await?;
     if submit::sniff_kind(&asset.media_type) != Some(kind) {
@@ -576,7 +570,7 @@ mod tests {
     fn iso_times() {
         assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(iso(1_796_000_000_000), "2026-11-28T01:33:20.000Z");
+        assert_eq!(iso(1_796_000_000_000), "2026-11-30T00:53:20.000Z");
     }
 
     #[test]
