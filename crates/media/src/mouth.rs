@@ -90,42 +90,62 @@ pub fn open_mouth(src: &Yuv420, m: &MouthGeometry, open: f32, out: &mut Yuv420) 
         d * jaw(x) * fade * (s + (1.0 - s) * stretch)
     };
     let gap_at = |x: f32| d * jaw(x) * lips(x);
-    let warp_plane = |plane: &[u8], out_plane: &mut [u8], w: u32, h: u32, scale: f32, dark: u8| {
-        let y0 = ((m.lips_y - 1.0) / scale).max(0.0) as u32;
-        let y1 = (((m.lips_y + below * 1.6 + d) / scale).ceil() as u32 + 1).min(h);
-        let x0 = ((cx - reach) / scale).max(0.0) as u32;
-        let x1 = (((cx + reach) / scale).ceil() as u32 + 1).min(w);
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let (fx, fy) = (x as f32 * scale, y as f32 * scale);
-                let shift = shift_at(fx, fy);
-                let gap = gap_at(fx);
-                let inside = fy >= m.lips_y && fy < m.lips_y + gap;
-                let value = if inside {
-                    // The gap: dark in the middle, lighter towards its rim.
-                    let ex = (fx - cx) / half;
-                    let ey = ((fy - m.lips_y) / gap.max(1.0) - 0.5) * 2.0;
-                    let rim = (ex * ex + ey * ey * 0.5).min(1.0);
-                    let src_v = plane[(y * w + x) as usize] as f32;
-                    (dark as f32 * (1.0 - rim * 0.6) + src_v * rim * 0.6) as u8
-                } else {
-                    // Backward map: this pixel shows what was `shift` above it.
-                    let sy = (fy - shift) / scale;
-                    let (iy, t) = (sy.floor().max(0.0) as u32, sy - sy.floor());
-                    let a = plane[(iy.min(h - 1) * w + x) as usize] as f32;
-                    let b = plane[((iy + 1).min(h - 1) * w + x) as usize] as f32;
-                    (a + (b - a) * t).round() as u8
-                };
-                out_plane[(y * w + x) as usize] = value;
+    // Inside the mouth, per plane: the dark of the throat, the upper teeth, the tongue.
+    let teeth_band = (m.width() * 0.09).max(1.0);
+    let warp_plane =
+        |plane: &[u8], out_plane: &mut [u8], w: u32, h: u32, scale: f32, [dark, teeth, tongue]: [u8; 3]| {
+            let y0 = ((m.lips_y - 1.0) / scale).max(0.0) as u32;
+            let y1 = (((m.lips_y + below * 1.6 + d) / scale).ceil() as u32 + 1).min(h);
+            let x0 = ((cx - reach) / scale).max(0.0) as u32;
+            let x1 = (((cx + reach) / scale).ceil() as u32 + 1).min(w);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let (fx, fy) = (x as f32 * scale, y as f32 * scale);
+                    let shift = shift_at(fx, fy);
+                    let gap = gap_at(fx);
+                    let inside = fy >= m.lips_y && fy < m.lips_y + gap;
+                    let value = if inside {
+                        // The gap: dark in the middle, lighter towards its rim.
+                        let ex = (fx - cx) / half;
+                        let depth = fy - m.lips_y;
+                        let ey = (depth / gap.max(1.0) - 0.5) * 2.0;
+                        let rim = (ex * ex + ey * ey * 0.5).min(1.0);
+                        let src_v = plane[(y * w + x) as usize] as f32;
+                        let mut v = dark as f32 * (1.0 - rim * 0.6) + src_v * rim * 0.6;
+                        // Wide open, the upper teeth show under the lip (a quarter of the gap at
+                        // most, shaded towards the corners) and the tongue at the bottom.
+                        let wide = ((gap / m.max_open() - 0.4) / 0.3).clamp(0.0, 1.0);
+                        if wide > 0.0 {
+                            let band = teeth_band.min(gap * 0.25);
+                            if depth < band {
+                                let k = wide * (1.0 - ex * ex).max(0.0) * (1.0 - (depth / band).powi(4));
+                                v += (teeth as f32 * (1.0 - 0.3 * ex * ex) - v) * k;
+                            }
+                            let low = (ey - 0.45) / 0.55;
+                            if low > 0.0 {
+                                let k = wide * low.min(1.0) * (1.0 - ex * ex).max(0.0) * 0.8;
+                                v += (tongue as f32 - v) * k;
+                            }
+                        }
+                        v.clamp(0.0, 255.0) as u8
+                    } else {
+                        // Backward map: this pixel shows what was `shift` above it.
+                        let sy = (fy - shift) / scale;
+                        let (iy, t) = (sy.floor().max(0.0) as u32, sy - sy.floor());
+                        let a = plane[(iy.min(h - 1) * w + x) as usize] as f32;
+                        let b = plane[((iy + 1).min(h - 1) * w + x) as usize] as f32;
+                        (a + (b - a) * t).round() as u8
+                    };
+                    out_plane[(y * w + x) as usize] = value;
+                }
             }
-        }
-    };
+        };
     let (w, h) = (src.width, src.height);
-    warp_plane(&src.y, &mut out.y, w, h, 1.0, 32);
+    // Dark red-brown throat (V above neutral, U just below), off-white teeth, a pink tongue.
+    warp_plane(&src.y, &mut out.y, w, h, 1.0, [32, 205, 100]);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    // Dark red-brown inside the mouth: V above neutral, U just below.
-    warp_plane(&src.u, &mut out.u, cw, ch, 2.0, 120);
-    warp_plane(&src.v, &mut out.v, cw, ch, 2.0, 150);
+    warp_plane(&src.u, &mut out.u, cw, ch, 2.0, [120, 126, 114]);
+    warp_plane(&src.v, &mut out.v, cw, ch, 2.0, [150, 131, 166]);
 }
 
 #[cfg(test)]
@@ -173,8 +193,12 @@ mod tests {
                 assert_eq!(px(&out, x, y), px(&src, x, y), "above the lips nothing moves ({x},{y})");
             }
         }
-        // The gap just under the lips at the centre is dark; the far sides are untouched.
-        assert!(px(&out, 32, 31) < 60, "inside of the mouth: {}", px(&out, 32, 31));
+        // Wide open: the upper teeth right under the lip, dark deeper in, the far sides untouched.
+        assert!(px(&out, 32, 30) > 150, "upper teeth: {}", px(&out, 32, 30));
+        assert!(px(&out, 32, 32) < 80, "inside of the mouth: {}", px(&out, 32, 32));
+        let mut half_open = Yuv420 { width: 0, height: 0, y: vec![], u: vec![], v: vec![] };
+        open_mouth(&src, &m, 0.4, &mut half_open);
+        assert!(px(&half_open, 32, 30) < 60, "a small opening shows no teeth: {}", px(&half_open, 32, 30));
         assert!((0..64).all(|y| px(&out, 2, y) == px(&src, 2, y)), "cheeks far away stay");
         let changed = (30..64).filter(|&y| px(&out, 32, y) != px(&src, 32, y)).count();
         assert!(changed > 10, "the jaw moved: {changed} rows");
