@@ -54,6 +54,8 @@ pub struct FaceRig {
 pub struct Talking {
     pub rig: FaceRig,
     pub openings: Vec<u8>,
+    /// Lip rounding (-127) to spreading (127) on each frame, from the phonemes (empty: neutral).
+    pub spreads: Vec<i8>,
     pub blink: bool,
     pub head_motion: f32,
     pub seed: u64,
@@ -222,11 +224,12 @@ impl SceneRenderer {
         if let Some(talk) = &self.look.talking {
             let t = local as f64 / talk.fps;
             let open = talk.openings.get(local as usize).copied().unwrap_or(0) as f32 / 255.0;
-            if open > 0.0 {
+            let spread = talk.spreads.get(local as usize).copied().unwrap_or(0) as f32 / 127.0;
+            if open > 0.0 || spread != 0.0 {
                 // The frame so far becomes the warp's source (a swap, not a copy).
                 let src = self.unwarped.get_or_insert_with(|| out.clone());
                 std::mem::swap(src, out);
-                mouth::open_mouth(src, &talk.rig.mouth, open, out);
+                mouth::open_mouth(src, &talk.rig.mouth, open, spread, out);
             }
             let closure = if talk.blink { head::blink_closure(t, talk.seed) } else { 0.0 };
             if closure > 0.0 {

@@ -956,6 +956,39 @@ fn locate_face(engine: &Engine, rgba: &image::RgbaImage, face_index: Option<usiz
     })
 }
 
+/// Each spoken word's IPA, in the order of `speech.words`, kept beside the narration in its
+/// cache entry (phonemizing costs an espeak call per word). None when phonemizing fails: the
+/// mouth then follows the loudness alone.
+fn word_phonemes(spec: &Spec, scene: &Scene, speech: &Speech) -> Option<Vec<String>> {
+    let path = speech.path.parent()?.join("phonemes.json");
+    if let Some(v) = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+        && v.len() == speech.words.len()
+    {
+        return Some(v);
+    }
+    let o = scene.narration.as_ref().map(|n| &n.voice);
+    let engine = o.and_then(|v| v.engine.as_deref()).unwrap_or(&spec.voice.engine);
+    let name = o.and_then(|v| v.name.as_deref()).unwrap_or(&spec.voice.name);
+    // espeak-ng voices phonemize as themselves; a Piper voice by its language (en_US-… → en-us).
+    let voice = if engine == "espeak-ng" {
+        name.to_string()
+    } else {
+        name.split('-').next().unwrap_or("en").replace('_', "-").to_ascii_lowercase()
+    };
+    let ipa: Vec<String> = speech
+        .words
+        .iter()
+        .map(|w| reelsmith_media::tts::phonemize_ipa(&w.word, &voice).map(|c| c.join(" ")))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // Written beside the narration atomically; losing a race only means computing it twice.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if fs::write(&tmp, serde_json::to_vec(&ipa).ok()?).is_ok() {
+        let _ = fs::rename(&tmp, &path);
+    }
+    Some(ipa)
+}
+
 /// Mouth openings (0-255) for each frame of a talking-head scene, from its narration.
 fn mouth_openings(speech: &Speech, narration_frame: u64, frames: u64, fps: f64) -> Result<Vec<u8>, RenderError> {
     let bytes = fs::read(&speech.path)?;
@@ -1019,9 +1052,27 @@ fn scene_look(
         (Motion::TalkingHead { blink, head_motion, .. }, Some(s)) => {
             let rig: FaceRig =
                 serde_json::from_slice(&fs::read(canvas.1.join("face.json"))?).map_err(std::io::Error::other)?;
+            let fps = tl.fps as f64;
+            let mut openings = mouth_openings(s, span.narration_frame, span.frames, fps)?;
+            // Spoken text gets mouth shapes from its phonemes; a recording keeps the loudness.
+            let spoken = scene.narration.as_ref().is_some_and(|n| n.text.is_some());
+            let spreads = match spoken.then(|| word_phonemes(spec, scene, s)).flatten() {
+                Some(ipa) => {
+                    let lead = span.narration_frame as f64 / fps;
+                    let words: Vec<(f64, f64, String)> =
+                        s.words.iter().zip(ipa).map(|(w, p)| (w.start + lead, w.end + lead, p)).collect();
+                    let track = mouth::viseme_track(&words, fps, span.frames as usize);
+                    for (o, v) in openings.iter_mut().zip(&track) {
+                        *o = (*o as f32 * v.open.clamp(0.0, 1.0)).round() as u8;
+                    }
+                    track.iter().map(|v| (v.spread.clamp(-1.0, 1.0) * 127.0).round() as i8).collect()
+                }
+                None => vec![],
+            };
             Some(Talking {
                 rig,
-                openings: mouth_openings(s, span.narration_frame, span.frames, tl.fps as f64)?,
+                openings,
+                spreads,
                 blink: *blink,
                 head_motion: *head_motion,
                 seed: i as u64 + 1,

@@ -56,13 +56,94 @@ pub fn openings(samples: &[f32], rate: u32, fps: f64, frames: usize) -> Vec<f32>
     out
 }
 
+/// A mouth shape for a speech sound: how far it lets the jaw open (a factor on the loudness
+/// opening) and how wide the lips are (-1 rounded, 0 neutral, 1 spread).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Viseme {
+    pub open: f32,
+    pub spread: f32,
+}
+
+/// The viseme of one IPA phoneme (a vowel or consonant symbol; stress and length marks ignored).
+pub fn viseme(ipa: char) -> Option<Viseme> {
+    let v = |open, spread| Some(Viseme { open, spread });
+    match ipa {
+        // Lips shut: p b m.
+        'p' | 'b' | 'm' => v(0.0, 0.0),
+        // Lower lip under the teeth: f v.
+        'f' | 'v' => v(0.15, 0.1),
+        // Rounded: u o w and the rounded fricatives.
+        'u' | 'ʊ' | 'o' | 'ɔ' | 'ɒ' | 'w' | 'y' | 'ø' | 'œ' | 'ʃ' | 'ʒ' => v(0.55, -0.8),
+        // Spread: i e.
+        'i' | 'ɪ' | 'e' | 'ɛ' | 'j' => v(0.6, 0.7),
+        // Open: a.
+        'a' | 'ɑ' | 'æ' | 'ʌ' | 'ɐ' | 'ɜ' => v(1.0, 0.2),
+        'ə' | 'ɚ' | 'ᵻ' => v(0.7, 0.0),
+        // Tongue and throat consonants: the jaw follows the loudness, lips neutral.
+        't' | 'd' | 'n' | 'l' | 'ɹ' | 'r' | 's' | 'z' | 'θ' | 'ð' | 'k' | 'ɡ' | 'g' | 'ŋ' | 'h' | 'ɾ' | 'ʔ' => {
+            v(0.5, 0.1)
+        }
+        _ => None,
+    }
+}
+
+/// Consonants last about half as long as vowels.
+fn is_consonant(c: char) -> bool {
+    "pbmfvtdnlɹrszθðkɡgŋhɾʔʃʒwj".contains(c)
+}
+
+/// Mouth shapes per video frame from timed words and their IPA: each word's time is shared
+/// among its phonemes (vowels twice as long as consonants), each frame takes the shape of the
+/// sound it falls in, and neighbours blend (coarticulation: a small triangular kernel over about
+/// 150 ms, so the lips start rounding before a rounded vowel). Frames outside words are neutral.
+pub fn viseme_track(words: &[(f64, f64, String)], fps: f64, frames: usize) -> Vec<Viseme> {
+    let neutral = Viseme { open: 1.0, spread: 0.0 };
+    let mut raw = vec![neutral; frames];
+    for (start, end, ipa) in words {
+        let sounds: Vec<(Viseme, f64)> =
+            ipa.chars().filter_map(|c| viseme(c).map(|v| (v, if is_consonant(c) { 1.0 } else { 2.0 }))).collect();
+        let total: f64 = sounds.iter().map(|s| s.1).sum();
+        if total <= 0.0 || end <= start {
+            continue;
+        }
+        let mut t = *start;
+        for (v, weight) in sounds {
+            let d = (end - start) * weight / total;
+            let a = ((t * fps).round().max(0.0) as usize).min(frames);
+            let b = (((t + d) * fps).round().max(0.0) as usize).max(a + 1).min(frames);
+            for f in &mut raw[a..b] {
+                *f = v;
+            }
+            t += d;
+        }
+    }
+    let kernel = [0.25f32, 0.5, 1.0, 0.5, 0.25];
+    (0..frames)
+        .map(|f| {
+            let (mut open, mut spread, mut sum) = (0.0, 0.0, 0.0);
+            for (k, w) in kernel.iter().enumerate() {
+                if let Some(v) = (f + k).checked_sub(2).and_then(|i| raw.get(i)) {
+                    open += v.open * w;
+                    spread += v.spread * w;
+                    sum += w;
+                }
+            }
+            Viseme { open: open / sum, spread: spread / sum }
+        })
+        .collect()
+}
+
 /// Opens the mouth in `frame` by `open` (0 to 1) of `m.max_open()`: below the lips the picture
 /// moves down (fully at the lower lip, fading out under the chin and towards the cheeks), and
 /// the gap is shaded dark, darkest in the middle, like the inside of a mouth.
-pub fn open_mouth(src: &Yuv420, m: &MouthGeometry, open: f32, out: &mut Yuv420) {
+///
+/// `spread` (-1 to 1) narrows the lips towards the middle (rounded sounds) or widens them
+/// (spread sounds), by up to an eighth of the mouth's width at each corner.
+pub fn open_mouth(src: &Yuv420, m: &MouthGeometry, open: f32, spread: f32, out: &mut Yuv420) {
     out.clone_from(src);
     let d = open.clamp(0.0, 1.0) * m.max_open();
-    if d < 0.25 {
+    let spread = spread.clamp(-1.0, 1.0);
+    if d < 0.25 && spread.abs() < 0.05 {
         return;
     }
     let cx = (m.left_x + m.right_x) / 2.0;
@@ -90,11 +171,24 @@ pub fn open_mouth(src: &Yuv420, m: &MouthGeometry, open: f32, out: &mut Yuv420) 
         d * jaw(x) * fade * (s + (1.0 - s) * stretch)
     };
     let gap_at = |x: f32| d * jaw(x) * lips(x);
+    // Rounding pulls the corners in (spreading pushes them out): the most at the corners, fading
+    // above and below the lips and out towards the cheeks.
+    let lip_band = (below * 0.6).max(2.0);
+    let sideways = |x: f32, y: f32| -> f32 {
+        if spread.abs() < 0.05 {
+            return 0.0;
+        }
+        let u = (x - cx) / half;
+        let profile = if u.abs() <= 1.0 { u } else { u.signum() * (2.0 - u.abs()).max(0.0) };
+        let vertical = 1.0 - smooth(((y - m.lips_y).abs() - d * 0.5) / lip_band);
+        spread * half * 0.25 * profile * vertical
+    };
     // Inside the mouth, per plane: the dark of the throat, the upper teeth, the tongue.
     let teeth_band = (m.width() * 0.09).max(1.0);
     let warp_plane =
         |plane: &[u8], out_plane: &mut [u8], w: u32, h: u32, scale: f32, [dark, teeth, tongue]: [u8; 3]| {
-            let y0 = ((m.lips_y - 1.0) / scale).max(0.0) as u32;
+            let above = if spread.abs() >= 0.05 { lip_band } else { 0.0 };
+            let y0 = ((m.lips_y - 1.0 - above) / scale).max(0.0) as u32;
             let y1 = (((m.lips_y + below * 1.6 + d) / scale).ceil() as u32 + 1).min(h);
             let x0 = ((cx - reach) / scale).max(0.0) as u32;
             let x1 = (((cx + reach) / scale).ceil() as u32 + 1).min(w);
@@ -129,12 +223,16 @@ pub fn open_mouth(src: &Yuv420, m: &MouthGeometry, open: f32, out: &mut Yuv420) 
                         }
                         v.clamp(0.0, 255.0) as u8
                     } else {
-                        // Backward map: this pixel shows what was `shift` above it.
-                        let sy = (fy - shift) / scale;
-                        let (iy, t) = (sy.floor().max(0.0) as u32, sy - sy.floor());
-                        let a = plane[(iy.min(h - 1) * w + x) as usize] as f32;
-                        let b = plane[((iy + 1).min(h - 1) * w + x) as usize] as f32;
-                        (a + (b - a) * t).round() as u8
+                        // Backward map: this pixel shows what was `shift` above it (and, for rounding
+                        // or spreading, `sideways` towards or away from the middle).
+                        let sy = ((fy - shift) / scale).max(0.0);
+                        let sx = ((fx - sideways(fx, fy)) / scale).clamp(0.0, (w - 1) as f32);
+                        let (iy, ty) = (sy.floor() as u32, sy - sy.floor());
+                        let (ix, tx) = (sx.floor() as u32, sx - sx.floor());
+                        let at = |xx: u32, yy: u32| plane[(yy.min(h - 1) * w + xx.min(w - 1)) as usize] as f32;
+                        let top = at(ix, iy) + (at(ix + 1, iy) - at(ix, iy)) * tx;
+                        let bottom = at(ix, iy + 1) + (at(ix + 1, iy + 1) - at(ix, iy + 1)) * tx;
+                        (top + (bottom - top) * ty).round() as u8
                     };
                     out_plane[(y * w + x) as usize] = value;
                 }
@@ -171,6 +269,45 @@ mod tests {
         assert!(openings(&[], 16_000, 25.0, 3).iter().all(|&v| v == 0.0));
     }
 
+    #[test]
+    fn visemes_close_round_and_spread_in_time() {
+        assert_eq!(viseme('m').unwrap().open, 0.0);
+        assert!(viseme('u').unwrap().spread < 0.0 && viseme('i').unwrap().spread > 0.0);
+        assert_eq!(viseme('ˈ'), None, "stress marks are not sounds");
+        // "moo" then "me" at 10 fps: lips shut at each start, rounded then spread.
+        let words = vec![(0.0, 1.0, "muː".to_string()), (1.0, 2.0, "miː".to_string())];
+        let t = viseme_track(&words, 10.0, 25);
+        assert_eq!(t.len(), 25);
+        assert!(t[0].open < 0.5, "shut for the m: {:?}", t[0]);
+        assert!(t[6].spread < -0.6, "rounded for the oo: {:?}", t[6]);
+        assert!(t[16].spread > 0.5, "spread for the ee: {:?}", t[16]);
+        assert!(t[10].open < t[6].open, "closing for the second m: {:?} vs {:?}", t[10], t[6]);
+        assert_eq!(t[24], Viseme { open: 1.0, spread: 0.0 }, "neutral after the words");
+        // Coarticulation: the change from rounded to spread is gradual.
+        let spreads: Vec<f32> = t[8..15].iter().map(|v| v.spread).collect();
+        assert!(spreads.windows(2).all(|w| (w[1] - w[0]).abs() < 0.8), "{spreads:?}");
+        assert!(viseme_track(&[], 25.0, 0).is_empty());
+    }
+
+    #[test]
+    fn rounding_pulls_the_corners_in_and_spreading_pushes_them_out() {
+        // Vertical stripes in luma so horizontal movement is visible.
+        let (w, h) = (64u32, 64u32);
+        let y = (0..w * h).map(|i| if (i % w) % 4 < 2 { 200 } else { 60 }).collect();
+        let c = ((w / 2) * (h / 2)) as usize;
+        let src = Yuv420 { width: w, height: h, y, u: vec![128; c], v: vec![128; c] };
+        let m = MouthGeometry { lips_y: 30.0, left_x: 20.0, right_x: 44.0, chin_y: 46.0 };
+        let mut round = Yuv420 { width: 0, height: 0, y: vec![], u: vec![], v: vec![] };
+        let mut wide = round.clone();
+        open_mouth(&src, &m, 0.0, -1.0, &mut round);
+        open_mouth(&src, &m, 0.0, 1.0, &mut wide);
+        let row = |f: &Yuv420, y: u32| f.y[(y * w) as usize..((y + 1) * w) as usize].to_vec();
+        assert_ne!(row(&round, 30), row(&src, 30), "the lip line moves");
+        assert_ne!(row(&round, 30), row(&wide, 30), "rounded and spread differ");
+        assert_eq!(row(&round, 5), row(&src, 5), "far above the mouth nothing moves");
+        assert_eq!(row(&wide, 60), row(&src, 60), "far below the mouth nothing moves");
+    }
+
     fn test_frame() -> Yuv420 {
         let (w, h) = (64u32, 64u32);
         // Horizontal stripes in luma so vertical movement is visible; neutral chroma.
@@ -184,9 +321,9 @@ mod tests {
         let src = test_frame();
         let m = MouthGeometry { lips_y: 30.0, left_x: 24.0, right_x: 40.0, chin_y: 44.0 };
         let mut out = Yuv420 { width: 0, height: 0, y: vec![], u: vec![], v: vec![] };
-        open_mouth(&src, &m, 0.0, &mut out);
+        open_mouth(&src, &m, 0.0, 0.0, &mut out);
         assert_eq!(out.y, src.y, "closed: unchanged");
-        open_mouth(&src, &m, 1.0, &mut out);
+        open_mouth(&src, &m, 1.0, 0.0, &mut out);
         let px = |f: &Yuv420, x: u32, y: u32| f.y[(y * f.width + x) as usize];
         for y in 0..30 {
             for x in 0..64 {
@@ -197,7 +334,7 @@ mod tests {
         assert!(px(&out, 32, 30) > 150, "upper teeth: {}", px(&out, 32, 30));
         assert!(px(&out, 32, 32) < 80, "inside of the mouth: {}", px(&out, 32, 32));
         let mut half_open = Yuv420 { width: 0, height: 0, y: vec![], u: vec![], v: vec![] };
-        open_mouth(&src, &m, 0.4, &mut half_open);
+        open_mouth(&src, &m, 0.4, 0.0, &mut half_open);
         assert!(px(&half_open, 32, 30) < 60, "a small opening shows no teeth: {}", px(&half_open, 32, 30));
         assert!((0..64).all(|y| px(&out, 2, y) == px(&src, 2, y)), "cheeks far away stay");
         let changed = (30..64).filter(|&y| px(&out, 32, y) != px(&src, 32, y)).count();
@@ -223,7 +360,7 @@ mod look {
         let m = super::MouthGeometry { lips_y: 145.0, left_x: 202.0, right_x: 246.0, chin_y: 175.0 };
         for open in [0.0f32, 0.5, 1.0] {
             let mut out = src.clone();
-            super::open_mouth(&src, &m, open, &mut out);
+            super::open_mouth(&src, &m, open, 0.0, &mut out);
             let mut f = std::fs::File::create(format!("/tmp/mouth_{open}.yuv")).unwrap();
             out.write_to(&mut f).unwrap();
         }
