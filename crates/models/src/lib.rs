@@ -87,6 +87,16 @@ pub fn runtime(models: &Path) -> Result<&'static ort::environment::Environment, 
 /// Opens `models/<sub>/<file>` as a one-thread session (callers run several models and renders
 /// in parallel already); a missing file says how to get it.
 pub(crate) fn open_session(what: &str, sub: &str, file: &str) -> Result<ort::session::Session, ModelError> {
+    open_session_threads(what, sub, file, 1)
+}
+
+/// A session running its operators on up to `threads` threads.
+pub(crate) fn open_session_threads(
+    what: &str,
+    sub: &str,
+    file: &str,
+    threads: usize,
+) -> Result<ort::session::Session, ModelError> {
     let models = models_dir()?;
     let path = models.join(sub).join(file);
     if !path.exists() {
@@ -94,7 +104,7 @@ pub(crate) fn open_session(what: &str, sub: &str, file: &str) -> Result<ort::ses
     }
     let env = runtime(&models)?;
     ort::session::Session::builder(env)
-        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
         .and_then(|mut b| b.commit_from_file(&path))
         .map_err(|e| ModelError::Model(what.into(), e.to_string()))
 }

@@ -112,7 +112,10 @@ fn load(dir: &Path, name: &str) -> Result<Voice, ModelError> {
             return Err(bad(format!("phoneme_id_map lacks '{required}'")));
         }
     }
-    let session = crate::open_session(name, "piper", &format!("{name}.onnx"))?;
+    // One synthesis at a time holds the session (it is behind a lock), so it may as well use
+    // the cores: on 2 cores, 2 threads take a 10 s narration from 1.0 s to 0.8 s.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let session = crate::open_session_threads(name, "piper", &format!("{name}.onnx"), threads)?;
     Ok(Voice {
         session: Mutex::new(session),
         ids,
