@@ -317,6 +317,16 @@ fn even(x: f64) -> u32 {
 }
 
 pub async fn create_talk(State(state): State<AppState>, caller: Caller, body: Bytes) -> DidResult<Response> {
+    if body.len() > state.config.max_body_bytes {
+        return Err(DidError(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is over {} bytes; upload files with POST /images or /audios",
+                state.config.max_body_bytes
+            ),
+        )));
+    }
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -194,6 +194,10 @@ async fn talks_api_speaks_d_ids_wire_format() {
         assert_eq!(err["kind"], "BadRequestError", "{err}");
         assert!(err["description"].as_str().unwrap().contains(needle), "{needle}: {err}");
     }
+    let huge = json!({"source_url": photo, "script": {"type": "text", "input": "a".repeat(2 << 20)}});
+    let r = s.post("/talks").header("authorization", &auth).json(&huge).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["kind"], "PayloadTooLargeError");
     let r = s.get("/talks/tlk_nosuchtalk").header("authorization", &auth).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["kind"], "NotFoundError");
