@@ -335,8 +335,7 @@ fn piper_voice_is_recognisable_speech_of_the_right_length() {
 #[test]
 fn talking_head_moves_the_mouth_with_speech_only() {
     let f = Fixture::new();
-    let photo = f.path("astronaut.jpg");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"), &photo).unwrap();
+    f.astronaut();
     let spec = json!({
         "version": 1,
         "output": {"width": 320, "height": 320, "fps": 25},
@@ -385,11 +384,7 @@ fn talking_head_moves_the_mouth_with_speech_only() {
 fn talking_head_blinks_sways_and_frames_a_headshot() {
     use reelsmith_models::face::{FaceDetector, FaceMesh, choose, mesh};
     let f = Fixture::new();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"),
-        f.path("astronaut.jpg"),
-    )
-    .unwrap();
+    f.astronaut();
     let spec = json!({
         "version": 1,
         "output": {"width": 180, "height": 320, "fps": 25},
@@ -469,11 +464,7 @@ fn talking_head_blinks_sways_and_frames_a_headshot() {
 #[test]
 fn background_is_replaced_behind_the_person_only() {
     let f = Fixture::new();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"),
-        f.path("astronaut.jpg"),
-    )
-    .unwrap();
+    f.astronaut();
     // A replacement picture: blue on the left half, yellow on the right.
     image::RgbImage::from_fn(
         64,

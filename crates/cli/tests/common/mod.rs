@@ -16,6 +16,14 @@ impl Fixture {
         Self { dir: tempfile::tempdir().unwrap() }
     }
 
+    /// Copies the NASA astronaut portrait (public domain; the face models' fixture) into the
+    /// fixture folder as `astronaut.jpg`.
+    pub fn astronaut(&self) -> PathBuf {
+        let p = self.path("astronaut.jpg");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/astronaut.jpg"), &p).unwrap();
+        p
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
