@@ -388,6 +388,12 @@ function watch(id) {
   $('#watch-id').textContent = id;
   $('#watch-stages').replaceChildren();
   $('#watch-error').textContent = '';
+  // Nothing of the previous generation stays on screen until this one's first event.
+  $('#watch-status').textContent = '…';
+  $('#watch-status').className = 'badge';
+  $('#watch-stage').textContent = '';
+  $('#watch-progress').value = 0;
+  $('#watch-percent').textContent = '0%';
   $('#result').hidden = true;
   $('#player').removeAttribute('src');
   $$('#player track').forEach((t) => t.remove());
