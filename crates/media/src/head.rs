@@ -205,10 +205,33 @@ pub fn move_head(src: &Yuv420, head: &HeadGeometry, (dx, dy, tilt): (f32, f32, f
             let (sxc, syc) = (bx as f32 + ox / 2.0, by as f32 + oy / 2.0);
             out.u[ci] = sample(&src.u, cw, ch, sxc, syc);
             out.v[ci] = sample(&src.v, cw, ch, sxc, syc);
-            for (ix, iy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                let (x, y) = (bx * 2 + ix, by * 2 + iy);
-                if x < w && y < h {
-                    out.y[(y * w + x) as usize] = sample(&src.y, w, h, x as f32 + ox, y as f32 + oy);
+            // The block's four luma pixels share one fractional offset: away from the edges,
+            // one 3x3 neighbourhood and one set of weights serve all four.
+            let (sx, sy) = (bx as f32 * 2.0 + ox, by as f32 * 2.0 + oy);
+            let (fx0, fy0) = (sx.floor(), sy.floor());
+            let (x2, y2) = (bx * 2 + 1, by * 2 + 1);
+            if fx0 >= 0.0 && fy0 >= 0.0 && (fx0 as u32) + 2 < w && (fy0 as u32) + 2 < h && x2 < w && y2 < h {
+                let (tx, ty) = (((sx - fx0) * 256.0) as u32, ((sy - fy0) * 256.0) as u32);
+                let base = (fy0 as u32 * w + fx0 as u32) as usize;
+                let row = |r: usize| {
+                    let i = base + r * w as usize;
+                    [src.y[i] as u32, src.y[i + 1] as u32, src.y[i + 2] as u32]
+                };
+                let n = [row(0), row(1), row(2)];
+                for iy in 0..2 {
+                    for ix in 0..2 {
+                        let top = n[iy][ix] * (256 - tx) + n[iy][ix + 1] * tx;
+                        let bottom = n[iy + 1][ix] * (256 - tx) + n[iy + 1][ix + 1] * tx;
+                        let o = ((by * 2 + iy as u32) * w + bx * 2 + ix as u32) as usize;
+                        out.y[o] = ((top * (256 - ty) + bottom * ty + 32768) >> 16) as u8;
+                    }
+                }
+            } else {
+                for (ix, iy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let (x, y) = (bx * 2 + ix, by * 2 + iy);
+                    if x < w && y < h {
+                        out.y[(y * w + x) as usize] = sample(&src.y, w, h, x as f32 + ox, y as f32 + oy);
+                    }
                 }
             }
         }
