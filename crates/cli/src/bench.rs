@@ -48,6 +48,68 @@ pub enum BenchCommand {
     Load(LoadArgs),
     /// The full API round trip of a spec, N times: upload + submit, progress, download, report.
     E2e(E2eArgs),
+    /// Job-queue claim throughput: N jobs, M concurrent claimers doing claim + complete.
+    Queue(QueueArgs),
+}
+
+#[derive(clap::Args)]
+pub struct QueueArgs {
+    /// A postgres:// URL to bench PostgreSQL (in a fresh schema, dropped afterwards); without
+    /// it, SQLite in a temporary folder.
+    #[arg(long, env = "REELSMITH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    #[arg(long, default_value_t = 5000)]
+    jobs: usize,
+    #[arg(long, default_value_t = 8)]
+    claimers: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn queue_bench(args: &QueueArgs) -> Result<()> {
+    use std::sync::Arc;
+
+    use reelsmith_store::bench::claim_throughput;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (backend, result) = match &args.database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let schema = reelsmith_store::new_id("bench");
+                let connections = u32::try_from(args.claimers).unwrap_or(u32::MAX).saturating_add(2);
+                let store = reelsmith_store::PgStore::connect(url, Some(&schema), connections)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                let result = claim_throughput(Arc::new(store.clone()), args.jobs, args.claimers).await;
+                // Dropped whether or not the run worked.
+                store.drop_schema().await.context("dropping the benchmark schema")?;
+                ("postgres", result?)
+            }
+            Some(url) => bail!("--database-url must be a postgres:// URL, got {url}"),
+            None => {
+                let dir = tempfile::tempdir()?;
+                let store = reelsmith_store::SqliteStore::open(
+                    &dir.path().join("bench.sqlite"),
+                    reelsmith_store::sqlite::Durability::Normal,
+                )
+                .await?;
+                let result = claim_throughput(Arc::new(store.clone()), args.jobs, args.claimers).await?;
+                store.close().await;
+                ("sqlite", result)
+            }
+        };
+        if args.json {
+            let mut v = serde_json::to_value(&result)?;
+            v["backend"] = json!(backend);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!(
+                "{backend}: {} claim+complete pairs, {} claimers: {:.2} s, {:.0} claims/s, claim latency p50 {:.2} ms, p99 {:.2} ms",
+                result.jobs, result.claimers, result.seconds, result.claims_per_s, result.p50_ms, result.p99_ms
+            );
+        }
+        Ok(())
+    })
 }
 
 #[derive(clap::Args)]
@@ -351,6 +413,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Load(args) => load(args),
         BenchCommand::E2e(args) => e2e(args),
+        BenchCommand::Queue(args) => queue_bench(args),
         BenchCommand::Render { .. } => render_bench(cmd),
     }
 }

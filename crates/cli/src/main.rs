@@ -72,6 +72,13 @@ enum Command {
         #[command(flatten)]
         args: serve::ServeArgs,
     },
+    /// Run workers only (any number, on any machine, sharing the service's PostgreSQL, Redis
+    /// and S3): they take jobs from the queue; /health, /ready and /metrics are served on --bind
+    /// (default 127.0.0.1:0, any free port).
+    Worker {
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
     /// Create, list and revoke API keys (stored hashed in the service's database).
     Keys {
         #[command(flatten)]
@@ -147,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
                 jobs: *jobs,
                 encoder_threads: *encoder_threads,
                 progress: Some(progress_fn(bar.clone())),
-                cancel: None,
+                ..Default::default()
             };
             let rep = engine.render_file(spec, output, &opts);
             bar.finish_and_clear();
@@ -234,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { what } => bench::run(what),
         Command::Serve { args } => serve::serve(args, cli.cache_dir.clone()),
+        Command::Worker { args } => serve::worker(args, cli.cache_dir.clone()),
         Command::Keys { args, action } => serve::keys(args, action),
     }
 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use reelsmith_server::Config;
-use reelsmith_store::{Metadata, SqliteStore};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -49,10 +48,27 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn serve(args: &ServeArgs, cache_dir: Option<PathBuf>) -> Result<()> {
     let config = args.config(cache_dir)?;
+    run(config, "reelsmith listening on")
+}
+
+pub fn worker(args: &ServeArgs, cache_dir: Option<PathBuf>) -> Result<()> {
+    let mut config = args.config(cache_dir)?;
+    if args.no_worker {
+        bail!("`reelsmith worker --no-worker` would do nothing; use `reelsmith serve --no-worker` for an API-only node");
+    }
+    config.api = false;
+    config.workers = true;
+    if args.bind.is_none() {
+        config.bind = "127.0.0.1:0".parse().expect("valid address");
+    }
+    run(config, "reelsmith worker listening on")
+}
+
+fn run(config: Config, banner: &'static str) -> Result<()> {
     runtime()?.block_on(async move {
         let running = reelsmith_server::start(config).await?;
         // Scripts and tests read the address from this line (the port may be 0 = any).
-        println!("reelsmith listening on http://{}", running.addr);
+        println!("{banner} http://{}", running.addr);
         let stop = running.stopped();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -97,9 +113,7 @@ pub enum KeysCommand {
 pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
     let config = args.config(None)?;
     runtime()?.block_on(async move {
-        let db = config.data_dir.join("reelsmith.db");
-        let store =
-            SqliteStore::open(&db, config.durability).await.with_context(|| format!("opening {}", db.display()))?;
+        let (_, store) = reelsmith_server::open_database(&config).await.context("opening the database")?;
         match cmd {
             KeysCommand::Create { name, rate, burst, max_jobs } => {
                 if name.trim().is_empty() || name.len() > 100 {

@@ -4,13 +4,21 @@
 //! entry is built in `tmp/` and renamed into place, so readers never see half an entry and two
 //! renders racing on one key both end up with a complete one. A hit refreshes the entry's
 //! mtime, which is the LRU clock eviction sorts by.
+//!
+//! With a shared tier (Redis, a network folder: [`reelsmith_store::CacheTier`]), a local miss
+//! asks the tier before building, and what is built is handed to the tier, so nodes reuse each
+//! other's stages. The tier is an accelerator: when it fails, the cache carries on without it
+//! for a few seconds and then tries again.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use reelsmith_store::CacheTier;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +92,54 @@ pub struct Cache {
     /// When disabled, nothing is looked up and entries land in a throwaway directory.
     enabled: bool,
     run: Mutex<BTreeMap<String, HitMiss>>,
+    shared: Option<Shared>,
+}
+
+/// The shared tier and its health: after an error it is skipped for [`SHARED_RETRY`].
+struct Shared {
+    tier: Arc<dyn CacheTier>,
+    down_until: Mutex<Option<Instant>>,
+    last_error: Mutex<Option<String>>,
+    hits: AtomicU64,
+    stores: AtomicU64,
+    errors: AtomicU64,
+}
+
+const SHARED_RETRY: Duration = Duration::from_secs(5);
+
+/// How the shared tier has fared in this process.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SharedStats {
+    pub tier: String,
+    pub hits: u64,
+    pub stores: u64,
+    pub errors: u64,
+    /// Skipped after an error until it answers again.
+    pub down: bool,
+    pub last_error: Option<String>,
+}
+
+impl Shared {
+    fn usable(&self) -> bool {
+        let mut d = self.down_until.lock().expect("shared tier lock");
+        match *d {
+            Some(t) if Instant::now() < t => false,
+            Some(_) => {
+                *d = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn failed(&self, what: &str, e: &reelsmith_store::StoreError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let first = self.down_until.lock().expect("shared tier lock").replace(Instant::now() + SHARED_RETRY).is_none();
+        if first {
+            tracing::warn!(tier = %self.tier.describe(), error = %e, "shared cache {what} failed; carrying on without it for {SHARED_RETRY:?}");
+        }
+        *self.last_error.lock().expect("shared tier lock") = Some(e.to_string());
+    }
 }
 
 impl Cache {
@@ -94,7 +150,40 @@ impl Cache {
         let root = std::path::absolute(root.into())?;
         fs::create_dir_all(root.join("objects"))?;
         fs::create_dir_all(root.join("tmp"))?;
-        Ok(Self { root, max_bytes, enabled: true, run: Default::default() })
+        Ok(Self { root, max_bytes, enabled: true, run: Default::default(), shared: None })
+    }
+
+    /// Adds a shared tier behind this cache (see the module docs).
+    pub fn with_shared(mut self, tier: Arc<dyn CacheTier>) -> Self {
+        if self.enabled {
+            self.shared = Some(Shared {
+                tier,
+                down_until: Mutex::new(None),
+                last_error: Mutex::new(None),
+                hits: AtomicU64::new(0),
+                stores: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+            });
+        }
+        self
+    }
+
+    /// The shared tier's counters, and whether it answers now (a live check).
+    pub fn shared_status(&self) -> Option<(SharedStats, Result<(), String>)> {
+        let s = self.shared.as_ref()?;
+        let live = s.tier.ping().map_err(|e| e.to_string());
+        if live.is_ok() {
+            *s.down_until.lock().expect("shared tier lock") = None;
+        }
+        let stats = SharedStats {
+            tier: s.tier.describe(),
+            hits: s.hits.load(Ordering::Relaxed),
+            stores: s.stores.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            down: live.is_err(),
+            last_error: s.last_error.lock().expect("shared tier lock").clone(),
+        };
+        Some((stats, live))
     }
 
     /// A cache that never hits (`--no-cache`): outputs still go to disk, under `scratch`.
@@ -131,9 +220,60 @@ impl Cache {
         if hit { e.hits += 1 } else { e.misses += 1 }
     }
 
-    /// Whether an entry exists (not counted, not refreshed).
+    /// Whether an entry exists here or in the shared tier (not counted, not refreshed).
     pub fn contains(&self, k: &Key) -> bool {
-        self.enabled && self.entry_path(k).is_dir()
+        if !self.enabled {
+            return false;
+        }
+        if self.entry_path(k).is_dir() {
+            return true;
+        }
+        match self.shared.as_ref().filter(|s| s.usable()) {
+            Some(s) => s.tier.contains(&k.hex()).unwrap_or_else(|e| {
+                s.failed("lookup", &e);
+                false
+            }),
+            None => false,
+        }
+    }
+
+    /// Copies `k` from the shared tier into this cache, when it is there.
+    fn fetch_shared(&self, k: &Key) -> Option<PathBuf> {
+        let s = self.shared.as_ref().filter(|s| s.usable())?;
+        let tmp = tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp")).ok()?;
+        match s.tier.fetch(&k.hex(), tmp.path()) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                s.failed("fetch", &e);
+                return None;
+            }
+        }
+        let dest = self.entry_path(k);
+        fs::create_dir_all(dest.parent()?).ok()?;
+        let tmp_path = tmp.keep();
+        if fs::rename(&tmp_path, &dest).is_err() {
+            let _ = fs::remove_dir_all(&tmp_path);
+            if !dest.is_dir() {
+                return None;
+            }
+        }
+        s.hits.fetch_add(1, Ordering::Relaxed);
+        Some(dest)
+    }
+
+    /// Hands a freshly built entry to the shared tier (best effort).
+    fn share(&self, k: &Key, dir: &Path) {
+        let Some(s) = self.shared.as_ref().filter(|s| s.usable()) else {
+            return;
+        };
+        match s.tier.store(&k.hex(), dir) {
+            Ok(true) => {
+                s.stores.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => s.failed("store", &e),
+        }
     }
 
     /// The entry directory if present (counted as a hit and refreshed for LRU).
@@ -158,6 +298,12 @@ impl Cache {
         if let Some(p) = self.get(stage, k) {
             return Ok((p, true));
         }
+        if self.enabled
+            && let Some(p) = self.fetch_shared(k)
+        {
+            self.count(stage, true);
+            return Ok((p, true));
+        }
         self.count(stage, false);
         let tmp = tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp"))?;
         build(tmp.path())?;
@@ -171,6 +317,7 @@ impl Cache {
                 return Err(e.into());
             }
         }
+        self.share(k, &dest);
         Ok((dest, false))
     }
 

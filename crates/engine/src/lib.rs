@@ -28,7 +28,7 @@ use reelsmith_models::{FaceDetector, FaceMesh};
 use reelsmith_spec::{ParseError, Spec, ValidationError, Validator};
 
 pub use cache::Cache;
-pub use report::Report;
+pub use report::{Report, SegmentInfo};
 
 /// Why a render failed. [`RenderError::code`] gives a stable code for APIs.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,21 @@ pub struct RenderOptions {
     pub progress: Option<ProgressFn>,
     /// Set to stop a render between frames.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// How much of the pipeline to run (distributed renders split it across workers).
+    pub scope: Scope,
+}
+
+/// How much of the pipeline a render runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Scope {
+    /// The whole video.
+    #[default]
+    Full,
+    /// Narration and canvases (cached for whoever renders next), then stop: the report lists
+    /// the segments and which are cached already.
+    Plan,
+    /// Plan, then encode only these segments (into the cache); no soundtrack, no final join.
+    Segments(Vec<usize>),
 }
 
 impl RenderOptions {

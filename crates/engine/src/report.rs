@@ -50,6 +50,25 @@ pub struct Report {
     pub loudness_lufs: Option<f64>,
     /// The subtitles as timed cues (for WebVTT/SRT sidecars), in order.
     pub captions: Vec<Caption>,
+    /// Every segment of the timeline, in order: what it shows, its cache key, whether it was
+    /// already cached when the render began, and (in distributed renders) which worker made it.
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// One segment of the video as the render found it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SegmentInfo {
+    pub index: usize,
+    /// The scene it shows (a transition shows this one and the next).
+    pub scene: usize,
+    pub transition: bool,
+    pub frames: u64,
+    /// Cache key (hex) of the encoded segment.
+    pub key: String,
+    /// Found in a cache (this node's or the shared tier) when the render began.
+    pub cached: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub worker: Option<String>,
 }
 
 /// One subtitle page on the video's timeline.

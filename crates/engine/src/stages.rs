@@ -159,9 +159,39 @@ pub(crate) fn run(
     };
     let mut jobs_list: Vec<(usize, Key)> =
         timeline.segments.iter().enumerate().map(|(i, s)| (i, segment_key(s, &looks, &settings))).collect();
+    let cached: Vec<bool> = jobs_list.iter().map(|(_, k)| engine.cache.contains(k)).collect();
+    rep.segments = timeline
+        .segments
+        .iter()
+        .zip(&jobs_list)
+        .zip(&cached)
+        .map(|((seg, (i, k)), &cached)| {
+            let (scene, transition) = match *seg {
+                Segment::Body { scene, .. } => (scene, false),
+                Segment::Transition { scene, .. } => (scene, true),
+            };
+            report::SegmentInfo { index: *i, scene, transition, frames: seg.frames(), key: k.hex(), cached, worker: None }
+        })
+        .collect();
+    if opts.scope == crate::Scope::Plan {
+        drop(t);
+        rep.segments_total = timeline.segments.len() as u64;
+        fill_cache_counts(&mut rep, &counts);
+        return Ok(rep);
+    }
+    let only: Option<&[usize]> = match &opts.scope {
+        crate::Scope::Segments(list) => Some(list),
+        _ => None,
+    };
+    if let Some(list) = only
+        && let Some(bad) = list.iter().find(|&&i| i >= jobs_list.len())
+    {
+        return Err(RenderError::at("$", format!("segment {bad} does not exist; the video has {}", jobs_list.len())));
+    }
+    jobs_list.retain(|(i, _)| only.is_none_or(|l| l.contains(i)));
     // The segments to encode set the progress total; hand out the longest first to balance workers.
     jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
-    let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(_, k)| !engine.cache.contains(k)).collect();
+    let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(i, _)| !cached[*i]).collect();
     // Cores are shared among the encoders that will actually run at once.
     let running = jobs.min(todo.len()).max(1);
     settings.threads = opts.encoder_threads.or(Some((crate::cores() / running).max(1) as u32));
@@ -178,7 +208,8 @@ pub(crate) fn run(
     // The soundtrack is one more job in the same pool: while its single-threaded AAC encode
     // runs, one encoder fewer runs beside it, so the cores stay busy and memory stays flat.
     opts.emit(Progress::Stage { name: "render", total: total_frames });
-    let mut work: Vec<Job> = vec![Job::Audio];
+    // A segments-only render leaves the soundtrack to whoever assembles the video.
+    let mut work: Vec<Job> = if only.is_some() { vec![] } else { vec![Job::Audio] };
     work.extend(jobs_list.iter().map(|&(i, k)| Job::Segment(i, k)));
     let audio_result: std::sync::Mutex<Option<(PathBuf, Option<f64>, StageReport)>> = Default::default();
     {
@@ -225,16 +256,23 @@ pub(crate) fn run(
     st.items = timeline.segments.len() as u64;
     st.runs = encoded;
     t.stop(&mut st);
-    let (audio_path, loudness, audio_st) = audio_result.into_inner().expect("audio slot").expect("audio job ran");
-    // The pool's CPU includes the soundtrack's; report each stage its own share.
-    st.cpu_s = (st.cpu_s - audio_st.cpu_s).max(0.0);
-    rep.loudness_lufs = loudness;
-    rep.stages.insert("audio".into(), audio_st);
     rep.encoded_frames = frames_done.load(Ordering::Relaxed);
-    rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
     rep.segments_total = timeline.segments.len() as u64;
     rep.segments_encoded = encoded;
+    let audio = audio_result.into_inner().expect("audio slot");
+    if let Some((_, loudness, audio_st)) = &audio {
+        // The pool's CPU includes the soundtrack's; report each stage its own share.
+        st.cpu_s = (st.cpu_s - audio_st.cpu_s).max(0.0);
+        rep.loudness_lufs = *loudness;
+        rep.stages.insert("audio".into(), audio_st.clone());
+    }
+    rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
     rep.stages.insert("segments".into(), st);
+    let Some((audio_path, _, _)) = audio else {
+        // Segments only: they are in the cache for whoever assembles the video.
+        fill_cache_counts(&mut rep, &counts);
+        return Ok(rep);
+    };
 
     // 6. Join.
     let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
@@ -264,7 +302,12 @@ pub(crate) fn run(
     t.stop(&mut st);
     rep.stages.insert("concat".into(), st);
 
-    // Per-stage cache counts.
+    fill_cache_counts(&mut rep, &counts);
+    Ok(rep)
+}
+
+/// Per-stage cache counts, and their totals.
+fn fill_cache_counts(rep: &mut Report, counts: &Counts) {
     for (stage, name) in [
         ("narration", "narration"),
         ("canvas", "canvas"),
@@ -282,7 +325,6 @@ pub(crate) fn run(
     rep.cache_misses = rep.stages.values().map(|s| s.cache_misses).sum();
     let n = rep.cache_hits + rep.cache_misses;
     rep.cache_hit_ratio = if n == 0 { 0.0 } else { rep.cache_hits as f64 / n as f64 };
-    Ok(rep)
 }
 
 pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, v: &mut Validator) {

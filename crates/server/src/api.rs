@@ -276,6 +276,22 @@ pub async fn get_generation(
         v["progress"] = json!((live.progress * 1000.0).round() / 10.0);
         v["stage"] = json!(live.stage);
     }
+    // A distributed render's segment jobs: who took each, and how it went.
+    let segment_jobs = state.queue.jobs_for(&g.id, crate::distribute::SEGMENT_KIND).await?;
+    if !segment_jobs.is_empty() {
+        let mut list = vec![];
+        for j in segment_jobs {
+            let attempts = state.queue.attempts(&j.id).await?;
+            list.push(json!({
+                "index": j.payload["index"],
+                "frames": j.payload["frames"],
+                "render_attempt": j.payload["parent_attempt"],
+                "status": j.state.as_str(),
+                "attempts": attempts,
+            }));
+        }
+        v["segment_jobs"] = json!(list);
+    }
     if g.webhook_url.is_some() {
         let mut deliveries = vec![];
         for j in state.queue.jobs_for(&g.id, webhooks::KIND).await? {

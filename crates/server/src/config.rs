@@ -59,6 +59,9 @@ pub struct Config {
     pub default_max_concurrent_jobs: u32,
     /// Run workers in this process (`false`: API only).
     pub workers: bool,
+    /// Serve the HTTP API (`false` for `reelsmith worker`: only /health, /ready and /metrics).
+    #[serde(skip)]
+    pub api: bool,
     /// How clients reach this server (links in webhooks and talks; callbacks from D-ID).
     /// Default: `http://<bind address>`.
     pub public_url: Option<String>,
@@ -72,6 +75,41 @@ pub struct Config {
     pub did_poll_secs: f64,
     /// Signed talk result URLs stay valid this long.
     pub result_url_ttl_secs: u64,
+    /// Scale-out: job queue and metadata on PostgreSQL (`postgres://user@host/db`) instead of
+    /// the embedded SQLite file. Every node of a deployment names the same database.
+    pub database_url: Option<String>,
+    /// PostgreSQL schema holding Reelsmith's tables (created when missing).
+    pub database_schema: String,
+    /// Pooled PostgreSQL connections per process.
+    pub database_pool_size: u32,
+    /// Scale-out: Redis for the shared stage cache (L2) and live progress across nodes.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel.
+    pub redis_prefix: String,
+    /// A shared cache entry unused this long expires.
+    pub redis_cache_ttl_secs: u64,
+    /// Entries larger than this stay on the node that made them.
+    pub redis_cache_max_entry_mb: u64,
+    /// Scale-out: results and uploads in an S3-compatible bucket instead of `data_dir`.
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint (MinIO, Ceph, R2…); default: AWS.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    /// Every object key starts with it.
+    pub s3_prefix: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub s3_allow_http: bool,
+    /// Create the bucket at startup when it is missing.
+    pub s3_create_bucket: bool,
+    /// Split each video into segment jobs that any worker may take, assembled when all are
+    /// done (off: each video renders on one worker, using its cores).
+    pub distributed_render: bool,
+    /// Segment jobs at once per process when `distributed_render` is on (default: the cores).
+    pub segment_workers: Option<usize>,
+    /// Encoder threads per segment job: segments encode the same way on every worker, so a
+    /// distributed render matches a single-worker one frame for frame.
+    pub segment_encoder_threads: u32,
 }
 
 impl Default for Config {
@@ -111,6 +149,25 @@ impl Default for Config {
             default_burst: 100,
             default_max_concurrent_jobs: 20,
             workers: true,
+            api: true,
+            database_url: None,
+            database_schema: "public".into(),
+            database_pool_size: 16,
+            redis_url: None,
+            redis_prefix: "reelsmith".into(),
+            redis_cache_ttl_secs: 7 * 24 * 3600,
+            redis_cache_max_entry_mb: 256,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_prefix: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+            s3_create_bucket: false,
+            distributed_render: false,
+            segment_workers: None,
+            segment_encoder_threads: 1,
         }
     }
 }
@@ -144,6 +201,14 @@ impl Config {
             "webhook_secret",
             "public_url",
             "did_api_key",
+            "database_url",
+            "redis_url",
+            "s3_bucket",
+            "s3_endpoint",
+            "s3_prefix",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "segment_workers",
         ]) {
             let var = format!("REELSMITH_{}", key.to_ascii_uppercase());
             if let Ok(v) = std::env::var(&var) {
@@ -178,11 +243,53 @@ impl Config {
         if self.max_attempts == 0 {
             return bad("max_attempts must be at least 1");
         }
+        if let Some(u) = &self.database_url
+            && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        {
+            return bad("database_url must be a postgres:// URL (leave it out for the embedded SQLite database)");
+        }
+        if let Some(u) = &self.redis_url
+            && !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://"))
+        {
+            return bad("redis_url must be a redis:// URL");
+        }
+        if self.database_schema.is_empty()
+            || !self.database_schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return bad("database_schema must be letters, digits and underscores");
+        }
+        if self.segment_workers == Some(0) || self.segment_encoder_threads == 0 {
+            return bad("segment_workers and segment_encoder_threads must be at least 1");
+        }
         Ok(())
     }
 
     pub fn keys_required(&self) -> bool {
         self.require_api_key.unwrap_or(!self.bind.ip().is_loopback())
+    }
+
+    /// The Redis settings, when Redis is configured.
+    pub fn redis(&self) -> Option<reelsmith_store::RedisConfig> {
+        Some(reelsmith_store::RedisConfig {
+            url: self.redis_url.clone()?,
+            prefix: self.redis_prefix.clone(),
+            cache_ttl_secs: self.redis_cache_ttl_secs,
+            cache_max_entry_mb: self.redis_cache_max_entry_mb,
+            ..Default::default()
+        })
+    }
+
+    /// What this process does: `all` (API and workers), `api` or `worker`.
+    pub fn role(&self) -> &'static str {
+        match (self.api, self.workers) {
+            (true, true) => "all",
+            (true, false) => "api",
+            (false, _) => "worker",
+        }
+    }
+
+    pub fn segment_workers(&self) -> usize {
+        self.segment_workers.unwrap_or_else(reelsmith_engine::cores)
     }
 
     pub fn cache_dir(&self) -> PathBuf {

@@ -40,21 +40,96 @@ impl Event {
 }
 
 /// Fan-out of events to every follower in this process, plus each running generation's latest
-/// event (fresher than the store, which is written once a second).
+/// event (fresher than the store, which is written once a second). With Redis, events also go
+/// to every other node and theirs come here ([`bridge`]).
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Event>,
     latest: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Event>>>,
+    /// Events to send to the other nodes (set by [`bridge`]).
+    outbox: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Event>>>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { tx: broadcast::channel(4096).0, latest: Default::default() }
+        Self { tx: broadcast::channel(4096).0, latest: Default::default(), outbox: Default::default() }
     }
+}
+
+/// An event on the wire between nodes: the owner travels too (it is not shown to clients).
+#[derive(Serialize, Deserialize)]
+struct Relayed {
+    node: String,
+    event: Event,
+    owner: Option<String>,
+}
+
+/// Connects the hub to the other nodes through Redis: this node's events are published, the
+/// others' are handed to this node's followers. Runs until `stop`.
+pub fn bridge(
+    hub: &Hub,
+    bus: std::sync::Arc<reelsmith_store::RedisBus>,
+    node: std::sync::Arc<str>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    if hub.outbox.set(tx).is_err() {
+        return vec![]; // bridged already
+    }
+    let publisher = {
+        let (bus, node, stop) = (bus.clone(), node.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+                    _ = stop.cancelled() => return,
+                };
+                let owner = ev.owner.clone();
+                let msg = Relayed { node: node.to_string(), event: ev, owner };
+                let bytes = serde_json::to_vec(&msg).unwrap_or_default();
+                // Lost events are fine: followers also read the store every second.
+                if let Err(e) = bus.publish(&bytes).await {
+                    tracing::debug!(error = %e, "cannot relay an event");
+                }
+            }
+        })
+    };
+    let subscriber = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let on_event = move |bytes: &[u8]| {
+                let Ok(m) = serde_json::from_slice::<Relayed>(bytes) else { return };
+                if *m.node != *node {
+                    let mut ev = m.event;
+                    ev.owner = m.owner;
+                    hub.publish_local(ev);
+                }
+            };
+            let on_connected = move |up: bool| {
+                connected.store(up, std::sync::atomic::Ordering::Relaxed);
+                if up {
+                    tracing::info!("following other nodes' progress through redis");
+                } else {
+                    tracing::warn!("lost redis; progress of other nodes comes from the database until it is back");
+                }
+            };
+            bus.subscribe(stop, on_event, on_connected).await
+        })
+    };
+    vec![publisher, subscriber]
 }
 
 impl Hub {
     pub fn publish(&self, e: Event) {
+        if let Some(out) = self.outbox.get() {
+            let _ = out.send(e.clone());
+        }
+        self.publish_local(e);
+    }
+
+    /// To this node's followers only.
+    fn publish_local(&self, e: Event) {
         {
             let mut latest = self.latest.lock().expect("hub");
             if e.status == "running" {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod did;
+pub mod distribute;
 pub mod download;
 pub mod error;
 pub mod events;
@@ -33,7 +34,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use reelsmith_engine::{Cache, Engine};
-use reelsmith_store::{ArtifactStore, JobQueue, LocalArtifacts, Metadata, SqliteStore};
+use reelsmith_store::{ArtifactStore, JobQueue, LocalArtifacts, Metadata, PgStore, SqliteStore};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Wakes idle render workers when a job arrives.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes idle segment workers when a render fans out.
+    pub wake_segments: Arc<tokio::sync::Notify>,
     pub http: reqwest::Client,
     pub webhook_secret: Arc<str>,
     pub assets_dir: PathBuf,
@@ -64,6 +67,11 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Remote (D-ID) talks waiting for their provider's webhook, by generation id.
     pub remote_waits: did::Waits,
+    /// Progress of other nodes through Redis, when configured; whether it is connected now.
+    pub bus: Option<(Arc<reelsmith_store::RedisBus>, Arc<std::sync::atomic::AtomicBool>)>,
+    /// Uploaded assets also live in artifact storage (shared by every node), not only on this
+    /// node's disk.
+    pub shared_assets: bool,
     cache_counts: Arc<(AtomicU64, AtomicU64)>,
 }
 
@@ -95,16 +103,57 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the embedded backends in `config.data_dir`.
+/// The job queue and metadata: PostgreSQL when `database_url` is set, else the embedded SQLite
+/// file in `data_dir`.
+pub async fn open_database(config: &Config) -> Result<(Arc<dyn JobQueue>, Arc<dyn Metadata>), ServeError> {
+    Ok(match &config.database_url {
+        Some(url) => {
+            let pg = Arc::new(PgStore::connect(url, Some(&config.database_schema), config.database_pool_size).await?);
+            (pg.clone(), pg)
+        }
+        None => {
+            let db = config.data_dir.join("reelsmith.db");
+            let store = Arc::new(SqliteStore::open(&db, config.durability).await?);
+            (store.clone(), store)
+        }
+    })
+}
+
+/// Result files: an S3-compatible bucket when `s3_bucket` is set, else `data_dir/artifacts`.
+pub async fn open_artifacts(config: &Config) -> Result<Arc<dyn ArtifactStore>, ServeError> {
+    Ok(match &config.s3_bucket {
+        Some(bucket) => {
+            let c = reelsmith_store::S3Config {
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                prefix: config.s3_prefix.clone(),
+                access_key_id: config.s3_access_key_id.clone(),
+                secret_access_key: config.s3_secret_access_key.clone(),
+                allow_http: config.s3_allow_http,
+                create_bucket: config.s3_create_bucket,
+                ..reelsmith_store::S3Config::new(bucket.clone())
+            };
+            Arc::new(reelsmith_store::S3Artifacts::connect(c).await?)
+        }
+        None => Arc::new(LocalArtifacts::new(config.data_dir.join("artifacts"))?),
+    })
+}
+
+/// Opens the backends the config names (embedded defaults: SQLite + files in `data_dir`).
 pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     let data = &config.data_dir;
     std::fs::create_dir_all(data.join("tmp"))?;
-    let store = Arc::new(SqliteStore::open(&data.join("reelsmith.db"), config.durability).await?);
-    let artifacts = Arc::new(LocalArtifacts::new(data.join("artifacts"))?);
+    let (queue, meta) = open_database(&config).await?;
+    let artifacts = open_artifacts(&config).await?;
     let assets_dir = submit::assets_dir(data);
     std::fs::create_dir_all(&assets_dir)?;
-    let cache = Cache::open(config.cache_dir(), config.cache_size_mb * 1024 * 1024)
+    let mut cache = Cache::open(config.cache_dir(), config.cache_size_mb * 1024 * 1024)
         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let mut bus = None;
+    if let Some(redis) = config.redis() {
+        cache = cache.with_shared(Arc::new(reelsmith_store::RedisTier::new(&redis)?));
+        bus = Some((Arc::new(reelsmith_store::RedisBus::new(&redis)?), Arc::new(std::sync::atomic::AtomicBool::new(false))));
+    }
     let engine = Arc::new(Engine::new(cache)?);
     let webhook_secret: Arc<str> = match &config.webhook_secret {
         Some(s) => s.as_str().into(),
@@ -119,9 +168,11 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
     Ok(AppState {
         node_id: format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>()).into(),
+        shared_assets: config.s3_bucket.is_some(),
+        bus,
         config: Arc::new(config),
-        queue: store.clone(),
-        meta: store,
+        queue,
+        meta,
         artifacts,
         engine,
         hub: events::Hub::default(),
@@ -130,6 +181,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         request_ids: Default::default(),
         prometheus: telemetry::prometheus(),
         wake: Default::default(),
+        wake_segments: Default::default(),
         http,
         webhook_secret,
         assets_dir,
@@ -233,6 +285,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A worker-only process answers probes and scrapes, nothing else.
+pub fn worker_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
+        .with_state(state)
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /api/v1/openapi.json")
 }
@@ -241,20 +304,46 @@ async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness: what a node cannot work without (database, storage, FFmpeg) decides the status;
+/// Redis is an accelerator, so without it the node is `degraded` but still ready.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.meta.ping().await.map_err(|e| e.to_string());
+    let storage = state.artifacts.ping().await.map_err(|e| e.to_string());
     let free = state.artifacts.free_bytes().await;
     let disk_ok = free.is_none_or(|f| f > 512 * 1024 * 1024);
     let ffmpeg = tokio::task::spawn_blocking(reelsmith_media::ffmpeg::version).await.ok().and_then(Result::ok);
-    let ok = db.is_ok() && disk_ok && ffmpeg.is_some();
-    let body = json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "checks": {
-            "database": match &db { Ok(()) => json!({"ok": true}), Err(e) => json!({"ok": false, "error": e}) },
-            "disk": {"ok": disk_ok, "free_bytes": free, "min_free_bytes": 512u64 * 1024 * 1024},
-            "ffmpeg": {"ok": ffmpeg.is_some(), "version": ffmpeg},
-        }
+    let engine = state.engine.clone();
+    let cache = tokio::task::spawn_blocking(move || engine.cache.shared_status()).await.ok().flatten();
+    let events_up = state.bus.as_ref().map(|(_, up)| up.load(Ordering::Relaxed));
+    let ok = db.is_ok() && storage.is_ok() && disk_ok && ffmpeg.is_some();
+    let degraded = cache.as_ref().is_some_and(|(_, live)| live.is_err()) || events_up == Some(false);
+    let check = |r: &Result<(), String>| match r {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let mut checks = json!({
+        "database": check(&db),
+        "storage": {"ok": storage.is_ok(), "backend": state.artifacts.describe(), "error": storage.as_ref().err()},
+        "disk": {"ok": disk_ok, "free_bytes": free, "min_free_bytes": 512u64 * 1024 * 1024},
+        "ffmpeg": {"ok": ffmpeg.is_some(), "version": ffmpeg},
     });
+    if let Some((stats, live)) = &cache {
+        checks["shared_cache"] = json!({
+            "ok": live.is_ok(), "required": false, "tier": stats.tier, "error": live.as_ref().err(),
+            "hits": stats.hits, "stores": stats.stores, "errors": stats.errors,
+            "note": if live.is_ok() { "" } else { "renders go on without the shared cache (each node builds what it needs)" },
+        });
+    }
+    if let Some(up) = events_up {
+        checks["events"] = json!({"ok": up, "required": false,
+            "note": if up { "" } else { "progress of other nodes comes from the database once a second" }});
+    }
+    let status = match (ok, degraded) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    let body = json!({"status": status, "role": state.config.role(), "node": &*state.node_id, "checks": checks});
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
@@ -322,15 +411,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         state.public_url = format!("http://{addr}").into();
     }
     let stop = CancellationToken::new();
-    let workers = if state.config.workers { worker::spawn_all(&state, stop.clone()) } else { vec![] };
-    let app = router(state.clone());
+    let mut workers = if state.config.workers { worker::spawn_all(&state, stop.clone()) } else { vec![] };
+    if let Some((bus, up)) = &state.bus {
+        workers.extend(events::bridge(&state.hub, bus.clone(), state.node_id.clone(), up.clone(), stop.clone()));
+    }
+    let app = if state.config.api { router(state.clone()) } else { worker_router(state.clone()) };
     let s = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { s.cancelled().await })
             .await
     });
-    tracing::info!(%addr, keys_required = state.config.keys_required(), data_dir = %state.config.data_dir.display(), "serving");
+    tracing::info!(%addr, role = state.config.role(), keys_required = state.config.keys_required(), data_dir = %state.config.data_dir.display(), "serving");
     Ok(Running { addr, state, stop, server, workers })
 }
 

@@ -173,6 +173,8 @@ pub async fn store_asset(
         }
         tokio::fs::rename(&tmp, &path).await.map_err(ApiError::internal)?;
     }
+    // Workers on other nodes read it from shared storage.
+    crate::distribute::share_asset(state, &id, &path).await.map_err(ApiError::internal)?;
     let asset = Asset {
         id,
         sha256: sha,

@@ -17,6 +17,8 @@ use crate::events::Event;
 use crate::{AppState, api, submit, webhooks};
 
 pub const RENDER_QUEUE: &str = "render";
+/// Segment jobs of distributed renders ([`crate::distribute`]).
+pub const SEGMENT_QUEUE: &str = "segments";
 pub const MAINTENANCE_QUEUE: &str = "maintenance";
 
 /// Starts every worker loop; they stop when `stop` is cancelled.
@@ -25,6 +27,11 @@ pub fn spawn_all(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::
     let c = &state.config;
     for i in 0..c.render_workers {
         handles.push(tokio::spawn(run_loop(state.clone(), RENDER_QUEUE, i, stop.clone())));
+    }
+    if c.distributed_render {
+        for i in 0..c.segment_workers() {
+            handles.push(tokio::spawn(run_loop(state.clone(), SEGMENT_QUEUE, i, stop.clone())));
+        }
     }
     for i in 0..c.webhook_workers.max(1) {
         handles.push(tokio::spawn(run_loop(state.clone(), webhooks::QUEUE, i, stop.clone())));
@@ -41,7 +48,7 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
     // Only renders heartbeat; a delivery's lease outlasts its HTTP timeout so that no second
     // worker takes it while the first is still waiting for the receiver.
     let lease = match queue {
-        RENDER_QUEUE => Duration::from_secs_f64(state.config.lease_secs),
+        RENDER_QUEUE | SEGMENT_QUEUE => Duration::from_secs_f64(state.config.lease_secs),
         _ => Duration::from_secs_f64(state.config.lease_secs.max(state.config.webhook_timeout_secs * 2.0 + 5.0)),
     };
     loop {
@@ -53,6 +60,7 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
                 let started = Instant::now();
                 let outcome = match queue {
                     RENDER_QUEUE => render(&state, job).await,
+                    SEGMENT_QUEUE => crate::distribute::render_segment(&state, job).await,
                     webhooks::QUEUE => deliver(&state, job).await,
                     _ => maintenance(&state, job).await,
                 };
@@ -70,7 +78,9 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
                 let wait_ms = next.map_or(500, |t| (t - now_ms()).clamp(5, 500)) as u64;
                 tokio::select! {
                     _ = state.wake.notified(), if queue == RENDER_QUEUE => {}
-                    _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+                    _ = state.wake_segments.notified(), if queue == SEGMENT_QUEUE => {}
+                    // PostgreSQL wakes it at once through LISTEN/NOTIFY; SQLite just waits.
+                    _ = state.queue.wait_for_work(queue, Duration::from_millis(wait_ms)) => {}
                     _ = stop.cancelled() => return,
                 }
             }
@@ -86,19 +96,19 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
 }
 
 /// Why a render's cancel flag was raised.
-const STOP_NONE: u8 = 0;
-const STOP_CANCEL: u8 = 1;
-const STOP_TIME_LIMIT: u8 = 2;
-const STOP_LEASE_LOST: u8 = 3;
+pub(crate) const STOP_NONE: u8 = 0;
+pub(crate) const STOP_CANCEL: u8 = 1;
+pub(crate) const STOP_TIME_LIMIT: u8 = 2;
+pub(crate) const STOP_LEASE_LOST: u8 = 3;
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Overall progress from the engine's stage events: narration and canvases are quick; frames are
 /// most of the work.
 #[derive(Default)]
-struct ProgressState {
-    stage: String,
-    fraction: f64,
-    changed: bool,
+pub(crate) struct ProgressState {
+    pub stage: String,
+    pub fraction: f64,
+    pub changed: bool,
 }
 
 fn overall(stage: &str, done: u64, total: u64) -> f64 {
@@ -169,7 +179,23 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         Ok(s) => submit::engine_view(&s),
         Err(e) => return finish_failed(state, &record, &lease, "spec_parse", &e.to_string(), false).await,
     };
+    if let Err(e) = crate::distribute::ensure_assets(state, &spec).await {
+        return finish_failed(state, &record, &lease, "assets", &e, true).await;
+    }
 
+    // Distributed: segments rendered by segment jobs on any worker first, then assembled here.
+    let mut made_by = std::collections::BTreeMap::new();
+    if state.config.distributed_render {
+        match crate::distribute::fan_out(state, &job, &record, &spec, &work).await {
+            crate::distribute::FanOut::Assemble(workers) => made_by = workers,
+            crate::distribute::FanOut::Finished(outcome) => {
+                let _ = tokio::fs::remove_dir_all(&work).await;
+                return outcome;
+            }
+        }
+    }
+    // Assembling fanned-out segments is the last 5%: progress does not start over.
+    let floor = if made_by.is_empty() { 0.0 } else { 0.95 };
     let cancel = Arc::new(AtomicBool::new(false));
     let why = Arc::new(AtomicU8::new(STOP_NONE));
     let progress = Arc::new(Mutex::new(ProgressState::default()));
@@ -187,6 +213,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
                 }
                 Progress::Frames { done, total } => st.fraction = overall("render", done, total),
             }
+            st.fraction = st.fraction.max(floor);
             st.changed = true;
             // Live events at most every whole percent or stage change; the store every second.
             let mut last = last_sent.lock().expect("progress");
@@ -204,37 +231,119 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
             }
         }) as Arc<dyn Fn(Progress) + Send + Sync>
     };
-    let opts = RenderOptions { progress: Some(progress_cb), cancel: Some(cancel.clone()), ..Default::default() };
     let out = work.join("video.mp4");
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let opts = RenderOptions { progress: Some(progress_cb), cancel: Some(cancel.clone()), ..Default::default() };
     let engine = state.engine.clone();
     let assets = state.assets_dir.clone();
-    let nice = state.config.render_nice;
     let panic_attempts = fault_panic_attempts();
     let out_thread = out.clone();
+    let render = move || {
+        if attempt <= panic_attempts {
+            panic!("injected fault (REELSMITH_FAULT_PANIC_ATTEMPTS) on attempt {attempt}");
+        }
+        engine.render(&spec, &assets, &out_thread, &opts)
+    };
+    let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let watch = Watch { cancel, why, progress: Some(progress) };
+    let result = match supervise(state, &lease, &gen_id, timeout, &watch, render).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = state.queue.fail(&lease, &format!("cannot start a render thread: {e}"), true, vec![]).await;
+            return "failed";
+        }
+    };
+    let stop_reason = watch.why.load(Ordering::Relaxed);
+    let outcome = match result {
+        _ if stop_reason == STOP_LEASE_LOST => {
+            tracing::warn!(generation = %gen_id, "lease lost; another worker has the job");
+            "lost"
+        }
+        Ok(Ok(mut report)) => {
+            for s in &mut report.segments {
+                s.worker = made_by.get(&s.index).cloned();
+            }
+            finish_succeeded(state, &record, &lease, report, &out).await
+        }
+        _ if stop_reason == STOP_CANCEL => finish_cancelled(state, &record, &lease).await,
+        Ok(Err(_)) if stop_reason == STOP_TIME_LIMIT => {
+            let msg = format!(
+                "time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs",
+                timeout.as_secs_f64()
+            );
+            finish_failed(state, &record, &lease, "time_limit", &msg, false).await
+        }
+        Ok(Err(e)) => {
+            let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
+            finish_failed(state, &record, &lease, e.code(), &e.to_string(), retryable).await
+        }
+        Err(panic) => {
+            let msg = panic_message(&panic);
+            finish_failed(state, &record, &lease, "worker_panic", &format!("render worker panicked: {msg}"), true).await
+        }
+    };
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    outcome
+}
+
+/// A running job's stop flag, why it was raised, and its progress (saved to the store).
+pub(crate) struct Watch {
+    pub cancel: Arc<AtomicBool>,
+    pub why: Arc<AtomicU8>,
+    pub progress: Option<Arc<Mutex<ProgressState>>>,
+}
+
+impl Watch {
+    pub fn new() -> Self {
+        Self { cancel: Default::default(), why: Arc::new(AtomicU8::new(STOP_NONE)), progress: None }
+    }
+    pub fn stop(&self, why: u8) {
+        self.why.store(why, Ordering::Relaxed);
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+    pub fn reason(&self) -> u8 {
+        self.why.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) type Thrown = Box<dyn std::any::Any + Send>;
+
+pub(crate) fn panic_message(panic: &Thrown) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs `work` on its own low-priority thread while holding `lease`: heartbeats (a cancel
+/// request or a lost lease raises `watch`), progress saved every second, the time limit, and a
+/// grace period after which a render that ignores its stop flag is abandoned.
+pub(crate) async fn supervise<T: Send + 'static>(
+    state: &AppState,
+    lease: &reelsmith_store::Lease,
+    subject: &str,
+    timeout: Duration,
+    watch: &Watch,
+    work: impl FnOnce() -> Result<T, RenderError> + Send + 'static,
+) -> std::io::Result<Result<Result<T, RenderError>, Thrown>> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let nice = state.config.render_nice;
     // The render thread's spans (render, stages) nest under this job's span.
-    let span = tracing::info_span!("job", queue = RENDER_QUEUE, generation = %gen_id, attempt);
-    let spawned = std::thread::Builder::new().name(format!("render-{gen_id}")).spawn(move || {
+    let span = tracing::info_span!("job", queue = RENDER_QUEUE, generation = %subject, attempt = lease.attempt);
+    std::thread::Builder::new().name(format!("render-{subject}")).spawn(move || {
         let _span = span.entered();
         lower_priority(nice);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if attempt <= panic_attempts {
-                panic!("injected fault (REELSMITH_FAULT_PANIC_ATTEMPTS) on attempt {attempt}");
-            }
-            engine.render(&spec, &assets, &out_thread, &opts)
-        }));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
         let _ = tx.send(r);
-    });
-    if let Err(e) = spawned {
-        let _ = state.queue.fail(&lease, &format!("cannot start a render thread: {e}"), true, vec![]).await;
-        return "failed";
-    }
+    })?;
+    let gen_id = subject;
+    let (why, progress) = (&watch.why, &watch.progress);
 
     let lease_len = Duration::from_secs_f64(state.config.lease_secs);
     let mut beat = tokio::time::interval(lease_len / 3);
     beat.tick().await;
     let mut save = tokio::time::interval(Duration::from_secs(1));
-    let deadline = tokio::time::sleep(job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs)));
+    let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     // Once asked to stop, a render has this long to notice (it checks between frames); a render
     // stuck in a child process is then abandoned so the job cannot stay running forever.
@@ -253,61 +362,28 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
                 let msg = format!("render did not stop within {} s of being asked", STOP_GRACE.as_secs());
                 break Ok(Ok(Err(RenderError::Io(std::io::Error::other(msg)))));
             }
-            _ = beat.tick() => match state.queue.heartbeat(&lease, lease_len).await {
+            _ = beat.tick() => match state.queue.heartbeat(lease, lease_len).await {
                 Ok(Heartbeat::Extended) => {}
-                Ok(Heartbeat::CancelRequested) => { why.store(STOP_CANCEL, Ordering::Relaxed); cancel.store(true, Ordering::Relaxed); }
-                Ok(Heartbeat::Lost) => { why.store(STOP_LEASE_LOST, Ordering::Relaxed); cancel.store(true, Ordering::Relaxed); }
+                Ok(Heartbeat::CancelRequested) => watch.stop(STOP_CANCEL),
+                Ok(Heartbeat::Lost) => watch.stop(STOP_LEASE_LOST),
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
             },
-            _ = save.tick() => {
-                let snapshot = {
-                    let mut st = progress.lock().expect("progress");
+            _ = save.tick(), if progress.is_some() => {
+                let snapshot = progress.as_ref().and_then(|p| {
+                    let mut st = p.lock().expect("progress");
                     std::mem::take(&mut st.changed).then(|| (st.fraction, st.stage.clone()))
-                };
+                });
                 if let Some((f, stage)) = snapshot {
-                    let _ = state.meta.set_progress(&gen_id, f, &stage).await;
+                    let _ = state.meta.set_progress(gen_id, f, &stage).await;
                 }
             }
-            _ = &mut deadline, if why.load(Ordering::Relaxed) == STOP_NONE => {
-                why.store(STOP_TIME_LIMIT, Ordering::Relaxed);
-                cancel.store(true, Ordering::Relaxed);
-            }
+            _ = &mut deadline, if why.load(Ordering::Relaxed) == STOP_NONE => watch.stop(STOP_TIME_LIMIT),
         }
     };
-    let result = match result {
+    Ok(match result {
         Ok(r) => r,
-        Err(_) => Err(Box::new("render thread vanished") as Box<dyn std::any::Any + Send>),
-    };
-    let stop_reason = why.load(Ordering::Relaxed);
-    let outcome = match result {
-        _ if stop_reason == STOP_LEASE_LOST => {
-            tracing::warn!(generation = %gen_id, "lease lost; another worker has the job");
-            "lost"
-        }
-        Ok(Ok(report)) => finish_succeeded(state, &record, &lease, report, &out).await,
-        _ if stop_reason == STOP_CANCEL => finish_cancelled(state, &record, &lease).await,
-        Ok(Err(_)) if stop_reason == STOP_TIME_LIMIT => {
-            let msg = format!(
-                "time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs",
-                job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs)).as_secs_f64()
-            );
-            finish_failed(state, &record, &lease, "time_limit", &msg, false).await
-        }
-        Ok(Err(e)) => {
-            let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
-            finish_failed(state, &record, &lease, e.code(), &e.to_string(), retryable).await
-        }
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            finish_failed(state, &record, &lease, "worker_panic", &format!("render worker panicked: {msg}"), true).await
-        }
-    };
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    outcome
+        Err(_) => Err(Box::new("render thread vanished") as Thrown),
+    })
 }
 
 /// Test hook: make render attempts up to N panic (exercises crash handling end to end).

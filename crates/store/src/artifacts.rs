@@ -26,6 +26,31 @@ pub trait ArtifactStore: Send + Sync + 'static {
     async fn delete_prefix(&self, prefix: &str) -> Result<u64>;
     /// Free bytes where artifacts go, when known (for readiness).
     async fn free_bytes(&self) -> Option<u64>;
+    /// A URL that serves `key` (with `Range` requests) without credentials for `ttl`, when the
+    /// backend can hand one out (object storage); None means "stream it through the server".
+    async fn presigned_get(&self, key: &str, _ttl: std::time::Duration) -> Result<Option<String>> {
+        valid_key(key)?;
+        Ok(None)
+    }
+    /// Is the backend answering? (A cheap request for readiness; local disk always is.)
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Where the artifacts live, for readiness reports and logs (`local:/var/lib/…`,
+    /// `s3://bucket/prefix at http://…`). Never includes credentials.
+    fn describe(&self) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
+}
+
+/// The one rule for artifact keys (and key prefixes), shared by every backend: non-empty
+/// `/`-separated segments of ASCII letters, digits, `-`, `_` and `.`, none empty, `.`, `..` or
+/// starting with a dot. Keys can never escape a directory or name hidden files.
+pub fn valid_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && !p.starts_with('.'))
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok { Ok(()) } else { Err(StoreError::Conflict(format!("invalid artifact key {key:?}"))) }
 }
 
 /// Artifacts as files under a directory.
@@ -41,12 +66,7 @@ impl LocalArtifacts {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let ok = !key.is_empty()
-            && key.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && !p.starts_with('.'))
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-        if !ok {
-            return Err(StoreError::Conflict(format!("invalid artifact key {key:?}")));
-        }
+        valid_key(key)?;
         Ok(self.root.join(key))
     }
 }
@@ -84,18 +104,30 @@ impl ArtifactStore for LocalArtifacts {
 
     async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         let dir = self.path(prefix)?;
+        // Every file below the prefix counts, nested ones too (as with object storage).
         let mut n = 0;
-        match tokio::fs::read_dir(&dir).await {
-            Ok(mut rd) => {
-                while let Some(e) = rd.next_entry().await? {
-                    if e.file_type().await?.is_file() {
-                        n += 1;
-                    }
+        let mut pending = vec![dir.clone()];
+        while let Some(d) = pending.pop() {
+            let mut rd = match tokio::fs::read_dir(&d).await {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // `prefix` names a file, not a folder: nothing lies under `prefix/`.
+                Err(e) if d == dir && e.kind() == std::io::ErrorKind::NotADirectory => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(e) = rd.next_entry().await? {
+                let t = e.file_type().await?;
+                if t.is_dir() {
+                    pending.push(e.path());
+                } else if t.is_file() {
+                    n += 1;
                 }
-                tokio::fs::remove_dir_all(&dir).await?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(e.into());
         }
         Ok(n)
     }
@@ -103,6 +135,10 @@ impl ArtifactStore for LocalArtifacts {
     async fn free_bytes(&self) -> Option<u64> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || free_bytes_at(&root)).await.ok().flatten()
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
     }
 }
 
@@ -149,6 +185,22 @@ mod tests {
         assert_eq!(a.size("gen_1/video.mp4").await.unwrap(), None);
         assert_eq!(a.delete_prefix("gen_1").await.unwrap(), 0);
         assert!(a.free_bytes().await.unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn local_artifacts_pass_the_artifact_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let a = LocalArtifacts::new(dir.path().join("a")).unwrap();
+        crate::conformance::run_artifact_suite(&a, &scratch).await;
+        let b = LocalArtifacts::new(dir.path().join("b")).unwrap();
+        crate::conformance::run_artifact_isolation_suite(&a, &b, &scratch).await;
+        assert_eq!(a.describe(), format!("local:{}", dir.path().join("a").display()));
+        assert_eq!(a.presigned_get("gen_1/video.mp4", std::time::Duration::from_secs(60)).await.unwrap(), None);
+        // Nothing is left behind but the (empty) temporary folder.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from(".tmp")]);
     }
 
     #[tokio::test]

@@ -55,6 +55,83 @@ pub async fn run_concurrent_claims<Q: JobQueue>(q: Arc<Q>, jobs: usize, claimers
     assert_eq!(unique.len(), jobs, "no job claimed twice");
 }
 
+/// A generation request of `key` for `hash`, for the concurrent metadata checks.
+fn concurrent_request(queue: &str, key: Option<&str>, hash: &str, idem: Option<&str>, max_active: Option<u32>) -> (NewGeneration, NewJob) {
+    let id = new_id("gen");
+    let mut job = NewJob::new(queue, "render", serde_json::json!({"generation": id}));
+    job.subject = Some(id.clone());
+    let g = NewGeneration {
+        id,
+        spec: serde_json::json!({"version": 1}),
+        spec_hash: hash.into(),
+        priority: 0,
+        webhook_url: None,
+        idempotency_key: idem.map(Into::into),
+        request_hash: "same-request".into(),
+        api_key_id: key.map(Into::into),
+        metadata: serde_json::json!({}),
+        max_active,
+        dedupe: true,
+    };
+    (g, job)
+}
+
+/// Many different submissions of one key at once, with `max_active` allowed: exactly that many
+/// are created, every other one is refused with [`StoreError::Quota`] (two creates can never
+/// both pass the check).
+pub async fn run_concurrent_quota<M: Metadata>(m: Arc<M>, n: usize, max_active: u32) {
+    let queue = queue_name("quota");
+    let key = new_id("key");
+    let mut tasks = vec![];
+    for _ in 0..n {
+        let (m, queue, key) = (m.clone(), queue.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let (g, j) = concurrent_request(&queue, Some(&key), &new_id("hash"), None, Some(max_active));
+            m.create_generation(g, j).await
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(CreateOutcome::Created(_)) => created += 1,
+            Err(StoreError::Quota(_)) => refused += 1,
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+    assert_eq!(created, max_active as usize, "exactly the quota is created");
+    assert_eq!(refused, n - max_active as usize, "the rest are refused");
+    assert_eq!(m.active_generations(&key).await.unwrap(), u64::from(max_active));
+}
+
+/// Many retries of one request (same idempotency key) at once: one generation is created and
+/// every retry answers with its id.
+pub async fn run_concurrent_idempotency<M: Metadata>(m: Arc<M>, n: usize) {
+    let queue = queue_name("idem");
+    let key = new_id("key");
+    let idem = new_id("idem");
+    let mut tasks = vec![];
+    for _ in 0..n {
+        let (m, queue, key, idem) = (m.clone(), queue.clone(), key.clone(), idem.clone());
+        tasks.push(tokio::spawn(async move {
+            // Different spec hashes: only the idempotency key ties the requests together.
+            let (g, j) = concurrent_request(&queue, Some(&key), &new_id("hash"), Some(&idem), None);
+            m.create_generation(g, j).await.unwrap()
+        }));
+    }
+    let mut created = vec![];
+    let mut replayed = vec![];
+    for t in tasks {
+        match t.await.unwrap() {
+            CreateOutcome::Created(id) => created.push(id),
+            CreateOutcome::Idempotent(id) => replayed.push(id),
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one created");
+    assert!(replayed.iter().all(|r| *r == created[0]), "every retry gets its id");
+    assert_eq!(m.active_generations(&key).await.unwrap(), 1);
+}
+
 async fn priorities_then_fifo<Q: JobQueue>(q: &Q) {
     let queue = queue_name("prio");
     let low1 = job(&queue, 1);
@@ -469,4 +546,144 @@ pub async fn run_concurrent_dedup<M: Metadata>(m: Arc<M>, n: usize) {
     }
     assert_eq!(created.len(), 1, "exactly one created");
     assert!(deduped.iter().all(|d| *d == created[0]), "the rest point at it");
+}
+// ---- Artifacts ------------------------------------------------------------------------------
+
+/// Byte `i` of the deterministic large test file: position-dependent, so a shifted, repeated
+/// or reordered part changes the content.
+fn artifact_pattern(i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 ^ (i >> 20) as u8
+}
+
+async fn artifact_read(a: &dyn ArtifactStore, key: &str, start: u64, len: u64) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let chunks: Vec<_> = a.read_range(key, start, len).await.unwrap().try_collect().await.unwrap();
+    chunks.concat()
+}
+
+/// A fresh source file in `scratch` (`put_file` may move it away).
+fn artifact_src(scratch: &std::path::Path, content: &[u8]) -> std::path::PathBuf {
+    let p = scratch.join(new_id("src"));
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+/// The semantics every artifact backend must have (local files, object storage). Keys live
+/// under a fresh generation id, so a shared bucket or directory can host the suite; `scratch`
+/// is a local directory for source files. Leaves nothing behind.
+pub async fn run_artifact_suite(a: &dyn ArtifactStore, scratch: &std::path::Path) {
+    use futures_util::StreamExt;
+    use sha2::Digest;
+
+    let g = new_id("gen");
+    let key = format!("{g}/video.mp4");
+    assert!(!a.describe().is_empty(), "describe names the backend");
+    a.ping().await.expect("a working store answers ping");
+
+    // Put, size, ranges.
+    assert_eq!(a.put_file(&key, &artifact_src(scratch, b"0123456789")).await.unwrap(), 10, "put_file returns the size");
+    assert_eq!(a.size(&key).await.unwrap(), Some(10));
+    assert_eq!(artifact_read(a, &key, 0, 10).await, b"0123456789", "whole file");
+    assert_eq!(artifact_read(a, &key, 3, 4).await, b"3456", "a middle range");
+    assert_eq!(artifact_read(a, &key, 8, 100).await, b"89", "a range past the end is clipped");
+    assert_eq!(artifact_read(a, &key, 0, u64::MAX).await, b"0123456789", "an open-ended range");
+    assert_eq!(artifact_read(a, &key, 10, 5).await, b"", "a range starting at the end is empty");
+    assert_eq!(artifact_read(a, &key, 50, 5).await, b"", "a range starting past the end is empty");
+    assert_eq!(artifact_read(a, &key, 4, 0).await, b"", "an empty range");
+
+    // Missing keys.
+    let missing = format!("{g}/missing.mp4");
+    assert_eq!(a.size(&missing).await.unwrap(), None, "size of a missing key is None");
+    assert!(a.read_range(&missing, 0, 10).await.is_err(), "reading a missing key fails");
+    assert!(a.read_range(&missing, 0, 0).await.is_err(), "even an empty range of a missing key fails");
+
+    // Replacing keeps one object, with the new content.
+    assert_eq!(a.put_file(&key, &artifact_src(scratch, b"abc")).await.unwrap(), 3);
+    assert_eq!(a.size(&key).await.unwrap(), Some(3));
+    assert_eq!(artifact_read(a, &key, 0, 100).await, b"abc", "the replacement, not a mix");
+
+    // Empty files, nested keys, and a sibling prefix that shares the first characters.
+    let empty = format!("{g}/empty.vtt");
+    assert_eq!(a.put_file(&empty, &artifact_src(scratch, b"")).await.unwrap(), 0);
+    assert_eq!(a.size(&empty).await.unwrap(), Some(0));
+    assert_eq!(artifact_read(a, &empty, 0, 10).await, b"", "an empty file reads as empty");
+    let nested = format!("{g}/frames/0001.png");
+    a.put_file(&nested, &artifact_src(scratch, b"n")).await.unwrap();
+    let sibling = format!("{g}x/video.mp4");
+    a.put_file(&sibling, &artifact_src(scratch, b"s")).await.unwrap();
+    assert_eq!(a.delete_prefix(&g).await.unwrap(), 3, "delete_prefix counts every key under prefix/, nested too");
+    for k in [&key, &empty, &nested] {
+        assert_eq!(a.size(k).await.unwrap(), None, "{k} deleted");
+    }
+    assert_eq!(a.size(&sibling).await.unwrap(), Some(1), "deleting {g} keeps {g}x/…");
+    assert_eq!(a.delete_prefix(&g).await.unwrap(), 0, "deleting again finds nothing");
+    assert_eq!(a.delete_prefix(&format!("{g}x")).await.unwrap(), 1);
+
+    // A large file (over any multipart threshold) round-trips byte for byte.
+    const BIG: u64 = 20 * 1024 * 1024 + 12_345;
+    let big_src = scratch.join(new_id("big"));
+    let mut want = sha2::Sha256::new();
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big_src).unwrap());
+        let mut chunk = Vec::with_capacity(1 << 20);
+        let mut i = 0;
+        while i < BIG {
+            chunk.clear();
+            chunk.extend((i..BIG.min(i + (1 << 20))).map(artifact_pattern));
+            want.update(&chunk);
+            f.write_all(&chunk).unwrap();
+            i += chunk.len() as u64;
+        }
+        f.flush().unwrap();
+    }
+    let big = format!("{g}/big.mp4");
+    assert_eq!(a.put_file(&big, &big_src).await.unwrap(), BIG);
+    assert_eq!(a.size(&big).await.unwrap(), Some(BIG));
+    let mut got = sha2::Sha256::new();
+    let mut n = 0u64;
+    let mut s = a.read_range(&big, 0, BIG).await.unwrap();
+    while let Some(c) = s.next().await {
+        let c = c.unwrap();
+        n += c.len() as u64;
+        got.update(&c);
+    }
+    assert_eq!(n, BIG, "the whole large file reads back");
+    assert_eq!(hex::encode(got.finalize()), hex::encode(want.finalize()), "the large file round-trips byte for byte");
+    // Ranges across 5 and 8 MiB (common part sizes) and at the very end.
+    for (start, len) in [(5 * 1024 * 1024 - 7, 14), (8 * 1024 * 1024 - 3, 9), (BIG - 5, 100)] {
+        let want: Vec<u8> = (start..BIG.min(start + len)).map(artifact_pattern).collect();
+        assert_eq!(artifact_read(a, &big, start, len).await, want, "range {start}+{len} of the large file");
+    }
+    assert_eq!(a.delete_prefix(&g).await.unwrap(), 1);
+    assert_eq!(a.size(&big).await.unwrap(), None);
+
+    // Invalid keys are refused by every operation, before touching anything.
+    let src = artifact_src(scratch, b"x");
+    for bad in
+        ["", "/", "../x", "/etc/passwd", "a/../../b", "a/./b", "a//b", "a/", ".tmp/x", "a/.hidden", "a b", "a\\b", "ä"]
+    {
+        assert!(a.size(bad).await.is_err(), "size {bad:?}");
+        assert!(a.read_range(bad, 0, 1).await.is_err(), "read_range {bad:?}");
+        assert!(a.put_file(bad, &src).await.is_err(), "put_file {bad:?}");
+        assert!(a.delete_prefix(bad).await.is_err(), "delete_prefix {bad:?}");
+        assert!(a.presigned_get(bad, Duration::from_secs(60)).await.is_err(), "presigned_get {bad:?}");
+    }
+    assert!(src.exists(), "a refused put leaves its source alone");
+    let _ = std::fs::remove_file(&src);
+}
+
+/// Two stores over the same storage with different roots or prefixes: the same key names two
+/// different artifacts, and deleting in one leaves the other alone.
+pub async fn run_artifact_isolation_suite(a: &dyn ArtifactStore, b: &dyn ArtifactStore, scratch: &std::path::Path) {
+    let g = new_id("gen");
+    let key = format!("{g}/video.mp4");
+    a.put_file(&key, &artifact_src(scratch, b"from a")).await.unwrap();
+    assert_eq!(b.size(&key).await.unwrap(), None, "{} does not see keys of {}", b.describe(), a.describe());
+    b.put_file(&key, &artifact_src(scratch, b"from b!")).await.unwrap();
+    assert_eq!(artifact_read(a, &key, 0, 100).await, b"from a");
+    assert_eq!(artifact_read(b, &key, 0, 100).await, b"from b!");
+    assert_eq!(a.delete_prefix(&g).await.unwrap(), 1, "only its own key");
+    assert_eq!(b.size(&key).await.unwrap(), Some(7), "the other store keeps its key");
+    assert_eq!(b.delete_prefix(&g).await.unwrap(), 1);
 }

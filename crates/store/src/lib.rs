@@ -11,8 +11,12 @@
 //! - [`artifacts`]: result files with byte ranges and ETags.
 
 pub mod artifacts;
+pub mod bench;
 pub mod conformance;
+pub mod postgres;
+pub mod redis_backend;
 pub mod sqlite;
+pub mod tiers;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,7 +25,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use artifacts::{ArtifactStore, LocalArtifacts};
+pub use postgres::PgStore;
+pub use redis_backend::{RedisBus, RedisConfig, RedisTier};
 pub use sqlite::SqliteStore;
+pub use tiers::{CacheTier, DiskTier};
+pub mod s3; pub use s3::{S3Artifacts, S3Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +43,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Quota(String),
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("object storage: {0}")]
+    Object(String),
 }
 
 impl StoreError {
@@ -45,6 +57,8 @@ impl StoreError {
             Self::Corrupt(_) => "corrupt_record",
             Self::Conflict(_) => "conflict",
             Self::Quota(_) => "quota_exceeded",
+            Self::Redis(_) => "redis",
+            Self::Object(_) => "object_store",
         }
     }
 }
@@ -288,6 +302,13 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn purge_finished(&self, before_ms: i64) -> Result<u64>;
     /// When the next queued job of `queue` becomes ready, if any (lets idle workers sleep).
     async fn next_run_at(&self, queue: &str) -> Result<Option<i64>>;
+    /// Returns when work may have arrived on `queue` (a job was enqueued there) or after
+    /// `max_wait`, whichever comes first; spurious returns are allowed, so callers claim again
+    /// and wait again. Backends without notifications just sleep.
+    async fn wait_for_work(&self, queue: &str, max_wait: std::time::Duration) {
+        let _ = queue;
+        tokio::time::sleep(max_wait).await
+    }
 }
 
 /// A generation as stored: the request, its job, its live progress and its result.

@@ -15,6 +15,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     child: Child,
     env: Vec<(String, String)>,
+    /// `serve`, `serve --no-worker` or `worker`.
+    role: Vec<String>,
     pub client: reqwest::Client,
     pub token: Option<String>,
 }
@@ -24,13 +26,20 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_reelsmith");
 impl Server {
     /// Starts a server with its own data dir; `env` adds REELSMITH_* settings.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_as(&["serve"], data_dir, env)
+    }
+
+    /// Starts `reelsmith <role…>` (`serve`, `serve --no-worker`, `worker`).
+    pub fn start_as(role: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (child, url) = spawn(data_dir, &env);
+        let role: Vec<String> = role.iter().map(|r| r.to_string()).collect();
+        let (child, url) = spawn(&role, data_dir, &env);
         Self {
             url,
             data_dir: data_dir.into(),
             child,
             env,
+            role,
             client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
             token: None,
         }
@@ -40,9 +49,19 @@ impl Server {
     pub fn kill_and_restart(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
-        let (child, url) = spawn(&self.data_dir, &self.env);
+        let (child, url) = spawn(&self.role, &self.data_dir, &self.env);
         self.child = child;
         self.url = url;
+    }
+
+    /// `kill -9`, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM; returns how long the process took to exit (panics after `limit`).
@@ -107,9 +126,9 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
+fn spawn(role: &[String], data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+    cmd.args(role).args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("REELSMITH_CACHE_DIR", data_dir.join("cache"))
         .env("REELSMITH_LEASE_SECS", "1")
@@ -126,7 +145,11 @@ fn spawn(data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut child = cmd.spawn().expect("start reelsmith serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("reelsmith listening on ").unwrap_or_else(|| panic!("no address in {line:?}"));
+    let url = line
+        .trim()
+        .split_once("listening on ")
+        .map(|(_, u)| u)
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
     (child, url.to_string())
 }
 

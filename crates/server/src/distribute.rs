@@ -1,0 +1,368 @@
+//! Distributed rendering of one video (`distributed_render = true`).
+//!
+//! The worker holding a generation's render job plans it (narration and canvases, cached and
+//! shared through the L2 cache), then enqueues one segment job per segment not cached yet.
+//! Segment jobs run on the segment workers of every node — each encodes its segment into the
+//! stage cache, which hands it to the shared tier (Redis). When all are done the render job
+//! assembles the video: the engine finds every segment in the cache, so only the soundtrack
+//! and the stream-copy join run. Segments encode with a fixed thread count, so the result is
+//! the same frame for frame whichever workers made it.
+//!
+//! Leases apply to segment jobs as to any job: a worker killed mid-segment stops heartbeating
+//! and another takes the segment when the lease runs out. Segment jobs never wait on anything,
+//! so a render job waiting for them cannot deadlock the queue.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use reelsmith_engine::{RenderError, RenderOptions, Report, Scope};
+use reelsmith_spec::Spec;
+use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, Heartbeat, JobRecord, JobState, NewJob, RetryPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::events::Event;
+use crate::worker::{
+    self, STOP_CANCEL, STOP_LEASE_LOST, STOP_TIME_LIMIT, SEGMENT_QUEUE, Watch, finish_cancelled, finish_failed,
+    supervise,
+};
+use crate::{AppState, submit};
+
+pub const SEGMENT_KIND: &str = "segment";
+
+/// What a segment job carries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SegmentPayload {
+    pub generation: String,
+    pub index: usize,
+    /// The cache key the planner computed; the segment worker's must match.
+    pub key: String,
+    pub frames: u64,
+    /// The render job and attempt that asked for it.
+    pub parent: String,
+    pub parent_attempt: u32,
+}
+
+pub(crate) enum FanOut {
+    /// Every segment is in the cache: assemble. Holds which worker made each segment.
+    Assemble(BTreeMap<usize, String>),
+    /// The job ended here (cancelled, failed, lost).
+    Finished(&'static str),
+}
+
+/// Plans the render, enqueues its segment jobs and waits for them, holding the render job's
+/// lease. Small videos (fewer than two segments to make) are left to the ordinary render.
+pub(crate) async fn fan_out(
+    state: &AppState,
+    job: &ClaimedJob,
+    record: &GenerationRecord,
+    spec: &Spec,
+    work: &Path,
+) -> FanOut {
+    let lease = &job.lease;
+    let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let plan = {
+        let watch = Watch::new();
+        let opts = RenderOptions { scope: Scope::Plan, cancel: Some(watch.cancel.clone()), ..Default::default() };
+        let (engine, assets, spec, out) =
+            (state.engine.clone(), state.assets_dir.clone(), spec.clone(), work.join("plan.mp4"));
+        let r = supervise(state, lease, &record.id, timeout, &watch, move || engine.render(&spec, &assets, &out, &opts))
+            .await;
+        match (watch.reason(), r) {
+            (STOP_LEASE_LOST, _) => return FanOut::Finished("lost"),
+            (STOP_CANCEL, _) => return FanOut::Finished(finish_cancelled(state, record, lease).await),
+            (_, Ok(Ok(Ok(plan)))) => plan,
+            // The ordinary render meets the same problem and reports it in full.
+            _ => return FanOut::Assemble(BTreeMap::new()),
+        }
+    };
+    let todo: Vec<_> = plan.segments.iter().filter(|s| !s.cached).collect();
+    if todo.len() < 2 {
+        return FanOut::Assemble(BTreeMap::new());
+    }
+    for s in &todo {
+        let payload = SegmentPayload {
+            generation: record.id.clone(),
+            index: s.index,
+            key: s.key.clone(),
+            frames: s.frames,
+            parent: lease.job_id.clone(),
+            parent_attempt: lease.attempt,
+        };
+        let mut j = NewJob::new(SEGMENT_QUEUE, SEGMENT_KIND, serde_json::to_value(&payload).unwrap_or_default());
+        j.subject = Some(record.id.clone());
+        j.priority = record.priority;
+        j.timeout = timeout;
+        j.retry = RetryPolicy {
+            max_attempts: state.config.max_attempts,
+            backoff_base_ms: state.config.retry_base_ms,
+            backoff_max_ms: state.config.retry_max_ms,
+            ..Default::default()
+        };
+        // A re-run of the same attempt (after a crash between enqueues) adds nothing twice.
+        j.dedup_key = Some(format!("{}-{}-{}", lease.job_id, lease.attempt, s.index));
+        if let Err(e) = state.queue.enqueue(j).await {
+            let msg = format!("cannot enqueue segment jobs: {e}");
+            return FanOut::Finished(finish_failed(state, record, lease, "storage", &msg, true).await);
+        }
+    }
+    state.wake_segments.notify_waiters();
+    tracing::info!(generation = %record.id, segments = todo.len(), of = plan.segments.len(), "segments fanned out");
+    let total_frames: u64 = todo.iter().map(|s| s.frames).sum::<u64>().max(1);
+    wait_for_segments(state, record, job, timeout, total_frames).await
+}
+
+async fn wait_for_segments(
+    state: &AppState,
+    record: &GenerationRecord,
+    job: &ClaimedJob,
+    timeout: Duration,
+    total_frames: u64,
+) -> FanOut {
+    let lease = &job.lease;
+    let lease_len = Duration::from_secs_f64(state.config.lease_secs);
+    let mut beat = tokio::time::interval(lease_len / 3);
+    beat.tick().await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_done = u64::MAX;
+    loop {
+        tokio::select! {
+            _ = beat.tick() => match state.queue.heartbeat(lease, lease_len).await {
+                Ok(Heartbeat::Extended) => {}
+                Ok(Heartbeat::CancelRequested) => {
+                    cancel_children(state, &record.id, lease).await;
+                    return FanOut::Finished(finish_cancelled(state, record, lease).await);
+                }
+                Ok(Heartbeat::Lost) => return FanOut::Finished("lost"),
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            cancel_children(state, &record.id, lease).await;
+            let msg = format!("time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs", timeout.as_secs_f64());
+            return FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await);
+        }
+        let children = match children(state, &record.id, lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read segment jobs; retrying");
+                continue;
+            }
+        };
+        if let Some((p, failed)) =
+            children.iter().find(|(_, j)| matches!(j.state, JobState::Failed | JobState::Cancelled))
+        {
+            cancel_children(state, &record.id, lease).await;
+            let why = failed.last_error.clone().unwrap_or_else(|| failed.state.as_str().into());
+            let msg = format!("segment {} could not be rendered: {why}", p.index);
+            return FanOut::Finished(finish_failed(state, record, lease, "segment_failed", &msg, true).await);
+        }
+        let done: u64 = children.iter().filter(|(_, j)| j.state == JobState::Succeeded).map(|(p, _)| p.frames).sum();
+        if done != last_done {
+            last_done = done;
+            let fraction = 0.1 + 0.85 * (done as f64 / total_frames as f64).min(1.0);
+            state.hub.publish(Event {
+                id: record.id.clone(),
+                status: "running".into(),
+                progress: (fraction * 1000.0).round() / 1000.0,
+                stage: Some("render".into()),
+                attempt: lease.attempt,
+                error: None,
+                owner: record.api_key_id.clone(),
+            });
+            let _ = state.meta.set_progress(&record.id, fraction, "render").await;
+        }
+        if children.iter().all(|(_, j)| j.state == JobState::Succeeded) {
+            let mut made = BTreeMap::new();
+            for (p, j) in &children {
+                if let Ok(attempts) = state.queue.attempts(&j.id).await
+                    && let Some(a) = attempts.iter().rev().find(|a| a.outcome == "succeeded")
+                {
+                    made.insert(p.index, a.worker.clone());
+                }
+            }
+            return FanOut::Assemble(made);
+        }
+    }
+}
+
+/// This attempt's segment jobs with their payloads.
+async fn children(
+    state: &AppState,
+    generation: &str,
+    lease: &reelsmith_store::Lease,
+) -> reelsmith_store::Result<Vec<(SegmentPayload, JobRecord)>> {
+    Ok(state
+        .queue
+        .jobs_for(generation, SEGMENT_KIND)
+        .await?
+        .into_iter()
+        .filter_map(|j| Some((serde_json::from_value::<SegmentPayload>(j.payload.clone()).ok()?, j)))
+        .filter(|(p, _)| p.parent == lease.job_id && p.parent_attempt == lease.attempt)
+        .collect())
+}
+
+async fn cancel_children(state: &AppState, generation: &str, lease: &reelsmith_store::Lease) {
+    if let Ok(children) = children(state, generation, lease).await {
+        for (_, j) in children.iter().filter(|(_, j)| !j.state.is_final()) {
+            let _ = state.queue.cancel(&j.id, vec![]).await;
+        }
+    }
+}
+
+/// Runs one segment job: encodes its segment into the (shared) cache.
+pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'static str {
+    let lease = job.lease.clone();
+    let p: SegmentPayload = match serde_json::from_value(job.payload.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = state.queue.fail(&lease, &format!("bad segment job: {e}"), false, vec![]).await;
+            return "failed";
+        }
+    };
+    let record = match state.meta.generation(&p.generation).await {
+        Ok(Some(g)) if !g.state.is_final() => g,
+        // Deleted, cancelled or finished meanwhile: nothing to do.
+        Ok(_) => {
+            let _ = state.queue.complete(&lease, vec![]).await;
+            return "skipped";
+        }
+        Err(e) => {
+            let _ = state.queue.fail(&lease, &format!("database: {e}"), true, vec![]).await;
+            return "failed";
+        }
+    };
+    let spec = match reelsmith_spec::parse(&record.spec.to_string()) {
+        Ok(s) => submit::engine_view(&s),
+        Err(e) => {
+            let _ = state.queue.fail(&lease, &format!("spec_parse: {e}"), false, vec![]).await;
+            return "failed";
+        }
+    };
+    if let Err(e) = ensure_assets(state, &spec).await {
+        let _ = state.queue.fail(&lease, &format!("assets: {e}"), true, vec![]).await;
+        return "failed";
+    }
+    let work = state.config.data_dir.join("tmp").join(format!("{}-{}", lease.job_id, lease.attempt));
+    let _ = tokio::fs::create_dir_all(&work).await;
+    let watch = Watch::new();
+    let opts = RenderOptions {
+        scope: Scope::Segments(vec![p.index]),
+        jobs: Some(1),
+        encoder_threads: Some(state.config.segment_encoder_threads),
+        cancel: Some(watch.cancel.clone()),
+        ..Default::default()
+    };
+    let (engine, assets, out) = (state.engine.clone(), state.assets_dir.clone(), work.join("unused.mp4"));
+    let hang = std::env::var_os("REELSMITH_FAULT_HANG_SEGMENTS").is_some();
+    let cancel = watch.cancel.clone();
+    let render = move || -> Result<Report, RenderError> {
+        if hang {
+            // Test hook: hold the segment (heartbeating) until stopped or killed, so a test can
+            // kill this worker mid-segment for certain.
+            while !cancel.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Err(RenderError::Cancelled);
+        }
+        engine.render(&spec, &assets, &out, &opts)
+    };
+    let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let result = supervise(state, &lease, &p.generation, timeout, &watch, render).await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let outcome = match (watch.reason(), result) {
+        (STOP_LEASE_LOST, _) => "lost",
+        (_, Ok(Ok(Ok(report)))) => {
+            if report.segments.get(p.index).is_none_or(|s| s.key != p.key) {
+                // Another engine version planned it: the assembler will not find this one.
+                tracing::warn!(generation = %p.generation, segment = p.index, "segment key differs from the plan's");
+            }
+            match state.queue.complete(&lease, vec![]).await {
+                Ok(true) => "succeeded",
+                _ => "lost",
+            }
+        }
+        (STOP_CANCEL, _) => match state.queue.cancelled(&lease, vec![]).await {
+            Ok(true) => "cancelled",
+            _ => "lost",
+        },
+        (why, r) => {
+            let (msg, retryable) = match r {
+                Err(e) => (format!("cannot start a render thread: {e}"), true),
+                Ok(Err(panic)) => (format!("segment worker panicked: {}", worker::panic_message(&panic)), true),
+                Ok(Ok(Err(e))) if why == STOP_TIME_LIMIT => (format!("time limit exceeded: {e}"), false),
+                Ok(Ok(Err(e))) => {
+                    let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
+                    (format!("{}: {e}", e.code()), retryable)
+                }
+                Ok(Ok(Ok(_))) => unreachable!("success is matched above"),
+            };
+            tracing::warn!(generation = %p.generation, segment = p.index, error = %msg, "segment attempt failed");
+            match state.queue.fail(&lease, &msg, retryable, vec![]).await {
+                Ok(FailOutcome::Retrying { .. }) => "retrying",
+                Ok(FailOutcome::Failed) => "failed",
+                _ => "lost",
+            }
+        }
+    };
+    outcome
+}
+
+/// Makes every asset the spec names present in this node's assets folder, fetching it from
+/// shared artifact storage when another node received the upload.
+pub(crate) async fn ensure_assets(state: &AppState, spec: &Spec) -> Result<(), String> {
+    if !state.shared_assets {
+        return Ok(());
+    }
+    let mut spec = spec.clone();
+    let ids: Vec<String> = spec.files_mut().into_iter().map(|(_, f)| f.clone()).collect();
+    for id in ids {
+        let path = state.assets_dir.join(&id);
+        if tokio::fs::metadata(&path).await.is_ok() {
+            continue;
+        }
+        fetch_asset(state, &id, &path).await?;
+    }
+    Ok(())
+}
+
+async fn fetch_asset(state: &AppState, id: &str, path: &Path) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let key = asset_key(id);
+    let size = state.artifacts.size(&key).await.map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("asset {id} is neither on this node nor in shared storage")
+    })?;
+    let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("dl")));
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| e.to_string())?;
+    let mut body = state.artifacts.read_range(&key, 0, size).await.map_err(|e| e.to_string())?;
+    while let Some(chunk) = body.next().await {
+        f.write_all(&chunk.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    }
+    f.flush().await.map_err(|e| e.to_string())?;
+    drop(f);
+    tokio::fs::rename(&tmp, path).await.map_err(|e| e.to_string())
+}
+
+/// Where an uploaded asset lives in artifact storage.
+pub fn asset_key(id: &str) -> String {
+    format!("assets/{id}")
+}
+
+/// Copies a freshly uploaded asset to shared storage, so workers on other nodes can read it.
+pub(crate) async fn share_asset(state: &AppState, id: &str, path: &Path) -> Result<(), String> {
+    if !state.shared_assets {
+        return Ok(());
+    }
+    if state.artifacts.size(&asset_key(id)).await.map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    // put_file may move its source: hand it a copy.
+    let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("sh")));
+    tokio::fs::copy(path, &tmp).await.map_err(|e| e.to_string())?;
+    let r = state.artifacts.put_file(&asset_key(id), &tmp).await.map_err(|e| e.to_string());
+    let _ = tokio::fs::remove_file(&tmp).await;
+    r.map(|_| ())
+}
