@@ -8,6 +8,10 @@ bash scripts/setup.sh
 python3 -c "import pocketsphinx" 2>/dev/null || python3 -m pip install --quiet pocketsphinx==5.1.1
 # Test-only: the Studio page's browser test drives Debian's Chromium with playwright-core (npm).
 bash scripts/setup-browser-tests.sh
+# Test-only: a real S3-compatible server (moto, PyPI) on loopback for the object-storage and
+# scale-out tests. PostgreSQL (127.0.0.1:5432, database `test`) and Redis (6379) must already run.
+REELSMITH_TEST_S3_ENDPOINT=$(bash scripts/s3-server.sh)
+export REELSMITH_TEST_S3_ENDPOINT
 cargo fmt --all -- --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -50,6 +50,9 @@ pub enum BenchCommand {
     E2e(E2eArgs),
     /// Job-queue claim throughput: N jobs, M concurrent claimers doing claim + complete.
     Queue(QueueArgs),
+    /// Scale-out: an API node and 1, 2… worker processes on PostgreSQL + Redis + S3; job
+    /// throughput and one long video's wall time per worker count.
+    Cluster(crate::bench_cluster::ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -414,6 +417,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Load(args) => load(args),
         BenchCommand::E2e(args) => e2e(args),
         BenchCommand::Queue(args) => queue_bench(args),
+        BenchCommand::Cluster(args) => crate::bench_cluster::run(args),
         BenchCommand::Render { .. } => render_bench(cmd),
     }
 }

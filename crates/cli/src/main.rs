@@ -1,6 +1,7 @@
 //! `reelsmith`: render storyboards, inspect the machine, manage the cache, benchmark.
 
 mod bench;
+mod bench_cluster;
 mod serve;
 mod tracing_setup;
 

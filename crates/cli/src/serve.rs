@@ -54,7 +54,9 @@ pub fn serve(args: &ServeArgs, cache_dir: Option<PathBuf>) -> Result<()> {
 pub fn worker(args: &ServeArgs, cache_dir: Option<PathBuf>) -> Result<()> {
     let mut config = args.config(cache_dir)?;
     if args.no_worker {
-        bail!("`reelsmith worker --no-worker` would do nothing; use `reelsmith serve --no-worker` for an API-only node");
+        bail!(
+            "`reelsmith worker --no-worker` would do nothing; use `reelsmith serve --no-worker` for an API-only node"
+        );
     }
     config.api = false;
     config.workers = true;

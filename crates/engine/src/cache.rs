@@ -528,6 +528,64 @@ mod tests {
         }
     }
 
+    /// A shared tier that fails every call, like a Redis that went away.
+    struct Broken;
+    impl CacheTier for Broken {
+        fn describe(&self) -> String {
+            "broken".into()
+        }
+        fn fetch(&self, _: &str, _: &Path) -> reelsmith_store::Result<bool> {
+            Err(reelsmith_store::StoreError::Redis("connection refused".into()))
+        }
+        fn store(&self, _: &str, _: &Path) -> reelsmith_store::Result<bool> {
+            Err(reelsmith_store::StoreError::Redis("connection refused".into()))
+        }
+        fn contains(&self, _: &str) -> reelsmith_store::Result<bool> {
+            Err(reelsmith_store::StoreError::Redis("connection refused".into()))
+        }
+        fn ping(&self) -> reelsmith_store::Result<()> {
+            Err(reelsmith_store::StoreError::Redis("connection refused".into()))
+        }
+    }
+
+    #[test]
+    fn nodes_reuse_each_others_entries_through_the_shared_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier: Arc<dyn CacheTier> =
+            Arc::new(reelsmith_store::DiskTier::new(dir.path().join("l2"), 1 << 20).unwrap());
+        let a = Cache::open(dir.path().join("a"), 1 << 30).unwrap().with_shared(tier.clone());
+        let b = Cache::open(dir.path().join("b"), 1 << 30).unwrap().with_shared(tier);
+        let k = key("segment", &42);
+        let (_, hit) =
+            a.get_or_build::<io::Error>("segment", &k, |d| fs::write(d.join("segment.mp4"), b"frames")).unwrap();
+        assert!(!hit);
+        assert!(b.contains(&k), "the other node sees the entry in the shared tier");
+        let (p, hit) = b.get_or_build::<io::Error>("segment", &k, |_| panic!("built again on the other node")).unwrap();
+        assert!(hit);
+        assert_eq!(fs::read(p.join("segment.mp4")).unwrap(), b"frames");
+        assert!(p.starts_with(b.root()), "copied into the node's own cache");
+        let (stats, live) = b.shared_status().unwrap();
+        assert_eq!((stats.hits, stats.errors), (1, 0));
+        assert!(live.is_ok());
+        assert_eq!(a.shared_status().unwrap().0.stores, 1);
+    }
+
+    #[test]
+    fn a_failing_shared_tier_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path(), 1 << 30).unwrap().with_shared(Arc::new(Broken));
+        let k = key("s", &7);
+        assert!(!c.contains(&k));
+        let (p, hit) = c.get_or_build::<io::Error>("s", &k, |d| fs::write(d.join("f"), b"1")).unwrap();
+        assert!(!hit);
+        assert_eq!(fs::read(p.join("f")).unwrap(), b"1", "built locally when the tier fails");
+        let (stats, live) = c.shared_status().unwrap();
+        assert!(stats.errors >= 1 && stats.last_error.unwrap().contains("refused"));
+        assert!(live.is_err());
+        // Served from the local cache meanwhile.
+        assert!(c.get_or_build::<io::Error>("s", &k, |_| panic!("rebuilt")).unwrap().1);
+    }
+
     #[test]
     fn clear_empties_the_cache() {
         let dir = tempfile::tempdir().unwrap();

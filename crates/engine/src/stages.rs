@@ -170,7 +170,15 @@ pub(crate) fn run(
                 Segment::Body { scene, .. } => (scene, false),
                 Segment::Transition { scene, .. } => (scene, true),
             };
-            report::SegmentInfo { index: *i, scene, transition, frames: seg.frames(), key: k.hex(), cached, worker: None }
+            report::SegmentInfo {
+                index: *i,
+                scene,
+                transition,
+                frames: seg.frames(),
+                key: k.hex(),
+                cached,
+                worker: None,
+            }
         })
         .collect();
     if opts.scope == crate::Scope::Plan {

@@ -336,6 +336,29 @@ mod tests {
     }
 
     #[test]
+    fn the_scale_out_example_parses_and_bad_backend_urls_are_named() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/scale-out.toml");
+        let c = Config::load(Some(Path::new(example))).unwrap();
+        assert!(c.database_url.as_deref().unwrap().starts_with("postgres://"));
+        assert_eq!(c.redis().unwrap().prefix, "reelsmith");
+        assert!(c.distributed_render && c.s3_bucket.is_some());
+        assert_eq!(c.role(), "all");
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        for (text, named) in [
+            ("database_url = \"mysql://x\"\n", "database_url"),
+            ("redis_url = \"http://x\"\n", "redis_url"),
+            ("database_schema = \"a;drop\"\n", "database_schema"),
+            ("segment_workers = 0\n", "segment_workers"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn env_values_are_typed() {
         assert_eq!(env_value("3"), toml::Value::Integer(3));
         assert_eq!(env_value("0.5"), toml::Value::Float(0.5));

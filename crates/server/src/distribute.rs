@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::Event;
 use crate::worker::{
-    self, STOP_CANCEL, STOP_LEASE_LOST, STOP_TIME_LIMIT, SEGMENT_QUEUE, Watch, finish_cancelled, finish_failed,
+    self, SEGMENT_QUEUE, STOP_CANCEL, STOP_LEASE_LOST, STOP_TIME_LIMIT, Watch, finish_cancelled, finish_failed,
     supervise,
 };
 use crate::{AppState, submit};
@@ -67,8 +67,9 @@ pub(crate) async fn fan_out(
         let opts = RenderOptions { scope: Scope::Plan, cancel: Some(watch.cancel.clone()), ..Default::default() };
         let (engine, assets, spec, out) =
             (state.engine.clone(), state.assets_dir.clone(), spec.clone(), work.join("plan.mp4"));
-        let r = supervise(state, lease, &record.id, timeout, &watch, move || engine.render(&spec, &assets, &out, &opts))
-            .await;
+        let r =
+            supervise(state, lease, &record.id, timeout, &watch, move || engine.render(&spec, &assets, &out, &opts))
+                .await;
         match (watch.reason(), r) {
             (STOP_LEASE_LOST, _) => return FanOut::Finished("lost"),
             (STOP_CANCEL, _) => return FanOut::Finished(finish_cancelled(state, record, lease).await),
@@ -141,7 +142,10 @@ async fn wait_for_segments(
         }
         if tokio::time::Instant::now() >= deadline {
             cancel_children(state, &record.id, lease).await;
-            let msg = format!("time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs", timeout.as_secs_f64());
+            let msg = format!(
+                "time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs",
+                timeout.as_secs_f64()
+            );
             return FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await);
         }
         let children = match children(state, &record.id, lease).await {
@@ -332,9 +336,12 @@ async fn fetch_asset(state: &AppState, id: &str, path: &Path) -> Result<(), Stri
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     let key = asset_key(id);
-    let size = state.artifacts.size(&key).await.map_err(|e| e.to_string())?.ok_or_else(|| {
-        format!("asset {id} is neither on this node nor in shared storage")
-    })?;
+    let size = state
+        .artifacts
+        .size(&key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("asset {id} is neither on this node nor in shared storage"))?;
     let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("dl")));
     let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| e.to_string())?;
     let mut body = state.artifacts.read_range(&key, 0, size).await.map_err(|e| e.to_string())?;

@@ -152,7 +152,10 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     let mut bus = None;
     if let Some(redis) = config.redis() {
         cache = cache.with_shared(Arc::new(reelsmith_store::RedisTier::new(&redis)?));
-        bus = Some((Arc::new(reelsmith_store::RedisBus::new(&redis)?), Arc::new(std::sync::atomic::AtomicBool::new(false))));
+        bus = Some((
+            Arc::new(reelsmith_store::RedisBus::new(&redis)?),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        ));
     }
     let engine = Arc::new(Engine::new(cache)?);
     let webhook_secret: Arc<str> = match &config.webhook_secret {

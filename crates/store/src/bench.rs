@@ -32,7 +32,8 @@ pub async fn claim_throughput(q: Arc<dyn JobQueue>, jobs: usize, claimers: usize
         let (q, queue) = (q.clone(), queue.clone());
         fill.spawn(async move {
             for i in (t..jobs).step_by(claimers) {
-                let job = NewJob { priority: (i % 3) as i32, ..NewJob::new(&queue, "bench", serde_json::json!({"i": i})) };
+                let job =
+                    NewJob { priority: (i % 3) as i32, ..NewJob::new(&queue, "bench", serde_json::json!({"i": i})) };
                 q.enqueue(job).await?;
             }
             Ok::<_, crate::StoreError>(())
@@ -77,4 +78,20 @@ pub async fn claim_throughput(q: Arc<dyn JobQueue>, jobs: usize, claimers: usize
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn claim_throughput_takes_every_job_once_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let s = crate::SqliteStore::open(&path, crate::sqlite::Durability::Normal).await.unwrap();
+        let r = super::claim_throughput(Arc::new(s.clone()), 300, 4).await.unwrap();
+        assert_eq!((r.jobs, r.claimers), (300, 4));
+        assert!(r.seconds > 0.0 && r.claims_per_s > 0.0 && r.p50_ms <= r.p99_ms, "{r:?}");
+        s.close().await;
+    }
 }

@@ -56,7 +56,13 @@ pub async fn run_concurrent_claims<Q: JobQueue>(q: Arc<Q>, jobs: usize, claimers
 }
 
 /// A generation request of `key` for `hash`, for the concurrent metadata checks.
-fn concurrent_request(queue: &str, key: Option<&str>, hash: &str, idem: Option<&str>, max_active: Option<u32>) -> (NewGeneration, NewJob) {
+fn concurrent_request(
+    queue: &str,
+    key: Option<&str>,
+    hash: &str,
+    idem: Option<&str>,
+    max_active: Option<u32>,
+) -> (NewGeneration, NewJob) {
     let id = new_id("gen");
     let mut job = NewJob::new(queue, "render", serde_json::json!({"generation": id}));
     job.subject = Some(id.clone());

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod conformance;
 pub mod postgres;
 pub mod redis_backend;
+pub mod s3;
 pub mod sqlite;
 pub mod tiers;
 
@@ -27,9 +28,9 @@ use serde::{Deserialize, Serialize};
 pub use artifacts::{ArtifactStore, LocalArtifacts};
 pub use postgres::PgStore;
 pub use redis_backend::{RedisBus, RedisConfig, RedisTier};
+pub use s3::{S3Artifacts, S3Config};
 pub use sqlite::SqliteStore;
 pub use tiers::{CacheTier, DiskTier};
-pub mod s3; pub use s3::{S3Artifacts, S3Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -311,9 +311,8 @@ struct QueueWake {
 impl Wakeups {
     fn with<T>(&self, queue: &str, f: impl FnOnce(&mut QueueWake) -> T) -> T {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = queues
-            .entry(queue.to_string())
-            .or_insert_with(|| QueueWake { epoch: watch::Sender::new(0), idle_at: 0 });
+        let entry =
+            queues.entry(queue.to_string()).or_insert_with(|| QueueWake { epoch: watch::Sender::new(0), idle_at: 0 });
         f(entry)
     }
 
@@ -355,13 +354,7 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener> {
 
 /// Feeds notifications to the waiters until the store is dropped, reconnecting with backoff
 /// whenever the connection drops (the database restarted, say).
-async fn listen_loop(
-    pool: PgPool,
-    first: PgListener,
-    channel: String,
-    wake: Arc<Wakeups>,
-    stop: CancellationToken,
-) {
+async fn listen_loop(pool: PgPool, first: PgListener, channel: String, wake: Arc<Wakeups>, stop: CancellationToken) {
     let mut current = Some(first);
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
@@ -1142,9 +1135,11 @@ impl Metadata for PgStore {
             "WITH g AS (
                  DELETE FROM generations WHERE id = $1 RETURNING job_id
              ), j AS (
-                 DELETE FROM jobs WHERE id IN (SELECT job_id FROM g)
+                 DELETE FROM jobs WHERE id IN (SELECT job_id FROM g) RETURNING id
              ), a AS (
-                 DELETE FROM job_attempts WHERE job_id IN (SELECT job_id FROM g)
+                 -- After the job row (through `j`): jobs before attempts, the order every writer
+                 -- locks them in.
+                 DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM j)
              ) SELECT count(*) FROM g",
         )
         .bind(id)
@@ -1414,7 +1409,8 @@ pub mod pg_testing {
                 return Ok(());
             }
             let log = std::fs::read_to_string(self.base.join("server.log")).unwrap_or_default();
-            let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String =
+                log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             Err(io::Error::other(format!(
                 "{} {args:?} failed ({}): {}{}\n{tail}",
                 program.display(),
@@ -1441,7 +1437,8 @@ mod tests {
     use super::*;
 
     fn url() -> String {
-        std::env::var("REELSMITH_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        std::env::var("REELSMITH_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
     }
 
     /// A schema of the test's own, dropped at the end even when the test fails.

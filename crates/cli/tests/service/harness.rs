@@ -128,7 +128,8 @@ impl Drop for Server {
 
 fn spawn(role: &[String], data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(role).args(["--bind", "127.0.0.1:0", "--data-dir"])
+    cmd.args(role)
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("REELSMITH_CACHE_DIR", data_dir.join("cache"))
         .env("REELSMITH_LEASE_SECS", "1")
@@ -145,11 +146,8 @@ fn spawn(role: &[String], data_dir: &Path, env: &[(String, String)]) -> (Child, 
     let mut child = cmd.spawn().expect("start reelsmith serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .split_once("listening on ")
-        .map(|(_, u)| u)
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let url =
+        line.trim().split_once("listening on ").map(|(_, u)| u).unwrap_or_else(|| panic!("no address in {line:?}"));
     (child, url.to_string())
 }
 

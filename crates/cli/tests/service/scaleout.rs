@@ -215,7 +215,8 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
     let unique: HashSet<&String> = succeeded.iter().collect();
     assert_eq!((succeeded.len(), unique.len()), (20, 20), "one success event per job");
     // Results stored by a worker download through the API node (from S3), with Range.
-    let r = api.get(&format!("/api/v1/generations/{}/video", ids[0])).header("range", "bytes=0-7").send().await.unwrap();
+    let r =
+        api.get(&format!("/api/v1/generations/{}/video", ids[0])).header("range", "bytes=0-7").send().await.unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(&r.bytes().await.unwrap()[4..8], b"ftyp");
 
@@ -236,7 +237,8 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
         .filter_map(|(w, _)| [&w1, &w2].into_iter().find(|n| is_node(w, n.pid())).map(|n| n.pid()))
         .collect();
     assert_eq!(makers.len(), 2, "both workers rendered segments: {segs:?}");
-    let report: Value = api.get(&format!("/api/v1/generations/{id}/report")).send().await.unwrap().json().await.unwrap();
+    let report: Value =
+        api.get(&format!("/api/v1/generations/{id}/report")).send().await.unwrap().json().await.unwrap();
     let report_workers: HashSet<&str> =
         report["segments"].as_array().unwrap().iter().filter_map(|s| s["worker"].as_str()).collect();
     assert!(report_workers.len() >= 2, "the report names the workers of the segments: {}", report["segments"]);
@@ -263,7 +265,8 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
     assert_eq!(a, b, "the distributed render is frame-identical to a single-process render");
 
     // The API node saw the render's live progress although no worker runs in it.
-    let progress: Vec<f64> = crate::sse_until_final(events).await.iter().filter_map(|e| e["progress"].as_f64()).collect();
+    let progress: Vec<f64> =
+        crate::sse_until_final(events).await.iter().filter_map(|e| e["progress"].as_f64()).collect();
     assert!(progress.iter().any(|p| *p > 0.0 && *p < 1.0), "progress in between: {progress:?}");
     assert!(progress.windows(2).all(|w| w[1] >= w[0]), "progress never goes back: {progress:?}");
     c.cleanup(vec![api, w1, w2]).await;
@@ -285,7 +288,11 @@ async fn a_worker_killed_mid_segment_loses_its_segment_to_another() {
         let s = api.status(&id).await;
         let running = s["segment_jobs"].as_array().into_iter().flatten().find(|j| {
             j["status"] == "running"
-                && j["attempts"].as_array().unwrap().last().is_some_and(|a| is_node(a["worker"].as_str().unwrap(), w2.pid()))
+                && j["attempts"]
+                    .as_array()
+                    .unwrap()
+                    .last()
+                    .is_some_and(|a| is_node(a["worker"].as_str().unwrap(), w2.pid()))
         });
         if let Some(j) = running {
             break j["index"].as_u64().unwrap();
