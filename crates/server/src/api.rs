@@ -277,7 +277,10 @@ pub async fn get_generation(
         v["stage"] = json!(live.stage);
     }
     // A distributed render's segment jobs: who took each, and how it went.
-    let segment_jobs = state.queue.jobs_for(&g.id, crate::distribute::SEGMENT_KIND).await?;
+    let segment_jobs = match state.config.distributed_render {
+        true => state.queue.jobs_for(&g.id, crate::distribute::SEGMENT_KIND).await?,
+        false => vec![],
+    };
     if !segment_jobs.is_empty() {
         let mut list = vec![];
         for j in segment_jobs {

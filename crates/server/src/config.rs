@@ -105,6 +105,9 @@ pub struct Config {
     /// Split each video into segment jobs that any worker may take, assembled when all are
     /// done (off: each video renders on one worker, using its cores).
     pub distributed_render: bool,
+    /// Videos shorter than this render on one worker even with `distributed_render`: fanning
+    /// out costs a plan, a queue round trip per segment and an assembly.
+    pub distributed_min_seconds: f64,
     /// Segment jobs at once per process when `distributed_render` is on (default: the cores).
     pub segment_workers: Option<usize>,
     /// Encoder threads per segment job: segments encode the same way on every worker, so a
@@ -166,6 +169,7 @@ impl Default for Config {
             s3_allow_http: false,
             s3_create_bucket: false,
             distributed_render: false,
+            distributed_min_seconds: 20.0,
             segment_workers: None,
             segment_encoder_threads: 1,
         }
@@ -229,6 +233,7 @@ impl Config {
             ("webhook_timeout_secs", self.webhook_timeout_secs, 0.1),
             ("retention_hours", self.retention_hours, 0.0001),
             ("did_poll_secs", self.did_poll_secs, 0.05),
+            ("distributed_min_seconds", self.distributed_min_seconds, 0.0),
         ] {
             if !v.is_finite() || v < min || v > 1e7 {
                 return Err(ConfigError::Invalid(format!("{name} must be a number from {min} to 10000000")));

@@ -52,7 +52,8 @@ pub(crate) enum FanOut {
 }
 
 /// Plans the render, enqueues its segment jobs and waits for them, holding the render job's
-/// lease. Small videos (fewer than two segments to make) are left to the ordinary render.
+/// lease. Short videos (under `distributed_min_seconds`, or fewer than two segments to make)
+/// are left to the ordinary render.
 pub(crate) async fn fan_out(
     state: &AppState,
     job: &ClaimedJob,
@@ -79,7 +80,7 @@ pub(crate) async fn fan_out(
         }
     };
     let todo: Vec<_> = plan.segments.iter().filter(|s| !s.cached).collect();
-    if todo.len() < 2 {
+    if todo.len() < 2 || plan.duration_s < state.config.distributed_min_seconds {
         return FanOut::Assemble(BTreeMap::new());
     }
     for s in &todo {

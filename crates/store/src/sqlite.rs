@@ -1027,6 +1027,14 @@ mod tests {
         crate::conformance::run_concurrent_dedup(s, 100).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_submissions_respect_the_quota_and_idempotency() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(open(dir.path()).await);
+        crate::conformance::run_concurrent_quota(s.clone(), 40, 3).await;
+        crate::conformance::run_concurrent_idempotency(s, 40).await;
+    }
+
     #[tokio::test]
     async fn metadata_conformance() {
         let dir = tempfile::tempdir().unwrap();

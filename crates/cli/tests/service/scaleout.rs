@@ -64,6 +64,8 @@ impl Cluster {
             ("REELSMITH_S3_ACCESS_KEY_ID", "test"),
             ("REELSMITH_S3_SECRET_ACCESS_KEY", "test"),
             ("REELSMITH_DISTRIBUTED_RENDER", "true"),
+            // Even the tests' few-second videos fan out.
+            ("REELSMITH_DISTRIBUTED_MIN_SECONDS", "0"),
             ("REELSMITH_SEGMENT_WORKERS", "1"),
             ("REELSMITH_LEASE_SECS", "1.5"),
             ("REELSMITH_WEBHOOK_SECRET", "whsec_scaleout"),
