@@ -151,6 +151,7 @@ async fn one(a: &ClusterArgs, workers: usize) -> Result<Run> {
         ("REELSMITH_S3_ALLOW_HTTP", "true"),
         ("REELSMITH_S3_CREATE_BUCKET", "true"),
         ("REELSMITH_DISTRIBUTED_RENDER", "true"),
+        ("REELSMITH_WEBHOOK_SECRET", "whsec_bench_cluster"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

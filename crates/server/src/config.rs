@@ -263,6 +263,11 @@ impl Config {
         {
             return bad("database_schema must be letters, digits and underscores");
         }
+        if self.database_url.is_some() && self.webhook_secret.is_none() {
+            // Every node signs webhooks, talk links and D-ID callbacks: they must share the key
+            // (the generated default lives in one node's data_dir).
+            return bad("webhook_secret must be set when database_url is (every node signs with the same key)");
+        }
         if self.segment_workers == Some(0) || self.segment_encoder_threads == 0 {
             return bad("segment_workers and segment_encoder_threads must be at least 1");
         }
@@ -352,6 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.toml");
         for (text, named) in [
+            ("database_url = \"postgres://db/x\"\n", "webhook_secret"),
             ("database_url = \"mysql://x\"\n", "database_url"),
             ("redis_url = \"http://x\"\n", "redis_url"),
             ("database_schema = \"a;drop\"\n", "database_schema"),

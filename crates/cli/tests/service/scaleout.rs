@@ -119,16 +119,17 @@ fn storyboard(n: usize, tag: &str) -> Value {
     json!({"version": 1, "output": {"width": 320, "height": 180, "fps": 15}, "scenes": scenes})
 }
 
-/// The worker (node id) that took each attempt of each segment job.
+/// Per segment: the worker and outcome of every attempt, across all segment jobs of the video
+/// (a render attempt taken over after a crash fans out again, so a segment may have two jobs).
 fn segment_workers(status: &Value) -> BTreeMap<u64, Vec<(String, String)>> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
     for j in status["segment_jobs"].as_array().into_iter().flatten() {
         let attempts = j["attempts"].as_array().unwrap();
-        let list = attempts
-            .iter()
-            .map(|a| (a["worker"].as_str().unwrap().to_string(), a["outcome"].as_str().unwrap().to_string()))
-            .collect();
-        out.insert(j["index"].as_u64().unwrap(), list);
+        out.entry(j["index"].as_u64().unwrap()).or_default().extend(
+            attempts
+                .iter()
+                .map(|a| (a["worker"].as_str().unwrap().to_string(), a["outcome"].as_str().unwrap().to_string())),
+        );
     }
     out
 }
