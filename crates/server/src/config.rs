@@ -102,6 +102,10 @@ pub struct Config {
     pub s3_allow_http: bool,
     /// Create the bucket at startup when it is missing.
     pub s3_create_bucket: bool,
+    /// Downloads answer 307 with a presigned link to the object (storage serves the bytes and
+    /// ranges) instead of passing them through the API node.
+    pub s3_presigned_downloads: bool,
+    pub s3_presigned_ttl_secs: u64,
     /// Split each video into segment jobs that any worker may take, assembled when all are
     /// done (off: each video renders on one worker, using its cores).
     pub distributed_render: bool,
@@ -168,6 +172,8 @@ impl Default for Config {
             s3_secret_access_key: None,
             s3_allow_http: false,
             s3_create_bucket: false,
+            s3_presigned_downloads: false,
+            s3_presigned_ttl_secs: 3600,
             distributed_render: false,
             distributed_min_seconds: 20.0,
             segment_workers: None,

@@ -75,6 +75,18 @@ pub async fn serve(
     if etag_matches(headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, base).into_response());
     }
+    // Object storage serves the bytes itself (Range included), sparing the API node the
+    // transfer; the link expires, so the redirect is not cached.
+    if state.config.s3_presigned_downloads {
+        let ttl = std::time::Duration::from_secs(state.config.s3_presigned_ttl_secs.max(1));
+        if let Some(url) = state.artifacts.presigned_get(key, ttl).await? {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::from_str(&url).map_err(ApiError::internal)?);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+            h.insert(header::ETAG, base[header::ETAG].clone());
+            return Ok((StatusCode::TEMPORARY_REDIRECT, h).into_response());
+        }
+    }
     // If-Range with another validator means the client's partial copy is stale: send it all.
     let range_header = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) if v.trim() != etag => None,

@@ -151,7 +151,19 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
     let mut bus = None;
     if let Some(redis) = config.redis() {
-        cache = cache.with_shared(Arc::new(reelsmith_store::RedisTier::new(&redis)?));
+        let tier = Arc::new(reelsmith_store::RedisTier::new(&redis)?);
+        let check = tier.clone();
+        // Advice only: a Redis that is down now may be up later.
+        match tokio::task::spawn_blocking(move || check.memory_limit()).await {
+            Ok(Ok((0, policy))) => tracing::warn!(
+                policy,
+                "redis has no maxmemory: only TTLs bound the shared cache; set maxmemory and maxmemory-policy allkeys-lru"
+            ),
+            Ok(Ok((max, policy))) => tracing::info!(max_bytes = max, policy, "shared cache on redis"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "redis is not answering; renders go on without the shared cache"),
+            Err(_) => {}
+        }
+        cache = cache.with_shared(tier);
         bus = Some((
             Arc::new(reelsmith_store::RedisBus::new(&redis)?),
             Arc::new(std::sync::atomic::AtomicBool::new(false)),

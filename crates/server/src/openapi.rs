@@ -86,6 +86,7 @@ pub fn document() -> Value {
                 "timings": {"type": "object", "description": "per-stage wall/CPU time and cache hits"},
                 "attempt_history": {"type": "array"},
                 "webhook_deliveries": {"type": "array"},
+                "segment_jobs": {"type": "array", "description": "Distributed renders: one entry per segment job (index, frames, render_attempt, status, attempts with each worker and outcome)", "items": {"type": "object", "properties": {"index": {"type": "integer"}, "frames": {"type": "integer"}, "render_attempt": {"type": "integer"}, "status": {"type": "string"}, "attempts": {"type": "array"}}}},
                 "spec": {"$ref": "#/components/schemas/Spec", "description": "as stored, files as asset references (GET of one generation only)"},
                 "deduplicated": {"type": "boolean"}
             }
@@ -121,7 +122,7 @@ pub fn document() -> Value {
         "security": [{"apiKey": []}],
         "paths": {
             "/health": {"get": op("Liveness", "ops", json!({"200": {"description": "alive"}}))},
-            "/ready": {"get": op("Readiness: database, disk space, FFmpeg", "ops", json!({"200": {"description": "ready"}, "503": {"description": "not ready, with the failing checks"}}))},
+            "/ready": {"get": op("Readiness: database, storage, disk space, FFmpeg; the shared cache and cross-node events when Redis is configured (without them: `degraded`, still 200)", "ops", json!({"200": {"description": "ready or degraded, with every check, the node's role and id"}, "503": {"description": "not ready, with the failing checks"}}))},
             "/metrics": {"get": op("Prometheus metrics", "ops", json!({"200": {"description": "text exposition format"}}))},
             "/ws/generations": {"get": op("WebSocket: send {\"action\":\"subscribe\",\"ids\":[...]} or {\"action\":\"subscribe\",\"all\":true}; receive status events", "events", json!({"101": {"description": "switching protocols"}}))},
             "/api/v1/openapi.json": {"get": op("This document", "ops", json!({"200": {"description": "OpenAPI 3.1"}}))},

@@ -94,6 +94,19 @@ impl RedisTier {
     }
 }
 
+impl RedisTier {
+    /// Redis's memory bound and eviction policy (`INFO memory`): 0 means unbounded, in which case
+    /// only the entries' TTLs limit what the cache holds.
+    pub fn memory_limit(&self) -> Result<(u64, String)> {
+        let info: String = self.with_conn(|c| redis::cmd("INFO").arg("memory").query(c))?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+        };
+        let max = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((max, field("maxmemory_policy").unwrap_or("unknown").to_string()))
+    }
+}
+
 impl CacheTier for RedisTier {
     fn describe(&self) -> String {
         let info = self.client.get_connection_info();
@@ -276,6 +289,14 @@ mod tests {
             assert!(ttl > 0 && ttl <= c.cache_ttl_secs as i64, "{k} has ttl {ttl}");
         }
         cleanup(&c);
+    }
+
+    #[test]
+    fn memory_bound_and_policy_are_read() {
+        let t = RedisTier::new(&config()).unwrap();
+        let (_, policy) = t.memory_limit().unwrap();
+        // One of Redis's policies (noeviction, allkeys-lru, volatile-ttl…), not a parse failure.
+        assert!(policy != "unknown" && policy.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{policy}");
     }
 
     #[test]

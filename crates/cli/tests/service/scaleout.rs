@@ -221,7 +221,22 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
     let r =
         api.get(&format!("/api/v1/generations/{}/video", ids[0])).header("range", "bytes=0-7").send().await.unwrap();
     assert_eq!(r.status(), 206);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(&r.bytes().await.unwrap()[4..8], b"ftyp");
+    // Another API node hands downloads to storage: a 307 to a presigned link that serves ranges.
+    let api2 = c.node(&["serve", "--no-worker"], &[("REELSMITH_S3_PRESIGNED_DOWNLOADS", "true")]);
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let video = format!("{}/api/v1/generations/{}/video", api2.url, ids[0]);
+    let r = no_redirects.get(&video).send().await.unwrap();
+    assert_eq!(r.status(), 307);
+    let link = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(link.starts_with(&s3_endpoint()) && link.contains("X-Amz-Signature"), "{link}");
+    let r = no_redirects.get(&link).header("range", "bytes=4-7").send().await.unwrap();
+    assert_eq!(r.status(), 206, "storage serves the range itself");
+    assert_eq!(&r.bytes().await.unwrap()[..], b"ftyp");
+    let r = no_redirects.get(&video).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304, "revalidation is still answered by the API node");
+    drop(api2);
 
     // A 6-scene video: its segments are rendered by both workers, and the video is the same,
     // frame for frame, as a single-process render of the same spec.
