@@ -182,6 +182,44 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
 }
 
 #[test]
+fn plan_and_segment_scopes_split_a_render_for_other_workers() {
+    use reelsmith_engine::{RenderOptions, Scope};
+    let f = Fixture::new();
+    let spec = f.write_spec("spec.json", &storyboard(&f, "Hello there, this is the blue scene."));
+    let engine = engine(&f.path("cache"));
+    let scope = |scope| RenderOptions { scope, ..Default::default() };
+    // Plan: narration and canvases only; every segment listed, none cached, no video written.
+    let plan = engine.render_file(&spec, &f.path("plan.mp4"), &scope(Scope::Plan)).unwrap();
+    assert_eq!(plan.segments.len(), 5);
+    assert!(plan.segments.iter().all(|s| !s.cached && s.frames > 0 && s.key.len() == 64));
+    assert_eq!(plan.segments.iter().filter(|s| s.transition).count(), 2);
+    assert_eq!(plan.encoded_frames, 0);
+    assert!(!f.path("plan.mp4").exists());
+    // Two segments rendered as another worker would: only those are encoded.
+    let part = engine.render_file(&spec, &f.path("part.mp4"), &scope(Scope::Segments(vec![0, 3]))).unwrap();
+    assert_eq!(part.segments_encoded, 2);
+    assert_eq!(part.stages["narration"].runs, 0, "the plan's narration is reused");
+    assert!(!part.stages.contains_key("audio") && !part.stages.contains_key("concat"));
+    assert!(!f.path("part.mp4").exists());
+    let cached: Vec<usize> = engine
+        .render_file(&spec, &f.path("plan2.mp4"), &scope(Scope::Plan))
+        .unwrap()
+        .segments
+        .iter()
+        .filter(|s| s.cached)
+        .map(|s| s.index)
+        .collect();
+    assert_eq!(cached, [0, 3]);
+    // The assembly encodes only what is missing, and the video is whole.
+    let full = engine.render_file(&spec, &f.path("full.mp4"), &RenderOptions::default()).unwrap();
+    assert_eq!(full.segments_encoded, 3);
+    assert_eq!(ffmpeg::probe(&f.path("full.mp4")).unwrap().video().unwrap().frames, full.frames);
+    // A segment that does not exist is an error naming it.
+    let e = engine.render_file(&spec, &f.path("x.mp4"), &scope(Scope::Segments(vec![9]))).unwrap_err();
+    assert!(e.to_string().contains("segment 9 does not exist"), "{e}");
+}
+
+#[test]
 fn no_cache_keeps_nothing() {
     let f = Fixture::new();
     let spec = f.write_spec(

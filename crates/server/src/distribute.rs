@@ -277,7 +277,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
     let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
     let result = supervise(state, &lease, &p.generation, timeout, &watch, render).await;
     let _ = tokio::fs::remove_dir_all(&work).await;
-    let outcome = match (watch.reason(), result) {
+    match (watch.reason(), result) {
         (STOP_LEASE_LOST, _) => "lost",
         (_, Ok(Ok(Ok(report)))) => {
             if report.segments.get(p.index).is_none_or(|s| s.key != p.key) {
@@ -311,8 +311,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
                 _ => "lost",
             }
         }
-    };
-    outcome
+    }
 }
 
 /// Makes every asset the spec names present in this node's assets folder, fetching it from

@@ -25,8 +25,11 @@ pub trait CacheTier: Send + Sync + 'static {
     fn ping(&self) -> Result<()>;
 }
 
-/// An entry's files, read whole: entries are bounded by the tier's limit.
-pub(crate) fn read_entry(src: &Path, limit: u64) -> Result<Option<Vec<(String, Vec<u8>)>>> {
+/// A cache entry's files: (name, bytes).
+pub(crate) type EntryFiles = Vec<(String, Vec<u8>)>;
+
+/// An entry's files, read whole (None past `limit` bytes): entries are bounded by the tier's limit.
+pub(crate) fn read_entry(src: &Path, limit: u64) -> Result<Option<EntryFiles>> {
     let mut files = vec![];
     let mut total = 0u64;
     for e in std::fs::read_dir(src)? {
