@@ -10,6 +10,9 @@ python3 -c "import pocketsphinx" 2>/dev/null || python3 -m pip install --quiet p
 bash scripts/setup-browser-tests.sh
 # Test-only: a real S3-compatible server (moto, PyPI) on loopback for the object-storage and
 # scale-out tests. PostgreSQL (127.0.0.1:5432, database `test`) and Redis (6379) must already run.
+# The fault tests also start private PostgreSQL and Redis servers of their own (same packages).
+command -v redis-server >/dev/null && { [ -x /usr/local/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } ||
+  bash scripts/apt-install.sh redis-server postgresql
 REELSMITH_TEST_S3_ENDPOINT=$(bash scripts/s3-server.sh)
 export REELSMITH_TEST_S3_ENDPOINT
 cargo fmt --all -- --check

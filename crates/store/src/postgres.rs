@@ -1327,9 +1327,18 @@ pub mod pg_testing {
         if Path::new("/usr/local/bin/pg_ctl").exists() && Path::new("/usr/local/bin/initdb").exists() {
             return Ok("/usr/local/bin".into());
         }
-        let out = Command::new("pg_config").arg("--bindir").output()?;
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && dir.join("pg_ctl").exists() {
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if out.status.success() && dir.join("pg_ctl").exists() {
+                return Ok(dir);
+            }
+        }
+        // Debian's layout: /usr/lib/postgresql/<version>/bin, newest first.
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("pg_ctl").exists()).collect())
+            .unwrap_or_default();
+        versions.sort();
+        if let Some(dir) = versions.pop() {
             return Ok(dir);
         }
         Err(io::Error::new(io::ErrorKind::NotFound, "no PostgreSQL server binaries (initdb, pg_ctl) found"))
