@@ -364,7 +364,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(depth) = state.queue.depth().await {
-        for q in [worker::RENDER_QUEUE, worker::MAINTENANCE_QUEUE, webhooks::QUEUE] {
+        for q in [worker::RENDER_QUEUE, worker::SEGMENT_QUEUE, worker::MAINTENANCE_QUEUE, webhooks::QUEUE] {
             let d = depth.get(q).copied().unwrap_or_default();
             for (s, v) in [("queued", d.queued), ("ready", d.ready), ("running", d.running)] {
                 metrics::gauge!("reelsmith_queue_depth", "queue" => q, "state" => s).set(v as f64);
