@@ -240,7 +240,7 @@ impl Cache {
     /// Copies `k` from the shared tier into this cache, when it is there.
     fn fetch_shared(&self, k: &Key) -> Option<PathBuf> {
         let s = self.shared.as_ref().filter(|s| s.usable())?;
-        let tmp = tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp")).ok()?;
+        let tmp = self.staging(k).ok()?;
         match s.tier.fetch(&k.hex(), tmp.path()) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -249,17 +249,29 @@ impl Cache {
                 return None;
             }
         }
-        let dest = self.entry_path(k);
-        fs::create_dir_all(dest.parent()?).ok()?;
-        let tmp_path = tmp.keep();
-        if fs::rename(&tmp_path, &dest).is_err() {
-            let _ = fs::remove_dir_all(&tmp_path);
-            if !dest.is_dir() {
-                return None;
-            }
-        }
+        let dest = self.install(k, tmp).ok()?;
         s.hits.fetch_add(1, Ordering::Relaxed);
         Some(dest)
+    }
+
+    /// A fresh folder in which an entry is built before [`Cache::install`] moves it in place.
+    fn staging(&self, k: &Key) -> io::Result<tempfile::TempDir> {
+        tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp"))
+    }
+
+    /// Renames a complete staged entry into place, so readers never see half of one.
+    fn install(&self, k: &Key, staged: tempfile::TempDir) -> io::Result<PathBuf> {
+        let dest = self.entry_path(k);
+        fs::create_dir_all(dest.parent().expect("entry has a parent"))?;
+        let tmp_path = staged.keep();
+        if let Err(e) = fs::rename(&tmp_path, &dest) {
+            // Another render finished the same key first: theirs is as good as ours.
+            let _ = fs::remove_dir_all(&tmp_path);
+            if !dest.is_dir() {
+                return Err(e);
+            }
+        }
+        Ok(dest)
     }
 
     /// Hands a freshly built entry to the shared tier (best effort).
@@ -298,25 +310,15 @@ impl Cache {
         if let Some(p) = self.get(stage, k) {
             return Ok((p, true));
         }
-        if self.enabled
-            && let Some(p) = self.fetch_shared(k)
-        {
+        // (A disabled cache has no shared tier: `with_shared` leaves it out.)
+        if let Some(p) = self.fetch_shared(k) {
             self.count(stage, true);
             return Ok((p, true));
         }
         self.count(stage, false);
-        let tmp = tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp"))?;
+        let tmp = self.staging(k)?;
         build(tmp.path())?;
-        let dest = self.entry_path(k);
-        fs::create_dir_all(dest.parent().expect("entry has a parent"))?;
-        let tmp_path = tmp.keep();
-        if let Err(e) = fs::rename(&tmp_path, &dest) {
-            // Another render finished the same key first: theirs is as good as ours.
-            let _ = fs::remove_dir_all(&tmp_path);
-            if !dest.is_dir() {
-                return Err(e.into());
-            }
-        }
+        let dest = self.install(k, tmp)?;
         self.share(k, &dest);
         Ok((dest, false))
     }

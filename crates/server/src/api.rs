@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use reelsmith_store::{
     Attempt, CancelOutcome, CreateOutcome, GenerationRecord, JobRecord, JobState, ListFilter, NewGeneration, NewJob,
-    RetryPolicy, new_id,
+    new_id,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -179,12 +179,7 @@ pub async fn enqueue(
     let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
     job.subject = Some(id.clone());
     job.priority = p.priority;
-    job.retry = RetryPolicy {
-        max_attempts: state.config.max_attempts,
-        backoff_base_ms: state.config.retry_base_ms,
-        backoff_max_ms: state.config.retry_max_ms,
-        jitter: 0.25,
-    };
+    job.retry = state.config.render_retry();
     job.timeout = std::time::Duration::from_secs_f64(state.config.job_timeout_secs);
     let g = NewGeneration {
         id,

@@ -295,6 +295,16 @@ impl Config {
         })
     }
 
+    /// How render work (render and segment jobs) is retried.
+    pub fn render_retry(&self) -> reelsmith_store::RetryPolicy {
+        reelsmith_store::RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff_base_ms: self.retry_base_ms,
+            backoff_max_ms: self.retry_max_ms,
+            jitter: 0.25,
+        }
+    }
+
     /// What this process does: `all` (API and workers), `api` or `worker`.
     pub fn role(&self) -> &'static str {
         match (self.api, self.workers) {

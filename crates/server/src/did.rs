@@ -294,8 +294,7 @@ async fn talk(
     let lease_len = Duration::from_secs_f64(state.config.lease_secs);
     let mut beat = tokio::time::interval(lease_len / 3);
     let poll = Duration::from_secs_f64(state.config.did_poll_secs);
-    let deadline =
-        tokio::time::Instant::now() + job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let deadline = tokio::time::Instant::now() + crate::worker::attempt_timeout(state, job);
     loop {
         let talk = client.talk(&remote_id).await?;
         match talk["status"].as_str().unwrap_or_default() {

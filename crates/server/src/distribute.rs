@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use reelsmith_engine::{RenderError, RenderOptions, Report, Scope};
 use reelsmith_spec::Spec;
-use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, Heartbeat, JobRecord, JobState, NewJob, RetryPolicy};
+use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, Heartbeat, JobRecord, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 
 use crate::events::Event;
@@ -62,7 +62,7 @@ pub(crate) async fn fan_out(
     work: &Path,
 ) -> FanOut {
     let lease = &job.lease;
-    let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let timeout = worker::attempt_timeout(state, job);
     let plan = {
         let watch = Watch::new();
         let opts = RenderOptions { scope: Scope::Plan, cancel: Some(watch.cancel.clone()), ..Default::default() };
@@ -96,12 +96,7 @@ pub(crate) async fn fan_out(
         j.subject = Some(record.id.clone());
         j.priority = record.priority;
         j.timeout = timeout;
-        j.retry = RetryPolicy {
-            max_attempts: state.config.max_attempts,
-            backoff_base_ms: state.config.retry_base_ms,
-            backoff_max_ms: state.config.retry_max_ms,
-            ..Default::default()
-        };
+        j.retry = state.config.render_retry();
         // A re-run of the same attempt (after a crash between enqueues) adds nothing twice.
         j.dedup_key = Some(format!("{}-{}-{}", lease.job_id, lease.attempt, s.index));
         if let Err(e) = state.queue.enqueue(j).await {
@@ -143,10 +138,7 @@ async fn wait_for_segments(
         }
         if tokio::time::Instant::now() >= deadline {
             cancel_children(state, &record.id, lease).await;
-            let msg = format!(
-                "time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs",
-                timeout.as_secs_f64()
-            );
+            let msg = worker::time_limit_message(timeout);
             return FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await);
         }
         let children = match children(state, &record.id, lease).await {
@@ -274,7 +266,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
         }
         engine.render(&spec, &assets, &out, &opts)
     };
-    let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let timeout = worker::attempt_timeout(state, &job);
     let result = supervise(state, &lease, &p.generation, timeout, &watch, render).await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     match (watch.reason(), result) {

@@ -80,17 +80,24 @@ pub fn bridge(
     let publisher = {
         let (bus, node, stop) = (bus.clone(), node.clone(), stop.clone());
         tokio::spawn(async move {
+            // After a failed publish, events are dropped for a second rather than each waiting
+            // out Redis's timeout (and piling up behind it). Lost events are fine: followers
+            // also read the store every second.
+            let mut quiet_until = tokio::time::Instant::now();
             loop {
                 let ev = tokio::select! {
                     ev = rx.recv() => match ev { Some(ev) => ev, None => return },
                     _ = stop.cancelled() => return,
                 };
+                if tokio::time::Instant::now() < quiet_until {
+                    continue;
+                }
                 let owner = ev.owner.clone();
                 let msg = Relayed { node: node.to_string(), event: ev, owner };
                 let bytes = serde_json::to_vec(&msg).unwrap_or_default();
-                // Lost events are fine: followers also read the store every second.
                 if let Err(e) = bus.publish(&bytes).await {
                     tracing::debug!(error = %e, "cannot relay an event");
+                    quiet_until = tokio::time::Instant::now() + Duration::from_secs(1);
                 }
             }
         })

@@ -243,7 +243,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         }
         engine.render(&spec, &assets, &out_thread, &opts)
     };
-    let timeout = job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs));
+    let timeout = attempt_timeout(state, &job);
     let watch = Watch { cancel, why, progress: Some(progress) };
     let result = match supervise(state, &lease, &gen_id, timeout, &watch, render).await {
         Ok(r) => r,
@@ -266,11 +266,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         }
         _ if stop_reason == STOP_CANCEL => finish_cancelled(state, &record, &lease).await,
         Ok(Err(_)) if stop_reason == STOP_TIME_LIMIT => {
-            let msg = format!(
-                "time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs",
-                timeout.as_secs_f64()
-            );
-            finish_failed(state, &record, &lease, "time_limit", &msg, false).await
+            finish_failed(state, &record, &lease, "time_limit", &time_limit_message(timeout), false).await
         }
         Ok(Err(e)) => {
             let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
@@ -283,6 +279,15 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     outcome
+}
+
+/// One attempt's hard limit: the job's own, capped by `job_timeout_secs`.
+pub(crate) fn attempt_timeout(state: &AppState, job: &ClaimedJob) -> Duration {
+    job.timeout.min(Duration::from_secs_f64(state.config.job_timeout_secs))
+}
+
+pub(crate) fn time_limit_message(timeout: Duration) -> String {
+    format!("time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs", timeout.as_secs_f64())
 }
 
 /// A running job's stop flag, why it was raised, and its progress (saved to the store).

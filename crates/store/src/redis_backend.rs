@@ -197,14 +197,6 @@ impl RedisBus {
         Ok(())
     }
 
-    pub async fn ping(&self) -> Result<()> {
-        let mut c = tokio::time::timeout(self.timeout, self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| StoreError::Redis("timed out connecting".into()))??;
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
-        Ok(())
-    }
-
     /// Calls `on_event` with every event published on the channel (by any node), for as long as
     /// `stop` is not cancelled; reconnects with backoff while Redis is away.
     pub async fn subscribe(
