@@ -563,3 +563,149 @@ fn background_is_replaced_behind_the_person_only() {
         .to_string();
     assert!(msg.contains("scenes[0].replace_background") && msg.contains("needs an image"), "{msg}");
 }
+
+/// A 4:3 clip, 160x120 at 30 fps: red for 1 s, then blue for 1 s; a 600 Hz tone when `sound`.
+fn clip(f: &Fixture, name: &str, sound: bool) -> std::path::PathBuf {
+    let p = f.path(name);
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-y"]).args(["-f", "lavfi", "-i", "color=red:size=160x120:rate=30:duration=1"]).args([
+        "-f",
+        "lavfi",
+        "-i",
+        "color=blue:size=160x120:rate=30:duration=1",
+    ]);
+    if sound {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=600:duration=2", "-map", "2:a", "-c:a", "aac"]);
+    }
+    let ok = cmd
+        .args(["-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]"])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    p
+}
+
+/// Scenes whose picture is a video clip: fitted (contain on the scene's background, cover),
+/// playing in time, looped, trimmed, under a title, with the clip's own sound; a silent clip
+/// scene lasts as long as the clip; unchanged clip scenes are not encoded again.
+#[test]
+fn video_clip_scenes_play_fitted_looped_trimmed_and_with_their_sound() {
+    let f = Fixture::new();
+    clip(&f, "clip.mp4", true);
+    let spec = |loop_seconds: f64| {
+        json!({
+            "version": 1,
+            "output": { "width": W, "height": H, "fps": FPS as u32, "quality": { "preset": "ultrafast", "crf": 28 } },
+            "scenes": [
+                { "video": { "file": "clip.mp4" }, "fit": "contain", "background": { "color": "#00c000" } },
+                { "video": { "file": "clip.mp4", "loop": true }, "duration": loop_seconds,
+                  "motion": { "type": "ken-burns", "zoom_from": 1.0, "zoom_to": 1.5 } },
+                { "video": { "file": "clip.mp4", "start": 1.0, "audio": true }, "title": "Clip" }
+            ]
+        })
+    };
+    let p = f.write_spec("clips.json", &spec(3.0));
+    let out = f.path("clips.mp4");
+    let cache = f.path("cache");
+    let rep = render(&cache, &p, &out);
+
+    // 2 s (the whole clip) + 3 s (looped) + 1 s (from 1 s to the end).
+    let info = ffmpeg::probe(&out).unwrap();
+    let v = info.video().unwrap();
+    assert_eq!((v.width, v.height), (W, H));
+    assert!((v.duration - 6.0).abs() <= 1.0 / FPS + 1e-6, "duration {}", v.duration);
+    assert_eq!(rep.frames, 150);
+
+    // Contain: the 4:3 clip is 240 px wide in the middle, the green background either side.
+    let mid = |t: f64| mean_rgb(&out, t, 120, 40, 200, 140);
+    let red = |c: [f64; 3]| c[0] > 180.0 && c[2] < 70.0;
+    let blue = |c: [f64; 3]| c[2] > 180.0 && c[0] < 70.0;
+    let bar = mean_rgb(&out, 0.5, 0, 0, 30, H);
+    assert!(bar[1] > 150.0 && bar[0] < 40.0 && bar[2] < 40.0, "green beside a contained clip: {bar:?}");
+    assert!(red(mid(0.5)), "clip time 0.5 s is red: {:?}", mid(0.5));
+    assert!(blue(mid(1.5)), "clip time 1.5 s is blue: {:?}", mid(1.5));
+    // Cover, looped: red, blue, red again; the whole frame is the clip.
+    let whole = |t: f64| mean_rgb(&out, t, 0, 0, W, H);
+    assert!(
+        red(whole(2.5)) && blue(whole(3.5)) && red(whole(4.5)),
+        "loop: {:?} {:?} {:?}",
+        whole(2.5),
+        whole(3.5),
+        whole(4.5)
+    );
+    // Trimmed to its second half: blue, with the title drawn over it.
+    assert!(blue(mean_rgb(&out, 5.5, 0, 0, 40, H)), "trimmed clip starts at 1 s");
+    let frame = ffmpeg::frame_rgb_at(&out, 5.5).unwrap();
+    let title_px = count_near(&frame, (0, H / 4, W, H * 3 / 4), [255, 255, 255], 40);
+    assert!(title_px > 100, "title pixels over the clip: {title_px}");
+
+    // The clip's sound plays in its scene only.
+    let mono = audio_mono(&out);
+    let tone_in = tone_amplitude(&mono, 600.0, 5.1, 5.9);
+    let tone_out = tone_amplitude(&mono, 600.0, 0.2, 4.8);
+    assert!(tone_in > 0.05 && tone_out < 0.005, "clip sound {tone_in} in its scene, {tone_out} elsewhere");
+
+    // Identical: nothing encoded. The looped scene edited: only its own segments are.
+    let again = render(&cache, &p, &out);
+    assert_eq!(again.segments_encoded, 0);
+    let p2 = f.write_spec("clips2.json", &spec(2.5));
+    let edited = render(&cache, &p2, &f.path("clips2.mp4"));
+    let redone: Vec<usize> = edited
+        .segments
+        .iter()
+        .filter(|s| !s.cached)
+        .map(|s| s.scene)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(redone, vec![1], "only the edited clip scene is encoded: {:?}", edited.segments);
+}
+
+/// Clips that cannot play give errors naming the scene and the problem.
+#[test]
+fn bad_video_clips_are_clear_errors() {
+    let f = Fixture::new();
+    clip(&f, "silent.mp4", false);
+    std::fs::write(f.path("corrupt.mp4"), b"this is not a video at all").unwrap();
+    let cases = [
+        (json!({ "file": "corrupt.mp4" }), "scenes[0].video: corrupt.mp4 is not a readable video"),
+        (json!({ "file": "silent.mp4", "start": 5 }), "scenes[0].video: start is 5 s but silent.mp4 lasts 2.00 s"),
+        (json!({ "file": "silent.mp4", "audio": true }), "scenes[0].video.audio: silent.mp4 has no sound"),
+    ];
+    let e = engine(&f.path("cache"));
+    for (clip, want) in cases {
+        let spec =
+            json!({ "version": 1, "output": { "width": W, "height": H, "fps": 10 }, "scenes": [{ "video": clip }] });
+        let p = f.write_spec("bad.json", &spec);
+        let err = e.render_file(&p, &f.path("bad.mp4"), &Default::default()).unwrap_err().to_string();
+        assert!(err.contains(want), "{want:?} not in {err:?}");
+    }
+    // A D-ID talking head needs the service.
+    f.ramp_png("face.png", 64, 64, [200, 150, 120]);
+    let spec = json!({ "version": 1, "scenes": [{ "image": "face.png", "narration": { "text": "Hi." },
+        "motion": { "type": "talking-head", "provider": "d-id" } }] });
+    let p = f.write_spec("did.json", &spec);
+    let err = e.render_file(&p, &f.path("did.mp4"), &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("scenes[0].motion.provider: d-id talking heads are rendered through the service"), "{err}");
+}
+
+/// Every example spec in `examples/` parses and validates (files, clips, voices, fonts).
+#[test]
+fn examples_are_valid_specs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let e = engine(&Fixture::new().path("cache"));
+    let mut n = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let p = file.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let spec = reelsmith_spec::parse(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                e.validate(&spec, p.parent().unwrap()).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 3, "{n} example specs");
+}

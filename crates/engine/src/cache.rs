@@ -300,6 +300,16 @@ impl Cache {
         }
     }
 
+    /// The entry from this cache or, fetched into it, from the shared tier (counted as a hit).
+    pub fn lookup(&self, stage: &str, k: &Key) -> Option<PathBuf> {
+        if let Some(p) = self.get(stage, k) {
+            return Some(p);
+        }
+        let p = self.fetch_shared(k)?;
+        self.count(stage, true);
+        Some(p)
+    }
+
     /// Returns the entry, building it with `build` (which fills the directory it is given) on a miss.
     pub fn get_or_build<E: From<io::Error>>(
         &self,

@@ -208,7 +208,24 @@ impl Engine {
         let mut v = Validator::default();
         spec.check(base_dir, &mut v);
         stages::check_voices_and_fonts(self, spec, base_dir, &mut v);
+        stages::check_clips(spec, base_dir, &mut v);
         Ok(v.finish()?)
+    }
+
+    /// Scene `scene`'s narration as a WAV file (for a provider that animates the scene
+    /// elsewhere); returns the narration's cache key and its length in seconds.
+    pub fn narration_wav(
+        &self,
+        spec: &Spec,
+        base_dir: &Path,
+        scene: usize,
+        out: &Path,
+    ) -> Result<(String, f64), RenderError> {
+        let r = stages::narration_wav(self, spec, base_dir, scene, out);
+        let finish = self.cache.finish_run();
+        let r = r?;
+        finish?;
+        Ok(r)
     }
 
     /// Renders `spec` to `out` (an MP4).

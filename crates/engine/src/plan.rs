@@ -59,9 +59,14 @@ pub const CHUNK_SECONDS: f64 = 4.0;
 /// Seconds without narration when a scene's duration is automatic.
 pub const SILENT_SCENE_SECONDS: f64 = 3.0;
 
-/// Lays out the scenes given each one's narration length (seconds), reporting scenes too
-/// short for their transitions or narration.
-pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator) -> Timeline {
+/// Lays out the scenes given each one's narration length and video clip length (seconds; none
+/// for a looped clip), reporting scenes too short for their transitions or narration.
+pub fn layout(
+    spec: &Spec,
+    narration_seconds: &[Option<f64>],
+    clip_seconds: &[Option<f64>],
+    v: &mut Validator,
+) -> Timeline {
     let fps = spec.output.fps.max(1) as f64;
     let n = spec.scenes.len();
     let frames_of = |s: f64| (s * fps).round().max(0.0) as u64;
@@ -77,6 +82,7 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
         let m_in = if i == 0 { 0 } else { overlap[i - 1] };
         let m_out = overlap[i];
         let narr = narration_seconds.get(i).copied().flatten();
+        let clip = clip_seconds.get(i).copied().flatten();
         let frames = match scene.duration {
             Some(d) => {
                 let f = frames_of(d).max(1);
@@ -91,9 +97,11 @@ pub fn layout(spec: &Spec, narration_seconds: &[Option<f64>], v: &mut Validator)
                 f
             }
             None => {
-                let body = match narr {
-                    Some(ns) => (ns + scene.padding).max(0.5),
-                    None => SILENT_SCENE_SECONDS,
+                // A clip plays whole, like narration between the transitions.
+                let body = match (narr, clip) {
+                    (Some(ns), c) => (ns + scene.padding).max(c.unwrap_or(0.0)).max(0.5),
+                    (None, Some(c)) => c,
+                    (None, None) => SILENT_SCENE_SECONDS,
                 };
                 // Narration sits between the transitions, so they never cover speech.
                 m_in + frames_of(body).max(1) + m_out
@@ -177,7 +185,7 @@ mod tests {
             {"duration":4}]}"#,
         );
         let mut v = Validator::default();
-        let t = layout(&s, &[None, None, None], &mut v);
+        let t = layout(&s, &[None, None, None], &[], &mut v);
         assert!(v.issues.is_empty());
         assert_eq!(t.total_frames, 30 + 20 + 40 - 5 - 10);
         assert_eq!(t.scenes[1].start, 25);
@@ -198,7 +206,7 @@ mod tests {
             {"padding":0.5,"transition":{"type":"crossfade","duration":0.5}},{"padding":0}]}"#,
         );
         let mut v = Validator::default();
-        let t = layout(&s, &[Some(2.0), Some(1.0)], &mut v);
+        let t = layout(&s, &[Some(2.0), Some(1.0)], &[], &mut v);
         assert_eq!(t.scenes[0].frames, 25 + 5);
         assert_eq!(t.scenes[1].frames, 5 + 10);
         assert_eq!(t.scenes[1].narration_frame, 5);
@@ -207,9 +215,21 @@ mod tests {
     }
 
     #[test]
+    fn clips_set_the_length_of_scenes_without_a_duration() {
+        let s = spec(
+            r#"{"version":1,"output":{"fps":10},"scenes":[
+            {"transition":{"type":"crossfade","duration":0.5}},{"padding":0.5},{}]}"#,
+        );
+        let t = layout(&s, &[None, Some(1.0), None], &[Some(2.0), Some(3.0), None], &mut Validator::default());
+        assert_eq!(t.scenes[0].frames, 20 + 5, "a silent clip plays whole before the transition");
+        assert_eq!(t.scenes[1].frames, 5 + 30, "the longer of clip and narration + padding");
+        assert_eq!(t.scenes[2].frames, 30, "a looped clip (no length) is a silent scene");
+    }
+
+    #[test]
     fn long_bodies_are_chunked_evenly() {
         let s = spec(r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":9.5}]}"#);
-        let t = layout(&s, &[None], &mut Validator::default());
+        let t = layout(&s, &[None], &[], &mut Validator::default());
         let bodies: Vec<&Segment> = t.segments.iter().collect();
         assert_eq!(bodies.len(), 4, "95 frames in an even number of chunks of at most 40");
         assert_eq!(bodies[0], &Segment::Body { scene: 0, from: 0, to: 23 });
@@ -223,7 +243,7 @@ mod tests {
             r#"{"version":1,"scenes":[{"duration":1,"transition":{"type":"crossfade","duration":2}},{"duration":1,"narration":{"text":"hi"}}]}"#,
         );
         let mut v = Validator::default();
-        layout(&s, &[None, Some(3.0)], &mut v);
+        layout(&s, &[None, Some(3.0)], &[], &mut v);
         let all: Vec<String> = v.issues.iter().map(|i| i.to_string()).collect();
         assert!(all.iter().any(|m| m.starts_with("scenes[0].transition.duration")), "{all:?}");
         assert!(all.iter().any(|m| m.starts_with("scenes[1].duration: the narration lasts 3.00 s")), "{all:?}");

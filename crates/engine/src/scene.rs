@@ -2,7 +2,10 @@
 //! overlay, word-timed subtitles) and of segments (bodies and transitions) into an encoder.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use reelsmith_media::ffmpeg::{ClipDecode, FfmpegError, VideoDecoder};
 
 use reelsmith_media::frame::{self, Crop, Yuv420, YuvOverlay};
 use reelsmith_media::head::{self, EyeGeometry, HeadGeometry};
@@ -38,6 +41,121 @@ pub struct SceneLook {
     pub subtitle_position: (VerticalPosition, f32),
     /// Talking head: the face's rig and how it moves.
     pub talking: Option<Talking>,
+    /// A video clip playing on the canvas (under the title), instead of a still picture.
+    pub clip: Option<ClipLook>,
+}
+
+/// A scene's video clip: decoded per segment, fitted to the canvas by an FFmpeg filter.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClipLook {
+    /// Content hash of the file (the path is not part of the look).
+    pub hash: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Seconds into the file of the clip's first frame, and of its end.
+    pub start: f64,
+    pub end: Option<f64>,
+    /// Frames the clip has at the output rate.
+    pub frames: u64,
+    pub fps: u32,
+    pub looped: bool,
+    /// Scene-local frame showing the clip's first frame (the narration's start).
+    pub first_frame: u64,
+    /// From `[0:v]` to `[out]`, a frame of the canvas size.
+    pub filter: String,
+    /// The canvas (background) as a raw picture, for filters that show it around the clip.
+    #[serde(skip)]
+    pub backdrop: Option<PathBuf>,
+    /// The title, drawn on each clip frame before motion, and where (`title.rgba`/`title.json`
+    /// in the canvas entry, which its key covers).
+    #[serde(skip)]
+    pub title: Option<(PathBuf, [i32; 2], [u32; 2])>,
+}
+
+impl ClipLook {
+    /// The clip frame shown on scene-local frame `local`.
+    fn frame_at(&self, local: u64) -> u64 {
+        let k = local.saturating_sub(self.first_frame);
+        if self.looped && self.frames > 0 { k % self.frames } else { k.min(self.frames.saturating_sub(1)) }
+    }
+}
+
+/// Reads a clip's frames in order, restarting the decoder (a seek) only when the wanted frame
+/// is behind it or far ahead; after the clip's end the last frame holds.
+struct ClipReader {
+    decoder: Option<VideoDecoder>,
+    frame: Yuv420,
+    next: u64,
+    have: Option<u64>,
+    ended_at: Option<u64>,
+    title: Option<YuvOverlay>,
+}
+
+impl ClipReader {
+    fn new(clip: &ClipLook, width: u32, height: u32) -> Result<Self, FfmpegError> {
+        let title = match &clip.title {
+            Some((path, [x, y], [w, h])) => {
+                let data = std::fs::read(path)?;
+                (data.len() == (*w * *h * 4) as usize)
+                    .then(|| YuvOverlay::from_premultiplied_rgba(*x, *y, *w, *h, &data))
+            }
+            None => None,
+        };
+        Ok(Self {
+            decoder: None,
+            frame: Yuv420::solid(width, height, [0, 0, 0]),
+            next: 0,
+            have: None,
+            ended_at: None,
+            title,
+        })
+    }
+
+    /// Makes `self.frame` clip frame `c`.
+    fn seek(&mut self, clip: &ClipLook, c: u64) -> Result<(), FfmpegError> {
+        if self.have == Some(c) || self.ended_at.is_some_and(|e| c >= e && self.have.is_some()) {
+            return Ok(());
+        }
+        let far = 2 * clip.fps as u64;
+        if self.decoder.is_none() || c < self.next || c > self.next + far {
+            let at = clip.start + c as f64 / clip.fps as f64;
+            self.decoder = Some(VideoDecoder::start(&ClipDecode {
+                path: &clip.path,
+                start: at,
+                duration: clip.end.map(|e| e - at),
+                fps: clip.fps,
+                width: self.frame.width,
+                height: self.frame.height,
+                filter: &clip.filter,
+                backdrop: clip.backdrop.as_deref(),
+            })?);
+            self.next = c;
+            self.ended_at = None;
+        }
+        let mut fresh = false;
+        while self.next <= c {
+            let dec = self.decoder.as_mut().expect("decoder started above");
+            if !dec.read_frame(&mut self.frame)? {
+                self.ended_at = Some(self.next);
+                self.decoder = None;
+                break;
+            }
+            self.have = Some(self.next);
+            self.next += 1;
+            fresh = true;
+        }
+        if self.have.is_none() {
+            return Err(FfmpegError::Probe(format!(
+                "{} has no frames from {:.2} s",
+                clip.path.display(),
+                clip.start + c as f64 / clip.fps as f64
+            )));
+        }
+        if fresh && let Some(t) = &self.title {
+            t.draw(&mut self.frame);
+        }
+        Ok(())
+    }
 }
 
 /// Where a talking head's mouth, eyes and head are on the canvas (from the face mesh).
@@ -174,6 +292,7 @@ pub struct SceneRenderer {
     scratch: Vec<u16>,
     /// The frame before the face is moved (talking heads only).
     unwarped: Option<Yuv420>,
+    clip: Option<ClipReader>,
 }
 
 impl SceneRenderer {
@@ -189,6 +308,7 @@ impl SceneRenderer {
             subtitle_cache: HashMap::new(),
             scratch: vec![],
             unwarped: None,
+            clip: None,
         }
     }
 
@@ -210,15 +330,27 @@ impl SceneRenderer {
     }
 
     /// Draws scene-local frame `local` into `out`.
-    pub fn render(&mut self, local: u64, out: &mut Yuv420) {
+    pub fn render(&mut self, local: u64, out: &mut Yuv420) -> Result<(), FfmpegError> {
         let crop = self.crop(local);
+        if let Some(clip) = &self.look.clip {
+            let reader = match &mut self.clip {
+                Some(r) => r,
+                None => self.clip.insert(ClipReader::new(clip, self.canvas.width, self.canvas.height)?),
+            };
+            reader.seek(clip, clip.frame_at(local))?;
+        }
+        // A clip's frame is this frame's canvas.
+        let src: &Yuv420 = match &self.clip {
+            Some(r) => &r.frame,
+            None => &self.canvas,
+        };
         let exact = crop.w == self.width as f32 && crop.h == self.height as f32 && crop.x == 0.0 && crop.y == 0.0;
-        if exact && self.canvas.width == self.width && self.canvas.height == self.height {
-            out.y.copy_from_slice(&self.canvas.y);
-            out.u.copy_from_slice(&self.canvas.u);
-            out.v.copy_from_slice(&self.canvas.v);
+        if exact && src.width == self.width && src.height == self.height {
+            out.y.copy_from_slice(&src.y);
+            out.u.copy_from_slice(&src.u);
+            out.v.copy_from_slice(&src.v);
         } else {
-            frame::resample_crop(&self.canvas, crop, out, &mut self.scratch);
+            frame::resample_crop(src, crop, out, &mut self.scratch);
         }
         // The face moves in the picture itself, under the text drawn next.
         if let Some(talk) = &self.look.talking {
@@ -263,6 +395,7 @@ impl SceneRenderer {
                 ov.draw(out);
             }
         }
+        Ok(())
     }
 
     fn subtitle_overlay(&self, s: &SubtitleState) -> Option<YuvOverlay> {

@@ -15,14 +15,15 @@ use reelsmith_media::picture::{self, FitMode};
 use reelsmith_media::text::{Align, TextBlock, TextStyle};
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
 use reelsmith_spec::{
-    Background, Fit, Font, Framing, Motion, Narration, ReplaceBackground, Scene, Spec, Validator, limits,
+    Background, Fit, Font, Framing, Motion, Narration, ReplaceBackground, Scene, Spec, TalkingHeadProvider, Validator,
+    limits,
 };
 use serde::Serialize;
 
 use crate::cache::{self, Key};
 use crate::plan::{self, Segment, Timeline};
 use crate::report::{self, Report, StageReport, StageTimer};
-use crate::scene::{self, FaceRig, SceneLook, SceneRenderer, Talking, TextLook};
+use crate::scene::{self, ClipLook, FaceRig, SceneLook, SceneRenderer, Talking, TextLook};
 use crate::{Engine, Progress, RenderError, RenderOptions, parallel};
 
 /// Longest narration accepted from one scene, seconds.
@@ -73,10 +74,19 @@ impl Counts {
     }
 }
 
-/// Files referenced by the spec, hashed once per render.
+/// Files referenced by the spec, hashed once per render, and what the video clips hold.
 struct Inputs {
     base: PathBuf,
     hashes: BTreeMap<String, String>,
+    clips: BTreeMap<usize, ClipInfo>,
+}
+
+/// A scene's video clip as probed.
+#[derive(Clone, Copy, Debug)]
+struct ClipInfo {
+    /// Seconds from the clip's `start` to its `end` (or the file's end).
+    seconds: f64,
+    has_audio: bool,
 }
 
 impl Inputs {
@@ -97,6 +107,7 @@ pub(crate) fn run(
 ) -> Result<Report, RenderError> {
     // 1. Everything that can be checked before any work.
     engine.validate(spec, base)?;
+    reject_remote_scenes(spec)?;
     let (width, height) = spec.output.dimensions();
     let inputs = hash_inputs(spec, base)?;
     let counts = Counts::default();
@@ -120,9 +131,18 @@ pub(crate) fn run(
     rep.stages.insert("narration".into(), st);
 
     // 3. Timeline.
-    let seconds: Vec<Option<f64>> = speech.iter().map(|s| s.as_ref().map(Speech::seconds)).collect();
+    // A clip's own sound is its scene's narration, but the clip, not the sound, sets the length.
+    let seconds: Vec<Option<f64>> = speech
+        .iter()
+        .zip(&spec.scenes)
+        .map(|(s, scene)| s.as_ref().filter(|_| !scene.video.as_ref().is_some_and(|c| c.audio)).map(Speech::seconds))
+        .collect();
+    let clip_seconds: Vec<Option<f64>> = (0..spec.scenes.len())
+        .map(|i| inputs.clips.get(&i).filter(|_| !spec.scenes[i].video.as_ref().is_some_and(|c| c.r#loop)))
+        .map(|c| c.map(|c| c.seconds))
+        .collect();
     let mut v = Validator::default();
-    let timeline = plan::layout(spec, &seconds, &mut v);
+    let timeline = plan::layout(spec, &seconds, &clip_seconds, &mut v);
     v.finish()?;
     rep.frames = timeline.total_frames;
     rep.duration_s = timeline.duration();
@@ -145,7 +165,7 @@ pub(crate) fn run(
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
-        .map(|i| scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref()).map(Arc::new))
+        .map(|i| scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref(), &inputs).map(Arc::new))
         .collect::<Result<_, _>>()?;
     rep.captions = captions(&timeline, &looks);
     let mut settings = VideoSettings {
@@ -314,6 +334,28 @@ pub(crate) fn run(
     Ok(rep)
 }
 
+/// Scene `i`'s narration as a mono 16-bit WAV at `out`, from the cache or made as a render
+/// makes it; returns the narration's cache key and its length in seconds.
+pub(crate) fn narration_wav(
+    engine: &Engine,
+    spec: &Spec,
+    base: &Path,
+    i: usize,
+    out: &Path,
+) -> Result<(String, f64), RenderError> {
+    engine.validate(spec, base)?;
+    let inputs = hash_inputs(spec, base)?;
+    let speech = narration(engine, &Counts::default(), spec, i, &inputs, &AtomicU64::new(0))?
+        .ok_or_else(|| RenderError::at(format!("scenes[{i}].narration"), "the scene has no narration"))?;
+    let bytes = fs::read(&speech.path)?;
+    let samples = bytes
+        .chunks_exact(4)
+        .map(|b| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]).clamp(-1.0, 1.0) * 32767.0).round() as i16)
+        .collect();
+    reelsmith_media::tts::TtsAudio { sample_rate: MIX_RATE, samples, words: vec![] }.write_wav(out)?;
+    Ok((speech.key.hex(), speech.seconds()))
+}
+
 /// Per-stage cache counts, and their totals.
 fn fill_cache_counts(rep: &mut Report, counts: &Counts) {
     for (stage, name) in [
@@ -378,6 +420,9 @@ fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
         if let Some(img) = &s.image {
             names.push((format!("scenes[{i}].image"), img.clone()));
         }
+        if let Some(c) = &s.video {
+            names.push((format!("scenes[{i}].video.file"), c.file.clone()));
+        }
         if let Some(a) = s.narration.as_ref().and_then(|n| n.audio.clone()) {
             names.push((format!("scenes[{i}].narration.audio"), a));
         }
@@ -394,7 +439,81 @@ fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
             .map_err(|e| RenderError::at(path, format!("cannot read {name}: {e}")))?;
         hashes.insert(name, h);
     }
-    Ok(Inputs { base: base.to_path_buf(), hashes })
+    let mut clips = BTreeMap::new();
+    for (i, s) in spec.scenes.iter().enumerate() {
+        if let Some(c) = &s.video {
+            clips.insert(
+                i,
+                probe_clip(&base.join(&c.file), c).map_err(|e| RenderError::at(format!("scenes[{i}].video"), e))?,
+            );
+        }
+    }
+    Ok(Inputs { base: base.to_path_buf(), hashes, clips })
+}
+
+/// Probes every video clip that exists (missing files are reported by the spec's own checks).
+pub(crate) fn check_clips(spec: &Spec, base: &Path, v: &mut Validator) {
+    for (i, s) in spec.scenes.iter().enumerate() {
+        if let Some(c) = &s.video
+            && base.join(&c.file).is_file()
+        {
+            match probe_clip(&base.join(&c.file), c) {
+                Err(e) => v.push(format!("scenes[{i}].video"), e),
+                Ok(info) if c.audio && !info.has_audio => {
+                    v.push(format!("scenes[{i}].video.audio"), format!("{} has no sound", c.file))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Probes a scene's video clip: a readable video stream within the pixel limit, long enough
+/// for its `start`, and not longer than a scene may be.
+fn probe_clip(path: &Path, c: &reelsmith_spec::VideoClip) -> Result<ClipInfo, String> {
+    let info = ffmpeg::probe(path).map_err(|e| format!("{} is not a readable video: {e}", c.file))?;
+    let v = info.video().ok_or_else(|| format!("{} has no video stream", c.file))?;
+    let pixels = v.width as u64 * v.height as u64;
+    if pixels == 0 || pixels > limits::MAX_VIDEO_PIXELS {
+        return Err(format!(
+            "{} is {}x{}; clips may have at most {} pixels per frame",
+            c.file,
+            v.width,
+            v.height,
+            limits::MAX_VIDEO_PIXELS
+        ));
+    }
+    let length = if v.duration > 0.0 { v.duration } else { info.duration };
+    if length.is_nan() || length <= 0.0 {
+        return Err(format!("{}: the clip has no duration", c.file));
+    }
+    if c.start >= length {
+        return Err(format!("start is {} s but {} lasts {length:.2} s", c.start, c.file));
+    }
+    let seconds = c.end.unwrap_or(length).min(length) - c.start;
+    if seconds > MAX_NARRATION_SECONDS && !c.r#loop {
+        return Err(format!(
+            "{} plays {seconds:.0} s; a scene lasts at most {MAX_NARRATION_SECONDS} s: set end to trim it",
+            c.file
+        ));
+    }
+    Ok(ClipInfo { seconds, has_audio: info.audio().is_some() })
+}
+
+/// Talking heads another provider animates are rendered through the service, which puts the
+/// provider's clip in their place before the engine sees them.
+fn reject_remote_scenes(spec: &Spec) -> Result<(), RenderError> {
+    let mut v = Validator::default();
+    for (i, s) in spec.scenes.iter().enumerate() {
+        if let Motion::TalkingHead { provider: TalkingHeadProvider::DId, .. } = s.motion {
+            v.push(
+                format!("scenes[{i}].motion.provider"),
+                "d-id talking heads are rendered through the service (`reelsmith serve` with did_api_key); \
+                 use provider local to animate the face here",
+            );
+        }
+    }
+    Ok(v.finish()?)
 }
 
 fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
@@ -406,6 +525,7 @@ fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
 enum NarrationKey<'a> {
     Speech { engine: &'a str, version: String, voice: &'a str, speed: f32, pitch: f32, text: &'a str },
     Recording { file: String, speed: f32, pitch: f32, transcript: Option<&'a str> },
+    ClipSound { file: String, start: f64, end: Option<f64> },
 }
 
 fn narration(
@@ -417,7 +537,7 @@ fn narration(
     runs: &AtomicU64,
 ) -> Result<Option<Speech>, RenderError> {
     let Some(n) = &spec.scenes[i].narration else {
-        return Ok(None);
+        return clip_sound(engine, counts, spec, i, inputs, runs);
     };
     let voice = spec.voice.with(&n.voice);
     let path = format!("scenes[{i}].narration");
@@ -461,6 +581,44 @@ fn narration(
         return Err(RenderError::at(path, "the narration has no audio"));
     }
     Ok(Some(Speech { key, path: audio, frames, words }))
+}
+
+/// A scene's clip sound, as a narration (placed, ducked and normalised like one).
+fn clip_sound(
+    engine: &Engine,
+    counts: &Counts,
+    spec: &Spec,
+    i: usize,
+    inputs: &Inputs,
+    runs: &AtomicU64,
+) -> Result<Option<Speech>, RenderError> {
+    let Some(c) = spec.scenes[i].video.as_ref().filter(|c| c.audio) else {
+        return Ok(None);
+    };
+    let path = format!("scenes[{i}].video.audio");
+    if !inputs.clips.get(&i).is_some_and(|c| c.has_audio) {
+        return Err(RenderError::at(path, format!("{} has no sound", c.file)));
+    }
+    let key =
+        cache::key("narration", &NarrationKey::ClipSound { file: inputs.hash(&c.file), start: c.start, end: c.end });
+    let (dir, _) = counts.cached(engine, "narration", &key, |dir| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let trim = match c.end {
+            Some(end) => format!("atrim=start={:.4}:end={end:.4},asetpts=PTS-STARTPTS", c.start),
+            None => format!("atrim=start={:.4},asetpts=PTS-STARTPTS", c.start),
+        };
+        let samples = ffmpeg::decode_audio(&inputs.path(&c.file), MIX_RATE, 1, Some(&trim), MAX_NARRATION_SECONDS)
+            .map_err(|e| RenderError::at(&path, e.to_string()))?;
+        write_f32(&dir.join("speech.f32"), &samples)?;
+        fs::write(dir.join("words.json"), b"[]")?;
+        Ok(())
+    })?;
+    let audio = dir.join("speech.f32");
+    let frames = fs::metadata(&audio)?.len() / 4;
+    if frames == 0 {
+        return Err(RenderError::at(path, format!("{} has no sound in the part that plays", c.file)));
+    }
+    Ok(Some(Speech { key, path: audio, frames, words: vec![] }))
 }
 
 fn speech_engine<'a>(engine: &'a Engine, name: &str) -> Result<&'a Arc<dyn SpeechEngine>, RenderError> {
@@ -615,6 +773,9 @@ struct CanvasKey<'a> {
     /// A replaced background: colour, blur radius, or the replacement image's hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     replace_background: Option<ReplaceBackgroundKey>,
+    /// A video scene's canvas is its backdrop; the title is kept apart to draw on each frame.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    video: bool,
 }
 
 #[derive(Serialize)]
@@ -669,6 +830,7 @@ fn canvas(
                 ReplaceBackground::Image(f) => ReplaceBackgroundKey::Image(inputs.hash(f)),
                 ReplaceBackground::Blur(b) => ReplaceBackgroundKey::Blur(*b),
             }),
+            video: scene.video.is_some(),
         },
     );
     let (dir, _) = counts.cached(engine, "canvas", &key, |dir| {
@@ -720,12 +882,14 @@ fn canvas(
                 .text
                 .render_block(&block)
                 .map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
-            picture::draw_overlay(
-                &mut rgba,
-                &ov,
-                (cw as i64 - ov.width as i64) / 2,
-                (ch as i64 - ov.height as i64) / 2,
-            );
+            let (x, y) = ((cw as i64 - ov.width as i64) / 2, (ch as i64 - ov.height as i64) / 2);
+            if scene.video.is_some() {
+                fs::write(dir.join("title.rgba"), &ov.data)?;
+                let place = serde_json::json!({"x": x, "y": y, "width": ov.width, "height": ov.height});
+                fs::write(dir.join("title.json"), place.to_string())?;
+            } else {
+                picture::draw_overlay(&mut rgba, &ov, x, y);
+            }
         }
         if let Motion::TalkingHead { face_index, .. } = scene.motion {
             let rig =
@@ -1075,6 +1239,7 @@ fn scene_look(
     i: usize,
     canvas: &(Key, PathBuf, u32, u32),
     speech: Option<&Speech>,
+    inputs: &Inputs,
 ) -> Result<SceneLook, RenderError> {
     let scene = &spec.scenes[i];
     let span = &tl.scenes[i];
@@ -1155,7 +1320,63 @@ fn scene_look(
         subtitle_highlight: subs.highlight_color.rgba(),
         subtitle_position: (subs.position, subs.margin),
         talking,
+        clip: clip_look(scene, span, tl.fps, canvas, inputs.clips.get(&i), inputs)?,
     })
+}
+
+/// How a scene's clip plays on its canvas: the file, the part of it, and the fit as a filter.
+fn clip_look(
+    scene: &Scene,
+    span: &plan::SceneSpan,
+    fps: u32,
+    canvas: &(Key, PathBuf, u32, u32),
+    info: Option<&ClipInfo>,
+    inputs: &Inputs,
+) -> Result<Option<ClipLook>, RenderError> {
+    let (Some(c), Some(info)) = (&scene.video, info) else { return Ok(None) };
+    let (dir, cw, ch) = (&canvas.1, canvas.2, canvas.3);
+    let scale = |mode: &str| format!("scale={cw}:{ch}:force_original_aspect_ratio={mode}:force_divisible_by=2");
+    let (filter, backdrop) = match scene.fit {
+        Fit::Cover => (format!("[0:v]{},crop={cw}:{ch}[out]", scale("increase")), None),
+        Fit::Contain => (
+            format!("[0:v]{}[fg];[1:v][fg]overlay=(W-w)/2:(H-h)/2:shortest=1[out]", scale("decrease")),
+            Some(dir.join("canvas.yuv")),
+        ),
+        // As stills do: a small, blurred, darkened cover copy behind the whole clip.
+        Fit::ContainBlur => {
+            let (sw, sh) = ((cw / 16).max(2), (ch / 16).max(2));
+            (
+                format!(
+                    "[0:v]split[a][b];[a]scale={sw}:{sh}:force_original_aspect_ratio=increase,crop={sw}:{sh},\
+                     gblur=sigma=2,scale={cw}:{ch},colorlevels=romax=0.78:gomax=0.78:bomax=0.78[bg];\
+                     [b]{}[fg];[bg][fg]overlay=(W-w)/2:(H-h)/2[out]",
+                    scale("decrease")
+                ),
+                None,
+            )
+        }
+    };
+    let title = match fs::read(dir.join("title.json")) {
+        Ok(b) => {
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(std::io::Error::other)?;
+            let n = |k: &str| v[k].as_i64().unwrap_or(0);
+            Some((dir.join("title.rgba"), [n("x") as i32, n("y") as i32], [n("width") as u32, n("height") as u32]))
+        }
+        Err(_) => None,
+    };
+    Ok(Some(ClipLook {
+        hash: inputs.hash(&c.file),
+        path: inputs.path(&c.file),
+        start: c.start,
+        end: c.end,
+        frames: ((info.seconds * fps as f64).round() as u64).max(1),
+        fps,
+        looped: c.r#loop,
+        first_frame: span.narration_frame,
+        filter,
+        backdrop,
+        title,
+    }))
 }
 
 #[derive(Serialize)]
@@ -1223,7 +1444,7 @@ fn encode_segment(
                 if opts.cancelled() {
                     return Err(RenderError::Cancelled);
                 }
-                r.render(local, &mut frame);
+                r.render(local, &mut frame)?;
                 enc.write_frame(&frame)?;
                 report(1);
             }
@@ -1238,8 +1459,8 @@ fn encode_segment(
                 if opts.cancelled() {
                     return Err(RenderError::Cancelled);
                 }
-                ra.render(a_start + k, &mut a);
-                rb.render(k, &mut b);
+                ra.render(a_start + k, &mut a)?;
+                rb.render(k, &mut b)?;
                 // Neither end of the blend is a pure frame of one scene.
                 let p = (k + 1) as f32 / (frames + 1) as f32;
                 scene::blend_transition(kind, &mut a, &mut b, p, &mut frame);

@@ -263,6 +263,98 @@ impl Drop for VideoEncoder {
     }
 }
 
+/// A video clip decoded to raw yuv420p frames of one size at a fixed rate: FFmpeg seeks to
+/// `start`, resamples the rate with the `fps` filter and fits the picture with `filter`; frames
+/// stream through a pipe, one at a time.
+pub struct VideoDecoder {
+    child: Child,
+    stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+    stderr: Option<JoinHandle<String>>,
+    width: u32,
+    height: u32,
+}
+
+/// What a [`VideoDecoder`] reads and how it shapes the frames.
+#[derive(Clone, Debug)]
+pub struct ClipDecode<'a> {
+    pub path: &'a Path,
+    /// Seconds into the clip of the first frame.
+    pub start: f64,
+    /// Seconds of clip to decode at most.
+    pub duration: Option<f64>,
+    pub fps: u32,
+    /// Output frame size (even).
+    pub width: u32,
+    pub height: u32,
+    /// A filtergraph from the clip (`[0:v]`, already at `fps`) to `[out]`; it may use `[1:v]`.
+    pub filter: &'a str,
+    /// A raw yuv420p picture of the output size, looped as input 1 (what shows around a clip
+    /// that does not cover the frame).
+    pub backdrop: Option<&'a Path>,
+}
+
+impl VideoDecoder {
+    pub fn start(c: &ClipDecode<'_>) -> Result<Self, FfmpegError> {
+        let mut cmd = command(&ffmpeg_bin());
+        // Seeking before -i jumps to the keyframe before `start` and decodes from there, exact
+        // to the frame; the output's timestamps then start at zero.
+        cmd.args(["-ss", &format!("{:.4}", c.start.max(0.0))]).arg("-i").arg(c.path);
+        if let Some(b) = c.backdrop {
+            cmd.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", &format!("{}x{}", c.width, c.height)])
+                .args(["-stream_loop", "-1", "-i"])
+                .arg(b);
+        }
+        let graph = format!("[0:v]fps={},setsar=1[clip];{}", c.fps, c.filter.replace("[0:v]", "[clip]"));
+        cmd.args(["-filter_complex", &graph, "-map", "[out]"]);
+        if let Some(d) = c.duration {
+            cmd.args(["-t", &format!("{:.4}", d.max(0.0))]);
+        }
+        cmd.args(["-an", "-sn", "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn(cmd, "video decoder")?;
+        let stdout = child.stdout.take().map(|s| std::io::BufReader::with_capacity(1 << 20, s));
+        let stderr = drain(&mut child);
+        Ok(Self { child, stdout, stderr, width: c.width, height: c.height })
+    }
+
+    /// Reads the next frame into `out` (of the decoder's size); `false` once the clip has ended.
+    pub fn read_frame(&mut self, out: &mut Yuv420) -> Result<bool, FfmpegError> {
+        assert_eq!((out.width, out.height), (self.width, self.height), "frame size");
+        let Some(r) = self.stdout.as_mut() else { return Ok(false) };
+        for plane in [&mut out.y, &mut out.u, &mut out.v] {
+            let mut at = 0;
+            while at < plane.len() {
+                match r.read(&mut plane[at..]) {
+                    Ok(0) => break,
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if at < plane.len() {
+                // The end: whatever FFmpeg said decides whether that was an error.
+                self.stdout = None;
+                let status = self.child.wait()?;
+                check("video decoder", status, self.stderr.take())?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for VideoDecoder {
+    fn drop(&mut self) {
+        if self.stdout.is_some() {
+            // Stopped before the clip's end: the rest is not needed.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Encodes a few synthetic frames with `enc` to see whether it really works on this machine.
 pub fn probe_encoder(enc: H264Encoder) -> bool {
     let mut cmd = command(&ffmpeg_bin());
@@ -554,6 +646,65 @@ mod tests {
         assert!(px[0] > 200 && px[2] < 60, "first segment red: {:?}", &px[..3]);
         let (_, _, px) = frame_rgb_at(&out, 0.8).unwrap();
         assert!(px[2] > 200 && px[0] < 60, "second segment blue: {:?}", &px[..3]);
+    }
+
+    #[test]
+    fn clip_decoder_seeks_resamples_and_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 s at 10 fps, 64x48: red for the first second, blue after.
+        let clip = dir.path().join("clip.mp4");
+        let mut s = settings(64, 48);
+        s.fps = 10;
+        let mut enc = VideoEncoder::start(&s, &clip).unwrap();
+        for i in 0..20 {
+            enc.write_frame(&Yuv420::solid(64, 48, if i < 10 { [255, 0, 0] } else { [0, 0, 255] })).unwrap();
+        }
+        enc.finish().unwrap();
+        // From 0.5 s at 20 fps, scaled to 32x16 (cover): 1.5 s left = 30 frames.
+        let filter = "[0:v]scale=32:16:force_original_aspect_ratio=increase,crop=32:16[out]";
+        let mut dec = VideoDecoder::start(&ClipDecode {
+            path: &clip,
+            start: 0.5,
+            duration: None,
+            fps: 20,
+            width: 32,
+            height: 16,
+            filter,
+            backdrop: None,
+        })
+        .unwrap();
+        let mut f = Yuv420::solid(32, 16, [0, 0, 0]);
+        let mut colours = vec![];
+        while dec.read_frame(&mut f).unwrap() {
+            let [r, _, b] = f.rgb_at(16, 8);
+            colours.push(if r > 200 && b < 60 {
+                'r'
+            } else if b > 200 && r < 60 {
+                'b'
+            } else {
+                '?'
+            });
+        }
+        let got: String = colours.into_iter().collect();
+        assert_eq!(got, format!("{}{}", "r".repeat(10), "b".repeat(20)));
+        // A file that is no video says so.
+        let bad = dir.path().join("bad.mp4");
+        std::fs::write(&bad, b"not a video").unwrap();
+        let mut dec = VideoDecoder::start(&ClipDecode {
+            path: &bad,
+            ..ClipDecode {
+                path: &clip,
+                start: 0.0,
+                duration: Some(1.0),
+                fps: 20,
+                width: 32,
+                height: 16,
+                filter,
+                backdrop: None,
+            }
+        })
+        .unwrap();
+        assert!(matches!(dec.read_frame(&mut f), Err(FfmpegError::Failed { .. })));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         match self {
             Failure::Retryable(m) | Failure::Final(m) => m,
         }
@@ -277,12 +277,7 @@ async fn talk(
             s
         }
     };
-    let webhook = format!(
-        "{}/callbacks/d-id/{}?signature={}",
-        state.public_url.trim_end_matches('/'),
-        g.id,
-        callback_signature(state, &g.id)
-    );
+    let webhook = callback_url(state, &g.id);
     let mut body = json!({"source_url": source_url, "script": script, "config": t["config"], "webhook": webhook});
     if let Some(n) = t["name"].as_str() {
         body["name"] = json!(n);
@@ -291,36 +286,58 @@ async fn talk(
     tracing::info!(generation = %g.id, remote = %remote_id, "talk sent to D-ID");
     publish("d-id", 0.1);
 
+    let talk = match wait_for_talk(state, client, job, &remote_id, notify, publish).await? {
+        Waited::Done(talk) => talk,
+        Waited::Cancelled => return Ok(Step::Cancelled),
+        Waited::Lost => return Ok(Step::Lost),
+    };
+    publish("download", 0.9);
+    download_result(state, client, &talk, video).await?;
+    let probe_path = video.to_path_buf();
+    let info = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
+        .await
+        .map_err(|e| Failure::Retryable(e.to_string()))?
+        .map_err(|e| Failure::Final(format!("D-ID's result is not a readable video: {e}")))?;
+    let v = info.video().ok_or_else(|| Failure::Final("D-ID's result has no video stream".into()))?;
+    let mut report = Report {
+        output: video.display().to_string(),
+        width: v.width,
+        height: v.height,
+        duration_s: info.duration,
+        encoder: "d-id".into(),
+        ..Default::default()
+    };
+    report.stages.insert("d-id".into(), StageReport { items: 1, runs: 1, ..Default::default() });
+    Ok(Step::Done(Box::new(report)))
+}
+
+/// How waiting for a remote talk ended.
+enum Waited {
+    /// D-ID's talk, `done`.
+    Done(Value),
+    Cancelled,
+    Lost,
+}
+
+/// Waits for D-ID to finish talk `remote_id`: woken by its webhook, else polling every
+/// `did_poll_secs`; heartbeats keep the job's lease meanwhile, and cancellation and the
+/// attempt's time limit end the wait.
+async fn wait_for_talk(
+    state: &AppState,
+    client: &Client,
+    job: &ClaimedJob,
+    remote_id: &str,
+    notify: &Notify,
+    publish: &impl Fn(&str, f64),
+) -> Result<Waited, Failure> {
     let lease_len = Duration::from_secs_f64(state.config.lease_secs);
     let mut beat = tokio::time::interval(lease_len / 3);
     let poll = Duration::from_secs_f64(state.config.did_poll_secs);
     let deadline = tokio::time::Instant::now() + crate::worker::attempt_timeout(state, job);
     loop {
-        let talk = client.talk(&remote_id).await?;
+        let talk = client.talk(remote_id).await?;
         match talk["status"].as_str().unwrap_or_default() {
-            "done" => {
-                let url = talk["result_url"]
-                    .as_str()
-                    .ok_or_else(|| Failure::Final("D-ID's talk is done but has no result_url".into()))?;
-                publish("download", 0.9);
-                client.download(url, video, state.config.max_upload_bytes as u64 * 20).await?;
-                let probe_path = video.to_path_buf();
-                let info = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
-                    .await
-                    .map_err(|e| Failure::Retryable(e.to_string()))?
-                    .map_err(|e| Failure::Final(format!("D-ID's result is not a readable video: {e}")))?;
-                let v = info.video().ok_or_else(|| Failure::Final("D-ID's result has no video stream".into()))?;
-                let mut report = Report {
-                    output: video.display().to_string(),
-                    width: v.width,
-                    height: v.height,
-                    duration_s: info.duration,
-                    encoder: "d-id".into(),
-                    ..Default::default()
-                };
-                report.stages.insert("d-id".into(), StageReport { items: 1, runs: 1, ..Default::default() });
-                return Ok(Step::Done(Box::new(report)));
-            }
+            "done" => return Ok(Waited::Done(talk)),
             "error" | "rejected" => {
                 let why = talk["error"]["description"]
                     .as_str()
@@ -339,8 +356,8 @@ async fn talk(
                 _ = &mut next_poll => break,
                 _ = beat.tick() => match state.queue.heartbeat(&job.lease, lease_len).await {
                     Ok(Heartbeat::Extended) => {}
-                    Ok(Heartbeat::CancelRequested) => return Ok(Step::Cancelled),
-                    Ok(Heartbeat::Lost) => return Ok(Step::Lost),
+                    Ok(Heartbeat::CancelRequested) => return Ok(Waited::Cancelled),
+                    Ok(Heartbeat::Lost) => return Ok(Waited::Lost),
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
@@ -349,4 +366,196 @@ async fn talk(
             }
         }
     }
+}
+
+/// Downloads a done talk's `result_url` to `dest`.
+async fn download_result(state: &AppState, client: &Client, talk: &Value, dest: &Path) -> Result<u64, Failure> {
+    let url = talk["result_url"]
+        .as_str()
+        .ok_or_else(|| Failure::Final("D-ID's talk is done but has no result_url".into()))?;
+    client.download(url, dest, state.config.max_upload_bytes as u64 * 20).await
+}
+
+/// The webhook D-ID calls when the talk waited on as `waiter` is done.
+fn callback_url(state: &AppState, waiter: &str) -> String {
+    format!(
+        "{}/callbacks/d-id/{waiter}?signature={}",
+        state.public_url.trim_end_matches('/'),
+        callback_signature(state, waiter)
+    )
+}
+
+/// How preparing a storyboard's D-ID scenes ended, when it did not fail.
+pub(crate) enum Scenes {
+    Ready,
+    Cancelled,
+    Lost,
+}
+
+/// Storyboard scenes whose talking head D-ID animates (`"provider": "d-id"`). Each scene's
+/// narration is synthesised here (the same cached narration the render uses, so subtitles and
+/// sound match the lips), sent as audio with the photo, and D-ID's clip then plays in the
+/// scene's place. Clips are cached by photo, narration and framing: re-rendering after an
+/// edit elsewhere never calls D-ID again. Segment jobs (`may_call` false) use the clip the
+/// render job fetched, from the shared cache.
+pub(crate) async fn prepare_scenes(
+    state: &AppState,
+    job: &ClaimedJob,
+    g: &GenerationRecord,
+    spec: &mut reelsmith_spec::Spec,
+    work: &Path,
+    may_call: bool,
+) -> Result<Scenes, Failure> {
+    use reelsmith_spec::{Framing, Motion, TalkingHeadProvider};
+    let remote: Vec<(usize, Framing)> = spec
+        .scenes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s.motion {
+            Motion::TalkingHead { provider: TalkingHeadProvider::DId, framing, .. } => Some((i, framing)),
+            _ => None,
+        })
+        .collect();
+    if remote.is_empty() {
+        return Ok(Scenes::Ready);
+    }
+    let Some(api_key) = state.config.did_api_key.as_deref() else {
+        return Err(Failure::Final(format!(
+            "scenes[{}].motion.provider: d-id needs did_api_key on this server",
+            remote[0].0
+        )));
+    };
+    let client = Client::new(state.http.clone(), &state.config.did_base_url, api_key);
+    let publish = |stage: &str, progress: f64| {
+        state.hub.publish(Event {
+            id: g.id.clone(),
+            status: "running".into(),
+            progress: progress * 0.1,
+            stage: Some(stage.into()),
+            attempt: job.lease.attempt,
+            error: None,
+            owner: g.api_key_id.clone(),
+        });
+    };
+    publish("d-id", 0.0);
+    // All of the scenes at once: D-ID takes tens of seconds per talk.
+    let view = spec.clone();
+    let clips = futures_util::future::join_all(
+        remote
+            .iter()
+            .map(|&(i, framing)| scene_clip(state, &client, job, g, &view, i, framing, work, may_call, &publish)),
+    )
+    .await;
+    for (&(i, _), clip) in remote.iter().zip(clips) {
+        let clip = match clip? {
+            Ok(path) => path,
+            Err(stopped) => return Ok(stopped),
+        };
+        let scene = &mut spec.scenes[i];
+        scene.image = None;
+        scene.motion = Motion::None;
+        scene.video = Some(reelsmith_spec::VideoClip {
+            file: clip.display().to_string(),
+            start: 0.0,
+            end: None,
+            r#loop: false,
+            audio: false,
+        });
+    }
+    Ok(Scenes::Ready)
+}
+
+/// Scene `i`'s D-ID clip, from the cache or from D-ID, copied into `work`; or why the wait
+/// stopped (cancelled, lease lost).
+#[allow(clippy::too_many_arguments)]
+async fn scene_clip(
+    state: &AppState,
+    client: &Client,
+    job: &ClaimedJob,
+    g: &GenerationRecord,
+    spec: &reelsmith_spec::Spec,
+    i: usize,
+    framing: reelsmith_spec::Framing,
+    work: &Path,
+    may_call: bool,
+    publish: &impl Fn(&str, f64),
+) -> Result<Result<std::path::PathBuf, Scenes>, Failure> {
+    let scene = &spec.scenes[i];
+    let photo = state.assets_dir.join(scene.image.as_deref().unwrap_or_default());
+    let wav = work.join(format!("d-id-{i}.wav"));
+    let (engine, assets, view, wav_out, photo_path) =
+        (state.engine.clone(), state.assets_dir.clone(), spec.clone(), wav.clone(), photo.clone());
+    let (narration, photo_hash) = tokio::task::spawn_blocking(move || {
+        let n = engine.narration_wav(&view, &assets, i, &wav_out);
+        (n, reelsmith_engine::cache::hash_file(&photo_path))
+    })
+    .await
+    .map_err(|e| Failure::Retryable(e.to_string()))?;
+    let (narration_key, _) = narration.map_err(|e| match e {
+        reelsmith_engine::RenderError::Invalid(_) | reelsmith_engine::RenderError::Parse(_) => {
+            Failure::Final(e.to_string())
+        }
+        e => Failure::Retryable(format!("scenes[{i}].narration: {e}")),
+    })?;
+    let photo_hash = photo_hash.map_err(|e| Failure::Retryable(format!("scenes[{i}].image: {e}")))?;
+    // D-ID's `stitch` keeps the photo's framing; without it D-ID crops a headshot.
+    let stitch = framing == reelsmith_spec::Framing::Photo;
+    let key = reelsmith_engine::cache::key("d-id", &(photo_hash, &narration_key, stitch));
+    let clip = work.join(format!("d-id-{i}.mp4"));
+    let cached = {
+        let (engine, key) = (state.engine.clone(), key);
+        tokio::task::spawn_blocking(move || engine.cache.lookup("d-id", &key))
+            .await
+            .map_err(|e| Failure::Retryable(e.to_string()))?
+    };
+    let entry = match cached {
+        Some(dir) => dir,
+        None if !may_call => {
+            return Err(Failure::Retryable(format!("scenes[{i}]: D-ID's clip is not in the shared cache")));
+        }
+        None => {
+            let media_type = state.meta.asset(scene.image.as_deref().unwrap_or_default()).await.ok().flatten();
+            let media_type = media_type.map_or_else(|| "image/jpeg".to_string(), |a| a.media_type);
+            let source_url = client.upload("image", &photo, &media_type).await?;
+            let audio_url = client.upload("audio", &wav, "audio/wav").await?;
+            let waiter = format!("{}.s{i}", g.id);
+            let notify = Arc::new(Notify::new());
+            state.remote_waits.lock().expect("waits").insert(waiter.clone(), notify.clone());
+            let _guard = WaitGuard(&state.remote_waits, waiter.clone());
+            let body = json!({
+                "source_url": source_url,
+                "script": {"type": "audio", "audio_url": audio_url},
+                "config": {"stitch": stitch},
+                "webhook": callback_url(state, &waiter),
+            });
+            let remote_id = client.create_talk(&body).await?;
+            tracing::info!(generation = %g.id, scene = i, remote = %remote_id, "talking head sent to D-ID");
+            let talk = match wait_for_talk(state, client, job, &remote_id, &notify, publish).await? {
+                Waited::Done(talk) => talk,
+                Waited::Cancelled => return Ok(Err(Scenes::Cancelled)),
+                Waited::Lost => return Ok(Err(Scenes::Lost)),
+            };
+            let got = work.join(format!("d-id-{i}.download.mp4"));
+            download_result(state, client, &talk, &got).await?;
+            let check = got.clone();
+            let info = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&check))
+                .await
+                .map_err(|e| Failure::Retryable(e.to_string()))?
+                .map_err(|e| Failure::Final(format!("D-ID's clip for scenes[{i}] is not a readable video: {e}")))?;
+            if info.video().is_none() {
+                return Err(Failure::Final(format!("D-ID's clip for scenes[{i}] has no video stream")));
+            }
+            let (engine, key) = (state.engine.clone(), key);
+            tokio::task::spawn_blocking(move || {
+                engine.cache.get_or_build("d-id", &key, |dir| std::fs::rename(&got, dir.join("clip.mp4")))
+            })
+            .await
+            .map_err(|e| Failure::Retryable(e.to_string()))?
+            .map_err(|e| Failure::Retryable(format!("caching D-ID's clip: {e}")))?
+            .0
+        }
+    };
+    // The render reads its own copy: the cache may evict the entry while it runs.
+    tokio::fs::copy(entry.join("clip.mp4"), &clip).await.map_err(|e| Failure::Retryable(format!("D-ID clip: {e}")))?;
+    Ok(Ok(clip))
 }

@@ -231,7 +231,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
             return "failed";
         }
     };
-    let spec = match reelsmith_spec::parse(&record.spec.to_string()) {
+    let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => submit::engine_view(&s),
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("spec_parse: {e}"), false, vec![]).await;
@@ -244,6 +244,19 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
     }
     let work = state.config.data_dir.join("tmp").join(format!("{}-{}", lease.job_id, lease.attempt));
     let _ = tokio::fs::create_dir_all(&work).await;
+    // D-ID's clips, which the render job put in the shared cache before fanning out.
+    match crate::did::prepare_scenes(state, &job, &record, &mut spec, &work, false).await {
+        Ok(crate::did::Scenes::Ready) => {}
+        other => {
+            let _ = tokio::fs::remove_dir_all(&work).await;
+            let msg = match other {
+                Err(f) => f.message().to_string(),
+                _ => "stopped while preparing D-ID's clips".into(),
+            };
+            let _ = state.queue.fail(&lease, &msg, true, vec![]).await;
+            return "failed";
+        }
+    }
     let watch = Watch::new();
     let opts = RenderOptions {
         scope: Scope::Segments(vec![p.index]),

@@ -62,6 +62,8 @@ pub enum Kind {
     Image,
     Audio,
     Font,
+    /// A container with a video stream (MP4/MOV, WebM/Matroska): a scene's `video` clip.
+    Video,
 }
 
 /// Recognises a file from its first bytes (never from its name).
@@ -106,6 +108,7 @@ pub fn sniff_kind(media_type: &str) -> Option<Kind> {
         "image" => Some(Kind::Image),
         "audio" => Some(Kind::Audio),
         "font" => Some(Kind::Font),
+        "video" => Some(Kind::Video),
         _ => None,
     }
 }
@@ -121,12 +124,12 @@ pub async fn store_asset(
     if bytes.is_empty() {
         return Err(ApiError::unprocessable("empty_file", format!("{what} is empty")));
     }
-    let Some((kind, media_type)) = sniff(&bytes) else {
+    let Some((kind, mut media_type)) = sniff(&bytes) else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
-                "{what} is not an image (JPEG, PNG, WebP, GIF, BMP, TIFF), audio (WAV, MP3, OGG, FLAC, M4A) or font (TTF, OTF) file"
+                "{what} is not an image (JPEG, PNG, WebP, GIF, BMP, TIFF), audio (WAV, MP3, OGG, FLAC, M4A), video (MP4, MOV, WebM) or font (TTF, OTF) file"
             ),
         ));
     };
@@ -156,22 +159,44 @@ pub async fn store_asset(
         }
         (width, height) = (Some(w), Some(h));
     }
-    if tokio::fs::metadata(&path).await.is_err() {
-        let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("up")));
-        tokio::fs::write(&tmp, &bytes).await.map_err(ApiError::internal)?;
-        if kind == Kind::Audio {
-            let probe_path = tmp.clone();
-            let probed = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
-                .await
-                .map_err(ApiError::internal)?;
-            let ok = probed.as_ref().is_ok_and(|p| p.audio().is_some());
-            if !ok {
-                let _ = tokio::fs::remove_file(&tmp).await;
+    let stored = tokio::fs::metadata(&path).await.is_ok();
+    let file = if stored { path.clone() } else { state.assets_dir.join(format!(".{}", reelsmith_store::new_id("up"))) };
+    if !stored {
+        tokio::fs::write(&file, &bytes).await.map_err(ApiError::internal)?;
+    }
+    if kind == Kind::Audio {
+        // MP4 and WebM hold audio, video or both: the streams decide.
+        let probe_path = file.clone();
+        let probed = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
+            .await
+            .map_err(ApiError::internal)?;
+        let refuse = |e: ApiError| async {
+            if !stored {
+                let _ = tokio::fs::remove_file(&file).await;
+            }
+            Err(e)
+        };
+        match probed.as_ref().ok().and_then(|p| p.video()).filter(|v| v.width > 0) {
+            Some(v) if matches!(media_type, "audio/mp4" | "audio/webm") => {
+                let limit = reelsmith_spec::limits::MAX_VIDEO_PIXELS;
+                if v.width as u64 * v.height as u64 > limit {
+                    let msg =
+                        format!("{what} is a {}x{} video; the limit is {limit} pixels per frame", v.width, v.height);
+                    return refuse(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "video_too_large", msg)).await;
+                }
+                media_type = if media_type == "audio/mp4" { "video/mp4" } else { "video/webm" };
+                (width, height) = (Some(v.width), Some(v.height));
+            }
+            _ if probed.as_ref().is_ok_and(|p| p.audio().is_some()) => {}
+            _ => {
                 let why = probed.err().map_or_else(|| "it has no audio stream".to_string(), |e| e.to_string());
-                return Err(ApiError::unprocessable("corrupt_audio", format!("{what}: cannot read the audio: {why}")));
+                let msg = format!("{what}: cannot read the audio: {why}");
+                return refuse(ApiError::unprocessable("corrupt_audio", msg)).await;
             }
         }
-        tokio::fs::rename(&tmp, &path).await.map_err(ApiError::internal)?;
+    }
+    if !stored {
+        tokio::fs::rename(&file, &path).await.map_err(ApiError::internal)?;
     }
     // Workers on other nodes read it from shared storage.
     crate::distribute::share_asset(state, &id, &path).await.map_err(ApiError::internal)?;
@@ -272,6 +297,27 @@ pub async fn prepare(
             }
             e
         })?;
+    if state.config.did_api_key.is_none() {
+        let remote: Vec<IssueBody> = spec
+            .scenes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                matches!(
+                    s.motion,
+                    reelsmith_spec::Motion::TalkingHead { provider: reelsmith_spec::TalkingHeadProvider::DId, .. }
+                )
+            })
+            .map(|(i, _)| IssueBody {
+                path: format!("spec.scenes[{i}].motion.provider"),
+                message: "d-id needs did_api_key on this server; use provider local to animate the face here".into(),
+            })
+            .collect();
+        if let Some(first) = remote.first() {
+            let msg = format!("{}: {}", first.path, first.message);
+            return Err(ApiError::unprocessable("provider_unavailable", msg).with_issues(remote));
+        }
+    }
     let spec_json = serde_json::to_value(&spec).map_err(ApiError::internal)?;
     let canonical = serde_json::to_vec(&spec_json).map_err(ApiError::internal)?;
     let spec_hash = blake3::hash(&canonical).to_hex().to_string();

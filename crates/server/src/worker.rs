@@ -175,12 +175,26 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         let _ = state.queue.fail(&lease, &format!("cannot create work folder: {e}"), true, vec![]).await;
         return "failed";
     }
-    let spec = match reelsmith_spec::parse(&record.spec.to_string()) {
+    let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => submit::engine_view(&s),
         Err(e) => return finish_failed(state, &record, &lease, "spec_parse", &e.to_string(), false).await,
     };
     if let Err(e) = crate::distribute::ensure_assets(state, &spec).await {
         return finish_failed(state, &record, &lease, "assets", &e, true).await;
+    }
+    // Talking heads D-ID animates become D-ID's clips first.
+    let prepared = crate::did::prepare_scenes(state, &job, &record, &mut spec, &work, true).await;
+    if !matches!(prepared, Ok(crate::did::Scenes::Ready)) {
+        let outcome = match prepared {
+            Ok(crate::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
+            Ok(_) => "lost",
+            Err(f) => {
+                let retryable = matches!(f, crate::did::Failure::Retryable(_));
+                finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
+            }
+        };
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return outcome;
     }
 
     // Distributed: segments rendered by segment jobs on any worker first, then assembled here.

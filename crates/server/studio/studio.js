@@ -145,6 +145,7 @@ async function uploadInto(zone, file, errorEl) {
   try {
     const asset = await uploadAsset(file);
     zone.dataset.ref = asset.ref;
+    zone.dataset.mediaType = asset.media_type ?? '';
     zone.dataset.width = asset.width ?? '';
     zone.dataset.height = asset.height ?? '';
     const img = $('img', zone);
@@ -210,13 +211,16 @@ function storyboardSpec() {
   const scenes = lis.map((li, i) => {
     const scene = {};
     const ref = $('.drop', li).dataset.ref;
-    if (ref) Object.assign(scene, { image: ref, fit: 'cover' });
+    const clip = ($('.drop', li).dataset.mediaType || '').startsWith('video/');
+    if (ref && clip) Object.assign(scene, { video: { file: ref }, fit: 'cover' });
+    else if (ref) Object.assign(scene, { image: ref, fit: 'cover' });
     else scene.background = { color: $('.color', li).value };
     const title = $('.title', li).value.trim();
     if (title) scene.title = title;
     const text = $('.narration', li).value;
     if (text !== '') scene.narration = { text };
-    scene.motion = { type: $('.motion', li).value };
+    const [type, provider] = $('.motion', li).value.split(':');
+    scene.motion = provider ? { type, provider } : { type };
     if (i < lis.length - 1 && f.transition.value !== 'cut') scene.transition = { type: f.transition.value, duration: 0.5 };
     return scene;
   });

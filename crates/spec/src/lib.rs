@@ -29,6 +29,8 @@ pub mod limits {
     pub const MAX_INPUT_BYTES: u64 = 200 * 1024 * 1024;
     /// Largest accepted decoded image, in pixels (a decompression-bomb guard).
     pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+    /// Largest accepted video clip frame, in pixels (4096x4096; 4K UHD fits).
+    pub const MAX_VIDEO_PIXELS: u64 = 4096 * 4096;
     pub const MAX_ZOOM: f32 = 4.0;
 }
 
@@ -67,6 +69,9 @@ impl Spec {
         for (i, s) in self.scenes.iter_mut().enumerate() {
             if let Some(f) = s.image.as_mut() {
                 out.push((format!("scenes[{i}].image"), f));
+            }
+            if let Some(v) = s.video.as_mut() {
+                out.push((format!("scenes[{i}].video.file"), &mut v.file));
             }
             if let Some(a) = s.narration.as_mut().and_then(|n| n.audio.as_mut()) {
                 out.push((format!("scenes[{i}].narration.audio"), a));
@@ -527,9 +532,14 @@ fn default_audio_bitrate() -> u32 {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Scene {
-    /// Image file (JPEG, PNG, WebP…), relative to the spec. Without it the scene is a colour card.
+    /// Image file (JPEG, PNG, WebP…), relative to the spec. Without it (or `video`) the scene is
+    /// a colour card.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// A video clip instead of an image: fitted like one, moved by Ken Burns like one, under the
+    /// title, overlay and subtitles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoClip>,
     #[serde(default)]
     pub fit: Fit,
     /// Colour card fill (or what shows around a contained image).
@@ -557,6 +567,28 @@ pub struct Scene {
     /// `{"color": "#0a5"}`, `{"image": "office.jpg"}` or `{"blur": 12}` (radius in pixels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace_background: Option<ReplaceBackground>,
+}
+
+/// A scene's video clip. It starts with the narration (after the transition in) and shows its
+/// first frame until then; a scene without narration lasts as long as the clip by default.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VideoClip {
+    /// Video file (MP4, MOV, WebM, … anything FFmpeg reads), relative to the spec.
+    pub file: String,
+    /// Where in the clip to begin, seconds.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub start: f64,
+    /// Where in the clip to stop, seconds; default: its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<f64>,
+    /// Play the clip again from `start` while the scene outlasts it (else its last frame holds).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub r#loop: bool,
+    /// The clip's own sound as the scene's audio (a scene without narration only); it is
+    /// ducked under music and loudness-normalised like narration.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub audio: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -652,7 +684,21 @@ pub enum Motion {
         /// Slight idle head motion (sway and tilt), 0 (still) to 2; 1 is natural.
         #[serde(default = "one", skip_serializing_if = "is_one")]
         head_motion: f32,
+        /// Who animates the face: `local` (this engine) or `d-id` (D-ID's API, through the
+        /// service's `did_api_key`; the narration is synthesised here and sent as audio).
+        #[serde(default, skip_serializing_if = "is_default")]
+        provider: TalkingHeadProvider,
     },
+}
+
+/// Who renders a talking head.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum TalkingHeadProvider {
+    #[default]
+    Local,
+    #[serde(rename = "d-id")]
+    DId,
 }
 
 /// How a talking head's photo is framed.

@@ -161,6 +161,22 @@ impl Spec {
             if let Some(img) = &scene.image {
                 v.file(&format!("{p}.image"), base_dir, img);
             }
+            if let Some(clip) = &scene.video {
+                let vp = format!("{p}.video");
+                if scene.image.is_some() {
+                    v.push(&vp, "give either an image or a video, not both");
+                }
+                v.file(&format!("{vp}.file"), base_dir, &clip.file);
+                v.range(&format!("{vp}.start"), clip.start, 0.0, limits::MAX_TOTAL_SECONDS);
+                if let Some(end) = clip.end
+                    && end.partial_cmp(&clip.start) != Some(std::cmp::Ordering::Greater)
+                {
+                    v.push(format!("{vp}.end"), format!("must be after start ({}), got {end}", clip.start));
+                }
+                if clip.audio && scene.narration.is_some() {
+                    v.push(format!("{vp}.audio"), "a scene with narration cannot also use the clip's sound");
+                }
+            }
             match &scene.replace_background {
                 Some(_) if scene.image.is_none() => {
                     v.push(format!("{p}.replace_background"), "needs an image with a person in it");
@@ -210,8 +226,14 @@ impl Spec {
                 fixed_total += d;
             }
             v.range(&format!("{p}.padding"), scene.padding, 0.0, 30.0);
-            if let Motion::TalkingHead { head_motion, .. } = scene.motion {
+            if let Motion::TalkingHead { head_motion, provider, .. } = scene.motion {
                 v.range(&format!("{p}.motion.head_motion"), head_motion, 0.0, 2.0);
+                if provider == crate::TalkingHeadProvider::DId && scene.replace_background.is_some() {
+                    v.push(
+                        format!("{p}.replace_background"),
+                        "not available when D-ID renders the talking head (provider d-id)",
+                    );
+                }
                 if scene.image.is_none() {
                     v.push(format!("{p}.motion"), "talking-head needs an image with a face");
                 }
@@ -305,6 +327,33 @@ mod tests {
         let got = issues(&json, &dir).join("\n");
         assert!(got.contains("scenes[0].narration.text: text is empty"), "{got}");
         assert!(got.contains("scenes[1].title: text too long: 5001 characters"), "{got}");
+    }
+
+    #[test]
+    fn video_clips_are_checked() {
+        let dir = tempfile_dir();
+        std::fs::write(dir.join("c.mp4"), b"x").unwrap();
+        std::fs::write(dir.join("p.png"), b"x").unwrap();
+        let got = issues(
+            r#"{"version":1,"scenes":[
+              {"video":{"file":"missing.mp4"}},
+              {"image":"p.png","video":{"file":"c.mp4","start":-1}},
+              {"video":{"file":"c.mp4","start":2,"end":1}},
+              {"video":{"file":"c.mp4","audio":true},"narration":{"text":"hi"}},
+              {"video":{"file":"c.mp4"},"motion":{"type":"talking-head"},"narration":{"text":"hi"}}]}"#,
+            &dir,
+        )
+        .join("\n");
+        for needle in [
+            "scenes[0].video.file: file not found: missing.mp4",
+            "scenes[1].video: give either an image or a video",
+            "scenes[1].video.start: must be between 0 and 3600, got -1",
+            "scenes[2].video.end: must be after start (2), got 1",
+            "scenes[3].video.audio: a scene with narration cannot also use the clip's sound",
+            "scenes[4].motion: talking-head needs an image with a face",
+        ] {
+            assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
+        }
     }
 
     #[test]

@@ -403,15 +403,21 @@ async fn d_id_provider_finishes_by_webhook_or_polling_against_a_fake_d_id() {
         assert_eq!(r.status(), 201, "{mode}: {}", r.text().await.unwrap());
         let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
         let talk = talk_final(&s, None, &id).await;
-        let f = fake.lock().unwrap();
-        assert!(!f.auth.is_empty() && f.auth.iter().all(|a| a == &format!("Basic {FAKE_KEY}")), "{mode}: {:?}", f.auth);
-        assert_eq!(f.images, vec![std::fs::read(astronaut()).unwrap()], "{mode}: the photo was uploaded as is");
-        let (sent, polls, _) = f.talks.values().next().unwrap().clone();
-        assert_eq!(sent["script"]["input"], "Rendered far away.");
-        assert_eq!(sent["script"]["provider"]["voice_id"], "en-US-JennyNeural", "the caller's D-ID voice");
-        assert_eq!(sent["config"]["fluent"], true);
-        assert!(sent["webhook"].as_str().unwrap().contains("/callbacks/d-id/"), "{sent}");
-        drop(f);
+        let polls = {
+            let f = fake.lock().unwrap();
+            assert!(
+                !f.auth.is_empty() && f.auth.iter().all(|a| a == &format!("Basic {FAKE_KEY}")),
+                "{mode}: {:?}",
+                f.auth
+            );
+            assert_eq!(f.images, vec![std::fs::read(astronaut()).unwrap()], "{mode}: the photo was uploaded as is");
+            let (sent, polls, _) = f.talks.values().next().unwrap().clone();
+            assert_eq!(sent["script"]["input"], "Rendered far away.");
+            assert_eq!(sent["script"]["provider"]["voice_id"], "en-US-JennyNeural", "the caller's D-ID voice");
+            assert_eq!(sent["config"]["fluent"], true);
+            assert!(sent["webhook"].as_str().unwrap().contains("/callbacks/d-id/"), "{sent}");
+            polls
+        };
         match mode {
             "webhook" => {
                 assert_eq!(talk["status"], "done", "{talk}");
@@ -437,4 +443,126 @@ async fn d_id_provider_finishes_by_webhook_or_polling_against_a_fake_d_id() {
         assert!(got[..] == result[..], "{mode}: the stored video is D-ID's result");
         assert!((talk["duration"].as_f64().unwrap() - 2.0).abs() < 0.1, "{talk}");
     }
+}
+
+/// A clip standing in for D-ID's animation of a scene: red for 1 s, then blue, 256x256 with sound.
+fn did_scene_clip(dir: &Path) -> Vec<u8> {
+    let p = dir.join("did-scene.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "color=red:size=256x256:rate=25:duration=1"])
+        .args(["-f", "lavfi", "-i", "color=blue:size=256x256:rate=25:duration=5"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=300:duration=6"])
+        .args(["-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-map", "2:a"])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::read(p).unwrap()
+}
+
+/// A storyboard whose second scene's talking head D-ID animates: the narration is synthesised
+/// here and sent to (a fake) D-ID as audio with the photo; D-ID's clip plays in the scene in
+/// time with the narration, beside a user's own video clip; a later render with another scene
+/// edited reuses the clip without calling D-ID; without a D-ID key the spec is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_did(true, false, did_scene_clip(dir.path())).await;
+    let base = fake.lock().unwrap().base.clone();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("REELSMITH_DID_API_KEY", FAKE_KEY), ("REELSMITH_DID_BASE_URL", &base), ("REELSMITH_DID_POLL_SECS", "30")],
+    );
+    let upload = |bytes: Vec<u8>| async { s.post("/api/v1/assets").body(bytes).send().await.unwrap() };
+    let photo: Value = upload(std::fs::read(astronaut()).unwrap()).await.json().await.unwrap();
+    // The user's own clip is a video asset.
+    let r = upload(result_mp4(dir.path())).await;
+    assert_eq!(r.status(), 201);
+    let broll: Value = r.json().await.unwrap();
+    assert_eq!((broll["media_type"].as_str(), broll["width"].as_u64()), (Some("video/mp4"), Some(256)), "{broll}");
+    let text = "This scene was animated far away, by a fake D-ID service.";
+    let spec = |first: f64| {
+        json!({"spec": {
+            "version": 1,
+            "output": {"width": 320, "height": 180, "fps": 25, "quality": {"preset": "ultrafast"}},
+            "subtitles": {"enabled": false},
+            "scenes": [
+                {"video": {"file": format!("asset:{}", broll["id"].as_str().unwrap())}, "duration": first},
+                {"image": format!("asset:{}", photo["id"].as_str().unwrap()), "narration": {"text": text},
+                 "motion": {"type": "talking-head", "provider": "d-id"}}
+            ]
+        }})
+    };
+    let (code, g) = s.submit(&spec(1.0)).await;
+    assert_eq!(code, 202, "{g}");
+    let done = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.talks.len(), 1, "one talk for the one D-ID scene");
+        let (sent, polls, _) = f.talks.values().next().unwrap().clone();
+        assert_eq!(sent["script"]["type"], "audio", "{sent}");
+        assert_eq!(sent["config"]["stitch"], true, "photo framing keeps the photo: {sent}");
+        assert!(
+            sent["webhook"].as_str().unwrap().contains(&format!("/callbacks/d-id/{}.s1?", g["id"].as_str().unwrap()))
+        );
+        assert_eq!(polls, 2, "D-ID's webhook woke the worker (polls every 30 s)");
+        assert_eq!(f.images[0], std::fs::read(astronaut()).unwrap(), "the photo as uploaded");
+        let wav = &f.images[1];
+        assert!(wav.starts_with(b"RIFF") && &wav[8..12] == b"WAVE", "the narration went as a WAV");
+    }
+    let report: Value = s
+        .get(&format!("/api/v1/generations/{}/report", g["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let video = s.get(&format!("/api/v1/generations/{}/video", g["id"].as_str().unwrap())).send().await.unwrap();
+    let path = dir.path().join("story.mp4");
+    std::fs::write(&path, video.bytes().await.unwrap()).unwrap();
+    let info = reelsmith_media::ffmpeg::probe(&path).unwrap();
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!((info.duration - duration).abs() < 0.1 && duration > 3.0, "{} vs {duration}", info.duration);
+    // The narration (and D-ID's clip) start with scene 1 at 1 s: red for its first second, then blue.
+    let mean = |t: f64| {
+        let (w, h, rgb) = reelsmith_media::ffmpeg::frame_rgb_at(&path, t).unwrap();
+        let mut sum = [0f64; 3];
+        for p in rgb.chunks_exact(3) {
+            for c in 0..3 {
+                sum[c] += p[c] as f64;
+            }
+        }
+        sum.map(|x| x / (w * h) as f64)
+    };
+    let (a, b) = (mean(1.5), mean(2.6));
+    assert!(a[0] > 180.0 && a[2] < 70.0, "D-ID's first second at 1.5 s: {a:?}");
+    assert!(b[2] > 180.0 && b[0] < 70.0, "then its blue part: {b:?}");
+    // The narration is ours, under D-ID's pictures: speech (not D-ID's 300 Hz tone) in scene 1.
+    let mono = reelsmith_media::ffmpeg::decode_audio(&path, 16_000, 1, None, 60.0).unwrap();
+    let loud = mono[16_000 * 3 / 2..16_000 * 5 / 2].iter().map(|s| s * s).sum::<f32>() / 16_000.0;
+    assert!(loud > 1e-4, "narration plays in scene 1: {loud}");
+
+    // Another scene edited: D-ID's clip comes from the cache.
+    let (code, g2) = s.submit(&spec(1.4)).await;
+    assert_eq!(code, 202, "{g2}");
+    let done = s.wait_final(g2["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(fake.lock().unwrap().talks.len(), 1, "no second call to D-ID");
+    drop(s);
+
+    // A server without a D-ID key refuses such a storyboard at once, naming the scene.
+    let s = Server::start(&dir.path().join("nokey"), &[]);
+    let photo: Value =
+        s.post("/api/v1/assets").body(std::fs::read(astronaut()).unwrap()).send().await.unwrap().json().await.unwrap();
+    let body = json!({"spec": {"version": 1, "scenes": [{"image": format!("asset:{}", photo["id"].as_str().unwrap()),
+        "narration": {"text": "Hi."}, "motion": {"type": "talking-head", "provider": "d-id"}}]}});
+    let (code, e) = s.submit(&body).await;
+    assert_eq!(code, 422, "{e}");
+    assert_eq!(e["error"]["code"], "provider_unavailable", "{e}");
+    assert!(e.to_string().contains("spec.scenes[0].motion.provider"), "{e}");
 }
