@@ -2,6 +2,9 @@
 //! after a one-scene edit, compared in the same run against FFmpeg encoding the very same
 //! frames from a raw file (the encode-only limit of this machine).
 //!
+//! `reelsmith bench clip`: a video clip scene (decoded, fitted, titled, subtitled and encoded
+//! through the engine) against FFmpeg alone transcoding the same clip to the same size.
+//!
 //! `reelsmith bench load`: virtual users against a running server (see `reelsmith-loadgen`).
 
 use std::path::{Path, PathBuf};
@@ -43,6 +46,20 @@ pub enum BenchCommand {
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// A scene playing a video clip vs. FFmpeg alone transcoding that clip to the same size.
+    Clip {
+        #[arg(long, default_value = "bench-out")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Length of the generated clip (1080p, 30 fps), seconds.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
     },
     /// HTTP load against a running server: latency percentiles per endpoint, errors, req/s.
     Load(LoadArgs),
@@ -419,7 +436,70 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Queue(args) => queue_bench(args),
         BenchCommand::Cluster(args) => crate::bench_cluster::run(args),
         BenchCommand::Render { .. } => render_bench(cmd),
+        BenchCommand::Clip { dir, width, height, fps, seconds } => clip_bench(dir, *width, *height, *fps, *seconds),
     }
+}
+
+fn ffmpeg_status(args: &[&str], what: &str) -> Result<f64> {
+    let t = Instant::now();
+    let status = Command::new(reelsmith_media::ffmpeg::ffmpeg_bin())
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(args)
+        .stdin(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("{what} failed: {status}");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn clip_bench(dir: &Path, w: u32, h: u32, fps: u32, seconds: f64) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let clip = dir.join("clip-1080p.mp4");
+    let clip_s = clip.to_string_lossy().to_string();
+    if !clip.exists() {
+        eprintln!("generating a {seconds} s 1080p clip…");
+        let src = format!("testsrc2=size=1920x1080:rate=30:duration={seconds}");
+        ffmpeg_status(
+            &["-f", "lavfi", "-i", &src, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", &clip_s],
+            "clip",
+        )?;
+    }
+    let spec = json!({
+        "version": 1,
+        "output": { "width": w, "height": h, "fps": fps, "quality": { "preset": "veryfast", "crf": 23 } },
+        "scenes": [{ "video": { "file": "clip-1080p.mp4" }, "title": "Clip", "overlay": { "text": "bench" } }]
+    });
+    let spec_path = dir.join("clip.json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+    let cache = dir.join("cache-clip");
+    let _ = std::fs::remove_dir_all(&cache);
+    eprintln!("engine: clip scene at {w}x{h}@{fps}…");
+    let rep = render(&cache, &spec_path, &dir.join("clip-out.mp4"), None, None)?;
+    eprintln!("reference: ffmpeg transcoding the clip alone…");
+    let out = dir.join("clip-ref.mp4").to_string_lossy().to_string();
+    let vf = format!("fps={fps},scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}");
+    let cpu0 = cpu_seconds();
+    let reference = ffmpeg_status(
+        &["-i", &clip_s, "-vf", &vf, "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-an", &out],
+        "reference transcode",
+    )?;
+    let ref_cpu = cpu_seconds() - cpu0;
+    let _ = std::fs::remove_dir_all(&cache);
+    println!(
+        "Reelsmith clip benchmark: a {seconds} s 1080p clip as one scene at {w}x{h}@{fps}, {} cores",
+        reelsmith_engine::cores()
+    );
+    println!("  reference (ffmpeg transcode alone): {reference:.2} s wall, {ref_cpu:.2} s cpu");
+    println!(
+        "  engine (title, overlay, soundtrack, join): {:.2} s wall, {:.2} s cpu = {:.2}x reference, peak tree {:.0} MB RSS / {:.0} MB PSS",
+        rep.wall_s,
+        rep.cpu_s,
+        rep.wall_s / reference,
+        rep.peak_tree_rss_mb,
+        rep.peak_tree_pss_mb
+    );
+    Ok(())
 }
 
 fn render_bench(cmd: &BenchCommand) -> Result<()> {
