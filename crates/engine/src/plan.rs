@@ -56,6 +56,10 @@ impl Timeline {
 /// Longest piece of a scene body encoded as one segment.
 pub const CHUNK_SECONDS: f64 = 4.0;
 
+/// Longest piece of a video clip scene's body: each piece decodes the clip from the keyframe
+/// before its start, which in a long-GOP clip can be seconds of frames.
+pub const CLIP_CHUNK_SECONDS: f64 = 10.0;
+
 /// Seconds without narration when a scene's duration is automatic.
 pub const SILENT_SCENE_SECONDS: f64 = 3.0;
 
@@ -137,7 +141,9 @@ pub fn layout(
         let (from, to) = (s.overlap_in, s.frames.saturating_sub(s.overlap_out));
         // Long bodies are cut into chunks so every core keeps encoding to the end, also when one
         // edited scene is all there is to render.
-        let max_chunk = (CHUNK_SECONDS * fps).round().max(1.0) as u64;
+        // A clip's chunks are longer: each one's decoder starts at the keyframe before it.
+        let chunk = if spec.scenes[i].video.is_some() { CLIP_CHUNK_SECONDS } else { CHUNK_SECONDS };
+        let max_chunk = (chunk * fps).round().max(1.0) as u64;
         let mut pieces = (to.saturating_sub(from)).div_ceil(max_chunk);
         // An even number of pieces shares out evenly on 2 (and 4) cores: 3 pieces of one scene
         // on 2 cores leave one core encoding two while the other idles after one.
@@ -235,6 +241,18 @@ mod tests {
         assert_eq!(bodies[0], &Segment::Body { scene: 0, from: 0, to: 23 });
         assert_eq!(bodies[3], &Segment::Body { scene: 0, from: 71, to: 95 });
         assert!(t.segments.iter().all(|s| s.frames() <= 40));
+    }
+
+    #[test]
+    fn clip_bodies_are_cut_in_longer_chunks() {
+        let s = spec(
+            r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":19,"video":{"file":"c.mp4"}},{"duration":19}]}"#,
+        );
+        let t = layout(&s, &[None, None], &[None, None], &mut Validator::default());
+        let pieces = |scene: usize| {
+            t.segments.iter().filter(|g| matches!(g, Segment::Body { scene: s, .. } if *s == scene)).count()
+        };
+        assert_eq!((pieces(0), pieces(1)), (2, 6), "10 s pieces for a clip, 4 s for a picture");
     }
 
     #[test]

@@ -387,7 +387,9 @@ fn callback_url(state: &AppState, waiter: &str) -> String {
 
 /// How preparing a storyboard's D-ID scenes ended, when it did not fail.
 pub(crate) enum Scenes {
-    Ready,
+    /// The spec is ready to render; with D-ID scenes, their stage's figures (items: scenes,
+    /// runs: talks D-ID rendered, the rest came from the cache).
+    Ready(Option<StageReport>),
     Cancelled,
     Lost,
 }
@@ -417,8 +419,9 @@ pub(crate) async fn prepare_scenes(
         })
         .collect();
     if remote.is_empty() {
-        return Ok(Scenes::Ready);
+        return Ok(Scenes::Ready(None));
     }
+    let started = Instant::now();
     let Some(api_key) = state.config.did_api_key.as_deref() else {
         return Err(Failure::Final(format!(
             "scenes[{}].motion.provider: d-id needs did_api_key on this server",
@@ -446,11 +449,15 @@ pub(crate) async fn prepare_scenes(
             .map(|&(i, framing)| scene_clip(state, &client, job, g, &view, i, framing, work, may_call, &publish)),
     )
     .await;
+    let mut stage = StageReport { items: remote.len() as u64, ..Default::default() };
     for (&(i, _), clip) in remote.iter().zip(clips) {
-        let clip = match clip? {
-            Ok(path) => path,
+        let (clip, called) = match clip? {
+            Ok(got) => got,
             Err(stopped) => return Ok(stopped),
         };
+        stage.runs += called as u64;
+        stage.cache_hits += !called as u64;
+        stage.cache_misses += called as u64;
         let scene = &mut spec.scenes[i];
         scene.image = None;
         scene.motion = Motion::None;
@@ -462,11 +469,12 @@ pub(crate) async fn prepare_scenes(
             audio: false,
         });
     }
-    Ok(Scenes::Ready)
+    stage.wall_s = started.elapsed().as_secs_f64();
+    Ok(Scenes::Ready(Some(stage)))
 }
 
-/// Scene `i`'s D-ID clip, from the cache or from D-ID, copied into `work`; or why the wait
-/// stopped (cancelled, lease lost).
+/// Scene `i`'s D-ID clip, from the cache or from D-ID (then `true`), copied into `work`; or
+/// why the wait stopped (cancelled, lease lost).
 #[allow(clippy::too_many_arguments)]
 async fn scene_clip(
     state: &AppState,
@@ -479,7 +487,7 @@ async fn scene_clip(
     work: &Path,
     may_call: bool,
     publish: &impl Fn(&str, f64),
-) -> Result<Result<std::path::PathBuf, Scenes>, Failure> {
+) -> Result<Result<(std::path::PathBuf, bool), Scenes>, Failure> {
     let scene = &spec.scenes[i];
     let photo = state.assets_dir.join(scene.image.as_deref().unwrap_or_default());
     let wav = work.join(format!("d-id-{i}.wav"));
@@ -508,6 +516,7 @@ async fn scene_clip(
             .await
             .map_err(|e| Failure::Retryable(e.to_string()))?
     };
+    let called = cached.is_none();
     let entry = match cached {
         Some(dir) => dir,
         None if !may_call => {
@@ -557,5 +566,5 @@ async fn scene_clip(
     };
     // The render reads its own copy: the cache may evict the entry while it runs.
     tokio::fs::copy(entry.join("clip.mp4"), &clip).await.map_err(|e| Failure::Retryable(format!("D-ID clip: {e}")))?;
-    Ok(Ok(clip))
+    Ok(Ok((clip, called)))
 }

@@ -246,7 +246,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
     let _ = tokio::fs::create_dir_all(&work).await;
     // D-ID's clips, which the render job put in the shared cache before fanning out.
     match crate::did::prepare_scenes(state, &job, &record, &mut spec, &work, false).await {
-        Ok(crate::did::Scenes::Ready) => {}
+        Ok(crate::did::Scenes::Ready(_)) => {}
         other => {
             let _ = tokio::fs::remove_dir_all(&work).await;
             let msg = match other {

@@ -183,19 +183,21 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         return finish_failed(state, &record, &lease, "assets", &e, true).await;
     }
     // Talking heads D-ID animates become D-ID's clips first.
-    let prepared = crate::did::prepare_scenes(state, &job, &record, &mut spec, &work, true).await;
-    if !matches!(prepared, Ok(crate::did::Scenes::Ready)) {
-        let outcome = match prepared {
-            Ok(crate::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
-            Ok(_) => "lost",
-            Err(f) => {
-                let retryable = matches!(f, crate::did::Failure::Retryable(_));
-                finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
-            }
-        };
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        return outcome;
-    }
+    let did_stage = match crate::did::prepare_scenes(state, &job, &record, &mut spec, &work, true).await {
+        Ok(crate::did::Scenes::Ready(stage)) => stage,
+        prepared => {
+            let outcome = match prepared {
+                Ok(crate::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
+                Ok(_) => "lost",
+                Err(f) => {
+                    let retryable = matches!(f, crate::did::Failure::Retryable(_));
+                    finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
+                }
+            };
+            let _ = tokio::fs::remove_dir_all(&work).await;
+            return outcome;
+        }
+    };
 
     // Distributed: segments rendered by segment jobs on any worker first, then assembled here.
     let mut made_by = std::collections::BTreeMap::new();
@@ -275,6 +277,10 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         Ok(Ok(mut report)) => {
             for s in &mut report.segments {
                 s.worker = made_by.get(&s.index).cloned();
+            }
+            if let Some(st) = did_stage {
+                report.wall_s += st.wall_s;
+                report.stages.insert("d-id".into(), st);
             }
             finish_succeeded(state, &record, &lease, report, &out).await
         }

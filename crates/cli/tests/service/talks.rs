@@ -522,6 +522,11 @@ async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
         .json()
         .await
         .unwrap();
+    assert_eq!(
+        (report["stages"]["d-id"]["items"].as_u64(), report["stages"]["d-id"]["runs"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
     let video = s.get(&format!("/api/v1/generations/{}/video", g["id"].as_str().unwrap())).send().await.unwrap();
     let path = dir.path().join("story.mp4");
     std::fs::write(&path, video.bytes().await.unwrap()).unwrap();
@@ -553,6 +558,16 @@ async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
     let done = s.wait_final(g2["id"].as_str().unwrap(), LIMIT).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(fake.lock().unwrap().talks.len(), 1, "no second call to D-ID");
+    let report: Value = s
+        .get(&format!("/api/v1/generations/{}/report", g2["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["stages"]["d-id"]["runs"], 0, "the clip came from the cache: {report}");
+    assert_eq!(report["stages"]["d-id"]["cache_hits"], 1, "{report}");
     drop(s);
 
     // A server without a D-ID key refuses such a storyboard at once, naming the scene.
