@@ -462,3 +462,58 @@ async fn workers_reconnect_after_postgres_restarts() {
     assert_eq!(api.wait_final(&second, LIMIT).await["status"], "succeeded");
     c.cleanup(vec![api, w1, w2]).await;
 }
+
+/// A distributed render of a storyboard with a scene D-ID animates: the render job gets D-ID's
+/// clip once, and segment jobs on the other worker take it from the shared cache (Redis) rather
+/// than calling D-ID again; the scene shows D-ID's pictures.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_d_id_scene_renders_across_workers_from_one_d_id_call() {
+    use crate::talks::{FAKE_KEY, astronaut, did_scene_clip, fake_did};
+    let c = Cluster::new(postgres_url(), redis_url());
+    let fake = fake_did(false, false, did_scene_clip(c.dir.path())).await;
+    let base = fake.lock().unwrap().base.clone();
+    let did = [
+        ("REELSMITH_DID_API_KEY", FAKE_KEY),
+        ("REELSMITH_DID_BASE_URL", base.as_str()),
+        ("REELSMITH_DID_POLL_SECS", "0.2"),
+    ];
+    let api = c.node(&["serve", "--no-worker"], &did);
+    let w1 = c.node(&["worker"], &did);
+    let w2 = c.node(&["worker"], &did);
+    let photo: Value = api
+        .post("/api/v1/assets")
+        .body(std::fs::read(astronaut()).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut spec = storyboard(4, "D-ID");
+    spec["scenes"][1] = json!({"image": format!("asset:{}", photo["id"].as_str().unwrap()),
+        "narration": {"text": "Animated once, shown by every worker that needs it."},
+        "motion": {"type": "talking-head", "provider": "d-id"}});
+    spec["subtitles"] = json!({"enabled": false});
+    let (code, g) = api.submit(&json!({"spec": spec})).await;
+    assert_eq!(code, 202, "{g}");
+    let id = g["id"].as_str().unwrap().to_string();
+    let s = api.wait_final(&id, LIMIT).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(fake.lock().unwrap().talks.len(), 1, "one call to D-ID for the whole video");
+    let segs = segment_workers(&s);
+    let makers: HashSet<String> =
+        segs.values().filter_map(|a| a.iter().find(|(_, o)| o == "succeeded")).map(|(w, _)| w.clone()).collect();
+    assert!(segs.len() >= 4 && makers.len() == 2, "both workers rendered segments: {segs:?}");
+    let video = c.dir.path().join("d-id.mp4");
+    download(&api, &id, &video).await;
+    // Scene 1 starts at 1.2 s: D-ID's first second is red.
+    let (w, h, rgb) = reelsmith_media::ffmpeg::frame_rgb_at(&video, 1.7).unwrap();
+    let mut sum = [0f64; 3];
+    for p in rgb.chunks_exact(3) {
+        for k in 0..3 {
+            sum[k] += p[k] as f64 / (w * h) as f64;
+        }
+    }
+    assert!(sum[0] > 180.0 && sum[2] < 70.0, "D-ID's clip in scene 1: {sum:?}");
+    c.cleanup(vec![api, w1, w2]).await;
+}

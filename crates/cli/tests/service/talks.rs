@@ -17,7 +17,7 @@ use crate::harness::*;
 
 const LIMIT: Duration = Duration::from_secs(180);
 
-fn astronaut() -> PathBuf {
+pub(crate) fn astronaut() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/astronaut.jpg")
 }
 
@@ -210,8 +210,8 @@ async fn talks_api_speaks_d_ids_wire_format() {
 
 /// What the fake D-ID saw and how it behaves.
 #[derive(Default)]
-struct Fake {
-    base: String,
+pub(crate) struct Fake {
+    pub(crate) base: String,
     /// Call the talk's webhook when it is done.
     webhooks: bool,
     /// Fail every talk as D-ID does when it finds no face.
@@ -219,13 +219,13 @@ struct Fake {
     auth: Vec<String>,
     images: Vec<Vec<u8>>,
     /// Each talk's request, how often it was polled, whether it is finished.
-    talks: HashMap<String, (Value, u32, bool)>,
+    pub(crate) talks: HashMap<String, (Value, u32, bool)>,
     result: Vec<u8>,
 }
 
-type FakeState = Arc<Mutex<Fake>>;
+pub(crate) type FakeState = Arc<Mutex<Fake>>;
 
-const FAKE_KEY: &str = "YWJjQGV4YW1wbGUuY29t:fake-secret";
+pub(crate) const FAKE_KEY: &str = "YWJjQGV4YW1wbGUuY29t:fake-secret";
 
 fn did_error(status: StatusCode, kind: &str, description: &str) -> (StatusCode, Json<Value>) {
     (status, Json(json!({"kind": kind, "description": description})))
@@ -262,7 +262,7 @@ fn fake_talk(f: &mut Fake, id: &str, poll: bool) -> Value {
     t
 }
 
-async fn fake_did(webhooks: bool, fail: bool, result: Vec<u8>) -> FakeState {
+pub(crate) async fn fake_did(webhooks: bool, fail: bool, result: Vec<u8>) -> FakeState {
     let state: FakeState = Arc::new(Mutex::new(Fake { webhooks, fail, result, ..Default::default() }));
     let upload = |field: &'static str, prefix: &'static str| {
         move |State(f): State<FakeState>, h: HeaderMap, mut mp: Multipart| async move {
@@ -446,7 +446,7 @@ async fn d_id_provider_finishes_by_webhook_or_polling_against_a_fake_d_id() {
 }
 
 /// A clip standing in for D-ID's animation of a scene: red for 1 s, then blue, 256x256 with sound.
-fn did_scene_clip(dir: &Path) -> Vec<u8> {
+pub(crate) fn did_scene_clip(dir: &Path) -> Vec<u8> {
     let p = dir.join("did-scene.mp4");
     let ok = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-y"])
