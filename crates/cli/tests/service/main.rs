@@ -51,7 +51,8 @@ async fn submit_follow_progress_download_and_verify_webhook() {
         .await;
     assert_eq!(code, 202, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
-    assert_eq!(created["status"], "queued");
+    // The answer shows the generation as it is now: an idle worker may already have taken it.
+    assert!(matches!(created["status"].as_str(), Some("queued" | "running")), "{created}");
     assert_eq!(created["priority"], 7);
 
     // SSE: status events until the final one, progress never going backwards within an attempt.
