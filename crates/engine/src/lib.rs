@@ -203,13 +203,9 @@ impl Engine {
         self.render(&spec, &base, out, opts)
     }
 
-    /// Checks a spec without rendering: ranges, files, voices and fonts.
+    /// Checks a spec without rendering: ranges, files, voices, fonts and video clips.
     pub fn validate(&self, spec: &Spec, base_dir: &Path) -> Result<(), RenderError> {
-        let mut v = Validator::default();
-        spec.check(base_dir, &mut v);
-        stages::check_voices_and_fonts(self, spec, base_dir, &mut v);
-        stages::check_clips(spec, base_dir, &mut v);
-        Ok(v.finish()?)
+        stages::validate(self, spec, base_dir).map(drop)
     }
 
     /// Scene `scene`'s narration as a WAV file (for a provider that animates the scene

@@ -15,8 +15,7 @@ use reelsmith_media::picture::{self, FitMode};
 use reelsmith_media::text::{Align, TextBlock, TextStyle};
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
 use reelsmith_spec::{
-    Background, Fit, Font, Framing, Motion, Narration, ReplaceBackground, Scene, Spec, TalkingHeadProvider, Validator,
-    limits,
+    Background, Fit, Font, Framing, Motion, Narration, ReplaceBackground, Scene, Spec, Validator, limits,
 };
 use serde::Serialize;
 
@@ -83,7 +82,7 @@ struct Inputs {
 
 /// A scene's video clip as probed.
 #[derive(Clone, Copy, Debug)]
-struct ClipInfo {
+pub(crate) struct ClipInfo {
     /// Seconds from the clip's `start` to its `end` (or the file's end).
     seconds: f64,
     has_audio: bool,
@@ -106,10 +105,10 @@ pub(crate) fn run(
     opts: &RenderOptions,
 ) -> Result<Report, RenderError> {
     // 1. Everything that can be checked before any work.
-    engine.validate(spec, base)?;
+    let clips = validate(engine, spec, base)?;
     reject_remote_scenes(spec)?;
     let (width, height) = spec.output.dimensions();
-    let inputs = hash_inputs(spec, base)?;
+    let inputs = hash_inputs(spec, base, clips)?;
     let counts = Counts::default();
     let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
     let mut rep =
@@ -137,6 +136,7 @@ pub(crate) fn run(
         .zip(&spec.scenes)
         .map(|(s, scene)| s.as_ref().filter(|_| !scene.video.as_ref().is_some_and(|c| c.audio)).map(Speech::seconds))
         .collect();
+    // A looped clip has no length of its own.
     let clip_seconds: Vec<Option<f64>> = (0..spec.scenes.len())
         .map(|i| inputs.clips.get(&i).filter(|_| !spec.scenes[i].video.as_ref().is_some_and(|c| c.r#loop)))
         .map(|c| c.map(|c| c.seconds))
@@ -343,8 +343,8 @@ pub(crate) fn narration_wav(
     i: usize,
     out: &Path,
 ) -> Result<(String, f64), RenderError> {
-    engine.validate(spec, base)?;
-    let inputs = hash_inputs(spec, base)?;
+    let clips = validate(engine, spec, base)?;
+    let inputs = hash_inputs(spec, base, clips)?;
     let speech = narration(engine, &Counts::default(), spec, i, &inputs, &AtomicU64::new(0))?
         .ok_or_else(|| RenderError::at(format!("scenes[{i}].narration"), "the scene has no narration"))?;
     let bytes = fs::read(&speech.path)?;
@@ -414,7 +414,8 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
     }
 }
 
-fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
+/// Hashes the files a validated spec names; `clips` are its probed video clips.
+fn hash_inputs(spec: &Spec, base: &Path, clips: BTreeMap<usize, ClipInfo>) -> Result<Inputs, RenderError> {
     let mut names: Vec<(String, String)> = vec![];
     for (i, s) in spec.scenes.iter().enumerate() {
         if let Some(img) = &s.image {
@@ -439,33 +440,39 @@ fn hash_inputs(spec: &Spec, base: &Path) -> Result<Inputs, RenderError> {
             .map_err(|e| RenderError::at(path, format!("cannot read {name}: {e}")))?;
         hashes.insert(name, h);
     }
-    let mut clips = BTreeMap::new();
-    for (i, s) in spec.scenes.iter().enumerate() {
-        if let Some(c) = &s.video {
-            clips.insert(
-                i,
-                probe_clip(&base.join(&c.file), c).map_err(|e| RenderError::at(format!("scenes[{i}].video"), e))?,
-            );
-        }
-    }
     Ok(Inputs { base: base.to_path_buf(), hashes, clips })
 }
 
+/// Everything that can be checked before any work: ranges, files, voices, fonts, and each
+/// video clip probed once (what it holds is returned for the render).
+pub(crate) fn validate(engine: &Engine, spec: &Spec, base: &Path) -> Result<BTreeMap<usize, ClipInfo>, RenderError> {
+    let mut v = Validator::default();
+    spec.check(base, &mut v);
+    check_voices_and_fonts(engine, spec, base, &mut v);
+    let clips = check_clips(spec, base, &mut v);
+    v.finish()?;
+    Ok(clips)
+}
+
 /// Probes every video clip that exists (missing files are reported by the spec's own checks).
-pub(crate) fn check_clips(spec: &Spec, base: &Path, v: &mut Validator) {
+fn check_clips(spec: &Spec, base: &Path, v: &mut Validator) -> BTreeMap<usize, ClipInfo> {
+    let mut clips = BTreeMap::new();
     for (i, s) in spec.scenes.iter().enumerate() {
         if let Some(c) = &s.video
             && base.join(&c.file).is_file()
         {
             match probe_clip(&base.join(&c.file), c) {
                 Err(e) => v.push(format!("scenes[{i}].video"), e),
-                Ok(info) if c.audio && !info.has_audio => {
-                    v.push(format!("scenes[{i}].video.audio"), format!("{} has no sound", c.file))
+                Ok(info) => {
+                    if c.audio && !info.has_audio {
+                        v.push(format!("scenes[{i}].video.audio"), format!("{} has no sound", c.file));
+                    }
+                    clips.insert(i, info);
                 }
-                Ok(_) => {}
             }
         }
     }
+    clips
 }
 
 /// Probes a scene's video clip: a readable video stream within the pixel limit, long enough
@@ -505,7 +512,7 @@ fn probe_clip(path: &Path, c: &reelsmith_spec::VideoClip) -> Result<ClipInfo, St
 fn reject_remote_scenes(spec: &Spec) -> Result<(), RenderError> {
     let mut v = Validator::default();
     for (i, s) in spec.scenes.iter().enumerate() {
-        if let Motion::TalkingHead { provider: TalkingHeadProvider::DId, .. } = s.motion {
+        if s.is_d_id_talking_head() {
             v.push(
                 format!("scenes[{i}].motion.provider"),
                 "d-id talking heads are rendered through the service (`reelsmith serve` with did_api_key); \
@@ -573,14 +580,20 @@ fn narration(
         fs::write(dir.join("words.json"), serde_json::to_vec(&words).expect("words serialise"))?;
         Ok(())
     })?;
+    read_speech(&dir, key, &path, "the narration has no audio").map(Some)
+}
+
+/// A narration cache entry (`speech.f32` and `words.json`), refused with `empty` at `path`
+/// when it holds no audio.
+fn read_speech(dir: &Path, key: Key, path: &str, empty: &str) -> Result<Speech, RenderError> {
     let audio = dir.join("speech.f32");
     let frames = fs::metadata(&audio)?.len() / 4;
+    if frames == 0 {
+        return Err(RenderError::at(path, empty));
+    }
     let words: Vec<WordTiming> =
         serde_json::from_slice(&fs::read(dir.join("words.json"))?).map_err(std::io::Error::other)?;
-    if frames == 0 {
-        return Err(RenderError::at(path, "the narration has no audio"));
-    }
-    Ok(Some(Speech { key, path: audio, frames, words }))
+    Ok(Speech { key, path: audio, frames, words })
 }
 
 /// A scene's clip sound, as a narration (placed, ducked and normalised like one).
@@ -595,10 +608,8 @@ fn clip_sound(
     let Some(c) = spec.scenes[i].video.as_ref().filter(|c| c.audio) else {
         return Ok(None);
     };
+    // Validation made sure the clip has sound.
     let path = format!("scenes[{i}].video.audio");
-    if !inputs.clips.get(&i).is_some_and(|c| c.has_audio) {
-        return Err(RenderError::at(path, format!("{} has no sound", c.file)));
-    }
     let key =
         cache::key("narration", &NarrationKey::ClipSound { file: inputs.hash(&c.file), start: c.start, end: c.end });
     let (dir, _) = counts.cached(engine, "narration", &key, |dir| {
@@ -613,12 +624,7 @@ fn clip_sound(
         fs::write(dir.join("words.json"), b"[]")?;
         Ok(())
     })?;
-    let audio = dir.join("speech.f32");
-    let frames = fs::metadata(&audio)?.len() / 4;
-    if frames == 0 {
-        return Err(RenderError::at(path, format!("{} has no sound in the part that plays", c.file)));
-    }
-    Ok(Some(Speech { key, path: audio, frames, words: vec![] }))
+    read_speech(&dir, key, &path, &format!("{} has no sound in the part that plays", c.file)).map(Some)
 }
 
 fn speech_engine<'a>(engine: &'a Engine, name: &str) -> Result<&'a Arc<dyn SpeechEngine>, RenderError> {
@@ -1320,20 +1326,20 @@ fn scene_look(
         subtitle_highlight: subs.highlight_color.rgba(),
         subtitle_position: (subs.position, subs.margin),
         talking,
-        clip: clip_look(scene, span, tl.fps, canvas, inputs.clips.get(&i), inputs)?,
+        clip: clip_look(i, scene, span, tl.fps, canvas, inputs)?,
     })
 }
 
 /// How a scene's clip plays on its canvas: the file, the part of it, and the fit as a filter.
 fn clip_look(
+    i: usize,
     scene: &Scene,
     span: &plan::SceneSpan,
     fps: u32,
     canvas: &(Key, PathBuf, u32, u32),
-    info: Option<&ClipInfo>,
     inputs: &Inputs,
 ) -> Result<Option<ClipLook>, RenderError> {
-    let (Some(c), Some(info)) = (&scene.video, info) else { return Ok(None) };
+    let (Some(c), Some(info)) = (&scene.video, inputs.clips.get(&i)) else { return Ok(None) };
     let (dir, cw, ch) = (&canvas.1, canvas.2, canvas.3);
     let scale = |mode: &str| format!("scale={cw}:{ch}:force_original_aspect_ratio={mode}:force_divisible_by=2");
     let (filter, backdrop) = match scene.fit {

@@ -324,21 +324,16 @@ impl VideoDecoder {
         assert_eq!((out.width, out.height), (self.width, self.height), "frame size");
         let Some(r) = self.stdout.as_mut() else { return Ok(false) };
         for plane in [&mut out.y, &mut out.u, &mut out.v] {
-            let mut at = 0;
-            while at < plane.len() {
-                match r.read(&mut plane[at..]) {
-                    Ok(0) => break,
-                    Ok(n) => at += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
+            match r.read_exact(plane) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // The end: whatever FFmpeg said decides whether that was an error.
+                    self.stdout = None;
+                    let status = self.child.wait()?;
+                    check("video decoder", status, self.stderr.take())?;
+                    return Ok(false);
                 }
-            }
-            if at < plane.len() {
-                // The end: whatever FFmpeg said decides whether that was an error.
-                self.stdout = None;
-                let status = self.child.wait()?;
-                check("video decoder", status, self.stderr.take())?;
-                return Ok(false);
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(true)

@@ -181,6 +181,26 @@ pub async fn callback(
 /// Removes the waiter when the render ends, however it ends.
 struct WaitGuard<'a>(&'a Waits, String);
 
+/// Waits for the webhook of the talk known as `waiter` here, until the guard is dropped.
+fn register_wait<'a>(state: &'a AppState, waiter: &str) -> (Arc<Notify>, WaitGuard<'a>) {
+    let notify = Arc::new(Notify::new());
+    state.remote_waits.lock().expect("waits").insert(waiter.to_string(), notify.clone());
+    (notify, WaitGuard(&state.remote_waits, waiter.to_string()))
+}
+
+/// Publishes a running generation's progress at a D-ID stage.
+fn publish_progress(state: &AppState, g: &GenerationRecord, attempt: u32, stage: &str, progress: f64) {
+    state.hub.publish(Event {
+        id: g.id.clone(),
+        status: "running".into(),
+        progress,
+        stage: Some(stage.into()),
+        attempt,
+        error: None,
+        owner: g.api_key_id.clone(),
+    });
+}
+
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.lock().expect("waits").remove(&self.1);
@@ -203,23 +223,11 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
         return worker::finish_failed(state, g, lease, "provider_unavailable", msg, false).await;
     };
     let client = Client::new(state.http.clone(), &state.config.did_base_url, key);
-    let publish = |stage: &str, progress: f64| {
-        state.hub.publish(Event {
-            id: g.id.clone(),
-            status: "running".into(),
-            progress,
-            stage: Some(stage.into()),
-            attempt: lease.attempt,
-            error: None,
-            owner: g.api_key_id.clone(),
-        });
-    };
+    let publish = |stage: &str, progress: f64| publish_progress(state, g, lease.attempt, stage, progress);
     publish("d-id", 0.02);
     let _ = state.meta.set_progress(&g.id, 0.02, "d-id").await;
 
-    let notify = Arc::new(Notify::new());
-    state.remote_waits.lock().expect("waits").insert(g.id.clone(), notify.clone());
-    let _guard = WaitGuard(&state.remote_waits, g.id.clone());
+    let (notify, _guard) = register_wait(state, &g.id);
     let work = state.config.data_dir.join("tmp").join(format!("{}-{}", g.id, lease.attempt));
     let _ = tokio::fs::create_dir_all(&work).await;
     let video = work.join("video.mp4");
@@ -408,16 +416,7 @@ pub(crate) async fn prepare_scenes(
     work: &Path,
     may_call: bool,
 ) -> Result<Scenes, Failure> {
-    use reelsmith_spec::{Framing, Motion, TalkingHeadProvider};
-    let remote: Vec<(usize, Framing)> = spec
-        .scenes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| match s.motion {
-            Motion::TalkingHead { provider: TalkingHeadProvider::DId, framing, .. } => Some((i, framing)),
-            _ => None,
-        })
-        .collect();
+    let remote: Vec<usize> = (0..spec.scenes.len()).filter(|&i| spec.scenes[i].is_d_id_talking_head()).collect();
     if remote.is_empty() {
         return Ok(Scenes::Ready(None));
     }
@@ -425,32 +424,21 @@ pub(crate) async fn prepare_scenes(
     let Some(api_key) = state.config.did_api_key.as_deref() else {
         return Err(Failure::Final(format!(
             "scenes[{}].motion.provider: d-id needs did_api_key on this server",
-            remote[0].0
+            remote[0]
         )));
     };
     let client = Client::new(state.http.clone(), &state.config.did_base_url, api_key);
-    let publish = |stage: &str, progress: f64| {
-        state.hub.publish(Event {
-            id: g.id.clone(),
-            status: "running".into(),
-            progress: progress * 0.1,
-            stage: Some(stage.into()),
-            attempt: job.lease.attempt,
-            error: None,
-            owner: g.api_key_id.clone(),
-        });
-    };
+    // D-ID's part of a storyboard is the first tenth of its progress.
+    let publish = |stage: &str, progress: f64| publish_progress(state, g, job.lease.attempt, stage, progress * 0.1);
     publish("d-id", 0.0);
     // All of the scenes at once: D-ID takes tens of seconds per talk.
     let view = spec.clone();
     let clips = futures_util::future::join_all(
-        remote
-            .iter()
-            .map(|&(i, framing)| scene_clip(state, &client, job, g, &view, i, framing, work, may_call, &publish)),
+        remote.iter().map(|&i| scene_clip(state, &client, job, g, &view, i, work, may_call, &publish)),
     )
     .await;
     let mut stage = StageReport { items: remote.len() as u64, ..Default::default() };
-    for (&(i, _), clip) in remote.iter().zip(clips) {
+    for (&i, clip) in remote.iter().zip(clips) {
         let (clip, called) = match clip? {
             Ok(got) => got,
             Err(stopped) => return Ok(stopped),
@@ -460,7 +448,7 @@ pub(crate) async fn prepare_scenes(
         stage.cache_misses += called as u64;
         let scene = &mut spec.scenes[i];
         scene.image = None;
-        scene.motion = Motion::None;
+        scene.motion = reelsmith_spec::Motion::None;
         scene.video = Some(reelsmith_spec::VideoClip {
             file: clip.display().to_string(),
             start: 0.0,
@@ -483,7 +471,6 @@ async fn scene_clip(
     g: &GenerationRecord,
     spec: &reelsmith_spec::Spec,
     i: usize,
-    framing: reelsmith_spec::Framing,
     work: &Path,
     may_call: bool,
     publish: &impl Fn(&str, f64),
@@ -507,6 +494,10 @@ async fn scene_clip(
     })?;
     let photo_hash = photo_hash.map_err(|e| Failure::Retryable(format!("scenes[{i}].image: {e}")))?;
     // D-ID's `stitch` keeps the photo's framing; without it D-ID crops a headshot.
+    let framing = match scene.motion {
+        reelsmith_spec::Motion::TalkingHead { framing, .. } => framing,
+        _ => reelsmith_spec::Framing::Photo,
+    };
     let stitch = framing == reelsmith_spec::Framing::Photo;
     let key = reelsmith_engine::cache::key("d-id", &(photo_hash, &narration_key, stitch));
     let clip = work.join(format!("d-id-{i}.mp4"));
@@ -528,9 +519,7 @@ async fn scene_clip(
             let source_url = client.upload("image", &photo, &media_type).await?;
             let audio_url = client.upload("audio", &wav, "audio/wav").await?;
             let waiter = format!("{}.s{i}", g.id);
-            let notify = Arc::new(Notify::new());
-            state.remote_waits.lock().expect("waits").insert(waiter.clone(), notify.clone());
-            let _guard = WaitGuard(&state.remote_waits, waiter.clone());
+            let (notify, _guard) = register_wait(state, &waiter);
             let body = json!({
                 "source_url": source_url,
                 "script": {"type": "audio", "audio_url": audio_url},

@@ -302,12 +302,7 @@ pub async fn prepare(
             .scenes
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                matches!(
-                    s.motion,
-                    reelsmith_spec::Motion::TalkingHead { provider: reelsmith_spec::TalkingHeadProvider::DId, .. }
-                )
-            })
+            .filter(|(_, s)| s.is_d_id_talking_head())
             .map(|(i, _)| IssueBody {
                 path: format!("spec.scenes[{i}].motion.provider"),
                 message: "d-id needs did_api_key on this server; use provider local to animate the face here".into(),

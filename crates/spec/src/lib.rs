@@ -591,6 +591,13 @@ pub struct VideoClip {
     pub audio: bool,
 }
 
+impl Scene {
+    /// Whether D-ID, not this engine, animates the scene's talking head (`provider: d-id`).
+    pub fn is_d_id_talking_head(&self) -> bool {
+        matches!(self.motion, Motion::TalkingHead { provider: TalkingHeadProvider::DId, .. })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum ReplaceBackground {

@@ -507,13 +507,7 @@ async fn a_d_id_scene_renders_across_workers_from_one_d_id_call() {
     let video = c.dir.path().join("d-id.mp4");
     download(&api, &id, &video).await;
     // Scene 1 starts at 1.2 s: D-ID's first second is red.
-    let (w, h, rgb) = reelsmith_media::ffmpeg::frame_rgb_at(&video, 1.7).unwrap();
-    let mut sum = [0f64; 3];
-    for p in rgb.chunks_exact(3) {
-        for k in 0..3 {
-            sum[k] += p[k] as f64 / (w * h) as f64;
-        }
-    }
+    let sum = crate::common::mean_rgb(&video, 1.7, 0, 0, 320, 180);
     assert!(sum[0] > 180.0 && sum[2] < 70.0, "D-ID's clip in scene 1: {sum:?}");
     c.cleanup(vec![api, w1, w2]).await;
 }

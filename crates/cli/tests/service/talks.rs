@@ -534,16 +534,7 @@ async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
     let duration = report["duration_s"].as_f64().unwrap();
     assert!((info.duration - duration).abs() < 0.1 && duration > 3.0, "{} vs {duration}", info.duration);
     // The narration (and D-ID's clip) start with scene 1 at 1 s: red for its first second, then blue.
-    let mean = |t: f64| {
-        let (w, h, rgb) = reelsmith_media::ffmpeg::frame_rgb_at(&path, t).unwrap();
-        let mut sum = [0f64; 3];
-        for p in rgb.chunks_exact(3) {
-            for c in 0..3 {
-                sum[c] += p[c] as f64;
-            }
-        }
-        sum.map(|x| x / (w * h) as f64)
-    };
+    let mean = |t: f64| crate::common::mean_rgb(&path, t, 0, 0, 320, 180);
     let (a, b) = (mean(1.5), mean(2.6));
     assert!(a[0] > 180.0 && a[2] < 70.0, "D-ID's first second at 1.5 s: {a:?}");
     assert!(b[2] > 180.0 && b[0] < 70.0, "then its blue part: {b:?}");
