@@ -152,6 +152,7 @@ async fn one(a: &ClusterArgs, workers: usize) -> Result<Run> {
         ("REELSMITH_S3_CREATE_BUCKET", "true"),
         ("REELSMITH_DISTRIBUTED_RENDER", "true"),
         ("REELSMITH_WEBHOOK_SECRET", "whsec_bench_cluster"),
+        ("REELSMITH_SIGNING_SECRET", "bench-cluster-signing-secret-0123456789abcdef"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -204,3 +204,30 @@ fn a_missing_neural_voice_model_is_named_and_espeak_still_works() {
     assert_eq!(o.status.code(), Some(2), "{said}");
     assert!(said.contains("scenes[0].narration.name: unknown piper voice \"xx_nobody\""), "{said}");
 }
+
+/// A storyboard's file names are files, whatever they look like: `http:host:port` (FFmpeg would
+/// read it as a URL) or a leading `-` (an option), in a spec rendered from its own folder.
+#[test]
+fn file_names_that_look_like_urls_or_options_are_files() {
+    let f = Fixture::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url_name = format!("http:127.0.0.1:{port}");
+    std::fs::copy(f.tone_wav("tone.wav", 440.0, 1.0, 0.3), f.path(&url_name)).unwrap();
+    std::fs::copy(f.tone_wav("tone2.wav", 660.0, 1.0, 0.3), f.path("-i")).unwrap();
+    let spec = json!({ "version": 1, "output": { "width": 160, "height": 90, "fps": 10 },
+        "music": { "file": url_name },
+        "scenes": [{ "duration": 1, "narration": { "audio": "-i" } }] });
+    f.write_spec("spec.json", &spec);
+    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["render", "spec.json", "-o", "out.mp4", "--quiet"])
+        .current_dir(f.dir.path())
+        .env("REELSMITH_CACHE_DIR", f.path("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listener.accept().is_err(), "the render connected to the listener");
+    let info = reelsmith_media::ffmpeg::probe(&f.path("out.mp4")).unwrap();
+    assert!(info.audio().is_some() && info.video().is_some());
+}

@@ -10,6 +10,7 @@
 //! 5. `concat`: stream-copy join of the segments with the audio.
 
 pub mod cache;
+pub mod cost;
 pub mod encoders;
 pub mod plan;
 pub mod report;
@@ -206,6 +207,11 @@ impl Engine {
     /// Checks a spec without rendering: ranges, files, voices, fonts and video clips.
     pub fn validate(&self, spec: &Spec, base_dir: &Path) -> Result<(), RenderError> {
         stages::validate(self, spec, base_dir).map(drop)
+    }
+
+    /// Validates `spec` and estimates what rendering it will cost.
+    pub fn check(&self, spec: &Spec, base_dir: &Path) -> Result<cost::Cost, RenderError> {
+        stages::check(self, spec, base_dir)
     }
 
     /// Scene `scene`'s narration as a WAV file (for a provider that animates the scene

@@ -117,24 +117,59 @@ impl ClipReader {
             return Ok(());
         }
         let far = 2 * clip.fps as u64;
-        if self.decoder.is_none() || c < self.next || c > self.next + far {
-            let at = clip.start + c as f64 / clip.fps as f64;
-            self.decoder = Some(VideoDecoder::start(&ClipDecode {
-                path: &clip.path,
-                start: at,
-                duration: clip.end.map(|e| e - at),
-                fps: clip.fps,
-                width: self.frame.width,
-                height: self.frame.height,
-                filter: &clip.filter,
-                backdrop: clip.backdrop.as_deref(),
-            })?);
-            self.next = c;
-            self.ended_at = None;
+        let restarted = self.decoder.is_none() || c < self.next || c > self.next + far;
+        if restarted {
+            self.restart(clip, c)?;
         }
+        let mut fresh = self.read_to(c)?;
+        // Past the clip's real end (a rate conversion or a duration rounded up gives it fewer
+        // frames than planned), a decoder started there reads nothing, yet the last frame must
+        // hold: decode again from a little before (then from the start) and keep the last frame.
+        if restarted && !fresh && c > 0 {
+            for from in [c.saturating_sub(far), 0] {
+                self.restart(clip, from)?;
+                fresh = self.read_to(c)?;
+                if fresh {
+                    break;
+                }
+            }
+        }
+        if !fresh && self.have.is_none() {
+            return Err(FfmpegError::Probe(format!(
+                "{} has no frames from {:.2} s",
+                clip.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                clip.start
+            )));
+        }
+        if fresh && let Some(t) = &self.title {
+            t.draw(&mut self.frame);
+        }
+        Ok(())
+    }
+
+    /// Starts decoding at clip frame `from`.
+    fn restart(&mut self, clip: &ClipLook, from: u64) -> Result<(), FfmpegError> {
+        let at = clip.start + from as f64 / clip.fps as f64;
+        self.decoder = Some(VideoDecoder::start(&ClipDecode {
+            path: &clip.path,
+            start: at,
+            duration: clip.end.map(|e| e - at),
+            fps: clip.fps,
+            width: self.frame.width,
+            height: self.frame.height,
+            filter: &clip.filter,
+            backdrop: clip.backdrop.as_deref(),
+        })?);
+        self.next = from;
+        self.ended_at = None;
+        Ok(())
+    }
+
+    /// Reads frames up to clip frame `c`, or to the clip's end; whether any frame was read.
+    fn read_to(&mut self, c: u64) -> Result<bool, FfmpegError> {
         let mut fresh = false;
         while self.next <= c {
-            let dec = self.decoder.as_mut().expect("decoder started above");
+            let Some(dec) = self.decoder.as_mut() else { break };
             if !dec.read_frame(&mut self.frame)? {
                 self.ended_at = Some(self.next);
                 self.decoder = None;
@@ -144,17 +179,7 @@ impl ClipReader {
             self.next += 1;
             fresh = true;
         }
-        if self.have.is_none() {
-            return Err(FfmpegError::Probe(format!(
-                "{} has no frames from {:.2} s",
-                clip.path.display(),
-                clip.start + c as f64 / clip.fps as f64
-            )));
-        }
-        if fresh && let Some(t) = &self.title {
-            t.draw(&mut self.frame);
-        }
-        Ok(())
+        Ok(fresh)
     }
 }
 
@@ -405,6 +430,7 @@ impl SceneRenderer {
             text: &s.text,
             style: &style,
             max_width_px: look.max_width,
+            max_height_px: self.height,
             highlight: s.highlight.map(|(a, b)| (a..b, self.look.subtitle_highlight)),
         };
         let img = self.text.render_block(&block).ok()?;
@@ -433,7 +459,14 @@ fn place_overlay(text: &TextRenderer, o: &TextLook, width: u32, height: u32) -> 
         _ => Align::Center,
     };
     let img = text
-        .render_block(&TextBlock { text: &o.text, style: &style, max_width_px: o.max_width, highlight: None })
+        .render_block(&TextBlock {
+            text: &o.text,
+            style: &style,
+            max_width_px: o.max_width,
+            // Inside the corner margins.
+            max_height_px: height.saturating_sub(2 * (0.04 * height as f32) as u32).max(1),
+            highlight: None,
+        })
         .ok()?;
     if img.width == 0 {
         return None;

@@ -454,6 +454,22 @@ pub(crate) fn validate(engine: &Engine, spec: &Spec, base: &Path) -> Result<BTre
     Ok(clips)
 }
 
+/// Validates `spec` and estimates its cost (see [`crate::cost`]).
+pub(crate) fn check(engine: &Engine, spec: &Spec, base: &Path) -> Result<crate::cost::Cost, RenderError> {
+    let clips = validate(engine, spec, base)?;
+    let recordings: BTreeMap<usize, f64> = spec
+        .scenes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let file = s.narration.as_ref()?.audio.as_ref()?;
+            let info = ffmpeg::probe_as(&base.join(file), ffmpeg::MediaKind::Audio).ok()?;
+            Some((i, info.duration))
+        })
+        .collect();
+    Ok(crate::cost::estimate(spec, |i| clips.get(&i).map(|c| c.seconds), |i| recordings.get(&i).copied()))
+}
+
 /// Probes every video clip that exists (missing files are reported by the spec's own checks).
 fn check_clips(spec: &Spec, base: &Path, v: &mut Validator) -> BTreeMap<usize, ClipInfo> {
     let mut clips = BTreeMap::new();
@@ -478,7 +494,8 @@ fn check_clips(spec: &Spec, base: &Path, v: &mut Validator) -> BTreeMap<usize, C
 /// Probes a scene's video clip: a readable video stream within the pixel limit, long enough
 /// for its `start`, and not longer than a scene may be.
 fn probe_clip(path: &Path, c: &reelsmith_spec::VideoClip) -> Result<ClipInfo, String> {
-    let info = ffmpeg::probe(path).map_err(|e| format!("{} is not a readable video: {e}", c.file))?;
+    let info = ffmpeg::probe_as(path, ffmpeg::MediaKind::Video)
+        .map_err(|e| format!("{} is not a readable video: {e}", c.file))?;
     let v = info.video().ok_or_else(|| format!("{} has no video stream", c.file))?;
     let pixels = v.width as u64 * v.height as u64;
     if pixels == 0 || pixels > limits::MAX_VIDEO_PIXELS {
@@ -811,7 +828,7 @@ fn canvas(
 ) -> Result<(Key, PathBuf, u32, u32), RenderError> {
     let scene = &spec.scenes[i];
     let (w, h) = spec.output.dimensions();
-    let z = plan::max_zoom(&scene.motion);
+    let z = crate::cost::canvas_zoom(w, h, plan::max_zoom(&scene.motion));
     let (cw, ch) = (even(w as f32 * z), even(h as f32 * z));
     let title_size = 0.09 * h as f32 * z;
     let key = cache::key(
@@ -882,8 +899,13 @@ fn canvas(
                 background: None,
                 align: Align::Center,
             };
-            let block =
-                TextBlock { text: title, style: &style, max_width_px: (cw as f32 * 0.8) as u32, highlight: None };
+            let block = TextBlock {
+                text: title,
+                style: &style,
+                max_width_px: (cw as f32 * 0.8) as u32,
+                max_height_px: ch,
+                highlight: None,
+            };
             let ov = engine
                 .text
                 .render_block(&block)

@@ -88,7 +88,7 @@ pub fn load_spec(path: &Path) -> Result<(Value, Vec<(String, PathBuf)>), LoadErr
         .map_err(|e| LoadError::Config(format!("{}: {}: {}", path.display(), e.path, e.message)))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut files: Vec<(String, PathBuf)> = vec![];
-    for (_, f) in spec.files_mut() {
+    for (_, _, f) in spec.files_mut() {
         if f.starts_with("asset:") || files.iter().any(|(n, _)| n == f) {
             continue;
         }

@@ -8,6 +8,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::frame::Yuv420;
 
@@ -23,6 +24,69 @@ pub enum FfmpegError {
     Probe(String),
 }
 
+/// What an input file must be. Each kind opens only its own demuxers, and only through the
+/// `file` and `pipe` protocols: a manifest or playlist (DASH, HLS, concat, image2 sequences…)
+/// that would make FFmpeg read other files or the network is never opened, whatever its bytes
+/// or its name claim. Pictures never reach FFmpeg (the `image` crate decodes them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    /// Narration recordings and music: MP3, WAV, Ogg, FLAC, AAC (ADTS), M4A/MP4, WebM/Matroska.
+    Audio,
+    /// Clips: MP4/MOV and WebM/Matroska.
+    Video,
+    /// Either of the above (probing an upload before its streams say which it is).
+    Media,
+}
+
+impl MediaKind {
+    /// The demuxers FFmpeg may use for this kind (names as `-format_whitelist` matches them).
+    pub fn demuxers(self) -> &'static str {
+        match self {
+            MediaKind::Audio | MediaKind::Media => "mp3,wav,ogg,flac,aac,mov,matroska",
+            MediaKind::Video => "mov,matroska",
+        }
+    }
+
+    /// Whether ffprobe's `format_name` (e.g. `mov,mp4,m4a,3gp,3g2,mj2`) is one of them.
+    pub fn allows(self, format_name: &str) -> bool {
+        let allowed: Vec<&str> = self.demuxers().split(',').collect();
+        format_name.split(',').any(|f| allowed.contains(&f))
+    }
+}
+
+/// The most a short child (probe, decode, concat) may take before it is killed.
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(300);
+/// The most a probe may take (it reads headers only).
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Arguments that open `path` as an input of `kind`: protocol and demuxer allowlists, then the
+/// path as a `file:` URL, so a name like `http:host:port` or `-i` is a file name, nothing else.
+fn input_args(cmd: &mut Command, path: &Path, kind: MediaKind) {
+    cmd.args(["-protocol_whitelist", "file,pipe", "-format_whitelist", kind.demuxers(), "-i"]).arg(file_url(path));
+}
+
+/// `file:<path>` (absolute, so the working folder does not matter).
+pub fn file_url(path: &Path) -> std::ffi::OsString {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut u = std::ffi::OsString::from("file:");
+    u.push(abs.as_os_str());
+    u
+}
+
+/// FFmpeg's words without server paths: the input's folders are cut, its name stays.
+fn scrub(text: &str, path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut out = text.to_string();
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for p in [abs.as_path(), path] {
+        let p = p.to_string_lossy();
+        if !p.is_empty() {
+            out = out.replace(&format!("file:{p}"), &name).replace(p.as_ref(), &name);
+        }
+    }
+    out
+}
+
 pub fn ffmpeg_bin() -> String {
     std::env::var("REELSMITH_FFMPEG").unwrap_or_else(|_| "ffmpeg".into())
 }
@@ -31,8 +95,11 @@ pub fn ffprobe_bin() -> String {
 }
 
 fn command(bin: &str) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new(bin);
     c.arg("-hide_banner").arg("-nostdin").args(["-loglevel", "error"]);
+    // Its own process group: a deadline or a cancel kills whatever it started, too.
+    c.process_group(0);
     c
 }
 
@@ -94,19 +161,83 @@ fn check(what: &str, status: ExitStatus, stderr: Option<JoinHandle<String>>) -> 
     }
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<Vec<u8>, FfmpegError> {
+/// Runs a child to its end and returns its stdout, killing it (and its process group) when it
+/// outlives `deadline` or writes more than `max_stdout` bytes.
+fn run(cmd: Command, what: &str) -> Result<Vec<u8>, FfmpegError> {
+    run_limited(cmd, what, CHILD_DEADLINE, usize::MAX, None)
+}
+
+fn run_limited(
+    mut cmd: Command,
+    what: &str,
+    deadline: Duration,
+    max_stdout: usize,
+    input: Option<&Path>,
+) -> Result<Vec<u8>, FfmpegError> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound { FfmpegError::Missing(format!("{what}: {e}")) } else { e.into() }
-    })?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(FfmpegError::Failed {
+    let mut child = spawn(cmd, what)?;
+    let stderr = drain(&mut child);
+    let pgid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let reader = std::thread::spawn(move || -> std::io::Result<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                return Ok((out, false));
+            }
+            if out.len() + n > max_stdout {
+                return Ok((out, true));
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    });
+    // The waiter tells the main thread when the child is gone; the deadline kills it first.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let r = wait_with_cpu(&mut child).map(|(s, _)| s);
+        let _ = tx.send(());
+        r
+    });
+    let timed_out = rx.recv_timeout(deadline).is_err();
+    if timed_out {
+        kill_group(pgid);
+    }
+    let status = waiter.join().map_err(|_| std::io::Error::other("child waiter panicked"))??;
+    let (out, overflowed) = reader.join().map_err(|_| std::io::Error::other("child reader panicked"))??;
+    let text = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let text = match input {
+        Some(p) => scrub(text.trim(), p),
+        None => text.trim().to_string(),
+    };
+    if timed_out {
+        return Err(FfmpegError::Failed {
             what: what.into(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().chars().take(4000).collect(),
-        })
+            status: format!("killed after {:.1} s", deadline.as_secs_f64()),
+            stderr: text,
+        });
+    }
+    if overflowed {
+        kill_group(pgid);
+        return Err(FfmpegError::Failed {
+            what: what.into(),
+            status: format!("more than {max_stdout} bytes of output"),
+            stderr: text,
+        });
+    }
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(FfmpegError::Failed { what: what.into(), status: status.to_string(), stderr: text })
+    }
+}
+
+/// SIGKILL to a child's whole process group (the child leads it: see [`command`]).
+fn kill_group(pgid: libc::pid_t) {
+    // SAFETY: kill(2) with a negative pid signals our own child's process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -298,11 +429,12 @@ impl VideoDecoder {
         let mut cmd = command(&ffmpeg_bin());
         // Seeking before -i jumps to the keyframe before `start` and decodes from there, exact
         // to the frame; the output's timestamps then start at zero.
-        cmd.args(["-ss", &format!("{:.4}", c.start.max(0.0))]).arg("-i").arg(c.path);
+        cmd.args(["-ss", &format!("{:.4}", c.start.max(0.0))]);
+        input_args(&mut cmd, c.path, MediaKind::Video);
         if let Some(b) = c.backdrop {
             cmd.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", &format!("{}x{}", c.width, c.height)])
-                .args(["-stream_loop", "-1", "-i"])
-                .arg(b);
+                .args(["-stream_loop", "-1", "-protocol_whitelist", "file,pipe", "-i"])
+                .arg(file_url(b));
         }
         let graph = format!("[0:v]fps={},setsar=1[clip];{}", c.fps, c.filter.replace("[0:v]", "[clip]"));
         cmd.args(["-filter_complex", &graph, "-map", "[out]"]);
@@ -380,9 +512,13 @@ pub fn concat(segments: &[PathBuf], audio: Option<&Path>, out: &Path, work_dir: 
     }
     std::fs::write(&list, text)?;
     let mut cmd = command(&ffmpeg_bin());
-    cmd.args(["-f", "concat", "-safe", "0", "-i"]).arg(&list);
+    // Our own list of our own segments: the concat demuxer, then MP4 only, from files only.
+    cmd.args(["-f", "concat", "-safe", "0", "-protocol_whitelist", "file,pipe", "-format_whitelist", "concat,mov"])
+        .arg("-i")
+        .arg(file_url(&list));
     if let Some(a) = audio {
-        cmd.arg("-i").arg(a).args(["-map", "0:v:0", "-map", "1:a:0"]);
+        input_args(&mut cmd, a, MediaKind::Audio);
+        cmd.args(["-map", "0:v:0", "-map", "1:a:0"]);
     }
     cmd.args(["-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y"]).arg(out);
     run(cmd, "concatenation").map(|_| ())
@@ -398,7 +534,8 @@ pub fn decode_audio(
     max_seconds: f64,
 ) -> Result<Vec<f32>, FfmpegError> {
     let mut cmd = command(&ffmpeg_bin());
-    cmd.arg("-i").arg(path).args(["-vn", "-sn"]);
+    input_args(&mut cmd, path, MediaKind::Audio);
+    cmd.args(["-vn", "-sn"]);
     if let Some(f) = filter {
         cmd.args(["-af", f]);
     }
@@ -413,7 +550,9 @@ pub fn decode_audio(
         &rate.to_string(),
         "pipe:1",
     ]);
-    let bytes = run(cmd, &format!("decoding {}", path.display()))?;
+    // Never more samples than max_seconds of them (plus a little for the filter's rounding).
+    let max_bytes = ((max_seconds + 1.0) * rate as f64 * channels as f64 * 4.0) as usize;
+    let bytes = run_limited(cmd, &format!("decoding {}", display_name(path)), CHILD_DEADLINE, max_bytes, Some(path))?;
     Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
@@ -492,12 +631,11 @@ pub fn decode_audio_to_file(
     out: &Path,
 ) -> Result<u64, FfmpegError> {
     let mut cmd = command(&ffmpeg_bin());
-    cmd.arg("-i")
-        .arg(path)
-        .args(["-vn", "-sn", "-t", &format!("{max_seconds:.3}")])
+    input_args(&mut cmd, path, MediaKind::Audio);
+    cmd.args(["-vn", "-sn", "-t", &format!("{max_seconds:.3}")])
         .args(["-f", "f32le", "-acodec", "pcm_f32le", "-ac", &channels.to_string(), "-ar", &rate.to_string(), "-y"])
         .arg(out);
-    run(cmd, &format!("decoding {}", path.display()))?;
+    run_limited(cmd, &format!("decoding {}", display_name(path)), CHILD_DEADLINE, usize::MAX, Some(path))?;
     Ok(std::fs::metadata(out)?.len() / (4 * channels as u64))
 }
 
@@ -506,6 +644,8 @@ pub fn decode_audio_to_file(
 pub struct ProbeInfo {
     pub duration: f64,
     pub streams: Vec<StreamInfo>,
+    /// ffprobe's `format_name`, e.g. `mov,mp4,m4a,3gp,3g2,mj2` or `mp3`.
+    pub format: String,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -530,10 +670,23 @@ impl ProbeInfo {
     }
 }
 
+/// Probes an audio or video file (see [`probe_as`]).
 pub fn probe(path: &Path) -> Result<ProbeInfo, FfmpegError> {
+    probe_as(path, MediaKind::Media)
+}
+
+/// Probes `path` as `kind`: only that kind's demuxers may open it, and the format found must be
+/// one of them (checked again on ffprobe's answer).
+pub fn probe_as(path: &Path, kind: MediaKind) -> Result<ProbeInfo, FfmpegError> {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new(ffprobe_bin());
-    c.args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]).arg(path);
-    let out = run(c, &format!("ffprobe {}", path.display()))?;
+    c.process_group(0);
+    c.args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .args(["-protocol_whitelist", "file,pipe", "-format_whitelist", kind.demuxers()])
+        .arg(file_url(path));
+    let what = format!("ffprobe {}", display_name(path));
+    // Headers only: a megabyte of JSON is far more than any real file's streams need.
+    let out = run_limited(c, &what, PROBE_DEADLINE, 1 << 20, Some(path))?;
     let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| FfmpegError::Probe(e.to_string()))?;
     let num = |v: &serde_json::Value| -> f64 {
         v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64()).unwrap_or(0.0)
@@ -562,20 +715,31 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, FfmpegError> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(ProbeInfo { duration: num(&v["format"]["duration"]), streams })
+    let format = v["format"]["format_name"].as_str().unwrap_or_default();
+    if !kind.allows(format) {
+        return Err(FfmpegError::Probe(format!(
+            "{} is a '{format}' file, not one of {}",
+            display_name(path),
+            kind.demuxers()
+        )));
+    }
+    Ok(ProbeInfo { duration: num(&v["format"]["duration"]), streams, format: format.to_string() })
+}
+
+/// A file's name without its folders (what errors may show).
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// Decodes one video frame at `t` seconds to straight RGB24 (for tests and thumbnails).
 pub fn frame_rgb_at(path: &Path, t: f64) -> Result<(u32, u32, Vec<u8>), FfmpegError> {
-    let info = probe(path)?;
+    let info = probe_as(path, MediaKind::Video)?;
     let v = info.video().ok_or_else(|| FfmpegError::Probe("no video stream".into()))?;
     let (w, h) = (v.width, v.height);
     let mut cmd = command(&ffmpeg_bin());
     // Seeking after -i decodes from the start: slower but exact to the frame.
-    cmd.arg("-i")
-        .arg(path)
-        .args(["-ss", &format!("{t:.4}"), "-frames:v", "1"])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+    input_args(&mut cmd, path, MediaKind::Video);
+    cmd.args(["-ss", &format!("{t:.4}"), "-frames:v", "1"]).args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
     let bytes = run(cmd, "frame extraction")?;
     if bytes.len() != (w * h * 3) as usize {
         return Err(FfmpegError::Probe(format!("expected a {w}x{h} frame, got {} bytes", bytes.len())));
@@ -586,7 +750,8 @@ pub fn frame_rgb_at(path: &Path, t: f64) -> Result<(u32, u32, Vec<u8>), FfmpegEr
 /// Decodes a whole video to raw yuv420p (for the encode-only benchmark reference).
 pub fn decode_to_raw(path: &Path, out: &Path) -> Result<(), FfmpegError> {
     let mut cmd = command(&ffmpeg_bin());
-    cmd.arg("-i").arg(path).args(["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"]).arg(out);
+    input_args(&mut cmd, path, MediaKind::Video);
+    cmd.args(["-an", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"]).arg(out);
     run(cmd, "raw decode").map(|_| ())
 }
 
@@ -727,6 +892,93 @@ mod tests {
     fn decode_missing_audio_is_an_error() {
         let err = decode_audio(Path::new("/nonexistent.wav"), 48000, 2, None, 5.0).unwrap_err();
         assert!(err.to_string().contains("nonexistent.wav"), "{err}");
+    }
+
+    /// An ID3 tag (what sniffing calls MP3) in front of `body`.
+    fn id3_wrapped(body: &str) -> Vec<u8> {
+        let mut b = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+        b.extend_from_slice(body.as_bytes());
+        b
+    }
+
+    fn dash_manifest(base_url: &str, mime: &str) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"
+     type="static" mediaPresentationDuration="PT5S" minBufferTime="PT1S">
+ <Period><AdaptationSet mimeType="{mime}"><Representation id="a" bandwidth="64000" codecs="avc1">
+  <BaseURL>{base_url}</BaseURL>
+ </Representation></AdaptationSet></Period></MPD>
+"#
+        )
+    }
+
+    #[test]
+    fn manifests_and_playlists_are_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        // Somebody else's video next to the upload, and a listener standing for an internal service.
+        let victim = dir.path().join("victim.mp4");
+        let mut enc = VideoEncoder::start(&settings(64, 48), &victim).unwrap();
+        for _ in 0..10 {
+            enc.write_frame(&Yuv420::solid(64, 48, [255, 0, 0])).unwrap();
+        }
+        enc.finish().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cases = [
+            ("dash-file.mp3", id3_wrapped(&dash_manifest("victim.mp4", "video/mp4"))),
+            ("dash-http.mp3", id3_wrapped(&dash_manifest(&format!("http://127.0.0.1:{port}/ssrf"), "audio/mp4"))),
+            (
+                "hls.mp3",
+                id3_wrapped(&format!(
+                    "#EXTM3U\n#EXT-X-TARGETDURATION:5\n#EXTINF:5,\nhttp://127.0.0.1:{port}/ssrf-hls\n#EXT-X-ENDLIST\n"
+                )),
+            ),
+            ("concat.mp4", b"ffconcat version 1.0\nfile 'victim.mp4'\n".to_vec()),
+        ];
+        for (name, bytes) in cases {
+            let f = dir.path().join(name);
+            std::fs::write(&f, bytes).unwrap();
+            for kind in [MediaKind::Media, MediaKind::Audio, MediaKind::Video] {
+                let e = probe_as(&f, kind).unwrap_err().to_string();
+                assert!(!e.contains(&dir.path().display().to_string()), "{name}: a server path in {e}");
+            }
+            assert!(decode_audio(&f, 48000, 1, None, 5.0).is_err(), "{name} decoded as audio");
+            let mut dec = VideoDecoder::start(&ClipDecode {
+                path: &f,
+                start: 0.0,
+                duration: Some(1.0),
+                fps: 10,
+                width: 64,
+                height: 48,
+                filter: "[0:v]null[out]",
+                backdrop: None,
+            })
+            .unwrap();
+            let mut frame = Yuv420::solid(64, 48, [0, 0, 0]);
+            assert!(dec.read_frame(&mut frame).is_err(), "{name} decoded as a clip");
+        }
+        assert!(listener.accept().is_err(), "something connected to the listener");
+        // The real video still probes as video, and not as audio-only demuxers would have it.
+        assert_eq!(probe_as(&victim, MediaKind::Video).unwrap().video().unwrap().width, 64);
+    }
+
+    #[test]
+    fn a_hanging_child_is_killed_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO nobody writes to: ffprobe blocks opening it forever.
+        let fifo = dir.path().join("stuck.wav");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(ffprobe_bin());
+        cmd.process_group(0);
+        cmd.args(["-v", "error", "-protocol_whitelist", "file,pipe"]).arg(file_url(&fifo));
+        let started = std::time::Instant::now();
+        let e = run_limited(cmd, "ffprobe stuck.wav", Duration::from_millis(300), 1 << 20, Some(&fifo)).unwrap_err();
+        assert!(e.to_string().contains("killed after"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(20), "the deadline did not hold");
     }
 
     #[test]

@@ -140,6 +140,10 @@ pub struct TextBlock<'a> {
     /// Wrap to this width; never exceed it (a word too wide for a line is broken between
     /// glyphs). 0 means no limit.
     pub max_width_px: u32,
+    /// Lay out only the lines that fit this height (including outline and box padding); the
+    /// rest of the text is left out, so no text makes a picture taller than this. 0 means no
+    /// limit.
+    pub max_height_px: u32,
     /// Byte range of `text` drawn in another colour (straight RGBA), e.g. karaoke word highlight.
     /// Glyphs whose cluster overlaps the range get the colour.
     pub highlight: Option<(Range<usize>, [u8; 4])>,
@@ -282,12 +286,14 @@ struct Layout {
 }
 
 /// Shapes and wraps `text` (non-empty) with cosmic-text.
-fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_px: u32) -> Layout {
+fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_px: u32, max_height_px: u32) -> Layout {
     let metrics = Metrics::new(style.size_px, style.line_height_px());
     let mut buffer = Buffer::new_empty(metrics);
     buffer.set_wrap(Wrap::WordOrGlyph);
     let width_opt = (max_width_px > 0).then_some(max_width_px as f32);
-    buffer.set_size(width_opt, None);
+    // Room for lines inside the margins; cosmic-text then shapes only what can show.
+    let room = (max_height_px > 0).then(|| (max_height_px as f32 - 2.0 * style.margin_px()).max(0.0));
+    buffer.set_size(width_opt, room);
     let family = resolve_family(fonts, &style.family);
     let family = match &family {
         GenericOrNamed::Generic(g) => *g,
@@ -306,6 +312,9 @@ fn layout_text(fonts: &mut FontSystem, text: &str, style: &TextStyle, max_width_
     let mut width: f32 = 0.0;
     let mut height: f32 = 0.0;
     for run in buffer.layout_runs() {
+        if room.is_some_and(|r| run.line_top + run.line_height > r + 1e-3) {
+            break;
+        }
         let base = line_starts.get(run.line_i).copied().unwrap_or(0);
         let glyphs = run
             .glyphs
@@ -653,7 +662,7 @@ impl TextRenderer {
         }
         let layout = {
             let mut inner = self.lock();
-            layout_text(&mut inner.fonts, &text, style, max_width_px)
+            layout_text(&mut inner.fonts, &text, style, max_width_px, 0)
         };
         // The first line on which each word has a glyph.
         let mut first_line: Vec<Option<usize>> = vec![None; words.len()];
@@ -697,7 +706,7 @@ impl TextRenderer {
             return 0;
         }
         let mut inner = self.lock();
-        layout_text(&mut inner.fonts, text, block.style, block.max_width_px).lines.len()
+        layout_text(&mut inner.fonts, text, block.style, block.max_width_px, block.max_height_px).lines.len()
     }
 
     /// Measures the laid-out block (width, height) in px, including outline and box padding:
@@ -710,7 +719,7 @@ impl TextRenderer {
             return (0, 0);
         }
         let mut inner = self.lock();
-        let layout = layout_text(&mut inner.fonts, text, block.style, block.max_width_px);
+        let layout = layout_text(&mut inner.fonts, text, block.style, block.max_width_px, block.max_height_px);
         overlay_size(&layout, block.style)
     }
 
@@ -734,7 +743,7 @@ impl TextRenderer {
         let margin = style.margin_px();
 
         let mut inner = self.lock();
-        let layout = layout_text(&mut inner.fonts, text, style, block.max_width_px);
+        let layout = layout_text(&mut inner.fonts, text, style, block.max_width_px, block.max_height_px);
         let (w, h) = overlay_size(&layout, style);
         if w == 0 || h == 0 {
             return Ok(RgbaOverlay::empty());
@@ -837,7 +846,7 @@ mod tests {
     }
 
     fn block<'a>(text: &'a str, style: &'a TextStyle, max: u32) -> TextBlock<'a> {
-        TextBlock { text, style, max_width_px: max, highlight: None }
+        TextBlock { text, style, max_width_px: max, max_height_px: 0, highlight: None }
     }
 
     fn pixels(o: &RgbaOverlay) -> impl Iterator<Item = (u32, u32, [u8; 4])> + '_ {
@@ -846,6 +855,28 @@ mod tests {
 
     const SENTENCE: &str = "The quick brown fox jumps over the lazy dog while the five boxing \
                             wizards jump quickly and a sphinx of black quartz judges my vow";
+
+    #[test]
+    fn long_text_lays_out_only_the_lines_that_fit() {
+        // 5,000 characters at 0.3 of a 4096 px frame would be thousands of lines (tens of GB).
+        let text = "W".repeat(5_000);
+        let mut s = style(1229.0);
+        s.outline = Some((70.0, [0, 0, 0, 255]));
+        s.background = Some(([0, 0, 0, 128], 60.0));
+        let b = TextBlock { text: &text, style: &s, max_width_px: 3686, max_height_px: 4096, highlight: None };
+        let o = renderer().render_block(&b).unwrap();
+        assert!(o.height <= 4096 && o.width <= 3686 + 2 * 130 + 1, "{}x{}", o.width, o.height);
+        assert!(o.height > 1229, "the lines that fit are drawn: {}", o.height);
+        assert_eq!(renderer().measure(&b), (o.width, o.height));
+        let lines = renderer().line_count(&b);
+        assert!((1..=3).contains(&lines), "{lines} lines");
+        // Nothing fits: nothing is drawn.
+        let tiny = TextBlock { max_height_px: 100, ..b };
+        assert!(renderer().render_block(&tiny).unwrap().is_empty());
+        // No limit keeps the old behaviour for short text.
+        let short = TextBlock { text: "Hi", style: &s, max_width_px: 0, max_height_px: 0, highlight: None };
+        assert!(!renderer().render_block(&short).unwrap().is_empty());
+    }
 
     #[test]
     fn renderer_is_send_sync_and_shareable() {
@@ -976,7 +1007,13 @@ mod tests {
     fn highlight_colours_the_range() {
         let s = style(48.0);
         let text = "Hello World";
-        let b = TextBlock { text, style: &s, max_width_px: 0, highlight: Some((6..11, [255, 0, 0, 255])) };
+        let b = TextBlock {
+            text,
+            style: &s,
+            max_width_px: 0,
+            max_height_px: 0,
+            highlight: Some((6..11, [255, 0, 0, 255])),
+        };
         let o = renderer().render_block(&b).unwrap();
         let white: Vec<u32> = pixels(&o).filter(|q| q.2 == [255, 255, 255, 255]).map(|q| q.0).collect();
         let red: Vec<u32> = pixels(&o).filter(|q| q.2 == [255, 0, 0, 255]).map(|q| q.0).collect();
@@ -1173,7 +1210,13 @@ mod tests {
             s.outline = outline;
             s.background = bg;
             s.align = Align::Center;
-            let b = TextBlock { text, style: &s, max_width_px: 1700, highlight: Some((10..16, [255, 255, 0, 255])) };
+            let b = TextBlock {
+                text,
+                style: &s,
+                max_width_px: 1700,
+                max_height_px: 0,
+                highlight: Some((10..16, [255, 255, 0, 255])),
+            };
             let _ = r.render_block(&b).unwrap();
             let n = 50;
             let t = thread_cpu();

@@ -130,6 +130,7 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
             }
         },
     };
+    crate::guard::require_json(&headers, true)?;
     let is_multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -43,6 +43,9 @@ pub struct Config {
     pub retention_hours: f64,
     /// HMAC key for webhook signatures (default: generated once, kept in `<data_dir>/webhook_secret`).
     pub webhook_secret: Option<String>,
+    /// Master key for talk result links and D-ID callbacks (never given to anyone; per-purpose
+    /// keys are derived from it). Default: generated once, kept in `<data_dir>/signing_secret`.
+    pub signing_secret: Option<String>,
     pub webhook_timeout_secs: f64,
     pub webhook_max_attempts: u32,
     /// Allow webhooks to loopback/private addresses (off: a caller could reach internal services).
@@ -57,6 +60,13 @@ pub struct Config {
     pub default_rate_per_s: f64,
     pub default_burst: u32,
     pub default_max_concurrent_jobs: u32,
+    /// Largest render accepted, as frames × output pixels in millions (the estimate made at
+    /// submission; 250,000 is an hour of 1080p at 30 fps). Bigger specs get 422 `too_costly`.
+    pub max_job_megapixel_frames: f64,
+    /// Largest sum of scene canvases (each the frame at its largest zoom), millions of pixels.
+    pub max_job_canvas_megapixels: f64,
+    /// Most characters of text (titles, overlays, narration) in one spec.
+    pub max_job_text_chars: u64,
     /// Run workers in this process (`false`: API only).
     pub workers: bool,
     /// Serve the HTTP API (`false` for `reelsmith worker`: only /health, /ready and /metrics).
@@ -140,6 +150,7 @@ impl Default for Config {
             max_upload_bytes: 50 << 20,
             retention_hours: 24.0 * 7.0,
             webhook_secret: None,
+            signing_secret: None,
             public_url: None,
             fetch_allow_private: false,
             did_api_key: None,
@@ -155,6 +166,9 @@ impl Default for Config {
             default_rate_per_s: 50.0,
             default_burst: 100,
             default_max_concurrent_jobs: 20,
+            max_job_megapixel_frames: 250_000.0,
+            max_job_canvas_megapixels: 1_000.0,
+            max_job_text_chars: 200_000,
             workers: true,
             api: true,
             database_url: None,
@@ -209,6 +223,7 @@ impl Config {
             "cache_dir",
             "require_api_key",
             "webhook_secret",
+            "signing_secret",
             "public_url",
             "did_api_key",
             "database_url",
@@ -269,10 +284,19 @@ impl Config {
         {
             return bad("database_schema must be letters, digits and underscores");
         }
-        if self.database_url.is_some() && self.webhook_secret.is_none() {
-            // Every node signs webhooks, talk links and D-ID callbacks: they must share the key
-            // (the generated default lives in one node's data_dir).
-            return bad("webhook_secret must be set when database_url is (every node signs with the same key)");
+        if self.database_url.is_some() && (self.webhook_secret.is_none() || self.signing_secret.is_none()) {
+            // Every node signs webhooks, talk links and D-ID callbacks: they must share the keys
+            // (the generated defaults live in one node's data_dir).
+            return bad(
+                "webhook_secret and signing_secret must be set when database_url is (every node signs with the same keys)",
+            );
+        }
+        if self.signing_secret.as_deref().is_some_and(|s| s.len() < 32) {
+            return bad("signing_secret must be at least 32 characters (e.g. `openssl rand -hex 32`)");
+        }
+        if self.signing_secret.is_some() && self.signing_secret == self.webhook_secret {
+            // Receivers are given the webhook secret; the signing secret must stay unknown to them.
+            return bad("signing_secret must differ from webhook_secret");
         }
         if self.segment_workers == Some(0) || self.segment_encoder_threads == 0 {
             return bad("segment_workers and segment_encoder_threads must be at least 1");
@@ -374,6 +398,8 @@ mod tests {
         let p = dir.path().join("r.toml");
         for (text, named) in [
             ("database_url = \"postgres://db/x\"\n", "webhook_secret"),
+            ("database_url = \"postgres://db/x\"\nwebhook_secret = \"whsec_x\"\n", "signing_secret"),
+            ("signing_secret = \"short\"\n", "signing_secret"),
             ("database_url = \"mysql://x\"\n", "database_url"),
             ("redis_url = \"http://x\"\n", "redis_url"),
             ("database_schema = \"a;drop\"\n", "database_schema"),

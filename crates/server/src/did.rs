@@ -11,16 +11,15 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use hmac::{Hmac, Mac};
 use reelsmith_engine::Report;
 use reelsmith_engine::report::StageReport;
 use reelsmith_store::{ClaimedJob, GenerationRecord, Heartbeat};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::sync::Notify;
 
 use crate::events::Event;
+use crate::signing::Purpose;
 use crate::{AppState, submit, worker};
 
 /// Remote talks waiting for their provider's webhook, by generation id.
@@ -145,10 +144,12 @@ pub fn is_remote(g: &GenerationRecord) -> bool {
     g.metadata["talk"]["engine"].as_str() == Some("d-id")
 }
 
+fn callback_message(generation_id: &str) -> Vec<u8> {
+    format!("did-callback:{generation_id}").into_bytes()
+}
+
 fn callback_signature(state: &AppState, generation_id: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(state.webhook_secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(format!("did-callback:{generation_id}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    state.signing.sign(Purpose::DidCallback, &callback_message(generation_id))
 }
 
 #[derive(Deserialize)]
@@ -163,8 +164,7 @@ pub async fn callback(
     UrlPath(generation_id): UrlPath<String>,
     Query(q): Query<CallbackQuery>,
 ) -> StatusCode {
-    let want = callback_signature(&state, &generation_id);
-    if !crate::webhooks::constant_eq(want.as_bytes(), q.signature.as_bytes()) {
+    if !state.signing.verify(Purpose::DidCallback, &callback_message(&generation_id), &q.signature) {
         return StatusCode::FORBIDDEN;
     }
     let waiter = state.remote_waits.lock().expect("waits").get(&generation_id).cloned();

@@ -326,7 +326,7 @@ pub(crate) async fn ensure_assets(state: &AppState, spec: &Spec) -> Result<(), S
         return Ok(());
     }
     let mut spec = spec.clone();
-    let ids: Vec<String> = spec.files_mut().into_iter().map(|(_, f)| f.clone()).collect();
+    let ids: Vec<String> = spec.files_mut().into_iter().map(|(_, _, f)| f.clone()).collect();
     for id in ids {
         let path = state.assets_dir.join(&id);
         if tokio::fs::metadata(&path).await.is_ok() {

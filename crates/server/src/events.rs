@@ -252,8 +252,16 @@ struct Command {
 /// `GET /ws/generations`: send `{"action":"subscribe","ids":[…]}` (or `"all":true`) and
 /// `{"action":"unsubscribe","ids":[…]}`; receive events as JSON text messages.
 pub async fn websocket(State(state): State<AppState>, caller: Caller, ws: WebSocketUpgrade) -> impl IntoResponse {
-    ws.on_upgrade(move |socket| follow(socket, state, caller))
+    // Commands are small; a 64 MiB message of ids is an attack.
+    ws.max_message_size(MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(MAX_WS_MESSAGE_BYTES)
+        .on_upgrade(move |socket| follow(socket, state, caller))
 }
+
+/// Largest WebSocket command accepted.
+const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most ids one socket follows (each subscribe looks each id up).
+const MAX_WS_IDS: usize = 1000;
 
 async fn follow(socket: WebSocket, state: AppState, caller: Caller) {
     let (mut tx, mut rx_ws) = socket.split();
@@ -270,6 +278,10 @@ async fn follow(socket: WebSocket, state: AppState, caller: Caller) {
                     _ => continue,
                 };
                 let reply = match serde_json::from_str::<Command>(&text) {
+                    Ok(c) if c.action == "subscribe" && ids.len() + c.ids.len() > MAX_WS_IDS => {
+                        vec![serde_json::json!({"error": {"code": "too_many_ids", "message":
+                            format!("a socket follows at most {MAX_WS_IDS} ids (or subscribe with \"all\": true)")}}).to_string()]
+                    }
                     Ok(c) if c.action == "subscribe" => {
                         all |= c.all;
                         let mut out = vec![];

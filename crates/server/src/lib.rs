@@ -14,7 +14,9 @@ pub mod distribute;
 pub mod download;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod openapi;
+pub mod signing;
 pub mod studio;
 pub mod submit;
 pub mod talks;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub wake_segments: Arc<tokio::sync::Notify>,
     pub http: reqwest::Client,
     pub webhook_secret: Arc<str>,
+    /// Keys for talk links and D-ID callbacks (derived from `signing_secret`).
+    pub signing: signing::Keys,
     pub assets_dir: PathBuf,
     pub node_id: Arc<str>,
     /// How clients reach this server: `public_url`, else the address it listens on.
@@ -172,8 +176,15 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     let engine = Arc::new(Engine::new(cache)?);
     let webhook_secret: Arc<str> = match &config.webhook_secret {
         Some(s) => s.as_str().into(),
-        None => load_or_create_secret(&data.join("webhook_secret"))?.into(),
+        None => load_or_create_secret(&data.join("webhook_secret"), "whsec_")?.into(),
     };
+    let signing = signing::Keys::derive(
+        match &config.signing_secret {
+            Some(s) => s.clone(),
+            None => load_or_create_secret(&data.join("signing_secret"), "")?,
+        }
+        .as_bytes(),
+    );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
@@ -199,6 +210,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         wake_segments: Default::default(),
         http,
         webhook_secret,
+        signing,
         assets_dir,
         public_url: public_url.into(),
         remote_waits: Default::default(),
@@ -206,13 +218,13 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     })
 }
 
-fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<String> {
+fn load_or_create_secret(path: &std::path::Path, prefix: &str) -> std::io::Result<String> {
     if let Ok(s) = std::fs::read_to_string(path) {
         return Ok(s.trim().to_string());
     }
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let secret = format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let secret = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
     let tmp = path.with_extension("tmp");
     // Readable by the service's user only.
     std::fs::OpenOptions::new()
@@ -295,6 +307,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_upload_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::browser_guard))
         .layer(CompressionLayer::new().compress_when(compress))
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
         .with_state(state)

@@ -66,6 +66,42 @@ pub enum Kind {
     Video,
 }
 
+impl From<reelsmith_spec::FileKind> for Kind {
+    fn from(k: reelsmith_spec::FileKind) -> Self {
+        match k {
+            reelsmith_spec::FileKind::Image => Kind::Image,
+            reelsmith_spec::FileKind::Audio => Kind::Audio,
+            reelsmith_spec::FileKind::Video => Kind::Video,
+            reelsmith_spec::FileKind::Font => Kind::Font,
+        }
+    }
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Image => "an image",
+            Kind::Audio => "audio",
+            Kind::Font => "a font",
+            Kind::Video => "a video",
+        }
+    }
+}
+
+/// The demuxer FFmpeg must find for a sniffed audio/video media type (an ID3 tag in front of a
+/// playlist is not an MP3).
+fn expected_format(media_type: &str) -> &'static [&'static str] {
+    match media_type {
+        "audio/mpeg" => &["mp3", "aac"],
+        "audio/wav" => &["wav"],
+        "audio/ogg" => &["ogg"],
+        "audio/flac" => &["flac"],
+        "audio/mp4" => &["mov"],
+        "audio/webm" => &["matroska"],
+        _ => &[],
+    }
+}
+
 /// Recognises a file from its first bytes (never from its name).
 pub fn sniff(bytes: &[u8]) -> Option<(Kind, &'static str)> {
     if let Ok(f) = image::guess_format(bytes) {
@@ -169,7 +205,21 @@ pub async fn store_asset(
         let probe_path = file.clone();
         let probed = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::internal)?
+            .and_then(|p| {
+                let expected = expected_format(media_type);
+                if p.format.split(',').any(|f| expected.contains(&f)) {
+                    Ok(p)
+                } else {
+                    Err(reelsmith_media::ffmpeg::FfmpegError::Probe(format!(
+                        "it starts like {media_type} but FFmpeg reads it as '{}'",
+                        p.format
+                    )))
+                }
+            });
+        // FFmpeg's words name the staging file; the caller knows the upload by its own name.
+        let staged = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let probed = probed.map_err(|e| e.to_string().replace(&staged, what).replace(&id, what));
         let refuse = |e: ApiError| async {
             if !stored {
                 let _ = tokio::fs::remove_file(&file).await;
@@ -189,7 +239,7 @@ pub async fn store_asset(
             }
             _ if probed.as_ref().is_ok_and(|p| p.audio().is_some()) => {}
             _ => {
-                let why = probed.err().map_or_else(|| "it has no audio stream".to_string(), |e| e.to_string());
+                let why = probed.err().unwrap_or_else(|| "it has no audio stream".to_string());
                 let msg = format!("{what}: cannot read the audio: {why}");
                 return refuse(ApiError::unprocessable("corrupt_audio", msg)).await;
             }
@@ -255,18 +305,37 @@ pub async fn prepare(
             .with_issues(vec![IssueBody { path, message: e.message.clone() }])
     })?;
     let mut issues = vec![];
-    for (path, file) in spec.files_mut() {
-        if let Some(id) = file.strip_prefix(ASSET_PREFIX) {
-            match state.meta.asset(id).await? {
-                Some(a) if api_key_id.is_none() || a.api_key_id.as_deref() == api_key_id => {}
+    for (path, field_kind, file) in spec.files_mut() {
+        let id = match (file.strip_prefix(ASSET_PREFIX), uploads.get(file.as_str())) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(id)) => {
+                *file = format!("{ASSET_PREFIX}{id}");
+                Some(id.clone())
+            }
+            (None, None) => None,
+        };
+        if let Some(id) = id {
+            match state.meta.asset(&id).await? {
+                Some(a) if api_key_id.is_none() || a.api_key_id.as_deref() == api_key_id => {
+                    // An asset serves only fields of its own kind: audio is never opened as a clip.
+                    let kind = sniff_kind(&a.media_type);
+                    if kind != Some(Kind::from(field_kind)) {
+                        issues.push(IssueBody {
+                            path: format!("spec.{path}"),
+                            message: format!(
+                                "asset '{id}' is {}, not {}",
+                                a.media_type,
+                                Kind::from(field_kind).describe()
+                            ),
+                        });
+                    }
+                }
                 // Another key's asset does not exist for this one.
                 _ => issues.push(IssueBody {
                     path: format!("spec.{path}"),
                     message: format!("no asset with id '{id}' (upload it with POST /api/v1/assets)"),
                 }),
             }
-        } else if let Some(id) = uploads.get(file.as_str()) {
-            *file = format!("{ASSET_PREFIX}{id}");
         } else {
             issues.push(IssueBody {
                 path: format!("spec.{path}"),
@@ -284,7 +353,7 @@ pub async fn prepare(
     let engine_spec = engine_view(&spec);
     let engine = state.engine.clone();
     let assets = state.assets_dir.clone();
-    tokio::task::spawn_blocking(move || engine.validate(&engine_spec, &assets))
+    let cost = tokio::task::spawn_blocking(move || engine.check(&engine_spec, &assets))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| {
@@ -297,6 +366,7 @@ pub async fn prepare(
             }
             e
         })?;
+    check_cost(&state.config, &cost)?;
     if state.config.did_api_key.is_none() {
         let remote: Vec<IssueBody> = spec
             .scenes
@@ -322,10 +392,53 @@ pub async fn prepare(
     Ok(Prepared { spec, spec_json, spec_hash, request_hash, priority, webhook_url: env.webhook_url, metadata, dedupe })
 }
 
+/// Refuses a spec whose estimated cost is over the server's limits, before any work.
+pub fn check_cost(config: &crate::Config, cost: &reelsmith_engine::cost::Cost) -> ApiResult<()> {
+    let mut issues = vec![];
+    if cost.megapixel_frames > config.max_job_megapixel_frames {
+        issues.push(IssueBody {
+            path: "spec.output".into(),
+            message: format!(
+                "about {:.0} s: {} frames of {} pixels, {:.0} megapixel-frames; this server renders at most {:.0} per job (use a smaller size, a lower fps or a shorter video)",
+                cost.seconds,
+                cost.frames,
+                cost.frame_pixels,
+                cost.megapixel_frames,
+                config.max_job_megapixel_frames
+            ),
+        });
+    }
+    if cost.canvas_megapixels > config.max_job_canvas_megapixels {
+        issues.push(IssueBody {
+            path: "spec.scenes".into(),
+            message: format!(
+                "the scenes' canvases (each the frame at its largest Ken Burns zoom) add up to {:.0} megapixels; the limit is {:.0} (fewer scenes, less zoom or a smaller size)",
+                cost.canvas_megapixels, config.max_job_canvas_megapixels
+            ),
+        });
+    }
+    if cost.text_chars > config.max_job_text_chars {
+        issues.push(IssueBody {
+            path: "spec.scenes".into(),
+            message: format!(
+                "{} characters of text in all; the limit is {} per job",
+                cost.text_chars, config.max_job_text_chars
+            ),
+        });
+    }
+    match issues.first() {
+        None => Ok(()),
+        Some(first) => {
+            let msg = format!("{}: {}", first.path, first.message);
+            Err(ApiError::unprocessable("too_costly", msg).with_issues(issues))
+        }
+    }
+}
+
 /// The spec as the engine reads it: assets are files in the assets folder.
 pub fn engine_view(spec: &Spec) -> Spec {
     let mut s = spec.clone();
-    for (_, file) in s.files_mut() {
+    for (_, _, file) in s.files_mut() {
         if let Some(id) = file.strip_prefix(ASSET_PREFIX) {
             *file = id.to_string();
         }

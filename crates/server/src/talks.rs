@@ -13,13 +13,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use reelsmith_store::{Asset, GenerationRecord, JobState, ListFilter, now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::auth::Caller;
+use crate::signing::Purpose;
 use crate::submit::{self, ASSET_PREFIX, Envelope};
 use crate::{ApiError, AppState, api};
 
@@ -169,10 +168,12 @@ pub fn iso(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+fn result_message(generation_id: &str, expires: i64) -> Vec<u8> {
+    format!("talk-result:{generation_id}:{expires}").into_bytes()
+}
+
 fn sign_result(state: &AppState, generation_id: &str, expires: i64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(state.webhook_secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(format!("talk-result:{generation_id}:{expires}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    state.signing.sign(Purpose::TalkResult, &result_message(generation_id, expires))
 }
 
 /// A link to the talk's video that works without a key until it expires.
@@ -316,17 +317,19 @@ fn even(x: f64) -> u32 {
     ((x / 2.0).round() as u32).max(1) * 2
 }
 
-pub async fn create_talk(State(state): State<AppState>, caller: Caller, body: Bytes) -> DidResult<Response> {
-    if body.len() > state.config.max_body_bytes {
-        return Err(DidError(ApiError::new(
+pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
+    crate::guard::require_json(req.headers(), false)?;
+    // Read no more than the JSON limit: the upload limit (much larger) is for files.
+    let body: Bytes = axum::body::to_bytes(req.into_body(), state.config.max_body_bytes).await.map_err(|_| {
+        DidError(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!(
                 "the request body is over {} bytes; upload files with POST /images or /audios",
                 state.config.max_body_bytes
             ),
-        )));
-    }
+        ))
+    })?;
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -515,20 +518,28 @@ pub async fn result(
     q: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> DidResult<Response> {
-    let Query(q) = q.map_err(|_| DidError(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "missing signature")))?;
+    let forbidden = |why: &str| DidError(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why));
+    let Query(q) = q.map_err(|_| forbidden("missing signature"))?;
     let gid = generation_id(&id)?;
-    let want = sign_result(&state, &gid, q.expires);
-    let valid = crate::webhooks::constant_eq(want.as_bytes(), q.signature.as_bytes());
-    if !valid || q.expires < now_ms() / 1000 {
-        let why = if valid { "this link has expired; GET the talk for a new one" } else { "bad signature" };
-        return Err(DidError(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why)));
+    if !state.signing.verify(Purpose::TalkResult, &result_message(&gid, q.expires), &q.signature) {
+        return Err(forbidden("bad signature"));
     }
+    let now = now_ms() / 1000;
+    if q.expires < now {
+        return Err(forbidden("this link has expired; GET the talk for a new one"));
+    }
+    // Links are made valid for result_url_ttl_secs; one that claims longer was not made here
+    // (or was made under a longer TTL that the operator has since cut).
+    if q.expires > now.saturating_add(state.config.result_url_ttl_secs as i64) {
+        return Err(forbidden("this link outlives result_url_ttl_secs; GET the talk for a new one"));
+    }
+    // The link serves talks only: a storyboard generation's video needs a key.
     let g = state
         .meta
         .generation(&gid)
         .await
         .map_err(ApiError::from)?
-        .filter(|g| g.state == JobState::Succeeded)
+        .filter(|g| g.state == JobState::Succeeded && is_talk(g))
         .ok_or_else(|| ApiError::not_found("talk result", &id))?;
     let etag = g.result.as_ref().map(|r| r.video_etag.clone()).unwrap_or_default();
     Ok(crate::download::serve(&state, &format!("{gid}/video.mp4"), &etag, "video/mp4", &headers).await?)

@@ -8,10 +8,8 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use reelsmith_store::{NewJob, RetryPolicy};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 pub const QUEUE: &str = "webhooks";
 pub const KIND: &str = "webhook";
@@ -88,12 +86,13 @@ pub fn event_job_with_body(
     job
 }
 
+/// What a webhook signature covers: `<timestamp>.<body>`.
+fn signed_payload(timestamp: i64, body: &str) -> Vec<u8> {
+    format!("{timestamp}.{body}").into_bytes()
+}
+
 pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    crate::signing::sign(secret, &signed_payload(timestamp, body))
 }
 
 /// Checks a `Reelsmith-Signature` header (for receivers written in Rust, and the tests).
@@ -111,19 +110,13 @@ pub fn verify(secret: &[u8], header: &str, body: &str, now_s: i64, tolerance_s: 
     if (now_s - t).abs() > tolerance_s {
         return false;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let expected = mac.finalize().into_bytes();
-    sigs.iter().any(|s| hex::decode(s).is_ok_and(|b| b.len() == expected.len() && constant_eq(&b, &expected)))
+    let payload = signed_payload(t, body);
+    sigs.iter().any(|s| crate::signing::verify(secret, &payload, s))
 }
 
-pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Loopback, private, link-local, shared (CGNAT), unspecified and other non-public addresses.
+/// Loopback, private, link-local, shared (CGNAT), benchmarking, reserved, multicast,
+/// unspecified and other non-public addresses, including IPv4 addresses carried inside IPv6
+/// (mapped, compatible, NAT64 64:ff9b::/96 and 6to4 2002::/16).
 pub fn is_private(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
@@ -135,15 +128,32 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_documentation()
+                || v4.is_multicast()
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || o[0] == 0
+                // IETF protocol assignments (192.0.0.0/24), benchmarking (198.18.0.0/15),
+                // reserved (240.0.0.0/4).
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
             let seg = v6.segments();
-            v6.is_loopback() || v6.is_unspecified() || (seg[0] & 0xfe00) == 0xfc00 || (seg[0] & 0xffc0) == 0xfe80
+            // Translation prefixes reach whatever IPv4 address they carry, internal ones too:
+            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16), IPv4-compatible (::/96).
+            if (seg[0] == 0x64 && seg[1] == 0xff9b) || seg[0] == 0x2002 || seg[..6].iter().all(|&x| x == 0) {
+                return true;
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                // Documentation (2001:db8::/32) and Teredo (2001::/32), which tunnels IPv4.
+                || (seg[0] == 0x2001 && (seg[1] == 0x0db8 || seg[1] == 0))
         }
     }
 }
@@ -173,6 +183,8 @@ pub async fn outbound_client(
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
+        // A proxy would resolve the name again (and could reach what the check refused).
+        .no_proxy()
         .resolve(&host, addr)
         .build()
         .map_err(|e| e.to_string())
@@ -249,10 +261,24 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            // NAT64, 6to4 and IPv4-compatible forms of the metadata address.
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::a9fe:a9fe",
+            "198.18.0.1",
+            "198.19.255.1",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.254",
+            "224.0.0.1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001:0:4136:e378::1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "198.20.0.1", "2001:4860::8888"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

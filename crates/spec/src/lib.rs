@@ -32,6 +32,8 @@ pub mod limits {
     /// Largest accepted video clip frame, in pixels (4096x4096; 4K UHD fits).
     pub const MAX_VIDEO_PIXELS: u64 = 4096 * 4096;
     pub const MAX_ZOOM: f32 = 4.0;
+    /// Largest picture a scene is drawn on (the frame at its largest zoom, capped here).
+    pub const MAX_CANVAS_PIXELS: u64 = 4096 * 4096;
 }
 
 /// A whole storyboard.
@@ -56,31 +58,41 @@ pub struct Spec {
     pub scenes: Vec<Scene>,
 }
 
+/// What a file field holds; an upload of another kind is refused there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Image,
+    Audio,
+    Video,
+    Font,
+}
+
 impl Spec {
-    /// Every file the spec names, with its JSON path, for services that map names to uploads.
-    pub fn files_mut(&mut self) -> Vec<(String, &mut String)> {
-        let mut out: Vec<(String, &mut String)> = vec![];
+    /// Every file the spec names, with its JSON path and kind, for services that map names to
+    /// uploads.
+    pub fn files_mut(&mut self) -> Vec<(String, FileKind, &mut String)> {
+        let mut out: Vec<(String, FileKind, &mut String)> = vec![];
         if let Some(f) = self.subtitles.font.file.as_mut() {
-            out.push(("subtitles.font.file".into(), f));
+            out.push(("subtitles.font.file".into(), FileKind::Font, f));
         }
         if let Some(m) = self.music.as_mut() {
-            out.push(("music.file".into(), &mut m.file));
+            out.push(("music.file".into(), FileKind::Audio, &mut m.file));
         }
         for (i, s) in self.scenes.iter_mut().enumerate() {
             if let Some(f) = s.image.as_mut() {
-                out.push((format!("scenes[{i}].image"), f));
+                out.push((format!("scenes[{i}].image"), FileKind::Image, f));
             }
             if let Some(v) = s.video.as_mut() {
-                out.push((format!("scenes[{i}].video.file"), &mut v.file));
+                out.push((format!("scenes[{i}].video.file"), FileKind::Video, &mut v.file));
             }
             if let Some(a) = s.narration.as_mut().and_then(|n| n.audio.as_mut()) {
-                out.push((format!("scenes[{i}].narration.audio"), a));
+                out.push((format!("scenes[{i}].narration.audio"), FileKind::Audio, a));
             }
             if let Some(f) = s.overlay.as_mut().and_then(|o| o.font.file.as_mut()) {
-                out.push((format!("scenes[{i}].overlay.font.file"), f));
+                out.push((format!("scenes[{i}].overlay.font.file"), FileKind::Font, f));
             }
             if let Some(ReplaceBackground::Image(f)) = s.replace_background.as_mut() {
-                out.push((format!("scenes[{i}].replace_background.image"), f));
+                out.push((format!("scenes[{i}].replace_background.image"), FileKind::Image, f));
             }
         }
         out

@@ -131,6 +131,9 @@ impl Spec {
         if let Some(ol) = &s.outline {
             v.range("subtitles.outline.width", ol.width, 0.0, 0.5);
         }
+        if let Some(b) = &s.r#box {
+            v.range("subtitles.box.padding", b.padding, 0.0, 2.0);
+        }
         if let Some(file) = &s.font.file {
             v.file("subtitles.font.file", base_dir, file);
         }
@@ -251,6 +254,9 @@ impl Spec {
             if let Some(ov) = &scene.overlay {
                 text(v, &format!("{p}.overlay.text"), &ov.text);
                 v.range(&format!("{p}.overlay.font.size"), ov.font.size, 0.01, 0.3);
+                if let Some(b) = &ov.r#box {
+                    v.range(&format!("{p}.overlay.box.padding"), b.padding, 0.0, 2.0);
+                }
                 if let Some(file) = &ov.font.file {
                     v.file(&format!("{p}.overlay.font.file"), base_dir, file);
                 }

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod hostile;
 mod scaleout;
 mod talks;
 mod tools;

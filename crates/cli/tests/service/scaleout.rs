@@ -69,6 +69,7 @@ impl Cluster {
             ("REELSMITH_SEGMENT_WORKERS", "1"),
             ("REELSMITH_LEASE_SECS", "1.5"),
             ("REELSMITH_WEBHOOK_SECRET", "whsec_scaleout"),
+            ("REELSMITH_SIGNING_SECRET", "scaleout-signing-secret-0123456789abcdef"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,0 +1,307 @@
+//! The hardening issue's attacks, each as requests against a real server: every one of them
+//! worked before the fix, and the server must keep serving after each.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A server that requires keys, with two tenants: (server, alice's token, mallory's token).
+fn two_tenants(dir: &std::path::Path, env: &[(&str, &str)]) -> (Server, String, String) {
+    let create = |name: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["keys", "--data-dir"])
+            .arg(dir)
+            .args(["create", name, "--rate", "1000", "--burst", "1000"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (alice, mallory) = (create("alice"), create("mallory"));
+    let mut env = env.to_vec();
+    env.push(("REELSMITH_REQUIRE_API_KEY", "true"));
+    (Server::start(dir, &env), alice, mallory)
+}
+
+async fn healthy(s: &Server) {
+    let r = s.client.get(format!("{}/health", s.url)).send().await.expect("the server is gone");
+    assert_eq!(r.status(), 200);
+}
+
+/// S1: a talk link's signature is checked in full; a link never serves a storyboard, and never
+/// lives longer than result_url_ttl_secs, even when correctly signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_links_and_callbacks_need_the_whole_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, _) = two_tenants(dir.path(), &[]);
+    s.token = Some(alice);
+    let (code, g) = s.submit(&json!({"spec": small_spec("Alice's secret video.")})).await;
+    assert_eq!(code, 202, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_final(&gid, LIMIT).await["status"], "succeeded");
+    let tid = format!("tlk_{}", gid.trim_start_matches("gen_"));
+    let anonymous = reqwest::Client::new();
+    let get = |q: String| {
+        let url = format!("{}/talks/{tid}/result.mp4?{q}", s.url);
+        let c = anonymous.clone();
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let far = 99_999_999_999i64;
+    for sig in ["", "0", "a", "00", &"0".repeat(63), &"0".repeat(64), &"0".repeat(65), &"zz".repeat(32)] {
+        assert_eq!(get(format!("expires={far}&signature={sig}")).await, 403, "signature {sig:?}");
+    }
+    // A correct signature (made here with the server's own key) for a storyboard: not a talk.
+    let keys = signing_keys(dir.path());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sign = |expires: i64| {
+        keys.sign(reelsmith_server::signing::Purpose::TalkResult, format!("talk-result:{gid}:{expires}").as_bytes())
+    };
+    let soon = now + 600;
+    assert_eq!(get(format!("expires={soon}&signature={}", sign(soon))).await, 404);
+    // Upper case is the same signature; a tampered one is not.
+    assert_eq!(get(format!("expires={soon}&signature={}", sign(soon).to_uppercase())).await, 404);
+    let mut tampered = sign(soon).into_bytes();
+    tampered[10] = if tampered[10] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(get(format!("expires={soon}&signature={tampered}")).await, 403);
+    // Correctly signed, but past the TTL (an hour by default): refused.
+    assert_eq!(get(format!("expires={far}&signature={}", sign(far))).await, 403);
+    // What a tenant knows (the webhook secret) mints nothing.
+    let webhook = webhook_secret(dir.path());
+    let forged = reelsmith_server::signing::sign(webhook.as_bytes(), format!("talk-result:{gid}:{soon}").as_bytes());
+    assert_eq!(get(format!("expires={soon}&signature={forged}")).await, 403);
+    // The D-ID callback route: no empty, short or forged signature wakes anything.
+    for sig in ["", "0", &"0".repeat(64)] {
+        let r = anonymous.post(format!("{}/callbacks/d-id/{gid}?signature={sig}", s.url)).send().await.unwrap();
+        assert_eq!(r.status(), 403, "callback signature {sig:?}");
+    }
+    healthy(&s).await;
+}
+
+fn signing_keys(data_dir: &std::path::Path) -> reelsmith_server::signing::Keys {
+    let master = std::fs::read_to_string(data_dir.join("signing_secret")).unwrap();
+    reelsmith_server::signing::Keys::derive(master.trim().as_bytes())
+}
+
+fn id3_wrapped(body: &str) -> Vec<u8> {
+    let mut b = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+    b.extend_from_slice(body.as_bytes());
+    b
+}
+
+fn dash(base_url: &str, mime: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"
+     type="static" mediaPresentationDuration="PT5S" minBufferTime="PT1S">
+ <Period><AdaptationSet mimeType="{mime}"><Representation id="a" bandwidth="64000" codecs="avc1">
+  <BaseURL>{base_url}</BaseURL>
+ </Representation></AdaptationSet></Period></MPD>
+"#
+    )
+}
+
+/// S2: an "audio" upload that is a manifest pointing at another tenant's video (on disk) or at
+/// an internal service (over HTTP) is refused, nothing is fetched, no server path is shown; an
+/// audio asset is never a clip.
+#[tokio::test(flavor = "multi_thread")]
+async fn manifest_uploads_read_nothing_and_assets_keep_their_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &[]);
+    s.token = Some(alice);
+    let (code, g) = s.submit(&json!({"spec": small_spec("Alice's video.")})).await;
+    assert_eq!(code, 202, "{g}");
+    let victim = g["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_final(&victim, LIMIT).await["status"], "succeeded");
+    s.token = Some(mallory);
+    // Stands for an internal service: it must see no connection at all.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let data = dir.path().display().to_string();
+    let uploads = [
+        ("file.mp3", id3_wrapped(&dash(&format!("../artifacts/{victim}/video.mp4"), "video/mp4"))),
+        ("abs.mp3", id3_wrapped(&dash(&format!("{data}/artifacts/{victim}/video.mp4"), "video/mp4"))),
+        ("http.mp3", id3_wrapped(&dash(&format!("http://127.0.0.1:{port}/ssrf-dash"), "audio/mp4"))),
+        (
+            "hls.mp3",
+            id3_wrapped(&format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:5\n#EXTINF:5,\nhttp://127.0.0.1:{port}/ssrf-hls\n#EXT-X-ENDLIST\n"
+            )),
+        ),
+    ];
+    for (name, bytes) in uploads {
+        let r = s.post("/api/v1/assets").header("x-file-name", name).body(bytes).send().await.unwrap();
+        let code = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(code, 422, "{name}: {body}");
+        assert!(!body.contains(&data) && !body.contains("/assets/"), "{name}: a server path in {body}");
+        assert!(body.contains(name), "{name}: the error names the upload: {body}");
+    }
+    assert!(listener.accept().is_err(), "the server connected to the listener");
+
+    // A real audio upload is audio, and audio is not a clip (nor a picture).
+    let mut wav = vec![];
+    {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(std::io::Cursor::new(&mut wav), spec).unwrap();
+        for i in 0..16_000 {
+            w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+    let a: Value = s.post("/api/v1/assets").body(wav).send().await.unwrap().json().await.unwrap();
+    assert_eq!(a["media_type"], "audio/wav", "{a}");
+    let id = a["id"].as_str().unwrap();
+    for (field, scene) in [
+        ("spec.scenes[0].video.file", json!({"video": {"file": format!("asset:{id}")}})),
+        ("spec.scenes[0].image", json!({"image": format!("asset:{id}"), "duration": 1})),
+    ] {
+        let (code, body) = s.submit(&json!({"spec": {"version": 1, "scenes": [scene]}})).await;
+        assert_eq!(code, 422, "{body}");
+        assert_eq!(body["error"]["issues"][0]["path"], field, "{body}");
+        assert!(body["error"]["issues"][0]["message"].as_str().unwrap().contains("audio/wav"), "{body}");
+    }
+    healthy(&s).await;
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let mut s = String::new();
+    std::fs::File::open(format!("/proc/{pid}/status")).unwrap().read_to_string(&mut s).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// S3: 5,000 characters of overlay at the largest font on a 4096x4096 frame, and a title at
+/// zoom 4, render in bounded memory (they asked for tens of GB and killed the process); absurd
+/// specs are refused by their estimated cost before any work.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_text_renders_in_bounded_memory_and_absurd_specs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _, mallory) = two_tenants(dir.path(), &[]);
+    s.token = Some(mallory);
+    let w = "W".repeat(5_000);
+    let spec = json!({"version": 1, "output": {"width": 4096, "height": 4096, "fps": 1,
+    "quality": {"preset": "ultrafast"}}, "subtitles": {"enabled": false},
+    "scenes": [
+        {"duration": 1, "background": {"color": "#000000"}, "overlay": {"text": w, "font": {"size": 0.3}}},
+        {"duration": 1, "title": w, "motion": {"type": "ken-burns", "zoom_from": 4, "zoom_to": 4}},
+    ]});
+    let (code, g) = s.submit(&json!({"spec": spec, "dedupe": false})).await;
+    assert_eq!(code, 202, "{g}");
+    let done = s.wait_final(g["id"].as_str().unwrap(), Duration::from_secs(300)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Peak RSS of the whole server: frames of 4096² are 25 MB (yuv) and 67 MB (RGBA); the
+    // unbounded layout asked for over 30 GB.
+    let peak_mb = rss_kb(s.pid()) / 1024;
+    assert!(peak_mb < 2048, "the server peaked at {peak_mb} MB");
+    healthy(&s).await;
+
+    // Twenty minutes of 4096² at 120 fps: refused at once, naming the field and the limit.
+    let absurd = json!({"version": 1, "output": {"width": 4096, "height": 4096, "fps": 120,
+        "quality": {"preset": "veryslow", "crf": 0}},
+        "scenes": [{"duration": 600, "background": {"gradient": {"from": "#000000", "to": "#ffffff"}}},
+                   {"duration": 600, "background": {"color": "#ffffff"}}]});
+    let (code, body) = s.submit(&json!({"spec": absurd, "priority": 9})).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("too_costly")), "{body}");
+    assert_eq!(body["error"]["issues"][0]["path"], "spec.output", "{body}");
+    // Padding boxes are bounded too.
+    let padded = json!({"version": 1, "scenes": [{"duration": 1,
+        "overlay": {"text": "x", "box": {"color": "#000000", "padding": 100000}}}]});
+    let (code, body) = s.submit(&json!({"spec": padded})).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["error"]["issues"][0]["path"], "spec.scenes[0].overlay.box.padding", "{body}");
+    healthy(&s).await;
+}
+
+/// S9: with no keys (the loopback default) a web page cannot post across sites, rebind a name
+/// to the server, or follow generations over a cross-site WebSocket; the server's own pages can.
+#[tokio::test(flavor = "multi_thread")]
+async fn web_pages_cannot_drive_the_keyless_loopback_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let body = json!({"spec": small_spec("csrf")}).to_string();
+    let post = |ct: Option<&str>, origin: Option<&str>| {
+        let mut r = s.post("/api/v1/generations").body(body.clone());
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap())
+        }
+    };
+    // A browser's "simple" cross-site POST: text/plain, a foreign Origin.
+    let (code, b) = post(Some("text/plain"), Some("https://evil.example")).await;
+    assert_eq!((code, b["error"]["code"].as_str()), (403, Some("cross_origin")), "{b}");
+    let (code, b) = post(Some("text/plain"), None).await;
+    assert_eq!((code, b["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "{b}");
+    let (code, b) = post(Some("application/x-www-form-urlencoded"), None).await;
+    assert_eq!(code, 415, "{b}");
+    let (code, b) = post(Some("application/json"), Some("null")).await;
+    assert_eq!(code, 403, "{b}");
+    // DNS rebinding: the attacker's name pointing at 127.0.0.1.
+    let r = s.get("/api/v1/generations").header("host", "rebind.attacker.example:8081").send().await.unwrap();
+    assert_eq!(r.status(), 421);
+    // Cross-site WebSocket.
+    let ws_url = format!("{}/ws/generations", s.url.replace("http://", "ws://"));
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    req.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(req).await;
+    assert!(refused.is_err(), "a cross-site WebSocket was accepted");
+    // Nothing above created anything.
+    let list: Value = s.get("/api/v1/generations").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+    // The server's own origin (the Studio page) and programs without an Origin work.
+    let own = s.url.clone();
+    let (code, b) = post(Some("application/json"), Some(&own)).await;
+    assert_eq!(code, 202, "{b}");
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    req.headers_mut().insert("origin", own.parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    let r = s.get("/").header("host", "localhost").send().await.unwrap();
+    assert_eq!(r.status(), 200, "the Studio page by name");
+}
+
+/// S16 and S20: webhook URLs into NAT64/6to4/benchmark/reserved ranges are refused; a huge
+/// POST /talks body is refused after its own limit, not after the upload limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_ranges_and_oversized_talk_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, _) = two_tenants(dir.path(), &[("REELSMITH_WEBHOOK_ALLOW_PRIVATE", "false")]);
+    s.token = Some(alice);
+    for url in [
+        "http://[64:ff9b::a9fe:a9fe]/x",
+        "http://[2002:a9fe:a9fe::1]/x",
+        "http://[::a9fe:a9fe]/x",
+        "http://198.18.0.1/x",
+        "http://240.0.0.1/x",
+    ] {
+        let (code, body) =
+            s.submit(&json!({"webhook_url": url, "spec": {"version": 1, "scenes": [{"duration": 1}]}})).await;
+        assert_eq!(code, 422, "{url}: {body}");
+        assert_eq!(body["error"]["issues"][0]["path"], "webhook_url", "{body}");
+    }
+    let big = vec![b' '; 3 << 20];
+    let r = s.post("/talks").header("content-type", "application/json").body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    healthy(&s).await;
+}
