@@ -29,7 +29,8 @@ fn two_tenants(dir: &std::path::Path, env: &[(&str, &str)]) -> (Server, String, 
 }
 
 async fn healthy(s: &Server) {
-    let r = s.client.get(format!("{}/health", s.url)).send().await.expect("the server is gone");
+    // A new connection: a refused upload may have closed the pooled one.
+    let r = reqwest::Client::new().get(format!("{}/health", s.url)).send().await.expect("the server is gone");
     assert_eq!(r.status(), 200);
 }
 
