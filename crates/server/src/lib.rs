@@ -37,7 +37,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use reelsmith_engine::{Cache, Engine};
 use reelsmith_store::{ArtifactStore, JobQueue, LocalArtifacts, Metadata, PgStore, SqliteStore};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -71,6 +71,9 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Remote (D-ID) talks waiting for their provider's webhook, by generation id.
     pub remote_waits: did::Waits,
+    /// The last readiness answer and when it was made: `/ready` is unauthenticated, so it is
+    /// computed at most once per READY_TTL however often it is asked.
+    pub ready_cache: Arc<tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, Value)>>>,
     /// Progress of other nodes through Redis, when configured; whether it is connected now.
     pub bus: Option<(Arc<reelsmith_store::RedisBus>, Arc<std::sync::atomic::AtomicBool>)>,
     /// Uploaded assets also live in artifact storage (shared by every node), not only on this
@@ -214,6 +217,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         assets_dir,
         public_url: public_url.into(),
         remote_waits: Default::default(),
+        ready_cache: Default::default(),
         cache_counts: Default::default(),
     })
 }
@@ -334,7 +338,23 @@ async fn health() -> impl IntoResponse {
 
 /// Readiness: what a node cannot work without (database, storage, FFmpeg) decides the status;
 /// Redis is an accelerator, so without it the node is `degraded` but still ready.
+/// How long one readiness answer is reused.
+const READY_TTL: Duration = Duration::from_secs(2);
+
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    // One check at a time; callers arriving meanwhile wait for it and share its answer.
+    let mut cached = state.ready_cache.lock().await;
+    if let Some((at, code, body)) = cached.as_ref()
+        && at.elapsed() < READY_TTL
+    {
+        return (*code, Json(body.clone()));
+    }
+    let (code, body) = check_ready(&state).await;
+    *cached = Some((std::time::Instant::now(), code, body.clone()));
+    (code, Json(body))
+}
+
+async fn check_ready(state: &AppState) -> (StatusCode, Value) {
     let db = state.meta.ping().await.map_err(|e| e.to_string());
     let storage = state.artifacts.ping().await.map_err(|e| e.to_string());
     let free = state.artifacts.free_bytes().await;
@@ -372,7 +392,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         (true, false) => "ready",
     };
     let body = json!({"status": status, "role": state.config.role(), "node": &*state.node_id, "checks": checks});
-    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {

@@ -565,7 +565,9 @@ pub(crate) async fn finish_failed(
     message: &str,
     retryable: bool,
 ) -> &'static str {
-    tracing::warn!(generation = %g.id, attempt = lease.attempt, code, message, retryable, "render attempt failed");
+    // `message` is the event's own text in the log format: the reason (FFmpeg's words, partly
+    // the caller's) goes in a field of its own, Debug-escaped so it cannot forge log lines.
+    tracing::warn!(generation = %g.id, attempt = lease.attempt, code, reason = ?message, retryable, "render attempt failed");
     let mut done = g.clone();
     done.state = reelsmith_store::JobState::Failed;
     done.error_code = Some(code.into());
