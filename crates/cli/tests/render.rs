@@ -734,3 +734,42 @@ fn every_example_renders() {
     }
     assert!(n >= 3, "{n} example specs");
 }
+
+/// One render may not write more than the whole stage cache: it fails, saying so, instead of
+/// filling the disk (the cache used to be trimmed only after a run).
+#[test]
+fn a_render_that_needs_more_than_the_cache_fails_clearly() {
+    let f = Fixture::new();
+    let e = reelsmith_engine::Engine::new(reelsmith_engine::Cache::open(f.path("cache"), 400_000).unwrap()).unwrap();
+    let scenes: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            json!({ "duration": 0.5, "background": { "color": format!("#{:02x}0000", i * 40) },
+                "motion": { "type": "ken-burns", "zoom_from": 2, "zoom_to": 2 } })
+        })
+        .collect();
+    let spec = json!({ "version": 1, "output": { "width": 320, "height": 180, "fps": 10 },
+        "subtitles": { "enabled": false }, "scenes": scenes });
+    let p = f.write_spec("big.json", &spec);
+    let err = e.render_file(&p, &f.path("big.mp4"), &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("needs more than the whole stage cache"), "{err}");
+    assert!(e.cache.stats().bytes <= 400_000, "{} bytes left in the cache", e.cache.stats().bytes);
+}
+
+/// A spec's own font file draws its text (through a renderer made for that render: see
+/// `text::tests::a_specs_fonts_stay_in_its_own_renderer`).
+#[test]
+fn spec_font_files_are_used_for_that_render_only() {
+    let mono = std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf");
+    let f = Fixture::new();
+    std::fs::copy(mono, f.path("own.ttf")).unwrap();
+    let e = engine(&f.path("cache"));
+    let spec = json!({ "version": 1, "output": { "width": 320, "height": 180, "fps": 10 },
+        "scenes": [{ "duration": 1, "background": { "color": "#000000" },
+            "overlay": { "text": "MONO", "position": "center", "font": { "file": "own.ttf", "family": "DejaVu Sans Mono", "size": 0.2 } } }] });
+    let p = f.write_spec("font.json", &spec);
+    let out = f.path("font.mp4");
+    e.render_file(&p, &out, &Default::default()).unwrap();
+    // White text in the middle of a black frame.
+    let [r, g, b] = mean_rgb(&out, 0.5, 100, 60, 220, 120);
+    assert!(r + g + b > 60.0, "no text drawn: {r} {g} {b}");
+}

@@ -10,7 +10,7 @@
 //! other's stages. The tier is an accelerator: when it fails, the cache carries on without it
 //! for a few seconds and then tries again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -93,6 +93,11 @@ pub struct Cache {
     enabled: bool,
     run: Mutex<BTreeMap<String, HitMiss>>,
     shared: Option<Shared>,
+    /// Entries renders in progress still need, with how many renders need each: evicting while
+    /// writing never removes them.
+    pins: Mutex<HashMap<Key, usize>>,
+    /// Bytes in `objects/`: counted on first need, then kept up to date by installs and evictions.
+    approx_bytes: Mutex<Option<u64>>,
 }
 
 /// The shared tier and its health: after an error it is skipped for [`SHARED_RETRY`].
@@ -150,7 +155,16 @@ impl Cache {
         let root = std::path::absolute(root.into())?;
         fs::create_dir_all(root.join("objects"))?;
         fs::create_dir_all(root.join("tmp"))?;
-        Ok(Self { root, max_bytes, enabled: true, run: Default::default(), shared: None })
+        sweep_stale_staging(&root.join("tmp"));
+        Ok(Self {
+            root,
+            max_bytes,
+            enabled: true,
+            run: Default::default(),
+            shared: None,
+            pins: Default::default(),
+            approx_bytes: Default::default(),
+        })
     }
 
     /// Adds a shared tier behind this cache (see the module docs).
@@ -259,19 +273,55 @@ impl Cache {
         tempfile::Builder::new().prefix(&k.hex()[..16]).tempdir_in(self.root.join("tmp"))
     }
 
-    /// Renames a complete staged entry into place, so readers never see half of one.
+    /// Renames a complete staged entry into place, so readers never see half of one; then
+    /// evicts (entries no render in progress needs) when the cache has grown past its limit, so
+    /// one render cannot fill the disk before it ends.
     fn install(&self, k: &Key, staged: tempfile::TempDir) -> io::Result<PathBuf> {
         let dest = self.entry_path(k);
         fs::create_dir_all(dest.parent().expect("entry has a parent"))?;
         let tmp_path = staged.keep();
+        let size = dir_size(&tmp_path);
         if let Err(e) = fs::rename(&tmp_path, &dest) {
             // Another render finished the same key first: theirs is as good as ours.
             let _ = fs::remove_dir_all(&tmp_path);
             if !dest.is_dir() {
                 return Err(e);
             }
+            return Ok(dest);
+        }
+        if self.enabled {
+            let mut approx = self.approx_bytes.lock().expect("cache size lock");
+            let total = match *approx {
+                Some(t) => t + size,
+                None => self.entries().iter().map(|e| e.1).sum(),
+            };
+            *approx = Some(total);
+            if total > self.max_bytes {
+                drop(approx);
+                self.evict()?;
+            }
         }
         Ok(dest)
+    }
+
+    /// Marks `k` as needed by a render in progress (see [`Cache::unpin`]).
+    pub fn pin(&self, k: &Key) {
+        *self.pins.lock().expect("pins lock").entry(*k).or_default() += 1;
+    }
+
+    pub fn unpin(&self, k: &Key) {
+        let mut pins = self.pins.lock().expect("pins lock");
+        if let Some(n) = pins.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(k);
+            }
+        }
+    }
+
+    /// The most bytes the cache holds.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Hands a freshly built entry to the shared tier (best effort).
@@ -380,24 +430,33 @@ impl Cache {
         out
     }
 
-    /// Deletes least recently used entries until the cache fits its limit.
+    /// Deletes least recently used entries until the cache fits its limit, except those a
+    /// render in progress still needs.
     pub fn evict(&self) -> io::Result<u64> {
+        let mut approx = self.approx_bytes.lock().expect("cache size lock");
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.max_bytes {
-            return Ok(0);
-        }
-        entries.sort_by_key(|e| e.2);
-        let mut removed = 0;
-        for (p, size, _) in entries {
-            if total <= self.max_bytes {
-                break;
+        if total > self.max_bytes {
+            entries.sort_by_key(|e| e.2);
+            let pinned: std::collections::HashSet<String> =
+                self.pins.lock().expect("pins lock").keys().map(Key::hex).collect();
+            let mut removed = 0;
+            for (p, size, _) in entries {
+                if total <= self.max_bytes {
+                    break;
+                }
+                if p.file_name().is_some_and(|n| pinned.contains(n.to_string_lossy().as_ref())) {
+                    continue;
+                }
+                fs::remove_dir_all(&p)?;
+                total -= size;
+                removed += 1;
             }
-            fs::remove_dir_all(&p)?;
-            total -= size;
-            removed += 1;
+            *approx = Some(total);
+            return Ok(removed);
         }
-        Ok(removed)
+        *approx = Some(total);
+        Ok(0)
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -422,6 +481,19 @@ impl Cache {
         }
         let _ = fs::remove_file(self.root.join("stats.json"));
         Ok(())
+    }
+}
+
+/// Removes staging folders older than a day: what renders killed mid-build left behind (a
+/// render in progress builds for minutes, not days).
+fn sweep_stale_staging(tmp: &Path) {
+    let Ok(items) = fs::read_dir(tmp) else { return };
+    let day = Duration::from_secs(24 * 3600);
+    for item in items.flatten() {
+        let old = item.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > day));
+        if old {
+            let _ = fs::remove_dir_all(item.path());
+        }
     }
 }
 
@@ -512,7 +584,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), 2500).unwrap();
         let keys: Vec<Key> = (0..3).map(|i| key("s", &i)).collect();
-        for (i, k) in keys.iter().enumerate() {
+        for (i, k) in keys[..2].iter().enumerate() {
             cache.get_or_build::<io::Error>("s", k, |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
             // Distinct, ordered mtimes without sleeping.
             let p = cache.entry_path(k);
@@ -523,10 +595,33 @@ mod tests {
         }
         // Using the oldest makes it the newest.
         assert!(cache.get("s", &keys[0]).is_some());
-        assert_eq!(cache.evict().unwrap(), 1);
+        // The third entry goes past the limit: the least recently used one goes as it is written.
+        cache.get_or_build::<io::Error>("s", &keys[2], |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
         assert!(cache.get("s", &keys[0]).is_some());
         assert!(cache.get("s", &keys[1]).is_none(), "the least recently used entry goes");
         assert!(cache.get("s", &keys[2]).is_some());
+        assert_eq!(cache.evict().unwrap(), 0);
+    }
+
+    #[test]
+    fn writing_past_the_limit_evicts_at_once_but_never_what_a_render_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 3000).unwrap();
+        let keys: Vec<Key> = (0..10).map(|i| key("s", &i)).collect();
+        // A render in progress needs the first entry (it will read it again later).
+        cache.pin(&keys[0]);
+        for k in &keys {
+            cache.get_or_build::<io::Error>("s", k, |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
+            // Never more than the limit on disk, at any point of the run.
+            assert!(cache.stats().bytes <= 3000, "{} bytes", cache.stats().bytes);
+            assert!(cache.entry_path(&keys[0]).is_dir(), "a pinned entry was evicted");
+        }
+        cache.unpin(&keys[0]);
+        // Unpinned, it is an entry like any other again.
+        for k in &keys[..3] {
+            let _ = cache.get("s", k);
+        }
+        assert!(cache.stats().entries <= 3);
     }
 
     #[test]

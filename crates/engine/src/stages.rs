@@ -12,7 +12,7 @@ use reelsmith_media::frame::Yuv420;
 use reelsmith_media::head::{EyeGeometry, HeadGeometry};
 use reelsmith_media::mouth::{self, MouthGeometry};
 use reelsmith_media::picture::{self, FitMode};
-use reelsmith_media::text::{Align, TextBlock, TextStyle};
+use reelsmith_media::text::{Align, TextBlock, TextRenderer, TextStyle};
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
 use reelsmith_spec::{
     Background, Fit, Font, Framing, Motion, Narration, ReplaceBackground, Scene, Spec, Validator, limits,
@@ -43,12 +43,22 @@ impl Speech {
     }
 }
 
-/// This render's cache hits and misses per stage (the engine's cache may serve several renders
-/// at once, so its own counters are not this render's).
-#[derive(Default)]
-struct Counts(std::sync::Mutex<BTreeMap<&'static str, cache::HitMiss>>);
+/// One render's use of the stage cache: hits and misses per stage, the entries it needs (pinned
+/// until it ends, so eviction while another render writes never takes them) and the bytes it
+/// has written (one render may not need more than the whole cache). Its hits and misses are its
+/// own: the engine's cache may serve several renders at once.
+struct Counts<'a> {
+    cache: &'a cache::Cache,
+    stages: std::sync::Mutex<BTreeMap<&'static str, cache::HitMiss>>,
+    pinned: std::sync::Mutex<Vec<Key>>,
+    written: AtomicU64,
+}
 
-impl Counts {
+impl<'a> Counts<'a> {
+    fn new(cache: &'a cache::Cache) -> Self {
+        Self { cache, stages: Default::default(), pinned: Default::default(), written: AtomicU64::new(0) }
+    }
+
     /// Looks `key` up in the cache, building it on a miss, and counts which it was.
     fn cached(
         &self,
@@ -57,8 +67,23 @@ impl Counts {
         key: &Key,
         build: impl FnOnce(&Path) -> Result<(), RenderError>,
     ) -> Result<(PathBuf, bool), RenderError> {
+        self.cache.pin(key);
+        self.pinned.lock().expect("pins lock").push(*key);
         let (path, hit) = engine.cache.get_or_build(stage, key, build)?;
-        let mut m = self.0.lock().expect("counts lock");
+        if !hit {
+            let written = self.written.fetch_add(dir_bytes(&path), Ordering::Relaxed) + dir_bytes(&path);
+            if written > self.cache.max_bytes() {
+                return Err(RenderError::at(
+                    "spec",
+                    format!(
+                        "this render needs more than the whole stage cache ({} MB so far; the cache holds {} MB): make the video smaller, shorter or with fewer zoomed scenes, or raise the cache size",
+                        written >> 20,
+                        self.cache.max_bytes() >> 20
+                    ),
+                ));
+            }
+        }
+        let mut m = self.stages.lock().expect("counts lock");
         let e = m.entry(stage).or_default();
         if hit {
             e.hits += 1
@@ -69,8 +94,21 @@ impl Counts {
     }
 
     fn get(&self, stage: &str) -> cache::HitMiss {
-        self.0.lock().expect("counts lock").get(stage).copied().unwrap_or_default()
+        self.stages.lock().expect("counts lock").get(stage).copied().unwrap_or_default()
     }
+}
+
+impl Drop for Counts<'_> {
+    fn drop(&mut self) {
+        for k in self.pinned.lock().expect("pins lock").drain(..) {
+            self.cache.unpin(&k);
+        }
+    }
+}
+
+/// Bytes of the files in a cache entry.
+fn dir_bytes(p: &Path) -> u64 {
+    fs::read_dir(p).map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
 /// Files referenced by the spec, hashed once per render, and what the video clips hold.
@@ -78,6 +116,10 @@ struct Inputs {
     base: PathBuf,
     hashes: BTreeMap<String, String>,
     clips: BTreeMap<usize, ClipInfo>,
+    /// The spec's own font files (subtitles, overlays) and one hash of them all ("" when it has
+    /// none): every look drawn with them is keyed by it.
+    font_files: Vec<PathBuf>,
+    fonts_key: String,
 }
 
 /// A scene's video clip as probed.
@@ -109,7 +151,7 @@ pub(crate) fn run(
     reject_remote_scenes(spec)?;
     let (width, height) = spec.output.dimensions();
     let inputs = hash_inputs(spec, base, clips)?;
-    let counts = Counts::default();
+    let counts = Counts::new(&engine.cache);
     let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
     let mut rep =
         Report { output: out.display().to_string(), width, height, fps: spec.output.fps, ..Default::default() };
@@ -147,13 +189,25 @@ pub(crate) fn run(
     rep.frames = timeline.total_frames;
     rep.duration_s = timeline.duration();
 
+    // The spec's own fonts are known to this render's text renderer only.
+    let text: Arc<TextRenderer> = if inputs.font_files.is_empty() {
+        engine.text.clone()
+    } else {
+        Arc::new(
+            engine
+                .text
+                .with_font_files(&inputs.font_files)
+                .map_err(|e| RenderError::at("subtitles.font.file", e.to_string()))?,
+        )
+    };
+
     // 4. Canvases.
     let mut st = StageReport::default();
     let t = StageTimer::start("canvas");
     opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> =
-        parallel(&indices, jobs, |&i| canvas(engine, &counts, spec, i, &inputs, &runs))?;
+        parallel(&indices, jobs, |&i| canvas(engine, &text, &counts, spec, i, &inputs, &runs))?;
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
@@ -165,7 +219,7 @@ pub(crate) fn run(
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
-        .map(|i| scene_look(engine, spec, &timeline, i, &canvases[i], speech[i].as_ref(), &inputs).map(Arc::new))
+        .map(|i| scene_look(&text, spec, &timeline, i, &canvases[i], speech[i].as_ref(), &inputs).map(Arc::new))
         .collect::<Result<_, _>>()?;
     rep.captions = captions(&timeline, &looks);
     let mut settings = VideoSettings {
@@ -177,8 +231,12 @@ pub(crate) fn run(
         crf: spec.output.quality.crf,
         threads: None,
     };
-    let mut jobs_list: Vec<(usize, Key)> =
-        timeline.segments.iter().enumerate().map(|(i, s)| (i, segment_key(s, &looks, &settings))).collect();
+    let mut jobs_list: Vec<(usize, Key)> = timeline
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, segment_key(s, &looks, &settings, &inputs.fonts_key)))
+        .collect();
     let cached: Vec<bool> = jobs_list.iter().map(|(_, k)| engine.cache.contains(k)).collect();
     rep.segments = timeline
         .segments
@@ -263,7 +321,7 @@ pub(crate) fn run(
             let (p, _) = counts.cached(engine, "segment", &k, |dir| {
                 seg_runs.fetch_add(1, Ordering::Relaxed);
                 encode_segment(
-                    engine,
+                    &text,
                     seg,
                     &looks,
                     &load_canvas,
@@ -345,7 +403,7 @@ pub(crate) fn narration_wav(
 ) -> Result<(String, f64), RenderError> {
     let clips = validate(engine, spec, base)?;
     let inputs = hash_inputs(spec, base, clips)?;
-    let speech = narration(engine, &Counts::default(), spec, i, &inputs, &AtomicU64::new(0))?
+    let speech = narration(engine, &Counts::new(&engine.cache), spec, i, &inputs, &AtomicU64::new(0))?
         .ok_or_else(|| RenderError::at(format!("scenes[{i}].narration"), "the scene has no narration"))?;
     let bytes = fs::read(&speech.path)?;
     let samples = bytes
@@ -357,7 +415,7 @@ pub(crate) fn narration_wav(
 }
 
 /// Per-stage cache counts, and their totals.
-fn fill_cache_counts(rep: &mut Report, counts: &Counts) {
+fn fill_cache_counts(rep: &mut Report, counts: &Counts<'_>) {
     for (stage, name) in [
         ("narration", "narration"),
         ("canvas", "canvas"),
@@ -405,7 +463,7 @@ pub(crate) fn check_voices_and_fonts(engine: &Engine, spec: &Spec, base: &Path, 
     }
     for (path, font) in fonts {
         if let Some(file) = &font.file {
-            if let Err(e) = engine.text.load_font_file(&base.join(file)) {
+            if let Err(e) = TextRenderer::font_file_families(&base.join(file)) {
                 v.push(format!("{path}.file"), e.to_string());
             }
         } else if !engine.text.has_family(&font.family) {
@@ -434,13 +492,32 @@ fn hash_inputs(spec: &Spec, base: &Path, clips: BTreeMap<usize, ClipInfo>) -> Re
     if let Some(m) = &spec.music {
         names.push(("music.file".into(), m.file.clone()));
     }
+    let mut fonts: Vec<(String, String)> = vec![];
+    if let Some(f) = &spec.subtitles.font.file {
+        fonts.push(("subtitles.font.file".into(), f.clone()));
+    }
+    for (i, s) in spec.scenes.iter().enumerate() {
+        if let Some(f) = s.overlay.as_ref().and_then(|o| o.font.file.clone()) {
+            fonts.push((format!("scenes[{i}].overlay.font.file"), f));
+        }
+    }
     let mut hashes = BTreeMap::new();
-    for (path, name) in names {
+    for (path, name) in names.into_iter().chain(fonts.iter().cloned()) {
         let h = cache::hash_file(&base.join(&name))
             .map_err(|e| RenderError::at(path, format!("cannot read {name}: {e}")))?;
         hashes.insert(name, h);
     }
-    Ok(Inputs { base: base.to_path_buf(), hashes, clips })
+    let mut font_names: Vec<String> = fonts.into_iter().map(|(_, n)| n).collect();
+    font_names.sort();
+    font_names.dedup();
+    let fonts_key = if font_names.is_empty() {
+        String::new()
+    } else {
+        let all: Vec<&str> = font_names.iter().map(|n| hashes[n].as_str()).collect();
+        blake3::hash(all.join(",").as_bytes()).to_hex().to_string()
+    };
+    let font_files = font_names.iter().map(|n| base.join(n)).collect();
+    Ok(Inputs { base: base.to_path_buf(), hashes, clips, font_files, fonts_key })
 }
 
 /// Everything that can be checked before any work: ranges, files, voices, fonts, and each
@@ -554,7 +631,7 @@ enum NarrationKey<'a> {
 
 fn narration(
     engine: &Engine,
-    counts: &Counts,
+    counts: &Counts<'_>,
     spec: &Spec,
     i: usize,
     inputs: &Inputs,
@@ -616,7 +693,7 @@ fn read_speech(dir: &Path, key: Key, path: &str, empty: &str) -> Result<Speech, 
 /// A scene's clip sound, as a narration (placed, ducked and normalised like one).
 fn clip_sound(
     engine: &Engine,
-    counts: &Counts,
+    counts: &Counts<'_>,
     spec: &Spec,
     i: usize,
     inputs: &Inputs,
@@ -786,7 +863,7 @@ struct CanvasKey<'a> {
     fit: Fit,
     background: Option<&'a Background>,
     default_background: String,
-    title: Option<(&'a str, TextLookKey)>,
+    title: Option<(&'a str, TextLookKey<'a>)>,
     width: u32,
     height: u32,
     /// Talking-head scenes also locate the face's rig on the canvas (`face.json`): which face,
@@ -809,18 +886,23 @@ enum ReplaceBackgroundKey {
 }
 
 #[derive(Serialize)]
-struct TextLookKey {
+struct TextLookKey<'a> {
     family: String,
     size_px: f32,
+    /// The spec's font files, when it has any (a family name alone may be anyone's font).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    fonts: &'a str,
 }
 
 fn even(x: f32) -> u32 {
     ((x / 2.0).round() as u32 * 2).max(2)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn canvas(
     engine: &Engine,
-    counts: &Counts,
+    text: &TextRenderer,
+    counts: &Counts<'_>,
     spec: &Spec,
     i: usize,
     inputs: &Inputs,
@@ -838,10 +920,10 @@ fn canvas(
             fit: scene.fit,
             background: scene.background.as_ref(),
             default_background: spec.output.background.to_string(),
-            title: scene
-                .title
-                .as_deref()
-                .map(|t| (t, TextLookKey { family: spec.subtitles.font.family.clone(), size_px: title_size })),
+            title: scene.title.as_deref().map(|t| {
+                let family = spec.subtitles.font.family.clone();
+                (t, TextLookKey { family, size_px: title_size, fonts: &inputs.fonts_key })
+            }),
             width: cw,
             height: ch,
             talking_head: match scene.motion {
@@ -906,10 +988,8 @@ fn canvas(
                 max_height_px: ch,
                 highlight: None,
             };
-            let ov = engine
-                .text
-                .render_block(&block)
-                .map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
+            let ov =
+                text.render_block(&block).map_err(|e| RenderError::at(format!("scenes[{i}].title"), e.to_string()))?;
             let (x, y) = ((cw as i64 - ov.width as i64) / 2, (ch as i64 - ov.height as i64) / 2);
             if scene.video.is_some() {
                 fs::write(dir.join("title.rgba"), &ov.data)?;
@@ -970,7 +1050,7 @@ enum Job {
 /// than found in the cache, the encoder's CPU seconds.
 fn mixdown(
     engine: &Engine,
-    counts: &Counts,
+    counts: &Counts<'_>,
     spec: &Spec,
     tl: &Timeline,
     speech: &[Option<Speech>],
@@ -1261,7 +1341,7 @@ fn captions(tl: &Timeline, looks: &[Arc<SceneLook>]) -> Vec<report::Caption> {
 }
 
 fn scene_look(
-    engine: &Engine,
+    text: &TextRenderer,
     spec: &Spec,
     tl: &Timeline,
     i: usize,
@@ -1276,7 +1356,7 @@ fn scene_look(
     let sub_look = text_look(&subs.font, "", h, w, subs.max_width, subs.outline.as_ref(), subs.r#box.as_ref());
     let states = match (subs.enabled, speech) {
         (true, Some(s)) => scene::subtitle_states(
-            &engine.text,
+            text,
             &s.words,
             &sub_look.style(),
             subs,
@@ -1417,9 +1497,12 @@ struct SegmentKey<'a> {
     encoder: H264Encoder,
     preset: &'a str,
     crf: u8,
+    /// The spec's font files, when it has any (overlays and subtitles are drawn with them).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    fonts: &'a str,
 }
 
-fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings) -> Key {
+fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings, fonts: &str) -> Key {
     // A segment depends only on the scenes it shows, so editing scene 3 leaves scene 1's key alone.
     let scenes = match *seg {
         Segment::Body { scene, .. } => vec![&*looks[scene]],
@@ -1437,13 +1520,14 @@ fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings) -> Ke
             encoder: s.encoder,
             preset: &s.preset,
             crf: s.crf,
+            fonts,
         },
     )
 }
 
 #[allow(clippy::too_many_arguments)]
 fn encode_segment(
-    engine: &Engine,
+    text: &Arc<TextRenderer>,
     seg: &Segment,
     looks: &[Arc<SceneLook>],
     load_canvas: &(dyn Fn(usize) -> Result<Arc<Yuv420>, RenderError> + Sync),
@@ -1455,7 +1539,7 @@ fn encode_segment(
 ) -> Result<(), RenderError> {
     let (w, h) = (settings.width, settings.height);
     let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
-        Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, engine.text.clone(), w, h))
+        Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, text.clone(), w, h))
     };
     let mut enc = VideoEncoder::start(settings, out)?;
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);

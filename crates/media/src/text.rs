@@ -10,7 +10,7 @@
 //! every side by a margin of `padding + outline_width` px, and the overlay is
 //! `ceil(block + 2 * margin)` in each direction. The background box covers the whole overlay.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -149,6 +149,23 @@ pub struct TextBlock<'a> {
     pub highlight: Option<(Range<usize>, [u8; 4])>,
 }
 
+/// Largest font file read (the biggest CJK families are about 20 MB).
+const MAX_FONT_BYTES: u64 = 64 << 20;
+
+/// A font error naming the file, not the folders it is in (they may be a server's).
+fn font_error(path: &Path, reason: String) -> TextError {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    TextError::FontFile { path: name, reason }
+}
+
+fn read_font(path: &Path) -> Result<Vec<u8>, TextError> {
+    let len = std::fs::metadata(path).map_err(|e| font_error(path, e.to_string()))?.len();
+    if len > MAX_FONT_BYTES {
+        return Err(font_error(path, format!("{len} bytes; font files are limited to {MAX_FONT_BYTES}")));
+    }
+    std::fs::read(path).map_err(|e| font_error(path, e.to_string()))
+}
+
 /// Most glyph images kept rasterised; the cache is dropped and rebuilt past this.
 const GLYPH_CACHE_LIMIT: usize = 8192;
 
@@ -161,9 +178,6 @@ struct Inner {
     fonts: FontSystem,
     swash: SwashCache,
     images: HashMap<CacheKey, Option<SwashImage>>,
-    /// Font files already loaded, by content, with the families they added: a long-lived
-    /// renderer sees the same spec font on every render and must not add its faces again.
-    loaded: HashMap<(u64, usize), Vec<String>>,
 }
 
 impl Inner {
@@ -577,53 +591,49 @@ impl TextRenderer {
     pub fn new() -> Self {
         let mut fonts = FontSystem::new();
         configure_generic_families(&mut fonts);
-        Self {
-            inner: Mutex::new(Inner {
-                fonts,
-                swash: SwashCache::new(),
-                images: HashMap::new(),
-                loaded: HashMap::new(),
-            }),
-        }
+        Self { inner: Mutex::new(Inner { fonts, swash: SwashCache::new(), images: HashMap::new() }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds the faces of a font file (TTF/OTF/TTC); returns the family names it added.
-    pub fn load_font_file(&self, path: &Path) -> Result<Vec<String>, TextError> {
-        let fail = |reason: String| TextError::FontFile { path: path.display().to_string(), reason };
-        let data = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-        let content = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            data.hash(&mut h);
-            (h.finish(), data.len())
-        };
-        let mut inner = self.lock();
-        if let Some(families) = inner.loaded.get(&content) {
-            return Ok(families.clone());
-        }
-        let before: HashSet<_> = inner.fonts.db().faces().map(|f| f.id).collect();
-        inner.fonts.db_mut().load_font_data(data);
+    /// The family names in a font file (TTF/OTF/TTC), read without adding it anywhere.
+    pub fn font_file_families(path: &Path) -> Result<Vec<String>, TextError> {
+        let mut db = cosmic_text::fontdb::Database::new();
+        db.load_font_data(read_font(path)?);
         let mut families: Vec<String> = Vec::new();
-        let mut added = 0usize;
-        for face in inner.fonts.db().faces().filter(|f| !before.contains(&f.id)) {
-            added += 1;
+        for face in db.faces() {
             for (name, _) in &face.families {
                 if !families.contains(name) {
                     families.push(name.clone());
                 }
             }
         }
-        if added == 0 {
-            return Err(fail("no usable font faces in file".to_owned()));
+        if db.is_empty() {
+            return Err(font_error(path, "no usable font faces in file".to_owned()));
         }
-        configure_generic_families(&mut inner.fonts);
-        inner.images.clear();
-        inner.loaded.insert(content, families.clone());
         Ok(families)
+    }
+
+    /// A renderer for one render that also knows the faces of `files` (a spec's own fonts).
+    /// This renderer never learns them: one spec's fonts are never seen by another spec (not by
+    /// family name, not as a fallback), and their memory goes with the render.
+    pub fn with_font_files(&self, files: &[std::path::PathBuf]) -> Result<TextRenderer, TextError> {
+        let (locale, db) = {
+            let inner = self.lock();
+            (inner.fonts.locale().to_owned(), inner.fonts.db().clone())
+        };
+        let mut fonts = FontSystem::new_with_locale_and_db(locale, db);
+        for path in files {
+            let before = fonts.db().len();
+            fonts.db_mut().load_font_data(read_font(path)?);
+            if fonts.db().len() == before {
+                return Err(font_error(path, "no usable font faces in file".to_owned()));
+            }
+        }
+        configure_generic_families(&mut fonts);
+        Ok(Self { inner: Mutex::new(Inner { fonts, swash: SwashCache::new(), images: HashMap::new() }) })
     }
 
     /// Whether `family` (case-insensitive, or a generic name such as "sans-serif") resolves to
@@ -879,6 +889,28 @@ mod tests {
     }
 
     #[test]
+    fn a_specs_fonts_stay_in_its_own_renderer() {
+        // Only the renderer made with a spec's font file has its faces; the shared renderer
+        // (every other render) never does, and they go when the render's renderer goes.
+        let mono = Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf");
+        if !mono.exists() {
+            return;
+        }
+        let shared = TextRenderer::new();
+        let faces = shared.lock().fonts.db().len();
+        let own = shared.with_font_files(&[mono.to_path_buf()]).unwrap();
+        assert!(own.lock().fonts.db().len() > faces);
+        assert_eq!(shared.lock().fonts.db().len(), faces, "the shared renderer learnt a spec's font");
+        let mut s = style(32.0);
+        s.family = "DejaVu Sans Mono".into();
+        // It draws with them: the mono font makes "iiii" as wide as "MMMM".
+        let width = |r: &TextRenderer, t: &str| r.render_block(&block(t, &s, 0)).unwrap().width as i32;
+        assert!((width(&own, "iiii") - width(&own, "MMMM")).abs() <= 2);
+        drop(own);
+        assert_eq!(shared.lock().fonts.db().len(), faces);
+    }
+
+    #[test]
     fn renderer_is_send_sync_and_shareable() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<TextRenderer>();
@@ -1087,15 +1119,15 @@ mod tests {
 
     #[test]
     fn fonts_and_families() {
-        // A private renderer: loading fonts must not disturb the shared one.
-        let own = TextRenderer::new();
-        let r = &own;
-        let err = r.load_font_file(Path::new("/nonexistent/font.ttf")).unwrap_err();
+        let r = renderer();
+        let err = TextRenderer::font_file_families(Path::new("/nonexistent/font.ttf")).unwrap_err();
         assert!(matches!(err, TextError::FontFile { .. }), "{err}");
+        assert!(!err.to_string().contains("/nonexistent"), "no folders in {err}");
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.ttf");
         std::fs::write(&junk, b"definitely not a font").unwrap();
-        assert!(matches!(r.load_font_file(&junk), Err(TextError::FontFile { .. })));
+        assert!(matches!(TextRenderer::font_file_families(&junk), Err(TextError::FontFile { .. })));
+        assert!(r.with_font_files(std::slice::from_ref(&junk)).is_err());
 
         assert!(r.has_family("sans-serif"));
         assert!(!r.has_family("No Such Family 12345"));
@@ -1103,12 +1135,8 @@ mod tests {
         if bold.exists() {
             assert!(r.has_family("DejaVu Sans"));
             assert!(r.has_family("dejavu sans"));
-            let fams = r.load_font_file(bold).unwrap();
+            let fams = TextRenderer::font_file_families(bold).unwrap();
             assert!(fams.iter().any(|f| f == "DejaVu Sans"), "{fams:?}");
-            // Loading the same file again (every render of a spec naming it) adds no faces.
-            let faces = r.lock().fonts.db().faces().count();
-            assert_eq!(r.load_font_file(bold).unwrap(), fams);
-            assert_eq!(r.lock().fonts.db().faces().count(), faces);
         }
         // Unknown family falls back and still renders.
         let mut s = style(32.0);
