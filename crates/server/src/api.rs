@@ -148,10 +148,17 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
                 ),
             )
         })?;
-        (submit::parse_envelope(&body)?, HashMap::new())
+        (submit::parse_envelope(&body)?, Uploads::default())
     };
     let key_id = caller.key_id();
-    let p = submit::prepare(&state, env, &uploads, key_id.as_deref()).await?;
+    let p = match submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Files this refused request brought are not kept.
+            forget_assets(&state, &uploads.new).await;
+            return Err(e);
+        }
+    };
     let (status, id, how) = enqueue(&state, &caller, p, idempotency_key).await?;
     let g = state.meta.generation(&id).await?.ok_or_else(|| ApiError::not_found("generation", &id))?;
     let mut body = status_json(&g, &[]);
@@ -206,16 +213,42 @@ pub async fn enqueue(
     Ok((status, id, how))
 }
 
-async fn read_multipart(
+/// Files that came with a submission: by the name the spec uses, and which of them are new
+/// assets (removed again when the submission is refused).
+#[derive(Default)]
+struct Uploads {
+    files: HashMap<String, String>,
+    new: Vec<String>,
+}
+
+/// Removes assets a refused request created (best effort: retention catches any left).
+async fn forget_assets(state: &AppState, ids: &[String]) {
+    for id in ids {
+        let _ = submit::remove_asset(state, id).await;
+    }
+}
+
+async fn read_multipart(state: &AppState, caller: &Caller, req: Request) -> ApiResult<(Envelope, Uploads)> {
+    let mut uploads = Uploads::default();
+    match read_multipart_into(state, caller, req, &mut uploads).await {
+        Ok(env) => Ok((env, uploads)),
+        Err(e) => {
+            forget_assets(state, &uploads.new).await;
+            Err(e)
+        }
+    }
+}
+
+async fn read_multipart_into(
     state: &AppState,
     caller: &Caller,
     req: Request,
-) -> ApiResult<(Envelope, HashMap<String, String>)> {
+    uploads: &mut Uploads,
+) -> ApiResult<Envelope> {
     let mut mp = Multipart::from_request(req, state)
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let mut env: Option<Envelope> = None;
-    let mut uploads = HashMap::new();
     let mp_err = |e: axum::extract::multipart::MultipartError| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_multipart" };
@@ -233,13 +266,16 @@ async fn read_multipart(
                 env = Some(Envelope { spec, priority: None, webhook_url: None, metadata: None, dedupe: None });
             }
             (_, Some(fname)) => {
-                if uploads.len() >= 64 {
+                if uploads.files.len() >= 64 {
                     return Err(ApiError::unprocessable("too_many_files", "at most 64 files per request"));
                 }
-                let asset =
-                    submit::store_asset(state, data, Some(fname.clone()), caller.key_id(), &format!("file '{fname}'"))
-                        .await?;
-                uploads.insert(fname, asset.id);
+                let what = format!("file '{fname}'");
+                let (asset, new) =
+                    submit::store_new_asset(state, data, Some(fname.clone()), caller.key_id(), &what).await?;
+                if new {
+                    uploads.new.push(asset.id.clone());
+                }
+                uploads.files.insert(fname, asset.id);
             }
             (other, None) => {
                 return Err(ApiError::unprocessable(
@@ -249,10 +285,9 @@ async fn read_multipart(
             }
         }
     }
-    let env = env.ok_or_else(|| {
+    env.ok_or_else(|| {
         ApiError::unprocessable("invalid_multipart", "the multipart body has no 'request' or 'spec' part")
-    })?;
-    Ok((env, uploads))
+    })
 }
 
 pub async fn get_generation(
@@ -469,6 +504,28 @@ pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Re
     let mut v = serde_json::to_value(&asset).map_err(ApiError::internal)?;
     v["ref"] = json!(format!("{}{}", submit::ASSET_PREFIX, asset.id));
     Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// `DELETE /api/v1/assets/{id}`: the asset's record, file and shared copy. Refused (409) while a
+/// queued or running generation of the key uses it.
+pub async fn delete_asset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    match state.meta.asset(&id).await? {
+        Some(a) if caller.0.is_none() || a.api_key_id == caller.key_id() => {}
+        _ => return Err(ApiError::not_found("asset", &id)),
+    }
+    if let Some(g) = submit::active_users(&state, caller.key_id().as_deref(), &[id.clone()]).await?.first() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "asset_in_use",
+            format!("asset {id} is used by generation {g}, which is not finished; cancel it or wait"),
+        ));
+    }
+    submit::remove_asset(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn get_asset(

@@ -67,6 +67,11 @@ pub struct Config {
     pub max_job_canvas_megapixels: f64,
     /// Most characters of text (titles, overlays, narration) in one spec.
     pub max_job_text_chars: u64,
+    /// Most bytes of uploaded assets one key (or the keyless caller) keeps; uploads past it get
+    /// 413 `storage_quota_exceeded` until assets are deleted or expire.
+    pub asset_quota_mb: u64,
+    /// Assets neither uploaded again nor used by a submission for this long are removed.
+    pub asset_retention_hours: f64,
     /// Run workers in this process (`false`: API only).
     pub workers: bool,
     /// Serve the HTTP API (`false` for `reelsmith worker`: only /health, /ready and /metrics).
@@ -169,6 +174,8 @@ impl Default for Config {
             max_job_megapixel_frames: 250_000.0,
             max_job_canvas_megapixels: 1_000.0,
             max_job_text_chars: 200_000,
+            asset_quota_mb: 2048,
+            asset_retention_hours: 24.0 * 30.0,
             workers: true,
             api: true,
             database_url: None,

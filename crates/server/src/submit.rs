@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use reelsmith_spec::Spec;
-use reelsmith_store::{Asset, now_ms};
+use reelsmith_store::{Asset, JobState, ListFilter, now_ms};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -157,6 +157,17 @@ pub async fn store_asset(
     api_key_id: Option<String>,
     what: &str,
 ) -> ApiResult<Asset> {
+    store_new_asset(state, bytes, file_name, api_key_id, what).await.map(|(a, _)| a)
+}
+
+/// [`store_asset`], also saying whether the asset is new (not held by this key before).
+pub async fn store_new_asset(
+    state: &AppState,
+    bytes: Bytes,
+    file_name: Option<String>,
+    api_key_id: Option<String>,
+    what: &str,
+) -> ApiResult<(Asset, bool)> {
     if bytes.is_empty() {
         return Err(ApiError::unprocessable("empty_file", format!("{what} is empty")));
     }
@@ -177,6 +188,23 @@ pub async fn store_asset(
     let scope = api_key_id.as_deref().unwrap_or("");
     let id = format!("ast_{}", &hex::encode(sha2::Sha256::digest(format!("{scope}:{sha}").as_bytes()))[..32]);
     let path = state.assets_dir.join(&id);
+    let known = state.meta.asset(&id).await?.is_some();
+    if !known {
+        // The key's storage quota: what it keeps, plus this upload.
+        let (_, used) = state.meta.asset_usage(api_key_id.as_deref()).await?;
+        let quota = state.config.asset_quota_mb.saturating_mul(1 << 20);
+        if used.saturating_add(bytes.len() as u64) > quota {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "storage_quota_exceeded",
+                format!(
+                    "{what}: this key keeps {} MB of assets and may keep {} MB; delete some (DELETE /api/v1/assets/{{id}}) first",
+                    used >> 20,
+                    state.config.asset_quota_mb
+                ),
+            ));
+        }
+    }
     let (mut width, mut height) = (None, None);
     if kind == Kind::Image {
         // Header only: a decompression bomb is refused before a single pixel is decoded.
@@ -262,7 +290,7 @@ pub async fn store_asset(
         created_at_ms: now_ms(),
     };
     state.meta.put_asset(&asset).await?;
-    Ok(asset)
+    Ok((asset, !known))
 }
 
 /// A spec ready to store: files resolved to assets, validated, hashed.
@@ -349,6 +377,10 @@ pub async fn prepare(
         let first = format!("{}: {}", issues[0].path, issues[0].message);
         return Err(ApiError::unprocessable("missing_asset", first).with_issues(issues));
     }
+    // Used now: retention counts from here.
+    let used: Vec<String> =
+        spec.files_mut().into_iter().filter_map(|(_, _, f)| f.strip_prefix(ASSET_PREFIX).map(str::to_string)).collect();
+    state.meta.touch_assets(&used, now_ms()).await?;
     // The engine checks everything else: ranges, limits, that images decode, voices, fonts.
     let engine_spec = engine_view(&spec);
     let engine = state.engine.clone();
@@ -433,6 +465,45 @@ pub fn check_cost(config: &crate::Config, cost: &reelsmith_engine::cost::Cost) -
             Err(ApiError::unprocessable("too_costly", msg).with_issues(issues))
         }
     }
+}
+
+/// Removes an asset's record, its file and its shared copy.
+pub async fn remove_asset(state: &AppState, id: &str) -> ApiResult<()> {
+    state.meta.delete_asset(id).await?;
+    let _ = tokio::fs::remove_file(state.assets_dir.join(id)).await;
+    if state.shared_assets {
+        state.artifacts.delete_prefix(&crate::distribute::asset_key(id)).await?;
+    }
+    Ok(())
+}
+
+/// Queued or running generations (of `key`, or of anyone with None) whose spec uses any of `ids`.
+pub async fn active_users(state: &AppState, key: Option<&str>, ids: &[String]) -> ApiResult<Vec<String>> {
+    let mut users = vec![];
+    for s in [JobState::Queued, JobState::Running] {
+        let mut cursor = None;
+        loop {
+            let f = ListFilter {
+                state: Some(s),
+                api_key_id: key.map(str::to_string),
+                cursor: cursor.clone(),
+                limit: 500,
+                ..Default::default()
+            };
+            let page = state.meta.list_generations(&f).await?;
+            for g in &page {
+                let text = g.spec.to_string();
+                if ids.iter().any(|id| text.contains(&format!("\"{}{id}\"", ASSET_PREFIX))) {
+                    users.push(g.id.clone());
+                }
+            }
+            if page.len() < 500 {
+                break;
+            }
+            cursor = page.last().map(|g| g.id.clone());
+        }
+    }
+    Ok(users)
 }
 
 /// The spec as the engine reads it: assets are files in the assets folder.

@@ -630,7 +630,8 @@ async fn deliver(state: &AppState, job: ClaimedJob) -> &'static str {
 /// Enqueues a cleanup every interval (one per interval, whichever node gets there first): ten
 /// minutes, or half the retention when that is shorter.
 async fn schedule_cleanup(state: AppState, stop: CancellationToken) {
-    let interval_ms = ((state.config.retention_hours * 3_600_000.0 / 2.0) as i64).clamp(500, 600_000);
+    let shortest = state.config.retention_hours.min(state.config.asset_retention_hours);
+    let interval_ms = ((shortest * 3_600_000.0 / 2.0) as i64).clamp(500, 600_000);
     loop {
         let slot = now_ms() / interval_ms;
         let mut job = NewJob::new(MAINTENANCE_QUEUE, "cleanup", serde_json::json!({}));
@@ -662,6 +663,33 @@ async fn maintenance(state: &AppState, job: ClaimedJob) -> &'static str {
 }
 
 /// Retention: expired generations with their files, finished helper jobs, stale work folders.
+/// Removes assets unused for `asset_retention_hours`, except those a queued or running
+/// generation still needs.
+async fn expire_assets(state: &AppState) -> Result<u64, String> {
+    let cutoff = now_ms() - (state.config.asset_retention_hours * 3_600_000.0) as i64;
+    let stale = state.meta.stale_assets(cutoff, 500).await.map_err(|e| e.to_string())?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = stale.iter().map(|a| a.id.clone()).collect();
+    let busy = crate::submit::active_users(state, None, &ids).await.map_err(|e| e.message)?;
+    let mut removed = 0;
+    for a in stale {
+        // A generation using several stale assets keeps them all (checked per asset below).
+        if !busy.is_empty()
+            && !crate::submit::active_users(state, None, std::slice::from_ref(&a.id))
+                .await
+                .map_err(|e| e.message)?
+                .is_empty()
+        {
+            continue;
+        }
+        crate::submit::remove_asset(state, &a.id).await.map_err(|e| e.message)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 pub async fn cleanup(state: &AppState) -> Result<u64, String> {
     let cutoff = now_ms() - (state.config.retention_hours * 3_600_000.0) as i64;
     let mut removed = 0;
@@ -685,6 +713,7 @@ pub async fn cleanup(state: &AppState) -> Result<u64, String> {
         }
     }
     state.queue.purge_finished(cutoff).await.map_err(|e| e.to_string())?;
+    removed += expire_assets(state).await?;
     // Work folders of attempts that died with their process.
     let tmp: PathBuf = state.config.data_dir.join("tmp");
     if let Ok(mut rd) = tokio::fs::read_dir(&tmp).await {

@@ -478,7 +478,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
         width: Some(2),
         height: Some(1),
         file_name: Some("a.png".into()),
-        api_key_id: None,
+        api_key_id: Some(new_id("key")),
         created_at_ms: now_ms(),
     };
     m.put_asset(&asset).await.unwrap();
@@ -503,7 +503,22 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     let (g, j) = make(None, &h1);
     assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Deduplicated(_)));
     assert_eq!(m.asset(&asset.id).await.unwrap().as_ref(), Some(&asset));
+    // Usage per key (the storage quota) and retention by last use.
+    let owner = asset.api_key_id.clone();
+    let (n, bytes) = m.asset_usage(owner.as_deref()).await.unwrap();
+    assert!(n >= 1 && bytes >= asset.bytes, "{n} assets, {bytes} bytes");
+    let stranger = new_id("key");
+    assert_eq!(m.asset_usage(Some(&stranger)).await.unwrap(), (0, 0));
+    let later = asset.created_at_ms + 1000;
+    assert!(m.stale_assets(later, 100).await.unwrap().iter().any(|a| a.id == asset.id));
+    m.touch_assets(std::slice::from_ref(&asset.id), later + 1).await.unwrap();
+    assert!(!m.stale_assets(later, 100).await.unwrap().iter().any(|a| a.id == asset.id), "used since");
+    // Touching backwards never makes an asset look older.
+    m.touch_assets(std::slice::from_ref(&asset.id), 0).await.unwrap();
+    assert!(!m.stale_assets(later, 100).await.unwrap().iter().any(|a| a.id == asset.id));
     assert!(m.delete_asset(&asset.id).await.unwrap());
+    let (n2, bytes2) = m.asset_usage(owner.as_deref()).await.unwrap();
+    assert_eq!((n2, bytes2), (n - 1, bytes - asset.bytes));
     m.ping().await.unwrap();
 }
 

@@ -457,6 +457,12 @@ pub trait Metadata: Send + Sync + 'static {
     async fn put_asset(&self, a: &Asset) -> Result<()>;
     async fn asset(&self, id: &str) -> Result<Option<Asset>>;
     async fn delete_asset(&self, id: &str) -> Result<bool>;
+    /// How many assets a key (None: the keyless caller) holds, and their bytes.
+    async fn asset_usage(&self, api_key_id: Option<&str>) -> Result<(u64, u64)>;
+    /// Records that a submission used these assets now (retention counts from the last use).
+    async fn touch_assets(&self, ids: &[String], at_ms: i64) -> Result<()>;
+    /// Assets neither uploaded nor used since `before_ms`, oldest first.
+    async fn stale_assets(&self, before_ms: i64, limit: u32) -> Result<Vec<Asset>>;
     /// Is the database answering?
     async fn ping(&self) -> Result<()>;
 }

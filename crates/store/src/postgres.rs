@@ -121,6 +121,13 @@ CREATE TABLE assets (
     created_at BIGINT NOT NULL
 );
 "#,
+    // v2: assets remember their last use (retention) and are counted per key (storage quota).
+    r#"
+ALTER TABLE assets ADD COLUMN last_used_at BIGINT NOT NULL DEFAULT 0;
+UPDATE assets SET last_used_at = created_at;
+CREATE INDEX assets_key ON assets (api_key_id);
+CREATE INDEX assets_last_used ON assets (last_used_at);
+"#,
 ];
 
 /// How long a call waits for a connection before failing with [`StoreError::Database`]; also
@@ -254,6 +261,20 @@ fn channel_name(schema: &str) -> String {
     }
     use sha2::Digest;
     format!("reelsmith_jobs_{}", &hex::encode(sha2::Sha256::digest(schema.as_bytes()))[..32])
+}
+
+fn asset_row(r: &sqlx::postgres::PgRow) -> Result<Asset> {
+    Ok(Asset {
+        id: r.try_get("id")?,
+        sha256: r.try_get("sha256")?,
+        media_type: r.try_get("media_type")?,
+        bytes: int(r, "bytes")?,
+        width: opt_int(r, "width")?,
+        height: opt_int(r, "height")?,
+        file_name: r.try_get("file_name")?,
+        api_key_id: r.try_get("api_key_id")?,
+        created_at_ms: r.try_get("created_at")?,
+    })
 }
 
 async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
@@ -1249,8 +1270,9 @@ impl Metadata for PgStore {
 
     async fn put_asset(&self, a: &Asset) -> Result<()> {
         sqlx::query(
-            "INSERT INTO assets (id, sha256, media_type, bytes, width, height, file_name, api_key_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO assets (id, sha256, media_type, bytes, width, height, file_name, api_key_id, created_at, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+             ON CONFLICT (id) DO UPDATE SET last_used_at = GREATEST(assets.last_used_at, excluded.last_used_at)",
         )
         .bind(&a.id)
         .bind(&a.sha256)
@@ -1268,25 +1290,43 @@ impl Metadata for PgStore {
 
     async fn asset(&self, id: &str) -> Result<Option<Asset>> {
         let row = sqlx::query("SELECT * FROM assets WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        row.map(|r| {
-            Ok(Asset {
-                id: r.try_get("id")?,
-                sha256: r.try_get("sha256")?,
-                media_type: r.try_get("media_type")?,
-                bytes: int(&r, "bytes")?,
-                width: opt_int(&r, "width")?,
-                height: opt_int(&r, "height")?,
-                file_name: r.try_get("file_name")?,
-                api_key_id: r.try_get("api_key_id")?,
-                created_at_ms: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(asset_row).transpose()
     }
 
     async fn delete_asset(&self, id: &str) -> Result<bool> {
         let n = sqlx::query("DELETE FROM assets WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected();
         Ok(n > 0)
+    }
+
+    async fn asset_usage(&self, api_key_id: Option<&str>) -> Result<(u64, u64)> {
+        let (n, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0)::BIGINT FROM assets WHERE api_key_id IS NOT DISTINCT FROM $1",
+        )
+        .bind(api_key_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((n as u64, bytes as u64))
+    }
+
+    async fn touch_assets(&self, ids: &[String], at_ms: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE assets SET last_used_at = GREATEST(last_used_at, $1) WHERE id = ANY($2)")
+            .bind(at_ms)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn stale_assets(&self, before_ms: i64, limit: u32) -> Result<Vec<Asset>> {
+        let rows = sqlx::query("SELECT * FROM assets WHERE last_used_at < $1 ORDER BY last_used_at LIMIT $2")
+            .bind(before_ms)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(asset_row).collect()
     }
 
     async fn ping(&self) -> Result<()> {

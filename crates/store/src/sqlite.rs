@@ -100,6 +100,13 @@ CREATE TABLE assets (
     created_at INTEGER NOT NULL
 );
 "#,
+    // v2: assets remember their last use (retention) and are counted per key (storage quota).
+    r#"
+ALTER TABLE assets ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+UPDATE assets SET last_used_at = created_at;
+CREATE INDEX assets_key ON assets (api_key_id);
+CREATE INDEX assets_last_used ON assets (last_used_at);
+"#,
 ];
 
 /// How durable a commit is. `Full` fsyncs every commit (survives power loss); `Normal` (WAL)
@@ -166,6 +173,20 @@ impl SqliteStore {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+fn asset_row(r: &sqlx::sqlite::SqliteRow) -> Result<Asset> {
+    Ok(Asset {
+        id: r.try_get("id")?,
+        sha256: r.try_get("sha256")?,
+        media_type: r.try_get("media_type")?,
+        bytes: r.try_get::<i64, _>("bytes")? as u64,
+        width: r.try_get::<Option<i64>, _>("width")?.map(|w| w as u32),
+        height: r.try_get::<Option<i64>, _>("height")?.map(|h| h as u32),
+        file_name: r.try_get("file_name")?,
+        api_key_id: r.try_get("api_key_id")?,
+        created_at_ms: r.try_get("created_at")?,
+    })
 }
 
 async fn migrate(writer: &SqlitePool) -> Result<()> {
@@ -952,8 +973,9 @@ impl Metadata for SqliteStore {
 
     async fn put_asset(&self, a: &Asset) -> Result<()> {
         sqlx::query(
-            "INSERT INTO assets (id, sha256, media_type, bytes, width, height, file_name, api_key_id, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO assets (id, sha256, media_type, bytes, width, height, file_name, api_key_id, created_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT (id) DO UPDATE SET last_used_at = MAX(last_used_at, excluded.last_used_at)",
         )
         .bind(&a.id)
         .bind(&a.sha256)
@@ -971,25 +993,46 @@ impl Metadata for SqliteStore {
 
     async fn asset(&self, id: &str) -> Result<Option<Asset>> {
         let row = sqlx::query("SELECT * FROM assets WHERE id = ?").bind(id).fetch_optional(&self.reader).await?;
-        row.map(|r| {
-            Ok(Asset {
-                id: r.try_get("id")?,
-                sha256: r.try_get("sha256")?,
-                media_type: r.try_get("media_type")?,
-                bytes: r.try_get::<i64, _>("bytes")? as u64,
-                width: r.try_get::<Option<i64>, _>("width")?.map(|w| w as u32),
-                height: r.try_get::<Option<i64>, _>("height")?.map(|h| h as u32),
-                file_name: r.try_get("file_name")?,
-                api_key_id: r.try_get("api_key_id")?,
-                created_at_ms: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(asset_row).transpose()
     }
 
     async fn delete_asset(&self, id: &str) -> Result<bool> {
         let n = sqlx::query("DELETE FROM assets WHERE id = ?").bind(id).execute(&self.writer).await?.rows_affected();
         Ok(n > 0)
+    }
+
+    async fn asset_usage(&self, api_key_id: Option<&str>) -> Result<(u64, u64)> {
+        let (n, bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM assets WHERE api_key_id IS ?")
+                .bind(api_key_id)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok((n as u64, bytes as u64))
+    }
+
+    async fn touch_assets(&self, ids: &[String], at_ms: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE assets SET last_used_at = MAX(last_used_at, ?) WHERE id = ?")
+                .bind(at_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stale_assets(&self, before_ms: i64, limit: u32) -> Result<Vec<Asset>> {
+        let rows = sqlx::query("SELECT * FROM assets WHERE last_used_at < ? ORDER BY last_used_at LIMIT ?")
+            .bind(before_ms)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(asset_row).collect()
     }
 
     async fn ping(&self) -> Result<()> {

@@ -306,3 +306,102 @@ async fn private_ranges_and_oversized_talk_bodies_are_refused() {
     assert_eq!(r.status(), 413);
     healthy(&s).await;
 }
+
+/// A PNG of noise (does not compress), about `w*h*3` bytes.
+fn noise_png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        image::Rgb([x as u8, (x >> 8) as u8, (x >> 16) as u8])
+    });
+    let mut png = vec![];
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    png
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.flatten().filter(|e| e.path().is_file()).count()).unwrap_or(0)
+}
+
+/// S6: assets can be deleted (by their owner only, never while a job needs them), a key keeps
+/// at most its storage quota, a refused multipart submission keeps none of its files, and
+/// assets nobody uses expire.
+#[tokio::test(flavor = "multi_thread")]
+async fn assets_are_deletable_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &[("REELSMITH_ASSET_QUOTA_MB", "1")]);
+    let assets = dir.path().join("assets");
+    s.token = Some(alice.clone());
+    let up = |s: &Server, png: Vec<u8>| {
+        let r = s.post("/api/v1/assets").body(png);
+        async move {
+            let r = r.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, a) = up(&s, noise_png(500, 500, 1)).await;
+    assert_eq!(code, 201, "{a}");
+    let first = a["id"].as_str().unwrap().to_string();
+    assert!(a["bytes"].as_u64().unwrap() > 600_000);
+    // Over the 1 MB quota with the second.
+    let (code, b) = up(&s, noise_png(500, 500, 2)).await;
+    assert_eq!((code, b["error"]["code"].as_str()), (413, Some("storage_quota_exceeded")), "{b}");
+    // Another key can neither see nor delete it.
+    s.token = Some(mallory);
+    assert_eq!(s.delete(&format!("/api/v1/assets/{first}")).send().await.unwrap().status(), 404);
+    s.token = Some(alice);
+    // In use by a job that has not finished: kept.
+    let spec = json!({"version": 1, "output": {"width": 320, "height": 180, "fps": 30, "quality": {"preset": "medium"}},
+        "scenes": [{"image": format!("asset:{first}"), "duration": 20, "motion": {"type": "ken-burns", "zoom_to": 1.5}}]});
+    let (code, g) = s.submit(&json!({"spec": spec})).await;
+    assert_eq!(code, 202, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+    let r = s.delete(&format!("/api/v1/assets/{first}")).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    s.post(&format!("/api/v1/generations/{gid}/cancel")).send().await.unwrap();
+    s.wait_final(&gid, LIMIT).await;
+    // Deleted: record and file; the quota has room again.
+    let before = files_in(&assets);
+    assert_eq!(s.delete(&format!("/api/v1/assets/{first}")).send().await.unwrap().status(), 204);
+    assert_eq!(s.get(&format!("/api/v1/assets/{first}")).send().await.unwrap().status(), 404);
+    assert_eq!(files_in(&assets), before - 1);
+    let (code, b) = up(&s, noise_png(500, 500, 2)).await;
+    assert_eq!(code, 201, "{b}");
+
+    // A multipart submission refused after its files arrived keeps none of them.
+    let before = files_in(&assets);
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "request",
+            reqwest::multipart::Part::text(
+                json!({"spec": {"version": 1,
+            "scenes": [{"video": {"file": "pic.png"}}]}})
+                .to_string(),
+            )
+            .mime_str("application/json")
+            .unwrap(),
+        )
+        .part("pic.png", reqwest::multipart::Part::bytes(noise_png(64, 64, 3)).file_name("pic.png"));
+    let r = s.post("/api/v1/generations").multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 422, "{}", r.text().await.unwrap());
+    assert_eq!(files_in(&assets), before, "a refused request left a file");
+    healthy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unused_assets_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    // About a second of retention; cleanup runs every second.
+    let s = Server::start(dir.path(), &[("REELSMITH_ASSET_RETENTION_HOURS", "0.0003")]);
+    let a: Value = s.post("/api/v1/assets").body(noise_png(32, 32, 4)).send().await.unwrap().json().await.unwrap();
+    let id = a["id"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    while s.get(&format!("/api/v1/assets/{id}")).send().await.unwrap().status() != 404 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the asset never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!dir.path().join("assets").join(&id).exists());
+}
