@@ -16,6 +16,9 @@ command -v redis-server >/dev/null && { [ -x /usr/local/bin/initdb ] || ls /usr/
 REELSMITH_TEST_S3_ENDPOINT=$(bash scripts/s3-server.sh)
 export REELSMITH_TEST_S3_ENDPOINT
 cargo fmt --all -- --check
+# The fuzz targets (spec parser and validation, upload sniffer, multipart reader, generation
+# envelope, D-ID talk request) mutate their committed seeds for this long each.
+export REELSMITH_FUZZ_SECONDS="${REELSMITH_FUZZ_SECONDS:-60}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

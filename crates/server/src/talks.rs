@@ -317,6 +317,40 @@ fn even(x: f64) -> u32 {
     ((x / 2.0).round() as u32).max(1) * 2
 }
 
+/// A `POST /talks` body, parsed and checked as far as it can be without the server's state:
+/// every refusal names its field, in D-ID's error shape.
+pub fn parse_talk_request(body: &[u8], did_enabled: bool) -> Result<TalkRequest, DidError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        bad(format!("{path}: {}", e.into_inner()))
+    })?;
+    match req.engine.as_deref().unwrap_or("local") {
+        "local" => {}
+        "d-id" if did_enabled => {}
+        "d-id" => return Err(bad("engine: 'd-id' needs the server's did_api_key setting")),
+        other => return Err(bad(format!("engine: '{other}' is not one of local, d-id"))),
+    }
+    if let Some(f) = req.config.result_format.as_deref()
+        && !matches!(f.trim_start_matches('.'), "mp4")
+    {
+        return Err(bad(format!("config.result_format: '{f}' is not supported; use mp4")));
+    }
+    let pad = req.config.pad_audio.unwrap_or(0.0);
+    if !(0.0..=60.0).contains(&pad) {
+        return Err(bad("config.pad_audio: must be 0 to 60 seconds"));
+    }
+    if let Script::Text { input, ssml, .. } = &req.script {
+        if ssml.unwrap_or(false) {
+            return Err(bad("script.ssml: SSML is not supported; send plain text"));
+        }
+        if input.trim().is_empty() {
+            return Err(bad("script.input: the text is empty"));
+        }
+    }
+    Ok(req)
+}
+
 pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
     crate::guard::require_json(req.headers(), false)?;
     // Read no more than the JSON limit: the upload limit (much larger) is for files.
@@ -330,27 +364,9 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
             ),
         ))
     })?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        bad(format!("{path}: {}", e.into_inner()))
-    })?;
+    let req = parse_talk_request(&body, state.config.did_api_key.is_some())?;
     let engine = req.engine.clone().unwrap_or_else(|| "local".into());
-    match engine.as_str() {
-        "local" => {}
-        "d-id" if state.config.did_api_key.is_some() => {}
-        "d-id" => return Err(bad("engine: 'd-id' needs the server's did_api_key setting")),
-        other => return Err(bad(format!("engine: '{other}' is not one of local, d-id"))),
-    }
-    if let Some(f) = req.config.result_format.as_deref()
-        && !matches!(f.trim_start_matches('.'), "mp4")
-    {
-        return Err(bad(format!("config.result_format: '{f}' is not supported; use mp4")));
-    }
     let pad = req.config.pad_audio.unwrap_or(0.0);
-    if !(0.0..=60.0).contains(&pad) {
-        return Err(bad("config.pad_audio: must be 0 to 60 seconds"));
-    }
     let photo = fetch_asset(&state, &caller, &req.source_url, "source_url", submit::Kind::Image).await?;
     let (w, h) = (photo.width.unwrap_or(720) as f64, photo.height.unwrap_or(720) as f64);
     // As D-ID does: `stitch: true` keeps the whole photo (long side at most 720 px); otherwise
@@ -364,13 +380,7 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
         (side, side, "face")
     };
     let (narration, voice, subtitles, audio_url) = match &req.script {
-        Script::Text { input, provider, ssml, subtitles } => {
-            if ssml.unwrap_or(false) {
-                return Err(bad("script.ssml: SSML is not supported; send plain text"));
-            }
-            if input.trim().is_empty() {
-                return Err(bad("script.input: the text is empty"));
-            }
+        Script::Text { input, provider, subtitles, .. } => {
             (json!({"text": input}), local_voice(&state, provider.as_ref()), subtitles.unwrap_or(false), None)
         }
         Script::Audio { audio_url, subtitles, .. } => {
