@@ -773,3 +773,39 @@ fn spec_font_files_are_used_for_that_render_only() {
     let [r, g, b] = mean_rgb(&out, 0.5, 100, 60, 220, 120);
     assert!(r + g + b > 60.0, "no text drawn: {r} {g} {b}");
 }
+
+/// A cancel stops every stage, not only the frame loops: cancelled as the canvases start, the
+/// render builds none of them and encodes nothing.
+#[test]
+fn a_cancel_stops_the_stage_in_progress() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let f = Fixture::new();
+    let e = engine(&f.path("cache"));
+    let scenes: Vec<serde_json::Value> = (0..12)
+        .map(|i| json!({ "duration": 0.5, "background": { "color": format!("#0000{:02x}", i * 20) } }))
+        .collect();
+    let spec = json!({ "version": 1, "output": { "width": 320, "height": 180, "fps": 10 },
+        "subtitles": { "enabled": false }, "scenes": scenes });
+    let p = f.write_spec("cancel.json", &spec);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stages = Arc::new(std::sync::Mutex::new(vec![]));
+    let (c, st) = (cancel.clone(), stages.clone());
+    let opts = reelsmith_engine::RenderOptions {
+        cancel: Some(cancel.clone()),
+        progress: Some(Arc::new(move |p| {
+            if let reelsmith_engine::Progress::Stage { name, .. } = p {
+                st.lock().unwrap().push(name);
+                if name == "canvas" {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+        })),
+        ..Default::default()
+    };
+    let err = e.render_file(&p, &f.path("cancel.mp4"), &opts).unwrap_err();
+    assert!(matches!(err, reelsmith_engine::RenderError::Cancelled), "{err}");
+    assert_eq!(*stages.lock().unwrap(), vec!["narration", "canvas"], "no stage after the cancel");
+    assert_eq!(e.cache.stats().entries, 0, "canvases were built after the cancel");
+    assert!(!f.path("cancel.mp4").exists());
+}

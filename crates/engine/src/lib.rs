@@ -112,7 +112,7 @@ impl RenderOptions {
             f(p);
         }
     }
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }

@@ -106,6 +106,10 @@ impl Drop for Counts<'_> {
     }
 }
 
+fn stop_if_cancelled(opts: &RenderOptions) -> Result<(), RenderError> {
+    if opts.cancelled() { Err(RenderError::Cancelled) } else { Ok(()) }
+}
+
 /// Bytes of the files in a cache entry.
 fn dir_bytes(p: &Path) -> u64 {
     fs::read_dir(p).map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
@@ -163,6 +167,8 @@ pub(crate) fn run(
     let runs = AtomicU64::new(0);
     let indices: Vec<usize> = (0..spec.scenes.len()).collect();
     let speech: Vec<Option<Speech>> = parallel(&indices, jobs, |&i| {
+        // Every stage stops at a cancel, not only the frame loops.
+        stop_if_cancelled(opts)?;
         let r = narration(engine, &counts, spec, i, &inputs, &runs);
         if opts.cancelled() { Err(RenderError::Cancelled) } else { r }
     })?;
@@ -207,7 +213,10 @@ pub(crate) fn run(
     opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> =
-        parallel(&indices, jobs, |&i| canvas(engine, &text, &counts, spec, i, &inputs, &runs))?;
+        parallel(&indices, jobs, |&i| {
+            stop_if_cancelled(opts)?;
+            canvas(engine, &text, &counts, spec, i, &inputs, &runs)
+        })?;
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
@@ -300,6 +309,7 @@ pub(crate) fn run(
     let audio_result: std::sync::Mutex<Option<(PathBuf, Option<f64>, StageReport)>> = Default::default();
     {
         let results = parallel(&work, jobs, |job| -> Result<Option<(usize, PathBuf)>, RenderError> {
+            stop_if_cancelled(opts)?;
             let (i, k) = match *job {
                 Job::Audio => {
                     let t = std::time::Instant::now();
@@ -361,6 +371,7 @@ pub(crate) fn run(
     };
 
     // 6. Join.
+    stop_if_cancelled(opts)?;
     let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
     let t = StageTimer::start("concat");
     opts.emit(Progress::Stage { name: "concat", total: 1 });
