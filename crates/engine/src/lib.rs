@@ -91,6 +91,10 @@ pub struct RenderOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// How much of the pipeline to run (distributed renders split it across workers).
     pub scope: Scope,
+    /// Cache entries this render makes or uses are keyed by this too (the service gives each
+    /// API key its own), so one tenant's render never hits another's entries: a hit would tell
+    /// it what the other rendered (narration text, pictures).
+    pub cache_scope: Option<String>,
 }
 
 /// How much of the pipeline a render runs.
@@ -222,8 +226,9 @@ impl Engine {
         base_dir: &Path,
         scene: usize,
         out: &Path,
+        cache_scope: Option<&str>,
     ) -> Result<(String, f64), RenderError> {
-        let r = stages::narration_wav(self, spec, base_dir, scene, out);
+        let r = stages::narration_wav(self, spec, base_dir, scene, out, cache_scope);
         let finish = self.cache.finish_run();
         let r = r?;
         finish?;

@@ -49,14 +49,36 @@ impl Speech {
 /// own: the engine's cache may serve several renders at once.
 struct Counts<'a> {
     cache: &'a cache::Cache,
+    /// Mixed into every key (see `RenderOptions::cache_scope`).
+    scope: Option<[u8; 32]>,
     stages: std::sync::Mutex<BTreeMap<&'static str, cache::HitMiss>>,
     pinned: std::sync::Mutex<Vec<Key>>,
     written: AtomicU64,
 }
 
 impl<'a> Counts<'a> {
-    fn new(cache: &'a cache::Cache) -> Self {
-        Self { cache, stages: Default::default(), pinned: Default::default(), written: AtomicU64::new(0) }
+    fn new(cache: &'a cache::Cache, scope: Option<&str>) -> Self {
+        Self {
+            cache,
+            scope: scope.map(|s| *blake3::hash(s.as_bytes()).as_bytes()),
+            stages: Default::default(),
+            pinned: Default::default(),
+            written: AtomicU64::new(0),
+        }
+    }
+
+    /// `key` as this render's entries are named.
+    fn scoped(&self, key: &Key) -> Key {
+        match &self.scope {
+            None => *key,
+            Some(s) => {
+                let mut h = blake3::Hasher::new();
+                h.update(b"scope");
+                h.update(s);
+                h.update(&key.0);
+                Key(*h.finalize().as_bytes())
+            }
+        }
     }
 
     /// Looks `key` up in the cache, building it on a miss, and counts which it was.
@@ -67,6 +89,7 @@ impl<'a> Counts<'a> {
         key: &Key,
         build: impl FnOnce(&Path) -> Result<(), RenderError>,
     ) -> Result<(PathBuf, bool), RenderError> {
+        let key = &self.scoped(key);
         self.cache.pin(key);
         self.pinned.lock().expect("pins lock").push(*key);
         let (path, hit) = engine.cache.get_or_build(stage, key, build)?;
@@ -155,7 +178,7 @@ pub(crate) fn run(
     reject_remote_scenes(spec)?;
     let (width, height) = spec.output.dimensions();
     let inputs = hash_inputs(spec, base, clips)?;
-    let counts = Counts::new(&engine.cache);
+    let counts = Counts::new(&engine.cache, opts.cache_scope.as_deref());
     let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
     let mut rep =
         Report { output: out.display().to_string(), width, height, fps: spec.output.fps, ..Default::default() };
@@ -212,11 +235,10 @@ pub(crate) fn run(
     let t = StageTimer::start("canvas");
     opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
     let runs = AtomicU64::new(0);
-    let canvases: Vec<(Key, PathBuf, u32, u32)> =
-        parallel(&indices, jobs, |&i| {
-            stop_if_cancelled(opts)?;
-            canvas(engine, &text, &counts, spec, i, &inputs, &runs)
-        })?;
+    let canvases: Vec<(Key, PathBuf, u32, u32)> = parallel(&indices, jobs, |&i| {
+        stop_if_cancelled(opts)?;
+        canvas(engine, &text, &counts, spec, i, &inputs, &runs)
+    })?;
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
@@ -246,7 +268,7 @@ pub(crate) fn run(
         .enumerate()
         .map(|(i, s)| (i, segment_key(s, &looks, &settings, &inputs.fonts_key)))
         .collect();
-    let cached: Vec<bool> = jobs_list.iter().map(|(_, k)| engine.cache.contains(k)).collect();
+    let cached: Vec<bool> = jobs_list.iter().map(|(_, k)| engine.cache.contains(&counts.scoped(k))).collect();
     rep.segments = timeline
         .segments
         .iter()
@@ -411,10 +433,13 @@ pub(crate) fn narration_wav(
     base: &Path,
     i: usize,
     out: &Path,
+    cache_scope: Option<&str>,
 ) -> Result<(String, f64), RenderError> {
     let clips = validate(engine, spec, base)?;
     let inputs = hash_inputs(spec, base, clips)?;
-    let speech = narration(engine, &Counts::new(&engine.cache), spec, i, &inputs, &AtomicU64::new(0))?
+    // The same scope as the render: the very narration it will play.
+    let counts = Counts::new(&engine.cache, cache_scope);
+    let speech = narration(engine, &counts, spec, i, &inputs, &AtomicU64::new(0))?
         .ok_or_else(|| RenderError::at(format!("scenes[{i}].narration"), "the scene has no narration"))?;
     let bytes = fs::read(&speech.path)?;
     let samples = bytes

@@ -478,10 +478,16 @@ async fn scene_clip(
     let scene = &spec.scenes[i];
     let photo = state.assets_dir.join(scene.image.as_deref().unwrap_or_default());
     let wav = work.join(format!("d-id-{i}.wav"));
-    let (engine, assets, view, wav_out, photo_path) =
-        (state.engine.clone(), state.assets_dir.clone(), spec.clone(), wav.clone(), photo.clone());
+    let (engine, assets, view, wav_out, photo_path, scope) = (
+        state.engine.clone(),
+        state.assets_dir.clone(),
+        spec.clone(),
+        wav.clone(),
+        photo.clone(),
+        g.api_key_id.clone(),
+    );
     let (narration, photo_hash) = tokio::task::spawn_blocking(move || {
-        let n = engine.narration_wav(&view, &assets, i, &wav_out);
+        let n = engine.narration_wav(&view, &assets, i, &wav_out, scope.as_deref());
         (n, reelsmith_engine::cache::hash_file(&photo_path))
     })
     .await
@@ -499,7 +505,8 @@ async fn scene_clip(
         _ => reelsmith_spec::Framing::Photo,
     };
     let stitch = framing == reelsmith_spec::Framing::Photo;
-    let key = reelsmith_engine::cache::key("d-id", &(photo_hash, &narration_key, stitch));
+    // Keyed by the API key too: another tenant's identical clip is neither reused nor revealed.
+    let key = reelsmith_engine::cache::key("d-id", &(photo_hash, &narration_key, stitch, &g.api_key_id));
     let clip = work.join(format!("d-id-{i}.mp4"));
     let cached = {
         let (engine, key) = (state.engine.clone(), key);

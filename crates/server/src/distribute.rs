@@ -65,7 +65,12 @@ pub(crate) async fn fan_out(
     let timeout = worker::attempt_timeout(state, job);
     let plan = {
         let watch = Watch::new();
-        let opts = RenderOptions { scope: Scope::Plan, cancel: Some(watch.cancel.clone()), ..Default::default() };
+        let opts = RenderOptions {
+            scope: Scope::Plan,
+            cancel: Some(watch.cancel.clone()),
+            cache_scope: record.api_key_id.clone(),
+            ..Default::default()
+        };
         let (engine, assets, spec, out) =
             (state.engine.clone(), state.assets_dir.clone(), spec.clone(), work.join("plan.mp4"));
         let r =
@@ -263,6 +268,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
         jobs: Some(1),
         encoder_threads: Some(state.config.segment_encoder_threads),
         cancel: Some(watch.cancel.clone()),
+        cache_scope: record.api_key_id.clone(),
         ..Default::default()
     };
     let (engine, assets, out) = (state.engine.clone(), state.assets_dir.clone(), work.join("unused.mp4"));

@@ -248,7 +248,13 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         }) as Arc<dyn Fn(Progress) + Send + Sync>
     };
     let out = work.join("video.mp4");
-    let opts = RenderOptions { progress: Some(progress_cb), cancel: Some(cancel.clone()), ..Default::default() };
+    let opts = RenderOptions {
+        progress: Some(progress_cb),
+        cancel: Some(cancel.clone()),
+        // Each key's renders have their own cache entries (no cross-tenant hit oracle).
+        cache_scope: record.api_key_id.clone(),
+        ..Default::default()
+    };
     let engine = state.engine.clone();
     let assets = state.assets_dir.clone();
     let panic_attempts = fault_panic_attempts();
@@ -507,7 +513,9 @@ async fn store_results(
     .await
     .map_err(|e| e.to_string())??;
     std::fs::write(dir.join("subtitles.vtt"), report.webvtt()).map_err(|e| e.to_string())?;
-    let report_json = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    let mut report_json = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    // Callers see the file they download, not where this node rendered it.
+    report_json["output"] = serde_json::json!("video.mp4");
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report_json).unwrap_or_default())
         .map_err(|e| e.to_string())?;
     let a = &state.artifacts;

@@ -405,3 +405,32 @@ async fn unused_assets_expire() {
     }
     assert!(!dir.path().join("assets").join(&id).exists());
 }
+
+/// S17: one tenant's render never hits another tenant's cache entries (a hit would confirm what
+/// the other rendered); the same tenant's re-render still does.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_tells_no_tenant_what_another_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &[]);
+    let spec = json!({"spec": small_spec("Project Falcon launches March third."), "dedupe": false});
+    let narration_hits = |v: &Value| v["timings"]["stages"]["narration"]["cache_hits"].as_u64();
+    async fn render(s: &mut Server, token: &str, spec: &Value) -> Value {
+        s.token = Some(token.to_string());
+        let (code, g) = s.submit(spec).await;
+        assert_eq!(code, 202, "{g}");
+        let done = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        done
+    }
+    let first = render(&mut s, &alice, &spec).await;
+    assert_eq!(narration_hits(&first), Some(0), "{first}");
+    let guess = render(&mut s, &mallory, &spec).await;
+    assert_eq!(narration_hits(&guess), Some(0), "another tenant's narration was a hit: {guess}");
+    let again = render(&mut s, &alice, &spec).await;
+    assert_eq!(narration_hits(&again), Some(1), "the same tenant's cache still works: {again}");
+    // What a tenant reads back names no folder of the server's.
+    let id = again["id"].as_str().unwrap();
+    let report = s.get(&format!("/api/v1/generations/{id}/report")).send().await.unwrap().text().await.unwrap();
+    let data = dir.path().display().to_string();
+    assert!(!report.contains(&data) && !again.to_string().contains(&data), "a server path in {report}");
+}
