@@ -70,6 +70,8 @@ pub struct Config {
     /// Most bytes of uploaded assets one key (or the keyless caller) keeps; uploads past it get
     /// 413 `storage_quota_exceeded` until assets are deleted or expire.
     pub asset_quota_mb: u64,
+    /// Event streams (SSE and WebSocket) one key (or the keyless caller) holds open at once.
+    pub max_streams_per_key: usize,
     /// Assets neither uploaded again nor used by a submission for this long are removed.
     pub asset_retention_hours: f64,
     /// Run workers in this process (`false`: API only).
@@ -175,6 +177,7 @@ impl Default for Config {
             max_job_canvas_megapixels: 1_000.0,
             max_job_text_chars: 200_000,
             asset_quota_mb: 2048,
+            max_streams_per_key: 64,
             asset_retention_hours: 24.0 * 30.0,
             workers: true,
             api: true,

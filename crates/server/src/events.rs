@@ -173,16 +173,57 @@ pub async fn sse(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let slot = state.streams.open(&caller, state.config.max_streams_per_key)?;
     // Subscribe before reading the snapshot, so no change falls between the two.
     let rx = state.hub.subscribe();
     let first = snapshot(&state, &caller, &id).await?;
-    let follow = Follow { rx, id, state, caller, pending: Some(first), last: None, last_attempt: 0, done: false };
+    let follow =
+        Follow { rx, id, state, caller, pending: Some(first), last: None, last_attempt: 0, done: false, _slot: slot };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
         let ev = f.next().await?;
         let sse = SseEvent::default().event("status").json_data(&ev).unwrap_or_default();
         Some((Ok(sse), f))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Open event streams per key: one key cannot hold the server's connections (each SSE follower
+/// also looks at the store once a second).
+#[derive(Clone, Default)]
+pub struct StreamCounts(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+/// One open stream, counted until dropped.
+pub struct StreamSlot(StreamCounts, String);
+
+impl StreamCounts {
+    pub fn open(&self, caller: &Caller, max: usize) -> ApiResult<StreamSlot> {
+        let key = caller.key_id().unwrap_or_default();
+        let mut m = self.0.lock().expect("streams lock");
+        let n = m.entry(key.clone()).or_default();
+        if *n >= max {
+            return Err(crate::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this key has {max} event streams open already; close one, or follow many generations over one WebSocket"
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(StreamSlot(self.clone(), key))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut m = self.0.0.lock().expect("streams lock");
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// One SSE follower: events from this process's hub, plus a look at the store every second, so
@@ -196,6 +237,8 @@ struct Follow {
     last: Option<(String, f64, Option<String>)>,
     last_attempt: u32,
     done: bool,
+    /// Counted as one of its key's open streams while it lives.
+    _slot: StreamSlot,
 }
 
 const STORE_POLL: Duration = Duration::from_secs(1);
@@ -251,11 +294,19 @@ struct Command {
 
 /// `GET /ws/generations`: send `{"action":"subscribe","ids":[…]}` (or `"all":true`) and
 /// `{"action":"unsubscribe","ids":[…]}`; receive events as JSON text messages.
-pub async fn websocket(State(state): State<AppState>, caller: Caller, ws: WebSocketUpgrade) -> impl IntoResponse {
+pub async fn websocket(
+    State(state): State<AppState>,
+    caller: Caller,
+    ws: WebSocketUpgrade,
+) -> ApiResult<impl IntoResponse> {
+    let slot = state.streams.open(&caller, state.config.max_streams_per_key)?;
     // Commands are small; a 64 MiB message of ids is an attack.
-    ws.max_message_size(MAX_WS_MESSAGE_BYTES)
-        .max_frame_size(MAX_WS_MESSAGE_BYTES)
-        .on_upgrade(move |socket| follow(socket, state, caller))
+    Ok(ws.max_message_size(MAX_WS_MESSAGE_BYTES).max_frame_size(MAX_WS_MESSAGE_BYTES).on_upgrade(
+        move |socket| async move {
+            follow(socket, state, caller).await;
+            drop(slot);
+        },
+    ))
 }
 
 /// Largest WebSocket command accepted.

@@ -74,6 +74,8 @@ pub struct AppState {
     /// The last readiness answer and when it was made: `/ready` is unauthenticated, so it is
     /// computed at most once per READY_TTL however often it is asked.
     pub ready_cache: Arc<tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, Value)>>>,
+    /// Open event streams per key ("" for the keyless caller).
+    pub streams: events::StreamCounts,
     /// Progress of other nodes through Redis, when configured; whether it is connected now.
     pub bus: Option<(Arc<reelsmith_store::RedisBus>, Arc<std::sync::atomic::AtomicBool>)>,
     /// Uploaded assets also live in artifact storage (shared by every node), not only on this
@@ -218,6 +220,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         public_url: public_url.into(),
         remote_waits: Default::default(),
         ready_cache: Default::default(),
+        streams: Default::default(),
         cache_counts: Default::default(),
     })
 }
@@ -342,17 +345,23 @@ async fn health() -> impl IntoResponse {
 /// How long one readiness answer is reused.
 const READY_TTL: Duration = Duration::from_secs(2);
 
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+async fn ready(State(state): State<AppState>, req: axum::extract::Request) -> impl IntoResponse {
     // One check at a time; callers arriving meanwhile wait for it and share its answer.
     let mut cached = state.ready_cache.lock().await;
-    if let Some((at, code, body)) = cached.as_ref()
-        && at.elapsed() < READY_TTL
-    {
-        return (*code, Json(body.clone()));
-    }
-    let (code, body) = check_ready(&state).await;
-    *cached = Some((std::time::Instant::now(), code, body.clone()));
-    (code, Json(body))
+    let (code, body) = match cached.as_ref() {
+        Some((at, code, body)) if at.elapsed() < READY_TTL => (*code, body.clone()),
+        _ => {
+            let (code, body) = check_ready(&state).await;
+            *cached = Some((std::time::Instant::now(), code, body.clone()));
+            (code, body)
+        }
+    };
+    drop(cached);
+    // The checks name hosts, buckets and paths: only this machine sees them (a load balancer
+    // needs the status code; `reelsmith` and operators on the host see everything).
+    let local =
+        req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().is_some_and(|c| c.0.ip().is_loopback());
+    if local { (code, Json(body)) } else { (code, Json(json!({"status": body["status"], "role": body["role"]}))) }
 }
 
 async fn check_ready(state: &AppState) -> (StatusCode, Value) {

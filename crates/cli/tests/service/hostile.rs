@@ -434,3 +434,47 @@ async fn the_cache_tells_no_tenant_what_another_rendered() {
     let data = dir.path().display().to_string();
     assert!(!report.contains(&data) && !again.to_string().contains(&data), "a server path in {report}");
 }
+
+/// S12: one key holds at most `max_streams_per_key` event streams (SSE and WebSocket together);
+/// a stream closed frees its place.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_streams_per_key_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &[("REELSMITH_MAX_STREAMS_PER_KEY", "2")]);
+    s.token = Some(mallory.clone());
+    let (code, g) = s.submit(&json!({"spec": long_spec("streams", 20.0)})).await;
+    assert_eq!(code, 202, "{g}");
+    let id = g["id"].as_str().unwrap().to_string();
+    let events = format!("/api/v1/generations/{id}/events");
+    let first = s.get(&events).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let ws_url = format!("{}/ws/generations", s.url.replace("http://", "ws://"));
+    let ws_req = |token: &str| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(ws_req(&mallory)).await.unwrap();
+    // Both places taken: a third stream of either kind is refused.
+    let third = s.get(&events).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.json::<Value>().await.unwrap()["error"]["code"], "too_many_streams");
+    assert!(tokio_tungstenite::connect_async(ws_req(&mallory)).await.is_err());
+    // Another key is not affected.
+    let (other, _) = tokio_tungstenite::connect_async(ws_req(&alice)).await.unwrap();
+    drop(other);
+    // Closing one frees a place (the server notices the socket close).
+    drop(ws);
+    let t = std::time::Instant::now();
+    loop {
+        let r = s.get(&events).send().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the closed stream's place was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first);
+    s.post(&format!("/api/v1/generations/{id}/cancel")).send().await.unwrap();
+}
