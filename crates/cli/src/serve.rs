@@ -105,6 +105,9 @@ pub enum KeysCommand {
         /// Generations queued or running at once.
         #[arg(long)]
         max_jobs: Option<u32>,
+        /// The highest priority (0-9) the key may ask for (default from config).
+        #[arg(long)]
+        max_priority: Option<u8>,
     },
     List,
     Revoke {
@@ -117,7 +120,7 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
     runtime()?.block_on(async move {
         let (_, store) = reelsmith_server::open_database(&config).await.context("opening the database")?;
         match cmd {
-            KeysCommand::Create { name, rate, burst, max_jobs } => {
+            KeysCommand::Create { name, rate, burst, max_jobs, max_priority } => {
                 if name.trim().is_empty() || name.len() > 100 {
                     bail!("a key name must be 1-100 characters");
                 }
@@ -126,11 +129,12 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
                     rate.unwrap_or(config.default_rate_per_s),
                     burst.unwrap_or(config.default_burst),
                     max_jobs.unwrap_or(config.default_max_concurrent_jobs),
+                    max_priority.unwrap_or(config.default_max_priority).min(9),
                 );
                 store.create_api_key(&key, &reelsmith_store::hash_token(&token)).await?;
                 eprintln!(
-                    "created key {} ({}): {} requests/s, burst {}, {} concurrent jobs; the token is shown only now:",
-                    key.id, key.name, key.rate_per_s, key.burst, key.max_concurrent_jobs
+                    "created key {} ({}): {} requests/s, burst {}, {} concurrent jobs, priority up to {}; the token is shown only now:",
+                    key.id, key.name, key.rate_per_s, key.burst, key.max_concurrent_jobs, key.max_priority
                 );
                 println!("{token}");
             }
@@ -138,8 +142,8 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
                 for k in store.list_api_keys().await? {
                     let state = if k.revoked_at_ms.is_some() { "revoked" } else { "active" };
                     println!(
-                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs",
-                        k.id, k.name, state, k.rate_per_s, k.burst, k.max_concurrent_jobs
+                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs\tpriority <= {}",
+                        k.id, k.name, state, k.rate_per_s, k.burst, k.max_concurrent_jobs, k.max_priority
                     );
                 }
             }

@@ -183,10 +183,28 @@ pub async fn enqueue(
     p: submit::Prepared,
     idempotency_key: Option<String>,
 ) -> ApiResult<(StatusCode, String, &'static str)> {
+    let mut p = p;
+    // Priority is an entitlement: a key asks for at most its own maximum.
+    if let Some(key) = &caller.0
+        && p.priority > i32::from(key.max_priority)
+    {
+        if p.priority_given {
+            let msg = format!("this key may use priorities 0-{}", key.max_priority);
+            return Err(ApiError::unprocessable("priority_not_allowed", format!("priority: {msg}"))
+                .with_issues(vec![crate::error::IssueBody { path: "priority".into(), message: msg }]));
+        }
+        p.priority = i32::from(key.max_priority);
+    }
+    // Fair between keys: a key's k-th unfinished generation is queued below every other key's
+    // earlier ones at the same priority.
+    let unfinished = match caller.key_id() {
+        Some(k) => state.meta.active_generations(&k).await?,
+        None => 0,
+    };
     let id = new_id("gen");
     let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
     job.subject = Some(id.clone());
-    job.priority = p.priority;
+    job.priority = fair_priority(p.priority, unfinished);
     job.retry = state.config.render_retry();
     job.timeout = std::time::Duration::from_secs_f64(state.config.job_timeout_secs);
     let g = NewGeneration {
@@ -211,6 +229,15 @@ pub async fn enqueue(
         CreateOutcome::Deduplicated(id) => (StatusCode::OK, id, "deduplicated"),
     };
     Ok((status, id, how))
+}
+
+/// The queue priority of a generation asked for at `priority` (0-9) by a key that already has
+/// `unfinished` generations queued or running. Claims take the highest first, so within a
+/// priority each key's first generation comes before any key's second, and so on: a key with a
+/// thousand queued renders delays another key's first by at most the one each worker is on.
+/// Priority still orders one key's own generations (it dominates the rank).
+pub fn fair_priority(priority: i32, unfinished: u64) -> i32 {
+    priority * 10_000 - unfinished.min(9_999) as i32
 }
 
 /// Files that came with a submission: by the name the spec uses, and which of them are new

@@ -24,7 +24,7 @@ impl Caller {
 }
 
 /// A new random token (shown once) and its key record.
-pub fn mint(name: &str, rate_per_s: f64, burst: u32, max_concurrent_jobs: u32) -> (String, ApiKey) {
+pub fn mint(name: &str, rate_per_s: f64, burst: u32, max_concurrent_jobs: u32, max_priority: u8) -> (String, ApiKey) {
     let secret: [u8; 32] = rand::random();
     let token = format!("rsk_{}", hex::encode(secret));
     let key = ApiKey {
@@ -33,6 +33,7 @@ pub fn mint(name: &str, rate_per_s: f64, burst: u32, max_concurrent_jobs: u32) -
         rate_per_s,
         burst,
         max_concurrent_jobs,
+        max_priority: max_priority.min(9),
         created_at_ms: now_ms(),
         revoked_at_ms: None,
     };
@@ -128,7 +129,7 @@ mod tests {
 
     #[test]
     fn bucket_allows_burst_then_refills_at_rate() {
-        let (_, mut key) = mint("t", 10.0, 3, 1);
+        let (_, mut key) = mint("t", 10.0, 3, 1, 5);
         let l = RateLimiter::default();
         for _ in 0..3 {
             l.take(&key).unwrap();
@@ -154,8 +155,8 @@ mod tests {
 
     #[test]
     fn tokens_are_random_and_prefixed() {
-        let (a, ka) = mint("a", 1.0, 1, 1);
-        let (b, _) = mint("b", 1.0, 1, 1);
+        let (a, ka) = mint("a", 1.0, 1, 1, 5);
+        let (b, _) = mint("b", 1.0, 1, 1, 5);
         assert!(a.starts_with("rsk_") && a.len() == 68 && a != b);
         assert!(ka.id.starts_with("key_"));
     }

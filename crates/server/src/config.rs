@@ -60,6 +60,8 @@ pub struct Config {
     pub default_rate_per_s: f64,
     pub default_burst: u32,
     pub default_max_concurrent_jobs: u32,
+    /// The highest priority a new key may ask for (`keys create --max-priority` overrides).
+    pub default_max_priority: u8,
     /// Largest render accepted, as frames × output pixels in millions (the estimate made at
     /// submission; 250,000 is an hour of 1080p at 30 fps). Bigger specs get 422 `too_costly`.
     pub max_job_megapixel_frames: f64,
@@ -72,6 +74,8 @@ pub struct Config {
     pub asset_quota_mb: u64,
     /// Event streams (SSE and WebSocket) one key (or the keyless caller) holds open at once.
     pub max_streams_per_key: usize,
+    /// Most scenes of one spec sent to D-ID (each is a paid D-ID talk).
+    pub max_did_scenes_per_spec: usize,
     /// Assets neither uploaded again nor used by a submission for this long are removed.
     pub asset_retention_hours: f64,
     /// Run workers in this process (`false`: API only).
@@ -173,11 +177,13 @@ impl Default for Config {
             default_rate_per_s: 50.0,
             default_burst: 100,
             default_max_concurrent_jobs: 20,
+            default_max_priority: 5,
             max_job_megapixel_frames: 250_000.0,
             max_job_canvas_megapixels: 1_000.0,
             max_job_text_chars: 200_000,
             asset_quota_mb: 2048,
             max_streams_per_key: 64,
+            max_did_scenes_per_spec: 10,
             asset_retention_hours: 24.0 * 30.0,
             workers: true,
             api: true,

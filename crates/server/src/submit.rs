@@ -300,6 +300,8 @@ pub struct Prepared {
     pub spec_hash: String,
     pub request_hash: String,
     pub priority: i32,
+    /// Whether the caller asked for `priority` (or it is the default).
+    pub priority_given: bool,
     pub webhook_url: Option<String>,
     pub metadata: serde_json::Value,
     pub dedupe: bool,
@@ -399,6 +401,18 @@ pub async fn prepare(
             e
         })?;
     check_cost(&state.config, &cost)?;
+    let did_scenes: Vec<usize> =
+        spec.scenes.iter().enumerate().filter(|(_, s)| s.is_d_id_talking_head()).map(|(i, _)| i).collect();
+    if did_scenes.len() > state.config.max_did_scenes_per_spec {
+        let path = format!("spec.scenes[{}].motion.provider", did_scenes[state.config.max_did_scenes_per_spec]);
+        let msg = format!(
+            "{} scenes go to D-ID (each a paid talk); this server sends at most {} per spec",
+            did_scenes.len(),
+            state.config.max_did_scenes_per_spec
+        );
+        return Err(ApiError::unprocessable("too_costly", format!("{path}: {msg}"))
+            .with_issues(vec![IssueBody { path, message: msg }]));
+    }
     if state.config.did_api_key.is_none() {
         let remote: Vec<IssueBody> = spec
             .scenes
@@ -421,7 +435,17 @@ pub async fn prepare(
     let dedupe = env.dedupe.unwrap_or(true);
     let request = serde_json::json!([spec_hash, priority, env.webhook_url, metadata, dedupe]);
     let request_hash = blake3::hash(request.to_string().as_bytes()).to_hex().to_string();
-    Ok(Prepared { spec, spec_json, spec_hash, request_hash, priority, webhook_url: env.webhook_url, metadata, dedupe })
+    Ok(Prepared {
+        spec,
+        spec_json,
+        spec_hash,
+        request_hash,
+        priority,
+        priority_given: env.priority.is_some(),
+        webhook_url: env.webhook_url,
+        metadata,
+        dedupe,
+    })
 }
 
 /// Refuses a spec whose estimated cost is over the server's limits, before any work.

@@ -458,6 +458,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
         rate_per_s: 5.0,
         burst: 10,
         max_concurrent_jobs: 2,
+        max_priority: 7,
         created_at_ms: now_ms(),
         revoked_at_ms: None,
     };

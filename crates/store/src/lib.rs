@@ -401,6 +401,8 @@ pub struct ApiKey {
     pub burst: u32,
     /// Generations queued or running at once.
     pub max_concurrent_jobs: u32,
+    /// The highest priority (0-9) the key may ask for: priority is an entitlement.
+    pub max_priority: u8,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
 }

@@ -128,6 +128,10 @@ UPDATE assets SET last_used_at = created_at;
 CREATE INDEX assets_key ON assets (api_key_id);
 CREATE INDEX assets_last_used ON assets (last_used_at);
 "#,
+    // v3: priority is a per-key entitlement.
+    r#"
+ALTER TABLE api_keys ADD COLUMN max_priority BIGINT NOT NULL DEFAULT 5;
+"#,
 ];
 
 /// How long a call waits for a connection before failing with [`StoreError::Database`]; also
@@ -1014,6 +1018,7 @@ fn api_key(r: &PgRow) -> Result<ApiKey> {
         rate_per_s: r.try_get("rate_per_s")?,
         burst: int(r, "burst")?,
         max_concurrent_jobs: int(r, "max_concurrent_jobs")?,
+        max_priority: int::<u32>(r, "max_priority")?.min(9) as u8,
         created_at_ms: r.try_get("created_at")?,
         revoked_at_ms: r.try_get("revoked_at")?,
     })
@@ -1230,8 +1235,8 @@ impl Metadata for PgStore {
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -1240,6 +1245,7 @@ impl Metadata for PgStore {
         .bind(i64::from(key.burst))
         .bind(i64::from(key.max_concurrent_jobs))
         .bind(key.created_at_ms)
+        .bind(i64::from(key.max_priority))
         .execute(&self.pool)
         .await?;
         Ok(())

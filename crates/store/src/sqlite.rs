@@ -107,6 +107,10 @@ UPDATE assets SET last_used_at = created_at;
 CREATE INDEX assets_key ON assets (api_key_id);
 CREATE INDEX assets_last_used ON assets (last_used_at);
 "#,
+    // v3: priority is a per-key entitlement.
+    r#"
+ALTER TABLE api_keys ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 5;
+"#,
 ];
 
 /// How durable a commit is. `Full` fsyncs every commit (survives power loss); `Normal` (WAL)
@@ -789,6 +793,7 @@ fn api_key(r: &SqliteRow) -> Result<ApiKey> {
         rate_per_s: r.try_get("rate_per_s")?,
         burst: r.try_get::<i64, _>("burst")? as u32,
         max_concurrent_jobs: r.try_get::<i64, _>("max_concurrent_jobs")? as u32,
+        max_priority: r.try_get::<i64, _>("max_priority")?.clamp(0, 9) as u8,
         created_at_ms: r.try_get("created_at")?,
         revoked_at_ms: r.try_get("revoked_at")?,
     })
@@ -933,8 +938,8 @@ impl Metadata for SqliteStore {
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -943,6 +948,7 @@ impl Metadata for SqliteStore {
         .bind(key.burst as i64)
         .bind(key.max_concurrent_jobs as i64)
         .bind(key.created_at_ms)
+        .bind(i64::from(key.max_priority))
         .execute(&self.writer)
         .await?;
         Ok(())

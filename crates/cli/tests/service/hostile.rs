@@ -478,3 +478,60 @@ async fn event_streams_per_key_are_capped() {
     drop(first);
     s.post(&format!("/api/v1/generations/{id}/cancel")).send().await.unwrap();
 }
+
+/// S10: priority is an entitlement, and claims are fair between keys: a key that floods the
+/// queue delays another key's first render by at most the one the worker is on.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_key_flooding_the_queue_does_not_starve_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &[]);
+    s.token = Some(mallory.clone());
+    let (code, body) = s.submit(&json!({"spec": small_spec("Me first."), "priority": 9})).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("priority_not_allowed")), "{body}");
+    assert_eq!(body["error"]["issues"][0]["path"], "priority");
+    let mut flood = vec![];
+    for i in 0..4 {
+        let (code, g) = s.submit(&json!({"spec": long_spec(&format!("flood {i}"), 20.0), "dedupe": false})).await;
+        assert_eq!(code, 202, "{g}");
+        flood.push(g["id"].as_str().unwrap().to_string());
+    }
+    // The worker is on mallory's first render when alice asks for hers.
+    let t = std::time::Instant::now();
+    while s.status(&flood[0]).await["status"] == "queued" {
+        assert!(t.elapsed() < LIMIT, "the flood never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.token = Some(alice);
+    let (code, g) = s.submit(&json!({"spec": small_spec("Just one."), "priority": 5})).await;
+    assert_eq!(code, 202, "{g}");
+    let done = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    s.token = Some(mallory);
+    let mut started = 0;
+    for id in &flood {
+        if s.status(id).await["status"] != "queued" {
+            started += 1;
+        }
+    }
+    // Mallory's first, and at most the next one (taken after alice's): not all four.
+    assert!(started <= 2, "{started} of mallory's renders ran before alice's finished");
+    for id in &flood {
+        s.post(&format!("/api/v1/generations/{id}/cancel")).send().await.unwrap();
+    }
+    healthy(&s).await;
+}
+
+/// S11: one spec cannot send more than `max_did_scenes_per_spec` scenes to D-ID (each a paid talk).
+#[tokio::test(flavor = "multi_thread")]
+async fn d_id_scenes_per_spec_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, _) = two_tenants(dir.path(), &[("REELSMITH_MAX_DID_SCENES_PER_SPEC", "1")]);
+    s.token = Some(alice);
+    let a: Value = s.post("/api/v1/assets").body(noise_png(64, 64, 5)).send().await.unwrap().json().await.unwrap();
+    let face = format!("asset:{}", a["id"].as_str().unwrap());
+    let scene = json!({"image": face, "narration": {"text": "Hello."},
+        "motion": {"type": "talking-head", "provider": "d-id"}});
+    let (code, body) = s.submit(&json!({"spec": {"version": 1, "scenes": [scene.clone(), scene]}})).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("too_costly")), "{body}");
+    assert_eq!(body["error"]["issues"][0]["path"], "spec.scenes[1].motion.provider", "{body}");
+}
