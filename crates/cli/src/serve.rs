@@ -113,6 +113,10 @@ pub enum KeysCommand {
     Revoke {
         id: String,
     },
+    /// A new webhook signing secret for a key (printed once; the old one stops at once).
+    RotateWebhookSecret {
+        id: String,
+    },
 }
 
 pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
@@ -136,6 +140,10 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
                     "created key {} ({}): {} requests/s, burst {}, {} concurrent jobs, priority up to {}; the token is shown only now:",
                     key.id, key.name, key.rate_per_s, key.burst, key.max_concurrent_jobs, key.max_priority
                 );
+                eprintln!(
+                    "its webhooks are signed with this secret (shown only now; rotate with `keys rotate-webhook-secret`): {}",
+                    key.webhook_secret.as_deref().unwrap_or_default()
+                );
                 println!("{token}");
             }
             KeysCommand::List => {
@@ -146,6 +154,14 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
                         k.id, k.name, state, k.rate_per_s, k.burst, k.max_concurrent_jobs, k.max_priority
                     );
                 }
+            }
+            KeysCommand::RotateWebhookSecret { id } => {
+                let secret = reelsmith_server::auth::new_webhook_secret();
+                if !store.set_webhook_secret(id, &secret).await? {
+                    bail!("no key with id '{id}'");
+                }
+                eprintln!("a new webhook secret for {id}; the old one no longer signs:");
+                println!("{secret}");
             }
             KeysCommand::Revoke { id } => {
                 if !store.revoke_api_key(id).await? {

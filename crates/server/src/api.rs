@@ -533,6 +533,22 @@ pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Re
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+/// `POST /api/v1/keys/self/webhook-secret`: a new secret for the calling key's webhooks, shown
+/// only in this answer; the old one stops signing at once.
+pub async fn rotate_webhook_secret(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let Some(key) = &caller.0 else {
+        return Err(ApiError::bad_request(
+            "no_key",
+            "this request has no API key: keyless callers' webhooks are signed with the server's webhook_secret",
+        ));
+    };
+    let secret = crate::auth::new_webhook_secret();
+    if !state.meta.set_webhook_secret(&key.id, &secret).await? {
+        return Err(ApiError::not_found("key", &key.id));
+    }
+    Ok((StatusCode::CREATED, Json(json!({"key_id": key.id, "webhook_secret": secret}))).into_response())
+}
+
 /// `DELETE /api/v1/assets/{id}`: the asset's record, file and shared copy. Refused (409) while a
 /// queued or running generation of the key uses it.
 pub async fn delete_asset(

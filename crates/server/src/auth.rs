@@ -23,6 +23,11 @@ impl Caller {
     }
 }
 
+/// A new random webhook signing secret (`whsec_` and 64 hex digits).
+pub fn new_webhook_secret() -> String {
+    format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
 /// A new random token (shown once) and its key record.
 pub fn mint(name: &str, rate_per_s: f64, burst: u32, max_concurrent_jobs: u32, max_priority: u8) -> (String, ApiKey) {
     let secret: [u8; 32] = rand::random();
@@ -34,6 +39,7 @@ pub fn mint(name: &str, rate_per_s: f64, burst: u32, max_concurrent_jobs: u32, m
         burst,
         max_concurrent_jobs,
         max_priority: max_priority.min(9),
+        webhook_secret: Some(new_webhook_secret()),
         created_at_ms: now_ms(),
         revoked_at_ms: None,
     };

@@ -265,6 +265,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/assets"),
     ("get", "/api/v1/assets/{id}"),
     ("delete", "/api/v1/assets/{id}"),
+    ("post", "/api/v1/keys/self/webhook-secret"),
     ("get", "/api/v1/performance/report"),
     ("post", "/talks"),
     ("get", "/talks"),
@@ -288,6 +289,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/generations/{id}/report", api::file_route("report.json", "application/json"))
         .route("/api/v1/assets", post(api::upload_asset))
         .route("/api/v1/assets/{id}", get(api::get_asset).delete(api::delete_asset))
+        .route("/api/v1/keys/self/webhook-secret", post(api::rotate_webhook_secret))
         .route("/api/v1/performance/report", get(api::performance_report))
         .route("/ws/generations", get(events::websocket))
         .route("/talks", post(talks::create_talk).get(talks::list_talks))

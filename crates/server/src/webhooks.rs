@@ -21,6 +21,10 @@ pub struct Delivery {
     pub event_type: String,
     /// The exact bytes sent each attempt (as a string).
     pub body: String,
+    /// The API key whose generation this is: its own secret signs the delivery (none: the
+    /// server's `webhook_secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// Stable per generation and event type: receivers de-duplicate on it.
@@ -57,12 +61,15 @@ pub fn for_generation(
 ) -> Vec<NewJob> {
     let Some(url) = done.webhook_url.as_deref() else { return vec![] };
     let (attempts, base) = (state.config.webhook_max_attempts, state.config.webhook_retry_base_ms);
-    let job = if crate::talks::is_talk(done) {
+    let mut job = if crate::talks::is_talk(done) {
         let body = crate::talks::talk_json(state, done, &state.public_url).to_string();
         event_job_with_body(url, &done.id, event_type, body, attempts, base)
     } else {
         event_job(url, &done.id, event_type, crate::api::status_json(done, &[]), attempts, base)
     };
+    if let Some(k) = &done.api_key_id {
+        job.payload["key_id"] = serde_json::json!(k);
+    }
     vec![job]
 }
 
@@ -76,7 +83,7 @@ pub fn event_job_with_body(
     retry_base_ms: i64,
 ) -> NewJob {
     let event_id = event_id(generation_id, event_type);
-    let d = Delivery { url: url.into(), event_id: event_id.clone(), event_type: event_type.into(), body };
+    let d = Delivery { url: url.into(), event_id: event_id.clone(), event_type: event_type.into(), body, key_id: None };
     let mut job = NewJob::new(QUEUE, KIND, serde_json::to_value(&d).unwrap_or_default());
     job.subject = Some(generation_id.into());
     job.dedup_key = Some(event_id);

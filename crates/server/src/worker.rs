@@ -619,18 +619,28 @@ async fn deliver(state: &AppState, job: ClaimedJob) -> &'static str {
     };
     let timeout = Duration::from_secs_f64(state.config.webhook_timeout_secs);
     let allow_private = state.config.webhook_allow_private;
-    let outcome =
-        match webhooks::deliver(&state.http, state.webhook_secret.as_bytes(), &d, timeout, allow_private).await {
-            Ok(_) => match state.queue.complete(&job.lease, vec![]).await {
-                Ok(true) => "succeeded",
-                _ => "lost",
-            },
-            Err(reason) => match state.queue.fail(&job.lease, &reason, true, vec![]).await {
-                Ok(FailOutcome::Retrying { .. }) => "retrying",
-                Ok(FailOutcome::Failed) => "failed",
-                _ => "lost",
-            },
-        };
+    // Each key's webhooks are signed with its own secret: one tenant cannot forge another's.
+    let secret = match &d.key_id {
+        Some(id) => match state.meta.api_key(id).await {
+            Ok(k) => k.and_then(|k| k.webhook_secret).unwrap_or_else(|| state.webhook_secret.to_string()),
+            Err(e) => {
+                let _ = state.queue.fail(&job.lease, &format!("reading the key: {e}"), true, vec![]).await;
+                return "failed";
+            }
+        },
+        None => state.webhook_secret.to_string(),
+    };
+    let outcome = match webhooks::deliver(&state.http, secret.as_bytes(), &d, timeout, allow_private).await {
+        Ok(_) => match state.queue.complete(&job.lease, vec![]).await {
+            Ok(true) => "succeeded",
+            _ => "lost",
+        },
+        Err(reason) => match state.queue.fail(&job.lease, &reason, true, vec![]).await {
+            Ok(FailOutcome::Retrying { .. }) => "retrying",
+            Ok(FailOutcome::Failed) => "failed",
+            _ => "lost",
+        },
+    };
     metrics::counter!("reelsmith_webhook_deliveries_total", "outcome" => outcome).increment(1);
     outcome
 }

@@ -459,6 +459,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
         burst: 10,
         max_concurrent_jobs: 2,
         max_priority: 7,
+        webhook_secret: Some("whsec_first".into()),
         created_at_ms: now_ms(),
         revoked_at_ms: None,
     };
@@ -466,6 +467,12 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     m.create_api_key(&key, &token_hash).await.unwrap();
     assert_eq!(m.api_key_by_hash(&token_hash).await.unwrap().as_ref(), Some(&key));
     assert!(m.api_key_by_hash(&hash_token("nope")).await.unwrap().is_none());
+    assert_eq!(m.api_key(&key.id).await.unwrap().as_ref(), Some(&key));
+    assert!(m.api_key("key_nope").await.unwrap().is_none());
+    // A rotated webhook secret replaces the old one.
+    assert!(m.set_webhook_secret(&key.id, "whsec_second").await.unwrap());
+    assert!(!m.set_webhook_secret("key_nope", "whsec_x").await.unwrap());
+    assert_eq!(m.api_key(&key.id).await.unwrap().unwrap().webhook_secret.as_deref(), Some("whsec_second"));
     assert!(m.revoke_api_key(&key.id).await.unwrap());
     assert!(!m.revoke_api_key(&key.id).await.unwrap());
     assert!(m.api_key_by_hash(&token_hash).await.unwrap().unwrap().revoked_at_ms.is_some());

@@ -403,6 +403,10 @@ pub struct ApiKey {
     pub max_concurrent_jobs: u32,
     /// The highest priority (0-9) the key may ask for: priority is an entitlement.
     pub max_priority: u8,
+    /// Signs this key's webhooks (shown to its owner once; None for keys made before keys had
+    /// their own, which fall back to the server's `webhook_secret` until rotated).
+    #[serde(skip_serializing, default)]
+    pub webhook_secret: Option<String>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
 }
@@ -455,6 +459,10 @@ pub trait Metadata: Send + Sync + 'static {
     async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKey>>;
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
     async fn revoke_api_key(&self, id: &str) -> Result<bool>;
+    /// A key by its id (revoked ones too).
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// Replaces a key's webhook signing secret; false when there is no such key.
+    async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool>;
 
     async fn put_asset(&self, a: &Asset) -> Result<()>;
     async fn asset(&self, id: &str) -> Result<Option<Asset>>;

@@ -128,9 +128,10 @@ UPDATE assets SET last_used_at = created_at;
 CREATE INDEX assets_key ON assets (api_key_id);
 CREATE INDEX assets_last_used ON assets (last_used_at);
 "#,
-    // v3: priority is a per-key entitlement.
+    // v3: priority is a per-key entitlement; each key signs its webhooks with its own secret.
     r#"
 ALTER TABLE api_keys ADD COLUMN max_priority BIGINT NOT NULL DEFAULT 5;
+ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
 "#,
 ];
 
@@ -1019,6 +1020,7 @@ fn api_key(r: &PgRow) -> Result<ApiKey> {
         burst: int(r, "burst")?,
         max_concurrent_jobs: int(r, "max_concurrent_jobs")?,
         max_priority: int::<u32>(r, "max_priority")?.min(9) as u8,
+        webhook_secret: r.try_get("webhook_secret")?,
         created_at_ms: r.try_get("created_at")?,
         revoked_at_ms: r.try_get("revoked_at")?,
     })
@@ -1235,8 +1237,9 @@ impl Metadata for PgStore {
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
+                 webhook_secret)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -1246,6 +1249,7 @@ impl Metadata for PgStore {
         .bind(i64::from(key.max_concurrent_jobs))
         .bind(key.created_at_ms)
         .bind(i64::from(key.max_priority))
+        .bind(&key.webhook_secret)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1267,6 +1271,21 @@ impl Metadata for PgStore {
     async fn revoke_api_key(&self, id: &str) -> Result<bool> {
         let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(api_key).transpose()
+    }
+
+    async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE api_keys SET webhook_secret = $1 WHERE id = $2")
+            .bind(secret)
             .bind(id)
             .execute(&self.pool)
             .await?

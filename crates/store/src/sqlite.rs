@@ -107,9 +107,10 @@ UPDATE assets SET last_used_at = created_at;
 CREATE INDEX assets_key ON assets (api_key_id);
 CREATE INDEX assets_last_used ON assets (last_used_at);
 "#,
-    // v3: priority is a per-key entitlement.
+    // v3: priority is a per-key entitlement; each key signs its webhooks with its own secret.
     r#"
 ALTER TABLE api_keys ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 5;
+ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
 "#,
 ];
 
@@ -794,6 +795,7 @@ fn api_key(r: &SqliteRow) -> Result<ApiKey> {
         burst: r.try_get::<i64, _>("burst")? as u32,
         max_concurrent_jobs: r.try_get::<i64, _>("max_concurrent_jobs")? as u32,
         max_priority: r.try_get::<i64, _>("max_priority")?.clamp(0, 9) as u8,
+        webhook_secret: r.try_get("webhook_secret")?,
         created_at_ms: r.try_get("created_at")?,
         revoked_at_ms: r.try_get("revoked_at")?,
     })
@@ -938,8 +940,9 @@ impl Metadata for SqliteStore {
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
+                 webhook_secret)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -949,6 +952,7 @@ impl Metadata for SqliteStore {
         .bind(key.max_concurrent_jobs as i64)
         .bind(key.created_at_ms)
         .bind(i64::from(key.max_priority))
+        .bind(&key.webhook_secret)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -970,6 +974,21 @@ impl Metadata for SqliteStore {
     async fn revoke_api_key(&self, id: &str) -> Result<bool> {
         let n = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?").bind(id).fetch_optional(&self.reader).await?;
+        row.as_ref().map(api_key).transpose()
+    }
+
+    async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE api_keys SET webhook_secret = ? WHERE id = ?")
+            .bind(secret)
             .bind(id)
             .execute(&self.writer)
             .await?

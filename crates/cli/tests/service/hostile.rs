@@ -535,3 +535,48 @@ async fn d_id_scenes_per_spec_are_capped() {
     assert_eq!((code, body["error"]["code"].as_str()), (422, Some("too_costly")), "{body}");
     assert_eq!(body["error"]["issues"][0]["path"], "spec.scenes[1].motion.provider", "{body}");
 }
+
+/// S4: each key's webhooks are signed with its own secret (shown once at creation, rotatable):
+/// neither the server's webhook secret nor another key's verifies them, and after a rotation
+/// only the new one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_key_signs_its_webhooks_with_its_own_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = |name: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["keys", "--data-dir"])
+            .arg(dir.path())
+            .args(["create", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let secret = stderr.split_whitespace().find(|w| w.starts_with("whsec_")).expect("a webhook secret").to_string();
+        (String::from_utf8(out.stdout).unwrap().trim().to_string(), secret)
+    };
+    let ((alice, alice_secret), (_, mallory_secret)) = (create("alice"), create("mallory"));
+    let hook = Receiver::start(&[]).await;
+    let mut s = Server::start(dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);
+    s.token = Some(alice);
+    let verifies = |d: &Delivery, secret: &str| {
+        let header = d.headers["reelsmith-signature"].to_str().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        reelsmith_server::webhooks::verify(secret.as_bytes(), header, &d.body, now, 300)
+    };
+    let (code, g) = s.submit(&json!({"spec": small_spec("Signed for alice."), "webhook_url": hook.url})).await;
+    assert_eq!(code, 202, "{g}");
+    let got = hook.wait_for(1, LIMIT).await;
+    assert!(verifies(&got[0], &alice_secret), "alice's secret must verify her webhook");
+    assert!(!verifies(&got[0], &webhook_secret(dir.path())), "the server's shared secret verified a key's webhook");
+    assert!(!verifies(&got[0], &mallory_secret));
+    // Rotated over the API: shown once, and only the new secret signs from now on.
+    let r = s.post("/api/v1/keys/self/webhook-secret").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let fresh = r.json::<Value>().await.unwrap()["webhook_secret"].as_str().unwrap().to_string();
+    assert!(fresh.starts_with("whsec_") && fresh != alice_secret);
+    let (code, g) =
+        s.submit(&json!({"spec": small_spec("Signed again."), "webhook_url": hook.url, "dedupe": false})).await;
+    assert_eq!(code, 202, "{g}");
+    let got = hook.wait_for(2, LIMIT).await;
+    assert!(verifies(&got[1], &fresh) && !verifies(&got[1], &alice_secret));
+}
