@@ -70,6 +70,9 @@ pub enum BenchCommand {
     /// Scale-out: an API node and 1, 2… worker processes on PostgreSQL + Redis + S3; job
     /// throughput and one long video's wall time per worker count.
     Cluster(crate::bench_cluster::ClusterArgs),
+    /// The service under mixed load with workers killed (`kill -9`) every few minutes: RSS, open
+    /// files and disk per minute; every accepted job must finish exactly once.
+    Soak(crate::bench_soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -435,6 +438,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::E2e(args) => e2e(args),
         BenchCommand::Queue(args) => queue_bench(args),
         BenchCommand::Cluster(args) => crate::bench_cluster::run(args),
+        BenchCommand::Soak(args) => crate::bench_soak::run(args),
         BenchCommand::Render { .. } => render_bench(cmd),
         BenchCommand::Clip { dir, width, height, fps, seconds } => clip_bench(dir, *width, *height, *fps, *seconds),
     }

@@ -59,10 +59,18 @@ struct Run {
     long_segments_per_worker: Vec<usize>,
 }
 
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    url: String,
-    pid: u32,
+    pub(crate) url: String,
+    pub(crate) pid: u32,
+}
+
+impl Node {
+    /// `kill -9`: no chance to finish anything.
+    pub(crate) fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Node {
@@ -80,7 +88,7 @@ impl Drop for Node {
     }
 }
 
-fn start(role: &[&str], data: &Path, env: &[(String, String)]) -> Result<Node> {
+pub(crate) fn start(role: &[&str], data: &Path, env: &[(String, String)]) -> Result<Node> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(role)

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_soak;
 mod serve;
 mod tracing_setup;
 

@@ -297,6 +297,7 @@ mod tests {
             event_id: "e".into(),
             event_type: "t".into(),
             body: "{}".into(),
+            key_id: None,
         };
         let client = reqwest::Client::new();
         let e = deliver(&client, b"k", &d, Duration::from_secs(1), false).await.unwrap_err();
