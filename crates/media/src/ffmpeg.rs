@@ -901,16 +901,9 @@ mod tests {
         b
     }
 
+    /// A DASH manifest (the attack's payload) pointing at `base_url`.
     fn dash_manifest(base_url: &str, mime: &str) -> String {
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"
-     type="static" mediaPresentationDuration="PT5S" minBufferTime="PT1S">
- <Period><AdaptationSet mimeType="{mime}"><Representation id="a" bandwidth="64000" codecs="avc1">
-  <BaseURL>{base_url}</BaseURL>
- </Representation></AdaptationSet></Period></MPD>
-"#
-        )
+        include_str!("../tests/fixtures/dash-manifest.xml").replace("BASE_URL", base_url).replace("MIME", mime)
     }
 
     #[test]

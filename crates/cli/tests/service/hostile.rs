@@ -95,16 +95,9 @@ fn id3_wrapped(body: &str) -> Vec<u8> {
     b
 }
 
+/// The DASH manifest of the media tests (the attack's payload) pointing at `base_url`.
 fn dash(base_url: &str, mime: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"
-     type="static" mediaPresentationDuration="PT5S" minBufferTime="PT1S">
- <Period><AdaptationSet mimeType="{mime}"><Representation id="a" bandwidth="64000" codecs="avc1">
-  <BaseURL>{base_url}</BaseURL>
- </Representation></AdaptationSet></Period></MPD>
-"#
-    )
+    include_str!("../../../media/tests/fixtures/dash-manifest.xml").replace("BASE_URL", base_url).replace("MIME", mime)
 }
 
 /// S2: an "audio" upload that is a manifest pointing at another tenant's video (on disk) or at
