@@ -75,6 +75,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(10) {

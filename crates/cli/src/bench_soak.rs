@@ -195,7 +195,7 @@ async fn soak(a: &SoakArgs) -> Result<Outcome> {
                             if long {
                                 let (http, base) = (http.clone(), base.clone());
                                 tokio::spawn(async move {
-                                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                                    tokio::time::sleep(Duration::from_secs(3)).await;
                                     let _ = http.post(format!("{base}/api/v1/generations/{id}/cancel")).send().await;
                                 });
                             }
@@ -392,9 +392,10 @@ fn small_spec(n: u64) -> Value {
     ]})
 }
 
+/// A render of a minute or more (720p, 60 s, preset medium), cancelled a few seconds in.
 fn long_spec(n: u64) -> Value {
-    json!({"version": 1, "output": {"width": 320, "height": 180, "fps": 30, "quality": {"preset": "medium"}},
-        "scenes": [{"title": format!("Cancelled {n}"), "duration": 30,
+    json!({"version": 1, "output": {"width": 1280, "height": 720, "fps": 30, "quality": {"preset": "medium"}},
+        "scenes": [{"title": format!("Cancelled {n}"), "duration": 60,
             "motion": {"type": "ken-burns", "zoom_to": 1.5},
             "background": {"gradient": {"from": "#000000", "to": "#ffffff"}}}]})
 }
