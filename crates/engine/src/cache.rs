@@ -503,7 +503,8 @@ fn touch(p: &Path) {
     }
 }
 
-fn dir_size(p: &Path) -> u64 {
+/// Bytes of the files in a cache entry.
+pub(crate) fn dir_size(p: &Path) -> u64 {
     fs::read_dir(p).map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 

@@ -94,7 +94,8 @@ impl<'a> Counts<'a> {
         self.pinned.lock().expect("pins lock").push(*key);
         let (path, hit) = engine.cache.get_or_build(stage, key, build)?;
         if !hit {
-            let written = self.written.fetch_add(dir_bytes(&path), Ordering::Relaxed) + dir_bytes(&path);
+            let size = cache::dir_size(&path);
+            let written = self.written.fetch_add(size, Ordering::Relaxed) + size;
             if written > self.cache.max_bytes() {
                 return Err(RenderError::at(
                     "spec",
@@ -131,11 +132,6 @@ impl Drop for Counts<'_> {
 
 fn stop_if_cancelled(opts: &RenderOptions) -> Result<(), RenderError> {
     if opts.cancelled() { Err(RenderError::Cancelled) } else { Ok(()) }
-}
-
-/// Bytes of the files in a cache entry.
-fn dir_bytes(p: &Path) -> u64 {
-    fs::read_dir(p).map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
 /// Files referenced by the spec, hashed once per render, and what the video clips hold.
@@ -193,7 +189,8 @@ pub(crate) fn run(
         // Every stage stops at a cancel, not only the frame loops.
         stop_if_cancelled(opts)?;
         let r = narration(engine, &counts, spec, i, &inputs, &runs);
-        if opts.cancelled() { Err(RenderError::Cancelled) } else { r }
+        stop_if_cancelled(opts)?;
+        r
     })?;
     st.items = speech.iter().flatten().count() as u64;
     st.runs = runs.load(Ordering::Relaxed);

@@ -218,8 +218,9 @@ fn run_limited(
             stderr: text,
         });
     }
+    // (An overflowing child needs no kill: the reader hung up, so its next write failed, and it
+    // has been reaped by now; its pid may already be another process's.)
     if overflowed {
-        kill_group(pgid);
         return Err(FfmpegError::Failed {
             what: what.into(),
             status: format!("more than {max_stdout} bytes of output"),

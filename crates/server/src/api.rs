@@ -560,7 +560,7 @@ pub async fn delete_asset(
         Some(a) if caller.0.is_none() || a.api_key_id == caller.key_id() => {}
         _ => return Err(ApiError::not_found("asset", &id)),
     }
-    if let Some(g) = submit::active_users(&state, caller.key_id().as_deref(), &[id.clone()]).await?.first() {
+    if let Some((_, g)) = submit::assets_in_use(&state, caller.key_id().as_deref(), &[id.clone()]).await?.first() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "asset_in_use",

@@ -335,6 +335,7 @@ pub async fn prepare(
             .with_issues(vec![IssueBody { path, message: e.message.clone() }])
     })?;
     let mut issues = vec![];
+    let mut used = vec![];
     for (path, field_kind, file) in spec.files_mut() {
         let id = match (file.strip_prefix(ASSET_PREFIX), uploads.get(file.as_str())) {
             (Some(id), _) => Some(id.to_string()),
@@ -359,6 +360,7 @@ pub async fn prepare(
                             ),
                         });
                     }
+                    used.push(id);
                 }
                 // Another key's asset does not exist for this one.
                 _ => issues.push(IssueBody {
@@ -380,8 +382,6 @@ pub async fn prepare(
         return Err(ApiError::unprocessable("missing_asset", first).with_issues(issues));
     }
     // Used now: retention counts from here.
-    let used: Vec<String> =
-        spec.files_mut().into_iter().filter_map(|(_, _, f)| f.strip_prefix(ASSET_PREFIX).map(str::to_string)).collect();
     state.meta.touch_assets(&used, now_ms()).await?;
     // The engine checks everything else: ranges, limits, that images decode, voices, fonts.
     let engine_spec = engine_view(&spec);
@@ -501,8 +501,9 @@ pub async fn remove_asset(state: &AppState, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Queued or running generations (of `key`, or of anyone with None) whose spec uses any of `ids`.
-pub async fn active_users(state: &AppState, key: Option<&str>, ids: &[String]) -> ApiResult<Vec<String>> {
+/// Which of `ids` queued or running generations (of `key`, or of anyone with None) use:
+/// (asset, generation) pairs.
+pub async fn assets_in_use(state: &AppState, key: Option<&str>, ids: &[String]) -> ApiResult<Vec<(String, String)>> {
     let mut users = vec![];
     for s in [JobState::Queued, JobState::Running] {
         let mut cursor = None;
@@ -517,8 +518,8 @@ pub async fn active_users(state: &AppState, key: Option<&str>, ids: &[String]) -
             let page = state.meta.list_generations(&f).await?;
             for g in &page {
                 let text = g.spec.to_string();
-                if ids.iter().any(|id| text.contains(&format!("\"{}{id}\"", ASSET_PREFIX))) {
-                    users.push(g.id.clone());
+                for id in ids.iter().filter(|id| text.contains(&format!("\"{ASSET_PREFIX}{id}\""))) {
+                    users.push((id.clone(), g.id.clone()));
                 }
             }
             if page.len() < 500 {

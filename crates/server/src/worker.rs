@@ -690,18 +690,14 @@ async fn expire_assets(state: &AppState) -> Result<u64, String> {
         return Ok(0);
     }
     let ids: Vec<String> = stale.iter().map(|a| a.id.clone()).collect();
-    let busy = crate::submit::active_users(state, None, &ids).await.map_err(|e| e.message)?;
+    let busy: std::collections::HashSet<String> = crate::submit::assets_in_use(state, None, &ids)
+        .await
+        .map_err(|e| e.message)?
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     let mut removed = 0;
-    for a in stale {
-        // A generation using several stale assets keeps them all (checked per asset below).
-        if !busy.is_empty()
-            && !crate::submit::active_users(state, None, std::slice::from_ref(&a.id))
-                .await
-                .map_err(|e| e.message)?
-                .is_empty()
-        {
-            continue;
-        }
+    for a in stale.iter().filter(|a| !busy.contains(&a.id)) {
         crate::submit::remove_asset(state, &a.id).await.map_err(|e| e.message)?;
         removed += 1;
     }
