@@ -31,6 +31,10 @@ pub struct SoakArgs {
     kill_every_secs: u64,
     #[arg(long, default_value_t = 60)]
     sample_secs: u64,
+    /// Growth is measured from the first sample at or after this many minutes (allocators and
+    /// caches fill up first); default: half the run.
+    #[arg(long)]
+    warmup_minutes: Option<f64>,
     /// A small render is submitted this often (every fifth submission is a long one, cancelled
     /// soon after).
     #[arg(long, default_value_t = 3.0)]
@@ -179,7 +183,7 @@ async fn soak(a: &SoakArgs) -> Result<Outcome> {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let long = n % 5 == 0;
+                let long = n.is_multiple_of(5);
                 let spec = if long { long_spec(n) } else { small_spec(n) };
                 requests.fetch_add(1, Ordering::Relaxed);
                 let r = http
@@ -315,8 +319,10 @@ async fn soak(a: &SoakArgs) -> Result<Outcome> {
         }
     }
     samples.push(sample(&http, &base, &api, &workers, &root, &accepted, started).await);
-    // Growth from the first sample after warm-up (the second) to the last.
-    let growth = |f: fn(&Sample) -> f64| match (samples.get(1).or(samples.first()), samples.last()) {
+    // Growth from the first sample after warm-up to the last.
+    let warmup_s = a.warmup_minutes.unwrap_or(a.minutes / 2.0) * 60.0;
+    let after_warmup = samples.iter().find(|s| s.at_s >= warmup_s).or(samples.last());
+    let growth = |f: fn(&Sample) -> f64| match (after_warmup, samples.last()) {
         (Some(a), Some(b)) if f(a) > 0.0 => f(b) / f(a) - 1.0,
         _ => 0.0,
     };

@@ -108,6 +108,16 @@ pub enum KeysCommand {
         /// The highest priority (0-9) the key may ask for (default from config).
         #[arg(long)]
         max_priority: Option<u8>,
+        /// The largest generation the key may submit, in megapixel-frames (frames × pixels / 10⁶;
+        /// default: the server's max_job_megapixel_frames).
+        #[arg(long)]
+        max_job_megapixel_frames: Option<f64>,
+        /// Megapixel-frames the key may submit per UTC day (default: default_daily_megapixel_frames).
+        #[arg(long)]
+        daily_megapixel_frames: Option<f64>,
+        /// Scenes the key may send to D-ID per UTC day (default: default_daily_did_scenes).
+        #[arg(long)]
+        daily_did_scenes: Option<u64>,
     },
     List,
     Revoke {
@@ -124,17 +134,41 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
     runtime()?.block_on(async move {
         let (_, store) = reelsmith_server::open_database(&config).await.context("opening the database")?;
         match cmd {
-            KeysCommand::Create { name, rate, burst, max_jobs, max_priority } => {
+            KeysCommand::Create {
+                name,
+                rate,
+                burst,
+                max_jobs,
+                max_priority,
+                max_job_megapixel_frames,
+                daily_megapixel_frames,
+                daily_did_scenes,
+            } => {
                 if name.trim().is_empty() || name.len() > 100 {
                     bail!("a key name must be 1-100 characters");
                 }
-                let (token, key) = reelsmith_server::auth::mint(
+                for (flag, v) in [
+                    ("--max-job-megapixel-frames", max_job_megapixel_frames),
+                    ("--daily-megapixel-frames", daily_megapixel_frames),
+                ] {
+                    if let Some(v) = v
+                        && !(v.is_finite() && *v > 0.0)
+                    {
+                        bail!("{flag} must be a positive number, not {v}");
+                    }
+                }
+                let (token, mut key) = reelsmith_server::auth::mint(
                     name,
                     rate.unwrap_or(config.default_rate_per_s),
                     burst.unwrap_or(config.default_burst),
                     max_jobs.unwrap_or(config.default_max_concurrent_jobs),
                     max_priority.unwrap_or(config.default_max_priority).min(9),
                 );
+                key.limits = reelsmith_store::KeyLimits {
+                    job_megapixel_frames: *max_job_megapixel_frames,
+                    daily_megapixel_frames: *daily_megapixel_frames,
+                    daily_did_scenes: *daily_did_scenes,
+                };
                 store.create_api_key(&key, &reelsmith_store::hash_token(&token)).await?;
                 eprintln!(
                     "created key {} ({}): {} requests/s, burst {}, {} concurrent jobs, priority up to {}; the token is shown only now:",
@@ -149,8 +183,9 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
             KeysCommand::List => {
                 for k in store.list_api_keys().await? {
                     let state = if k.revoked_at_ms.is_some() { "revoked" } else { "active" };
+                    let limits = serde_json::to_string(&k.limits).unwrap_or_default();
                     println!(
-                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs\tpriority <= {}",
+                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs\tpriority <= {}\t{limits}",
                         k.id, k.name, state, k.rate_per_s, k.burst, k.max_concurrent_jobs, k.max_priority
                     );
                 }

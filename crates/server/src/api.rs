@@ -151,15 +151,18 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         (submit::parse_envelope(&body)?, Uploads::default())
     };
     let key_id = caller.key_id();
-    let p = match submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
-        Ok(p) => p,
+    let queued = match submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
+        Ok(p) => enqueue(&state, &caller, p, idempotency_key).await,
+        Err(e) => Err(e),
+    };
+    let (status, id, how) = match queued {
+        Ok(q) => q,
         Err(e) => {
             // Files this refused request brought are not kept.
             forget_assets(&state, &uploads.new).await;
             return Err(e);
         }
     };
-    let (status, id, how) = enqueue(&state, &caller, p, idempotency_key).await?;
     let g = state.meta.generation(&id).await?.ok_or_else(|| ApiError::not_found("generation", &id))?;
     let mut body = status_json(&g, &[]);
     body["deduplicated"] = json!(how == "deduplicated");
@@ -195,6 +198,19 @@ pub async fn enqueue(
         }
         p.priority = i32::from(key.max_priority);
     }
+    // The key's own cost limits: per job here, per day charged by the store in the same
+    // transaction as the insert (replays and duplicates cost nothing).
+    if let Some(key) = &caller.0
+        && let Some(max) = key.limits.job_megapixel_frames
+        && p.charge.megapixel_frames > max
+    {
+        let msg = format!(
+            "about {:.0} megapixel-frames (frames × pixels); this key renders at most {max:.0} per job",
+            p.charge.megapixel_frames
+        );
+        return Err(ApiError::unprocessable("too_costly", format!("spec.output: {msg}"))
+            .with_issues(vec![crate::error::IssueBody { path: "spec.output".into(), message: msg }]));
+    }
     // Fair between keys: a key's k-th unfinished generation is queued below every other key's
     // earlier ones at the same priority.
     let unfinished = match caller.key_id() {
@@ -207,6 +223,7 @@ pub async fn enqueue(
     job.priority = fair_priority(p.priority, unfinished);
     job.retry = state.config.render_retry();
     job.timeout = std::time::Duration::from_secs_f64(state.config.job_timeout_secs);
+    let budget = caller.0.as_ref().map(|k| daily_budget(&state.config, k, p.charge));
     let g = NewGeneration {
         id,
         spec: p.spec_json,
@@ -219,8 +236,13 @@ pub async fn enqueue(
         metadata: p.metadata,
         max_active: caller.0.as_ref().map(|k| k.max_concurrent_jobs),
         dedupe: p.dedupe,
+        budget,
     };
-    let (status, id, how) = match state.meta.create_generation(g, job).await? {
+    let created = match state.meta.create_generation(g, job).await {
+        Err(reelsmith_store::StoreError::Budget { used }) => return Err(over_budget(p.charge, used, budget)),
+        other => other?,
+    };
+    let (status, id, how) = match created {
         CreateOutcome::Created(id) => {
             state.wake.notify_waiters();
             (StatusCode::ACCEPTED, id, "created")
@@ -229,6 +251,57 @@ pub async fn enqueue(
         CreateOutcome::Deduplicated(id) => (StatusCode::OK, id, "deduplicated"),
     };
     Ok((status, id, how))
+}
+
+/// What a generation costs its key today and the most the key may spend per UTC day (its own
+/// limits, else the server's defaults).
+fn daily_budget(
+    config: &crate::Config,
+    key: &reelsmith_store::ApiKey,
+    charge: reelsmith_store::Usage,
+) -> reelsmith_store::Budget {
+    reelsmith_store::Budget {
+        day: reelsmith_store::usage_day(reelsmith_store::now_ms()),
+        charge,
+        cap: reelsmith_store::Usage {
+            megapixel_frames: key
+                .limits
+                .daily_megapixel_frames
+                .or(config.default_daily_megapixel_frames)
+                .unwrap_or(f64::MAX),
+            did_scenes: key.limits.daily_did_scenes.unwrap_or(config.default_daily_did_scenes),
+        },
+    }
+}
+
+/// 429 `budget_exceeded`, naming the budget that ran out and when it renews (midnight UTC).
+fn over_budget(
+    charge: reelsmith_store::Usage,
+    used: reelsmith_store::Usage,
+    budget: Option<reelsmith_store::Budget>,
+) -> ApiError {
+    let cap = budget.map(|b| b.cap).unwrap_or_default();
+    let day = budget.map(|b| b.day).unwrap_or_default();
+    let until_midnight = ((day + 1) * 86_400_000 - reelsmith_store::now_ms()).max(1000) as u64 / 1000;
+    let (path, msg) = if charge.did_scenes > 0 && used.did_scenes + charge.did_scenes > cap.did_scenes {
+        (
+            "spec.scenes",
+            format!(
+                "this key may send {} scenes to D-ID per day (UTC); {} sent today, this spec has {}",
+                cap.did_scenes, used.did_scenes, charge.did_scenes
+            ),
+        )
+    } else {
+        (
+            "spec.output",
+            format!(
+                "this key may render {:.0} megapixel-frames per day (UTC); {:.0} used today, this spec needs {:.0}",
+                cap.megapixel_frames, used.megapixel_frames, charge.megapixel_frames
+            ),
+        )
+    };
+    ApiError::too_many("budget_exceeded", format!("{path}: {msg}"), until_midnight)
+        .with_issues(vec![crate::error::IssueBody { path: path.into(), message: msg }])
 }
 
 /// The queue priority of a generation asked for at `priority` (0-9) by a key that already has
@@ -533,6 +606,31 @@ pub async fn upload_asset(State(state): State<AppState>, caller: Caller, req: Re
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+/// `GET /api/v1/keys/self`: the calling key's limits (its own, else the server's defaults) and
+/// what it used of its daily budgets today.
+pub async fn own_key(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let Some(key) = &caller.0 else {
+        return Err(ApiError::bad_request("no_key", "this request has no API key: keyless callers have no budgets"));
+    };
+    let now = reelsmith_store::now_ms();
+    let used = state.meta.usage(&key.id, reelsmith_store::usage_day(now)).await?;
+    let c = &state.config;
+    Ok(Json(json!({
+        "id": key.id,
+        "name": key.name,
+        "rate_per_s": key.rate_per_s,
+        "burst": key.burst,
+        "max_concurrent_jobs": key.max_concurrent_jobs,
+        "max_priority": key.max_priority,
+        "limits": {
+            "job_megapixel_frames": key.limits.job_megapixel_frames.unwrap_or(c.max_job_megapixel_frames).min(c.max_job_megapixel_frames),
+            "daily_megapixel_frames": key.limits.daily_megapixel_frames.or(c.default_daily_megapixel_frames),
+            "daily_did_scenes": key.limits.daily_did_scenes.unwrap_or(c.default_daily_did_scenes),
+        },
+        "used_today": used,
+    })))
+}
+
 /// `POST /api/v1/keys/self/webhook-secret`: a new secret for the calling key's webhooks, shown
 /// only in this answer; the old one stops signing at once.
 pub async fn rotate_webhook_secret(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
@@ -560,7 +658,9 @@ pub async fn delete_asset(
         Some(a) if caller.0.is_none() || a.api_key_id == caller.key_id() => {}
         _ => return Err(ApiError::not_found("asset", &id)),
     }
-    if let Some((_, g)) = submit::assets_in_use(&state, caller.key_id().as_deref(), &[id.clone()]).await?.first() {
+    if let Some((_, g)) =
+        submit::assets_in_use(&state, caller.key_id().as_deref(), std::slice::from_ref(&id)).await?.first()
+    {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "asset_in_use",
@@ -593,6 +693,7 @@ pub struct WindowQuery {
 
 pub async fn performance_report(
     State(state): State<AppState>,
+    caller: Caller,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Json<telemetry::PerformanceReport>> {
     let w = q.window.as_deref().unwrap_or("15m");
@@ -602,7 +703,7 @@ pub async fn performance_report(
             format!("window '{w}' is not a duration like 90s, 15m, 2h or 1d (max 30d)"),
         )
     })?;
-    Ok(Json(telemetry::performance_report(&state, secs).await?))
+    Ok(Json(telemetry::performance_report(&state, secs, caller.key_id().as_deref()).await?))
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {

@@ -2,7 +2,7 @@
 //! per-key token bucket. Keys are required when listening beyond loopback.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -40,6 +40,7 @@ pub fn mint(name: &str, rate_per_s: f64, burst: u32, max_concurrent_jobs: u32, m
         max_concurrent_jobs,
         max_priority: max_priority.min(9),
         webhook_secret: Some(new_webhook_secret()),
+        limits: Default::default(),
         created_at_ms: now_ms(),
         revoked_at_ms: None,
     };
@@ -119,9 +120,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         )
         .into_response();
     }
+    let caller_key = key.as_ref().map(|k| CallerKey(Arc::from(k.id.as_str())));
     req.extensions_mut().insert(Caller(key));
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    if let Some(k) = caller_key {
+        resp.extensions_mut().insert(k);
+    }
+    resp
 }
+
+/// The calling key's id, on the response: request telemetry (outside this layer) files the
+/// request under its key.
+#[derive(Clone)]
+pub struct CallerKey(pub Arc<str>);
 
 fn unauthorized(msg: &str) -> Response {
     let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg).into_response();

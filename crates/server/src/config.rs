@@ -76,6 +76,12 @@ pub struct Config {
     pub max_streams_per_key: usize,
     /// Most scenes of one spec sent to D-ID (each is a paid D-ID talk).
     pub max_did_scenes_per_spec: usize,
+    /// Budgets per key and UTC day for keys without their own (`keys create --daily-megapixel-frames
+    /// --daily-did-scenes`): submissions past them get 429 `budget_exceeded` until midnight UTC.
+    /// Unset: no daily limit on rendering.
+    pub default_daily_megapixel_frames: Option<f64>,
+    /// Scenes sent to D-ID per key and UTC day (each a paid talk).
+    pub default_daily_did_scenes: u64,
     /// Assets neither uploaded again nor used by a submission for this long are removed.
     pub asset_retention_hours: f64,
     /// Run workers in this process (`false`: API only).
@@ -184,6 +190,8 @@ impl Default for Config {
             asset_quota_mb: 2048,
             max_streams_per_key: 64,
             max_did_scenes_per_spec: 10,
+            default_daily_megapixel_frames: None,
+            default_daily_did_scenes: 100,
             asset_retention_hours: 24.0 * 30.0,
             workers: true,
             api: true,
@@ -250,6 +258,7 @@ impl Config {
             "s3_access_key_id",
             "s3_secret_access_key",
             "segment_workers",
+            "default_daily_megapixel_frames",
         ]) {
             let var = format!("REELSMITH_{}", key.to_ascii_uppercase());
             if let Ok(v) = std::env::var(&var) {
@@ -275,6 +284,11 @@ impl Config {
             if !v.is_finite() || v < min || v > 1e7 {
                 return Err(ConfigError::Invalid(format!("{name} must be a number from {min} to 10000000")));
             }
+        }
+        if let Some(v) = self.default_daily_megapixel_frames
+            && !(v.is_finite() && v > 0.0)
+        {
+            return bad("default_daily_megapixel_frames must be a positive number (leave it out for no daily limit)");
         }
         if self.render_workers == 0 && self.workers {
             return bad("render_workers must be at least 1 (or set workers = false)");

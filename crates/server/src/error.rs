@@ -52,6 +52,7 @@ impl From<reelsmith_store::StoreError> for ApiError {
         match e {
             reelsmith_store::StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             reelsmith_store::StoreError::Quota(m) => Self::too_many("quota_exceeded", m, 5),
+            e @ reelsmith_store::StoreError::Budget { .. } => Self::too_many("budget_exceeded", e.to_string(), 3600),
             e => Self::internal(e),
         }
     }

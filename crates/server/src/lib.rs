@@ -55,6 +55,8 @@ pub struct AppState {
     pub hub: events::Hub,
     pub limiter: Arc<auth::RateLimiter>,
     pub requests: Arc<telemetry::RequestLog>,
+    /// Finished generations read for the performance report (incrementally).
+    pub finished: Arc<telemetry::FinishedHistory>,
     pub request_ids: Arc<telemetry::RequestIds>,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// Wakes idle render workers when a job arrives.
@@ -209,6 +211,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         hub: events::Hub::default(),
         limiter: Default::default(),
         requests: Default::default(),
+        finished: Default::default(),
         request_ids: Default::default(),
         prometheus: telemetry::prometheus(),
         wake: Default::default(),
@@ -265,6 +268,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/assets"),
     ("get", "/api/v1/assets/{id}"),
     ("delete", "/api/v1/assets/{id}"),
+    ("get", "/api/v1/keys/self"),
     ("post", "/api/v1/keys/self/webhook-secret"),
     ("get", "/api/v1/performance/report"),
     ("post", "/talks"),
@@ -289,6 +293,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/generations/{id}/report", api::file_route("report.json", "application/json"))
         .route("/api/v1/assets", post(api::upload_asset))
         .route("/api/v1/assets/{id}", get(api::get_asset).delete(api::delete_asset))
+        .route("/api/v1/keys/self", get(api::own_key))
         .route("/api/v1/keys/self/webhook-secret", post(api::rotate_webhook_secret))
         .route("/api/v1/performance/report", get(api::performance_report))
         .route("/ws/generations", get(events::websocket))

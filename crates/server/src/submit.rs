@@ -305,6 +305,8 @@ pub struct Prepared {
     pub webhook_url: Option<String>,
     pub metadata: serde_json::Value,
     pub dedupe: bool,
+    /// What the generation costs the caller's daily budget.
+    pub charge: reelsmith_store::Usage,
 }
 
 pub async fn prepare(
@@ -445,6 +447,7 @@ pub async fn prepare(
         webhook_url: env.webhook_url,
         metadata,
         dedupe,
+        charge: reelsmith_store::Usage { megapixel_frames: cost.megapixel_frames, did_scenes: did_scenes.len() as u64 },
     })
 }
 

@@ -61,8 +61,8 @@ fn describe() {
 }
 
 /// Recent requests for the performance report: bounded, oldest dropped first.
-/// (unix ms, route, status, latency ms)
-type LoggedRequest = (i64, Arc<str>, u16, f64);
+/// (unix ms, route, status, latency ms, the calling key's id)
+type LoggedRequest = (i64, Arc<str>, u16, f64, Option<Arc<str>>);
 
 #[derive(Default)]
 pub struct RequestLog {
@@ -72,21 +72,25 @@ pub struct RequestLog {
 const REQUEST_LOG_CAPACITY: usize = 200_000;
 
 impl RequestLog {
-    pub fn record(&self, route: Arc<str>, status: u16, ms: f64) {
+    pub fn record(&self, route: Arc<str>, status: u16, ms: f64, key: Option<Arc<str>>) {
         let now = reelsmith_store::now_ms();
         let mut e = self.entries.lock().expect("request log");
         if e.len() == REQUEST_LOG_CAPACITY {
             e.pop_front();
         }
-        e.push_back((now, route, status, ms));
+        e.push_back((now, route, status, ms, key));
     }
 
-    fn since(&self, since_ms: i64) -> BTreeMap<String, (Vec<f64>, u64)> {
+    /// Latencies and successes per route since `since_ms`: every caller's, or one key's.
+    fn since(&self, since_ms: i64, key: Option<&str>) -> BTreeMap<String, (Vec<f64>, u64)> {
         let e = self.entries.lock().expect("request log");
         let mut out: BTreeMap<String, (Vec<f64>, u64)> = BTreeMap::new();
-        for (t, route, status, ms) in e.iter().rev() {
+        for (t, route, status, ms, caller) in e.iter().rev() {
             if *t < since_ms {
                 break;
+            }
+            if key.is_some() && caller.as_deref() != key {
+                continue;
             }
             let slot = out.entry(route.to_string()).or_default();
             slot.0.push(*ms);
@@ -123,6 +127,8 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .unwrap_or_else(|| HeaderValue::from_str(&state.request_ids.next()).expect("ascii id"));
     let span = tracing::info_span!("request", method = %method, route = %route, status = tracing::field::Empty);
     let mut resp = next.run(req).instrument(span.clone()).await;
+    // The auth layer (inside this one) hands the caller out on the response.
+    let key = resp.extensions_mut().remove::<crate::auth::CallerKey>().map(|k| k.0);
     span.record("status", resp.status().as_u16());
     let elapsed = start.elapsed();
     let ms = elapsed.as_secs_f64() * 1000.0;
@@ -131,7 +137,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     metrics::histogram!("reelsmith_http_request_duration_seconds", "route" => label.to_string(),
         "status" => status_class(status))
     .record(elapsed.as_secs_f64());
-    state.requests.record(label.clone(), status, ms);
+    state.requests.record(label.clone(), status, ms, key);
     if ms >= state.config.slow_request_ms as f64 {
         tracing::warn!(route = %label, status, ms, request_id = ?request_id, "slow request");
     }
@@ -213,38 +219,143 @@ pub struct PerformanceReport {
     pub cache_hit_ratio: Option<f64>,
 }
 
-pub async fn performance_report(state: &AppState, window_s: f64) -> Result<PerformanceReport, crate::ApiError> {
-    let since = reelsmith_store::now_ms() - (window_s * 1000.0) as i64;
-    let routes = state.requests.since(since).into_iter().map(|(k, (v, ok))| (k, summarize(v, ok))).collect();
-    let finished = state.meta.finished_since(since).await?;
-    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let (mut wait, mut run, mut run_ok) = (vec![], vec![], 0);
-    let (mut hits, mut misses) = (0.0, 0.0);
-    for f in &finished {
-        if let Some(st) = f.started_at_ms {
-            wait.push((st - f.created_at_ms) as f64);
-            run.push((f.finished_at_ms - st) as f64);
-            run_ok += (f.state == reelsmith_store::JobState::Succeeded) as u64;
-        }
-        let Some(rep) = &f.report else { continue };
-        hits += rep["cache_hits"].as_f64().unwrap_or(0.0);
-        misses += rep["cache_misses"].as_f64().unwrap_or(0.0);
-        if let Some(obj) = rep["stages"].as_object() {
-            for (name, s) in obj {
-                if let Some(w) = s["wall_s"].as_f64() {
-                    stages.entry(name.clone()).or_default().push(w * 1000.0);
+/// Finished generations as the performance report needs them: read from the store once each
+/// (in pages, from where the last read stopped) and kept in memory, bounded by age and count,
+/// so a report over 30 days costs a scan of memory, not of the database.
+#[derive(Default)]
+pub struct FinishedHistory {
+    inner: tokio::sync::Mutex<History>,
+}
+
+#[derive(Default)]
+struct History {
+    rows: VecDeque<Finished>,
+    /// Where the next read starts: (finished_at, id) of the last row read.
+    after: Option<(i64, String)>,
+}
+
+/// One finished generation's figures.
+struct Finished {
+    finished_at_ms: i64,
+    key: Option<Arc<str>>,
+    /// Queue wait, run time (ms) and whether it succeeded; None if it never started.
+    run: Option<(f64, f64, bool)>,
+    /// Render stages' and the whole render's wall time (ms).
+    stages: Vec<(Arc<str>, f64)>,
+    cache_hits: f64,
+    cache_misses: f64,
+}
+
+/// The longest window the report takes (`parse_window`'s limit).
+const HISTORY_MS: i64 = 30 * 86_400_000;
+/// Most finished generations kept; past it the report covers the most recent ones.
+const HISTORY_ROWS: usize = 200_000;
+const HISTORY_PAGE: u32 = 2_000;
+
+impl FinishedHistory {
+    /// Reads what finished since the last call, then drops what is past the horizon.
+    async fn refresh(
+        &self,
+        meta: &dyn reelsmith_store::Metadata,
+    ) -> Result<tokio::sync::MutexGuard<'_, History>, crate::ApiError> {
+        let mut h = self.inner.lock().await;
+        let now = reelsmith_store::now_ms();
+        let mut after = h.after.clone().unwrap_or((now - HISTORY_MS, String::new()));
+        let mut names: BTreeMap<String, Arc<str>> = BTreeMap::new();
+        loop {
+            let page = meta.finished_after((after.0, &after.1), HISTORY_PAGE).await?;
+            let full = page.len() == HISTORY_PAGE as usize;
+            for f in page {
+                after = (f.finished_at_ms, f.id.clone());
+                h.rows.push_back(Finished::of(f, &mut names));
+                if h.rows.len() > HISTORY_ROWS {
+                    h.rows.pop_front();
                 }
             }
+            if !full {
+                break;
+            }
         }
-        if let Some(w) = rep["wall_s"].as_f64() {
-            stages.entry("total".into()).or_default().push(w * 1000.0);
+        h.after = Some(after);
+        while h.rows.front().is_some_and(|f| f.finished_at_ms < now - HISTORY_MS) {
+            h.rows.pop_front();
+        }
+        Ok(h)
+    }
+}
+
+impl Finished {
+    fn of(f: reelsmith_store::FinishedGeneration, names: &mut BTreeMap<String, Arc<str>>) -> Self {
+        let mut name = |n: &str| names.entry(n.to_string()).or_insert_with(|| Arc::from(n)).clone();
+        let run = f.started_at_ms.map(|st| {
+            let ok = f.state == reelsmith_store::JobState::Succeeded;
+            ((st - f.created_at_ms) as f64, (f.finished_at_ms - st) as f64, ok)
+        });
+        let mut stages = vec![];
+        let (mut cache_hits, mut cache_misses) = (0.0, 0.0);
+        if let Some(rep) = &f.report {
+            cache_hits = rep["cache_hits"].as_f64().unwrap_or(0.0);
+            cache_misses = rep["cache_misses"].as_f64().unwrap_or(0.0);
+            if let Some(obj) = rep["stages"].as_object() {
+                for (n, st) in obj {
+                    if let Some(w) = st["wall_s"].as_f64() {
+                        stages.push((name(n), w * 1000.0));
+                    }
+                }
+            }
+            if let Some(w) = rep["wall_s"].as_f64() {
+                stages.push((name("total"), w * 1000.0));
+            }
+        }
+        Self {
+            finished_at_ms: f.finished_at_ms,
+            key: f.api_key_id.map(Arc::from),
+            run,
+            stages,
+            cache_hits,
+            cache_misses,
+        }
+    }
+}
+
+/// The report over the last `window_s` seconds: every caller's figures, or only those of
+/// `key` (a key sees its own requests and generations).
+pub async fn performance_report(
+    state: &AppState,
+    window_s: f64,
+    key: Option<&str>,
+) -> Result<PerformanceReport, crate::ApiError> {
+    let since = reelsmith_store::now_ms() - (window_s * 1000.0) as i64;
+    let routes = state.requests.since(since, key).into_iter().map(|(k, (v, ok))| (k, summarize(v, ok))).collect();
+    let mut stages: BTreeMap<Arc<str>, Vec<f64>> = BTreeMap::new();
+    let (mut wait, mut run, mut run_ok) = (vec![], vec![], 0);
+    let (mut hits, mut misses) = (0.0, 0.0);
+    {
+        let history = state.finished.refresh(state.meta.as_ref()).await?;
+        for f in history.rows.iter().rev() {
+            if f.finished_at_ms < since {
+                break;
+            }
+            if key.is_some() && f.key.as_deref() != key {
+                continue;
+            }
+            if let Some((w, r, ok)) = f.run {
+                wait.push(w);
+                run.push(r);
+                run_ok += ok as u64;
+            }
+            hits += f.cache_hits;
+            misses += f.cache_misses;
+            for (name, ms) in &f.stages {
+                stages.entry(name.clone()).or_default().push(*ms);
+            }
         }
     }
     let stages = stages
         .into_iter()
         .map(|(k, v)| {
             let n = v.len() as u64;
-            (k, summarize(v, n))
+            (k.to_string(), summarize(v, n))
         })
         .collect();
     let wait_n = wait.len() as u64;

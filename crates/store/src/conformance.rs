@@ -78,6 +78,7 @@ fn concurrent_request(
         metadata: serde_json::json!({}),
         max_active,
         dedupe: true,
+        budget: None,
     };
     (g, job)
 }
@@ -107,6 +108,37 @@ pub async fn run_concurrent_quota<M: Metadata>(m: Arc<M>, n: usize, max_active: 
     assert_eq!(created, max_active as usize, "exactly the quota is created");
     assert_eq!(refused, n - max_active as usize, "the rest are refused");
     assert_eq!(m.active_generations(&key).await.unwrap(), u64::from(max_active));
+}
+
+/// Many different submissions of one key at once against a daily budget that fits `fits` of
+/// them: exactly that many are created and charged (two creates can never both pass the cap).
+pub async fn run_concurrent_budget<M: Metadata>(m: Arc<M>, n: usize, fits: u32) {
+    let queue = queue_name("budget");
+    let key = new_id("key");
+    let day = usage_day(now_ms());
+    let charge = Usage { megapixel_frames: 2.5, did_scenes: 1 };
+    let cap = Usage { megapixel_frames: 2.5 * f64::from(fits), did_scenes: 1000 };
+    let mut tasks = vec![];
+    for _ in 0..n {
+        let (m, queue, key) = (m.clone(), queue.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut g, j) = concurrent_request(&queue, Some(&key), &new_id("hash"), None, None);
+            g.budget = Some(Budget { day, charge, cap });
+            m.create_generation(g, j).await
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(CreateOutcome::Created(_)) => created += 1,
+            Err(StoreError::Budget { .. }) => refused += 1,
+            o => panic!("unexpected {o:?}"),
+        }
+    }
+    assert_eq!(created, fits as usize, "exactly what fits is created");
+    assert_eq!(refused, n - fits as usize);
+    let used = m.usage(&key, day).await.unwrap();
+    assert_eq!(used, Usage { megapixel_frames: cap.megapixel_frames, did_scenes: u64::from(fits) });
 }
 
 /// Many retries of one request (same idempotency key) at once: one generation is created and
@@ -366,6 +398,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
                 metadata: serde_json::json!({"team": "x"}),
                 max_active: Some(2),
                 dedupe: true,
+                budget: None,
             },
             job,
         )
@@ -410,7 +443,22 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     q.complete(&c.lease, vec![]).await.unwrap();
     let rec = m.generation(&id).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.result.as_ref()), (JobState::Succeeded, Some(&result)));
-    assert!(m.finished_since(now_ms() - 60_000).await.unwrap().iter().any(|f| f.id == id));
+    let finished = m.finished_after((now_ms() - 60_000, ""), 1000).await.unwrap();
+    let mine = finished.iter().find(|f| f.id == id).expect("the finished generation");
+    assert_eq!((mine.state, mine.api_key_id.as_deref()), (JobState::Succeeded, Some("key_a")));
+    // Paged by (finished_at, id): each page starts after the last row of the one before, and
+    // the pages together are the whole list.
+    let mut paged = vec![];
+    let mut after = (now_ms() - 60_000, String::new());
+    loop {
+        let page = m.finished_after((after.0, &after.1), 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = (last.finished_at_ms, last.id.clone());
+        paged.extend(page);
+    }
+    let order: Vec<(i64, &str)> = paged.iter().map(|f| (f.finished_at_ms, f.id.as_str())).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "strictly in order, none twice");
+    assert!(finished.iter().all(|f| paged.contains(f)), "every finished generation is on a page");
 
     // A failed generation does not deduplicate a new request.
     let hash2 = new_id("hash");
@@ -460,6 +508,11 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
         max_concurrent_jobs: 2,
         max_priority: 7,
         webhook_secret: Some("whsec_first".into()),
+        limits: KeyLimits {
+            job_megapixel_frames: Some(500.0),
+            daily_megapixel_frames: Some(1000.0),
+            daily_did_scenes: Some(3),
+        },
         created_at_ms: now_ms(),
         revoked_at_ms: None,
     };
@@ -510,6 +563,55 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Idempotent(_)));
     let (g, j) = make(None, &h1);
     assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Deduplicated(_)));
+
+    // Daily budgets: each creation charges the key's usage up to the cap and no further;
+    // replays and duplicates cost nothing; a refused one changes nothing; days and keys are
+    // separate.
+    let budget_key = new_id("key");
+    let day = usage_day(now_ms());
+    let cap = Usage { megapixel_frames: 100.0, did_scenes: 2 };
+    let charged = |idem: Option<&str>, hash: &str, charge: Usage, day: i64| {
+        let (mut g, j) = new(idem, hash, "b");
+        g.api_key_id = Some(budget_key.clone());
+        g.max_active = None;
+        g.budget = Some(Budget { day, charge, cap });
+        (g, j)
+    };
+    let usage = |d: i64| m.usage(&budget_key, d);
+    let c = Usage { megapixel_frames: 40.0, did_scenes: 1 };
+    let h = new_id("hash");
+    assert_eq!(usage(day).await.unwrap(), Usage::default());
+    let (g, j) = charged(Some("b-1"), &h, c, day);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)));
+    assert_eq!(usage(day).await.unwrap(), c);
+    let (g, j) = charged(Some("b-1"), &h, c, day);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Idempotent(_)));
+    let (g, j) = charged(None, &h, c, day);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Deduplicated(_)));
+    assert_eq!(usage(day).await.unwrap(), c, "replays and duplicates are free");
+    let (g, j) = charged(None, &new_id("hash"), c, day);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)));
+    let twice = Usage { megapixel_frames: 80.0, did_scenes: 2 };
+    let (g, j) = charged(None, &new_id("hash"), c, day);
+    let refused_id = g.id.clone();
+    match m.create_generation(g, j).await {
+        Err(StoreError::Budget { used }) => assert_eq!(used, twice),
+        o => panic!("a third passes the cap: {o:?}"),
+    }
+    assert!(m.generation(&refused_id).await.unwrap().is_none(), "nothing of a refused one is stored");
+    assert_eq!(usage(day).await.unwrap(), twice);
+    let pixels_only = Usage { megapixel_frames: 20.0, did_scenes: 0 };
+    let (g, j) = charged(None, &new_id("hash"), pixels_only, day);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)), "exactly the cap");
+    assert_eq!(usage(day).await.unwrap(), Usage { megapixel_frames: 100.0, did_scenes: 2 });
+    let too_big = Usage { megapixel_frames: 101.0, did_scenes: 0 };
+    let (g, j) = charged(None, &new_id("hash"), too_big, day + 1);
+    assert!(matches!(m.create_generation(g, j).await, Err(StoreError::Budget { .. })), "one charge over the cap");
+    assert_eq!(usage(day + 1).await.unwrap(), Usage::default());
+    let (g, j) = charged(None, &new_id("hash"), c, day + 1);
+    assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)), "a new day");
+    assert_eq!(m.usage(&new_id("key"), day).await.unwrap(), Usage::default());
+
     assert_eq!(m.asset(&asset.id).await.unwrap().as_ref(), Some(&asset));
     // Usage per key (the storage quota) and retention by last use.
     let owner = asset.api_key_id.clone();
@@ -560,6 +662,7 @@ pub async fn run_concurrent_dedup<M: Metadata>(m: Arc<M>, n: usize) {
                 metadata: serde_json::json!({}),
                 max_active: None,
                 dedupe: true,
+                budget: None,
             };
             m.create_generation(g, job).await.unwrap()
         }));

@@ -44,6 +44,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Quota(String),
+    /// The submission does not fit the key's budget for the day: what it used so far.
+    #[error("over the key's daily budget ({} megapixel-frames, {} D-ID scenes used)", used.megapixel_frames, used.did_scenes)]
+    Budget { used: Usage },
     #[error("redis: {0}")]
     Redis(String),
     #[error("object storage: {0}")]
@@ -58,6 +61,7 @@ impl StoreError {
             Self::Corrupt(_) => "corrupt_record",
             Self::Conflict(_) => "conflict",
             Self::Quota(_) => "quota_exceeded",
+            Self::Budget { .. } => "budget_exceeded",
             Self::Redis(_) => "redis",
             Self::Object(_) => "object_store",
         }
@@ -370,6 +374,17 @@ pub struct NewGeneration {
     /// Return a live or finished generation of the same spec and key instead of creating one.
     /// Off when the caller asks for a fresh render (benchmarks, re-renders after a model change).
     pub dedupe: bool,
+    /// Charge the key's daily usage, refusing ([`StoreError::Budget`]) past the cap; in the same
+    /// transaction as the insert, after replays and dedup (which cost nothing).
+    pub budget: Option<Budget>,
+}
+
+/// A charge against a key's usage on one UTC day, and the most that day may hold.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub day: i64,
+    pub charge: Usage,
+    pub cap: Usage,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -407,8 +422,43 @@ pub struct ApiKey {
     /// their own, which fall back to the server's `webhook_secret` until rotated).
     #[serde(skip_serializing, default)]
     pub webhook_secret: Option<String>,
+    /// What the key may spend; unset limits fall back to the server's defaults.
+    #[serde(default)]
+    pub limits: KeyLimits,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+}
+
+/// A key's own cost limits (stored as JSON; `None`: the server's default applies).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KeyLimits {
+    /// Megapixel-frames (frames × output pixels / 10⁶) one generation may cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_megapixel_frames: Option<f64>,
+    /// Megapixel-frames the key may submit per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_megapixel_frames: Option<f64>,
+    /// Scenes sent to D-ID (each a paid talk) per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_did_scenes: Option<u64>,
+}
+
+/// What a key submitted on one UTC day (or what one submission costs).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub megapixel_frames: f64,
+    pub did_scenes: u64,
+}
+
+/// A JSON column that does not parse (or a record that cannot be written as JSON).
+pub(crate) fn corrupt_json(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// The UTC day (days since 1970-01-01) a time in milliseconds falls on: usage budgets reset at
+/// midnight UTC.
+pub fn usage_day(at_ms: i64) -> i64 {
+    at_ms.div_euclid(86_400_000)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -428,6 +478,7 @@ pub struct Asset {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FinishedGeneration {
     pub id: String,
+    pub api_key_id: Option<String>,
     pub state: JobState,
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
@@ -451,7 +502,9 @@ pub trait Metadata: Send + Sync + 'static {
     async fn delete_generation(&self, id: &str) -> Result<bool>;
     /// Generations of a key that are queued or running.
     async fn active_generations(&self, api_key_id: &str) -> Result<u64>;
-    async fn finished_since(&self, since_ms: i64) -> Result<Vec<FinishedGeneration>>;
+    /// Up to `limit` generations that finished after `after` (finished_at, id), in that order:
+    /// pass the last one's pair to read on.
+    async fn finished_after(&self, after: (i64, &str), limit: u32) -> Result<Vec<FinishedGeneration>>;
     /// Finished generations older than `before_ms`, oldest first (retention).
     async fn expired_generations(&self, before_ms: i64, limit: u32) -> Result<Vec<String>>;
 
@@ -463,6 +516,8 @@ pub trait Metadata: Send + Sync + 'static {
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>>;
     /// Replaces a key's webhook signing secret; false when there is no such key.
     async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool>;
+    /// What the key submitted on `day` (see [`usage_day`]).
+    async fn usage(&self, api_key_id: &str, day: i64) -> Result<Usage>;
 
     async fn put_asset(&self, a: &Asset) -> Result<()>;
     async fn asset(&self, id: &str) -> Result<Option<Asset>>;

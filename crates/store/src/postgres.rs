@@ -133,6 +133,17 @@ CREATE INDEX assets_last_used ON assets (last_used_at);
 ALTER TABLE api_keys ADD COLUMN max_priority BIGINT NOT NULL DEFAULT 5;
 ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
 "#,
+    // v4: per-key cost limits and what each key submitted per UTC day (budgets).
+    r#"
+ALTER TABLE api_keys ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE key_usage (
+    api_key_id TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    megapixel_frames DOUBLE PRECISION NOT NULL,
+    did_scenes BIGINT NOT NULL,
+    PRIMARY KEY (api_key_id, day)
+);
+"#,
 ];
 
 /// How long a call waits for a connection before failing with [`StoreError::Database`]; also
@@ -1021,6 +1032,7 @@ fn api_key(r: &PgRow) -> Result<ApiKey> {
         max_concurrent_jobs: int(r, "max_concurrent_jobs")?,
         max_priority: int::<u32>(r, "max_priority")?.min(9) as u8,
         webhook_secret: r.try_get("webhook_secret")?,
+        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
         created_at_ms: r.try_get("created_at")?,
         revoked_at_ms: r.try_get("revoked_at")?,
     })
@@ -1029,6 +1041,48 @@ fn api_key(r: &PgRow) -> Result<ApiKey> {
 async fn advisory_lock(tx: &mut sqlx::PgConnection, class: i32, key: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))").bind(class).bind(key).execute(&mut *tx).await?;
     Ok(())
+}
+
+/// Adds a budget's charge to the key's usage for its day unless that passes the cap: one
+/// statement, so concurrent submissions of a key cannot both pass. Some(usage before) when
+/// refused.
+async fn charge_budget(conn: &mut sqlx::PgConnection, api_key_id: &str, b: &Budget) -> Result<Option<Usage>> {
+    let over = b.charge.megapixel_frames > b.cap.megapixel_frames || b.charge.did_scenes > b.cap.did_scenes;
+    if !over {
+        let row = sqlx::query(
+            "INSERT INTO key_usage (api_key_id, day, megapixel_frames, did_scenes) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (api_key_id, day) DO UPDATE SET
+                 megapixel_frames = key_usage.megapixel_frames + excluded.megapixel_frames,
+                 did_scenes = key_usage.did_scenes + excluded.did_scenes
+             WHERE key_usage.megapixel_frames + excluded.megapixel_frames <= $5
+               AND key_usage.did_scenes + excluded.did_scenes <= $6
+             RETURNING megapixel_frames",
+        )
+        .bind(api_key_id)
+        .bind(b.day)
+        .bind(b.charge.megapixel_frames)
+        .bind(b.charge.did_scenes.min(i64::MAX as u64) as i64)
+        .bind(b.cap.megapixel_frames)
+        .bind(b.cap.did_scenes.min(i64::MAX as u64) as i64)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if row.is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(usage_on(conn, api_key_id, b.day).await?))
+}
+
+async fn usage_on(conn: &mut sqlx::PgConnection, api_key_id: &str, day: i64) -> Result<Usage> {
+    let row = sqlx::query("SELECT megapixel_frames, did_scenes FROM key_usage WHERE api_key_id = $1 AND day = $2")
+        .bind(api_key_id)
+        .bind(day)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Usage { megapixel_frames: r.try_get(0)?, did_scenes: r.try_get::<i64, _>(1)?.max(0) as u64 },
+        None => Usage::default(),
+    })
 }
 
 #[async_trait]
@@ -1089,6 +1143,11 @@ impl Metadata for PgStore {
                     "this key already has {active} generations queued or running (limit {max})"
                 )));
             }
+        }
+        if let (Some(b), Some(key)) = (&g.budget, &g.api_key_id)
+            && let Some(used) = charge_budget(&mut tx, key, b).await?
+        {
+            return Err(StoreError::Budget { used });
         }
         bind_jobs(CREATE_GENERATION, std::slice::from_ref(&job), now_ms(), &self.shared.channel)
             .bind(&g.id)
@@ -1197,12 +1256,16 @@ impl Metadata for PgStore {
         Ok(n.max(0) as u64)
     }
 
-    async fn finished_since(&self, since_ms: i64) -> Result<Vec<FinishedGeneration>> {
+    async fn finished_after(&self, after: (i64, &str), limit: u32) -> Result<Vec<FinishedGeneration>> {
         let rows = sqlx::query(
-            "SELECT g.id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
-             JOIN generations g ON g.job_id = j.id WHERE j.finished_at >= $1 ORDER BY j.finished_at",
+            "SELECT g.id, g.api_key_id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
+             JOIN generations g ON g.job_id = j.id
+             WHERE j.finished_at >= $1 AND (j.finished_at > $1 OR g.id > $2)
+             ORDER BY j.finished_at, g.id LIMIT $3",
         )
-        .bind(since_ms)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -1214,6 +1277,7 @@ impl Metadata for PgStore {
                     .filter(|v| !v.is_null());
                 Ok(FinishedGeneration {
                     id: r.try_get("id")?,
+                    api_key_id: r.try_get("api_key_id")?,
                     state: state(r, "state")?,
                     created_at_ms: r.try_get("created_at")?,
                     started_at_ms: r.try_get("started_at")?,
@@ -1238,8 +1302,8 @@ impl Metadata for PgStore {
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
-                 webhook_secret)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 webhook_secret, limits)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -1250,6 +1314,7 @@ impl Metadata for PgStore {
         .bind(key.created_at_ms)
         .bind(i64::from(key.max_priority))
         .bind(&key.webhook_secret)
+        .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1291,6 +1356,10 @@ impl Metadata for PgStore {
             .await?
             .rows_affected();
         Ok(n > 0)
+    }
+
+    async fn usage(&self, api_key_id: &str, day: i64) -> Result<Usage> {
+        usage_on(&mut *self.pool.acquire().await?, api_key_id, day).await
     }
 
     async fn put_asset(&self, a: &Asset) -> Result<()> {
@@ -1624,6 +1693,7 @@ mod tests {
         let schema = TestSchema::new();
         let s = Arc::new(schema.store().await);
         crate::conformance::run_concurrent_quota(s.clone(), 40, 3).await;
+        crate::conformance::run_concurrent_budget(s.clone(), 40, 7).await;
         crate::conformance::run_concurrent_idempotency(s.clone(), 40).await;
         s.close().await;
     }

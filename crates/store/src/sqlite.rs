@@ -112,6 +112,17 @@ CREATE INDEX assets_last_used ON assets (last_used_at);
 ALTER TABLE api_keys ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 5;
 ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
 "#,
+    // v4: per-key cost limits and what each key submitted per UTC day (budgets).
+    r#"
+ALTER TABLE api_keys ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE key_usage (
+    api_key_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    megapixel_frames REAL NOT NULL,
+    did_scenes INTEGER NOT NULL,
+    PRIMARY KEY (api_key_id, day)
+);
+"#,
 ];
 
 /// How durable a commit is. `Full` fsyncs every commit (survives power loss); `Normal` (WAL)
@@ -261,6 +272,14 @@ async fn create_one(
             return Ok(Err(StoreError::Quota(format!(
                 "this key already has {active} generations queued or running (limit {max})"
             ))));
+        }
+    }
+    if let (Some(b), Some(key)) = (&g.budget, &g.api_key_id) {
+        match charge_budget(tx, key, b).await {
+            Ok(None) => {}
+            Ok(Some(used)) => return Ok(Err(StoreError::Budget { used })),
+            Err(StoreError::Database(e)) => return Err(e),
+            Err(e) => return Ok(Err(e)),
         }
     }
     match insert_job(tx, job).await {
@@ -796,8 +815,51 @@ fn api_key(r: &SqliteRow) -> Result<ApiKey> {
         max_concurrent_jobs: r.try_get::<i64, _>("max_concurrent_jobs")? as u32,
         max_priority: r.try_get::<i64, _>("max_priority")?.clamp(0, 9) as u8,
         webhook_secret: r.try_get("webhook_secret")?,
+        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
         created_at_ms: r.try_get("created_at")?,
         revoked_at_ms: r.try_get("revoked_at")?,
+    })
+}
+
+/// Adds a budget's charge to the key's usage for its day unless that passes the cap: one
+/// statement, so concurrent submissions of a key cannot both pass. Some(usage before) when
+/// refused.
+async fn charge_budget(conn: &mut sqlx::SqliteConnection, api_key_id: &str, b: &Budget) -> Result<Option<Usage>> {
+    let over = b.charge.megapixel_frames > b.cap.megapixel_frames || b.charge.did_scenes > b.cap.did_scenes;
+    if !over {
+        let row = sqlx::query(
+            "INSERT INTO key_usage (api_key_id, day, megapixel_frames, did_scenes) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (api_key_id, day) DO UPDATE SET
+                 megapixel_frames = key_usage.megapixel_frames + excluded.megapixel_frames,
+                 did_scenes = key_usage.did_scenes + excluded.did_scenes
+             WHERE key_usage.megapixel_frames + excluded.megapixel_frames <= ?5
+               AND key_usage.did_scenes + excluded.did_scenes <= ?6
+             RETURNING megapixel_frames",
+        )
+        .bind(api_key_id)
+        .bind(b.day)
+        .bind(b.charge.megapixel_frames)
+        .bind(b.charge.did_scenes.min(i64::MAX as u64) as i64)
+        .bind(b.cap.megapixel_frames)
+        .bind(b.cap.did_scenes.min(i64::MAX as u64) as i64)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if row.is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(usage_on(conn, api_key_id, b.day).await?))
+}
+
+async fn usage_on(conn: &mut sqlx::SqliteConnection, api_key_id: &str, day: i64) -> Result<Usage> {
+    let row = sqlx::query("SELECT megapixel_frames, did_scenes FROM key_usage WHERE api_key_id = ?1 AND day = ?2")
+        .bind(api_key_id)
+        .bind(day)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Usage { megapixel_frames: r.try_get(0)?, did_scenes: r.try_get::<i64, _>(1)?.max(0) as u64 },
+        None => Usage::default(),
     })
 }
 
@@ -899,28 +961,33 @@ impl Metadata for SqliteStore {
         Ok(n as u64)
     }
 
-    async fn finished_since(&self, since_ms: i64) -> Result<Vec<FinishedGeneration>> {
+    async fn finished_after(&self, after: (i64, &str), limit: u32) -> Result<Vec<FinishedGeneration>> {
         let rows = sqlx::query(
-            "SELECT g.id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
-             CROSS JOIN generations g ON g.job_id = j.id WHERE j.finished_at >= ? ORDER BY j.finished_at",
+            "SELECT g.id, g.api_key_id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
+             CROSS JOIN generations g ON g.job_id = j.id
+             WHERE j.finished_at >= ?1 AND (j.finished_at > ?1 OR g.id > ?2)
+             ORDER BY j.finished_at, g.id LIMIT ?3",
         )
-        .bind(since_ms)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
-                let state: String = r.try_get(1)?;
-                let result: Option<String> = r.try_get(5)?;
+                let result: Option<String> = r.try_get("result")?;
                 let report = result
                     .and_then(|s| serde_json::from_str::<GenerationResult>(&s).ok())
                     .map(|res| res.report)
                     .filter(|v| !v.is_null());
                 Ok(FinishedGeneration {
-                    id: r.try_get(0)?,
-                    state: JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(state.clone()))?,
-                    created_at_ms: r.try_get(2)?,
-                    started_at_ms: r.try_get(3)?,
-                    finished_at_ms: r.try_get(4)?,
+                    id: r.try_get("id")?,
+                    api_key_id: r.try_get("api_key_id")?,
+                    state: JobState::parse(&r.try_get::<String, _>("state")?)
+                        .ok_or_else(|| StoreError::Corrupt("job state".into()))?,
+                    created_at_ms: r.try_get("created_at")?,
+                    started_at_ms: r.try_get("started_at")?,
+                    finished_at_ms: r.try_get("finished_at")?,
                     report,
                 })
             })
@@ -941,8 +1008,8 @@ impl Metadata for SqliteStore {
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
-                 webhook_secret)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 webhook_secret, limits)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -953,6 +1020,7 @@ impl Metadata for SqliteStore {
         .bind(key.created_at_ms)
         .bind(i64::from(key.max_priority))
         .bind(&key.webhook_secret)
+        .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -994,6 +1062,10 @@ impl Metadata for SqliteStore {
             .await?
             .rows_affected();
         Ok(n > 0)
+    }
+
+    async fn usage(&self, api_key_id: &str, day: i64) -> Result<Usage> {
+        usage_on(&mut *self.reader.acquire().await?, api_key_id, day).await
     }
 
     async fn put_asset(&self, a: &Asset) -> Result<()> {
@@ -1100,6 +1172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = std::sync::Arc::new(open(dir.path()).await);
         crate::conformance::run_concurrent_quota(s.clone(), 40, 3).await;
+        crate::conformance::run_concurrent_budget(s.clone(), 40, 7).await;
         crate::conformance::run_concurrent_idempotency(s, 40).await;
     }
 

@@ -128,8 +128,10 @@ impl Drop for Server {
 
 fn spawn(role: &[String], data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut cmd = Command::new(BIN);
+    // Loopback on a free port, unless the test asks for another address.
+    let bind = env.iter().find(|(k, _)| k == "REELSMITH_BIND").map_or("127.0.0.1:0", |(_, v)| v.as_str());
     cmd.args(role)
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .args(["--bind", bind, "--data-dir"])
         .arg(data_dir)
         .env("REELSMITH_CACHE_DIR", data_dir.join("cache"))
         .env("REELSMITH_LEASE_SECS", "1")

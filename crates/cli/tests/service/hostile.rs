@@ -573,3 +573,197 @@ async fn each_key_signs_its_webhooks_with_its_own_secret() {
     let got = hook.wait_for(2, LIMIT).await;
     assert!(verifies(&got[1], &fresh) && !verifies(&got[1], &alice_secret));
 }
+
+/// S3/S10: cost limits per key. A job over the key's own per-job limit gets 422; daily budgets
+/// (megapixel-frames, D-ID scenes) refuse submissions past them with 429 until midnight UTC;
+/// replays and duplicates cost nothing; a refused submission is not charged; other keys and
+/// the server's defaults apply to keys without limits of their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_key_spends_within_its_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let create = |name: &str, limits: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["keys", "--data-dir"])
+            .arg(dir.path())
+            .args(["create", name, "--rate", "1000", "--burst", "1000"])
+            .args(limits)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let alice = create("alice", &["--max-job-megapixel-frames", "2", "--daily-megapixel-frames", "3"]);
+    let bob = create("bob", &[]);
+    // Bad limits are refused by the CLI, naming the flag.
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "--data-dir"])
+        .arg(dir.path())
+        .args(["create", "carol", "--daily-megapixel-frames", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--daily-megapixel-frames"));
+    // No workers: budgets count submissions, and nothing reaches D-ID.
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            ("REELSMITH_REQUIRE_API_KEY", "true"),
+            ("REELSMITH_WORKERS", "false"),
+            ("REELSMITH_DID_API_KEY", "test-key"),
+            ("REELSMITH_DEFAULT_DAILY_DID_SCENES", "2"),
+        ],
+    );
+    // 320x180 at 10 fps: 2 s is 20 frames of 57,600 pixels, 1.152 megapixel-frames.
+    let spec = |seconds: f64, color: &str| {
+        json!({"version": 1, "output": {"width": 320, "height": 180, "fps": 10},
+            "scenes": [{"duration": seconds, "background": {"color": color}}]})
+    };
+    let used = |s: &Server| {
+        let r = s.get("/api/v1/keys/self");
+        async move {
+            let body: Value = r.send().await.unwrap().json().await.unwrap();
+            body
+        }
+    };
+    s.token = Some(alice.clone());
+    let (code, body) = s.submit(&json!({"spec": spec(4.0, "#000001")})).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("too_costly")), "over the per-job limit: {body}");
+    assert_eq!(body["error"]["issues"][0]["path"], "spec.output");
+    let first = s
+        .post("/api/v1/generations")
+        .header("idempotency-key", "first")
+        .json(&json!({"spec": spec(2.0, "#000002")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let (code, second) = s.submit(&json!({"spec": spec(2.0, "#000003")})).await;
+    assert_eq!(code, 202, "{second}");
+    let me = used(&s).await;
+    assert_eq!(me["limits"]["daily_megapixel_frames"], 3.0, "{me}");
+    assert_eq!(me["limits"]["job_megapixel_frames"], 2.0, "{me}");
+    let spent = me["used_today"]["megapixel_frames"].as_f64().unwrap();
+    assert!((spent - 2.304).abs() < 1e-6, "two 1.152 megapixel-frame jobs: {me}");
+    // The third does not fit: 429 with the budget named and Retry-After until midnight UTC.
+    let third = s.post("/api/v1/generations").json(&json!({"spec": spec(2.0, "#000004")})).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    let retry: u64 = third.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "retry after {retry} s");
+    let third: Value = third.json().await.unwrap();
+    assert_eq!(third["error"]["code"], "budget_exceeded", "{third}");
+    assert_eq!(third["error"]["issues"][0]["path"], "spec.output", "{third}");
+    assert!(third["error"]["message"].as_str().unwrap().contains("megapixel-frames per day"), "{third}");
+    // A retried request and a duplicate still answer, and cost nothing more.
+    let replay = s
+        .post("/api/v1/generations")
+        .header("idempotency-key", "first")
+        .json(&json!({"spec": spec(2.0, "#000002")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], first["id"]);
+    let (code, dup) = s.submit(&json!({"spec": spec(2.0, "#000003")})).await;
+    assert_eq!((code, &dup["id"]), (200, &second["id"]), "{dup}");
+    let me = used(&s).await;
+    assert!((me["used_today"]["megapixel_frames"].as_f64().unwrap() - 2.304).abs() < 1e-6, "{me}");
+
+    // Bob has no limits of his own: rendering is unlimited by default, D-ID scenes are not.
+    s.token = Some(bob);
+    let (code, body) = s.submit(&json!({"spec": spec(2.0, "#000005")})).await;
+    assert_eq!(code, 202, "alice's budget is hers: {body}");
+    let a: Value = s.post("/api/v1/assets").body(noise_png(64, 64, 9)).send().await.unwrap().json().await.unwrap();
+    let face = format!("asset:{}", a["id"].as_str().unwrap());
+    let talk = |text: &str| json!({"image": face, "narration": {"text": text}, "motion": {"type": "talking-head", "provider": "d-id"}});
+    let (code, body) = s.submit(&json!({"spec": {"version": 1, "scenes": [talk("One."), talk("Two.")]}})).await;
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = s.submit(&json!({"spec": {"version": 1, "scenes": [talk("Three.")]}})).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (429, Some("budget_exceeded")), "{body}");
+    assert_eq!(body["error"]["issues"][0]["path"], "spec.scenes", "{body}");
+    let me = used(&s).await;
+    assert_eq!(me["limits"]["daily_did_scenes"], 2, "{me}");
+    assert!(me["limits"]["daily_megapixel_frames"].is_null(), "{me}");
+    assert_eq!(me["used_today"]["did_scenes"], 2, "the refused scene is not charged: {me}");
+    // Specs without D-ID scenes still go through.
+    let (code, body) = s.submit(&json!({"spec": spec(2.0, "#000006")})).await;
+    assert_eq!(code, 202, "{body}");
+    healthy(&s).await;
+}
+
+/// S15: the performance report is read incrementally and shows a key only its own requests and
+/// generations (it used to load every report in the window, for everyone, on each call).
+#[tokio::test(flavor = "multi_thread")]
+async fn performance_reports_show_each_key_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &[]);
+    let report = |s: &Server| {
+        let r = s.get("/api/v1/performance/report?window=30d");
+        async move {
+            let resp = r.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    s.token = Some(alice.clone());
+    let mut runs = 0;
+    for text in ["First of alice's.", "Second of alice's."] {
+        let (code, g) = s.submit(&json!({"spec": small_spec(text)})).await;
+        assert_eq!(code, 202, "{g}");
+        let done = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        runs += 1;
+        // Each report reads only what finished since the one before, and counts everything.
+        let mine = report(&s).await;
+        assert_eq!(mine["generations"]["run"]["count"], runs, "{mine}");
+        assert_eq!(mine["stages"]["total"]["count"], runs, "{mine}");
+        assert!(mine["routes"]["POST /api/v1/generations"]["count"].as_u64().unwrap() >= runs, "{mine}");
+    }
+    s.token = Some(mallory);
+    let theirs = report(&s).await;
+    assert_eq!(theirs["generations"]["run"]["count"], 0, "mallory sees none of alice's renders: {theirs}");
+    assert!(theirs["stages"].as_object().unwrap().is_empty(), "{theirs}");
+    assert!(theirs["routes"].get("POST /api/v1/generations").is_none(), "nor her requests: {theirs}");
+    assert!(theirs["cache_hit_ratio"].is_null(), "{theirs}");
+    // Many reports at once over the longest window are cheap and all agree.
+    s.token = Some(alice);
+    let all = futures_util::future::join_all((0..20).map(|_| report(&s))).await;
+    assert!(all.iter().all(|r| r["generations"]["run"]["count"] == 2), "{:?}", all[0]);
+    healthy(&s).await;
+}
+
+/// This machine's first address that is not loopback (the test reaches the server through it).
+fn non_loopback_ipv4() -> std::net::Ipv4Addr {
+    let out = std::process::Command::new("hostname").arg("-I").output().expect("hostname -I");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .find(|a| !a.is_loopback())
+        .expect("this test needs a network interface with a non-loopback IPv4 address")
+}
+
+/// S11/S22: `/ready` tells a remote peer (a load balancer) its status and role only; the
+/// checks, which name hosts, paths and versions, go to callers on the machine itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_details_stay_on_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("REELSMITH_BIND", "0.0.0.0:0")]);
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let get = |host: String| {
+        let url = format!("http://{host}:{port}/ready");
+        async move {
+            let r = reqwest::Client::new().get(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, local) = get("127.0.0.1".into()).await;
+    assert_eq!(code, 200, "{local}");
+    assert_eq!(local["checks"]["database"]["ok"], true, "{local}");
+    assert!(local["checks"]["ffmpeg"]["version"].is_string(), "{local}");
+    let (code, remote) = get(non_loopback_ipv4().to_string()).await;
+    assert_eq!(code, 200, "{remote}");
+    assert_eq!(remote["status"], local["status"], "{remote}");
+    let fields: Vec<&str> = remote.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, ["role", "status"], "nothing but status and role: {remote}");
+    assert!(!remote.to_string().contains(dir.path().to_str().unwrap()));
+}
