@@ -133,21 +133,37 @@ class Crate:
 
     def arrows(self):
         """(from module, to module, item) for every path between modules of this crate."""
-        for here, f in self.modules.items():
+        for file_module, f in self.modules.items():
             text = strip_comments_and_strings(f.read_text())
-            # Declarations like `mod x;` are the parent's, not uses.
+            # Inline modules (`mod tests { ... }`): `super` inside them is the file's module.
+            inline = []
+            for m in re.finditer(r"\bmod\s+(" + IDENT + r")\s*\{", text):
+                depth, i = 1, m.end()
+                while i < len(text) and depth:
+                    depth += (text[i] == "{") - (text[i] == "}")
+                    i += 1
+                inline.append((m.start(), i, m.group(1)))
+
+            def module_at(pos, file_module=file_module, inline=inline):
+                path = file_module.split("::") if file_module else []
+                for a, b, name in inline:
+                    if a <= pos < b:
+                        path = path + [name]
+                return "::".join(path)
+
+            here = file_module
             paths = []
             for m in re.finditer(r"\buse\s+((?:crate|super|self)\b[^;]*);", text, re.S):
-                paths.extend(expand_use_tree([], m.group(1)))
+                paths.extend((m.start(), p) for p in expand_use_tree([], m.group(1)))
             for m in re.finditer(r"\b((?:crate|super|self)(?:\s*::\s*" + IDENT + r")+)", text):
                 segs = [s for s in re.split(r"\s*::\s*", m.group(1)) if s]
                 if segs[0] == "self" and len(segs) < 2:
                     continue
-                paths.append(segs)
-            for segs in paths:
+                paths.append((m.start(), segs))
+            for pos, segs in paths:
                 if segs[0] == "self" and len(segs) == 1:
                     continue
-                r = self.resolve(here, segs)
+                r = self.resolve(module_at(pos), segs)
                 if r is None:
                     continue
                 target, item = r

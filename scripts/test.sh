@@ -16,6 +16,8 @@ command -v redis-server >/dev/null && { [ -x /usr/local/bin/initdb ] || ls /usr/
 REELSMITH_TEST_S3_ENDPOINT=$(bash scripts/s3-server.sh)
 export REELSMITH_TEST_S3_ENDPOINT
 cargo fmt --all -- --check
+# The layer rules (docs/ARCHITECTURE.md): no module circles; server http/ and jobs/ apart.
+python3 scripts/check-layers.py
 # The fuzz targets (spec parser and validation, upload sniffer, multipart reader, generation
 # envelope, D-ID talk request) mutate their committed seeds for this long each.
 export REELSMITH_FUZZ_SECONDS="${REELSMITH_FUZZ_SECONDS:-60}"

@@ -18,18 +18,36 @@ use reelsmith_engine::{Cache, Engine, Progress, RenderError, RenderOptions};
 #[derive(Parser)]
 #[command(name = "reelsmith", version, about = "Fast, cached, parallel video generation from JSON storyboards")]
 struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The stage cache, for the commands that use one.
+#[derive(clap::Args, Clone, Debug)]
+struct CacheArgs {
     /// Cache directory (default: $REELSMITH_CACHE_DIR or ~/.cache/reelsmith).
     #[arg(long, global = true, env = "REELSMITH_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// Cache size limit in MB; least recently used entries go first.
     #[arg(long, global = true, default_value_t = 4096)]
     cache_size_mb: u64,
+}
+
+/// Tracing export, for the commands that render or serve.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct TraceArgs {
     /// Export tracing spans (HTTP requests, jobs, renders, stages) as OpenTelemetry traces over
     /// OTLP/HTTP to this collector URL.
-    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
-    #[command(subcommand)]
-    command: Command,
+}
+
+/// The service's cache directory (its size comes from the config's `cache_size_mb`).
+#[derive(clap::Args, Clone, Debug)]
+struct ServiceCacheArgs {
+    /// Cache directory (default: config `cache_dir`, else <data-dir>/cache).
+    #[arg(long, env = "REELSMITH_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +72,10 @@ enum Command {
         /// No progress bar.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        trace: TraceArgs,
     },
     /// Check spec files without rendering.
     Validate { specs: Vec<PathBuf> },
@@ -63,9 +85,13 @@ enum Command {
     Doctor {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Inspect or empty the cache.
     Cache {
+        #[command(flatten)]
+        cache: CacheArgs,
         #[command(subcommand)]
         action: CacheAction,
     },
@@ -73,6 +99,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         args: serve::ServeArgs,
+        #[command(flatten)]
+        cache: ServiceCacheArgs,
+        #[command(flatten)]
+        trace: TraceArgs,
     },
     /// Run workers only (any number, on any machine, sharing the service's PostgreSQL, Redis
     /// and S3): they take jobs from the queue; /health, /ready and /metrics are served on --bind
@@ -80,11 +110,15 @@ enum Command {
     Worker {
         #[command(flatten)]
         args: serve::ServeArgs,
+        #[command(flatten)]
+        cache: ServiceCacheArgs,
+        #[command(flatten)]
+        trace: TraceArgs,
     },
     /// Create, list and revoke API keys (stored hashed in the service's database).
     Keys {
         #[command(flatten)]
-        args: serve::ServeArgs,
+        args: serve::DatabaseArgs,
         #[command(subcommand)]
         action: serve::KeysCommand,
     },
@@ -115,7 +149,13 @@ fn main() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
     let cli = Cli::parse();
-    let tracing = match tracing_setup::init(cli.otlp_endpoint.as_deref()) {
+    let otlp = match &cli.command {
+        Command::Render { trace, .. } | Command::Serve { trace, .. } | Command::Worker { trace, .. } => {
+            trace.otlp_endpoint.clone()
+        }
+        _ => None,
+    };
+    let tracing = match tracing_setup::init(otlp.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: tracing: {e:#}");
@@ -135,20 +175,20 @@ fn main() {
     }
 }
 
-fn open_cache(cli: &Cli) -> Result<Cache> {
-    let root = cli.cache_dir.clone().unwrap_or_else(Cache::default_root);
-    Cache::open(&root, cli.cache_size_mb * 1024 * 1024).with_context(|| format!("opening cache at {}", root.display()))
+fn open_cache(args: &CacheArgs) -> Result<Cache> {
+    let root = args.cache_dir.clone().unwrap_or_else(Cache::default_root);
+    Cache::open(&root, args.cache_size_mb * 1024 * 1024).with_context(|| format!("opening cache at {}", root.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Render { spec, output, report, no_cache, jobs, encoder_threads, quiet } => {
+        Command::Render { spec, output, report, no_cache, jobs, encoder_threads, quiet, cache, .. } => {
             let scratch;
             let cache = if *no_cache {
                 scratch = tempfile::tempdir()?;
                 Cache::disabled(scratch.path())?
             } else {
-                open_cache(&cli)?
+                open_cache(cache)?
             };
             let engine = Engine::new(cache)?;
             let bar = progress_bar(*quiet);
@@ -208,9 +248,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&reelsmith_spec::json_schema())?);
             Ok(())
         }
-        Command::Doctor { json } => doctor(&cli, *json),
-        Command::Cache { action } => {
-            let cache = open_cache(&cli)?;
+        Command::Doctor { json, cache } => doctor(cache, *json),
+        Command::Cache { cache, action } => {
+            let cache = open_cache(cache)?;
             match action {
                 CacheAction::Stats { json } => {
                     let s = cache.stats();
@@ -242,8 +282,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { what } => bench::run(what),
-        Command::Serve { args } => serve::serve(args, cli.cache_dir.clone()),
-        Command::Worker { args } => serve::worker(args, cli.cache_dir.clone()),
+        Command::Serve { args, cache, .. } => serve::serve(args, cache.cache_dir.clone()),
+        Command::Worker { args, cache, .. } => serve::worker(args, cache.cache_dir.clone()),
         Command::Keys { args, action } => serve::keys(args, action),
     }
 }
@@ -287,7 +327,7 @@ fn progress_fn(bar: ProgressBar) -> Arc<dyn Fn(Progress) + Send + Sync> {
     })
 }
 
-fn doctor(cli: &Cli, json: bool) -> Result<()> {
+fn doctor(cache_args: &CacheArgs, json: bool) -> Result<()> {
     use reelsmith_media::ffmpeg;
     let version = ffmpeg::version().map_err(|e| anyhow::anyhow!("{e}"));
     let encoders: Vec<&str> = reelsmith_engine::encoders::working_encoders().iter().map(|e| e.ffmpeg_name()).collect();
@@ -304,7 +344,7 @@ fn doctor(cli: &Cli, json: bool) -> Result<()> {
     };
     let text = reelsmith_media::text::TextRenderer::new();
     let default_font = "DejaVu Sans";
-    let cache = open_cache(cli)?;
+    let cache = open_cache(cache_args)?;
     let stats = cache.stats();
     // Neural models: found (with sizes) or why not; the rest works without them.
     let (models_dir, models, models_error) = match reelsmith_models::inventory() {

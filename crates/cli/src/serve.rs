@@ -129,8 +129,22 @@ pub enum KeysCommand {
     },
 }
 
-pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
-    let config = args.config(None)?;
+/// Where the service keeps its database: for commands that only read or write records.
+#[derive(clap::Args)]
+pub struct DatabaseArgs {
+    /// TOML config file (every key can also come from REELSMITH_<KEY> variables).
+    #[arg(long, env = "REELSMITH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database, results and uploads (default ./reelsmith-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn keys(args: &DatabaseArgs, cmd: &KeysCommand) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
     runtime()?.block_on(async move {
         let (_, store) = reelsmith_server::open_database(&config).await.context("opening the database")?;
         match cmd {
@@ -157,7 +171,7 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
                         bail!("{flag} must be a positive number, not {v}");
                     }
                 }
-                let (token, mut key) = reelsmith_server::auth::mint(
+                let (token, mut key) = reelsmith_server::mint(
                     name,
                     rate.unwrap_or(config.default_rate_per_s),
                     burst.unwrap_or(config.default_burst),
@@ -191,7 +205,7 @@ pub fn keys(args: &ServeArgs, cmd: &KeysCommand) -> Result<()> {
                 }
             }
             KeysCommand::RotateWebhookSecret { id } => {
-                let secret = reelsmith_server::auth::new_webhook_secret();
+                let secret = reelsmith_server::access::new_webhook_secret();
                 if !store.set_webhook_secret(id, &secret).await? {
                     bail!("no key with id '{id}'");
                 }

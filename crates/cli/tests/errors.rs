@@ -231,3 +231,42 @@ fn file_names_that_look_like_urls_or_options_are_files() {
     let info = reelsmith_media::ffmpeg::probe(&f.path("out.mp4")).unwrap();
     assert!(info.audio().is_some() && info.video().is_some());
 }
+
+/// Each command lists only the options it uses: `keys create --help` used to show the
+/// server's `--bind` and `--no-worker`, the tracing endpoint and the cache options.
+#[test]
+fn each_command_shows_only_its_own_options() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reelsmith")).args(args).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys = help(&["keys", "create"]);
+    for absent in ["--bind", "--no-worker", "--otlp-endpoint", "--cache-dir", "--cache-size-mb"] {
+        assert!(!keys.contains(absent), "keys create --help shows {absent}:\n{keys}");
+    }
+    assert!(keys.contains("--daily-megapixel-frames"), "{keys}");
+    for (cmd, present, absent) in [
+        (&["render"][..], &["--cache-dir", "--cache-size-mb", "--otlp-endpoint"][..], &["--bind", "--data-dir"][..]),
+        (
+            &["serve"][..],
+            &["--bind", "--no-worker", "--data-dir", "--cache-dir", "--otlp-endpoint"][..],
+            &["--cache-size-mb"][..],
+        ),
+        (
+            &["keys"][..],
+            &["--data-dir", "--config"][..],
+            &["--bind", "--no-worker", "--cache-dir", "--otlp-endpoint"][..],
+        ),
+        (&["validate"][..], &[][..], &["--cache-dir", "--otlp-endpoint", "--bind"][..]),
+        (&["cache", "stats"][..], &[][..], &["--otlp-endpoint", "--bind"][..]),
+    ] {
+        let text = help(cmd);
+        for p in present {
+            assert!(text.contains(p), "{cmd:?} --help lacks {p}:\n{text}");
+        }
+        for a in absent {
+            assert!(!text.contains(a), "{cmd:?} --help shows {a}:\n{text}");
+        }
+    }
+}

@@ -372,6 +372,11 @@ impl Config {
         self.segment_workers.unwrap_or_else(reelsmith_engine::cores)
     }
 
+    /// Where uploaded assets live on this node's disk.
+    pub fn assets_dir(&self) -> PathBuf {
+        self.data_dir.join("assets")
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
     }

@@ -20,6 +20,11 @@ pub enum Purpose {
     DidCallback,
 }
 
+/// What a D-ID callback URL's signature covers: the generation it wakes.
+pub fn did_callback_message(generation_id: &str) -> Vec<u8> {
+    format!("did-callback:{generation_id}").into_bytes()
+}
+
 impl Purpose {
     fn label(self) -> &'static [u8] {
         match self {

@@ -6,19 +6,18 @@
 //! storyboard with the same files is the same spec hash.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use axum::body::Bytes;
 use axum::http::StatusCode;
 use reelsmith_spec::Spec;
-use reelsmith_store::{Asset, JobState, ListFilter, now_ms};
+use reelsmith_store::{CreateOutcome, GenerationRecord, NewGeneration, NewJob, new_id, now_ms};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
+use serde_json::json;
 
-use crate::error::IssueBody;
-use crate::{ApiError, ApiResult, AppState};
-
-pub const ASSET_PREFIX: &str = "asset:";
+use crate::access::Caller;
+use crate::assets::{ASSET_PREFIX, Kind, engine_view, sniff_kind};
+use crate::error::{ApiError, ApiResult, IssueBody};
+use crate::queues::RENDER_QUEUE;
+use crate::state::AppState;
 
 /// The JSON body of `POST /generations` (or the `request` part of a multipart body).
 #[derive(Debug, Deserialize, Serialize)]
@@ -54,243 +53,6 @@ pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
         ApiError::new(status, code, format!("{path}: {inner}"))
             .with_issues(vec![IssueBody { path, message: inner.to_string() }])
     })
-}
-
-/// What kinds of files a spec may use.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Kind {
-    Image,
-    Audio,
-    Font,
-    /// A container with a video stream (MP4/MOV, WebM/Matroska): a scene's `video` clip.
-    Video,
-}
-
-impl From<reelsmith_spec::FileKind> for Kind {
-    fn from(k: reelsmith_spec::FileKind) -> Self {
-        match k {
-            reelsmith_spec::FileKind::Image => Kind::Image,
-            reelsmith_spec::FileKind::Audio => Kind::Audio,
-            reelsmith_spec::FileKind::Video => Kind::Video,
-            reelsmith_spec::FileKind::Font => Kind::Font,
-        }
-    }
-}
-
-impl Kind {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Kind::Image => "an image",
-            Kind::Audio => "audio",
-            Kind::Font => "a font",
-            Kind::Video => "a video",
-        }
-    }
-}
-
-/// The demuxer FFmpeg must find for a sniffed audio/video media type (an ID3 tag in front of a
-/// playlist is not an MP3).
-fn expected_format(media_type: &str) -> &'static [&'static str] {
-    match media_type {
-        "audio/mpeg" => &["mp3", "aac"],
-        "audio/wav" => &["wav"],
-        "audio/ogg" => &["ogg"],
-        "audio/flac" => &["flac"],
-        "audio/mp4" => &["mov"],
-        "audio/webm" => &["matroska"],
-        _ => &[],
-    }
-}
-
-/// Recognises a file from its first bytes (never from its name).
-pub fn sniff(bytes: &[u8]) -> Option<(Kind, &'static str)> {
-    if let Ok(f) = image::guess_format(bytes) {
-        return Some((Kind::Image, f.to_mime_type()));
-    }
-    let b = bytes;
-    let audio = if b.starts_with(b"RIFF") && b.get(8..12) == Some(b"WAVE") {
-        Some("audio/wav")
-    } else if b.starts_with(b"OggS") {
-        Some("audio/ogg")
-    } else if b.starts_with(b"fLaC") {
-        Some("audio/flac")
-    } else if b.starts_with(b"ID3") || (b.len() > 1 && b[0] == 0xFF && b[1] & 0xE0 == 0xE0) {
-        Some("audio/mpeg")
-    } else if b.get(4..8) == Some(b"ftyp") {
-        Some("audio/mp4")
-    } else if b.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        Some("audio/webm")
-    } else {
-        None
-    };
-    if let Some(m) = audio {
-        return Some((Kind::Audio, m));
-    }
-    if b.starts_with(&[0, 1, 0, 0]) || b.starts_with(b"true") {
-        return Some((Kind::Font, "font/ttf"));
-    }
-    if b.starts_with(b"OTTO") {
-        return Some((Kind::Font, "font/otf"));
-    }
-    if b.starts_with(b"ttcf") {
-        return Some((Kind::Font, "font/collection"));
-    }
-    None
-}
-
-/// The kind of a stored asset, from the media type [`sniff`] gave it.
-pub fn sniff_kind(media_type: &str) -> Option<Kind> {
-    match media_type.split('/').next()? {
-        "image" => Some(Kind::Image),
-        "audio" => Some(Kind::Audio),
-        "font" => Some(Kind::Font),
-        "video" => Some(Kind::Video),
-        _ => None,
-    }
-}
-
-/// Checks and stores uploaded bytes as an asset (idempotent: same bytes, same asset).
-pub async fn store_asset(
-    state: &AppState,
-    bytes: Bytes,
-    file_name: Option<String>,
-    api_key_id: Option<String>,
-    what: &str,
-) -> ApiResult<Asset> {
-    store_new_asset(state, bytes, file_name, api_key_id, what).await.map(|(a, _)| a)
-}
-
-/// [`store_asset`], also saying whether the asset is new (not held by this key before).
-pub async fn store_new_asset(
-    state: &AppState,
-    bytes: Bytes,
-    file_name: Option<String>,
-    api_key_id: Option<String>,
-    what: &str,
-) -> ApiResult<(Asset, bool)> {
-    if bytes.is_empty() {
-        return Err(ApiError::unprocessable("empty_file", format!("{what} is empty")));
-    }
-    let Some((kind, mut media_type)) = sniff(&bytes) else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "{what} is not an image (JPEG, PNG, WebP, GIF, BMP, TIFF), audio (WAV, MP3, OGG, FLAC, M4A), video (MP4, MOV, WebM) or font (TTF, OTF) file"
-            ),
-        ));
-    };
-    let hashed = bytes.clone();
-    let sha = tokio::task::spawn_blocking(move || hex::encode(sha2::Sha256::digest(&hashed)))
-        .await
-        .map_err(ApiError::internal)?;
-    // Content-addressed per key: the same bytes from one key are one asset, and keys never share.
-    let scope = api_key_id.as_deref().unwrap_or("");
-    let id = format!("ast_{}", &hex::encode(sha2::Sha256::digest(format!("{scope}:{sha}").as_bytes()))[..32]);
-    let path = state.assets_dir.join(&id);
-    let known = state.meta.asset(&id).await?.is_some();
-    if !known {
-        // The key's storage quota: what it keeps, plus this upload.
-        let (_, used) = state.meta.asset_usage(api_key_id.as_deref()).await?;
-        let quota = state.config.asset_quota_mb.saturating_mul(1 << 20);
-        if used.saturating_add(bytes.len() as u64) > quota {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "storage_quota_exceeded",
-                format!(
-                    "{what}: this key keeps {} MB of assets and may keep {} MB; delete some (DELETE /api/v1/assets/{{id}}) first",
-                    used >> 20,
-                    state.config.asset_quota_mb
-                ),
-            ));
-        }
-    }
-    let (mut width, mut height) = (None, None);
-    if kind == Kind::Image {
-        // Header only: a decompression bomb is refused before a single pixel is decoded.
-        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
-            .with_guessed_format()
-            .map_err(ApiError::internal)?
-            .into_dimensions()
-            .map_err(|e| ApiError::unprocessable("corrupt_image", format!("{what}: cannot read the image: {e}")))?;
-        let limit = reelsmith_spec::limits::MAX_IMAGE_PIXELS;
-        if w as u64 * h as u64 > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "image_too_large",
-                format!("{what} is {w}x{h} pixels; the limit is {} megapixels", limit / 1_000_000),
-            ));
-        }
-        (width, height) = (Some(w), Some(h));
-    }
-    let stored = tokio::fs::metadata(&path).await.is_ok();
-    let file = if stored { path.clone() } else { state.assets_dir.join(format!(".{}", reelsmith_store::new_id("up"))) };
-    if !stored {
-        tokio::fs::write(&file, &bytes).await.map_err(ApiError::internal)?;
-    }
-    if kind == Kind::Audio {
-        // MP4 and WebM hold audio, video or both: the streams decide.
-        let probe_path = file.clone();
-        let probed = tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&probe_path))
-            .await
-            .map_err(ApiError::internal)?
-            .and_then(|p| {
-                let expected = expected_format(media_type);
-                if p.format.split(',').any(|f| expected.contains(&f)) {
-                    Ok(p)
-                } else {
-                    Err(reelsmith_media::ffmpeg::FfmpegError::Probe(format!(
-                        "it starts like {media_type} but FFmpeg reads it as '{}'",
-                        p.format
-                    )))
-                }
-            });
-        // FFmpeg's words name the staging file; the caller knows the upload by its own name.
-        let staged = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let probed = probed.map_err(|e| e.to_string().replace(&staged, what).replace(&id, what));
-        let refuse = |e: ApiError| async {
-            if !stored {
-                let _ = tokio::fs::remove_file(&file).await;
-            }
-            Err(e)
-        };
-        match probed.as_ref().ok().and_then(|p| p.video()).filter(|v| v.width > 0) {
-            Some(v) if matches!(media_type, "audio/mp4" | "audio/webm") => {
-                let limit = reelsmith_spec::limits::MAX_VIDEO_PIXELS;
-                if v.width as u64 * v.height as u64 > limit {
-                    let msg =
-                        format!("{what} is a {}x{} video; the limit is {limit} pixels per frame", v.width, v.height);
-                    return refuse(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "video_too_large", msg)).await;
-                }
-                media_type = if media_type == "audio/mp4" { "video/mp4" } else { "video/webm" };
-                (width, height) = (Some(v.width), Some(v.height));
-            }
-            _ if probed.as_ref().is_ok_and(|p| p.audio().is_some()) => {}
-            _ => {
-                let why = probed.err().unwrap_or_else(|| "it has no audio stream".to_string());
-                let msg = format!("{what}: cannot read the audio: {why}");
-                return refuse(ApiError::unprocessable("corrupt_audio", msg)).await;
-            }
-        }
-    }
-    if !stored {
-        tokio::fs::rename(&file, &path).await.map_err(ApiError::internal)?;
-    }
-    // Workers on other nodes read it from shared storage.
-    crate::distribute::share_asset(state, &id, &path).await.map_err(ApiError::internal)?;
-    let asset = Asset {
-        id,
-        sha256: sha,
-        media_type: media_type.into(),
-        bytes: bytes.len() as u64,
-        width,
-        height,
-        file_name,
-        api_key_id,
-        created_at_ms: now_ms(),
-    };
-    state.meta.put_asset(&asset).await?;
-    Ok((asset, !known))
 }
 
 /// A spec ready to store: files resolved to assets, validated, hashed.
@@ -452,7 +214,7 @@ pub async fn prepare(
 }
 
 /// Refuses a spec whose estimated cost is over the server's limits, before any work.
-pub fn check_cost(config: &crate::Config, cost: &reelsmith_engine::cost::Cost) -> ApiResult<()> {
+pub fn check_cost(config: &crate::config::Config, cost: &reelsmith_engine::cost::Cost) -> ApiResult<()> {
     let mut issues = vec![];
     if cost.megapixel_frames > config.max_job_megapixel_frames {
         issues.push(IssueBody {
@@ -494,57 +256,6 @@ pub fn check_cost(config: &crate::Config, cost: &reelsmith_engine::cost::Cost) -
     }
 }
 
-/// Removes an asset's record, its file and its shared copy.
-pub async fn remove_asset(state: &AppState, id: &str) -> ApiResult<()> {
-    state.meta.delete_asset(id).await?;
-    let _ = tokio::fs::remove_file(state.assets_dir.join(id)).await;
-    if state.shared_assets {
-        state.artifacts.delete_prefix(&crate::distribute::asset_key(id)).await?;
-    }
-    Ok(())
-}
-
-/// Which of `ids` queued or running generations (of `key`, or of anyone with None) use:
-/// (asset, generation) pairs.
-pub async fn assets_in_use(state: &AppState, key: Option<&str>, ids: &[String]) -> ApiResult<Vec<(String, String)>> {
-    let mut users = vec![];
-    for s in [JobState::Queued, JobState::Running] {
-        let mut cursor = None;
-        loop {
-            let f = ListFilter {
-                state: Some(s),
-                api_key_id: key.map(str::to_string),
-                cursor: cursor.clone(),
-                limit: 500,
-                ..Default::default()
-            };
-            let page = state.meta.list_generations(&f).await?;
-            for g in &page {
-                let text = g.spec.to_string();
-                for id in ids.iter().filter(|id| text.contains(&format!("\"{ASSET_PREFIX}{id}\""))) {
-                    users.push((id.clone(), g.id.clone()));
-                }
-            }
-            if page.len() < 500 {
-                break;
-            }
-            cursor = page.last().map(|g| g.id.clone());
-        }
-    }
-    Ok(users)
-}
-
-/// The spec as the engine reads it: assets are files in the assets folder.
-pub fn engine_view(spec: &Spec) -> Spec {
-    let mut s = spec.clone();
-    for (_, _, file) in s.files_mut() {
-        if let Some(id) = file.strip_prefix(ASSET_PREFIX) {
-            *file = id.to_string();
-        }
-    }
-    s
-}
-
 pub fn check_webhook_url(u: &str, allow_private: bool) -> ApiResult<()> {
     let bad = |m: String| {
         Err(ApiError::unprocessable("invalid_request", format!("webhook_url: {m}"))
@@ -559,8 +270,8 @@ pub fn check_webhook_url(u: &str, allow_private: bool) -> ApiResult<()> {
         Err(e) => return bad(format!("not a URL: {e}")),
     };
     let private = match url.host() {
-        Some(url::Host::Ipv4(ip)) => crate::webhooks::is_private(ip.into()),
-        Some(url::Host::Ipv6(ip)) => crate::webhooks::is_private(ip.into()),
+        Some(url::Host::Ipv4(ip)) => crate::net::is_private(ip.into()),
+        Some(url::Host::Ipv6(ip)) => crate::net::is_private(ip.into()),
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
         None => false,
     };
@@ -573,26 +284,9 @@ pub fn check_webhook_url(u: &str, allow_private: bool) -> ApiResult<()> {
     Ok(())
 }
 
-/// Where uploaded assets live on disk.
-pub fn assets_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("assets")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sniffing_uses_bytes_not_names() {
-        let mut png = vec![];
-        image::RgbImage::new(2, 2).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-        assert_eq!(sniff(&png), Some((Kind::Image, "image/png")));
-        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt ").map(|s| s.0), Some(Kind::Audio));
-        assert_eq!(sniff(b"OggS\0\x02").map(|s| s.1), Some("audio/ogg"));
-        assert_eq!(sniff(b"%PDF-1.4 hello"), None);
-        assert_eq!(sniff(b"<html>"), None);
-        assert_eq!(sniff(b"OTTO\0\0").map(|s| s.0), Some(Kind::Font));
-    }
 
     #[test]
     fn envelope_errors_name_the_problem() {
@@ -624,4 +318,147 @@ mod tests {
         assert!(check_webhook_url("ftp://x/y", true).is_err());
         assert!(check_webhook_url("not a url", true).is_err());
     }
+}
+
+/// Loads a generation the caller may see (another key's generations do not exist for it).
+pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<GenerationRecord> {
+    match state.meta.generation(id).await? {
+        Some(g) if caller.0.is_none() || g.api_key_id == caller.key_id() => Ok(g),
+        _ => Err(ApiError::not_found("generation", id)),
+    }
+}
+
+/// Stores a prepared generation with its render job (one transaction); wakes a worker.
+/// Returns the HTTP status, the generation's id and how it came about.
+pub async fn enqueue(
+    state: &AppState,
+    caller: &Caller,
+    p: crate::submit::Prepared,
+    idempotency_key: Option<String>,
+) -> ApiResult<(StatusCode, String, &'static str)> {
+    let mut p = p;
+    // Priority is an entitlement: a key asks for at most its own maximum.
+    if let Some(key) = &caller.0
+        && p.priority > i32::from(key.max_priority)
+    {
+        if p.priority_given {
+            let msg = format!("this key may use priorities 0-{}", key.max_priority);
+            return Err(ApiError::unprocessable("priority_not_allowed", format!("priority: {msg}"))
+                .with_issues(vec![crate::error::IssueBody { path: "priority".into(), message: msg }]));
+        }
+        p.priority = i32::from(key.max_priority);
+    }
+    // The key's own cost limits: per job here, per day charged by the store in the same
+    // transaction as the insert (replays and duplicates cost nothing).
+    if let Some(key) = &caller.0
+        && let Some(max) = key.limits.job_megapixel_frames
+        && p.charge.megapixel_frames > max
+    {
+        let msg = format!(
+            "about {:.0} megapixel-frames (frames × pixels); this key renders at most {max:.0} per job",
+            p.charge.megapixel_frames
+        );
+        return Err(ApiError::unprocessable("too_costly", format!("spec.output: {msg}"))
+            .with_issues(vec![crate::error::IssueBody { path: "spec.output".into(), message: msg }]));
+    }
+    // Fair between keys: a key's k-th unfinished generation is queued below every other key's
+    // earlier ones at the same priority.
+    let unfinished = match caller.key_id() {
+        Some(k) => state.meta.active_generations(&k).await?,
+        None => 0,
+    };
+    let id = new_id("gen");
+    let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
+    job.subject = Some(id.clone());
+    job.priority = fair_priority(p.priority, unfinished);
+    job.retry = state.config.render_retry();
+    job.timeout = std::time::Duration::from_secs_f64(state.config.job_timeout_secs);
+    let budget = caller.0.as_ref().map(|k| daily_budget(&state.config, k, p.charge));
+    let g = NewGeneration {
+        id,
+        spec: p.spec_json,
+        spec_hash: p.spec_hash,
+        priority: p.priority,
+        webhook_url: p.webhook_url,
+        idempotency_key,
+        request_hash: p.request_hash,
+        api_key_id: caller.key_id(),
+        metadata: p.metadata,
+        max_active: caller.0.as_ref().map(|k| k.max_concurrent_jobs),
+        dedupe: p.dedupe,
+        budget,
+    };
+    let created = match state.meta.create_generation(g, job).await {
+        Err(reelsmith_store::StoreError::Budget { used }) => return Err(over_budget(p.charge, used, budget)),
+        other => other?,
+    };
+    let (status, id, how) = match created {
+        CreateOutcome::Created(id) => {
+            state.wake.notify_waiters();
+            (StatusCode::ACCEPTED, id, "created")
+        }
+        CreateOutcome::Idempotent(id) => (StatusCode::ACCEPTED, id, "idempotent_replay"),
+        CreateOutcome::Deduplicated(id) => (StatusCode::OK, id, "deduplicated"),
+    };
+    Ok((status, id, how))
+}
+
+/// What a generation costs its key today and the most the key may spend per UTC day (its own
+/// limits, else the server's defaults).
+fn daily_budget(
+    config: &crate::config::Config,
+    key: &reelsmith_store::ApiKey,
+    charge: reelsmith_store::Usage,
+) -> reelsmith_store::Budget {
+    reelsmith_store::Budget {
+        day: reelsmith_store::usage_day(reelsmith_store::now_ms()),
+        charge,
+        cap: reelsmith_store::Usage {
+            megapixel_frames: key
+                .limits
+                .daily_megapixel_frames
+                .or(config.default_daily_megapixel_frames)
+                .unwrap_or(f64::MAX),
+            did_scenes: key.limits.daily_did_scenes.unwrap_or(config.default_daily_did_scenes),
+        },
+    }
+}
+
+/// 429 `budget_exceeded`, naming the budget that ran out and when it renews (midnight UTC).
+fn over_budget(
+    charge: reelsmith_store::Usage,
+    used: reelsmith_store::Usage,
+    budget: Option<reelsmith_store::Budget>,
+) -> ApiError {
+    let cap = budget.map(|b| b.cap).unwrap_or_default();
+    let day = budget.map(|b| b.day).unwrap_or_default();
+    let until_midnight = ((day + 1) * 86_400_000 - reelsmith_store::now_ms()).max(1000) as u64 / 1000;
+    let (path, msg) = if charge.did_scenes > 0 && used.did_scenes + charge.did_scenes > cap.did_scenes {
+        (
+            "spec.scenes",
+            format!(
+                "this key may send {} scenes to D-ID per day (UTC); {} sent today, this spec has {}",
+                cap.did_scenes, used.did_scenes, charge.did_scenes
+            ),
+        )
+    } else {
+        (
+            "spec.output",
+            format!(
+                "this key may render {:.0} megapixel-frames per day (UTC); {:.0} used today, this spec needs {:.0}",
+                cap.megapixel_frames, used.megapixel_frames, charge.megapixel_frames
+            ),
+        )
+    };
+    ApiError::too_many("budget_exceeded", format!("{path}: {msg}"), until_midnight)
+        .with_issues(vec![crate::error::IssueBody { path: path.into(), message: msg }])
+}
+
+/// The queue priority of a generation asked for at `priority` (0-9) by a key that already has
+/// `unfinished` generations queued or running. Claims take the highest first, so within a
+/// priority each key's first generation comes before any key's second, and so on: a key with a
+/// thousand queued renders delays another key's first by at most the one each worker is on.
+/// Priority still orders one key's own generations (it dominates the rank).
+pub fn fair_priority(priority: i32, unfinished: u64) -> i32 {
+    priority * 10_000 - unfinished.min(9_999) as i32
 }

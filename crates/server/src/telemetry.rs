@@ -3,20 +3,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header::HeaderName};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
-use tracing::Instrument;
-
-use crate::AppState;
-
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
 
 /// The process-wide Prometheus recorder (installed once; every server in the process shares it).
 pub fn prometheus() -> PrometheusHandle {
@@ -100,62 +89,6 @@ impl RequestLog {
     }
 }
 
-static ROUTE_NAMES: Mutex<BTreeMap<String, Arc<str>>> = Mutex::new(BTreeMap::new());
-
-fn route_label(method: &str, path: &str) -> Arc<str> {
-    let key = format!("{method} {path}");
-    let mut names = ROUTE_NAMES.lock().expect("route names");
-    names.entry(key.clone()).or_insert_with(|| Arc::from(key.as_str())).clone()
-}
-
-/// Times every request; tags it with a request id; records latency per matched route.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    // Any token is a valid HTTP method: label only the standard ones, so label sets stay bounded.
-    let method = match *req.method() {
-        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::OPTIONS => {
-            req.method().as_str().to_owned()
-        }
-        _ => "other".to_owned(),
-    };
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| v.len() <= 128)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(&state.request_ids.next()).expect("ascii id"));
-    let span = tracing::info_span!("request", method = %method, route = %route, status = tracing::field::Empty);
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    // The auth layer (inside this one) hands the caller out on the response.
-    let key = resp.extensions_mut().remove::<crate::auth::CallerKey>().map(|k| k.0);
-    span.record("status", resp.status().as_u16());
-    let elapsed = start.elapsed();
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    let status = resp.status().as_u16();
-    let label = route_label(&method, &route);
-    metrics::histogram!("reelsmith_http_request_duration_seconds", "route" => label.to_string(),
-        "status" => status_class(status))
-    .record(elapsed.as_secs_f64());
-    state.requests.record(label.clone(), status, ms, key);
-    if ms >= state.config.slow_request_ms as f64 {
-        tracing::warn!(route = %label, status, ms, request_id = ?request_id, "slow request");
-    }
-    let h = resp.headers_mut();
-    h.insert(&RESPONSE_TIME, HeaderValue::from_str(&format!("{ms:.3}ms")).expect("ascii"));
-    h.insert(&REQUEST_ID, request_id);
-    resp
-}
-
-fn status_class(s: u16) -> &'static str {
-    match s {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 /// Short unique request ids: a per-process random prefix and a counter.
 pub struct RequestIds {
     prefix: String,
@@ -169,7 +102,7 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
-    fn next(&self) -> String {
+    pub fn next(&self) -> String {
         format!("req_{}{:x}", self.prefix, self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
 }
@@ -257,7 +190,7 @@ impl FinishedHistory {
     async fn refresh(
         &self,
         meta: &dyn reelsmith_store::Metadata,
-    ) -> Result<tokio::sync::MutexGuard<'_, History>, crate::ApiError> {
+    ) -> Result<tokio::sync::MutexGuard<'_, History>, crate::error::ApiError> {
         let mut h = self.inner.lock().await;
         let now = reelsmith_store::now_ms();
         let mut after = h.after.clone().unwrap_or((now - HISTORY_MS, String::new()));
@@ -321,17 +254,20 @@ impl Finished {
 /// The report over the last `window_s` seconds: every caller's figures, or only those of
 /// `key` (a key sees its own requests and generations).
 pub async fn performance_report(
-    state: &AppState,
+    requests: &RequestLog,
+    finished: &FinishedHistory,
+    meta: &dyn reelsmith_store::Metadata,
+    queue: &dyn reelsmith_store::JobQueue,
     window_s: f64,
     key: Option<&str>,
-) -> Result<PerformanceReport, crate::ApiError> {
+) -> Result<PerformanceReport, crate::error::ApiError> {
     let since = reelsmith_store::now_ms() - (window_s * 1000.0) as i64;
-    let routes = state.requests.since(since, key).into_iter().map(|(k, (v, ok))| (k, summarize(v, ok))).collect();
+    let routes = requests.since(since, key).into_iter().map(|(k, (v, ok))| (k, summarize(v, ok))).collect();
     let mut stages: BTreeMap<Arc<str>, Vec<f64>> = BTreeMap::new();
     let (mut wait, mut run, mut run_ok) = (vec![], vec![], 0);
     let (mut hits, mut misses) = (0.0, 0.0);
     {
-        let history = state.finished.refresh(state.meta.as_ref()).await?;
+        let history = finished.refresh(meta).await?;
         for f in history.rows.iter().rev() {
             if f.finished_at_ms < since {
                 break;
@@ -368,7 +304,7 @@ pub async fn performance_report(
         routes,
         stages,
         generations,
-        queues: state.queue.depth().await?,
+        queues: queue.depth().await?,
         cache_hit_ratio: (hits + misses > 0.0).then(|| hits / (hits + misses)),
     })
 }

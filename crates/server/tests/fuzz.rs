@@ -6,7 +6,8 @@ use std::path::Path;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request};
-use reelsmith_server::submit::{self, Kind};
+use reelsmith_server::assets::{self, Kind};
+use reelsmith_server::submit;
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     reelsmith_fuzz::seeds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(target))
@@ -15,8 +16,8 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
 #[test]
 fn upload_sniffer() {
     reelsmith_fuzz::run("uploads", &seeds("uploads"), |bytes| {
-        let Some((kind, media_type)) = submit::sniff(bytes) else { return };
-        assert_eq!(submit::sniff_kind(media_type), Some(kind), "{media_type}");
+        let Some((kind, media_type)) = assets::sniff(bytes) else { return };
+        assert_eq!(assets::sniff_kind(media_type), Some(kind), "{media_type}");
         if kind == Kind::Image {
             // What an image upload reads before anything else: the header's dimensions.
             let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().unwrap();
@@ -74,7 +75,7 @@ fn generation_envelope() {
 fn talk_request() {
     reelsmith_fuzz::run("talks", &seeds("talks"), |bytes| {
         for did in [false, true] {
-            if let Err(e) = reelsmith_server::talks::parse_talk_request(bytes, did) {
+            if let Err(e) = reelsmith_server::http::talks::parse_talk_request(bytes, did) {
                 assert!(e.0.status.is_client_error(), "{}", e.0.message);
             }
         }

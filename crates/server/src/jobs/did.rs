@@ -4,26 +4,20 @@
 //! waits for D-ID's webhook — or, if it never comes (no public URL, a lost delivery), polls
 //! `GET /talks/{id}` — downloads `result_url` and stores it like a local render's video.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use reelsmith_engine::Report;
 use reelsmith_engine::report::StageReport;
 use reelsmith_store::{ClaimedJob, GenerationRecord, Heartbeat};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::events::Event;
+use crate::events::{Event, Waits};
 use crate::signing::Purpose;
-use crate::{AppState, submit, worker};
-
-/// Remote talks waiting for their provider's webhook, by generation id.
-pub type Waits = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+use crate::state::AppState;
 
 /// Why a call to D-ID failed: worth another attempt (network, 5xx, 429) or not (4xx).
 #[derive(Debug)]
@@ -144,38 +138,8 @@ pub fn is_remote(g: &GenerationRecord) -> bool {
     g.metadata["talk"]["engine"].as_str() == Some("d-id")
 }
 
-fn callback_message(generation_id: &str) -> Vec<u8> {
-    format!("did-callback:{generation_id}").into_bytes()
-}
-
 fn callback_signature(state: &AppState, generation_id: &str) -> String {
-    state.signing.sign(Purpose::DidCallback, &callback_message(generation_id))
-}
-
-#[derive(Deserialize)]
-pub struct CallbackQuery {
-    signature: String,
-}
-
-/// `POST /callbacks/d-id/{generation}?signature=`: D-ID's webhook for a talk it rendered. The
-/// body is not trusted: it only wakes the worker, which asks D-ID for the talk itself.
-pub async fn callback(
-    State(state): State<AppState>,
-    UrlPath(generation_id): UrlPath<String>,
-    Query(q): Query<CallbackQuery>,
-) -> StatusCode {
-    if !state.signing.verify(Purpose::DidCallback, &callback_message(&generation_id), &q.signature) {
-        return StatusCode::FORBIDDEN;
-    }
-    let waiter = state.remote_waits.lock().expect("waits").get(&generation_id).cloned();
-    match waiter {
-        Some(n) => {
-            n.notify_one();
-            StatusCode::OK
-        }
-        // Not waiting here (another node, or already done): its poll will see the result.
-        None => StatusCode::ACCEPTED,
-    }
+    state.signing.sign(Purpose::DidCallback, &crate::signing::did_callback_message(generation_id))
 }
 
 /// Removes the waiter when the render ends, however it ends.
@@ -209,7 +173,7 @@ impl Drop for WaitGuard<'_> {
 
 /// The asset an `asset:` reference in the stored spec points at.
 async fn asset_of(state: &AppState, reference: Option<&str>) -> Option<(std::path::PathBuf, String)> {
-    let id = reference?.strip_prefix(submit::ASSET_PREFIX)?;
+    let id = reference?.strip_prefix(crate::assets::ASSET_PREFIX)?;
     let a = state.meta.asset(id).await.ok()??;
     Some((state.assets_dir.join(id), a.media_type))
 }
@@ -220,7 +184,7 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
     let started = Instant::now();
     let Some(key) = state.config.did_api_key.as_deref() else {
         let msg = "this talk asks for engine d-id, but did_api_key is not set on this server";
-        return worker::finish_failed(state, g, lease, "provider_unavailable", msg, false).await;
+        return crate::jobs::outcome::finish_failed(state, g, lease, "provider_unavailable", msg, false).await;
     };
     let client = Client::new(state.http.clone(), &state.config.did_base_url, key);
     let publish = |stage: &str, progress: f64| publish_progress(state, g, lease.attempt, stage, progress);
@@ -236,13 +200,13 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
         Ok(Step::Done(report)) => {
             let mut report = *report;
             report.wall_s = started.elapsed().as_secs_f64();
-            worker::finish_succeeded(state, g, lease, report, &video).await
+            crate::jobs::outcome::finish_succeeded(state, g, lease, report, &video).await
         }
-        Ok(Step::Cancelled) => worker::finish_cancelled(state, g, lease).await,
+        Ok(Step::Cancelled) => crate::jobs::outcome::finish_cancelled(state, g, lease).await,
         Ok(Step::Lost) => "lost",
         Err(f) => {
             let retryable = matches!(f, Failure::Retryable(_));
-            worker::finish_failed(state, g, lease, "provider_error", f.message(), retryable).await
+            crate::jobs::outcome::finish_failed(state, g, lease, "provider_error", f.message(), retryable).await
         }
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
@@ -341,7 +305,7 @@ async fn wait_for_talk(
     let lease_len = Duration::from_secs_f64(state.config.lease_secs);
     let mut beat = tokio::time::interval(lease_len / 3);
     let poll = Duration::from_secs_f64(state.config.did_poll_secs);
-    let deadline = tokio::time::Instant::now() + crate::worker::attempt_timeout(state, job);
+    let deadline = tokio::time::Instant::now() + crate::jobs::lease::attempt_timeout(state, job);
     loop {
         let talk = client.talk(remote_id).await?;
         match talk["status"].as_str().unwrap_or_default() {

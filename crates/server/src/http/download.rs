@@ -6,7 +6,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::{ApiError, ApiResult, AppState};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 
 /// A byte range request resolved against a length: `[start, end]` inclusive.
 #[derive(Debug, PartialEq, Eq)]

@@ -12,9 +12,10 @@ struct File {
     content_type: &'static str,
 }
 
-const INDEX: File = File { body: include_str!("../studio/index.html"), content_type: "text/html; charset=utf-8" };
-const SCRIPT: File = File { body: include_str!("../studio/studio.js"), content_type: "text/javascript; charset=utf-8" };
-const STYLE: File = File { body: include_str!("../studio/studio.css"), content_type: "text/css; charset=utf-8" };
+const INDEX: File = File { body: include_str!("../../studio/index.html"), content_type: "text/html; charset=utf-8" };
+const SCRIPT: File =
+    File { body: include_str!("../../studio/studio.js"), content_type: "text/javascript; charset=utf-8" };
+const STYLE: File = File { body: include_str!("../../studio/studio.css"), content_type: "text/css; charset=utf-8" };
 
 /// Only this page's own scripts, styles and API; media from the API or from blobs it fetched.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \

@@ -6,7 +6,7 @@
 //!
 //! A talk is a generation with one talking-head scene; its id is the generation's with a `tlk_`
 //! prefix. `result_url` is a signed link that works without a key, like D-ID's S3 links.
-//! `"engine": "d-id"` (a Reelsmith extension) sends the talk to D-ID itself (see [`crate::did`]).
+//! `"engine": "d-id"` (a Reelsmith extension) sends the talk to D-ID itself (see [`crate::jobs::did`]).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -17,12 +17,13 @@ use reelsmith_store::{Asset, GenerationRecord, JobState, ListFilter, now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::access::Caller;
+use crate::assets::ASSET_PREFIX;
+use crate::error::ApiError;
 use crate::signing::Purpose;
-use crate::submit::{self, ASSET_PREFIX, Envelope};
-use crate::{ApiError, AppState, api};
-
-pub const TALK_PREFIX: &str = "tlk_";
+use crate::state::AppState;
+use crate::submit::Envelope;
+use crate::views::{TALK_PREFIX, is_talk, iso, result_message, talk_id, talk_json};
 
 /// An error as D-ID sends it: `{"kind": "BadRequestError", "description": "…"}`.
 #[derive(Debug)]
@@ -136,103 +137,11 @@ pub struct TalkConfig {
     pub other: serde_json::Map<String, Value>,
 }
 
-pub fn talk_id(generation_id: &str) -> String {
-    format!("{TALK_PREFIX}{}", generation_id.trim_start_matches("gen_"))
-}
-
 fn generation_id(talk_id: &str) -> DidResult<String> {
     match talk_id.strip_prefix(TALK_PREFIX) {
         Some(rest) if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()) => Ok(format!("gen_{rest}")),
         _ => Err(DidError(ApiError::not_found("talk", talk_id))),
     }
-}
-
-pub fn is_talk(g: &GenerationRecord) -> bool {
-    g.metadata.get("talk").is_some_and(Value::is_object)
-}
-
-/// ISO 8601 UTC with milliseconds, as D-ID writes times.
-pub fn iso(ms: i64) -> String {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-fn result_message(generation_id: &str, expires: i64) -> Vec<u8> {
-    format!("talk-result:{generation_id}:{expires}").into_bytes()
-}
-
-fn sign_result(state: &AppState, generation_id: &str, expires: i64) -> String {
-    state.signing.sign(Purpose::TalkResult, &result_message(generation_id, expires))
-}
-
-/// A link to the talk's video that works without a key until it expires.
-fn result_url(state: &AppState, g: &GenerationRecord, base: &str) -> String {
-    let expires = now_ms() / 1000 + state.config.result_url_ttl_secs as i64;
-    let sig = sign_result(state, &g.id, expires);
-    format!("{}/talks/{}/result.mp4?expires={expires}&signature={sig}", base.trim_end_matches('/'), talk_id(&g.id))
-}
-
-/// The talk as `GET /talks/{id}` shows it (and as its webhook sends it).
-pub fn talk_json(state: &AppState, g: &GenerationRecord, base: &str) -> Value {
-    let t = &g.metadata["talk"];
-    let status = match g.state {
-        JobState::Queued => "created",
-        JobState::Running => "started",
-        JobState::Succeeded => "done",
-        JobState::Failed | JobState::Cancelled => "error",
-    };
-    let modified = g.finished_at_ms.or(g.started_at_ms).unwrap_or(g.created_at_ms);
-    let mut v = json!({
-        "id": talk_id(&g.id),
-        "object": "talk",
-        "user_id": g.api_key_id.as_deref().unwrap_or("local"),
-        "created_by": g.api_key_id.as_deref().unwrap_or("local"),
-        "created_at": iso(g.created_at_ms),
-        "modified_at": iso(modified),
-        "status": status,
-        "source_url": t["source_url"],
-        "config": t["config"],
-        "script": t["script"],
-        "engine": t["engine"],
-    });
-    let obj = v.as_object_mut().expect("object");
-    for key in ["name", "user_data", "audio_url", "remote_id"] {
-        if let Some(x) = t.get(key).filter(|x| !x.is_null()) {
-            obj.insert(key.into(), x.clone());
-        }
-    }
-    if let Some(s) = g.started_at_ms {
-        obj.insert("started_at".into(), json!(iso(s)));
-    }
-    if let Some(w) = &g.webhook_url {
-        obj.insert("webhook".into(), json!(w));
-    }
-    if let (JobState::Succeeded, Some(r)) = (g.state, &g.result) {
-        obj.insert("duration".into(), json!(r.duration_s));
-        obj.insert("result_url".into(), json!(result_url(state, g, base)));
-    }
-    match g.state {
-        JobState::Failed => {
-            let description = g.error_message.clone().or_else(|| g.last_error.clone()).unwrap_or_default();
-            obj.insert("error".into(), json!({"kind": "TalkError", "description": description}));
-        }
-        JobState::Cancelled => {
-            obj.insert("error".into(), json!({"kind": "Cancelled", "description": "the talk was cancelled"}));
-        }
-        _ => {}
-    }
-    v
 }
 
 /// The base URL clients reached this server with (for links in responses).
@@ -252,7 +161,7 @@ async fn fetch_asset(
     caller: &Caller,
     url: &str,
     field: &str,
-    kind: submit::Kind,
+    kind: crate::assets::Kind,
 ) -> DidResult<Asset> {
     let asset = if let Some(id) = url.strip_prefix(ASSET_PREFIX) {
         match state.meta.asset(id).await.map_err(ApiError::from)? {
@@ -264,7 +173,7 @@ async fn fetch_asset(
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(bad(format!("{field}: '{}' URLs are not supported; use https", parsed.scheme())));
         }
-        let client = crate::webhooks::outbound_client(&state.http, &parsed, state.config.fetch_allow_private)
+        let client = crate::net::outbound_client(&state.http, &parsed, state.config.fetch_allow_private)
             .await
             .map_err(|e| bad(format!("{field}: {e}")))?;
         let mut resp = client
@@ -289,11 +198,11 @@ async fn fetch_asset(
             bytes.extend_from_slice(&chunk);
         }
         let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|s| !s.is_empty()).map(str::to_string);
-        submit::store_asset(state, Bytes::from(bytes), name, caller.key_id(), field).await?
+        crate::assets::store_asset(state, Bytes::from(bytes), name, caller.key_id(), field).await?
     };
-    let is = |k: submit::Kind| submit::sniff_kind(&asset.media_type) == Some(k);
+    let is = |k: crate::assets::Kind| crate::assets::sniff_kind(&asset.media_type) == Some(k);
     if !is(kind) {
-        let want = if kind == submit::Kind::Image { "an image" } else { "audio" };
+        let want = if kind == crate::assets::Kind::Image { "an image" } else { "audio" };
         return Err(bad(format!("{field}: {url} is {}, not {want}", asset.media_type)));
     }
     Ok(asset)
@@ -352,7 +261,7 @@ pub fn parse_talk_request(body: &[u8], did_enabled: bool) -> Result<TalkRequest,
 }
 
 pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
-    crate::guard::require_json(req.headers(), false)?;
+    crate::http::guard::require_json(req.headers(), false)?;
     // Read no more than the JSON limit: the upload limit (much larger) is for files.
     let body: Bytes = axum::body::to_bytes(req.into_body(), state.config.max_body_bytes).await.map_err(|_| {
         DidError(ApiError::new(
@@ -367,7 +276,7 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
     let req = parse_talk_request(&body, state.config.did_api_key.is_some())?;
     let engine = req.engine.clone().unwrap_or_else(|| "local".into());
     let pad = req.config.pad_audio.unwrap_or(0.0);
-    let photo = fetch_asset(&state, &caller, &req.source_url, "source_url", submit::Kind::Image).await?;
+    let photo = fetch_asset(&state, &caller, &req.source_url, "source_url", crate::assets::Kind::Image).await?;
     let (w, h) = (photo.width.unwrap_or(720) as f64, photo.height.unwrap_or(720) as f64);
     // As D-ID does: `stitch: true` keeps the whole photo (long side at most 720 px); otherwise
     // a square headshot cropped around the face.
@@ -384,7 +293,7 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
             (json!({"text": input}), local_voice(&state, provider.as_ref()), subtitles.unwrap_or(false), None)
         }
         Script::Audio { audio_url, subtitles, .. } => {
-            let a = fetch_asset(&state, &caller, audio_url, "script.audio_url", submit::Kind::Audio).await?;
+            let a = fetch_asset(&state, &caller, audio_url, "script.audio_url", crate::assets::Kind::Audio).await?;
             let voice = local_voice(&state, None);
             (json!({"audio": format!("{ASSET_PREFIX}{}", a.id)}), voice, subtitles.unwrap_or(false), Some(audio_url))
         }
@@ -429,8 +338,8 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
         dedupe: Some(false),
     };
     let key = caller.key_id();
-    let prepared = submit::prepare(&state, env, &Default::default(), key.as_deref()).await?;
-    let (_, id, _) = api::enqueue(&state, &caller, prepared, None).await?;
+    let prepared = crate::submit::prepare(&state, env, &Default::default(), key.as_deref()).await?;
+    let (_, id, _) = crate::submit::enqueue(&state, &caller, prepared, None).await?;
     let g =
         state.meta.generation(&id).await.map_err(ApiError::from)?.ok_or_else(|| ApiError::not_found("talk", &id))?;
     let body = json!({
@@ -445,7 +354,7 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
 
 async fn visible_talk(state: &AppState, caller: &Caller, id: &str) -> DidResult<GenerationRecord> {
     let gid = generation_id(id)?;
-    match api::visible(state, caller, &gid).await {
+    match crate::submit::visible(state, caller, &gid).await {
         Ok(g) if is_talk(&g) => Ok(g),
         _ => Err(DidError(ApiError::not_found("talk", id))),
     }
@@ -510,7 +419,7 @@ pub async fn list_talks(
 
 pub async fn delete_talk(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> DidResult<Response> {
     let g = visible_talk(&state, &caller, &id).await?;
-    api::delete_generation(State(state), caller, Path(g.id.clone())).await?;
+    crate::http::generations::delete_generation(State(state), caller, Path(g.id.clone())).await?;
     Ok((StatusCode::OK, Json(json!({"deleted": 1, "id": id}))).into_response())
 }
 
@@ -552,37 +461,37 @@ pub async fn result(
         .filter(|g| g.state == JobState::Succeeded && is_talk(g))
         .ok_or_else(|| ApiError::not_found("talk result", &id))?;
     let etag = g.result.as_ref().map(|r| r.video_etag.clone()).unwrap_or_default();
-    Ok(crate::download::serve(&state, &format!("{gid}/video.mp4"), &etag, "video/mp4", &headers).await?)
+    Ok(crate::http::download::serve(&state, &format!("{gid}/video.mp4"), &etag, "video/mp4", &headers).await?)
 }
 
 /// `POST /images` / `POST /audios` (multipart, field `image` / `audio`): D-ID's uploads. The
 /// returned `url` is an `asset:` reference to use as `source_url` / `audio_url`.
 pub async fn upload_image(state: State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
-    upload(state, caller, req, submit::Kind::Image).await
+    upload(state, caller, req, crate::assets::Kind::Image).await
 }
 
 pub async fn upload_audio(state: State<AppState>, caller: Caller, req: Request) -> DidResult<Response> {
-    upload(state, caller, req, submit::Kind::Audio).await
+    upload(state, caller, req, crate::assets::Kind::Audio).await
 }
 
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     req: Request,
-    kind: submit::Kind,
+    kind: crate::assets::Kind,
 ) -> DidResult<Response> {
-    let (data, name) = api::read_upload(&state, req).await?;
+    let (data, name) = crate::http::generations::read_upload(&state, req).await?;
     let what = name.as_deref().map_or_else(|| "the upload".to_string(), |n| format!("'{n}'"));
-    let asset = submit::store_asset(&state, data, name, caller.key_id(), &what).await?;
-    if submit::sniff_kind(&asset.media_type) != Some(kind) {
+    let asset = crate::assets::store_asset(&state, data, name, caller.key_id(), &what).await?;
+    if crate::assets::sniff_kind(&asset.media_type) != Some(kind) {
         return Err(bad(format!(
             "{what} is {}, not {}",
             asset.media_type,
-            if kind == submit::Kind::Image { "an image" } else { "audio" }
+            if kind == crate::assets::Kind::Image { "an image" } else { "audio" }
         )));
     }
     let mut body = json!({"id": asset.id, "url": format!("{ASSET_PREFIX}{}", asset.id)});
-    if kind == submit::Kind::Audio {
+    if kind == crate::assets::Kind::Audio {
         let path = state.assets_dir.join(&asset.id);
         let probed =
             tokio::task::spawn_blocking(move || reelsmith_media::ffmpeg::probe(&path)).await.ok().and_then(Result::ok);

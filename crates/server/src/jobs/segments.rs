@@ -22,14 +22,12 @@ use reelsmith_spec::Spec;
 use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, Heartbeat, JobRecord, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 
+use crate::assets::ensure_assets;
 use crate::events::Event;
-use crate::worker::{
-    self, SEGMENT_QUEUE, STOP_CANCEL, STOP_LEASE_LOST, STOP_TIME_LIMIT, Watch, finish_cancelled, finish_failed,
-    supervise,
-};
-use crate::{AppState, submit};
-
-pub const SEGMENT_KIND: &str = "segment";
+use crate::jobs::lease::{STOP_CANCEL, STOP_LEASE_LOST, STOP_TIME_LIMIT, Watch, supervise};
+use crate::jobs::outcome::{finish_cancelled, finish_failed};
+use crate::queues::{SEGMENT_KIND, SEGMENT_QUEUE};
+use crate::state::AppState;
 
 /// What a segment job carries.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,7 +60,7 @@ pub(crate) async fn fan_out(
     work: &Path,
 ) -> FanOut {
     let lease = &job.lease;
-    let timeout = worker::attempt_timeout(state, job);
+    let timeout = crate::jobs::lease::attempt_timeout(state, job);
     let plan = {
         let watch = Watch::new();
         let opts = RenderOptions {
@@ -143,7 +141,7 @@ async fn wait_for_segments(
         }
         if tokio::time::Instant::now() >= deadline {
             cancel_children(state, &record.id, lease).await;
-            let msg = worker::time_limit_message(timeout);
+            let msg = crate::jobs::lease::time_limit_message(timeout);
             return FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await);
         }
         let children = match children(state, &record.id, lease).await {
@@ -237,7 +235,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
         }
     };
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
-        Ok(s) => submit::engine_view(&s),
+        Ok(s) => crate::assets::engine_view(&s),
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("spec_parse: {e}"), false, vec![]).await;
             return "failed";
@@ -250,8 +248,8 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
     let work = state.config.data_dir.join("tmp").join(format!("{}-{}", lease.job_id, lease.attempt));
     let _ = tokio::fs::create_dir_all(&work).await;
     // D-ID's clips, which the render job put in the shared cache before fanning out.
-    match crate::did::prepare_scenes(state, &job, &record, &mut spec, &work, false).await {
-        Ok(crate::did::Scenes::Ready(_)) => {}
+    match crate::jobs::did::prepare_scenes(state, &job, &record, &mut spec, &work, false).await {
+        Ok(crate::jobs::did::Scenes::Ready(_)) => {}
         other => {
             let _ = tokio::fs::remove_dir_all(&work).await;
             let msg = match other {
@@ -285,7 +283,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
         }
         engine.render(&spec, &assets, &out, &opts)
     };
-    let timeout = worker::attempt_timeout(state, &job);
+    let timeout = crate::jobs::lease::attempt_timeout(state, &job);
     let result = supervise(state, &lease, &p.generation, timeout, &watch, render).await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     match (watch.reason(), result) {
@@ -307,7 +305,9 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
         (why, r) => {
             let (msg, retryable) = match r {
                 Err(e) => (format!("cannot start a render thread: {e}"), true),
-                Ok(Err(panic)) => (format!("segment worker panicked: {}", worker::panic_message(&panic)), true),
+                Ok(Err(panic)) => {
+                    (format!("segment worker panicked: {}", crate::jobs::lease::panic_message(&panic)), true)
+                }
                 Ok(Ok(Err(e))) if why == STOP_TIME_LIMIT => (format!("time limit exceeded: {e}"), false),
                 Ok(Ok(Err(e))) => {
                     let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
@@ -323,64 +323,4 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
             }
         }
     }
-}
-
-/// Makes every asset the spec names present in this node's assets folder, fetching it from
-/// shared artifact storage when another node received the upload.
-pub(crate) async fn ensure_assets(state: &AppState, spec: &Spec) -> Result<(), String> {
-    if !state.shared_assets {
-        return Ok(());
-    }
-    let mut spec = spec.clone();
-    let ids: Vec<String> = spec.files_mut().into_iter().map(|(_, _, f)| f.clone()).collect();
-    for id in ids {
-        let path = state.assets_dir.join(&id);
-        if tokio::fs::metadata(&path).await.is_ok() {
-            continue;
-        }
-        fetch_asset(state, &id, &path).await?;
-    }
-    Ok(())
-}
-
-async fn fetch_asset(state: &AppState, id: &str, path: &Path) -> Result<(), String> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let key = asset_key(id);
-    let size = state
-        .artifacts
-        .size(&key)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("asset {id} is neither on this node nor in shared storage"))?;
-    let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("dl")));
-    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| e.to_string())?;
-    let mut body = state.artifacts.read_range(&key, 0, size).await.map_err(|e| e.to_string())?;
-    while let Some(chunk) = body.next().await {
-        f.write_all(&chunk.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-    }
-    f.flush().await.map_err(|e| e.to_string())?;
-    drop(f);
-    tokio::fs::rename(&tmp, path).await.map_err(|e| e.to_string())
-}
-
-/// Where an uploaded asset lives in artifact storage.
-pub fn asset_key(id: &str) -> String {
-    format!("assets/{id}")
-}
-
-/// Copies a freshly uploaded asset to shared storage, so workers on other nodes can read it.
-pub(crate) async fn share_asset(state: &AppState, id: &str, path: &Path) -> Result<(), String> {
-    if !state.shared_assets {
-        return Ok(());
-    }
-    if state.artifacts.size(&asset_key(id)).await.map_err(|e| e.to_string())?.is_some() {
-        return Ok(());
-    }
-    // put_file may move its source: hand it a copy.
-    let tmp = state.assets_dir.join(format!(".{}", reelsmith_store::new_id("sh")));
-    tokio::fs::copy(path, &tmp).await.map_err(|e| e.to_string())?;
-    let r = state.artifacts.put_file(&asset_key(id), &tmp).await.map_err(|e| e.to_string());
-    let _ = tokio::fs::remove_file(&tmp).await;
-    r.map(|_| ())
 }

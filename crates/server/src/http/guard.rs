@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 pub async fn browser_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let host = request_host(&req);

@@ -1,0 +1,188 @@
+//! Recording how an attempt ended: results, events and webhooks, retries.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reelsmith_engine::Report;
+use reelsmith_store::{FailOutcome, GenerationRecord, GenerationResult, Heartbeat, now_ms};
+
+use crate::events::Event;
+use crate::state::AppState;
+
+pub(crate) async fn finish_succeeded(
+    state: &AppState,
+    g: &GenerationRecord,
+    lease: &reelsmith_store::Lease,
+    report: Report,
+    video: &Path,
+) -> &'static str {
+    // Results are written before the completion; a worker that lost its job writes nothing.
+    if !matches!(
+        state.queue.heartbeat(lease, Duration::from_secs_f64(state.config.lease_secs)).await,
+        Ok(Heartbeat::Extended)
+    ) {
+        tracing::warn!(generation = %g.id, "lease lost or cancelled before storing results");
+        return "lost";
+    }
+    match store_results(state, g, &report, video).await {
+        Ok(result) => {
+            for (name, st) in &report.stages {
+                metrics::histogram!("reelsmith_stage_duration_seconds", "stage" => name.clone()).record(st.wall_s);
+            }
+            metrics::counter!("reelsmith_cache_hits_total").increment(report.cache_hits);
+            metrics::counter!("reelsmith_cache_misses_total").increment(report.cache_misses);
+            state.note_cache(report.cache_hits, report.cache_misses);
+            let mut done = g.clone();
+            done.state = reelsmith_store::JobState::Succeeded;
+            done.progress = 1.0;
+            done.stage = Some("done".into());
+            done.result = Some(result);
+            done.finished_at_ms = Some(now_ms());
+            match state
+                .queue
+                .complete(lease, crate::webhooks::for_generation(state, &done, "generation.succeeded"))
+                .await
+            {
+                Ok(true) => {
+                    state.hub.publish(crate::events::event_of(&done));
+                    "succeeded"
+                }
+                Ok(false) => "lost",
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record success; the lease will expire and the job rerun");
+                    "error"
+                }
+            }
+        }
+        Err(e) => {
+            let msg = format!("cannot store the results: {e}");
+            finish_failed(state, g, lease, "storage", &msg, true).await
+        }
+    }
+}
+
+/// Thumbnail, subtitles, report and video into artifact storage; the result record.
+async fn store_results(
+    state: &AppState,
+    g: &GenerationRecord,
+    report: &Report,
+    video: &Path,
+) -> Result<GenerationResult, String> {
+    let dir = video.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (video_p, thumb_p) = (video.to_path_buf(), dir.join("thumbnail.jpg"));
+    let duration = report.duration_s;
+    let engine = state.engine.clone();
+    let hash = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(&video_p).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let hash = h.finalize().to_hex()[..32].to_string();
+        // Decoding the poster frame costs an FFmpeg run (~0.1 s at 720p): the same video (a
+        // re-render from cache) reuses the poster made for it before.
+        let key = reelsmith_engine::cache::key("poster", &hash);
+        let (entry, _) = engine
+            .cache
+            .get_or_build("poster", &key, |d: &Path| {
+                poster(&video_p, &d.join("thumbnail.jpg"), duration).map_err(std::io::Error::other)
+            })
+            .map_err(|e: std::io::Error| e.to_string())?;
+        std::fs::copy(entry.join("thumbnail.jpg"), &thumb_p).map_err(|e| e.to_string())?;
+        Ok(hash)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    std::fs::write(dir.join("subtitles.vtt"), report.webvtt()).map_err(|e| e.to_string())?;
+    let mut report_json = serde_json::to_value(report).map_err(|e| e.to_string())?;
+    // Callers see the file they download, not where this node rendered it.
+    report_json["output"] = serde_json::json!("video.mp4");
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report_json).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    let a = &state.artifacts;
+    let key = |n: &str| format!("{}/{n}", g.id);
+    for name in ["thumbnail.jpg", "subtitles.vtt", "report.json"] {
+        a.put_file(&key(name), &dir.join(name)).await.map_err(|e| e.to_string())?;
+    }
+    let bytes = a.put_file(&key("video.mp4"), video).await.map_err(|e| e.to_string())?;
+    let result = GenerationResult {
+        video_bytes: bytes,
+        video_etag: hash,
+        duration_s: report.duration_s,
+        width: report.width,
+        height: report.height,
+        has_thumbnail: true,
+        has_subtitles: !report.captions.is_empty(),
+        report: report_json,
+    };
+    state.meta.set_result(&g.id, &result).await.map_err(|e| e.to_string())?;
+    Ok(result)
+}
+
+/// A JPEG poster frame from one second in (or the middle of a shorter video).
+fn poster(video: &Path, out: &Path, duration: f64) -> Result<(), String> {
+    let t = (duration / 2.0).min(1.0);
+    let (w, h, rgb) = reelsmith_media::ffmpeg::frame_rgb_at(video, t).map_err(|e| e.to_string())?;
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or("poster frame has the wrong size")?;
+    let f = std::fs::File::create(out).map_err(|e| e.to_string())?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(f), 85)
+        .encode_image(&img)
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) async fn finish_cancelled(
+    state: &AppState,
+    g: &GenerationRecord,
+    lease: &reelsmith_store::Lease,
+) -> &'static str {
+    let mut done = g.clone();
+    done.state = reelsmith_store::JobState::Cancelled;
+    match state.queue.cancelled(lease, crate::webhooks::for_generation(state, &done, "generation.cancelled")).await {
+        Ok(true) => {
+            state.hub.publish(crate::events::event_of(&done));
+            "cancelled"
+        }
+        _ => "lost",
+    }
+}
+
+pub(crate) async fn finish_failed(
+    state: &AppState,
+    g: &GenerationRecord,
+    lease: &reelsmith_store::Lease,
+    code: &str,
+    message: &str,
+    retryable: bool,
+) -> &'static str {
+    // `message` is the event's own text in the log format: the reason (FFmpeg's words, partly
+    // the caller's) goes in a field of its own, Debug-escaped so it cannot forge log lines.
+    tracing::warn!(generation = %g.id, attempt = lease.attempt, code, reason = ?message, retryable, "render attempt failed");
+    let mut done = g.clone();
+    done.state = reelsmith_store::JobState::Failed;
+    done.error_code = Some(code.into());
+    done.error_message = Some(message.into());
+    let events = crate::webhooks::for_generation(state, &done, "generation.failed");
+    // The reason goes in first so a final failure is never visible without it.
+    let _ = state.meta.set_error(&g.id, code, message).await;
+    let full = format!("{code}: {message}");
+    match state.queue.fail(lease, &full, retryable, events).await {
+        Ok(FailOutcome::Retrying { .. }) => {
+            state.hub.publish(Event {
+                id: g.id.clone(),
+                status: "queued".into(),
+                progress: 0.0,
+                stage: Some("retrying".into()),
+                attempt: lease.attempt,
+                error: Some(full),
+                owner: g.api_key_id.clone(),
+            });
+            "retrying"
+        }
+        Ok(FailOutcome::Failed) => {
+            state.hub.publish(crate::events::event_of(&done));
+            "failed"
+        }
+        Ok(FailOutcome::Lost) => "lost",
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a failure");
+            "error"
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Render jobs: one generation's video, on a low-priority thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use reelsmith_engine::{Progress, RenderError, RenderOptions};
+use reelsmith_store::ClaimedJob;
+
+use crate::events::Event;
+use crate::jobs::lease::{
+    ProgressState, STOP_CANCEL, STOP_LEASE_LOST, STOP_NONE, STOP_TIME_LIMIT, Watch, attempt_timeout, overall,
+    panic_message, supervise, time_limit_message,
+};
+use crate::jobs::outcome::{finish_cancelled, finish_failed, finish_succeeded};
+use crate::state::AppState;
+
+pub(crate) async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
+    let id = job.subject.clone();
+    let outcome = render_attempt(state, job).await;
+    // Whatever happened, this process no longer has live progress for it.
+    if let Some(id) = id {
+        state.hub.forget(&id);
+    }
+    outcome
+}
+
+async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
+    let lease = job.lease.clone();
+    let Some(gen_id) = job.subject.clone() else {
+        let _ = state.queue.fail(&lease, "render job without a generation", false, vec![]).await;
+        return "failed";
+    };
+    let record = match state.meta.generation(&gen_id).await {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            // Deleted while queued: nothing to do.
+            let _ = state.queue.complete(&lease, vec![]).await;
+            return "skipped";
+        }
+        Err(e) => {
+            let _ = state.queue.fail(&lease, &format!("database: {e}"), true, vec![]).await;
+            return "failed";
+        }
+    };
+    if crate::jobs::did::is_remote(&record) {
+        return crate::jobs::did::render(state, &job, &record).await;
+    }
+    let publish = |status: &str, progress: f64, stage: Option<&str>, error: Option<String>| {
+        state.hub.publish(Event {
+            id: gen_id.clone(),
+            status: status.into(),
+            progress,
+            stage: stage.map(Into::into),
+            attempt: lease.attempt,
+            error,
+            owner: record.api_key_id.clone(),
+        })
+    };
+    publish("running", 0.0, Some("starting"), None);
+    if job.recovered {
+        tracing::warn!(generation = %gen_id, attempt = lease.attempt, "previous worker lost its lease; rendering again");
+    }
+
+    let work = state.config.data_dir.join("tmp").join(format!("{gen_id}-{}", lease.attempt));
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    if let Err(e) = tokio::fs::create_dir_all(&work).await {
+        let _ = state.queue.fail(&lease, &format!("cannot create work folder: {e}"), true, vec![]).await;
+        return "failed";
+    }
+    let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
+        Ok(s) => crate::assets::engine_view(&s),
+        Err(e) => return finish_failed(state, &record, &lease, "spec_parse", &e.to_string(), false).await,
+    };
+    if let Err(e) = crate::assets::ensure_assets(state, &spec).await {
+        return finish_failed(state, &record, &lease, "assets", &e, true).await;
+    }
+    // Talking heads D-ID animates become D-ID's clips first.
+    let did_stage = match crate::jobs::did::prepare_scenes(state, &job, &record, &mut spec, &work, true).await {
+        Ok(crate::jobs::did::Scenes::Ready(stage)) => stage,
+        prepared => {
+            let outcome = match prepared {
+                Ok(crate::jobs::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
+                Ok(_) => "lost",
+                Err(f) => {
+                    let retryable = matches!(f, crate::jobs::did::Failure::Retryable(_));
+                    finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
+                }
+            };
+            let _ = tokio::fs::remove_dir_all(&work).await;
+            return outcome;
+        }
+    };
+
+    // Distributed: segments rendered by segment jobs on any worker first, then assembled here.
+    let mut made_by = std::collections::BTreeMap::new();
+    if state.config.distributed_render {
+        match crate::jobs::segments::fan_out(state, &job, &record, &spec, &work).await {
+            crate::jobs::segments::FanOut::Assemble(workers) => made_by = workers,
+            crate::jobs::segments::FanOut::Finished(outcome) => {
+                let _ = tokio::fs::remove_dir_all(&work).await;
+                return outcome;
+            }
+        }
+    }
+    // Assembling fanned-out segments is the last 5%: progress does not start over.
+    let floor = if made_by.is_empty() { 0.0 } else { 0.95 };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let why = Arc::new(AtomicU8::new(STOP_NONE));
+    let progress = Arc::new(Mutex::new(ProgressState::default()));
+    let hub = state.hub.clone();
+    let (gid, attempt, owner) = (gen_id.clone(), lease.attempt, record.api_key_id.clone());
+    let progress_cb = {
+        let progress = progress.clone();
+        let last_sent = Mutex::new((String::new(), -1.0f64));
+        Arc::new(move |p: Progress| {
+            let mut st = progress.lock().expect("progress");
+            match p {
+                Progress::Stage { name, total } => {
+                    st.stage = name.into();
+                    st.fraction = overall(name, 0, total.max(1));
+                }
+                Progress::Frames { done, total } => st.fraction = overall("render", done, total),
+            }
+            st.fraction = st.fraction.max(floor);
+            st.changed = true;
+            // Live events at most every whole percent or stage change; the store every second.
+            let mut last = last_sent.lock().expect("progress");
+            if last.0 != st.stage || st.fraction - last.1 >= 0.01 {
+                *last = (st.stage.clone(), st.fraction);
+                hub.publish(Event {
+                    id: gid.clone(),
+                    status: "running".into(),
+                    progress: (st.fraction * 1000.0).round() / 1000.0,
+                    stage: Some(st.stage.clone()),
+                    attempt,
+                    error: None,
+                    owner: owner.clone(),
+                });
+            }
+        }) as Arc<dyn Fn(Progress) + Send + Sync>
+    };
+    let out = work.join("video.mp4");
+    let opts = RenderOptions {
+        progress: Some(progress_cb),
+        cancel: Some(cancel.clone()),
+        // Each key's renders have their own cache entries (no cross-tenant hit oracle).
+        cache_scope: record.api_key_id.clone(),
+        ..Default::default()
+    };
+    let engine = state.engine.clone();
+    let assets = state.assets_dir.clone();
+    let panic_attempts = fault_panic_attempts();
+    let out_thread = out.clone();
+    let render = move || {
+        if attempt <= panic_attempts {
+            panic!("injected fault (REELSMITH_FAULT_PANIC_ATTEMPTS) on attempt {attempt}");
+        }
+        engine.render(&spec, &assets, &out_thread, &opts)
+    };
+    let timeout = attempt_timeout(state, &job);
+    let watch = Watch { cancel, why, progress: Some(progress) };
+    let result = match supervise(state, &lease, &gen_id, timeout, &watch, render).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = state.queue.fail(&lease, &format!("cannot start a render thread: {e}"), true, vec![]).await;
+            return "failed";
+        }
+    };
+    let stop_reason = watch.why.load(Ordering::Relaxed);
+    let outcome = match result {
+        _ if stop_reason == STOP_LEASE_LOST => {
+            tracing::warn!(generation = %gen_id, "lease lost; another worker has the job");
+            "lost"
+        }
+        Ok(Ok(mut report)) => {
+            for s in &mut report.segments {
+                s.worker = made_by.get(&s.index).cloned();
+            }
+            if let Some(st) = did_stage {
+                report.wall_s += st.wall_s;
+                report.stages.insert("d-id".into(), st);
+            }
+            finish_succeeded(state, &record, &lease, report, &out).await
+        }
+        _ if stop_reason == STOP_CANCEL => finish_cancelled(state, &record, &lease).await,
+        Ok(Err(_)) if stop_reason == STOP_TIME_LIMIT => {
+            finish_failed(state, &record, &lease, "time_limit", &time_limit_message(timeout), false).await
+        }
+        Ok(Err(e)) => {
+            let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
+            finish_failed(state, &record, &lease, e.code(), &e.to_string(), retryable).await
+        }
+        Err(panic) => {
+            let msg = panic_message(&panic);
+            finish_failed(state, &record, &lease, "worker_panic", &format!("render worker panicked: {msg}"), true).await
+        }
+    };
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    outcome
+}
+
+/// Test hook: make render attempts up to N panic (exercises crash handling end to end).
+fn fault_panic_attempts() -> u32 {
+    std::env::var("REELSMITH_FAULT_PANIC_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}

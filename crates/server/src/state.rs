@@ -1,0 +1,218 @@
+//! The service state handlers and workers share, and the backends it opens from the config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use reelsmith_engine::{Cache, Engine};
+use reelsmith_store::{ArtifactStore, JobQueue, LocalArtifacts, Metadata, PgStore, SqliteStore};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::{config, signing};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub queue: Arc<dyn JobQueue>,
+    pub meta: Arc<dyn Metadata>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub engine: Arc<Engine>,
+    pub hub: crate::events::Hub,
+    pub limiter: Arc<crate::access::RateLimiter>,
+    pub requests: Arc<crate::telemetry::RequestLog>,
+    /// Finished generations read for the performance report (incrementally).
+    pub finished: Arc<crate::telemetry::FinishedHistory>,
+    pub request_ids: Arc<crate::telemetry::RequestIds>,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// Wakes idle render workers when a job arrives.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes idle segment workers when a render fans out.
+    pub wake_segments: Arc<tokio::sync::Notify>,
+    pub http: reqwest::Client,
+    pub webhook_secret: Arc<str>,
+    /// Keys for talk links and D-ID callbacks (derived from `signing_secret`).
+    pub signing: signing::Keys,
+    pub assets_dir: PathBuf,
+    pub node_id: Arc<str>,
+    /// How clients reach this server: `public_url`, else the address it listens on.
+    pub public_url: Arc<str>,
+    /// Remote (D-ID) talks waiting for their provider's webhook, by generation id.
+    pub remote_waits: crate::events::Waits,
+    /// The last readiness answer and when it was made: `/ready` is unauthenticated, so it is
+    /// computed at most once per READY_TTL however often it is asked.
+    pub ready_cache: Arc<tokio::sync::Mutex<Option<(std::time::Instant, StatusCode, Value)>>>,
+    /// Open event streams per key ("" for the keyless caller).
+    pub streams: crate::events::StreamCounts,
+    /// Progress of other nodes through Redis, when configured; whether it is connected now.
+    pub bus: Option<(Arc<reelsmith_store::RedisBus>, Arc<std::sync::atomic::AtomicBool>)>,
+    /// Uploaded assets also live in artifact storage (shared by every node), not only on this
+    /// node's disk.
+    pub shared_assets: bool,
+    cache_counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl AppState {
+    pub fn live_progress(&self, id: &str) -> Option<crate::events::Event> {
+        self.hub.latest(id)
+    }
+
+    pub(crate) fn note_cache(&self, hits: u64, misses: u64) {
+        let h = self.cache_counts.0.fetch_add(hits, Ordering::Relaxed) + hits;
+        let m = self.cache_counts.1.fetch_add(misses, Ordering::Relaxed) + misses;
+        if h + m > 0 {
+            metrics::gauge!("reelsmith_cache_hit_ratio").set(h as f64 / (h + m) as f64);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] reelsmith_store::StoreError),
+    #[error("engine: {0}")]
+    Engine(#[from] reelsmith_engine::RenderError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The job queue and metadata: PostgreSQL when `database_url` is set, else the embedded SQLite
+/// file in `data_dir`.
+pub async fn open_database(config: &Config) -> Result<(Arc<dyn JobQueue>, Arc<dyn Metadata>), ServeError> {
+    Ok(match &config.database_url {
+        Some(url) => {
+            let pg = Arc::new(PgStore::connect(url, Some(&config.database_schema), config.database_pool_size).await?);
+            (pg.clone(), pg)
+        }
+        None => {
+            let db = config.data_dir.join("reelsmith.db");
+            let store = Arc::new(SqliteStore::open(&db, config.durability).await?);
+            (store.clone(), store)
+        }
+    })
+}
+
+/// Result files: an S3-compatible bucket when `s3_bucket` is set, else `data_dir/artifacts`.
+pub async fn open_artifacts(config: &Config) -> Result<Arc<dyn ArtifactStore>, ServeError> {
+    Ok(match &config.s3_bucket {
+        Some(bucket) => {
+            let c = reelsmith_store::S3Config {
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                prefix: config.s3_prefix.clone(),
+                access_key_id: config.s3_access_key_id.clone(),
+                secret_access_key: config.s3_secret_access_key.clone(),
+                allow_http: config.s3_allow_http,
+                create_bucket: config.s3_create_bucket,
+                ..reelsmith_store::S3Config::new(bucket.clone())
+            };
+            Arc::new(reelsmith_store::S3Artifacts::connect(c).await?)
+        }
+        None => Arc::new(LocalArtifacts::new(config.data_dir.join("artifacts"))?),
+    })
+}
+
+/// Opens the backends the config names (embedded defaults: SQLite + files in `data_dir`).
+pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data.join("tmp"))?;
+    let (queue, meta) = open_database(&config).await?;
+    let artifacts = open_artifacts(&config).await?;
+    let assets_dir = config.assets_dir();
+    std::fs::create_dir_all(&assets_dir)?;
+    let mut cache = Cache::open(config.cache_dir(), config.cache_size_mb * 1024 * 1024)
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let mut bus = None;
+    if let Some(redis) = config.redis() {
+        let tier = Arc::new(reelsmith_store::RedisTier::new(&redis)?);
+        let check = tier.clone();
+        // Advice only: a Redis that is down now may be up later.
+        match tokio::task::spawn_blocking(move || check.memory_limit()).await {
+            Ok(Ok((0, policy))) => tracing::warn!(
+                policy,
+                "redis has no maxmemory: only TTLs bound the shared cache; set maxmemory and maxmemory-policy allkeys-lru"
+            ),
+            Ok(Ok((max, policy))) => tracing::info!(max_bytes = max, policy, "shared cache on redis"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "redis is not answering; renders go on without the shared cache"),
+            Err(_) => {}
+        }
+        cache = cache.with_shared(tier);
+        bus = Some((
+            Arc::new(reelsmith_store::RedisBus::new(&redis)?),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        ));
+    }
+    let engine = Arc::new(Engine::new(cache)?);
+    let webhook_secret: Arc<str> = match &config.webhook_secret {
+        Some(s) => s.as_str().into(),
+        None => load_or_create_secret(&data.join("webhook_secret"), "whsec_")?.into(),
+    };
+    let signing = signing::Keys::derive(
+        match &config.signing_secret {
+            Some(s) => s.clone(),
+            None => load_or_create_secret(&data.join("signing_secret"), "")?,
+        }
+        .as_bytes(),
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
+    Ok(AppState {
+        node_id: format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>()).into(),
+        shared_assets: config.s3_bucket.is_some(),
+        bus,
+        config: Arc::new(config),
+        queue,
+        meta,
+        artifacts,
+        engine,
+        hub: crate::events::Hub::default(),
+        limiter: Default::default(),
+        requests: Default::default(),
+        finished: Default::default(),
+        request_ids: Default::default(),
+        prometheus: crate::telemetry::prometheus(),
+        wake: Default::default(),
+        wake_segments: Default::default(),
+        http,
+        webhook_secret,
+        signing,
+        assets_dir,
+        public_url: public_url.into(),
+        remote_waits: Default::default(),
+        ready_cache: Default::default(),
+        streams: Default::default(),
+        cache_counts: Default::default(),
+    })
+}
+
+fn load_or_create_secret(path: &std::path::Path, prefix: &str) -> std::io::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        return Ok(s.trim().to_string());
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
+    let tmp = path.with_extension("tmp");
+    // Readable by the service's user only.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?
+        .write_all(secret.as_bytes())?;
+    std::fs::rename(&tmp, path)?;
+    Ok(secret)
+}

@@ -1,0 +1,154 @@
+//! Public JSON views of generations and talks: HTTP responses and webhook bodies alike.
+
+use reelsmith_store::{Attempt, GenerationRecord, JobState, now_ms};
+use serde_json::{Value, json};
+
+use crate::signing::Purpose;
+use crate::state::AppState;
+
+/// The public JSON of a generation. `attempts` may be empty (webhook bodies leave them out).
+pub fn status_json(g: &GenerationRecord, attempts: &[Attempt]) -> Value {
+    let base = format!("/api/v1/generations/{}", g.id);
+    let progress = if g.state == JobState::Succeeded { 1.0 } else { g.progress };
+    let mut v = json!({
+        "id": g.id,
+        "status": g.state.as_str(),
+        "progress": (progress * 1000.0).round() / 10.0,
+        "stage": g.stage,
+        "priority": g.priority,
+        "attempts": g.attempts,
+        "max_attempts": g.max_attempts,
+        "created_at_ms": g.created_at_ms,
+        "started_at_ms": g.started_at_ms,
+        "finished_at_ms": g.finished_at_ms,
+        "metadata": g.metadata,
+        "webhook_url": g.webhook_url,
+        "links": {"self": base, "events": format!("{base}/events"), "cancel": format!("{base}/cancel")},
+    });
+    if g.state == JobState::Failed {
+        v["error"] = json!({
+            "code": g.error_code.as_deref().unwrap_or("failed"),
+            "message": g.error_message.clone().or_else(|| g.last_error.clone()).unwrap_or_else(|| "the render failed".into()),
+        });
+    } else if let Some(e) = &g.last_error {
+        v["last_error"] = json!(e);
+    }
+    if let Some(r) = &g.result {
+        v["result"] = json!({
+            "video_url": format!("{base}/video"),
+            "thumbnail_url": format!("{base}/thumbnail"),
+            "subtitles_url": r.has_subtitles.then(|| format!("{base}/subtitles.vtt")),
+            "report_url": format!("{base}/report"),
+            "bytes": r.video_bytes,
+            "duration_s": r.duration_s,
+            "width": r.width,
+            "height": r.height,
+        });
+        if let Some(stages) = r.report.get("stages") {
+            v["timings"] = json!({
+                "wall_s": r.report.get("wall_s"),
+                "cpu_s": r.report.get("cpu_s"),
+                "cache_hit_ratio": r.report.get("cache_hit_ratio"),
+                "stages": stages,
+            });
+        }
+    }
+    if !attempts.is_empty() {
+        v["attempt_history"] = json!(attempts);
+    }
+    v
+}
+
+pub const TALK_PREFIX: &str = "tlk_";
+
+pub fn talk_id(generation_id: &str) -> String {
+    format!("{TALK_PREFIX}{}", generation_id.trim_start_matches("gen_"))
+}
+
+pub fn is_talk(g: &GenerationRecord) -> bool {
+    g.metadata.get("talk").is_some_and(Value::is_object)
+}
+
+/// ISO 8601 UTC with milliseconds, as D-ID writes times.
+pub fn iso(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub(crate) fn result_message(generation_id: &str, expires: i64) -> Vec<u8> {
+    format!("talk-result:{generation_id}:{expires}").into_bytes()
+}
+
+fn sign_result(state: &AppState, generation_id: &str, expires: i64) -> String {
+    state.signing.sign(Purpose::TalkResult, &result_message(generation_id, expires))
+}
+
+/// A link to the talk's video that works without a key until it expires.
+fn result_url(state: &AppState, g: &GenerationRecord, base: &str) -> String {
+    let expires = now_ms() / 1000 + state.config.result_url_ttl_secs as i64;
+    let sig = sign_result(state, &g.id, expires);
+    format!("{}/talks/{}/result.mp4?expires={expires}&signature={sig}", base.trim_end_matches('/'), talk_id(&g.id))
+}
+
+/// The talk as `GET /talks/{id}` shows it (and as its webhook sends it).
+pub fn talk_json(state: &AppState, g: &GenerationRecord, base: &str) -> Value {
+    let t = &g.metadata["talk"];
+    let status = match g.state {
+        JobState::Queued => "created",
+        JobState::Running => "started",
+        JobState::Succeeded => "done",
+        JobState::Failed | JobState::Cancelled => "error",
+    };
+    let modified = g.finished_at_ms.or(g.started_at_ms).unwrap_or(g.created_at_ms);
+    let mut v = json!({
+        "id": talk_id(&g.id),
+        "object": "talk",
+        "user_id": g.api_key_id.as_deref().unwrap_or("local"),
+        "created_by": g.api_key_id.as_deref().unwrap_or("local"),
+        "created_at": iso(g.created_at_ms),
+        "modified_at": iso(modified),
+        "status": status,
+        "source_url": t["source_url"],
+        "config": t["config"],
+        "script": t["script"],
+        "engine": t["engine"],
+    });
+    let obj = v.as_object_mut().expect("object");
+    for key in ["name", "user_data", "audio_url", "remote_id"] {
+        if let Some(x) = t.get(key).filter(|x| !x.is_null()) {
+            obj.insert(key.into(), x.clone());
+        }
+    }
+    if let Some(s) = g.started_at_ms {
+        obj.insert("started_at".into(), json!(iso(s)));
+    }
+    if let Some(w) = &g.webhook_url {
+        obj.insert("webhook".into(), json!(w));
+    }
+    if let (JobState::Succeeded, Some(r)) = (g.state, &g.result) {
+        obj.insert("duration".into(), json!(r.duration_s));
+        obj.insert("result_url".into(), json!(result_url(state, g, base)));
+    }
+    match g.state {
+        JobState::Failed => {
+            let description = g.error_message.clone().or_else(|| g.last_error.clone()).unwrap_or_default();
+            obj.insert("error".into(), json!({"kind": "TalkError", "description": description}));
+        }
+        JobState::Cancelled => {
+            obj.insert("error".into(), json!({"kind": "Cancelled", "description": "the talk was cancelled"}));
+        }
+        _ => {}
+    }
+    v
+}
