@@ -167,10 +167,7 @@ fn main() {
     if let Err(e) = result {
         // Spec problems are listed one per line, each with its JSON path.
         eprintln!("error: {e:#}");
-        let code = match e.downcast_ref::<RenderError>() {
-            Some(RenderError::Parse(_) | RenderError::Invalid(_)) => 2,
-            _ => 1,
-        };
+        let code = if e.downcast_ref::<RenderError>().is_some_and(RenderError::is_input_error) { 2 } else { 1 };
         std::process::exit(code);
     }
 }

@@ -49,6 +49,12 @@ pub enum RenderError {
 }
 
 impl RenderError {
+    /// The spec itself is at fault (it does not parse or validate): retrying cannot help, and
+    /// the caller must change it.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, Self::Parse(_) | Self::Invalid(_))
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Parse(_) => ParseError::CODE,

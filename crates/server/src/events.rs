@@ -30,6 +30,19 @@ pub struct Event {
 }
 
 impl Event {
+    /// A running generation's progress (0-1, kept to three decimals) at `stage`.
+    pub fn running(id: &str, owner: Option<String>, attempt: u32, stage: &str, progress: f64) -> Self {
+        Self {
+            id: id.to_string(),
+            status: "running".into(),
+            progress: (progress * 1000.0).round() / 1000.0,
+            stage: Some(stage.to_string()),
+            attempt,
+            error: None,
+            owner,
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
     }

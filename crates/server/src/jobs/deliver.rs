@@ -4,17 +4,18 @@ use std::time::Duration;
 
 use reelsmith_store::{ClaimedJob, FailOutcome};
 
+use crate::jobs::outcome::Outcome;
 use crate::net::outbound_client;
 use crate::state::AppState;
 use crate::webhooks;
 use crate::webhooks::Delivery;
 
-pub(crate) async fn deliver(state: &AppState, job: ClaimedJob) -> &'static str {
+pub(crate) async fn deliver(state: &AppState, job: ClaimedJob) -> Outcome {
     let d: crate::webhooks::Delivery = match serde_json::from_value(job.payload.clone()) {
         Ok(d) => d,
         Err(e) => {
             let _ = state.queue.fail(&job.lease, &format!("bad delivery record: {e}"), false, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     };
     let timeout = Duration::from_secs_f64(state.config.webhook_timeout_secs);
@@ -25,27 +26,27 @@ pub(crate) async fn deliver(state: &AppState, job: ClaimedJob) -> &'static str {
             Ok(k) => k.and_then(|k| k.webhook_secret).unwrap_or_else(|| state.webhook_secret.to_string()),
             Err(e) => {
                 let _ = state.queue.fail(&job.lease, &format!("reading the key: {e}"), true, vec![]).await;
-                return "failed";
+                return Outcome::Failed;
             }
         },
         None => state.webhook_secret.to_string(),
     };
     let outcome = match crate::jobs::deliver::send(&state.http, secret.as_bytes(), &d, timeout, allow_private).await {
         Ok(_) => match state.queue.complete(&job.lease, vec![]).await {
-            Ok(true) => "succeeded",
-            _ => "lost",
+            Ok(true) => Outcome::Succeeded,
+            _ => Outcome::Lost,
         },
         Err(reason) => match state.queue.fail(&job.lease, &reason, true, vec![]).await {
-            Ok(FailOutcome::Retrying { .. }) => "retrying",
-            Ok(FailOutcome::Failed) => "failed",
-            _ => "lost",
+            Ok(FailOutcome::Retrying { .. }) => Outcome::Retrying,
+            Ok(FailOutcome::Failed) => Outcome::Failed,
+            _ => Outcome::Lost,
         },
     };
-    metrics::counter!("reelsmith_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    metrics::counter!("reelsmith_webhook_deliveries_total", "outcome" => outcome.as_str()).increment(1);
     outcome
 }
 
-/// One delivery attempt: Ok on 2xx, Err(reason) otherwise (see [`outbound_client`]).
+/// One delivery attempt: Ok on 2xx, Err(reason) otherwise (see [`crate::net::outbound_client`]).
 pub async fn send(
     client: &reqwest::Client,
     secret: &[u8],

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use reelsmith_engine::Report;
 use reelsmith_engine::report::StageReport;
-use reelsmith_store::{ClaimedJob, GenerationRecord, Heartbeat};
+use reelsmith_store::{ClaimedJob, GenerationRecord};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::events::{Event, Waits};
+use crate::jobs::lease::{Held, hold};
+use crate::jobs::outcome::Outcome;
 use crate::signing::Purpose;
 use crate::state::AppState;
 
@@ -154,15 +156,7 @@ fn register_wait<'a>(state: &'a AppState, waiter: &str) -> (Arc<Notify>, WaitGua
 
 /// Publishes a running generation's progress at a D-ID stage.
 fn publish_progress(state: &AppState, g: &GenerationRecord, attempt: u32, stage: &str, progress: f64) {
-    state.hub.publish(Event {
-        id: g.id.clone(),
-        status: "running".into(),
-        progress,
-        stage: Some(stage.into()),
-        attempt,
-        error: None,
-        owner: g.api_key_id.clone(),
-    });
+    state.hub.publish(Event::running(&g.id, g.api_key_id.clone(), attempt, stage, progress));
 }
 
 impl Drop for WaitGuard<'_> {
@@ -179,7 +173,7 @@ async fn asset_of(state: &AppState, reference: Option<&str>) -> Option<(std::pat
 }
 
 /// Renders a talk through D-ID; the job's outcome as the worker reports it.
-pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) -> &'static str {
+pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) -> Outcome {
     let lease = &job.lease;
     let started = Instant::now();
     let Some(key) = state.config.did_api_key.as_deref() else {
@@ -203,7 +197,7 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
             crate::jobs::outcome::finish_succeeded(state, g, lease, report, &video).await
         }
         Ok(Step::Cancelled) => crate::jobs::outcome::finish_cancelled(state, g, lease).await,
-        Ok(Step::Lost) => "lost",
+        Ok(Step::Lost) => Outcome::Lost,
         Err(f) => {
             let retryable = matches!(f, Failure::Retryable(_));
             crate::jobs::outcome::finish_failed(state, g, lease, "provider_error", f.message(), retryable).await
@@ -302,10 +296,25 @@ async fn wait_for_talk(
     notify: &Notify,
     publish: &impl Fn(&str, f64),
 ) -> Result<Waited, Failure> {
-    let lease_len = Duration::from_secs_f64(state.config.lease_secs);
-    let mut beat = tokio::time::interval(lease_len / 3);
+    let timeout = crate::jobs::lease::attempt_timeout(state, job);
+    match hold(state, &job.lease, timeout, poll_talk(state, client, remote_id, notify, publish)).await {
+        Held::Done(r) => r,
+        Held::Cancelled => Ok(Waited::Cancelled),
+        Held::Lost => Ok(Waited::Lost),
+        Held::TimedOut => Err(Failure::Final(format!("D-ID did not finish within the time limit (talk {remote_id})"))),
+    }
+}
+
+/// Reads the talk until it is done or failed: after each read, until D-ID's webhook wakes
+/// `notify` or the next poll is due.
+async fn poll_talk(
+    state: &AppState,
+    client: &Client,
+    remote_id: &str,
+    notify: &Notify,
+    publish: &impl Fn(&str, f64),
+) -> Result<Waited, Failure> {
     let poll = Duration::from_secs_f64(state.config.did_poll_secs);
-    let deadline = tokio::time::Instant::now() + crate::jobs::lease::attempt_timeout(state, job);
     loop {
         let talk = client.talk(remote_id).await?;
         match talk["status"].as_str().unwrap_or_default() {
@@ -319,23 +328,10 @@ async fn wait_for_talk(
             }
             _ => publish("d-id", if talk["status"] == "started" { 0.5 } else { 0.2 }),
         }
-        // Until D-ID's webhook wakes us, or the next poll; heartbeats keep the lease meanwhile.
-        let next_poll = tokio::time::sleep(poll);
-        tokio::pin!(next_poll);
-        loop {
-            tokio::select! {
-                _ = notify.notified() => break,
-                _ = &mut next_poll => break,
-                _ = beat.tick() => match state.queue.heartbeat(&job.lease, lease_len).await {
-                    Ok(Heartbeat::Extended) => {}
-                    Ok(Heartbeat::CancelRequested) => return Ok(Waited::Cancelled),
-                    Ok(Heartbeat::Lost) => return Ok(Waited::Lost),
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Failure::Final(format!("D-ID did not finish within the time limit (talk {remote_id})")));
-                }
-            }
+        // Until D-ID's webhook wakes us, or the next poll (`hold` keeps the lease meanwhile).
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }
@@ -456,11 +452,12 @@ async fn scene_clip(
     })
     .await
     .map_err(|e| Failure::Retryable(e.to_string()))?;
-    let (narration_key, _) = narration.map_err(|e| match e {
-        reelsmith_engine::RenderError::Invalid(_) | reelsmith_engine::RenderError::Parse(_) => {
+    let (narration_key, _) = narration.map_err(|e| {
+        if e.is_input_error() {
             Failure::Final(e.to_string())
+        } else {
+            Failure::Retryable(format!("scenes[{i}].narration: {e}"))
         }
-        e => Failure::Retryable(format!("scenes[{i}].narration: {e}")),
     })?;
     let photo_hash = photo_hash.map_err(|e| Failure::Retryable(format!("scenes[{i}].image: {e}")))?;
     // D-ID's `stitch` keeps the photo's framing; without it D-ID crops a headshot.

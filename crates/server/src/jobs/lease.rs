@@ -5,19 +5,96 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reelsmith_engine::RenderError;
-use reelsmith_store::{ClaimedJob, Heartbeat};
+use reelsmith_store::{ClaimedJob, Heartbeat, Lease};
 
 use crate::queues::RENDER_QUEUE;
 use crate::state::AppState;
 
-/// Why a render's cancel flag was raised.
-pub(crate) const STOP_NONE: u8 = 0;
+/// Why a job stopped before its work was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Its generation was cancelled.
+    Cancel = 1,
+    /// It ran past its time limit.
+    TimeLimit = 2,
+    /// Its lease expired and another worker may hold the job now: record nothing.
+    LeaseLost = 3,
+}
 
-pub(crate) const STOP_CANCEL: u8 = 1;
+impl Stop {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Cancel),
+            2 => Some(Self::TimeLimit),
+            3 => Some(Self::LeaseLost),
+            _ => None,
+        }
+    }
+}
 
-pub(crate) const STOP_TIME_LIMIT: u8 = 2;
+/// A job's heartbeats: every third of the lease, each one extending it and reporting a cancel
+/// request or a lost lease. The one place that talks to `JobQueue::heartbeat`.
+pub(crate) struct Heartbeats {
+    every: tokio::time::Interval,
+    lease_len: Duration,
+}
 
-pub(crate) const STOP_LEASE_LOST: u8 = 3;
+impl Heartbeats {
+    pub async fn start(state: &AppState) -> Self {
+        let lease_len = Duration::from_secs_f64(state.config.lease_secs);
+        let mut every = tokio::time::interval(lease_len / 3);
+        every.tick().await;
+        Self { every, lease_len }
+    }
+
+    /// Waits for the next beat and sends it: `Some` when the job must stop (cancelled, or the
+    /// lease is lost). A failed heartbeat is retried at the next beat.
+    pub async fn beat(&mut self, state: &AppState, lease: &Lease) -> Option<Stop> {
+        self.every.tick().await;
+        match state.queue.heartbeat(lease, self.lease_len).await {
+            Ok(Heartbeat::Extended) => None,
+            Ok(Heartbeat::CancelRequested) => Some(Stop::Cancel),
+            Ok(Heartbeat::Lost) => Some(Stop::LeaseLost),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; retrying");
+                None
+            }
+        }
+    }
+}
+
+/// How holding a lease around some work ended.
+pub(crate) enum Held<T> {
+    Done(T),
+    Cancelled,
+    Lost,
+    TimedOut,
+}
+
+/// Runs `work` while holding `lease`: heartbeats keep it, and the work is dropped when the job
+/// is cancelled, the lease is lost or `timeout` passes. For async work that can stop at any
+/// await; a render thread, which must be asked to stop, goes through [`supervise`].
+pub(crate) async fn hold<T>(
+    state: &AppState,
+    lease: &Lease,
+    timeout: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Held<T> {
+    let mut beats = Heartbeats::start(state).await;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline, work);
+    loop {
+        tokio::select! {
+            r = &mut work => return Held::Done(r),
+            _ = &mut deadline => return Held::TimedOut,
+            stop = beats.beat(state, lease) => match stop {
+                Some(Stop::Cancel) => return Held::Cancelled,
+                Some(Stop::LeaseLost) => return Held::Lost,
+                Some(Stop::TimeLimit) | None => {}
+            },
+        }
+    }
+}
 
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -50,23 +127,29 @@ pub(crate) fn time_limit_message(timeout: Duration) -> String {
     format!("time limit of {:.0} s exceeded; shorten the video or raise job_timeout_secs", timeout.as_secs_f64())
 }
 
-/// A running job's stop flag, why it was raised, and its progress (saved to the store).
+/// A running job's stop flag (the engine's cancel flag), why it was raised, and its progress
+/// (saved to the store).
 pub(crate) struct Watch {
     pub cancel: Arc<AtomicBool>,
-    pub why: Arc<AtomicU8>,
+    why: AtomicU8,
     pub progress: Option<Arc<Mutex<ProgressState>>>,
 }
 
 impl Watch {
     pub fn new() -> Self {
-        Self { cancel: Default::default(), why: Arc::new(AtomicU8::new(STOP_NONE)), progress: None }
+        Self { cancel: Default::default(), why: AtomicU8::new(0), progress: None }
     }
-    pub fn stop(&self, why: u8) {
-        self.why.store(why, Ordering::Relaxed);
+    pub fn with_progress(progress: Arc<Mutex<ProgressState>>) -> Self {
+        Self { progress: Some(progress), ..Self::new() }
+    }
+    /// Raises the stop flag; the latest reason counts (a lost lease after a cancel request
+    /// means nothing may be recorded).
+    pub fn stop(&self, why: Stop) {
+        self.why.store(why as u8, Ordering::Relaxed);
         self.cancel.store(true, Ordering::Relaxed);
     }
-    pub fn reason(&self) -> u8 {
-        self.why.load(Ordering::Relaxed)
+    pub fn reason(&self) -> Option<Stop> {
+        Stop::from_u8(self.why.load(Ordering::Relaxed))
     }
 }
 
@@ -85,7 +168,7 @@ pub(crate) fn panic_message(panic: &Thrown) -> String {
 /// grace period after which a render that ignores its stop flag is abandoned.
 pub(crate) async fn supervise<T: Send + 'static>(
     state: &AppState,
-    lease: &reelsmith_store::Lease,
+    lease: &Lease,
     subject: &str,
     timeout: Duration,
     watch: &Watch,
@@ -102,11 +185,8 @@ pub(crate) async fn supervise<T: Send + 'static>(
         let _ = tx.send(r);
     })?;
     let gen_id = subject;
-    let (why, progress) = (&watch.why, &watch.progress);
-
-    let lease_len = Duration::from_secs_f64(state.config.lease_secs);
-    let mut beat = tokio::time::interval(lease_len / 3);
-    beat.tick().await;
+    let progress = &watch.progress;
+    let mut beats = Heartbeats::start(state).await;
     let mut save = tokio::time::interval(Duration::from_secs(1));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -116,7 +196,7 @@ pub(crate) async fn supervise<T: Send + 'static>(
     tokio::pin!(stop_grace);
     let mut grace_armed = false;
     let result = loop {
-        if !grace_armed && why.load(Ordering::Relaxed) != STOP_NONE {
+        if !grace_armed && watch.reason().is_some() {
             grace_armed = true;
             stop_grace.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
         }
@@ -127,12 +207,11 @@ pub(crate) async fn supervise<T: Send + 'static>(
                 let msg = format!("render did not stop within {} s of being asked", STOP_GRACE.as_secs());
                 break Ok(Ok(Err(RenderError::Io(std::io::Error::other(msg)))));
             }
-            _ = beat.tick() => match state.queue.heartbeat(lease, lease_len).await {
-                Ok(Heartbeat::Extended) => {}
-                Ok(Heartbeat::CancelRequested) => watch.stop(STOP_CANCEL),
-                Ok(Heartbeat::Lost) => watch.stop(STOP_LEASE_LOST),
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-            },
+            stop = beats.beat(state, lease) => {
+                if let Some(stop) = stop {
+                    watch.stop(stop);
+                }
+            }
             _ = save.tick(), if progress.is_some() => {
                 let snapshot = progress.as_ref().and_then(|p| {
                     let mut st = p.lock().expect("progress");
@@ -142,7 +221,7 @@ pub(crate) async fn supervise<T: Send + 'static>(
                     let _ = state.meta.set_progress(gen_id, f, &stage).await;
                 }
             }
-            _ = &mut deadline, if why.load(Ordering::Relaxed) == STOP_NONE => watch.stop(STOP_TIME_LIMIT),
+            _ = &mut deadline, if watch.reason().is_none() => watch.stop(Stop::TimeLimit),
         }
     };
     Ok(match result {

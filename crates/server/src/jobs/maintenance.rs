@@ -6,6 +6,7 @@ use std::time::Duration;
 use reelsmith_store::{ClaimedJob, NewJob, now_ms};
 use tokio_util::sync::CancellationToken;
 
+use crate::jobs::outcome::Outcome;
 use crate::queues::MAINTENANCE_QUEUE;
 use crate::state::AppState;
 
@@ -30,16 +31,16 @@ pub(crate) async fn schedule_cleanup(state: AppState, stop: CancellationToken) {
     }
 }
 
-pub(crate) async fn maintenance(state: &AppState, job: ClaimedJob) -> &'static str {
+pub(crate) async fn maintenance(state: &AppState, job: ClaimedJob) -> Outcome {
     match cleanup(state).await {
         Ok(n) => {
             tracing::info!(removed = n, "cleanup done");
             let _ = state.queue.complete(&job.lease, vec![]).await;
-            "succeeded"
+            Outcome::Succeeded
         }
         Err(e) => {
             let _ = state.queue.fail(&job.lease, &e, true, vec![]).await;
-            "failed"
+            Outcome::Failed
         }
     }
 }

@@ -61,7 +61,8 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
                     queues::SEGMENT_QUEUE => crate::jobs::segments::render_segment(&state, job).await,
                     queues::WEBHOOK_QUEUE => deliver::deliver(&state, job).await,
                     _ => maintenance::maintenance(&state, job).await,
-                };
+                }
+                .as_str();
                 let secs = started.elapsed().as_secs_f64();
                 metrics::counter!("reelsmith_jobs_total", "queue" => queue, "outcome" => outcome).increment(1);
                 metrics::histogram!("reelsmith_job_duration_seconds", "queue" => queue, "outcome" => outcome)

@@ -9,20 +9,50 @@ use reelsmith_store::{FailOutcome, GenerationRecord, GenerationResult, Heartbeat
 use crate::events::Event;
 use crate::state::AppState;
 
+/// How one job attempt ended (the `outcome` label of the job metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Failed and queued again (with backoff).
+    Retrying,
+    Failed,
+    Cancelled,
+    /// The lease expired: another worker may have the job, so nothing was recorded.
+    Lost,
+    /// Nothing to do (the generation is gone or already final).
+    Skipped,
+    /// The outcome could not be recorded (a store error); the lease decides what happens next.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Lost => "lost",
+            Self::Skipped => "skipped",
+            Self::Error => "error",
+        }
+    }
+}
+
 pub(crate) async fn finish_succeeded(
     state: &AppState,
     g: &GenerationRecord,
     lease: &reelsmith_store::Lease,
     report: Report,
     video: &Path,
-) -> &'static str {
+) -> Outcome {
     // Results are written before the completion; a worker that lost its job writes nothing.
     if !matches!(
         state.queue.heartbeat(lease, Duration::from_secs_f64(state.config.lease_secs)).await,
         Ok(Heartbeat::Extended)
     ) {
         tracing::warn!(generation = %g.id, "lease lost or cancelled before storing results");
-        return "lost";
+        return Outcome::Lost;
     }
     match store_results(state, g, &report, video).await {
         Ok(result) => {
@@ -45,12 +75,12 @@ pub(crate) async fn finish_succeeded(
             {
                 Ok(true) => {
                     state.hub.publish(crate::events::event_of(&done));
-                    "succeeded"
+                    Outcome::Succeeded
                 }
-                Ok(false) => "lost",
+                Ok(false) => Outcome::Lost,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot record success; the lease will expire and the job rerun");
-                    "error"
+                    Outcome::Error
                 }
             }
         }
@@ -131,15 +161,15 @@ pub(crate) async fn finish_cancelled(
     state: &AppState,
     g: &GenerationRecord,
     lease: &reelsmith_store::Lease,
-) -> &'static str {
+) -> Outcome {
     let mut done = g.clone();
     done.state = reelsmith_store::JobState::Cancelled;
     match state.queue.cancelled(lease, crate::webhooks::for_generation(state, &done, "generation.cancelled")).await {
         Ok(true) => {
             state.hub.publish(crate::events::event_of(&done));
-            "cancelled"
+            Outcome::Cancelled
         }
-        _ => "lost",
+        _ => Outcome::Lost,
     }
 }
 
@@ -150,7 +180,7 @@ pub(crate) async fn finish_failed(
     code: &str,
     message: &str,
     retryable: bool,
-) -> &'static str {
+) -> Outcome {
     // `message` is the event's own text in the log format: the reason (FFmpeg's words, partly
     // the caller's) goes in a field of its own, Debug-escaped so it cannot forge log lines.
     tracing::warn!(generation = %g.id, attempt = lease.attempt, code, reason = ?message, retryable, "render attempt failed");
@@ -173,16 +203,16 @@ pub(crate) async fn finish_failed(
                 error: Some(full),
                 owner: g.api_key_id.clone(),
             });
-            "retrying"
+            Outcome::Retrying
         }
         Ok(FailOutcome::Failed) => {
             state.hub.publish(crate::events::event_of(&done));
-            "failed"
+            Outcome::Failed
         }
-        Ok(FailOutcome::Lost) => "lost",
+        Ok(FailOutcome::Lost) => Outcome::Lost,
         Err(e) => {
             tracing::error!(error = %e, "cannot record a failure");
-            "error"
+            Outcome::Error
         }
     }
 }

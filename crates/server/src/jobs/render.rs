@@ -1,20 +1,18 @@
 //! Render jobs: one generation's video, on a low-priority thread.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use reelsmith_engine::{Progress, RenderError, RenderOptions};
+use reelsmith_engine::{Progress, RenderOptions};
 use reelsmith_store::ClaimedJob;
 
 use crate::events::Event;
 use crate::jobs::lease::{
-    ProgressState, STOP_CANCEL, STOP_LEASE_LOST, STOP_NONE, STOP_TIME_LIMIT, Watch, attempt_timeout, overall,
-    panic_message, supervise, time_limit_message,
+    ProgressState, Stop, Watch, attempt_timeout, overall, panic_message, supervise, time_limit_message,
 };
-use crate::jobs::outcome::{finish_cancelled, finish_failed, finish_succeeded};
+use crate::jobs::outcome::{Outcome, finish_cancelled, finish_failed, finish_succeeded};
 use crate::state::AppState;
 
-pub(crate) async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
+pub(crate) async fn render(state: &AppState, job: ClaimedJob) -> Outcome {
     let id = job.subject.clone();
     let outcome = render_attempt(state, job).await;
     // Whatever happened, this process no longer has live progress for it.
@@ -24,22 +22,22 @@ pub(crate) async fn render(state: &AppState, job: ClaimedJob) -> &'static str {
     outcome
 }
 
-async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
+async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     let lease = job.lease.clone();
     let Some(gen_id) = job.subject.clone() else {
         let _ = state.queue.fail(&lease, "render job without a generation", false, vec![]).await;
-        return "failed";
+        return Outcome::Failed;
     };
     let record = match state.meta.generation(&gen_id).await {
         Ok(Some(g)) => g,
         Ok(None) => {
             // Deleted while queued: nothing to do.
             let _ = state.queue.complete(&lease, vec![]).await;
-            return "skipped";
+            return Outcome::Skipped;
         }
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("database: {e}"), true, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     };
     if crate::jobs::did::is_remote(&record) {
@@ -65,7 +63,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
     let _ = tokio::fs::remove_dir_all(&work).await;
     if let Err(e) = tokio::fs::create_dir_all(&work).await {
         let _ = state.queue.fail(&lease, &format!("cannot create work folder: {e}"), true, vec![]).await;
-        return "failed";
+        return Outcome::Failed;
     }
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => crate::assets::engine_view(&s),
@@ -80,7 +78,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         prepared => {
             let outcome = match prepared {
                 Ok(crate::jobs::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
-                Ok(_) => "lost",
+                Ok(_) => Outcome::Lost,
                 Err(f) => {
                     let retryable = matches!(f, crate::jobs::did::Failure::Retryable(_));
                     finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
@@ -104,9 +102,8 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
     }
     // Assembling fanned-out segments is the last 5%: progress does not start over.
     let floor = if made_by.is_empty() { 0.0 } else { 0.95 };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let why = Arc::new(AtomicU8::new(STOP_NONE));
     let progress = Arc::new(Mutex::new(ProgressState::default()));
+    let watch = Watch::with_progress(progress.clone());
     let hub = state.hub.clone();
     let (gid, attempt, owner) = (gen_id.clone(), lease.attempt, record.api_key_id.clone());
     let progress_cb = {
@@ -127,22 +124,14 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
             let mut last = last_sent.lock().expect("progress");
             if last.0 != st.stage || st.fraction - last.1 >= 0.01 {
                 *last = (st.stage.clone(), st.fraction);
-                hub.publish(Event {
-                    id: gid.clone(),
-                    status: "running".into(),
-                    progress: (st.fraction * 1000.0).round() / 1000.0,
-                    stage: Some(st.stage.clone()),
-                    attempt,
-                    error: None,
-                    owner: owner.clone(),
-                });
+                hub.publish(Event::running(&gid, owner.clone(), attempt, &st.stage, st.fraction));
             }
         }) as Arc<dyn Fn(Progress) + Send + Sync>
     };
     let out = work.join("video.mp4");
     let opts = RenderOptions {
         progress: Some(progress_cb),
-        cancel: Some(cancel.clone()),
+        cancel: Some(watch.cancel.clone()),
         // Each key's renders have their own cache entries (no cross-tenant hit oracle).
         cache_scope: record.api_key_id.clone(),
         ..Default::default()
@@ -158,19 +147,18 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
         engine.render(&spec, &assets, &out_thread, &opts)
     };
     let timeout = attempt_timeout(state, &job);
-    let watch = Watch { cancel, why, progress: Some(progress) };
     let result = match supervise(state, &lease, &gen_id, timeout, &watch, render).await {
         Ok(r) => r,
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("cannot start a render thread: {e}"), true, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     };
-    let stop_reason = watch.why.load(Ordering::Relaxed);
+    let stop_reason = watch.reason();
     let outcome = match result {
-        _ if stop_reason == STOP_LEASE_LOST => {
+        _ if stop_reason == Some(Stop::LeaseLost) => {
             tracing::warn!(generation = %gen_id, "lease lost; another worker has the job");
-            "lost"
+            Outcome::Lost
         }
         Ok(Ok(mut report)) => {
             for s in &mut report.segments {
@@ -182,12 +170,12 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> &'static str {
             }
             finish_succeeded(state, &record, &lease, report, &out).await
         }
-        _ if stop_reason == STOP_CANCEL => finish_cancelled(state, &record, &lease).await,
-        Ok(Err(_)) if stop_reason == STOP_TIME_LIMIT => {
+        _ if stop_reason == Some(Stop::Cancel) => finish_cancelled(state, &record, &lease).await,
+        Ok(Err(_)) if stop_reason == Some(Stop::TimeLimit) => {
             finish_failed(state, &record, &lease, "time_limit", &time_limit_message(timeout), false).await
         }
         Ok(Err(e)) => {
-            let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
+            let retryable = !e.is_input_error();
             finish_failed(state, &record, &lease, e.code(), &e.to_string(), retryable).await
         }
         Err(panic) => {

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use reelsmith_engine::{RenderError, RenderOptions, Report, Scope};
 use reelsmith_spec::Spec;
-use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, Heartbeat, JobRecord, JobState, NewJob};
+use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, JobRecord, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 
 use crate::assets::ensure_assets;
 use crate::events::Event;
-use crate::jobs::lease::{STOP_CANCEL, STOP_LEASE_LOST, STOP_TIME_LIMIT, Watch, supervise};
-use crate::jobs::outcome::{finish_cancelled, finish_failed};
+use crate::jobs::lease::{Held, Stop, Watch, hold, supervise};
+use crate::jobs::outcome::{Outcome, finish_cancelled, finish_failed};
 use crate::queues::{SEGMENT_KIND, SEGMENT_QUEUE};
 use crate::state::AppState;
 
@@ -46,7 +46,7 @@ pub(crate) enum FanOut {
     /// Every segment is in the cache: assemble. Holds which worker made each segment.
     Assemble(BTreeMap<usize, String>),
     /// The job ended here (cancelled, failed, lost).
-    Finished(&'static str),
+    Finished(Outcome),
 }
 
 /// Plans the render, enqueues its segment jobs and waits for them, holding the render job's
@@ -75,8 +75,8 @@ pub(crate) async fn fan_out(
             supervise(state, lease, &record.id, timeout, &watch, move || engine.render(&spec, &assets, &out, &opts))
                 .await;
         match (watch.reason(), r) {
-            (STOP_LEASE_LOST, _) => return FanOut::Finished("lost"),
-            (STOP_CANCEL, _) => return FanOut::Finished(finish_cancelled(state, record, lease).await),
+            (Some(Stop::LeaseLost), _) => return FanOut::Finished(Outcome::Lost),
+            (Some(Stop::Cancel), _) => return FanOut::Finished(finish_cancelled(state, record, lease).await),
             (_, Ok(Ok(Ok(plan)))) => plan,
             // The ordinary render meets the same problem and reports it in full.
             _ => return FanOut::Assemble(BTreeMap::new()),
@@ -121,29 +121,32 @@ async fn wait_for_segments(
     total_frames: u64,
 ) -> FanOut {
     let lease = &job.lease;
-    let lease_len = Duration::from_secs_f64(state.config.lease_secs);
-    let mut beat = tokio::time::interval(lease_len / 3);
-    beat.tick().await;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_done = u64::MAX;
-    loop {
-        tokio::select! {
-            _ = beat.tick() => match state.queue.heartbeat(lease, lease_len).await {
-                Ok(Heartbeat::Extended) => {}
-                Ok(Heartbeat::CancelRequested) => {
-                    cancel_children(state, &record.id, lease).await;
-                    return FanOut::Finished(finish_cancelled(state, record, lease).await);
-                }
-                Ok(Heartbeat::Lost) => return FanOut::Finished("lost"),
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-            },
-            _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+    match hold(state, lease, timeout, poll_segments(state, record, lease, total_frames)).await {
+        Held::Done(fan_out) => fan_out,
+        Held::Lost => FanOut::Finished(Outcome::Lost),
+        Held::Cancelled => {
+            cancel_children(state, &record.id, lease).await;
+            FanOut::Finished(finish_cancelled(state, record, lease).await)
         }
-        if tokio::time::Instant::now() >= deadline {
+        Held::TimedOut => {
             cancel_children(state, &record.id, lease).await;
             let msg = crate::jobs::lease::time_limit_message(timeout);
-            return FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await);
+            FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await)
         }
+    }
+}
+
+/// Reads the segment jobs until all succeeded (their workers, by index) or one failed,
+/// publishing progress as their frames complete.
+async fn poll_segments(
+    state: &AppState,
+    record: &GenerationRecord,
+    lease: &reelsmith_store::Lease,
+    total_frames: u64,
+) -> FanOut {
+    let mut last_done = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
         let children = match children(state, &record.id, lease).await {
             Ok(c) => c,
             Err(e) => {
@@ -163,15 +166,7 @@ async fn wait_for_segments(
         if done != last_done {
             last_done = done;
             let fraction = 0.1 + 0.85 * (done as f64 / total_frames as f64).min(1.0);
-            state.hub.publish(Event {
-                id: record.id.clone(),
-                status: "running".into(),
-                progress: (fraction * 1000.0).round() / 1000.0,
-                stage: Some("render".into()),
-                attempt: lease.attempt,
-                error: None,
-                owner: record.api_key_id.clone(),
-            });
+            state.hub.publish(Event::running(&record.id, record.api_key_id.clone(), lease.attempt, "render", fraction));
             let _ = state.meta.set_progress(&record.id, fraction, "render").await;
         }
         if children.iter().all(|(_, j)| j.state == JobState::Succeeded) {
@@ -213,13 +208,13 @@ async fn cancel_children(state: &AppState, generation: &str, lease: &reelsmith_s
 }
 
 /// Runs one segment job: encodes its segment into the (shared) cache.
-pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'static str {
+pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> Outcome {
     let lease = job.lease.clone();
     let p: SegmentPayload = match serde_json::from_value(job.payload.clone()) {
         Ok(p) => p,
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("bad segment job: {e}"), false, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     };
     let record = match state.meta.generation(&p.generation).await {
@@ -227,23 +222,23 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
         // Deleted, cancelled or finished meanwhile: nothing to do.
         Ok(_) => {
             let _ = state.queue.complete(&lease, vec![]).await;
-            return "skipped";
+            return Outcome::Skipped;
         }
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("database: {e}"), true, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     };
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => crate::assets::engine_view(&s),
         Err(e) => {
             let _ = state.queue.fail(&lease, &format!("spec_parse: {e}"), false, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     };
     if let Err(e) = ensure_assets(state, &spec).await {
         let _ = state.queue.fail(&lease, &format!("assets: {e}"), true, vec![]).await;
-        return "failed";
+        return Outcome::Failed;
     }
     let work = state.config.data_dir.join("tmp").join(format!("{}-{}", lease.job_id, lease.attempt));
     let _ = tokio::fs::create_dir_all(&work).await;
@@ -257,7 +252,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
                 _ => "stopped while preparing D-ID's clips".into(),
             };
             let _ = state.queue.fail(&lease, &msg, true, vec![]).await;
-            return "failed";
+            return Outcome::Failed;
         }
     }
     let watch = Watch::new();
@@ -287,20 +282,20 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
     let result = supervise(state, &lease, &p.generation, timeout, &watch, render).await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     match (watch.reason(), result) {
-        (STOP_LEASE_LOST, _) => "lost",
+        (Some(Stop::LeaseLost), _) => Outcome::Lost,
         (_, Ok(Ok(Ok(report)))) => {
             if report.segments.get(p.index).is_none_or(|s| s.key != p.key) {
                 // Another engine version planned it: the assembler will not find this one.
                 tracing::warn!(generation = %p.generation, segment = p.index, "segment key differs from the plan's");
             }
             match state.queue.complete(&lease, vec![]).await {
-                Ok(true) => "succeeded",
-                _ => "lost",
+                Ok(true) => Outcome::Succeeded,
+                _ => Outcome::Lost,
             }
         }
-        (STOP_CANCEL, _) => match state.queue.cancelled(&lease, vec![]).await {
-            Ok(true) => "cancelled",
-            _ => "lost",
+        (Some(Stop::Cancel), _) => match state.queue.cancelled(&lease, vec![]).await {
+            Ok(true) => Outcome::Cancelled,
+            _ => Outcome::Lost,
         },
         (why, r) => {
             let (msg, retryable) = match r {
@@ -308,18 +303,18 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> &'stati
                 Ok(Err(panic)) => {
                     (format!("segment worker panicked: {}", crate::jobs::lease::panic_message(&panic)), true)
                 }
-                Ok(Ok(Err(e))) if why == STOP_TIME_LIMIT => (format!("time limit exceeded: {e}"), false),
+                Ok(Ok(Err(e))) if why == Some(Stop::TimeLimit) => (format!("time limit exceeded: {e}"), false),
                 Ok(Ok(Err(e))) => {
-                    let retryable = !matches!(e, RenderError::Invalid(_) | RenderError::Parse(_));
+                    let retryable = !e.is_input_error();
                     (format!("{}: {e}", e.code()), retryable)
                 }
                 Ok(Ok(Ok(_))) => unreachable!("success is matched above"),
             };
             tracing::warn!(generation = %p.generation, segment = p.index, error = %msg, "segment attempt failed");
             match state.queue.fail(&lease, &msg, retryable, vec![]).await {
-                Ok(FailOutcome::Retrying { .. }) => "retrying",
-                Ok(FailOutcome::Failed) => "failed",
-                _ => "lost",
+                Ok(FailOutcome::Retrying { .. }) => Outcome::Retrying,
+                Ok(FailOutcome::Failed) => Outcome::Failed,
+                _ => Outcome::Lost,
             }
         }
     }
