@@ -12,7 +12,8 @@
 
 pub mod artifacts;
 pub mod bench;
-pub mod conformance;
+#[cfg(test)]
+mod conformance;
 pub mod postgres;
 pub mod redis_backend;
 pub mod s3;

@@ -1435,6 +1435,7 @@ impl Metadata for PgStore {
 /// stop and restart the database. Needs the PostgreSQL server binaries (`/usr/local/bin`,
 /// `$REELSMITH_PG_BINDIR`, or `pg_config --bindir`); as root it runs them as `postgres` (or
 /// `nobody`) through `runuser`, since PostgreSQL refuses to run as root.
+#[cfg(any(test, feature = "testing"))]
 pub mod pg_testing {
     use std::io;
     use std::path::{Path, PathBuf};

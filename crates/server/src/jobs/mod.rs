@@ -6,6 +6,7 @@
 
 pub mod deliver;
 pub mod did;
+mod faults;
 pub mod lease;
 pub mod maintenance;
 pub mod outcome;

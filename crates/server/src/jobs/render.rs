@@ -138,7 +138,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     };
     let engine = state.engine.clone();
     let assets = state.assets_dir.clone();
-    let panic_attempts = fault_panic_attempts();
+    let panic_attempts = crate::jobs::faults::panic_attempts();
     let out_thread = out.clone();
     let render = move || {
         if attempt <= panic_attempts {
@@ -185,9 +185,4 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     outcome
-}
-
-/// Test hook: make render attempts up to N panic (exercises crash handling end to end).
-fn fault_panic_attempts() -> u32 {
-    std::env::var("REELSMITH_FAULT_PANIC_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }

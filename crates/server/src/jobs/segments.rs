@@ -265,12 +265,11 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> Outcome
         ..Default::default()
     };
     let (engine, assets, out) = (state.engine.clone(), state.assets_dir.clone(), work.join("unused.mp4"));
-    let hang = std::env::var_os("REELSMITH_FAULT_HANG_SEGMENTS").is_some();
+    let hang = crate::jobs::faults::hang_segments();
     let cancel = watch.cancel.clone();
     let render = move || -> Result<Report, RenderError> {
         if hang {
-            // Test hook: hold the segment (heartbeating) until stopped or killed, so a test can
-            // kill this worker mid-segment for certain.
+            // Test hook (see jobs::faults).
             while !cancel.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
