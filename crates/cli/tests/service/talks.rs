@@ -2,16 +2,15 @@
 //! local fake that speaks D-ID's documented wire format (Basic auth, `/images`, `/audios`,
 //! `/talks`, statuses created → started → done, `{kind, description}` errors, webhooks).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Multipart, Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use axum::routing::get;
 use serde_json::{Value, json};
+
+pub(crate) use reelsmith_providers::did::fake::FAKE_KEY;
+pub(crate) use reelsmith_providers::did::fake::fake_did;
 
 use crate::harness::*;
 
@@ -206,145 +205,6 @@ async fn talks_api_speaks_d_ids_wire_format() {
     let r = s.delete(&format!("/talks/{id}")).header("authorization", &auth).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(reqwest::get(url).await.unwrap().status(), 404, "deleted with its video");
-}
-
-/// What the fake D-ID saw and how it behaves.
-#[derive(Default)]
-pub(crate) struct Fake {
-    pub(crate) base: String,
-    /// Call the talk's webhook when it is done.
-    webhooks: bool,
-    /// Fail every talk as D-ID does when it finds no face.
-    fail: bool,
-    auth: Vec<String>,
-    images: Vec<Vec<u8>>,
-    /// Each talk's request, how often it was polled, whether it is finished.
-    pub(crate) talks: HashMap<String, (Value, u32, bool)>,
-    result: Vec<u8>,
-}
-
-pub(crate) type FakeState = Arc<Mutex<Fake>>;
-
-pub(crate) const FAKE_KEY: &str = "YWJjQGV4YW1wbGUuY29t:fake-secret";
-
-fn did_error(status: StatusCode, kind: &str, description: &str) -> (StatusCode, Json<Value>) {
-    (status, Json(json!({"kind": kind, "description": description})))
-}
-
-fn authorized(f: &FakeState, h: &HeaderMap) -> bool {
-    let got = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    f.lock().unwrap().auth.push(got.clone());
-    got == format!("Basic {FAKE_KEY}")
-}
-
-/// The talk as D-ID's GET returns it: `created` at the first look, `started` at the second,
-/// finished at the third (or as soon as its webhook went out).
-fn fake_talk(f: &mut Fake, id: &str, poll: bool) -> Value {
-    let fail = f.fail;
-    let base = f.base.clone();
-    let (body, polls, done) = f.talks.get_mut(id).expect("known talk");
-    if poll {
-        *polls += 1;
-        *done |= *polls >= 3;
-    }
-    let mut t = json!({"id": id, "object": "talk", "source_url": body["source_url"], "created_at": "2026-11-29T00:00:00.000Z",
-        "created_by": "fake", "config": body["config"], "user_id": "fake"});
-    if !*done {
-        t["status"] = json!(if *polls <= 1 { "created" } else { "started" });
-    } else if fail {
-        t["status"] = json!("error");
-        t["error"] = json!({"kind": "FaceError", "description": "Failed to detect a face in the source image"});
-    } else {
-        t["status"] = json!("done");
-        t["duration"] = json!(2.0);
-        t["result_url"] = json!(format!("{base}/results/{id}.mp4?X-Amz-Signature=fake"));
-    }
-    t
-}
-
-pub(crate) async fn fake_did(webhooks: bool, fail: bool, result: Vec<u8>) -> FakeState {
-    let state: FakeState = Arc::new(Mutex::new(Fake { webhooks, fail, result, ..Default::default() }));
-    let upload = |field: &'static str, prefix: &'static str| {
-        move |State(f): State<FakeState>, h: HeaderMap, mut mp: Multipart| async move {
-            if !authorized(&f, &h) {
-                return did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials");
-            }
-            let Ok(Some(part)) = mp.next_field().await else {
-                return did_error(StatusCode::BAD_REQUEST, "BadRequestError", "no file");
-            };
-            if part.name() != Some(field) {
-                return did_error(StatusCode::BAD_REQUEST, "BadRequestError", "wrong field name");
-            }
-            let bytes = part.bytes().await.unwrap().to_vec();
-            let mut f = f.lock().unwrap();
-            f.images.push(bytes);
-            let n = f.images.len();
-            (
-                StatusCode::CREATED,
-                Json(
-                    json!({"id": format!("{prefix}_{n}"), "url": format!("s3://d-id-{field}s-prod/fake/{prefix}_{n}")}),
-                ),
-            )
-        }
-    };
-    let app = Router::new()
-        .route("/images", post(upload("image", "img")))
-        .route("/audios", post(upload("audio", "aud")))
-        .route(
-            "/talks",
-            post(|State(f): State<FakeState>, h: HeaderMap, Json(body): Json<Value>| async move {
-                if !authorized(&f, &h) {
-                    return did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials");
-                }
-                let source = body["source_url"].as_str().unwrap_or_default();
-                let script_ok = match body["script"]["type"].as_str() {
-                    Some("text") => body["script"]["input"].as_str().is_some_and(|i| !i.trim().is_empty()),
-                    Some("audio") => body["script"]["audio_url"].as_str().is_some_and(|u| u.starts_with("s3://")),
-                    _ => false,
-                };
-                if !source.starts_with("s3://d-id-images-prod/") || !script_ok {
-                    return did_error(StatusCode::BAD_REQUEST, "BadRequestError", "invalid source_url or script");
-                }
-                let (id, webhook, webhooks) = {
-                    let mut f = f.lock().unwrap();
-                    let id = format!("tlk_fake{}", f.talks.len() + 1);
-                    f.talks.insert(id.clone(), (body.clone(), 0, false));
-                    (id, body["webhook"].as_str().map(str::to_string), f.webhooks)
-                };
-                if let (Some(url), true) = (webhook, webhooks) {
-                    let (f, id) = (f.clone(), id.clone());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        let talk = {
-                            let mut f = f.lock().unwrap();
-                            f.talks.get_mut(&id).expect("known talk").2 = true;
-                            fake_talk(&mut f, &id, false)
-                        };
-                        let _ = reqwest::Client::new().post(url).json(&talk).send().await;
-                    });
-                }
-                (StatusCode::CREATED, Json(json!({"id": id, "object": "talk", "created_at": "2026-11-29T00:00:00.000Z", "status": "created"})))
-            }),
-        )
-        .route(
-            "/talks/{id}",
-            get(|State(f): State<FakeState>, h: HeaderMap, UrlPath(id): UrlPath<String>| async move {
-                if !authorized(&f, &h) {
-                    return did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials");
-                }
-                let mut f = f.lock().unwrap();
-                if !f.talks.contains_key(&id) {
-                    return did_error(StatusCode::NOT_FOUND, "NotFoundError", "talk not found");
-                }
-                (StatusCode::OK, Json(fake_talk(&mut f, &id, true)))
-            }),
-        )
-        .route("/results/{file}", get(|State(f): State<FakeState>| async move { f.lock().unwrap().result.clone() }))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    state.lock().unwrap().base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    state
 }
 
 /// A small real MP4 standing in for D-ID's rendering.

@@ -8,133 +8,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use reelsmith_engine::Report;
 use reelsmith_engine::report::StageReport;
 use reelsmith_store::{ClaimedJob, GenerationRecord};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use reelsmith_providers::Failure;
+use reelsmith_providers::did::Client;
+
 use crate::events::{Event, Waits};
 use crate::jobs::lease::{Held, hold};
 use crate::jobs::outcome::Outcome;
 use crate::signing::Purpose;
 use crate::state::AppState;
-
-/// Why a call to D-ID failed: worth another attempt (network, 5xx, 429) or not (4xx).
-#[derive(Debug)]
-pub enum Failure {
-    Retryable(String),
-    Final(String),
-}
-
-impl Failure {
-    pub(crate) fn message(&self) -> &str {
-        match self {
-            Failure::Retryable(m) | Failure::Final(m) => m,
-        }
-    }
-}
-
-/// A small client for the parts of D-ID's API a talk needs.
-pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    auth: String,
-}
-
-impl Client {
-    pub fn new(http: reqwest::Client, base: &str, api_key: &str) -> Self {
-        // D-ID hands out keys ready for Basic auth (`base64(user):secret`).
-        Self { http, base: base.trim_end_matches('/').to_string(), auth: format!("Basic {api_key}") }
-    }
-
-    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, Failure> {
-        let resp = req
-            .header("authorization", &self.auth)
-            .header("accept", "application/json")
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| Failure::Retryable(format!("D-ID {what}: {e}")))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
-        // D-ID's errors: {"kind": "...", "description": "..."}.
-        let why = match (body["kind"].as_str(), body["description"].as_str()) {
-            (Some(k), Some(d)) => format!("{k}: {d}"),
-            _ => body.to_string(),
-        };
-        let msg = format!("D-ID {what} answered {status}: {why}");
-        Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            Failure::Retryable(msg)
-        } else {
-            Failure::Final(msg)
-        })
-    }
-
-    /// `POST /images` or `/audios` (multipart); returns the `url` to use in a talk.
-    pub async fn upload(&self, kind: &str, path: &Path, media_type: &str) -> Result<String, Failure> {
-        let bytes =
-            tokio::fs::read(path).await.map_err(|e| Failure::Retryable(format!("reading {}: {e}", path.display())))?;
-        let (endpoint, field, name) = match kind {
-            "image" => ("images", "image", "photo"),
-            _ => ("audios", "audio", "audio"),
-        };
-        let ext = media_type.rsplit('/').next().unwrap_or("bin");
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name(format!("{name}.{ext}"))
-            .mime_str(media_type)
-            .map_err(|e| Failure::Final(e.to_string()))?;
-        let form = reqwest::multipart::Form::new().part(field, part);
-        let v = self
-            .call(self.http.post(format!("{}/{endpoint}", self.base)).multipart(form), &format!("POST /{endpoint}"))
-            .await?;
-        v["url"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| Failure::Final(format!("D-ID POST /{endpoint}: no url in {v}")))
-    }
-
-    pub async fn create_talk(&self, body: &Value) -> Result<String, Failure> {
-        let v = self.call(self.http.post(format!("{}/talks", self.base)).json(body), "POST /talks").await?;
-        v["id"].as_str().map(str::to_string).ok_or_else(|| Failure::Final(format!("D-ID POST /talks: no id in {v}")))
-    }
-
-    pub async fn talk(&self, id: &str) -> Result<Value, Failure> {
-        self.call(self.http.get(format!("{}/talks/{id}", self.base)), "GET /talks").await
-    }
-
-    /// Downloads a result (D-ID's `result_url` is a pre-signed link: no auth header).
-    pub async fn download(&self, url: &str, dest: &Path, limit: u64) -> Result<u64, Failure> {
-        let mut resp = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(300))
-            .send()
-            .await
-            .map_err(|e| Failure::Retryable(format!("downloading the D-ID result: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Failure::Retryable(format!("downloading the D-ID result answered {}", resp.status())));
-        }
-        use tokio::io::AsyncWriteExt;
-        let mut f = tokio::fs::File::create(dest).await.map_err(|e| Failure::Retryable(e.to_string()))?;
-        let mut n = 0u64;
-        while let Some(c) =
-            resp.chunk().await.map_err(|e| Failure::Retryable(format!("downloading the D-ID result: {e}")))?
-        {
-            n += c.len() as u64;
-            if n > limit {
-                return Err(Failure::Final(format!("the D-ID result is larger than {limit} bytes")));
-            }
-            f.write_all(&c).await.map_err(|e| Failure::Retryable(e.to_string()))?;
-        }
-        f.flush().await.map_err(|e| Failure::Retryable(e.to_string()))?;
-        Ok(n)
-    }
-}
 
 pub fn is_remote(g: &GenerationRecord) -> bool {
     g.metadata["talk"]["engine"].as_str() == Some("d-id")
@@ -199,7 +86,7 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
         Ok(Step::Cancelled) => crate::jobs::outcome::finish_cancelled(state, g, lease).await,
         Ok(Step::Lost) => Outcome::Lost,
         Err(f) => {
-            let retryable = matches!(f, Failure::Retryable(_));
+            let retryable = f.is_retryable();
             crate::jobs::outcome::finish_failed(state, g, lease, "provider_error", f.message(), retryable).await
         }
     };

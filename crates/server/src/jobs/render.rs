@@ -80,7 +80,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
                 Ok(crate::jobs::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
                 Ok(_) => Outcome::Lost,
                 Err(f) => {
-                    let retryable = matches!(f, crate::jobs::did::Failure::Retryable(_));
+                    let retryable = f.is_retryable();
                     finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
                 }
             };
