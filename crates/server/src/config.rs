@@ -1,5 +1,10 @@
 //! Service settings: built-in defaults, then a TOML file, then `REELSMITH_*` environment
 //! variables (each key upper-cased: `bind` → `REELSMITH_BIND`). Defaults just work on 127.0.0.1.
+//!
+//! Backends and integrations have sections: `[database]`, `[redis]`, `[s3]`, `[webhooks]`,
+//! `[did]` (`[s3] bucket = …`), and in the environment a double underscore after the section
+//! (`REELSMITH_S3__BUCKET`). The flat names of earlier releases (`s3_bucket`,
+//! `REELSMITH_S3_BUCKET`) still work for this release, each with a deprecation warning.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,6 +94,9 @@ pub struct Config {
     /// Serve the HTTP API (`false` for `reelsmith worker`: only /health, /ready and /metrics).
     #[serde(skip)]
     pub api: bool,
+    /// Deprecated spellings found while loading (logged when the service starts).
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
     /// How clients reach this server (links in webhooks and talks; callbacks from D-ID).
     /// Default: `http://<bind address>`.
     pub public_url: Option<String>,
@@ -195,6 +203,7 @@ impl Default for Config {
             asset_retention_hours: 24.0 * 30.0,
             workers: true,
             api: true,
+            deprecations: vec![],
             database_url: None,
             database_schema: "public".into(),
             database_pool_size: 16,
@@ -232,9 +241,26 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The config file's sections, and the prefix their keys carry in the (flat) settings:
+/// `[webhooks] secret` is `webhook_secret`.
+const SECTIONS: &[(&str, &str)] =
+    &[("database", "database_"), ("redis", "redis_"), ("s3", "s3_"), ("webhooks", "webhook_"), ("did", "did_")];
+
+/// The section a flat key belongs to, and its name there (`s3_bucket` → `[s3] bucket`).
+fn section_of(key: &str) -> Option<(&'static str, &str)> {
+    SECTIONS.iter().find_map(|(section, prefix)| key.strip_prefix(prefix).map(|rest| (*section, rest)))
+}
+
 impl Config {
     /// Defaults ← `file` (when given) ← environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, |var| std::env::var(var).ok())
+    }
+
+    /// [`Config::load`] reading the environment through `env` (tests pass their own).
+    pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let name = file.map_or_else(|| PathBuf::from("environment"), Path::to_path_buf);
+        let mut deprecations = vec![];
         let mut table = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
@@ -242,6 +268,34 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        // Sections become the flat settings; flat spellings of sectioned keys still work.
+        let mut flat = toml::Table::new();
+        for (key, value) in std::mem::take(&mut table) {
+            match (SECTIONS.iter().find(|(s, _)| *s == key), value) {
+                (Some((section, prefix)), toml::Value::Table(inner)) => {
+                    for (k, v) in inner {
+                        if flat.insert(format!("{prefix}{k}"), v).is_some() {
+                            let msg = format!("[{section}] {k} is also set as {prefix}{k}");
+                            return Err(ConfigError::Parse(name, msg));
+                        }
+                    }
+                }
+                (Some((section, _)), _) => {
+                    return Err(ConfigError::Parse(name, format!("`{section}` must be a section: [{section}]")));
+                }
+                (None, value) => {
+                    if let Some((section, k)) = section_of(&key) {
+                        deprecations.push(format!(
+                            "config key `{key}` is deprecated: write `{k} = …` under `[{section}]` (the flat name stops working in the next release)"
+                        ));
+                    }
+                    if flat.insert(key.clone(), value).is_some() {
+                        return Err(ConfigError::Parse(name, format!("{key} is set twice")));
+                    }
+                }
+            }
+        }
+        table = flat;
         let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for key in defaults.keys().map(String::as_str).chain([
             "cache_dir",
@@ -260,14 +314,25 @@ impl Config {
             "segment_workers",
             "default_daily_megapixel_frames",
         ]) {
-            let var = format!("REELSMITH_{}", key.to_ascii_uppercase());
-            if let Ok(v) = std::env::var(&var) {
+            let flat_var = format!("REELSMITH_{}", key.to_ascii_uppercase());
+            let value = match section_of(key) {
+                Some((section, k)) => {
+                    let var = format!("REELSMITH_{}__{}", section.to_ascii_uppercase(), k.to_ascii_uppercase());
+                    env(&var).or_else(|| {
+                        let v = env(&flat_var)?;
+                        deprecations.push(format!("environment variable {flat_var} is deprecated: use {var}"));
+                        Some(v)
+                    })
+                }
+                None => env(&flat_var),
+            };
+            if let Some(v) = value {
                 table.insert(key.into(), env_value(&v));
             }
         }
-        let name = file.map_or_else(|| PathBuf::from("environment"), Path::to_path_buf);
-        let cfg: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(name, e.to_string()))?;
+        let mut cfg: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(name, e.to_string()))?;
         cfg.check()?;
+        cfg.deprecations = deprecations;
         Ok(cfg)
     }
 
@@ -428,6 +493,7 @@ mod tests {
         assert_eq!(c.redis().unwrap().prefix, "reelsmith");
         assert!(c.distributed_render && c.s3_bucket.is_some());
         assert_eq!(c.role(), "all");
+        assert!(c.deprecations.is_empty(), "the example uses sections: {:?}", c.deprecations);
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.toml");
@@ -442,6 +508,68 @@ mod tests {
         ] {
             std::fs::write(&p, text).unwrap();
             let e = Config::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+    }
+
+    /// Sections and their double-underscore variables; the flat spellings of earlier releases
+    /// still load the same settings, each with a deprecation naming the new spelling.
+    #[test]
+    fn sections_and_their_flat_spellings_load_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("nested.toml");
+        std::fs::write(
+            &nested,
+            "bind = \"127.0.0.1:9000\"\n[s3]\nbucket = \"videos\"\nregion = \"eu-west-1\"\n\
+             [redis]\nurl = \"redis://cache:6379/0\"\n[webhooks]\ntimeout_secs = 3.5\n\
+             [did]\napi_key = \"k\"\n[database]\nschema = \"rs\"\n",
+        )
+        .unwrap();
+        let flat = dir.path().join("flat.toml");
+        std::fs::write(
+            &flat,
+            "bind = \"127.0.0.1:9000\"\ns3_bucket = \"videos\"\ns3_region = \"eu-west-1\"\n\
+             redis_url = \"redis://cache:6379/0\"\nwebhook_timeout_secs = 3.5\ndid_api_key = \"k\"\n\
+             database_schema = \"rs\"\n",
+        )
+        .unwrap();
+        let none = |_: &str| None;
+        let a = Config::load_with(Some(&nested), none).unwrap();
+        let b = Config::load_with(Some(&flat), none).unwrap();
+        for c in [&a, &b] {
+            assert_eq!(c.s3_bucket.as_deref(), Some("videos"));
+            assert_eq!((c.s3_region.as_str(), c.redis_url.as_deref()), ("eu-west-1", Some("redis://cache:6379/0")));
+            assert_eq!((c.webhook_timeout_secs, c.did_api_key.as_deref()), (3.5, Some("k")));
+            assert_eq!(c.database_schema, "rs");
+        }
+        assert!(a.deprecations.is_empty(), "{:?}", a.deprecations);
+        assert_eq!(b.deprecations.len(), 6, "{:?}", b.deprecations);
+        assert!(b.deprecations.iter().any(|d| d.contains("`s3_bucket`") && d.contains("`bucket = …` under `[s3]`")));
+
+        // The environment: REELSMITH_S3__BUCKET; the flat variable still works, deprecated, and
+        // the new one wins when both are set.
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let c =
+            Config::load_with(None, env(&[("REELSMITH_S3__BUCKET", "new"), ("REELSMITH_LEASE_SECS", "7")])).unwrap();
+        assert_eq!((c.s3_bucket.as_deref(), c.lease_secs), (Some("new"), 7.0));
+        assert!(c.deprecations.is_empty());
+        let c = Config::load_with(None, env(&[("REELSMITH_S3_BUCKET", "old")])).unwrap();
+        assert_eq!(c.s3_bucket.as_deref(), Some("old"));
+        assert!(c.deprecations[0].contains("REELSMITH_S3__BUCKET"), "{:?}", c.deprecations);
+        let c =
+            Config::load_with(None, env(&[("REELSMITH_S3_BUCKET", "old"), ("REELSMITH_S3__BUCKET", "new")])).unwrap();
+        assert_eq!(c.s3_bucket.as_deref(), Some("new"));
+
+        // Mistakes are named: an unknown key in a section, a key set both ways.
+        for (text, named) in [
+            ("[s3]\nbukket = \"x\"\n", "s3_bukket"),
+            ("s3_bucket = \"a\"\n[s3]\nbucket = \"b\"\n", "bucket"),
+            ("s3 = 1\n", "[s3]"),
+        ] {
+            std::fs::write(&flat, text).unwrap();
+            let e = Config::load_with(Some(&flat), none).unwrap_err().to_string();
             assert!(e.contains(named), "{text}: {e}");
         }
     }

@@ -75,6 +75,9 @@ impl Running {
 
 /// Binds, starts workers (when configured) and serves until shut down.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    for d in &config.deprecations {
+        tracing::warn!("{d}");
+    }
     let bind = config.bind;
     let mut state = state::open_state(config).await?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| ServeError::Bind(bind, e))?;

@@ -629,15 +629,15 @@ async fn each_key_spends_within_its_budgets() {
     let (code, body) = s.submit(&json!({"spec": spec(4.0, "#000001")})).await;
     assert_eq!((code, body["error"]["code"].as_str()), (422, Some("too_costly")), "over the per-job limit: {body}");
     assert_eq!(body["error"]["issues"][0]["path"], "spec.output");
-    let first = s
-        .post("/api/v1/generations")
-        .header("idempotency-key", "first")
-        .json(&json!({"spec": spec(2.0, "#000002")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 202);
-    let first: Value = first.json().await.unwrap();
+    let submit_first = || {
+        let r = s.post("/api/v1/generations").header("idempotency-key", "first");
+        async move {
+            let r = r.json(&json!({"spec": spec(2.0, "#000002")})).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, first) = submit_first().await;
+    assert_eq!(code, 202, "{first}");
     let (code, second) = s.submit(&json!({"spec": spec(2.0, "#000003")})).await;
     assert_eq!(code, 202, "{second}");
     let me = used(&s).await;
@@ -655,15 +655,8 @@ async fn each_key_spends_within_its_budgets() {
     assert_eq!(third["error"]["issues"][0]["path"], "spec.output", "{third}");
     assert!(third["error"]["message"].as_str().unwrap().contains("megapixel-frames per day"), "{third}");
     // A retried request and a duplicate still answer, and cost nothing more.
-    let replay = s
-        .post("/api/v1/generations")
-        .header("idempotency-key", "first")
-        .json(&json!({"spec": spec(2.0, "#000002")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replay.status(), 202);
-    assert_eq!(replay.json::<Value>().await.unwrap()["id"], first["id"]);
+    let (code, replay) = submit_first().await;
+    assert_eq!((code, &replay["id"]), (202, &first["id"]), "{replay}");
     let (code, dup) = s.submit(&json!({"spec": spec(2.0, "#000003")})).await;
     assert_eq!((code, &dup["id"]), (200, &second["id"]), "{dup}");
     let me = used(&s).await;
