@@ -315,9 +315,35 @@ pub struct VideoSettings {
     pub threads: Option<u32>,
 }
 
+/// A streaming FFmpeg process that is killed and reaped when dropped before it was waited for:
+/// an encoder or decoder abandoned mid-way (an error, a cancel, a clip cut short) must not keep
+/// running. After a wait, the kill does nothing (the child's status is known, so no signal goes
+/// to a pid that may have been reused).
+struct ChildGuard(Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running encoder: write frames, then [`VideoEncoder::finish`].
 pub struct VideoEncoder {
-    child: Child,
+    child: ChildGuard,
     stdin: Option<BufWriter<ChildStdin>>,
     stderr: Option<JoinHandle<String>>,
     frames: u64,
@@ -350,7 +376,7 @@ impl VideoEncoder {
         // Frames are written whole (megabytes), so a small buffer only serves the odd short write.
         let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
         let stderr = drain(&mut child);
-        Ok(Self { child, stdin, stderr, frames: 0, out: out.to_path_buf() })
+        Ok(Self { child: ChildGuard(child), stdin, stderr, frames: 0, out: out.to_path_buf() })
     }
 
     pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
@@ -385,21 +411,11 @@ impl VideoEncoder {
     }
 }
 
-impl Drop for VideoEncoder {
-    fn drop(&mut self) {
-        if self.stdin.is_some() {
-            // Abandoned mid-way (error or cancel): don't leave an encoder running.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A video clip decoded to raw yuv420p frames of one size at a fixed rate: FFmpeg seeks to
 /// `start`, resamples the rate with the `fps` filter and fits the picture with `filter`; frames
 /// stream through a pipe, one at a time.
 pub struct VideoDecoder {
-    child: Child,
+    child: ChildGuard,
     stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
     stderr: Option<JoinHandle<String>>,
     width: u32,
@@ -449,7 +465,7 @@ impl VideoDecoder {
         let mut child = spawn(cmd, "video decoder")?;
         let stdout = child.stdout.take().map(|s| std::io::BufReader::with_capacity(1 << 20, s));
         let stderr = drain(&mut child);
-        Ok(Self { child, stdout, stderr, width: c.width, height: c.height })
+        Ok(Self { child: ChildGuard(child), stdout, stderr, width: c.width, height: c.height })
     }
 
     /// Reads the next frame into `out` (of the decoder's size); `false` once the clip has ended.
@@ -470,16 +486,6 @@ impl VideoDecoder {
             }
         }
         Ok(true)
-    }
-}
-
-impl Drop for VideoDecoder {
-    fn drop(&mut self) {
-        if self.stdout.is_some() {
-            // Stopped before the clip's end: the rest is not needed.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -568,7 +574,7 @@ pub fn encode_aac(samples: &[f32], rate: u32, channels: u16, kbps: u32, out: &Pa
 
 /// A streaming AAC encoder: interleaved f32 blocks in, an M4A file out.
 pub struct AacEncoder {
-    child: Child,
+    child: ChildGuard,
     stdin: Option<BufWriter<ChildStdin>>,
     stderr: Option<JoinHandle<String>>,
     bytes: Vec<u8>,
@@ -586,7 +592,7 @@ impl AacEncoder {
         let mut child = spawn(cmd, "audio encoder")?;
         let stderr = drain(&mut child);
         let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
-        Ok(Self { child, stdin, stderr, bytes: Vec::new() })
+        Ok(Self { child: ChildGuard(child), stdin, stderr, bytes: Vec::new() })
     }
 
     pub fn write(&mut self, samples: &[f32]) -> Result<(), FfmpegError> {
@@ -611,15 +617,6 @@ impl AacEncoder {
         check("audio encoder", status, self.stderr.take())?;
         flushed?;
         Ok(cpu)
-    }
-}
-
-impl Drop for AacEncoder {
-    fn drop(&mut self) {
-        if self.stdin.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
