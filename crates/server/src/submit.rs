@@ -9,14 +9,12 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use reelsmith_spec::Spec;
-use reelsmith_store::{CreateOutcome, GenerationRecord, NewGeneration, NewJob, new_id, now_ms};
+use reelsmith_store::{CreateOutcome, GenerationRecord, NewGeneration, new_id, now_ms};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::access::Caller;
 use crate::assets::{ASSET_PREFIX, Kind, engine_view, sniff_kind};
 use crate::error::{ApiError, ApiResult, IssueBody};
-use crate::queues::RENDER_QUEUE;
 use crate::state::AppState;
 
 /// The JSON body of `POST /generations` (or the `request` part of a multipart body).
@@ -368,7 +366,7 @@ pub async fn enqueue(
         None => 0,
     };
     let id = new_id("gen");
-    let mut job = NewJob::new(RENDER_QUEUE, "render", json!({ "generation": id }));
+    let mut job = crate::queues::Job::Render { generation: id.clone() }.to_new_job();
     job.subject = Some(id.clone());
     job.priority = fair_priority(p.priority, unfinished);
     job.retry = state.config.render_retry();

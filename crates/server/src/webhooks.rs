@@ -9,22 +9,9 @@
 use std::time::Duration;
 
 use reelsmith_store::{NewJob, RetryPolicy};
-use serde::{Deserialize, Serialize};
 
 use crate::queues;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Delivery {
-    pub url: String,
-    pub event_id: String,
-    pub event_type: String,
-    /// The exact bytes sent each attempt (as a string).
-    pub body: String,
-    /// The API key whose generation this is: its own secret signs the delivery (none: the
-    /// server's `webhook_secret`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-}
+use crate::queues::Delivery;
 
 /// Stable per generation and event type: receivers de-duplicate on it.
 pub fn event_id(generation_id: &str, event_type: &str) -> String {
@@ -83,8 +70,7 @@ pub fn event_job_with_body(
 ) -> NewJob {
     let event_id = event_id(generation_id, event_type);
     let d = Delivery { url: url.into(), event_id: event_id.clone(), event_type: event_type.into(), body, key_id: None };
-    let mut job =
-        NewJob::new(queues::WEBHOOK_QUEUE, queues::WEBHOOK_KIND, serde_json::to_value(&d).unwrap_or_default());
+    let mut job = queues::Job::Webhook(d).to_new_job();
     job.subject = Some(generation_id.into());
     job.dedup_key = Some(event_id);
     job.priority = 5;

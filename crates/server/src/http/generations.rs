@@ -457,7 +457,7 @@ pub(crate) fn deliveries_json(jobs: &[(JobRecord, Vec<Attempt>)]) -> Value {
     Value::Array(
         jobs.iter()
             .map(|(j, attempts)| {
-                let d: Option<crate::webhooks::Delivery> = serde_json::from_value(j.payload.clone()).ok();
+                let d: Option<crate::queues::Delivery> = serde_json::from_value(j.payload.clone()).ok();
                 json!({
                     "event_id": d.as_ref().map(|d| &d.event_id),
                     "event_type": d.as_ref().map(|d| &d.event_type),

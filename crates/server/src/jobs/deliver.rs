@@ -6,18 +6,11 @@ use reelsmith_store::{ClaimedJob, FailOutcome};
 
 use crate::jobs::outcome::Outcome;
 use crate::net::outbound_client;
+use crate::queues::Delivery;
 use crate::state::AppState;
 use crate::webhooks;
-use crate::webhooks::Delivery;
 
-pub(crate) async fn deliver(state: &AppState, job: ClaimedJob) -> Outcome {
-    let d: crate::webhooks::Delivery = match serde_json::from_value(job.payload.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = state.queue.fail(&job.lease, &format!("bad delivery record: {e}"), false, vec![]).await;
-            return Outcome::Failed;
-        }
-    };
+pub(crate) async fn deliver(state: &AppState, job: ClaimedJob, d: Delivery) -> Outcome {
     let timeout = Duration::from_secs_f64(state.config.webhook_timeout_secs);
     let allow_private = state.config.webhook_allow_private;
     // Each key's webhooks are signed with its own secret: one tenant cannot forge another's.

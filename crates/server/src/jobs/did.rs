@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use reelsmith_engine::Report;
 use reelsmith_engine::report::StageReport;
+use reelsmith_providers::Failure;
+use reelsmith_providers::did::Client;
 use reelsmith_store::{ClaimedJob, GenerationRecord};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-
-use reelsmith_providers::Failure;
-use reelsmith_providers::did::Client;
 
 use crate::events::{Event, Waits};
 use crate::jobs::lease::{Held, hold};

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reelsmith_store::{ClaimedJob, NewJob, now_ms};
+use reelsmith_store::{ClaimedJob, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::outcome::Outcome;
-use crate::queues::MAINTENANCE_QUEUE;
 use crate::state::AppState;
 
 /// Enqueues a cleanup every interval (one per interval, whichever node gets there first): ten
@@ -17,7 +16,7 @@ pub(crate) async fn schedule_cleanup(state: AppState, stop: CancellationToken) {
     let interval_ms = ((shortest * 3_600_000.0 / 2.0) as i64).clamp(500, 600_000);
     loop {
         let slot = now_ms() / interval_ms;
-        let mut job = NewJob::new(MAINTENANCE_QUEUE, "cleanup", serde_json::json!({}));
+        let mut job = crate::queues::Job::Cleanup.to_new_job();
         job.dedup_key = Some(format!("cleanup-{interval_ms}-{slot}"));
         job.retry.max_attempts = 1;
         if let Err(e) = state.queue.enqueue(job).await {

@@ -57,11 +57,16 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
         match state.queue.claim(queue, &worker, lease).await {
             Ok(Some(job)) => {
                 let started = Instant::now();
-                let outcome = match queue {
-                    queues::RENDER_QUEUE => render::render(&state, job).await,
-                    queues::SEGMENT_QUEUE => crate::jobs::segments::render_segment(&state, job).await,
-                    queues::WEBHOOK_QUEUE => deliver::deliver(&state, job).await,
-                    _ => maintenance::maintenance(&state, job).await,
+                let outcome = match queues::Job::from_claimed(&job) {
+                    Ok(queues::Job::Render { .. }) => render::render(&state, job).await,
+                    Ok(queues::Job::Segment(p)) => segments::render_segment(&state, job, p).await,
+                    Ok(queues::Job::Webhook(d)) => deliver::deliver(&state, job, d).await,
+                    Ok(queues::Job::Cleanup) => maintenance::maintenance(&state, job).await,
+                    Err(e) => {
+                        // A job no attempt can run: fail it for good, naming what is wrong.
+                        let _ = state.queue.fail(&job.lease, &e, false, vec![]).await;
+                        outcome::Outcome::Failed
+                    }
                 }
                 .as_str();
                 let secs = started.elapsed().as_secs_f64();

@@ -19,28 +19,14 @@ use std::time::Duration;
 
 use reelsmith_engine::{RenderError, RenderOptions, Report, Scope};
 use reelsmith_spec::Spec;
-use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, JobRecord, JobState, NewJob};
-use serde::{Deserialize, Serialize};
+use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, JobRecord, JobState};
 
 use crate::assets::ensure_assets;
 use crate::events::Event;
 use crate::jobs::lease::{Held, Stop, Watch, hold, supervise};
 use crate::jobs::outcome::{Outcome, finish_cancelled, finish_failed};
-use crate::queues::{SEGMENT_KIND, SEGMENT_QUEUE};
+use crate::queues::{Job, SEGMENT_KIND, SegmentPayload};
 use crate::state::AppState;
-
-/// What a segment job carries.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SegmentPayload {
-    pub generation: String,
-    pub index: usize,
-    /// The cache key the planner computed; the segment worker's must match.
-    pub key: String,
-    pub frames: u64,
-    /// The render job and attempt that asked for it.
-    pub parent: String,
-    pub parent_attempt: u32,
-}
 
 pub(crate) enum FanOut {
     /// Every segment is in the cache: assemble. Holds which worker made each segment.
@@ -95,7 +81,7 @@ pub(crate) async fn fan_out(
             parent: lease.job_id.clone(),
             parent_attempt: lease.attempt,
         };
-        let mut j = NewJob::new(SEGMENT_QUEUE, SEGMENT_KIND, serde_json::to_value(&payload).unwrap_or_default());
+        let mut j = Job::Segment(payload).to_new_job();
         j.subject = Some(record.id.clone());
         j.priority = record.priority;
         j.timeout = timeout;
@@ -208,15 +194,8 @@ async fn cancel_children(state: &AppState, generation: &str, lease: &reelsmith_s
 }
 
 /// Runs one segment job: encodes its segment into the (shared) cache.
-pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob) -> Outcome {
+pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: SegmentPayload) -> Outcome {
     let lease = job.lease.clone();
-    let p: SegmentPayload = match serde_json::from_value(job.payload.clone()) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = state.queue.fail(&lease, &format!("bad segment job: {e}"), false, vec![]).await;
-            return Outcome::Failed;
-        }
-    };
     let record = match state.meta.generation(&p.generation).await {
         Ok(Some(g)) if !g.state.is_final() => g,
         // Deleted, cancelled or finished meanwhile: nothing to do.
