@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::events::{Event, Waits};
 use crate::jobs::lease::{Held, hold};
-use crate::jobs::outcome::Outcome;
+use crate::jobs::outcome::{JobError, Outcome, finish_failed};
 use crate::signing::Purpose;
 use crate::state::AppState;
 
@@ -64,7 +64,7 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
     let started = Instant::now();
     let Some(key) = state.config.did_api_key.as_deref() else {
         let msg = "this talk asks for engine d-id, but did_api_key is not set on this server";
-        return crate::jobs::outcome::finish_failed(state, g, lease, "provider_unavailable", msg, false).await;
+        return finish_failed(state, g, lease, JobError::fatal("provider_unavailable", msg)).await;
     };
     let client = Client::new(state.http.clone(), &state.config.did_base_url, key);
     let publish = |stage: &str, progress: f64| publish_progress(state, g, lease.attempt, stage, progress);
@@ -84,10 +84,7 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
         }
         Ok(Step::Cancelled) => crate::jobs::outcome::finish_cancelled(state, g, lease).await,
         Ok(Step::Lost) => Outcome::Lost,
-        Err(f) => {
-            let retryable = f.is_retryable();
-            crate::jobs::outcome::finish_failed(state, g, lease, "provider_error", f.message(), retryable).await
-        }
+        Err(f) => finish_failed(state, g, lease, JobError::provider(&f)).await,
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     outcome

@@ -9,6 +9,37 @@ use reelsmith_store::{FailOutcome, GenerationRecord, GenerationResult, Heartbeat
 use crate::events::Event;
 use crate::state::AppState;
 
+/// Why an attempt failed: a stable code (the generation's `error.code`), the message, and
+/// whether another attempt may succeed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct JobError {
+    pub code: &'static str,
+    pub message: String,
+    pub retry: bool,
+}
+
+impl JobError {
+    /// Worth another attempt (storage, a crash, a provider outage).
+    pub fn retry(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry: true }
+    }
+
+    /// Final: another attempt would fail the same way.
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry: false }
+    }
+
+    /// A render's failure: the spec's own faults are final, anything else may pass next time.
+    pub fn render(e: &reelsmith_engine::RenderError) -> Self {
+        Self { code: e.code(), message: e.to_string(), retry: !e.is_input_error() }
+    }
+
+    /// A remote provider's failure, retried when the provider said so.
+    pub fn provider(f: &reelsmith_providers::Failure) -> Self {
+        Self { code: "provider_error", message: f.message().to_string(), retry: f.is_retryable() }
+    }
+}
+
 /// How one job attempt ended (the `outcome` label of the job metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -86,7 +117,7 @@ pub(crate) async fn finish_succeeded(
         }
         Err(e) => {
             let msg = format!("cannot store the results: {e}");
-            finish_failed(state, g, lease, "storage", &msg, true).await
+            finish_failed(state, g, lease, JobError::retry("storage", msg)).await
         }
     }
 }
@@ -177,10 +208,10 @@ pub(crate) async fn finish_failed(
     state: &AppState,
     g: &GenerationRecord,
     lease: &reelsmith_store::Lease,
-    code: &str,
-    message: &str,
-    retryable: bool,
+    error: JobError,
 ) -> Outcome {
+    let JobError { code, message, retry: retryable } = error;
+    let message = message.as_str();
     // `message` is the event's own text in the log format: the reason (FFmpeg's words, partly
     // the caller's) goes in a field of its own, Debug-escaped so it cannot forge log lines.
     tracing::warn!(generation = %g.id, attempt = lease.attempt, code, reason = ?message, retryable, "render attempt failed");

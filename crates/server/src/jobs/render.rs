@@ -9,7 +9,7 @@ use crate::events::Event;
 use crate::jobs::lease::{
     ProgressState, Stop, Watch, attempt_timeout, overall, panic_message, supervise, time_limit_message,
 };
-use crate::jobs::outcome::{Outcome, finish_cancelled, finish_failed, finish_succeeded};
+use crate::jobs::outcome::{JobError, Outcome, finish_cancelled, finish_failed, finish_succeeded};
 use crate::state::AppState;
 
 pub(crate) async fn render(state: &AppState, job: ClaimedJob) -> Outcome {
@@ -67,10 +67,10 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     }
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => crate::assets::engine_view(&s),
-        Err(e) => return finish_failed(state, &record, &lease, "spec_parse", &e.to_string(), false).await,
+        Err(e) => return finish_failed(state, &record, &lease, JobError::fatal("spec_parse", e.to_string())).await,
     };
     if let Err(e) = crate::assets::ensure_assets(state, &spec).await {
-        return finish_failed(state, &record, &lease, "assets", &e, true).await;
+        return finish_failed(state, &record, &lease, JobError::retry("assets", e)).await;
     }
     // Talking heads D-ID animates become D-ID's clips first.
     let did_stage = match crate::jobs::did::prepare_scenes(state, &job, &record, &mut spec, &work, true).await {
@@ -79,10 +79,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
             let outcome = match prepared {
                 Ok(crate::jobs::did::Scenes::Cancelled) => finish_cancelled(state, &record, &lease).await,
                 Ok(_) => Outcome::Lost,
-                Err(f) => {
-                    let retryable = f.is_retryable();
-                    finish_failed(state, &record, &lease, "provider_error", f.message(), retryable).await
-                }
+                Err(f) => finish_failed(state, &record, &lease, JobError::provider(&f)).await,
             };
             let _ = tokio::fs::remove_dir_all(&work).await;
             return outcome;
@@ -172,15 +169,13 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
         }
         _ if stop_reason == Some(Stop::Cancel) => finish_cancelled(state, &record, &lease).await,
         Ok(Err(_)) if stop_reason == Some(Stop::TimeLimit) => {
-            finish_failed(state, &record, &lease, "time_limit", &time_limit_message(timeout), false).await
+            finish_failed(state, &record, &lease, JobError::fatal("time_limit", time_limit_message(timeout))).await
         }
-        Ok(Err(e)) => {
-            let retryable = !e.is_input_error();
-            finish_failed(state, &record, &lease, e.code(), &e.to_string(), retryable).await
-        }
+        Ok(Err(e)) => finish_failed(state, &record, &lease, JobError::render(&e)).await,
         Err(panic) => {
             let msg = panic_message(&panic);
-            finish_failed(state, &record, &lease, "worker_panic", &format!("render worker panicked: {msg}"), true).await
+            let e = JobError::retry("worker_panic", format!("render worker panicked: {msg}"));
+            finish_failed(state, &record, &lease, e).await
         }
     };
     let _ = tokio::fs::remove_dir_all(&work).await;

@@ -24,7 +24,7 @@ use reelsmith_store::{ClaimedJob, FailOutcome, GenerationRecord, JobRecord, JobS
 use crate::assets::ensure_assets;
 use crate::events::Event;
 use crate::jobs::lease::{Held, Stop, Watch, hold, supervise};
-use crate::jobs::outcome::{Outcome, finish_cancelled, finish_failed};
+use crate::jobs::outcome::{JobError, Outcome, finish_cancelled, finish_failed};
 use crate::queues::{Job, SEGMENT_KIND, SegmentPayload};
 use crate::state::AppState;
 
@@ -90,7 +90,7 @@ pub(crate) async fn fan_out(
         j.dedup_key = Some(format!("{}-{}-{}", lease.job_id, lease.attempt, s.index));
         if let Err(e) = state.queue.enqueue(j).await {
             let msg = format!("cannot enqueue segment jobs: {e}");
-            return FanOut::Finished(finish_failed(state, record, lease, "storage", &msg, true).await);
+            return FanOut::Finished(finish_failed(state, record, lease, JobError::retry("storage", msg)).await);
         }
     }
     state.wake_segments.notify_waiters();
@@ -117,7 +117,7 @@ async fn wait_for_segments(
         Held::TimedOut => {
             cancel_children(state, &record.id, lease).await;
             let msg = crate::jobs::lease::time_limit_message(timeout);
-            FanOut::Finished(finish_failed(state, record, lease, "time_limit", &msg, false).await)
+            FanOut::Finished(finish_failed(state, record, lease, JobError::fatal("time_limit", msg)).await)
         }
     }
 }
@@ -146,7 +146,7 @@ async fn poll_segments(
             cancel_children(state, &record.id, lease).await;
             let why = failed.last_error.clone().unwrap_or_else(|| failed.state.as_str().into());
             let msg = format!("segment {} could not be rendered: {why}", p.index);
-            return FanOut::Finished(finish_failed(state, record, lease, "segment_failed", &msg, true).await);
+            return FanOut::Finished(finish_failed(state, record, lease, JobError::retry("segment_failed", msg)).await);
         }
         let done: u64 = children.iter().filter(|(_, j)| j.state == JobState::Succeeded).map(|(p, _)| p.frames).sum();
         if done != last_done {
