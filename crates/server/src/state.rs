@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -23,15 +22,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub hub: crate::events::Hub,
     pub limiter: Arc<crate::access::RateLimiter>,
-    pub requests: Arc<crate::telemetry::RequestLog>,
-    /// Finished generations read for the performance report (incrementally).
-    pub finished: Arc<crate::telemetry::FinishedHistory>,
-    pub request_ids: Arc<crate::telemetry::RequestIds>,
-    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    /// Wakes idle render workers when a job arrives.
-    pub wake: Arc<tokio::sync::Notify>,
-    /// Wakes idle segment workers when a render fans out.
-    pub wake_segments: Arc<tokio::sync::Notify>,
+    /// Request log, finished-generation history, request ids, Prometheus.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Wakes idle workers when work arrives for them.
+    pub wake: WakeUps,
     pub http: reqwest::Client,
     pub webhook_secret: Arc<str>,
     /// Keys for talk links and D-ID callbacks (derived from `signing_secret`).
@@ -52,20 +46,20 @@ pub struct AppState {
     /// Uploaded assets also live in artifact storage (shared by every node), not only on this
     /// node's disk.
     pub shared_assets: bool,
-    cache_counts: Arc<(AtomicU64, AtomicU64)>,
+}
+
+/// Wake-ups for idle workers in this process (other processes poll or listen on the queue).
+#[derive(Clone, Default)]
+pub struct WakeUps {
+    /// A render job was queued.
+    pub renders: Arc<tokio::sync::Notify>,
+    /// A render fanned out into segment jobs.
+    pub segments: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
     pub fn live_progress(&self, id: &str) -> Option<crate::events::Event> {
         self.hub.latest(id)
-    }
-
-    pub(crate) fn note_cache(&self, hits: u64, misses: u64) {
-        let h = self.cache_counts.0.fetch_add(hits, Ordering::Relaxed) + hits;
-        let m = self.cache_counts.1.fetch_add(misses, Ordering::Relaxed) + misses;
-        if h + m > 0 {
-            metrics::gauge!("reelsmith_cache_hit_ratio").set(h as f64 / (h + m) as f64);
-        }
     }
 }
 
@@ -179,12 +173,8 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         engine,
         hub: crate::events::Hub::default(),
         limiter: Default::default(),
-        requests: Default::default(),
-        finished: Default::default(),
-        request_ids: Default::default(),
-        prometheus: crate::telemetry::prometheus(),
+        telemetry: Default::default(),
         wake: Default::default(),
-        wake_segments: Default::default(),
         http,
         webhook_secret,
         signing,
@@ -193,7 +183,6 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         remote_waits: Default::default(),
         ready_cache: Default::default(),
         streams: Default::default(),
-        cache_counts: Default::default(),
     })
 }
 

@@ -392,7 +392,7 @@ pub async fn enqueue(
     };
     let (status, id, how) = match created {
         CreateOutcome::Created(id) => {
-            state.wake.notify_waiters();
+            state.wake.renders.notify_waiters();
             (StatusCode::ACCEPTED, id, "created")
         }
         CreateOutcome::Idempotent(id) => (StatusCode::ACCEPTED, id, "idempotent_replay"),

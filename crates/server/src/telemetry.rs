@@ -49,6 +49,40 @@ fn describe() {
     describe_counter!("reelsmith_webhook_deliveries_total", "Webhook delivery attempts per outcome");
 }
 
+/// What this process measures: requests (for the performance report), finished generations
+/// (read incrementally), request ids, cache hits, and the Prometheus recorder.
+pub struct Telemetry {
+    pub requests: RequestLog,
+    pub finished: FinishedHistory,
+    pub request_ids: RequestIds,
+    pub prometheus: PrometheusHandle,
+    cache_counts: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64),
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            requests: Default::default(),
+            finished: Default::default(),
+            request_ids: Default::default(),
+            prometheus: prometheus(),
+            cache_counts: Default::default(),
+        }
+    }
+}
+
+impl Telemetry {
+    /// Adds a render's cache hits and misses to this process's hit ratio (a gauge).
+    pub fn note_cache(&self, hits: u64, misses: u64) {
+        use std::sync::atomic::Ordering;
+        let h = self.cache_counts.0.fetch_add(hits, Ordering::Relaxed) + hits;
+        let m = self.cache_counts.1.fetch_add(misses, Ordering::Relaxed) + misses;
+        if h + m > 0 {
+            metrics::gauge!("reelsmith_cache_hit_ratio").set(h as f64 / (h + m) as f64);
+        }
+    }
+}
+
 /// Recent requests for the performance report: bounded, oldest dropped first.
 /// (unix ms, route, status, latency ms, the calling key's id)
 type LoggedRequest = (i64, Arc<str>, u16, f64, Option<Arc<str>>);

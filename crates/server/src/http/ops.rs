@@ -98,7 +98,7 @@ pub(crate) async fn metrics_text(State(state): State<AppState>) -> impl IntoResp
             }
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.telemetry.prometheus.render())
 }
 
 pub(crate) async fn openapi_doc() -> impl IntoResponse {
@@ -126,8 +126,8 @@ pub async fn performance_report(
     })?;
     let key = caller.key_id();
     let report = crate::telemetry::performance_report(
-        &state.requests,
-        &state.finished,
+        &state.telemetry.requests,
+        &state.telemetry.finished,
         state.meta.as_ref(),
         state.queue.as_ref(),
         secs,

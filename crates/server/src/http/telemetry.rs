@@ -41,7 +41,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .get(&REQUEST_ID)
         .filter(|v| v.len() <= 128)
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(&state.request_ids.next()).expect("ascii id"));
+        .unwrap_or_else(|| HeaderValue::from_str(&state.telemetry.request_ids.next()).expect("ascii id"));
     let span = tracing::info_span!("request", method = %method, route = %route, status = tracing::field::Empty);
     let mut resp = next.run(req).instrument(span.clone()).await;
     // The auth layer (inside this one) hands the caller out on the response.
@@ -54,7 +54,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     metrics::histogram!("reelsmith_http_request_duration_seconds", "route" => label.to_string(),
         "status" => status_class(status))
     .record(elapsed.as_secs_f64());
-    state.requests.record(label.clone(), status, ms, key);
+    state.telemetry.requests.record(label.clone(), status, ms, key);
     if ms >= state.config.slow_request_ms as f64 {
         tracing::warn!(route = %label, status, ms, request_id = ?request_id, "slow request");
     }

@@ -82,8 +82,8 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
                 let next = state.queue.next_run_at(queue).await.ok().flatten();
                 let wait_ms = next.map_or(500, |t| (t - now_ms()).clamp(5, 500)) as u64;
                 tokio::select! {
-                    _ = state.wake.notified(), if queue == queues::RENDER_QUEUE => {}
-                    _ = state.wake_segments.notified(), if queue == queues::SEGMENT_QUEUE => {}
+                    _ = state.wake.renders.notified(), if queue == queues::RENDER_QUEUE => {}
+                    _ = state.wake.segments.notified(), if queue == queues::SEGMENT_QUEUE => {}
                     // PostgreSQL wakes it at once through LISTEN/NOTIFY; SQLite just waits.
                     _ = state.queue.wait_for_work(queue, Duration::from_millis(wait_ms)) => {}
                     _ = stop.cancelled() => return,

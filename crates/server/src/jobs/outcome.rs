@@ -92,7 +92,7 @@ pub(crate) async fn finish_succeeded(
             }
             metrics::counter!("reelsmith_cache_hits_total").increment(report.cache_hits);
             metrics::counter!("reelsmith_cache_misses_total").increment(report.cache_misses);
-            state.note_cache(report.cache_hits, report.cache_misses);
+            state.telemetry.note_cache(report.cache_hits, report.cache_misses);
             let mut done = g.clone();
             done.state = reelsmith_store::JobState::Succeeded;
             done.progress = 1.0;

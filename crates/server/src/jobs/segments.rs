@@ -93,7 +93,7 @@ pub(crate) async fn fan_out(
             return FanOut::Finished(finish_failed(state, record, lease, JobError::retry("storage", msg)).await);
         }
     }
-    state.wake_segments.notify_waiters();
+    state.wake.segments.notify_waiters();
     tracing::info!(generation = %record.id, segments = todo.len(), of = plan.segments.len(), "segments fanned out");
     let total_frames: u64 = todo.iter().map(|s| s.frames).sum::<u64>().max(1);
     wait_for_segments(state, record, job, timeout, total_frames).await
