@@ -17,6 +17,7 @@ mod conformance;
 pub mod postgres;
 pub mod redis_backend;
 pub mod s3;
+mod sql;
 pub mod sqlite;
 pub mod tiers;
 

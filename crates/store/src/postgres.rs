@@ -935,48 +935,6 @@ async fn advisory_lock(tx: &mut sqlx::PgConnection, class: i32, key: &str) -> Re
     Ok(())
 }
 
-/// Adds a budget's charge to the key's usage for its day unless that passes the cap: one
-/// statement, so concurrent submissions of a key cannot both pass. Some(usage before) when
-/// refused.
-async fn charge_budget(conn: &mut sqlx::PgConnection, api_key_id: &str, b: &Budget) -> Result<Option<Usage>> {
-    let over = b.charge.megapixel_frames > b.cap.megapixel_frames || b.charge.did_scenes > b.cap.did_scenes;
-    if !over {
-        let row = sqlx::query(
-            "INSERT INTO key_usage (api_key_id, day, megapixel_frames, did_scenes) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (api_key_id, day) DO UPDATE SET
-                 megapixel_frames = key_usage.megapixel_frames + excluded.megapixel_frames,
-                 did_scenes = key_usage.did_scenes + excluded.did_scenes
-             WHERE key_usage.megapixel_frames + excluded.megapixel_frames <= $5
-               AND key_usage.did_scenes + excluded.did_scenes <= $6
-             RETURNING megapixel_frames",
-        )
-        .bind(api_key_id)
-        .bind(b.day)
-        .bind(b.charge.megapixel_frames)
-        .bind(b.charge.did_scenes.min(i64::MAX as u64) as i64)
-        .bind(b.cap.megapixel_frames)
-        .bind(b.cap.did_scenes.min(i64::MAX as u64) as i64)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if row.is_some() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(usage_on(conn, api_key_id, b.day).await?))
-}
-
-async fn usage_on(conn: &mut sqlx::PgConnection, api_key_id: &str, day: i64) -> Result<Usage> {
-    let row = sqlx::query("SELECT megapixel_frames, did_scenes FROM key_usage WHERE api_key_id = $1 AND day = $2")
-        .bind(api_key_id)
-        .bind(day)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match row {
-        Some(r) => Usage { megapixel_frames: r.try_get(0)?, did_scenes: r.try_get::<i64, _>(1)?.max(0) as u64 },
-        None => Usage::default(),
-    })
-}
-
 #[async_trait]
 impl Metadata for PgStore {
     async fn create_generation(&self, g: NewGeneration, job: NewJob) -> Result<CreateOutcome> {
@@ -1037,7 +995,7 @@ impl Metadata for PgStore {
             }
         }
         if let (Some(b), Some(key)) = (&g.budget, &g.api_key_id)
-            && let Some(used) = charge_budget(&mut tx, key, b).await?
+            && let Some(used) = crate::sql::charge_budget::<sqlx::Postgres>(&mut tx, key, b).await?
         {
             return Err(StoreError::Budget { used });
         }
@@ -1086,36 +1044,15 @@ impl Metadata for PgStore {
     }
 
     async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()> {
-        sqlx::query("UPDATE generations SET progress = $1, stage = $2 WHERE id = $3")
-            .bind(progress)
-            .bind(stage)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        crate::sql::set_progress(&self.pool, id, progress, stage).await
     }
 
     async fn set_result(&self, id: &str, r: &GenerationResult) -> Result<()> {
-        let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "UPDATE generations SET result = $1, progress = 1, stage = 'done', error_code = NULL, error_message = NULL
-             WHERE id = $2",
-        )
-        .bind(json)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        crate::sql::set_result(&self.pool, id, r).await
     }
 
     async fn set_error(&self, id: &str, code: &str, message: &str) -> Result<()> {
-        sqlx::query("UPDATE generations SET error_code = $1, error_message = $2 WHERE id = $3")
-            .bind(code)
-            .bind(message)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        crate::sql::set_error(&self.pool, id, code, message).await
     }
 
     async fn delete_generation(&self, id: &str) -> Result<bool> {
@@ -1226,13 +1163,7 @@ impl Metadata for PgStore {
     }
 
     async fn revoke_api_key(&self, id: &str) -> Result<bool> {
-        let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
+        crate::sql::revoke_api_key(&self.pool, id).await
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
@@ -1241,17 +1172,11 @@ impl Metadata for PgStore {
     }
 
     async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool> {
-        let n = sqlx::query("UPDATE api_keys SET webhook_secret = $1 WHERE id = $2")
-            .bind(secret)
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
+        crate::sql::set_webhook_secret(&self.pool, id, secret).await
     }
 
     async fn usage(&self, api_key_id: &str, day: i64) -> Result<Usage> {
-        usage_on(&mut *self.pool.acquire().await?, api_key_id, day).await
+        crate::sql::usage_on::<sqlx::Postgres>(&mut *self.pool.acquire().await?, api_key_id, day).await
     }
 
     async fn put_asset(&self, a: &Asset) -> Result<()> {
