@@ -915,21 +915,6 @@ fn generation_record(r: &PgRow) -> Result<GenerationRecord> {
     })
 }
 
-fn api_key(r: &PgRow) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        rate_per_s: r.try_get("rate_per_s")?,
-        burst: int(r, "burst")?,
-        max_concurrent_jobs: int(r, "max_concurrent_jobs")?,
-        max_priority: int::<u32>(r, "max_priority")?.min(9) as u8,
-        webhook_secret: r.try_get("webhook_secret")?,
-        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
-        created_at_ms: r.try_get("created_at")?,
-        revoked_at_ms: r.try_get("revoked_at")?,
-    })
-}
-
 async fn advisory_lock(tx: &mut sqlx::PgConnection, class: i32, key: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))").bind(class).bind(key).execute(&mut *tx).await?;
     Ok(())
@@ -1129,37 +1114,15 @@ impl Metadata for PgStore {
     }
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
-                 webhook_secret, limits)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(token_hash)
-        .bind(key.rate_per_s)
-        .bind(i64::from(key.burst))
-        .bind(i64::from(key.max_concurrent_jobs))
-        .bind(key.created_at_ms)
-        .bind(i64::from(key.max_priority))
-        .bind(&key.webhook_secret)
-        .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        crate::sql::create_api_key(&self.pool, key, token_hash).await
     }
 
     async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(api_key).transpose()
+        Ok(crate::sql::api_keys(&self.pool, crate::sql::KeyLookup::Hash(token_hash)).await?.pop())
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(&self.pool).await?;
-        rows.iter().map(api_key).collect()
+        crate::sql::api_keys(&self.pool, crate::sql::KeyLookup::All).await
     }
 
     async fn revoke_api_key(&self, id: &str) -> Result<bool> {
@@ -1167,8 +1130,7 @@ impl Metadata for PgStore {
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(api_key).transpose()
+        Ok(crate::sql::api_keys(&self.pool, crate::sql::KeyLookup::Id(id)).await?.pop())
     }
 
     async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool> {

@@ -4,7 +4,7 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
-use crate::{Budget, GenerationResult, Result, StoreError, Usage};
+use crate::{ApiKey, Budget, GenerationResult, Result, StoreError, Usage, corrupt_json};
 
 pub(crate) async fn set_progress<'e, DB, E>(e: E, id: &str, progress: f64, stage: &str) -> Result<()>
 where
@@ -167,4 +167,100 @@ where
     let done =
         sqlx::query("UPDATE api_keys SET webhook_secret = $1 WHERE id = $2").bind(secret).bind(id).execute(e).await?;
     Ok(done.affected() > 0)
+}
+
+/// An integer column as the record's type; out of range is a corrupt record.
+fn int<R, T>(r: &R, col: &str) -> Result<T>
+where
+    R: Row,
+    T: TryFrom<i64>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    let v: i64 = r.try_get(col)?;
+    T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))
+}
+
+/// An `api_keys` row.
+fn api_key<R>(r: &R) -> Result<ApiKey>
+where
+    R: Row,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        rate_per_s: r.try_get("rate_per_s")?,
+        burst: int(r, "burst")?,
+        max_concurrent_jobs: int(r, "max_concurrent_jobs")?,
+        max_priority: int::<_, u32>(r, "max_priority")?.min(9) as u8,
+        webhook_secret: r.try_get("webhook_secret")?,
+        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
+        created_at_ms: r.try_get("created_at")?,
+        revoked_at_ms: r.try_get("revoked_at")?,
+    })
+}
+
+pub(crate) async fn create_api_key<'e, DB, E>(e: E, key: &ApiKey, token_hash: &str) -> Result<()>
+where
+    DB: Database,
+    E: Executor<'e, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
+             webhook_secret, limits)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.name.as_str())
+    .bind(token_hash)
+    .bind(key.rate_per_s)
+    .bind(i64::from(key.burst))
+    .bind(i64::from(key.max_concurrent_jobs))
+    .bind(key.created_at_ms)
+    .bind(i64::from(key.max_priority))
+    .bind(key.webhook_secret.as_deref())
+    .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Keys by token hash, by id, or all of them (oldest first).
+pub(crate) enum KeyLookup<'a> {
+    Hash(&'a str),
+    Id(&'a str),
+    All,
+}
+
+pub(crate) async fn api_keys<'e, DB, E>(e: E, lookup: KeyLookup<'_>) -> Result<Vec<ApiKey>>
+where
+    DB: Database,
+    E: Executor<'e, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,
+    for<'r> f64: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
+    for<'c> &'c str: ColumnIndex<DB::Row>,
+{
+    let rows = match lookup {
+        KeyLookup::Hash(h) => sqlx::query("SELECT * FROM api_keys WHERE token_hash = $1").bind(h).fetch_all(e).await?,
+        KeyLookup::Id(id) => sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_all(e).await?,
+        KeyLookup::All => sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(e).await?,
+    };
+    rows.iter().map(api_key).collect()
 }

@@ -703,21 +703,6 @@ fn generation_record(r: &SqliteRow) -> Result<GenerationRecord> {
     })
 }
 
-fn api_key(r: &SqliteRow) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        rate_per_s: r.try_get("rate_per_s")?,
-        burst: r.try_get::<i64, _>("burst")? as u32,
-        max_concurrent_jobs: r.try_get::<i64, _>("max_concurrent_jobs")? as u32,
-        max_priority: r.try_get::<i64, _>("max_priority")?.clamp(0, 9) as u8,
-        webhook_secret: r.try_get("webhook_secret")?,
-        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
-        created_at_ms: r.try_get("created_at")?,
-        revoked_at_ms: r.try_get("revoked_at")?,
-    })
-}
-
 #[async_trait]
 impl Metadata for SqliteStore {
     async fn create_generation(&self, g: NewGeneration, job: NewJob) -> Result<CreateOutcome> {
@@ -840,37 +825,15 @@ impl Metadata for SqliteStore {
     }
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
-                 webhook_secret, limits)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(token_hash)
-        .bind(key.rate_per_s)
-        .bind(key.burst as i64)
-        .bind(key.max_concurrent_jobs as i64)
-        .bind(key.created_at_ms)
-        .bind(i64::from(key.max_priority))
-        .bind(&key.webhook_secret)
-        .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        crate::sql::create_api_key(&self.writer, key, token_hash).await
     }
 
     async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(api_key).transpose()
+        Ok(crate::sql::api_keys(&self.reader, crate::sql::KeyLookup::Hash(token_hash)).await?.pop())
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(&self.reader).await?;
-        rows.iter().map(api_key).collect()
+        crate::sql::api_keys(&self.reader, crate::sql::KeyLookup::All).await
     }
 
     async fn revoke_api_key(&self, id: &str) -> Result<bool> {
@@ -878,8 +841,7 @@ impl Metadata for SqliteStore {
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?").bind(id).fetch_optional(&self.reader).await?;
-        row.as_ref().map(api_key).transpose()
+        Ok(crate::sql::api_keys(&self.reader, crate::sql::KeyLookup::Id(id)).await?.pop())
     }
 
     async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool> {
