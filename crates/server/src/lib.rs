@@ -12,20 +12,22 @@
 //! `http/` and `jobs/` stand on the domain and never import each other; the domain imports
 //! neither; nothing imports this file, which is only the crate's face.
 
+// Public: what the CLI and the tests outside this crate use (keys, the fuzz targets' parsers,
+// signatures, webhooks); the rest stays inside.
 pub mod access;
 pub mod assets;
 pub mod config;
 pub mod error;
-pub mod events;
+mod events;
 pub mod http;
-pub mod jobs;
-pub mod net;
-pub mod queues;
+mod jobs;
+mod net;
+mod queues;
 pub mod signing;
 pub mod state;
 pub mod submit;
-pub mod telemetry;
-pub mod views;
+mod telemetry;
+mod views;
 pub mod webhooks;
 
 use std::net::SocketAddr;
