@@ -162,6 +162,53 @@ impl Inputs {
     }
 }
 
+/// One render: what every stage reads. The spec with its hashed inputs, the cache with this
+/// render's counts and scope, the text renderer (with the spec's own fonts), the options.
+struct Render<'a> {
+    engine: &'a Engine,
+    spec: &'a Spec,
+    opts: &'a RenderOptions,
+    inputs: Inputs,
+    counts: Counts<'a>,
+    text: Arc<TextRenderer>,
+    /// Stage work items run at once.
+    jobs: usize,
+}
+
+impl<'a> Render<'a> {
+    /// After validation (`clips` is what it probed): hashes the inputs and opens this render's
+    /// view of the cache.
+    fn new(
+        engine: &'a Engine,
+        spec: &'a Spec,
+        base: &Path,
+        clips: BTreeMap<usize, ClipInfo>,
+        opts: &'a RenderOptions,
+    ) -> Result<Self, RenderError> {
+        let inputs = hash_inputs(spec, base, clips)?;
+        // The spec's own fonts are known to this render's text renderer only.
+        let text: Arc<TextRenderer> = if inputs.font_files.is_empty() {
+            engine.text.clone()
+        } else {
+            Arc::new(
+                engine
+                    .text
+                    .with_font_files(&inputs.font_files)
+                    .map_err(|e| RenderError::at("subtitles.font.file", e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            engine,
+            spec,
+            opts,
+            inputs,
+            counts: Counts::new(&engine.cache, opts.cache_scope.as_deref()),
+            text,
+            jobs: opts.jobs.unwrap_or_else(crate::cores).max(1),
+        })
+    }
+}
+
 pub(crate) fn run(
     engine: &Engine,
     spec: &Spec,
@@ -173,9 +220,8 @@ pub(crate) fn run(
     let clips = validate(engine, spec, base)?;
     reject_remote_scenes(spec)?;
     let (width, height) = spec.output.dimensions();
-    let inputs = hash_inputs(spec, base, clips)?;
-    let counts = Counts::new(&engine.cache, opts.cache_scope.as_deref());
-    let jobs = opts.jobs.unwrap_or_else(crate::cores).max(1);
+    let r = Render::new(engine, spec, base, clips, opts)?;
+    let (inputs, counts, jobs, text, opts) = (&r.inputs, &r.counts, r.jobs, &r.text, r.opts);
     let mut rep =
         Report { output: out.display().to_string(), width, height, fps: spec.output.fps, ..Default::default() };
 
@@ -188,9 +234,9 @@ pub(crate) fn run(
     let speech: Vec<Option<Speech>> = parallel(&indices, jobs, |&i| {
         // Every stage stops at a cancel, not only the frame loops.
         stop_if_cancelled(opts)?;
-        let r = narration(engine, &counts, spec, i, &inputs, &runs);
+        let speech = narration(&r, i, &runs);
         stop_if_cancelled(opts)?;
-        r
+        speech
     })?;
     st.items = speech.iter().flatten().count() as u64;
     st.runs = runs.load(Ordering::Relaxed);
@@ -215,18 +261,6 @@ pub(crate) fn run(
     rep.frames = timeline.total_frames;
     rep.duration_s = timeline.duration();
 
-    // The spec's own fonts are known to this render's text renderer only.
-    let text: Arc<TextRenderer> = if inputs.font_files.is_empty() {
-        engine.text.clone()
-    } else {
-        Arc::new(
-            engine
-                .text
-                .with_font_files(&inputs.font_files)
-                .map_err(|e| RenderError::at("subtitles.font.file", e.to_string()))?,
-        )
-    };
-
     // 4. Canvases.
     let mut st = StageReport::default();
     let t = StageTimer::start("canvas");
@@ -234,7 +268,7 @@ pub(crate) fn run(
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> = parallel(&indices, jobs, |&i| {
         stop_if_cancelled(opts)?;
-        canvas(engine, &text, &counts, spec, i, &inputs, &runs)
+        canvas(&r, i, &runs)
     })?;
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
@@ -247,7 +281,7 @@ pub(crate) fn run(
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
-        .map(|i| scene_look(&text, spec, &timeline, i, &canvases[i], speech[i].as_ref(), &inputs).map(Arc::new))
+        .map(|i| scene_look(&r, &timeline, i, &canvases[i], speech[i].as_ref()).map(Arc::new))
         .collect::<Result<_, _>>()?;
     rep.captions = captions(&timeline, &looks);
     let mut settings = VideoSettings {
@@ -333,7 +367,7 @@ pub(crate) fn run(
                 Job::Audio => {
                     let t = std::time::Instant::now();
                     let cpu0 = report::thread_cpu_seconds();
-                    let (path, loudness, child_cpu) = mixdown(engine, &counts, spec, &timeline, &speech, &inputs)?;
+                    let (path, loudness, child_cpu) = mixdown(&r, &timeline, &speech)?;
                     let st = StageReport {
                         wall_s: t.elapsed().as_secs_f64(),
                         cpu_s: report::thread_cpu_seconds() - cpu0 + child_cpu.unwrap_or(0.0),
@@ -433,10 +467,10 @@ pub(crate) fn narration_wav(
     cache_scope: Option<&str>,
 ) -> Result<(String, f64), RenderError> {
     let clips = validate(engine, spec, base)?;
-    let inputs = hash_inputs(spec, base, clips)?;
     // The same scope as the render: the very narration it will play.
-    let counts = Counts::new(&engine.cache, cache_scope);
-    let speech = narration(engine, &counts, spec, i, &inputs, &AtomicU64::new(0))?
+    let opts = RenderOptions { cache_scope: cache_scope.map(str::to_string), ..Default::default() };
+    let r = Render::new(engine, spec, base, clips, &opts)?;
+    let speech = narration(&r, i, &AtomicU64::new(0))?
         .ok_or_else(|| RenderError::at(format!("scenes[{i}].narration"), "the scene has no narration"))?;
     let bytes = fs::read(&speech.path)?;
     let samples = bytes
@@ -662,14 +696,8 @@ enum NarrationKey<'a> {
     ClipSound { file: String, start: f64, end: Option<f64> },
 }
 
-fn narration(
-    engine: &Engine,
-    counts: &Counts<'_>,
-    spec: &Spec,
-    i: usize,
-    inputs: &Inputs,
-    runs: &AtomicU64,
-) -> Result<Option<Speech>, RenderError> {
+fn narration(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<Option<Speech>, RenderError> {
+    let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
     let Some(n) = &spec.scenes[i].narration else {
         return clip_sound(engine, counts, spec, i, inputs, runs);
     };
@@ -932,15 +960,8 @@ fn even(x: f32) -> u32 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn canvas(
-    engine: &Engine,
-    text: &TextRenderer,
-    counts: &Counts<'_>,
-    spec: &Spec,
-    i: usize,
-    inputs: &Inputs,
-    runs: &AtomicU64,
-) -> Result<(Key, PathBuf, u32, u32), RenderError> {
+fn canvas(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<(Key, PathBuf, u32, u32), RenderError> {
+    let (engine, text, counts, spec, inputs) = (r.engine, &*r.text, &r.counts, r.spec, &r.inputs);
     let scene = &spec.scenes[i];
     let (w, h) = spec.output.dimensions();
     let z = crate::cost::canvas_zoom(w, h, plan::max_zoom(&scene.motion));
@@ -1082,13 +1103,11 @@ enum Job {
 /// Mixes and encodes the soundtrack; returns its file, loudness and, when it was encoded rather
 /// than found in the cache, the encoder's CPU seconds.
 fn mixdown(
-    engine: &Engine,
-    counts: &Counts<'_>,
-    spec: &Spec,
+    r: &Render<'_>,
     tl: &Timeline,
     speech: &[Option<Speech>],
-    inputs: &Inputs,
 ) -> Result<(PathBuf, Option<f64>, Option<f64>), RenderError> {
+    let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
     let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
     let key = cache::key(
         "audio",
@@ -1374,14 +1393,13 @@ fn captions(tl: &Timeline, looks: &[Arc<SceneLook>]) -> Vec<report::Caption> {
 }
 
 fn scene_look(
-    text: &TextRenderer,
-    spec: &Spec,
+    r: &Render<'_>,
     tl: &Timeline,
     i: usize,
     canvas: &(Key, PathBuf, u32, u32),
     speech: Option<&Speech>,
-    inputs: &Inputs,
 ) -> Result<SceneLook, RenderError> {
+    let (text, spec, inputs) = (&*r.text, r.spec, &r.inputs);
     let scene = &spec.scenes[i];
     let span = &tl.scenes[i];
     let (w, h) = spec.output.dimensions();
