@@ -15,6 +15,7 @@ pub mod encoders;
 pub mod plan;
 pub mod report;
 pub mod scene;
+pub mod stage;
 mod stages;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use reelsmith_spec::{ParseError, Spec, ValidationError, Validator};
 
 pub use cache::Cache;
 pub use report::{Report, SegmentInfo};
+pub use stage::Stage;
 
 /// Why a render failed. [`RenderError::code`] gives a stable code for APIs.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,7 @@ use crate::cache::{self, Key};
 use crate::plan::{self, Segment, Timeline};
 use crate::report::{self, Report, StageReport, StageTimer};
 use crate::scene::{self, ClipLook, FaceRig, SceneLook, SceneRenderer, Talking, TextLook};
+use crate::stage::Stage;
 use crate::{Engine, Progress, RenderError, RenderOptions, parallel};
 
 /// Longest narration accepted from one scene, seconds.
@@ -85,14 +86,14 @@ impl<'a> Counts<'a> {
     fn cached(
         &self,
         engine: &Engine,
-        stage: &'static str,
+        stage: Stage,
         key: &Key,
         build: impl FnOnce(&Path) -> Result<(), RenderError>,
     ) -> Result<(PathBuf, bool), RenderError> {
         let key = &self.scoped(key);
         self.cache.pin(key);
         self.pinned.lock().expect("pins lock").push(*key);
-        let (path, hit) = engine.cache.get_or_build(stage, key, build)?;
+        let (path, hit) = engine.cache.get_or_build(stage.cache_name(), key, build)?;
         if !hit {
             let size = cache::dir_size(&path);
             let written = self.written.fetch_add(size, Ordering::Relaxed) + size;
@@ -108,7 +109,7 @@ impl<'a> Counts<'a> {
             }
         }
         let mut m = self.stages.lock().expect("counts lock");
-        let e = m.entry(stage).or_default();
+        let e = m.entry(stage.cache_name()).or_default();
         if hit {
             e.hits += 1
         } else {
@@ -117,8 +118,8 @@ impl<'a> Counts<'a> {
         Ok((path, hit))
     }
 
-    fn get(&self, stage: &str) -> cache::HitMiss {
-        self.stages.lock().expect("counts lock").get(stage).copied().unwrap_or_default()
+    fn get(&self, stage: Stage) -> cache::HitMiss {
+        self.stages.lock().expect("counts lock").get(stage.cache_name()).copied().unwrap_or_default()
     }
 }
 
@@ -227,8 +228,8 @@ pub(crate) fn run(
 
     // 2. Narration (needed for the timeline).
     let mut st = StageReport::default();
-    let t = StageTimer::start("narration");
-    opts.emit(Progress::Stage { name: "narration", total: spec.scenes.len() as u64 });
+    let t = StageTimer::start(Stage::Narration.report_name());
+    emit_stage(opts, Stage::Narration, spec.scenes.len() as u64);
     let runs = AtomicU64::new(0);
     let indices: Vec<usize> = (0..spec.scenes.len()).collect();
     let speech: Vec<Option<Speech>> = parallel(&indices, jobs, |&i| {
@@ -241,7 +242,7 @@ pub(crate) fn run(
     st.items = speech.iter().flatten().count() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
-    rep.stages.insert("narration".into(), st);
+    rep.stages.insert(Stage::Narration.report_name().into(), st);
 
     // 3. Timeline.
     // A clip's own sound is its scene's narration, but the clip, not the sound, sets the length.
@@ -263,8 +264,8 @@ pub(crate) fn run(
 
     // 4. Canvases.
     let mut st = StageReport::default();
-    let t = StageTimer::start("canvas");
-    opts.emit(Progress::Stage { name: "canvas", total: spec.scenes.len() as u64 });
+    let t = StageTimer::start(Stage::Canvas.report_name());
+    emit_stage(opts, Stage::Canvas, spec.scenes.len() as u64);
     let runs = AtomicU64::new(0);
     let canvases: Vec<(Key, PathBuf, u32, u32)> = parallel(&indices, jobs, |&i| {
         stop_if_cancelled(opts)?;
@@ -273,11 +274,11 @@ pub(crate) fn run(
     st.items = canvases.len() as u64;
     st.runs = runs.load(Ordering::Relaxed);
     t.stop(&mut st);
-    rep.stages.insert("canvas".into(), st);
+    rep.stages.insert(Stage::Canvas.report_name().into(), st);
 
     // 5. Segments, with the soundtrack in the same pool.
     let mut st = StageReport::default();
-    let t = StageTimer::start("segments");
+    let t = StageTimer::start(Stage::Segment.report_name());
     let encoder = crate::encoders::resolve(spec.output.encoder);
     rep.encoder = encoder.ffmpeg_name().into();
     let looks: Vec<Arc<SceneLook>> = (0..spec.scenes.len())
@@ -355,7 +356,7 @@ pub(crate) fn run(
     let seg_runs = AtomicU64::new(0);
     // The soundtrack is one more job in the same pool: while its single-threaded AAC encode
     // runs, one encoder fewer runs beside it, so the cores stay busy and memory stays flat.
-    opts.emit(Progress::Stage { name: "render", total: total_frames });
+    emit_stage(opts, Stage::Segment, total_frames);
     // A segments-only render leaves the soundtrack to whoever assembles the video.
     let mut work: Vec<Job> = if only.is_some() { vec![] } else { vec![Job::Audio] };
     work.extend(jobs_list.iter().map(|&(i, k)| Job::Segment(i, k)));
@@ -381,7 +382,7 @@ pub(crate) fn run(
                 Job::Segment(i, k) => (i, k),
             };
             let seg = &timeline.segments[i];
-            let (p, _) = counts.cached(engine, "segment", &k, |dir| {
+            let (p, _) = counts.cached(engine, Stage::Segment, &k, |dir| {
                 seg_runs.fetch_add(1, Ordering::Relaxed);
                 encode_segment(
                     &text,
@@ -413,10 +414,10 @@ pub(crate) fn run(
         // The pool's CPU includes the soundtrack's; report each stage its own share.
         st.cpu_s = (st.cpu_s - audio_st.cpu_s).max(0.0);
         rep.loudness_lufs = *loudness;
-        rep.stages.insert("audio".into(), audio_st.clone());
+        rep.stages.insert(Stage::Audio.report_name().into(), audio_st.clone());
     }
     rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
-    rep.stages.insert("segments".into(), st);
+    rep.stages.insert(Stage::Segment.report_name().into(), st);
     let Some((audio_path, _, _)) = audio else {
         // Segments only: they are in the cache for whoever assembles the video.
         fill_cache_counts(&mut rep, &counts);
@@ -426,8 +427,8 @@ pub(crate) fn run(
     // 6. Join.
     stop_if_cancelled(opts)?;
     let mut st = StageReport { items: 1, runs: 1, ..Default::default() };
-    let t = StageTimer::start("concat");
-    opts.emit(Progress::Stage { name: "concat", total: 1 });
+    let t = StageTimer::start(Stage::Join.report_name());
+    emit_stage(opts, Stage::Join, 1);
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
@@ -438,7 +439,7 @@ pub(crate) fn run(
         .chain(std::iter::once(&audio_path))
         .filter_map(|p| p.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    let (dir, hit) = counts.cached(engine, "final", &cache::key("final", &parts), |dir| {
+    let (dir, hit) = counts.cached(engine, Stage::Join, &cache::key(Stage::Join.cache_name(), &parts), |dir| {
         let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
         ffmpeg::concat(&ordered, Some(&audio_path), &dir.join("video.mp4"), work.path())?;
         Ok(())
@@ -450,7 +451,7 @@ pub(crate) fn run(
     fs::copy(dir.join("video.mp4"), &tmp_out)?;
     fs::rename(&tmp_out, out)?;
     t.stop(&mut st);
-    rep.stages.insert("concat".into(), st);
+    rep.stages.insert(Stage::Join.report_name().into(), st);
 
     fill_cache_counts(&mut rep, &counts);
     Ok(rep)
@@ -481,16 +482,17 @@ pub(crate) fn narration_wav(
     Ok((speech.key.hex(), speech.seconds()))
 }
 
+/// Announces a stage to progress followers (under its progress name, if it has one).
+fn emit_stage(opts: &RenderOptions, stage: Stage, total: u64) {
+    if let Some(name) = stage.progress_name() {
+        opts.emit(Progress::Stage { name, total });
+    }
+}
+
 /// Per-stage cache counts, and their totals.
 fn fill_cache_counts(rep: &mut Report, counts: &Counts<'_>) {
-    for (stage, name) in [
-        ("narration", "narration"),
-        ("canvas", "canvas"),
-        ("audio", "audio"),
-        ("segment", "segments"),
-        ("final", "concat"),
-    ] {
-        if let Some(s) = rep.stages.get_mut(name) {
+    for stage in Stage::ALL {
+        if let Some(s) = rep.stages.get_mut(stage.report_name()) {
             let hm = counts.get(stage);
             s.cache_hits = hm.hits;
             s.cache_misses = hm.misses;
@@ -720,8 +722,8 @@ fn narration(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<Option<Speech
         },
         (None, None) => return Ok(None),
     };
-    let key = cache::key("narration", &params);
-    let (dir, _) = counts.cached(engine, "narration", &key, |dir| {
+    let key = cache::key(Stage::Narration.cache_name(), &params);
+    let (dir, _) = counts.cached(engine, Stage::Narration, &key, |dir| {
         runs.fetch_add(1, Ordering::Relaxed);
         let (samples, words) = match (&n.text, &n.audio) {
             (Some(text), _) => {
@@ -765,9 +767,11 @@ fn clip_sound(
     };
     // Validation made sure the clip has sound.
     let path = format!("scenes[{i}].video.audio");
-    let key =
-        cache::key("narration", &NarrationKey::ClipSound { file: inputs.hash(&c.file), start: c.start, end: c.end });
-    let (dir, _) = counts.cached(engine, "narration", &key, |dir| {
+    let key = cache::key(
+        Stage::Narration.cache_name(),
+        &NarrationKey::ClipSound { file: inputs.hash(&c.file), start: c.start, end: c.end },
+    );
+    let (dir, _) = counts.cached(engine, Stage::Narration, &key, |dir| {
         runs.fetch_add(1, Ordering::Relaxed);
         let trim = match c.end {
             Some(end) => format!("atrim=start={:.4}:end={end:.4},asetpts=PTS-STARTPTS", c.start),
@@ -968,7 +972,7 @@ fn canvas(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<(Key, PathBuf, u
     let (cw, ch) = (even(w as f32 * z), even(h as f32 * z));
     let title_size = 0.09 * h as f32 * z;
     let key = cache::key(
-        "canvas",
+        Stage::Canvas.cache_name(),
         &CanvasKey {
             image: scene.image.as_ref().map(|f| inputs.hash(f)),
             fit: scene.fit,
@@ -992,7 +996,7 @@ fn canvas(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<(Key, PathBuf, u
             video: scene.video.is_some(),
         },
     );
-    let (dir, _) = counts.cached(engine, "canvas", &key, |dir| {
+    let (dir, _) = counts.cached(engine, Stage::Canvas, &key, |dir| {
         runs.fetch_add(1, Ordering::Relaxed);
         let bg = scene_background(spec, scene, cw, ch);
         let mut rgba = match &scene.image {
@@ -1110,7 +1114,7 @@ fn mixdown(
     let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
     let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
     let key = cache::key(
-        "audio",
+        Stage::Audio.cache_name(),
         &MixKey {
             channels: channels(spec),
             narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
@@ -1123,7 +1127,7 @@ fn mixdown(
     );
     let mut child_cpu = None;
     let channels = channels(spec);
-    let (dir, _) = counts.cached(engine, "audio", &key, |dir| {
+    let (dir, _) = counts.cached(engine, Stage::Audio, &key, |dir| {
         let fps = tl.fps as f64;
         let to_frames = |frame: u64| (frame as f64 / fps * MIX_RATE as f64).round() as u64;
         let mut plan = MixPlan { frames: to_frames(tl.total_frames), clips: vec![], music: None };
@@ -1134,8 +1138,8 @@ fn mixdown(
         }
         if let Some(m) = &spec.music {
             // Decoded once to a raw file in the cache, then read block by block.
-            let mkey = cache::key("music", &inputs.hash(&m.file));
-            let (mdir, _) = counts.cached(engine, "music", &mkey, |d| {
+            let mkey = cache::key(Stage::Music.cache_name(), &inputs.hash(&m.file));
+            let (mdir, _) = counts.cached(engine, Stage::Music, &mkey, |d| {
                 let out = d.join("music.f32");
                 ffmpeg::decode_audio_to_file(
                     &inputs.path(&m.file),
@@ -1561,7 +1565,7 @@ fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings, fonts
     };
     // Encoder threads change the bitstream slightly but not the picture: leave them out.
     cache::key(
-        "segment",
+        Stage::Segment.cache_name(),
         &SegmentKey {
             segment: seg,
             scenes,
