@@ -261,7 +261,7 @@ impl Config {
     pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let name = file.map_or_else(|| PathBuf::from("environment"), Path::to_path_buf);
         let mut deprecations = vec![];
-        let mut table = match file {
+        let file_table = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(p.into(), e.to_string()))?
@@ -269,12 +269,12 @@ impl Config {
             None => toml::Table::new(),
         };
         // Sections become the flat settings; flat spellings of sectioned keys still work.
-        let mut flat = toml::Table::new();
-        for (key, value) in std::mem::take(&mut table) {
+        let mut table = toml::Table::new();
+        for (key, value) in file_table {
             match (SECTIONS.iter().find(|(s, _)| *s == key), value) {
                 (Some((section, prefix)), toml::Value::Table(inner)) => {
                     for (k, v) in inner {
-                        if flat.insert(format!("{prefix}{k}"), v).is_some() {
+                        if table.insert(format!("{prefix}{k}"), v).is_some() {
                             let msg = format!("[{section}] {k} is also set as {prefix}{k}");
                             return Err(ConfigError::Parse(name, msg));
                         }
@@ -289,13 +289,12 @@ impl Config {
                             "config key `{key}` is deprecated: write `{k} = …` under `[{section}]` (the flat name stops working in the next release)"
                         ));
                     }
-                    if flat.insert(key.clone(), value).is_some() {
+                    if table.insert(key.clone(), value).is_some() {
                         return Err(ConfigError::Parse(name, format!("{key} is set twice")));
                     }
                 }
             }
         }
-        table = flat;
         let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for key in defaults.keys().map(String::as_str).chain([
             "cache_dir",

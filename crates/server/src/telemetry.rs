@@ -199,6 +199,8 @@ struct History {
     rows: VecDeque<Finished>,
     /// Where the next read starts: (finished_at, id) of the last row read.
     after: Option<(i64, String)>,
+    /// Stage names, one allocation each however many rows carry them.
+    names: BTreeMap<String, Arc<str>>,
 }
 
 /// One finished generation's figures.
@@ -228,13 +230,13 @@ impl FinishedHistory {
         let mut h = self.inner.lock().await;
         let now = reelsmith_store::now_ms();
         let mut after = h.after.clone().unwrap_or((now - HISTORY_MS, String::new()));
-        let mut names: BTreeMap<String, Arc<str>> = BTreeMap::new();
         loop {
             let page = meta.finished_after((after.0, &after.1), HISTORY_PAGE).await?;
             let full = page.len() == HISTORY_PAGE as usize;
             for f in page {
                 after = (f.finished_at_ms, f.id.clone());
-                h.rows.push_back(Finished::of(f, &mut names));
+                let row = Finished::of(f, &mut h.names);
+                h.rows.push_back(row);
                 if h.rows.len() > HISTORY_ROWS {
                     h.rows.pop_front();
                 }
