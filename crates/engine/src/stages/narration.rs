@@ -1,0 +1,270 @@
+//! Stage `narration`: each scene's speech (synthesized, a recording, or a video clip's own
+//! sound) as 48 kHz mono samples in the cache, with word timings for subtitles and lip-sync.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reelsmith_media::audio::MIX_RATE;
+use reelsmith_media::ffmpeg;
+use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
+use reelsmith_spec::{Narration, Spec};
+use serde::Serialize;
+
+use super::inputs::Inputs;
+use super::{Counts, MAX_NARRATION_SECONDS, Render};
+use crate::cache::{self, Key};
+use crate::stage::Stage;
+use crate::{Engine, RenderError};
+
+/// A scene's narration, ready to place: 48 kHz mono raw f32 in the cache (read block by block
+/// when mixing, never held whole) and word timings (seconds from its start).
+pub(super) struct Speech {
+    pub(super) key: Key,
+    pub(super) path: PathBuf,
+    pub(super) frames: u64,
+    pub(super) words: Vec<WordTiming>,
+}
+
+impl Speech {
+    pub(super) fn seconds(&self) -> f64 {
+        self.frames as f64 / MIX_RATE as f64
+    }
+}
+
+fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    fs::write(path, bytes)
+}
+
+#[derive(Serialize)]
+enum NarrationKey<'a> {
+    Speech { engine: &'a str, version: String, voice: &'a str, speed: f32, pitch: f32, text: &'a str },
+    Recording { file: String, speed: f32, pitch: f32, transcript: Option<&'a str> },
+    ClipSound { file: String, start: f64, end: Option<f64> },
+}
+
+pub(super) fn narration(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<Option<Speech>, RenderError> {
+    let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
+    let Some(n) = &spec.scenes[i].narration else {
+        return clip_sound(engine, counts, spec, i, inputs, runs);
+    };
+    let voice = spec.voice.with(&n.voice);
+    let path = format!("scenes[{i}].narration");
+    let params = match (&n.text, &n.audio) {
+        (Some(text), _) => NarrationKey::Speech {
+            engine: speech_engine(engine, &voice.engine)?.name(),
+            version: speech_engine(engine, &voice.engine)?.version(),
+            voice: &voice.name,
+            speed: voice.speed,
+            pitch: voice.pitch,
+            text,
+        },
+        (None, Some(file)) => NarrationKey::Recording {
+            file: inputs.hash(file),
+            speed: voice.speed,
+            pitch: voice.pitch,
+            transcript: n.transcript.as_deref(),
+        },
+        (None, None) => return Ok(None),
+    };
+    let key = cache::key(Stage::Narration.cache_name(), &params);
+    let (dir, _) = counts.cached(engine, Stage::Narration, &key, |dir| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let (samples, words) = match (&n.text, &n.audio) {
+            (Some(text), _) => {
+                synthesize(speech_engine(engine, &voice.engine)?, text, &voice.name, voice.speed, voice.pitch, dir)?
+            }
+            (_, Some(file)) => recording(n, &inputs.path(file), voice.speed, voice.pitch)
+                .map_err(|e| RenderError::at(format!("{path}.audio"), e.to_string()))?,
+            _ => unreachable!("checked above"),
+        };
+        write_f32(&dir.join("speech.f32"), &samples)?;
+        fs::write(dir.join("words.json"), serde_json::to_vec(&words).expect("words serialise"))?;
+        Ok(())
+    })?;
+    read_speech(&dir, key, &path, "the narration has no audio").map(Some)
+}
+
+/// A narration cache entry (`speech.f32` and `words.json`), refused with `empty` at `path`
+/// when it holds no audio.
+fn read_speech(dir: &Path, key: Key, path: &str, empty: &str) -> Result<Speech, RenderError> {
+    let audio = dir.join("speech.f32");
+    let frames = fs::metadata(&audio)?.len() / 4;
+    if frames == 0 {
+        return Err(RenderError::at(path, empty));
+    }
+    let words: Vec<WordTiming> =
+        serde_json::from_slice(&fs::read(dir.join("words.json"))?).map_err(std::io::Error::other)?;
+    Ok(Speech { key, path: audio, frames, words })
+}
+
+/// A scene's clip sound, as a narration (placed, ducked and normalised like one).
+fn clip_sound(
+    engine: &Engine,
+    counts: &Counts<'_>,
+    spec: &Spec,
+    i: usize,
+    inputs: &Inputs,
+    runs: &AtomicU64,
+) -> Result<Option<Speech>, RenderError> {
+    let Some(c) = spec.scenes[i].video.as_ref().filter(|c| c.audio) else {
+        return Ok(None);
+    };
+    // Validation made sure the clip has sound.
+    let path = format!("scenes[{i}].video.audio");
+    let key = cache::key(
+        Stage::Narration.cache_name(),
+        &NarrationKey::ClipSound { file: inputs.hash(&c.file), start: c.start, end: c.end },
+    );
+    let (dir, _) = counts.cached(engine, Stage::Narration, &key, |dir| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        let trim = match c.end {
+            Some(end) => format!("atrim=start={:.4}:end={end:.4},asetpts=PTS-STARTPTS", c.start),
+            None => format!("atrim=start={:.4},asetpts=PTS-STARTPTS", c.start),
+        };
+        let samples = ffmpeg::decode_audio(&inputs.path(&c.file), MIX_RATE, 1, Some(&trim), MAX_NARRATION_SECONDS)
+            .map_err(|e| RenderError::at(&path, e.to_string()))?;
+        write_f32(&dir.join("speech.f32"), &samples)?;
+        fs::write(dir.join("words.json"), b"[]")?;
+        Ok(())
+    })?;
+    read_speech(&dir, key, &path, &format!("{} has no sound in the part that plays", c.file)).map(Some)
+}
+
+fn speech_engine<'a>(engine: &'a Engine, name: &str) -> Result<&'a Arc<dyn SpeechEngine>, RenderError> {
+    engine.voices.get(name).ok_or_else(|| RenderError::Speech(engine.voices.why_not(name)))
+}
+
+fn synthesize(
+    speech: &Arc<dyn SpeechEngine>,
+    text: &str,
+    voice: &str,
+    speed: f32,
+    pitch: f32,
+    dir: &Path,
+) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
+    let audio =
+        speech.synthesize(&TtsRequest { text, voice, speed, pitch }).map_err(|e| RenderError::Speech(e.to_string()))?;
+    // FFmpeg's resampler (soxr-quality swr) takes the engine's rate to the mix rate; an engine
+    // without its own pitch control gets a tempo-preserving shift (timings stay valid).
+    let wav = dir.join("speech.wav");
+    audio.write_wav(&wav)?;
+    let shift = (!speech.native_pitch() && (pitch - 1.0).abs() > 1e-3).then(|| format!("rubberband=pitch={pitch:.4}"));
+    let samples = ffmpeg::decode_audio(&wav, MIX_RATE, 1, shift.as_deref(), MAX_NARRATION_SECONDS)?;
+    fs::remove_file(&wav)?;
+    Ok((samples, display_words(text, audio.words)))
+}
+
+/// Gives each timed word back the punctuation around it in the text (`Hello,` not `Hello`),
+/// splitting the text between two words at its last whitespace.
+fn display_words(text: &str, mut words: Vec<WordTiming>) -> Vec<WordTiming> {
+    let n = words.len();
+    let mut bounds = Vec::with_capacity(n + 1);
+    bounds.push(0);
+    for i in 1..n {
+        let (end, next) = (words[i - 1].char_end.min(text.len()), words[i].char_start.min(text.len()));
+        let split = if end <= next && text.is_char_boundary(end) && text.is_char_boundary(next) {
+            text[end..next].rfind(char::is_whitespace).map_or(next, |k| end + k)
+        } else {
+            next
+        };
+        bounds.push(split);
+    }
+    bounds.push(text.len());
+    for (i, w) in words.iter_mut().enumerate() {
+        let (a, b) = (bounds[i], bounds[i + 1].max(bounds[i]));
+        if let Some(s) = text.get(a..b).map(str::trim).filter(|s| !s.is_empty()) {
+            w.word = s.to_string();
+        }
+    }
+    words
+}
+
+/// Decodes a recording (tempo and pitch changed by FFmpeg filters) and times the transcript's
+/// words across the speech by their length.
+fn recording(n: &Narration, file: &Path, speed: f32, pitch: f32) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
+    let mut filters = vec![];
+    if (pitch - 1.0).abs() > 1e-3 {
+        filters.push(format!("rubberband=pitch={pitch:.4}"));
+    }
+    if (speed - 1.0).abs() > 1e-3 {
+        filters.push(format!("atempo={speed:.4}"));
+    }
+    let filter = (!filters.is_empty()).then(|| filters.join(","));
+    let samples = ffmpeg::decode_audio(file, MIX_RATE, 1, filter.as_deref(), MAX_NARRATION_SECONDS + 1.0)?;
+    if samples.len() as f64 / MIX_RATE as f64 > MAX_NARRATION_SECONDS {
+        return Err(RenderError::at("narration.audio", format!("recording longer than {MAX_NARRATION_SECONDS} s")));
+    }
+    if samples.is_empty() {
+        return Err(RenderError::at("narration.audio", "the recording has no audio stream or is empty"));
+    }
+    let words = n.transcript.as_deref().map(|t| spread_words(t, &samples)).unwrap_or_default();
+    Ok((samples, words))
+}
+
+/// Word timings for a transcript: spread over the span where the recording is audible,
+/// each word's share proportional to its length.
+fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
+    let loud = |s: &f32| s.abs() > 0.02;
+    let first = samples.iter().position(loud).unwrap_or(0) as f64 / MIX_RATE as f64;
+    let last = samples.iter().rposition(loud).map_or(samples.len(), |p| p + 1) as f64 / MIX_RATE as f64;
+    let mut spans = vec![];
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                spans.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        spans.push((s, text.len()));
+    }
+    let total: usize = spans.iter().map(|(a, b)| text[*a..*b].chars().count() + 1).sum();
+    let mut t = first;
+    let per = (last - first).max(0.0) / total.max(1) as f64;
+    spans
+        .into_iter()
+        .map(|(a, b)| {
+            let len = (text[a..b].chars().count() + 1) as f64 * per;
+            let w = WordTiming { word: text[a..b].to_string(), start: t, end: t + len, char_start: a, char_end: b };
+            t += len;
+            w
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(word: &str, a: usize, b: usize) -> WordTiming {
+        WordTiming { word: word.into(), start: 0.0, end: 0.0, char_start: a, char_end: b }
+    }
+
+    #[test]
+    fn display_words_keep_their_punctuation() {
+        let text = "\"Hello,\" she said — okay?";
+        let words = vec![w("Hello", 1, 6), w("she", 9, 12), w("said", 13, 17), w("okay", 22, 26)];
+        let got: Vec<String> = display_words(text, words).into_iter().map(|w| w.word).collect();
+        assert_eq!(got, ["\"Hello,\"", "she", "said —", "okay?"]);
+    }
+
+    #[test]
+    fn spread_words_cover_the_audible_span() {
+        let mut samples = vec![0.0f32; MIX_RATE as usize * 3];
+        for s in &mut samples[MIX_RATE as usize..MIX_RATE as usize * 2] {
+            *s = 0.5;
+        }
+        let words = spread_words("one two three", &samples);
+        assert_eq!(words.len(), 3);
+        assert!((words[0].start - 1.0).abs() < 0.01);
+        assert!((words[2].end - 2.0).abs() < 0.01);
+        assert!(words[1].start > words[0].start && words[2].start > words[1].start);
+    }
+}

@@ -1,0 +1,177 @@
+//! Stage `segment`: one scene span encoded to H.264, keyed by everything drawn in it, so an
+//! edit re-encodes only the spans it touches.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reelsmith_media::ffmpeg::{H264Encoder, VideoEncoder, VideoSettings};
+use reelsmith_media::frame::Yuv420;
+use reelsmith_media::text::TextRenderer;
+use serde::Serialize;
+
+use crate::cache::{self, Key};
+use crate::plan::Segment;
+use crate::scene::{self, SceneLook, SceneRenderer};
+use crate::stage::Stage;
+use crate::{Progress, RenderError, RenderOptions};
+
+#[derive(Serialize)]
+struct SegmentKey<'a> {
+    segment: &'a Segment,
+    scenes: Vec<&'a SceneLook>,
+    width: u32,
+    height: u32,
+    fps: u32,
+    encoder: H264Encoder,
+    preset: &'a str,
+    crf: u8,
+    /// The spec's font files, when it has any (overlays and subtitles are drawn with them).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    fonts: &'a str,
+}
+
+pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings, fonts: &str) -> Key {
+    // A segment depends only on the scenes it shows, so editing scene 3 leaves scene 1's key alone.
+    let scenes = match *seg {
+        Segment::Body { scene, .. } => vec![&*looks[scene]],
+        Segment::Transition { scene, .. } => vec![&*looks[scene], &*looks[scene + 1]],
+    };
+    // Encoder threads change the bitstream slightly but not the picture: leave them out.
+    cache::key(
+        Stage::Segment.cache_name(),
+        &SegmentKey {
+            segment: seg,
+            scenes,
+            width: s.width,
+            height: s.height,
+            fps: s.fps,
+            encoder: s.encoder,
+            preset: &s.preset,
+            crf: s.crf,
+            fonts,
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn encode_segment(
+    text: &Arc<TextRenderer>,
+    seg: &Segment,
+    looks: &[Arc<SceneLook>],
+    load_canvas: &(dyn Fn(usize) -> Result<Arc<Yuv420>, RenderError> + Sync),
+    settings: &VideoSettings,
+    out: &Path,
+    opts: &RenderOptions,
+    done: &AtomicU64,
+    total: u64,
+) -> Result<(), RenderError> {
+    let (w, h) = (settings.width, settings.height);
+    let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
+        Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, text.clone(), w, h))
+    };
+    let mut enc = VideoEncoder::start(settings, out)?;
+    let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
+    let report = |n: u64| {
+        let d = done.fetch_add(n, Ordering::Relaxed) + n;
+        if d.is_multiple_of(10) || d == total {
+            opts.emit(Progress::Frames { done: d, total });
+        }
+    };
+    match *seg {
+        Segment::Body { scene, from, to } => {
+            let mut r = renderer(scene)?;
+            for local in from..to {
+                if opts.cancelled() {
+                    return Err(RenderError::Cancelled);
+                }
+                r.render(local, &mut frame)?;
+                enc.write_frame(&frame)?;
+                report(1);
+            }
+        }
+        Segment::Transition { scene, kind, frames } => {
+            let mut ra = renderer(scene)?;
+            let mut rb = renderer(scene + 1)?;
+            let mut a = frame.clone();
+            let mut b = frame.clone();
+            let a_start = looks[scene].frames - frames;
+            for k in 0..frames {
+                if opts.cancelled() {
+                    return Err(RenderError::Cancelled);
+                }
+                ra.render(a_start + k, &mut a)?;
+                rb.render(k, &mut b)?;
+                // Neither end of the blend is a pure frame of one scene.
+                let p = (k + 1) as f32 / (frames + 1) as f32;
+                scene::blend_transition(kind, &mut a, &mut b, p, &mut frame);
+                enc.write_frame(&frame)?;
+                report(1);
+            }
+        }
+    }
+    enc.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use reelsmith_spec::{Pan, TransitionKind, VerticalPosition};
+
+    use super::*;
+
+    fn look(canvas_key: &str) -> Arc<SceneLook> {
+        Arc::new(SceneLook {
+            canvas_key: canvas_key.into(),
+            canvas_width: 320,
+            canvas_height: 180,
+            frames: 48,
+            zoom: (1.0, 1.0),
+            pan: Pan::Center,
+            overlay: None,
+            subtitles: vec![],
+            subtitle_style: None,
+            subtitle_highlight: [255; 4],
+            subtitle_position: (VerticalPosition::Bottom, 0.1),
+            talking: None,
+            clip: None,
+        })
+    }
+
+    fn settings() -> VideoSettings {
+        VideoSettings {
+            width: 320,
+            height: 180,
+            fps: 24,
+            encoder: H264Encoder::Libx264,
+            preset: "veryfast".into(),
+            crf: 23,
+            threads: None,
+        }
+    }
+
+    #[test]
+    fn a_segment_key_follows_only_the_scenes_it_shows() {
+        let looks = [look("a"), look("b"), look("c")];
+        let edited = [look("a"), look("b"), look("c2")];
+        let body = |scene| Segment::Body { scene, from: 0, to: 48 };
+        let fade = Segment::Transition { scene: 1, kind: TransitionKind::Crossfade, frames: 12 };
+        let s = settings();
+        assert_eq!(segment_key(&body(0), &looks, &s, ""), segment_key(&body(0), &edited, &s, ""));
+        assert_ne!(segment_key(&body(2), &looks, &s, ""), segment_key(&body(2), &edited, &s, ""));
+        // A transition shows both of its scenes.
+        assert_ne!(segment_key(&fade, &looks, &s, ""), segment_key(&fade, &edited, &s, ""));
+    }
+
+    #[test]
+    fn a_segment_key_follows_the_picture_settings_but_not_the_threads() {
+        let looks = [look("a")];
+        let seg = Segment::Body { scene: 0, from: 0, to: 48 };
+        let base = segment_key(&seg, &looks, &settings(), "");
+        let threaded = VideoSettings { threads: Some(8), ..settings() };
+        assert_eq!(base, segment_key(&seg, &looks, &threaded, ""));
+        assert_ne!(base, segment_key(&seg, &looks, &VideoSettings { crf: 18, ..settings() }, ""));
+        assert_ne!(base, segment_key(&seg, &looks, &VideoSettings { fps: 30, ..settings() }, ""));
+        assert_ne!(base, segment_key(&seg, &looks, &settings(), "fonts-hash"));
+    }
+}
