@@ -1,125 +1,33 @@
-//! Metadata statements both dialects share: one text (`$n` placeholders, numbered in order of
-//! first appearance, which SQLite reads the same way) and one piece of code, generic over the
-//! driver. The job queue's statements stay per dialect: that is where they really differ.
+//! Code both SQL dialects share: statements with one text (`$n` placeholders, numbered in order
+//! of first appearance, which SQLite reads the same way), and the decoding of every record both
+//! read, written once and generic over the driver. What the dialects write differently stays
+//! with each: submissions, generation listing and deletion, asset upserts and counts, and the
+//! job queue's writes.
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+use std::marker::PhantomData;
+use std::time::Duration;
 
-use crate::{ApiKey, Budget, GenerationResult, Result, StoreError, Usage, corrupt_json};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
-pub(crate) async fn set_progress<'e, DB, E>(e: E, id: &str, progress: f64, stage: &str) -> Result<()>
-where
-    DB: Database,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("UPDATE generations SET progress = $1, stage = $2 WHERE id = $3")
-        .bind(progress)
-        .bind(stage)
-        .bind(id)
-        .execute(e)
-        .await?;
-    Ok(())
+use crate::{
+    ApiKey, Asset, Attempt, Budget, ClaimedJob, FinishedGeneration, GenerationRecord, GenerationResult, JobRecord,
+    JobState, Lease, Result, StoreError, Usage, corrupt_json,
+};
+
+/// What the shared statements write differently per dialect.
+pub(crate) trait Dialect: Database<QueryResult: Affected> {
+    /// Joins `generations` and `jobs`. SQLite's planner keeps a CROSS JOIN's tables in the order
+    /// written, so each statement puts first the table its index narrows (left to itself, it may
+    /// walk the other); PostgreSQL's planner orders joins well by itself.
+    const JOIN: &'static str;
 }
 
-pub(crate) async fn set_result<'e, DB, E>(e: E, id: &str, r: &GenerationResult) -> Result<()>
-where
-    DB: Database,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "UPDATE generations SET result = $1, progress = 1, stage = 'done', error_code = NULL, error_message = NULL
-         WHERE id = $2",
-    )
-    .bind(json)
-    .bind(id)
-    .execute(e)
-    .await?;
-    Ok(())
+impl Dialect for sqlx::Sqlite {
+    const JOIN: &'static str = "CROSS JOIN";
 }
 
-/// Adds a budget's charge to the key's usage for its day unless that passes the cap: one
-/// statement, so concurrent submissions of a key cannot both pass. Some(usage before) when
-/// refused.
-pub(crate) async fn charge_budget<DB>(conn: &mut DB::Connection, api_key_id: &str, b: &Budget) -> Result<Option<Usage>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB> + Decode<'q, DB>,
-    for<'r> f64: Decode<'r, DB>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let over = b.charge.megapixel_frames > b.cap.megapixel_frames || b.charge.did_scenes > b.cap.did_scenes;
-    if !over {
-        let row = sqlx::query::<DB>(
-            "INSERT INTO key_usage (api_key_id, day, megapixel_frames, did_scenes) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (api_key_id, day) DO UPDATE SET
-                 megapixel_frames = key_usage.megapixel_frames + excluded.megapixel_frames,
-                 did_scenes = key_usage.did_scenes + excluded.did_scenes
-             WHERE key_usage.megapixel_frames + excluded.megapixel_frames <= $5
-               AND key_usage.did_scenes + excluded.did_scenes <= $6
-             RETURNING megapixel_frames",
-        )
-        .bind(api_key_id)
-        .bind(b.day)
-        .bind(b.charge.megapixel_frames)
-        .bind(b.charge.did_scenes.min(i64::MAX as u64) as i64)
-        .bind(b.cap.megapixel_frames)
-        .bind(b.cap.did_scenes.min(i64::MAX as u64) as i64)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if row.is_some() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(usage_on::<DB>(conn, api_key_id, b.day).await?))
-}
-
-/// What the key submitted on `day`.
-pub(crate) async fn usage_on<DB>(conn: &mut DB::Connection, api_key_id: &str, day: i64) -> Result<Usage>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB> + Decode<'q, DB>,
-    for<'r> f64: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let row =
-        sqlx::query::<DB>("SELECT megapixel_frames, did_scenes FROM key_usage WHERE api_key_id = $1 AND day = $2")
-            .bind(api_key_id)
-            .bind(day)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(match row {
-        Some(r) => Usage { megapixel_frames: r.try_get(0)?, did_scenes: r.try_get::<i64, _>(1)?.max(0) as u64 },
-        None => Usage::default(),
-    })
-}
-
-pub(crate) async fn set_error<'e, DB, E>(e: E, id: &str, code: &str, message: &str) -> Result<()>
-where
-    DB: Database,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("UPDATE generations SET error_code = $1, error_message = $2 WHERE id = $3")
-        .bind(code)
-        .bind(message)
-        .bind(id)
-        .execute(e)
-        .await?;
-    Ok(())
+impl Dialect for sqlx::Postgres {
+    const JOIN: &'static str = "JOIN";
 }
 
 /// Rows a statement changed (each driver's result has its own method).
@@ -139,104 +47,6 @@ impl Affected for sqlx::postgres::PgQueryResult {
     }
 }
 
-/// Revokes a key now; false when there is no such live key.
-pub(crate) async fn revoke_api_key<'e, DB, E>(e: E, id: &str) -> Result<bool>
-where
-    DB: Database<QueryResult: Affected>,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(crate::now_ms())
-        .bind(id)
-        .execute(e)
-        .await?;
-    Ok(done.affected() > 0)
-}
-
-/// Replaces a key's webhook secret; false when there is no such key.
-pub(crate) async fn set_webhook_secret<'e, DB, E>(e: E, id: &str, secret: &str) -> Result<bool>
-where
-    DB: Database<QueryResult: Affected>,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-{
-    let done =
-        sqlx::query("UPDATE api_keys SET webhook_secret = $1 WHERE id = $2").bind(secret).bind(id).execute(e).await?;
-    Ok(done.affected() > 0)
-}
-
-/// An integer column as the record's type; out of range is a corrupt record.
-fn int<R, T>(r: &R, col: &str) -> Result<T>
-where
-    R: Row,
-    T: TryFrom<i64>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'c> &'c str: ColumnIndex<R>,
-{
-    let v: i64 = r.try_get(col)?;
-    T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))
-}
-
-/// An `api_keys` row.
-fn api_key<R>(r: &R) -> Result<ApiKey>
-where
-    R: Row,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'c> &'c str: ColumnIndex<R>,
-{
-    Ok(ApiKey {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        rate_per_s: r.try_get("rate_per_s")?,
-        burst: int(r, "burst")?,
-        max_concurrent_jobs: int(r, "max_concurrent_jobs")?,
-        max_priority: int::<_, u32>(r, "max_priority")?.min(9) as u8,
-        webhook_secret: r.try_get("webhook_secret")?,
-        limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
-        created_at_ms: r.try_get("created_at")?,
-        revoked_at_ms: r.try_get("revoked_at")?,
-    })
-}
-
-pub(crate) async fn create_api_key<'e, DB, E>(e: E, key: &ApiKey, token_hash: &str) -> Result<()>
-where
-    DB: Database,
-    E: Executor<'e, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
-        "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
-             webhook_secret, limits)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(key.id.as_str())
-    .bind(key.name.as_str())
-    .bind(token_hash)
-    .bind(key.rate_per_s)
-    .bind(i64::from(key.burst))
-    .bind(i64::from(key.max_concurrent_jobs))
-    .bind(key.created_at_ms)
-    .bind(i64::from(key.max_priority))
-    .bind(key.webhook_secret.as_deref())
-    .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
-    .execute(e)
-    .await?;
-    Ok(())
-}
-
 /// Keys by token hash, by id, or all of them (oldest first).
 pub(crate) enum KeyLookup<'a> {
     Hash(&'a str),
@@ -244,23 +54,474 @@ pub(crate) enum KeyLookup<'a> {
     All,
 }
 
-pub(crate) async fn api_keys<'e, DB, E>(e: E, lookup: KeyLookup<'_>) -> Result<Vec<ApiKey>>
+/// The shared code for driver `DB`; each backend names it for its own driver. Its functions
+/// hang off one type so that what they need of the driver is said once, in this impl's bounds.
+pub(crate) struct Shared<DB>(PhantomData<DB>);
+
+impl<DB> Shared<DB>
 where
-    DB: Database,
-    E: Executor<'e, Database = DB>,
+    DB: Dialect,
     DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<i64>: Decode<'r, DB> + Type<DB>,
-    for<'r> f64: Decode<'r, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
     for<'c> &'c str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
-    let rows = match lookup {
-        KeyLookup::Hash(h) => sqlx::query("SELECT * FROM api_keys WHERE token_hash = $1").bind(h).fetch_all(e).await?,
-        KeyLookup::Id(id) => sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_all(e).await?,
-        KeyLookup::All => sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(e).await?,
-    };
-    rows.iter().map(api_key).collect()
+    // Columns -----------------------------------------------------------------------------------
+
+    /// An integer column as the record's type; out of range is a corrupt record.
+    pub(crate) fn int<T: TryFrom<i64>>(r: &DB::Row, col: &str) -> Result<T> {
+        let v: i64 = r.try_get(col)?;
+        T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))
+    }
+
+    /// A nullable integer column as the record's type; out of range is a corrupt record.
+    fn opt_int<T: TryFrom<i64>>(r: &DB::Row, col: &str) -> Result<Option<T>> {
+        let v: Option<i64> = r.try_get(col)?;
+        v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))).transpose()
+    }
+
+    /// A JSON column (TEXT in both dialects).
+    fn json(r: &DB::Row, col: &str) -> Result<serde_json::Value> {
+        let s: String = r.try_get(col)?;
+        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+    }
+
+    fn job_state(r: &DB::Row, col: &str) -> Result<JobState> {
+        let s: String = r.try_get(col)?;
+        JobState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("job state {s}")))
+    }
+
+    // Generations -------------------------------------------------------------------------------
+
+    /// A generation with its job's state and timing, for statements to add their WHERE to.
+    pub(crate) fn generation_select() -> String {
+        format!(
+            "SELECT g.*, j.state AS state, j.attempts AS attempts, j.max_attempts AS max_attempts,
+    j.last_error AS last_error, j.started_at AS started_at, j.finished_at AS finished_at
+    FROM generations g {} jobs j ON j.id = g.job_id",
+            DB::JOIN
+        )
+    }
+
+    /// A row of [`Self::generation_select`].
+    pub(crate) fn generation_record(r: &DB::Row) -> Result<GenerationRecord> {
+        let result: Option<String> = r.try_get("result")?;
+        Ok(GenerationRecord {
+            id: r.try_get("id")?,
+            job_id: r.try_get("job_id")?,
+            spec: Self::json(r, "spec")?,
+            spec_hash: r.try_get("spec_hash")?,
+            priority: r.try_get("priority")?,
+            webhook_url: r.try_get("webhook_url")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            api_key_id: r.try_get("api_key_id")?,
+            metadata: Self::json(r, "metadata")?,
+            state: Self::job_state(r, "state")?,
+            attempts: Self::int(r, "attempts")?,
+            max_attempts: Self::int(r, "max_attempts")?,
+            progress: r.try_get("progress")?,
+            stage: r.try_get("stage")?,
+            error_code: r.try_get("error_code")?,
+            error_message: r.try_get("error_message")?,
+            last_error: r.try_get("last_error")?,
+            result: result
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?,
+            created_at_ms: r.try_get("created_at")?,
+            started_at_ms: r.try_get("started_at")?,
+            finished_at_ms: r.try_get("finished_at")?,
+        })
+    }
+
+    pub(crate) async fn generation<'e, E>(e: E, id: &str) -> Result<Option<GenerationRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!("{} WHERE g.id = $1", Self::generation_select());
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(e).await?;
+        row.as_ref().map(Self::generation_record).transpose()
+    }
+
+    pub(crate) async fn set_progress<'e, E>(e: E, id: &str, progress: f64, stage: &str) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query("UPDATE generations SET progress = $1, stage = $2 WHERE id = $3")
+            .bind(progress)
+            .bind(stage)
+            .bind(id)
+            .execute(e)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_result<'e, E>(e: E, id: &str, r: &GenerationResult) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE generations SET result = $1, progress = 1, stage = 'done', error_code = NULL, error_message = NULL
+             WHERE id = $2",
+        )
+        .bind(json)
+        .bind(id)
+        .execute(e)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_error<'e, E>(e: E, id: &str, code: &str, message: &str) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query("UPDATE generations SET error_code = $1, error_message = $2 WHERE id = $3")
+            .bind(code)
+            .bind(message)
+            .bind(id)
+            .execute(e)
+            .await?;
+        Ok(())
+    }
+
+    /// The key's generations queued or running.
+    pub(crate) async fn active_generations<'e, E>(e: E, api_key_id: &str) -> Result<u64>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT count(*) FROM generations g {} jobs j ON j.id = g.job_id
+             WHERE g.api_key_id = $1 AND j.state IN ('queued', 'running')",
+            DB::JOIN
+        );
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).bind(api_key_id).fetch_one(e).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// A row of [`Self::finished_after`]. Its report is best effort: a result that does not
+    /// parse has none.
+    fn finished_generation(r: &DB::Row) -> Result<FinishedGeneration> {
+        let result: Option<String> = r.try_get("result")?;
+        let report = result
+            .and_then(|s| serde_json::from_str::<GenerationResult>(&s).ok())
+            .map(|res| res.report)
+            .filter(|v| !v.is_null());
+        Ok(FinishedGeneration {
+            id: r.try_get("id")?,
+            api_key_id: r.try_get("api_key_id")?,
+            state: Self::job_state(r, "state")?,
+            created_at_ms: r.try_get("created_at")?,
+            started_at_ms: r.try_get("started_at")?,
+            finished_at_ms: r.try_get("finished_at")?,
+            report,
+        })
+    }
+
+    /// Generations finished after `after` (finish time, then id), oldest first.
+    pub(crate) async fn finished_after<'e, E>(e: E, after: (i64, &str), limit: u32) -> Result<Vec<FinishedGeneration>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT g.id, g.api_key_id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
+             {} generations g ON g.job_id = j.id
+             WHERE j.finished_at >= $1 AND (j.finished_at > $1 OR g.id > $2)
+             ORDER BY j.finished_at, g.id LIMIT $3",
+            DB::JOIN
+        );
+        let rows =
+            sqlx::query(AssertSqlSafe(sql)).bind(after.0).bind(after.1).bind(i64::from(limit)).fetch_all(e).await?;
+        rows.iter().map(Self::finished_generation).collect()
+    }
+
+    /// Ids of generations finished before `before_ms`, oldest first.
+    pub(crate) async fn expired_generations<'e, E>(e: E, before_ms: i64, limit: u32) -> Result<Vec<String>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT g.id FROM jobs j {} generations g ON g.job_id = j.id
+             WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 ORDER BY j.finished_at LIMIT $2",
+            DB::JOIN
+        );
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql)).bind(before_ms).bind(i64::from(limit)).fetch_all(e).await?)
+    }
+
+    // Keys and budgets --------------------------------------------------------------------------
+
+    /// An `api_keys` row.
+    fn api_key(r: &DB::Row) -> Result<ApiKey> {
+        Ok(ApiKey {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            rate_per_s: r.try_get("rate_per_s")?,
+            burst: Self::int(r, "burst")?,
+            max_concurrent_jobs: Self::int(r, "max_concurrent_jobs")?,
+            max_priority: Self::int::<u32>(r, "max_priority")?.min(9) as u8,
+            webhook_secret: r.try_get("webhook_secret")?,
+            limits: serde_json::from_str(&r.try_get::<String, _>("limits")?).map_err(corrupt_json)?,
+            created_at_ms: r.try_get("created_at")?,
+            revoked_at_ms: r.try_get("revoked_at")?,
+        })
+    }
+
+    pub(crate) async fn create_api_key<'e, E>(e: E, key: &ApiKey, token_hash: &str) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, token_hash, rate_per_s, burst, max_concurrent_jobs, created_at, max_priority,
+                 webhook_secret, limits)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.name.as_str())
+        .bind(token_hash)
+        .bind(key.rate_per_s)
+        .bind(i64::from(key.burst))
+        .bind(i64::from(key.max_concurrent_jobs))
+        .bind(key.created_at_ms)
+        .bind(i64::from(key.max_priority))
+        .bind(key.webhook_secret.as_deref())
+        .bind(serde_json::to_string(&key.limits).map_err(corrupt_json)?)
+        .execute(e)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn api_keys<'e, E>(e: E, lookup: KeyLookup<'_>) -> Result<Vec<ApiKey>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = match lookup {
+            KeyLookup::Hash(h) => {
+                sqlx::query("SELECT * FROM api_keys WHERE token_hash = $1").bind(h).fetch_all(e).await?
+            }
+            KeyLookup::Id(id) => sqlx::query("SELECT * FROM api_keys WHERE id = $1").bind(id).fetch_all(e).await?,
+            KeyLookup::All => sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(e).await?,
+        };
+        rows.iter().map(Self::api_key).collect()
+    }
+
+    /// Revokes a key now; false when there is no such live key.
+    pub(crate) async fn revoke_api_key<'e, E>(e: E, id: &str) -> Result<bool>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(crate::now_ms())
+            .bind(id)
+            .execute(e)
+            .await?;
+        Ok(done.affected() > 0)
+    }
+
+    /// Replaces a key's webhook secret; false when there is no such key.
+    pub(crate) async fn set_webhook_secret<'e, E>(e: E, id: &str, secret: &str) -> Result<bool>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let done = sqlx::query("UPDATE api_keys SET webhook_secret = $1 WHERE id = $2")
+            .bind(secret)
+            .bind(id)
+            .execute(e)
+            .await?;
+        Ok(done.affected() > 0)
+    }
+
+    /// Adds a budget's charge to the key's usage for its day unless that passes the cap: one
+    /// statement, so concurrent submissions of a key cannot both pass. Some(usage before) when
+    /// refused.
+    pub(crate) async fn charge_budget(
+        conn: &mut DB::Connection,
+        api_key_id: &str,
+        b: &Budget,
+    ) -> Result<Option<Usage>> {
+        let over = b.charge.megapixel_frames > b.cap.megapixel_frames || b.charge.did_scenes > b.cap.did_scenes;
+        if !over {
+            let row = sqlx::query::<DB>(
+                "INSERT INTO key_usage (api_key_id, day, megapixel_frames, did_scenes) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (api_key_id, day) DO UPDATE SET
+                     megapixel_frames = key_usage.megapixel_frames + excluded.megapixel_frames,
+                     did_scenes = key_usage.did_scenes + excluded.did_scenes
+                 WHERE key_usage.megapixel_frames + excluded.megapixel_frames <= $5
+                   AND key_usage.did_scenes + excluded.did_scenes <= $6
+                 RETURNING megapixel_frames",
+            )
+            .bind(api_key_id)
+            .bind(b.day)
+            .bind(b.charge.megapixel_frames)
+            .bind(b.charge.did_scenes.min(i64::MAX as u64) as i64)
+            .bind(b.cap.megapixel_frames)
+            .bind(b.cap.did_scenes.min(i64::MAX as u64) as i64)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if row.is_some() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Self::usage_on(conn, api_key_id, b.day).await?))
+    }
+
+    /// What the key submitted on `day`.
+    pub(crate) async fn usage_on(conn: &mut DB::Connection, api_key_id: &str, day: i64) -> Result<Usage> {
+        let row =
+            sqlx::query::<DB>("SELECT megapixel_frames, did_scenes FROM key_usage WHERE api_key_id = $1 AND day = $2")
+                .bind(api_key_id)
+                .bind(day)
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(match row {
+            Some(r) => Usage { megapixel_frames: r.try_get(0)?, did_scenes: r.try_get::<i64, _>(1)?.max(0) as u64 },
+            None => Usage::default(),
+        })
+    }
+
+    // Assets ------------------------------------------------------------------------------------
+
+    /// An `assets` row.
+    fn asset_row(r: &DB::Row) -> Result<Asset> {
+        Ok(Asset {
+            id: r.try_get("id")?,
+            sha256: r.try_get("sha256")?,
+            media_type: r.try_get("media_type")?,
+            bytes: Self::int(r, "bytes")?,
+            width: Self::opt_int(r, "width")?,
+            height: Self::opt_int(r, "height")?,
+            file_name: r.try_get("file_name")?,
+            api_key_id: r.try_get("api_key_id")?,
+            created_at_ms: r.try_get("created_at")?,
+        })
+    }
+
+    pub(crate) async fn asset<'e, E>(e: E, id: &str) -> Result<Option<Asset>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let row = sqlx::query("SELECT * FROM assets WHERE id = $1").bind(id).fetch_optional(e).await?;
+        row.as_ref().map(Self::asset_row).transpose()
+    }
+
+    /// Forgets an asset; false when there was none.
+    pub(crate) async fn delete_asset<'e, E>(e: E, id: &str) -> Result<bool>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let done = sqlx::query("DELETE FROM assets WHERE id = $1").bind(id).execute(e).await?;
+        Ok(done.affected() > 0)
+    }
+
+    /// Assets last used before `before_ms`, least recently used first.
+    pub(crate) async fn stale_assets<'e, E>(e: E, before_ms: i64, limit: u32) -> Result<Vec<Asset>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = sqlx::query("SELECT * FROM assets WHERE last_used_at < $1 ORDER BY last_used_at LIMIT $2")
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .fetch_all(e)
+            .await?;
+        rows.iter().map(Self::asset_row).collect()
+    }
+
+    // Jobs --------------------------------------------------------------------------------------
+
+    /// A `jobs` row.
+    fn job_record(r: &DB::Row) -> Result<JobRecord> {
+        Ok(JobRecord {
+            id: r.try_get("id")?,
+            queue: r.try_get("queue")?,
+            kind: r.try_get("kind")?,
+            subject: r.try_get("subject")?,
+            payload: Self::json(r, "payload")?,
+            priority: r.try_get("priority")?,
+            state: Self::job_state(r, "state")?,
+            attempts: Self::int(r, "attempts")?,
+            max_attempts: Self::int(r, "max_attempts")?,
+            run_at_ms: r.try_get("run_at")?,
+            created_at_ms: r.try_get("created_at")?,
+            started_at_ms: r.try_get("started_at")?,
+            finished_at_ms: r.try_get("finished_at")?,
+            last_error: r.try_get("last_error")?,
+            // BOOLEAN on PostgreSQL, 0 or 1 on SQLite: both drivers decode either as bool.
+            cancel_requested: r.try_get("cancel_requested")?,
+        })
+    }
+
+    pub(crate) async fn job<'e, E>(e: E, job_id: &str) -> Result<Option<JobRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(job_id).fetch_optional(e).await?;
+        row.as_ref().map(Self::job_record).transpose()
+    }
+
+    /// The jobs of `kind` about `subject`, oldest first.
+    pub(crate) async fn jobs_for<'e, E>(e: E, subject: &str, kind: &str) -> Result<Vec<JobRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE subject = $1 AND kind = $2 ORDER BY created_at, id")
+            .bind(subject)
+            .bind(kind)
+            .fetch_all(e)
+            .await?;
+        rows.iter().map(Self::job_record).collect()
+    }
+
+    /// A `job_attempts` row.
+    fn attempt_row(r: &DB::Row) -> Result<Attempt> {
+        Ok(Attempt {
+            attempt: Self::int(r, "attempt")?,
+            worker: r.try_get("worker")?,
+            started_at_ms: r.try_get("started_at")?,
+            finished_at_ms: r.try_get("finished_at")?,
+            outcome: r.try_get("outcome")?,
+            error: r.try_get("error")?,
+        })
+    }
+
+    /// A job's attempts, first first.
+    pub(crate) async fn attempts<'e, E>(e: E, job_id: &str) -> Result<Vec<Attempt>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = sqlx::query("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt")
+            .bind(job_id)
+            .fetch_all(e)
+            .await?;
+        rows.iter().map(Self::attempt_row).collect()
+    }
+
+    /// The job a claim leased to `worker`, from the claim's RETURNING row (id, kind, subject,
+    /// payload, priority, attempts, max_attempts, timeout_ms).
+    pub(crate) fn claimed_job(r: &DB::Row, queue: &str, worker: &str, recovered: bool) -> Result<ClaimedJob> {
+        Ok(ClaimedJob {
+            lease: Lease { job_id: r.try_get("id")?, owner: worker.into(), attempt: Self::int(r, "attempts")? },
+            queue: queue.into(),
+            kind: r.try_get("kind")?,
+            subject: r.try_get("subject")?,
+            payload: Self::json(r, "payload")?,
+            priority: r.try_get("priority")?,
+            max_attempts: Self::int(r, "max_attempts")?,
+            timeout: Duration::from_millis(r.try_get::<i64, _>("timeout_ms")?.max(0) as u64),
+            recovered,
+        })
+    }
+
+    pub(crate) async fn ping<'e, E>(e: E) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query("SELECT 1").execute(e).await?;
+        Ok(())
+    }
 }

@@ -1,57 +1,8 @@
 //! Generations, keys and assets on PostgreSQL (statements both dialects share are in `crate::sql`).
 
-use super::queue::{CREATE_GENERATION, bind_jobs, int, json, opt_int, state};
+use super::queue::{CREATE_GENERATION, bind_jobs};
 use super::store::{LOCK_IDEMPOTENCY, LOCK_QUOTA, LOCK_SPEC};
 use super::*;
-
-pub(super) fn asset_row(r: &sqlx::postgres::PgRow) -> Result<Asset> {
-    Ok(Asset {
-        id: r.try_get("id")?,
-        sha256: r.try_get("sha256")?,
-        media_type: r.try_get("media_type")?,
-        bytes: int(r, "bytes")?,
-        width: opt_int(r, "width")?,
-        height: opt_int(r, "height")?,
-        file_name: r.try_get("file_name")?,
-        api_key_id: r.try_get("api_key_id")?,
-        created_at_ms: r.try_get("created_at")?,
-    })
-}
-
-pub(super) const GENERATION_SELECT: &str =
-    "SELECT g.*, j.state AS state, j.attempts AS attempts, j.max_attempts AS max_attempts,
-    j.last_error AS last_error, j.started_at AS started_at, j.finished_at AS finished_at
-    FROM generations g JOIN jobs j ON j.id = g.job_id";
-
-pub(super) fn generation_record(r: &PgRow) -> Result<GenerationRecord> {
-    let result: Option<String> = r.try_get("result")?;
-    Ok(GenerationRecord {
-        id: r.try_get("id")?,
-        job_id: r.try_get("job_id")?,
-        spec: json(r, "spec")?,
-        spec_hash: r.try_get("spec_hash")?,
-        priority: r.try_get("priority")?,
-        webhook_url: r.try_get("webhook_url")?,
-        idempotency_key: r.try_get("idempotency_key")?,
-        api_key_id: r.try_get("api_key_id")?,
-        metadata: json(r, "metadata")?,
-        state: state(r, "state")?,
-        attempts: int(r, "attempts")?,
-        max_attempts: int(r, "max_attempts")?,
-        progress: r.try_get("progress")?,
-        stage: r.try_get("stage")?,
-        error_code: r.try_get("error_code")?,
-        error_message: r.try_get("error_message")?,
-        last_error: r.try_get("last_error")?,
-        result: result
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("result: {e}")))?,
-        created_at_ms: r.try_get("created_at")?,
-        started_at_ms: r.try_get("started_at")?,
-        finished_at_ms: r.try_get("finished_at")?,
-    })
-}
 
 pub(super) async fn advisory_lock(tx: &mut sqlx::PgConnection, class: i32, key: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))").bind(class).bind(key).execute(&mut *tx).await?;
@@ -118,7 +69,7 @@ impl Metadata for PgStore {
             }
         }
         if let (Some(b), Some(key)) = (&g.budget, &g.api_key_id)
-            && let Some(used) = crate::sql::charge_budget::<sqlx::Postgres>(&mut tx, key, b).await?
+            && let Some(used) = Shared::charge_budget(&mut tx, key, b).await?
         {
             return Err(StoreError::Budget { used });
         }
@@ -139,18 +90,15 @@ impl Metadata for PgStore {
     }
 
     async fn generation(&self, id: &str) -> Result<Option<GenerationRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!("{GENERATION_SELECT} WHERE g.id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(generation_record).transpose()
+        Shared::generation(&self.pool, id).await
     }
 
     async fn list_generations(&self, f: &ListFilter) -> Result<Vec<GenerationRecord>> {
         // The key filter is written out only when given, so the planner can walk (api_key_id, id).
         let key_filter = if f.api_key_id.is_some() { "g.api_key_id = $4" } else { "$4::text IS NULL" };
+        let select = Shared::generation_select();
         let sql = format!(
-            "{GENERATION_SELECT} WHERE ($1::text IS NULL OR j.state = $1) AND ($2::int8 IS NULL OR g.created_at >= $2)
+            "{select} WHERE ($1::text IS NULL OR j.state = $1) AND ($2::int8 IS NULL OR g.created_at >= $2)
              AND ($3::int8 IS NULL OR g.created_at < $3) AND {key_filter} AND ($5::text IS NULL OR g.id < $5)
              ORDER BY g.id DESC LIMIT $6"
         );
@@ -163,19 +111,19 @@ impl Metadata for PgStore {
             .bind(i64::from(f.limit.clamp(1, 1000)))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(generation_record).collect()
+        rows.iter().map(Shared::generation_record).collect()
     }
 
     async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()> {
-        crate::sql::set_progress(&self.pool, id, progress, stage).await
+        Shared::set_progress(&self.pool, id, progress, stage).await
     }
 
     async fn set_result(&self, id: &str, r: &GenerationResult) -> Result<()> {
-        crate::sql::set_result(&self.pool, id, r).await
+        Shared::set_result(&self.pool, id, r).await
     }
 
     async fn set_error(&self, id: &str, code: &str, message: &str) -> Result<()> {
-        crate::sql::set_error(&self.pool, id, code, message).await
+        Shared::set_error(&self.pool, id, code, message).await
     }
 
     async fn delete_generation(&self, id: &str) -> Result<bool> {
@@ -198,85 +146,43 @@ impl Metadata for PgStore {
     }
 
     async fn active_generations(&self, api_key_id: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM generations g JOIN jobs j ON j.id = g.job_id
-             WHERE g.api_key_id = $1 AND j.state IN ('queued', 'running')",
-        )
-        .bind(api_key_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n.max(0) as u64)
+        Shared::active_generations(&self.pool, api_key_id).await
     }
 
     async fn finished_after(&self, after: (i64, &str), limit: u32) -> Result<Vec<FinishedGeneration>> {
-        let rows = sqlx::query(
-            "SELECT g.id, g.api_key_id, j.state, g.created_at, j.started_at, j.finished_at, g.result FROM jobs j
-             JOIN generations g ON g.job_id = j.id
-             WHERE j.finished_at >= $1 AND (j.finished_at > $1 OR g.id > $2)
-             ORDER BY j.finished_at, g.id LIMIT $3",
-        )
-        .bind(after.0)
-        .bind(after.1)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let result: Option<String> = r.try_get("result")?;
-                let report = result
-                    .and_then(|s| serde_json::from_str::<GenerationResult>(&s).ok())
-                    .map(|res| res.report)
-                    .filter(|v| !v.is_null());
-                Ok(FinishedGeneration {
-                    id: r.try_get("id")?,
-                    api_key_id: r.try_get("api_key_id")?,
-                    state: state(r, "state")?,
-                    created_at_ms: r.try_get("created_at")?,
-                    started_at_ms: r.try_get("started_at")?,
-                    finished_at_ms: r.try_get("finished_at")?,
-                    report,
-                })
-            })
-            .collect()
+        Shared::finished_after(&self.pool, after, limit).await
     }
 
     async fn expired_generations(&self, before_ms: i64, limit: u32) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT g.id FROM jobs j JOIN generations g ON g.job_id = j.id
-             WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 ORDER BY j.finished_at LIMIT $2",
-        )
-        .bind(before_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        Shared::expired_generations(&self.pool, before_ms, limit).await
     }
 
     async fn create_api_key(&self, key: &ApiKey, token_hash: &str) -> Result<()> {
-        crate::sql::create_api_key(&self.pool, key, token_hash).await
+        Shared::create_api_key(&self.pool, key, token_hash).await
     }
 
     async fn api_key_by_hash(&self, token_hash: &str) -> Result<Option<ApiKey>> {
-        Ok(crate::sql::api_keys(&self.pool, crate::sql::KeyLookup::Hash(token_hash)).await?.pop())
+        Ok(Shared::api_keys(&self.pool, crate::sql::KeyLookup::Hash(token_hash)).await?.pop())
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
-        crate::sql::api_keys(&self.pool, crate::sql::KeyLookup::All).await
+        Shared::api_keys(&self.pool, crate::sql::KeyLookup::All).await
     }
 
     async fn revoke_api_key(&self, id: &str) -> Result<bool> {
-        crate::sql::revoke_api_key(&self.pool, id).await
+        Shared::revoke_api_key(&self.pool, id).await
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        Ok(crate::sql::api_keys(&self.pool, crate::sql::KeyLookup::Id(id)).await?.pop())
+        Ok(Shared::api_keys(&self.pool, crate::sql::KeyLookup::Id(id)).await?.pop())
     }
 
     async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool> {
-        crate::sql::set_webhook_secret(&self.pool, id, secret).await
+        Shared::set_webhook_secret(&self.pool, id, secret).await
     }
 
     async fn usage(&self, api_key_id: &str, day: i64) -> Result<Usage> {
-        crate::sql::usage_on::<sqlx::Postgres>(&mut *self.pool.acquire().await?, api_key_id, day).await
+        Shared::usage_on(&mut *self.pool.acquire().await?, api_key_id, day).await
     }
 
     async fn put_asset(&self, a: &Asset) -> Result<()> {
@@ -300,13 +206,11 @@ impl Metadata for PgStore {
     }
 
     async fn asset(&self, id: &str) -> Result<Option<Asset>> {
-        let row = sqlx::query("SELECT * FROM assets WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(asset_row).transpose()
+        Shared::asset(&self.pool, id).await
     }
 
     async fn delete_asset(&self, id: &str) -> Result<bool> {
-        let n = sqlx::query("DELETE FROM assets WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected();
-        Ok(n > 0)
+        Shared::delete_asset(&self.pool, id).await
     }
 
     async fn asset_usage(&self, api_key_id: Option<&str>) -> Result<(u64, u64)> {
@@ -332,17 +236,11 @@ impl Metadata for PgStore {
     }
 
     async fn stale_assets(&self, before_ms: i64, limit: u32) -> Result<Vec<Asset>> {
-        let rows = sqlx::query("SELECT * FROM assets WHERE last_used_at < $1 ORDER BY last_used_at LIMIT $2")
-            .bind(before_ms)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(asset_row).collect()
+        Shared::stale_assets(&self.pool, before_ms, limit).await
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        Shared::ping(&self.pool).await
     }
 }
 

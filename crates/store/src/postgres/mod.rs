@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Postgres, Row};
 use tokio::sync::watch;
@@ -36,6 +36,9 @@ mod store;
 pub mod pg_testing;
 
 pub use store::PgStore;
+
+/// The code both SQL dialects share, for this driver.
+type Shared = crate::sql::Shared<Postgres>;
 
 #[cfg(test)]
 mod tests;

@@ -228,47 +228,6 @@ pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// An integer column converted to the record's type; out of range is a corrupt record.
-pub(super) fn int<T: TryFrom<i64>>(r: &PgRow, col: &str) -> Result<T> {
-    let v: i64 = r.try_get(col)?;
-    T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))
-}
-
-pub(super) fn opt_int<T: TryFrom<i64>>(r: &PgRow, col: &str) -> Result<Option<T>> {
-    let v: Option<i64> = r.try_get(col)?;
-    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))).transpose()
-}
-
-pub(super) fn json(r: &PgRow, col: &str) -> Result<serde_json::Value> {
-    let s: String = r.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-}
-
-pub(super) fn state(r: &PgRow, col: &str) -> Result<JobState> {
-    let s: String = r.try_get(col)?;
-    JobState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("job state {s}")))
-}
-
-pub(super) fn job_record(r: &PgRow) -> Result<JobRecord> {
-    Ok(JobRecord {
-        id: r.try_get("id")?,
-        queue: r.try_get("queue")?,
-        kind: r.try_get("kind")?,
-        subject: r.try_get("subject")?,
-        payload: json(r, "payload")?,
-        priority: r.try_get("priority")?,
-        state: state(r, "state")?,
-        attempts: int(r, "attempts")?,
-        max_attempts: int(r, "max_attempts")?,
-        run_at_ms: r.try_get("run_at")?,
-        created_at_ms: r.try_get("created_at")?,
-        started_at_ms: r.try_get("started_at")?,
-        finished_at_ms: r.try_get("finished_at")?,
-        last_error: r.try_get("last_error")?,
-        cancel_requested: r.try_get("cancel_requested")?,
-    })
-}
-
 impl PgStore {
     /// Runs a FINISH for `lease`; false when the lease was lost (and nothing was enqueued).
     async fn finish(&self, lease: &Lease, state: JobState, follow_ups: &[NewJob]) -> Result<bool> {
@@ -318,18 +277,8 @@ impl JobQueue for PgStore {
             self.shared.wake.note_empty(queue, epoch);
             return Ok(None);
         };
-        let attempt = int(&row, "attempts")?;
-        Ok(Some(ClaimedJob {
-            lease: Lease { job_id: row.try_get("id")?, owner: worker.into(), attempt },
-            queue: queue.into(),
-            kind: row.try_get("kind")?,
-            subject: row.try_get("subject")?,
-            payload: json(&row, "payload")?,
-            priority: row.try_get("priority")?,
-            max_attempts: int(&row, "max_attempts")?,
-            timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms")?.max(0) as u64),
-            recovered: row.try_get::<i64, _>("lost")? > 0,
-        }))
+        let recovered = row.try_get::<i64, _>("lost")? > 0;
+        Shared::claimed_job(&row, queue, worker, recovered).map(Some)
     }
 
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat> {
@@ -370,9 +319,9 @@ impl JobQueue for PgStore {
         else {
             return Ok(FailOutcome::Lost);
         };
-        let attempts: u32 = int(&row, "attempts")?;
+        let attempts: u32 = Shared::int(&row, "attempts")?;
         let policy = RetryPolicy {
-            max_attempts: int(&row, "max_attempts")?,
+            max_attempts: Shared::int(&row, "max_attempts")?,
             backoff_base_ms: row.try_get("backoff_base_ms")?,
             backoff_max_ms: row.try_get("backoff_max_ms")?,
             jitter: row.try_get("jitter")?,
@@ -451,36 +400,15 @@ impl JobQueue for PgStore {
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(job_id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(job_record).transpose()
+        Shared::job(&self.pool, job_id).await
     }
 
     async fn attempts(&self, job_id: &str) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Attempt {
-                    attempt: int(r, "attempt")?,
-                    worker: r.try_get("worker")?,
-                    started_at_ms: r.try_get("started_at")?,
-                    finished_at_ms: r.try_get("finished_at")?,
-                    outcome: r.try_get("outcome")?,
-                    error: r.try_get("error")?,
-                })
-            })
-            .collect()
+        Shared::attempts(&self.pool, job_id).await
     }
 
     async fn jobs_for(&self, subject: &str, kind: &str) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE subject = $1 AND kind = $2 ORDER BY created_at, id")
-            .bind(subject)
-            .bind(kind)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(job_record).collect()
+        Shared::jobs_for(&self.pool, subject, kind).await
     }
 
     async fn depth(&self) -> Result<BTreeMap<String, QueueDepth>> {
@@ -497,9 +425,9 @@ impl JobQueue for PgStore {
         let mut out = BTreeMap::<String, QueueDepth>::new();
         for r in rows {
             let d = out.entry(r.try_get("queue")?).or_default();
-            d.queued += int::<u64>(&r, "queued")?;
-            d.running += int::<u64>(&r, "running")?;
-            d.ready += int::<u64>(&r, "ready")?;
+            d.queued += Shared::int::<u64>(&r, "queued")?;
+            d.running += Shared::int::<u64>(&r, "running")?;
+            d.ready += Shared::int::<u64>(&r, "ready")?;
         }
         Ok(out)
     }

@@ -20,6 +20,9 @@ mod writer;
 
 pub use store::{Durability, SqliteStore};
 
+/// The code both SQL dialects share, for this driver.
+type Shared = crate::sql::Shared<sqlx::Sqlite>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,28 +67,6 @@ pub(super) async fn holds(conn: &mut sqlx::SqliteConnection, lease: &Lease) -> R
     .await?)
 }
 
-pub(super) fn job_record(r: &SqliteRow) -> Result<JobRecord> {
-    let state: String = r.try_get("state")?;
-    let payload: String = r.try_get("payload")?;
-    Ok(JobRecord {
-        id: r.try_get("id")?,
-        queue: r.try_get("queue")?,
-        kind: r.try_get("kind")?,
-        subject: r.try_get("subject")?,
-        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        priority: r.try_get::<i64, _>("priority")? as i32,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job state {state}")))?,
-        attempts: r.try_get::<i64, _>("attempts")? as u32,
-        max_attempts: r.try_get::<i64, _>("max_attempts")? as u32,
-        run_at_ms: r.try_get("run_at")?,
-        created_at_ms: r.try_get("created_at")?,
-        started_at_ms: r.try_get("started_at")?,
-        finished_at_ms: r.try_get("finished_at")?,
-        last_error: r.try_get("last_error")?,
-        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
-    })
-}
-
 #[async_trait]
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob) -> Result<bool> {
@@ -150,7 +128,7 @@ impl JobQueue for SqliteStore {
             return Ok(None);
         };
         let id: String = row.try_get("id")?;
-        let attempt = row.try_get::<i64, _>("attempts")? as u32;
+        let attempt: u32 = Shared::int(&row, "attempts")?;
         // A previous attempt still marked running lost its lease (its worker died or hung).
         let lost = sqlx::query(
             "UPDATE job_attempts SET finished_at = ?, outcome = 'lost', error = 'worker lost: lease expired'
@@ -177,18 +155,7 @@ impl JobQueue for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let payload: String = row.try_get("payload")?;
-        Ok(Some(ClaimedJob {
-            lease: Lease { job_id: id, owner: worker.into(), attempt },
-            queue: queue.into(),
-            kind: row.try_get("kind")?,
-            subject: row.try_get("subject")?,
-            payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            priority: row.try_get::<i64, _>("priority")? as i32,
-            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-            timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms")?.max(0) as u64),
-            recovered: lost > 0,
-        }))
+        Shared::claimed_job(&row, queue, worker, lost > 0).map(Some)
     }
 
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat> {
@@ -323,36 +290,15 @@ impl JobQueue for SqliteStore {
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(job_id).fetch_optional(&self.reader).await?;
-        row.as_ref().map(job_record).transpose()
+        Shared::job(&self.reader, job_id).await
     }
 
     async fn attempts(&self, job_id: &str) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query("SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt")
-            .bind(job_id)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Attempt {
-                    attempt: r.try_get::<i64, _>("attempt")? as u32,
-                    worker: r.try_get("worker")?,
-                    started_at_ms: r.try_get("started_at")?,
-                    finished_at_ms: r.try_get("finished_at")?,
-                    outcome: r.try_get("outcome")?,
-                    error: r.try_get("error")?,
-                })
-            })
-            .collect()
+        Shared::attempts(&self.reader, job_id).await
     }
 
     async fn jobs_for(&self, subject: &str, kind: &str) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE subject = ? AND kind = ? ORDER BY created_at, id")
-            .bind(subject)
-            .bind(kind)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(job_record).collect()
+        Shared::jobs_for(&self.reader, subject, kind).await
     }
 
     async fn depth(&self) -> Result<BTreeMap<String, QueueDepth>> {

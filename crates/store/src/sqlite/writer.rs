@@ -60,7 +60,7 @@ pub(super) async fn create_one(
         }
     }
     if let (Some(b), Some(key)) = (&g.budget, &g.api_key_id) {
-        match crate::sql::charge_budget::<sqlx::Sqlite>(tx, key, b).await {
+        match Shared::charge_budget(tx, key, b).await {
             Ok(None) => {}
             Ok(Some(used)) => return Ok(Err(StoreError::Budget { used })),
             Err(StoreError::Database(e)) => return Err(e),
