@@ -260,7 +260,8 @@ pub struct Voice {
     #[serde(default = "default_engine")]
     pub engine: String,
     /// Engine voice name, e.g. `en-us`, `en-gb`, `de` (espeak-ng) or `en_US-joe-medium` (piper).
-    #[serde(default = "default_voice_name")]
+    /// Default: the engine's own default voice (see [`default_voice`]).
+    #[serde(default)]
     pub name: String,
     /// Tempo multiplier (pitch unchanged), 0.5 to 2.5.
     #[serde(default = "one")]
@@ -279,7 +280,15 @@ fn default_engine() -> String {
     "espeak-ng".into()
 }
 fn default_voice_name() -> String {
-    "en-us".into()
+    default_voice(&default_engine()).into()
+}
+
+/// Each speech engine's default voice: a voice named for another engine would not exist.
+pub fn default_voice(engine: &str) -> &'static str {
+    match engine {
+        "piper" => "en_US-joe-medium",
+        _ => "en-us",
+    }
 }
 fn one() -> f32 {
     1.0
@@ -300,13 +309,16 @@ pub struct VoiceOverride {
 }
 
 impl Voice {
+    /// This voice with a scene's overrides. A scene that names another engine but no voice
+    /// gets that engine's default voice, not this one's name.
     pub fn with(&self, o: &VoiceOverride) -> Voice {
-        Voice {
-            engine: o.engine.clone().unwrap_or_else(|| self.engine.clone()),
-            name: o.name.clone().unwrap_or_else(|| self.name.clone()),
-            speed: o.speed.unwrap_or(self.speed),
-            pitch: o.pitch.unwrap_or(self.pitch),
-        }
+        let engine = o.engine.clone().unwrap_or_else(|| self.engine.clone());
+        let name = match &o.name {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ if engine != self.engine || self.name.is_empty() => default_voice(&engine).to_string(),
+            _ => self.name.clone(),
+        };
+        Voice { engine, name, speed: o.speed.unwrap_or(self.speed), pitch: o.pitch.unwrap_or(self.pitch) }
     }
 }
 
@@ -829,12 +841,16 @@ impl ParseError {
 /// Parses a spec from JSON text, naming the JSON path of the first fault.
 pub fn parse(json: &str) -> Result<Spec, ParseError> {
     let de = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // serde_json appends " at line L column C"; keep it, it helps people find the spot.
         ParseError { path: if path == "." { "$".into() } else { path }, message: inner.to_string() }
-    })
+    })?;
+    if spec.voice.name.is_empty() {
+        spec.voice.name = default_voice(&spec.voice.engine).to_string();
+    }
+    Ok(spec)
 }
 
 /// The JSON Schema of the spec, generated from these types (committed at docs/spec.schema.json).
@@ -853,6 +869,16 @@ mod tests {
         assert_eq!(spec.output.dimensions(), (1920, 1080));
         assert_eq!(spec.output.fps, 30);
         assert_eq!(spec.voice.name, "en-us");
+        // Each engine has its own default voice, for the whole spec and for a scene.
+        let piper = parse(
+            r#"{"version":1,"voice":{"engine":"piper"},"scenes":[{"narration":{"text":"Hi","engine":"espeak-ng"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(piper.voice.name, "en_US-joe-medium");
+        let scene = piper.voice.with(&piper.scenes[0].narration.as_ref().unwrap().voice);
+        assert_eq!((scene.engine.as_str(), scene.name.as_str()), ("espeak-ng", "en-us"));
+        let same = piper.voice.with(&VoiceOverride { speed: Some(1.2), ..Default::default() });
+        assert_eq!(same.name, "en_US-joe-medium");
         assert_eq!(spec.audio.loudness, Some(-16.0));
         assert_eq!(spec.scenes[0].transition.kind, TransitionKind::Cut);
     }

@@ -51,14 +51,12 @@ fn word_phonemes(spec: &Spec, scene: &Scene, speech: &Speech) -> Option<Vec<Stri
     {
         return Some(v);
     }
-    let o = scene.narration.as_ref().map(|n| &n.voice);
-    let engine = o.and_then(|v| v.engine.as_deref()).unwrap_or(&spec.voice.engine);
-    let name = o.and_then(|v| v.name.as_deref()).unwrap_or(&spec.voice.name);
+    let v = scene.narration.as_ref().map_or_else(|| spec.voice.clone(), |n| spec.voice.with(&n.voice));
     // espeak-ng voices phonemize as themselves; a Piper voice by its language (en_US-… → en-us).
-    let voice = if engine == "espeak-ng" {
-        name.to_string()
+    let voice = if v.engine == "espeak-ng" {
+        v.name
     } else {
-        name.split('-').next().unwrap_or("en").replace('_', "-").to_ascii_lowercase()
+        v.name.split('-').next().unwrap_or("en").replace('_', "-").to_ascii_lowercase()
     };
     let ipa: Vec<String> = speech
         .words
