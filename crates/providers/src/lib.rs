@@ -7,6 +7,7 @@
 //! protocol. Every call goes through a [`Gate`]: breaker, concurrency, rate limit, deadline and
 //! retries by failure class.
 
+pub mod cache;
 pub mod did;
 pub mod gate;
 pub mod http;
