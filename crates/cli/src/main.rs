@@ -3,6 +3,7 @@
 mod bench;
 mod bench_cluster;
 mod bench_soak;
+mod generate;
 mod serve;
 mod tracing_setup;
 
@@ -76,6 +77,36 @@ enum Command {
         cache: CacheArgs,
         #[command(flatten)]
         trace: TraceArgs,
+    },
+    /// Write a storyboard from a topic (planned by the configured language model) or a text
+    /// (narrated as written, no model): edit it, then `reelsmith render` it.
+    Plan {
+        #[command(flatten)]
+        prompt: generate::PromptArgs,
+        /// The storyboard to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also write the plan, each scene's picture source and the provider cost ledger.
+        #[arg(long)]
+        details: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Make a video from a topic or a text: plan, then render (the storyboard is kept beside the
+    /// video, `<output>.storyboard.json`, to edit and render again).
+    Generate {
+        #[command(flatten)]
+        prompt: generate::PromptArgs,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Where to keep the storyboard (default: beside the video).
+        #[arg(long)]
+        storyboard: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Check spec files without rendering.
     Validate { specs: Vec<PathBuf> },
@@ -167,7 +198,9 @@ fn main() {
     if let Err(e) = result {
         // Spec problems are listed one per line, each with its JSON path.
         eprintln!("error: {e:#}");
-        let code = if e.downcast_ref::<RenderError>().is_some_and(RenderError::is_input_error) { 2 } else { 1 };
+        let input_error = e.downcast_ref::<RenderError>().is_some_and(RenderError::is_input_error)
+            || matches!(e.downcast_ref(), Some(reelsmith_director::DirectorError::Invalid { .. }));
+        let code = if input_error { 2 } else { 1 };
         std::process::exit(code);
     }
 }
@@ -240,6 +273,12 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(2);
             }
             Ok(())
+        }
+        Command::Plan { prompt, output, details, cache } => {
+            generate::plan_command(prompt, output, details.as_deref(), cache)
+        }
+        Command::Generate { prompt, output, storyboard, quiet, cache } => {
+            generate::generate_command(prompt, output, storyboard.as_deref(), *quiet, cache)
         }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&reelsmith_spec::json_schema())?);

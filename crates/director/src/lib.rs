@@ -12,6 +12,7 @@
 //! Every provider call is recorded in the ledger: stage, provider, model, units, estimated
 //! cost, and whether the cache answered.
 
+pub mod config;
 pub mod plan;
 pub mod request;
 pub mod storyboard;

@@ -65,8 +65,12 @@ pub fn storyboard(req: &PromptRequest, plan: &Plan, visuals: &[Chosen]) -> Value
                 None => {
                     let (from, to) = colours[i % colours.len()];
                     scene["background"] = json!({"gradient": {"from": from, "to": to, "angle": 135}});
-                    if let Some(t) = &s.title {
-                        scene["title"] = json!(t);
+                    // A card always says something: its title, else what the scene is about.
+                    let about: Vec<String> = s.visual.search_terms.iter().take(2).map(|t| capitalized(t)).collect();
+                    match &s.title {
+                        Some(t) => scene["title"] = json!(t),
+                        None if !about.is_empty() => scene["title"] = json!(about.join(" · ")),
+                        None => {}
                     }
                 }
             }
@@ -87,6 +91,11 @@ pub fn storyboard(req: &PromptRequest, plan: &Plan, visuals: &[Chosen]) -> Value
         spec["music"] = json!({"file": m, "volume": 0.25});
     }
     spec
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.trim().chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// The espeak-ng voice for a language tag (espeak-ng names voices by language: `en-us`, `de`,

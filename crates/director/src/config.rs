@@ -1,0 +1,129 @@
+//! Provider settings, as the service's config file (`[providers.llm]`) and the CLI give them.
+//! A provider's `base_url` is the operator's choice and may be loopback or private (a local
+//! Ollama or llama.cpp server); only URLs that come from requests are held to the SSRF guard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reelsmith_providers::llm::{ChatClient, ChatConfig};
+use reelsmith_providers::{Gate, Limits};
+use serde::{Deserialize, Serialize};
+
+/// `[providers]`: every remote service the director may call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// The planner: any server speaking OpenAI's Chat Completions (OpenAI, Ollama, vLLM,
+    /// llama.cpp's server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// Names the provider in errors, metrics and ledgers (default: from the host, e.g.
+    /// `openai` for api.openai.com, else `llm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Up to the version: `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Bearer key (default: `$REELSMITH_LLM_API_KEY`; local servers need none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Requests per minute this service allows itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Deadline of one request (local models on a CPU are slow).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+    /// USD per million prompt and completion tokens, for the cost ledger.
+    #[serde(default)]
+    pub usd_per_mtok_in: f64,
+    #[serde(default)]
+    pub usd_per_mtok_out: f64,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+fn default_timeout() -> f64 {
+    180.0
+}
+
+impl LlmSettings {
+    pub fn provider_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let host = self.base_url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+        match host {
+            "api.openai.com" => "openai".into(),
+            "api.deepseek.com" => "deepseek".into(),
+            "openrouter.ai" => "openrouter".into(),
+            _ if self.base_url.contains(":11434") => "ollama".into(),
+            _ => "llm".into(),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(format!("providers.llm.base_url: {:?} is not an http(s) URL", self.base_url));
+        }
+        if self.model.trim().is_empty() {
+            return Err("providers.llm.model: is empty".into());
+        }
+        if !(1.0..=3600.0).contains(&self.timeout_secs) {
+            return Err("providers.llm.timeout_secs: must be 1 to 3600".into());
+        }
+        Ok(())
+    }
+
+    /// The client, its key from the settings or `$REELSMITH_LLM_API_KEY`.
+    pub fn client(&self, http: reqwest::Client, env: impl Fn(&str) -> Option<String>) -> ChatClient {
+        let provider = self.provider_name();
+        let limits = Limits {
+            rpm: self.rpm,
+            concurrency: self.concurrency.max(1),
+            timeout: Duration::from_secs_f64(self.timeout_secs),
+            ..Limits::default()
+        };
+        let cfg = ChatConfig {
+            provider: provider.clone(),
+            base_url: self.base_url.clone(),
+            api_key: self.api_key.clone().or_else(|| env("REELSMITH_LLM_API_KEY")),
+            model: self.model.clone(),
+            usd_per_mtok_in: self.usd_per_mtok_in,
+            usd_per_mtok_out: self.usd_per_mtok_out,
+        };
+        ChatClient::new(http, cfg, Arc::new(Gate::new(provider, limits)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_from_toml_with_defaults_and_names() {
+        let cfg: ProvidersConfig =
+            toml_like(r#"{"llm": {"base_url": "http://127.0.0.1:11434/v1", "model": "qwen2.5:1.5b", "rpm": 30}}"#);
+        let llm = cfg.llm.unwrap();
+        assert_eq!(llm.provider_name(), "ollama");
+        assert_eq!(llm.concurrency, 4);
+        assert!(llm.check().is_ok());
+        let bad = LlmSettings { base_url: "ftp://x".into(), ..llm.clone() };
+        assert!(bad.check().unwrap_err().contains("providers.llm.base_url"));
+        let openai = LlmSettings { base_url: "https://api.openai.com/v1".into(), ..llm };
+        assert_eq!(openai.provider_name(), "openai");
+    }
+
+    fn toml_like(json: &str) -> ProvidersConfig {
+        serde_json::from_str(json).unwrap()
+    }
+}
