@@ -59,7 +59,7 @@ fn a_text_becomes_a_narrated_video_and_an_edited_scene_renders_alone() {
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_slice(&std::fs::read(f.path("report.json")).unwrap()).unwrap();
     let (encoded, total) = (report["segments_encoded"].as_u64().unwrap(), report["segments_total"].as_u64().unwrap());
-    assert!(encoded >= 1 && encoded <= 2 && total >= 4, "{encoded} of {total} segments");
+    assert!((1..=2).contains(&encoded) && total >= 4, "{encoded} of {total} segments");
 }
 
 fn plan_json(terms: &[&str]) -> String {
