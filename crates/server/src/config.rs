@@ -152,6 +152,14 @@ pub struct Config {
     /// Encoder threads per segment job: segments encode the same way on every worker, so a
     /// distributed render matches a single-worker one frame for frame.
     pub segment_encoder_threads: u32,
+    /// Remote services for prompts: `[providers.llm]` plans topics (any OpenAI-compatible
+    /// server; its key also from `$REELSMITH_LLM_API_KEY`).
+    #[serde(skip_serializing_if = "is_default_providers")]
+    pub providers: reelsmith_director::config::ProvidersConfig,
+}
+
+fn is_default_providers(p: &reelsmith_director::config::ProvidersConfig) -> bool {
+    p.llm.is_none()
 }
 
 impl Default for Config {
@@ -225,6 +233,7 @@ impl Default for Config {
             distributed_min_seconds: 20.0,
             segment_workers: None,
             segment_encoder_threads: 1,
+            providers: Default::default(),
         }
     }
 }
@@ -394,6 +403,9 @@ impl Config {
         }
         if self.segment_workers == Some(0) || self.segment_encoder_threads == 0 {
             return bad("segment_workers and segment_encoder_threads must be at least 1");
+        }
+        if let Some(llm) = &self.providers.llm {
+            llm.check().map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }

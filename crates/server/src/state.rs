@@ -46,6 +46,9 @@ pub struct AppState {
     /// Uploaded assets also live in artifact storage (shared by every node), not only on this
     /// node's disk.
     pub shared_assets: bool,
+    /// Turns prompts into storyboards: the configured language model for topics, the text mode
+    /// for texts, a cache of plans.
+    pub director: Arc<reelsmith_director::Director>,
 }
 
 /// Wake-ups for idle workers in this process (other processes poll or listen on the queue).
@@ -160,6 +163,18 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let director = Arc::new(reelsmith_director::Director {
+        // The operator's own choice of server (possibly a local one): not under the SSRF guard.
+        model: config.providers.llm.as_ref().map(|l| {
+            Arc::new(l.client(reqwest::Client::new(), |v| std::env::var(v).ok()))
+                as Arc<dyn reelsmith_providers::llm::LanguageModel>
+        }),
+        plans: Some(reelsmith_providers::cache::ResultCache::new(
+            config.cache_dir().join("director").join("plans"),
+            None,
+        )),
+        assets: vec![],
+    });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
     Ok(AppState {
@@ -183,6 +198,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         remote_waits: Default::default(),
         ready_cache: Default::default(),
         streams: Default::default(),
+        director,
     })
 }
 

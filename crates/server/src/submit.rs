@@ -21,7 +21,12 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
-    pub spec: serde_json::Value,
+    /// A storyboard as written.
+    #[serde(default)]
+    pub spec: Option<serde_json::Value>,
+    /// Or a prompt the director turns into one (`reelsmith_director::PromptRequest`).
+    #[serde(default)]
+    pub prompt: Option<serde_json::Value>,
     #[serde(default)]
     pub priority: Option<i64>,
     #[serde(default)]
@@ -67,6 +72,8 @@ pub struct Prepared {
     pub dedupe: bool,
     /// What the generation costs the caller's daily budget.
     pub charge: reelsmith_store::Usage,
+    /// Made from a prompt: what to keep of it (see [`direct`]).
+    pub prompt: Option<serde_json::Value>,
 }
 
 pub async fn prepare(
@@ -90,7 +97,11 @@ pub async fn prepare(
     if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
         return Err(ApiError::unprocessable("invalid_request", "metadata: must be a JSON object of at most 16 KiB"));
     }
-    let spec_text = env.spec.to_string();
+    let Some(spec_json) = &env.spec else {
+        return Err(ApiError::unprocessable("invalid_request", "send a storyboard as `spec` or a `prompt`")
+            .with_issues(vec![IssueBody { path: "spec".into(), message: "missing".into() }]));
+    };
+    let spec_text = spec_json.to_string();
     let mut spec = reelsmith_spec::parse(&spec_text).map_err(|e| {
         let path = format!("spec.{}", e.path.trim_start_matches("$").trim_start_matches('.'));
         ApiError::unprocessable("spec_parse", format!("{path}: {}", e.message))
@@ -208,7 +219,88 @@ pub async fn prepare(
         metadata,
         dedupe,
         charge: reelsmith_store::Usage { megapixel_frames: cost.megapixel_frames, did_scenes: did_scenes.len() as u64 },
+        prompt: None,
     })
+}
+
+/// A prompt's storyboard: the director plans it (a text here, a topic with the configured
+/// model) and the storyboard then goes through [`prepare`] like any other. Returns what to keep
+/// with the generation: the request, the plan, each scene's picture source, the cost ledger.
+pub async fn direct(state: &AppState, env: &mut Envelope) -> ApiResult<Option<serde_json::Value>> {
+    let prompt = match (&env.spec, env.prompt.take()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "invalid_request",
+                "send a storyboard as `spec` or a `prompt`, not both",
+            )
+            .with_issues(vec![IssueBody { path: "prompt".into(), message: "given with spec".into() }]));
+        }
+        (_, None) => return Ok(None),
+        (None, Some(p)) => p,
+    };
+    let req = reelsmith_director::PromptRequest::from_json(prompt).map_err(director_error)?;
+    if req.music.as_deref().is_some_and(|m| !m.starts_with(ASSET_PREFIX)) {
+        return Err(director_error(reelsmith_director::DirectorError::invalid(
+            "prompt.music",
+            "name an uploaded audio asset (POST /api/v1/assets): asset_…",
+        )));
+    }
+    let engine = state.engine.clone();
+    // What the plan can get wrong (text limits, voices); files are checked by `prepare`.
+    let check = move |board: &serde_json::Value| {
+        let mut board = board.clone();
+        if let Some(m) = board.as_object_mut() {
+            m.remove("music");
+        }
+        reelsmith_director::spec_problems(&board, std::path::Path::new("."), |spec| {
+            match engine.validate(spec, std::path::Path::new(".")) {
+                Ok(()) => vec![],
+                Err(reelsmith_engine::RenderError::Invalid(e)) => e.issues,
+                Err(e) => vec![reelsmith_spec::Issue { path: "$".into(), message: e.to_string() }],
+            }
+        })
+    };
+    let planned = state.director.direct(&req, &check).await.map_err(director_error)?;
+    for e in &planned.ledger {
+        metrics::counter!("reelsmith_provider_cost_usd_micros_total", "provider" => e.provider.clone(), "stage" => e.stage.clone())
+            .increment((e.est_cost_usd * 1e6).round() as u64);
+        metrics::counter!("reelsmith_provider_cache_total", "provider" => e.provider.clone(), "hit" => e.cache_hit.to_string())
+            .increment(1);
+    }
+    env.spec = Some(planned.storyboard.clone());
+    Ok(Some(serde_json::json!({
+        "request": req,
+        "plan": planned.plan,
+        "visuals": planned.visuals,
+        "ledger": planned.ledger,
+        "stages": planned.stages,
+    })))
+}
+
+/// The director's failures as API errors: the request's fault (422, naming the field), no
+/// model configured (422), or the provider's (502/503, naming the stage and provider).
+fn director_error(e: reelsmith_director::DirectorError) -> ApiError {
+    use reelsmith_director::DirectorError as D;
+    let code = e.code();
+    match e {
+        D::Invalid { field, message } => ApiError::unprocessable(code, format!("{field}: {message}"))
+            .with_issues(vec![IssueBody { path: field, message }]),
+        D::NoModel => ApiError::unprocessable(code, D::NoModel.to_string()),
+        D::Plan(_) => ApiError::new(StatusCode::BAD_GATEWAY, code, e.to_string()),
+        D::Provider { ref failure, .. } => {
+            let wait = match failure {
+                reelsmith_providers::Failure::RateLimited { retry_after, .. } => {
+                    Some(retry_after.map_or(30, |d| d.as_secs().max(1)))
+                }
+                reelsmith_providers::Failure::Unavailable(_) => Some(30),
+                _ => None,
+            };
+            let status = if wait.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+            let mut err = ApiError::new(status, code, e.to_string());
+            err.retry_after_s = wait;
+            err
+        }
+    }
 }
 
 /// Refuses a spec whose estimated cost is over the server's limits, before any work.
@@ -385,6 +477,7 @@ pub async fn enqueue(
         max_active: caller.0.as_ref().map(|k| k.max_concurrent_jobs),
         dedupe: p.dedupe,
         budget,
+        prompt: p.prompt,
     };
     let created = match state.meta.create_generation(g, job).await {
         Err(reelsmith_store::StoreError::Budget { used }) => return Err(over_budget(p.charge, used, budget)),

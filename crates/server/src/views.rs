@@ -25,6 +25,10 @@ pub fn status_json(g: &GenerationRecord, attempts: &[Attempt]) -> Value {
         "webhook_url": g.webhook_url,
         "links": {"self": base, "events": format!("{base}/events"), "cancel": format!("{base}/cancel")},
     });
+    // Made from a prompt: the request, the plan, each scene's picture source, the cost ledger.
+    if let Some(p) = &g.prompt {
+        v["prompt"] = p.clone();
+    }
     if g.state == JobState::Failed {
         v["error"] = json!({
             "code": g.error_code.as_deref().unwrap_or("failed"),

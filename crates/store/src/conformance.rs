@@ -79,6 +79,7 @@ fn concurrent_request(
         max_active,
         dedupe: true,
         budget: None,
+        prompt: None,
     };
     (g, job)
 }
@@ -399,13 +400,19 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
                 max_active: Some(2),
                 dedupe: true,
                 budget: None,
+                prompt: None,
             },
             job,
         )
     };
     let hash = new_id("hash");
-    let (g, j) = new(Some("idem-1"), &hash, "req-1");
+    let (mut g, j) = new(Some("idem-1"), &hash, "req-1");
+    let prompt =
+        serde_json::json!({"request": {"topic": "volcanoes"}, "ledger": [{"provider": "openai", "units": 812.0}]});
+    g.prompt = Some(prompt.clone());
     let CreateOutcome::Created(id) = m.create_generation(g, j).await.unwrap() else { panic!("first create") };
+    // A prompt's plan and ledger come back as stored; a storyboard sent as is has none.
+    assert_eq!(m.generation(&id).await.unwrap().unwrap().prompt, Some(prompt));
     // Same key, same request: the same generation.
     let (g, j) = new(Some("idem-1"), &new_id("hash"), "req-1");
     assert_eq!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Idempotent(id.clone()));
@@ -663,6 +670,7 @@ pub async fn run_concurrent_dedup<M: Metadata>(m: Arc<M>, n: usize) {
                 max_active: None,
                 dedupe: true,
                 budget: None,
+                prompt: None,
             };
             m.create_generation(g, job).await.unwrap()
         }));

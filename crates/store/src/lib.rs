@@ -330,6 +330,8 @@ pub struct GenerationRecord {
     pub idempotency_key: Option<String>,
     pub api_key_id: Option<String>,
     pub metadata: serde_json::Value,
+    /// Made from a prompt: the request, plan, picture sources and cost ledger.
+    pub prompt: Option<serde_json::Value>,
     pub state: JobState,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -379,6 +381,8 @@ pub struct NewGeneration {
     /// Charge the key's daily usage, refusing ([`StoreError::Budget`]) past the cap; in the same
     /// transaction as the insert, after replays and dedup (which cost nothing).
     pub budget: Option<Budget>,
+    /// Made from a prompt: the request, plan, picture sources and cost ledger.
+    pub prompt: Option<serde_json::Value>,
 }
 
 /// A charge against a key's usage on one UTC day, and the most that day may hold.

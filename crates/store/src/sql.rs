@@ -123,6 +123,11 @@ where
             idempotency_key: r.try_get("idempotency_key")?,
             api_key_id: r.try_get("api_key_id")?,
             metadata: Self::json(r, "metadata")?,
+            prompt: r
+                .try_get::<Option<String>, _>("prompt")?
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(corrupt_json)?,
             state: Self::job_state(r, "state")?,
             attempts: Self::int(r, "attempts")?,
             max_attempts: Self::int(r, "max_attempts")?,

@@ -5,6 +5,7 @@
 mod common;
 mod harness;
 mod hostile;
+mod prompts;
 mod scaleout;
 mod talks;
 mod tools;

@@ -53,8 +53,12 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         (crate::submit::parse_envelope(&body)?, Uploads::default())
     };
     let key_id = caller.key_id();
-    let queued = match crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
-        Ok(p) => enqueue(&state, &caller, p, idempotency_key).await,
+    let mut env = env;
+    let queued = match crate::submit::direct(&state, &mut env).await {
+        Ok(prompt) => match crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
+            Ok(p) => enqueue(&state, &caller, crate::submit::Prepared { prompt, ..p }, idempotency_key).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let (status, id, how) = match queued {
@@ -130,7 +134,14 @@ async fn read_multipart_into(
             ("spec", None) => {
                 let spec: Value = serde_json::from_slice(&data)
                     .map_err(|e| ApiError::bad_request("invalid_json", format!("spec part: {e}")))?;
-                env = Some(Envelope { spec, priority: None, webhook_url: None, metadata: None, dedupe: None });
+                env = Some(Envelope {
+                    spec: Some(spec),
+                    prompt: None,
+                    priority: None,
+                    webhook_url: None,
+                    metadata: None,
+                    dedupe: None,
+                });
             }
             (_, Some(fname)) => {
                 if uploads.files.len() >= 64 {

@@ -331,7 +331,8 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
         "name": req.name, "user_data": req.user_data, "engine": engine,
     }});
     let env = Envelope {
-        spec,
+        spec: Some(spec),
+        prompt: None,
         priority: None,
         webhook_url: req.webhook.clone(),
         metadata: Some(metadata),

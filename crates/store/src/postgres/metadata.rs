@@ -83,6 +83,7 @@ impl Metadata for PgStore {
             .bind(&g.request_hash)
             .bind(&g.api_key_id)
             .bind(g.metadata.to_string())
+            .bind(g.prompt.as_ref().map(|p| p.to_string()))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -100,8 +100,8 @@ pub(super) const CREATE_GENERATION: &str = concat!(
     new_jobs_cte!("true"),
     ", gen AS (
     INSERT INTO generations (id, job_id, spec, spec_hash, priority, webhook_url, idempotency_key, request_hash,
-        api_key_id, metadata, created_at)
-    VALUES ($16, $1[1], $17, $18, $19, $20, $21, $22, $23, $24, $14)
+        api_key_id, metadata, created_at, prompt)
+    VALUES ($16, $1[1], $17, $18, $19, $20, $21, $22, $23, $24, $14, $25)
 ) SELECT ",
     notify_new_jobs!(),
     " AS notified"

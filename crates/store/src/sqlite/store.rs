@@ -11,6 +11,7 @@ pub(super) const SCHEMA: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_asset_retention.sql"),
     include_str!("../../migrations/sqlite/0003_key_priority_and_webhook_secrets.sql"),
     include_str!("../../migrations/sqlite/0004_key_budgets.sql"),
+    include_str!("../../migrations/sqlite/0005_generation_prompt.sql"),
 ];
 
 /// How durable a commit is. `Full` fsyncs every commit (survives power loss); `Normal` (WAL)

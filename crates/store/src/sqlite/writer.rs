@@ -74,8 +74,8 @@ pub(super) async fn create_one(
     }
     sqlx::query(
         "INSERT INTO generations (id, job_id, spec, spec_hash, priority, webhook_url, idempotency_key, request_hash,
-             api_key_id, metadata, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             api_key_id, metadata, created_at, prompt)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&g.id)
     .bind(&job.id)
@@ -88,6 +88,7 @@ pub(super) async fn create_one(
     .bind(&g.api_key_id)
     .bind(g.metadata.to_string())
     .bind(now_ms())
+    .bind(g.prompt.as_ref().map(|p| p.to_string()))
     .execute(&mut *tx)
     .await?;
     Ok(Ok(CreateOutcome::Created(g.id.clone())))

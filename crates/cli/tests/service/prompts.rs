@@ -1,0 +1,146 @@
+//! `POST /api/v1/generations` with a `prompt`: planned by a language model (a fake speaking
+//! OpenAI's Chat Completions format, configured as `[providers.llm]`) or narrated as written,
+//! stored with its plan and cost ledger, rendered; bad prompts refused by field; provider
+//! failures named, with the breaker failing fast.
+
+use std::time::Duration;
+
+use reelsmith_providers::llm::fake::{FakeChat, Reply};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn plan(topic: &str) -> String {
+    json!({"title": topic, "scenes": [
+        {"narration": format!("This is a short film about {topic}."), "title": topic, "visual": {"search_terms": [topic], "image_prompt": topic}, "motion": "zoom-in"},
+        {"narration": "It ends here.", "title": null, "visual": {"search_terms": ["sunset"], "image_prompt": "a sunset"}, "motion": "pan-left"},
+    ]})
+    .to_string()
+}
+
+async fn server_with_model(dir: &std::path::Path, fake: &FakeChat) -> Server {
+    let config = dir.join("reelsmith.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.llm]\nname = \"openai\"\nbase_url = \"{}\"\nmodel = \"gpt-test\"\napi_key = \"sk-test\"\nusd_per_mtok_in = 0.15\nusd_per_mtok_out = 0.6\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    Server::start(&dir.join("data"), &[("REELSMITH_CONFIG", config.to_str().unwrap())])
+}
+
+fn prompt(topic: &str) -> Value {
+    json!({"prompt": {"topic": topic, "duration_s": 8, "size": {"width": 320, "height": 180}}, "dedupe": false})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_is_planned_stored_with_its_ledger_and_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeChat::start().await;
+    fake.respond_with(|body| {
+        let topic = body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("Topic: ")
+            .to_string();
+        Reply::content(plan(&topic))
+    });
+    let s = server_with_model(dir.path(), &fake).await;
+
+    let (code, body) = s.submit(&prompt("volcanoes")).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["prompt"]["request"]["topic"], "volcanoes");
+    assert_eq!(body["prompt"]["plan"]["scenes"].as_array().unwrap().len(), 2);
+    let ledger = &body["prompt"]["ledger"][0];
+    assert_eq!(
+        (ledger["stage"].as_str(), ledger["provider"].as_str(), ledger["cache_hit"].as_bool()),
+        (Some("plan"), Some("openai"), Some(false))
+    );
+    assert!(ledger["est_cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(body["prompt"]["visuals"][1]["source"], "card");
+    let id = body["id"].as_str().unwrap().to_string();
+    let done = s.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // The storyboard is stored as the generation's spec: editable and resubmittable.
+    assert_eq!(done["spec"]["scenes"].as_array().unwrap().len(), 2);
+    assert_eq!(done["spec"]["scenes"][0]["narration"]["text"], "This is a short film about volcanoes.");
+    let video = s.get(&format!("/api/v1/generations/{id}/video")).send().await.unwrap().bytes().await.unwrap();
+    let path = dir.path().join("v.mp4");
+    std::fs::write(&path, &video).unwrap();
+    let probe = ffprobe(&path);
+    let streams = probe["streams"].as_array().unwrap();
+    assert!(streams.iter().any(|st| st["codec_type"] == "audio"));
+    let v = streams.iter().find(|st| st["codec_type"] == "video").unwrap();
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(320), Some(180)));
+
+    // The same prompt again: planned from the cache, no provider call.
+    let (code, again) = s.submit(&prompt("volcanoes")).await;
+    assert_eq!(code, 202, "{again}");
+    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(again["prompt"]["ledger"][0]["cache_hit"], true);
+    assert_eq!(again["prompt"]["ledger"][0]["est_cost_usd"], 0.0);
+
+    // A text needs no model at all.
+    let (code, text) =
+        s.submit(&json!({"prompt": {"text": "Lava flows downhill. It cools into black rock.", "size": "360p"}})).await;
+    assert_eq!(code, 202, "{text}");
+    assert_eq!(text["prompt"]["ledger"], json!([]));
+    assert_eq!(fake.requests().len(), 1);
+    let done = s.wait_final(text["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_prompts_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let cases = [
+        (json!({"prompt": {"topic": ""}}), "prompt_invalid", "prompt.topic"),
+        (json!({"prompt": {"text": "x".repeat(100_000)}}), "prompt_invalid", "prompt.text"),
+        (json!({"prompt": {"topic": "a", "visuals": ["stock", "paintings"]}}), "prompt_invalid", "prompt.visuals[1]"),
+        (json!({"prompt": {"topic": "a", "music": "/etc/passwd"}}), "prompt_invalid", "prompt.music"),
+        (json!({"prompt": {"topic": "a"}, "spec": {"version": 1}}), "invalid_request", "prompt"),
+    ];
+    for (body, code, path) in cases {
+        let (status, err) = s.submit(&body).await;
+        assert_eq!(status, 422, "{body}: {err}");
+        assert_eq!(err["error"]["code"], code, "{err}");
+        assert_eq!(err["error"]["issues"][0]["path"], path, "{err}");
+    }
+    // A topic without a configured model says what to configure.
+    let (status, err) = s.submit(&json!({"prompt": {"topic": "volcanoes"}})).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["code"], "no_model");
+    assert!(err["error"]["message"].as_str().unwrap().contains("[providers.llm]"), "{err}");
+    // Nothing was stored.
+    let list: Value = s.get("/api/v1/generations").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["items"], json!([]), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_out_of_quota_is_named_and_then_skipped_while_its_breaker_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeChat::start().await;
+    fake.push(Reply::insufficient_quota());
+    let s = server_with_model(dir.path(), &fake).await;
+    let r = s.post("/api/v1/generations").json(&prompt("geysers")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "provider_quota", "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("plan: openai POST /chat/completions answered 429: insufficient_quota"), "{msg}");
+    // The breaker is open: no call reaches the provider, the answer says when to come back.
+    let r = s.post("/api/v1/generations").json(&prompt("glaciers")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "provider_unavailable", "{err}");
+    assert_eq!(fake.requests().len(), 1);
+}
