@@ -5,15 +5,16 @@
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use reelsmith_director::config::{LlmSettings, ProvidersConfig};
+use reelsmith_director::config::{LlmSettings, ProvidersConfig, StockSettings};
 use reelsmith_director::plan::Problem;
-use reelsmith_director::visuals::{Asset, Source};
+use reelsmith_director::visuals::{Asset, Source, StockChain};
 use reelsmith_director::{Director, Planned, PromptRequest, spec_problems};
 use reelsmith_engine::{Engine, RenderError, RenderOptions};
 use reelsmith_providers::cache::ResultCache;
+use reelsmith_providers::llm::LanguageModel;
 use serde_json::{Value, json};
 
 use crate::CacheArgs;
@@ -53,7 +54,8 @@ pub struct PromptArgs {
     /// Background music file.
     #[arg(long)]
     music: Option<PathBuf>,
-    /// Service config file: its [providers.llm] plans topics.
+    /// Service config file: its [providers.llm] plans topics, [providers.pexels] and
+    /// [providers.pixabay] find stock pictures.
     #[arg(long, env = "REELSMITH_CONFIG")]
     config: Option<PathBuf>,
     /// An OpenAI-compatible server for topics (instead of the config's), e.g. http://127.0.0.1:11434/v1.
@@ -109,9 +111,24 @@ impl PromptArgs {
         Ok(PromptRequest::from_json(r)?)
     }
 
-    fn llm(&self) -> Result<Option<LlmSettings>> {
+    /// The providers: the config file's `[providers]`, the command line's model, and stock
+    /// keys from `$REELSMITH_PEXELS_API_KEY` / `$REELSMITH_PIXABAY_API_KEY`.
+    fn providers(&self) -> Result<ProvidersConfig> {
+        let mut providers = match &self.config {
+            None => ProvidersConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let table: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
+                match table.get("providers") {
+                    Some(v) => {
+                        v.clone().try_into().with_context(|| format!("config file {}: [providers]", path.display()))?
+                    }
+                    None => ProvidersConfig::default(),
+                }
+            }
+        };
         if let (Some(base_url), Some(model)) = (&self.llm_base_url, &self.llm_model) {
-            return Ok(Some(LlmSettings {
+            providers.llm = Some(LlmSettings {
                 name: None,
                 base_url: base_url.clone(),
                 model: model.clone(),
@@ -121,19 +138,19 @@ impl PromptArgs {
                 timeout_secs: 300.0,
                 usd_per_mtok_in: 0.0,
                 usd_per_mtok_out: 0.0,
-            }));
+            });
         }
-        let Some(path) = &self.config else { return Ok(None) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let table: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
-        let providers: ProvidersConfig = match table.get("providers") {
-            Some(v) => v.clone().try_into().with_context(|| format!("config file {}: [providers]", path.display()))?,
-            None => ProvidersConfig::default(),
-        };
-        if let Some(l) = &providers.llm {
-            l.check().map_err(anyhow::Error::msg)?;
+        for (slot, var) in
+            [(&mut providers.pexels, "REELSMITH_PEXELS_API_KEY"), (&mut providers.pixabay, "REELSMITH_PIXABAY_API_KEY")]
+        {
+            if slot.is_none()
+                && let Ok(key) = std::env::var(var)
+            {
+                *slot = Some(StockSettings { api_key: key, base_url: None, rpm: None, concurrency: 4 });
+            }
         }
-        Ok(providers.llm)
+        providers.check().map_err(anyhow::Error::msg)?;
+        Ok(providers)
     }
 
     /// The caller's pictures: images in the folder (not below), each with an optional caption
@@ -201,15 +218,24 @@ fn engine_check(engine: &Engine, base: &Path) -> impl Fn(&Value) -> Vec<Problem>
 
 fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> Result<Planned> {
     let req = args.request(base)?;
-    let mut director = Director {
+    let providers = args.providers()?;
+    let http = reqwest::Client::builder().build().context("HTTP client")?;
+    let sources = providers.stock_sources(&http);
+    let base_dir = base.to_path_buf();
+    let stock = (!sources.is_empty()).then(|| StockChain {
+        sources,
+        searches: ResultCache::new(cache_root.join("stock-searches"), Some(Duration::from_secs(24 * 3600))),
+        http: http.clone(),
+        // Downloads stay beside the storyboard, which names them relatively.
+        media_dir: base.join("media"),
+        media_name: Arc::new(move |p: &Path| relative_to(p, &base_dir).unwrap_or_else(|_| p.display().to_string())),
+    });
+    let director = Director {
         assets: args.assets(base)?,
         plans: Some(ResultCache::new(cache_root.join("plans"), None)),
-        model: None,
+        model: providers.llm.map(|l| Arc::new(l.client(http, |v| std::env::var(v).ok())) as Arc<dyn LanguageModel>),
+        stock,
     };
-    if let Some(llm) = args.llm()? {
-        let http = reqwest::Client::builder().build().context("HTTP client")?;
-        director.model = Some(Arc::new(llm.client(http, |v| std::env::var(v).ok())));
-    }
     let check = engine_check(engine, base);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     Ok(rt.block_on(director.direct(&req, &check))?)
@@ -217,7 +243,7 @@ fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> R
 
 fn summary(planned: &Planned) -> String {
     let count = |s: Source| planned.visuals.iter().filter(|v| v.source == s).count();
-    let cost: f64 = planned.ledger.iter().map(|e| e.est_cost_usd).sum();
+    let cost: f64 = planned.ledger.iter().fold(0.0, |sum, e| sum + e.est_cost_usd);
     let calls = planned.ledger.iter().filter(|e| !e.cache_hit).count();
     let hits = planned.ledger.len() - calls;
     let plan_s = planned.stages.iter().find(|s| s.stage == "plan").map_or(0.0, |s| s.seconds);

@@ -163,3 +163,67 @@ fn bad_prompt_input_is_refused_naming_the_field() {
     assert!(err.contains("a topic needs a language model"), "{err}");
     assert!(!f.path("p.json").exists());
 }
+
+#[test]
+fn stock_footage_matching_the_narration_plays_in_its_scene() {
+    let f = Fixture::new();
+    // A one-second red clip and a blue photo on the fake stock site.
+    let clip = f.path("red.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=red:s=320x180:d=1:r=15", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let photo = f.solid_png("blue.png", 320, 180, [10, 20, 230]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(reelsmith_providers::stock::fake::FakeStock::start());
+    let offer = |query: &str, kind, name: &str, bytes: Vec<u8>| reelsmith_providers::stock::fake::Offer {
+        query: query.into(),
+        kind,
+        name: name.into(),
+        width: 320,
+        height: 180,
+        bytes,
+    };
+    fake.offer(offer("lava", "video", "lava.mp4", std::fs::read(&clip).unwrap()));
+    fake.offer(offer("glacier", "photo", "glacier.png", std::fs::read(&photo).unwrap()));
+    std::fs::write(
+        f.path("reelsmith.toml"),
+        format!(
+            "[providers.pexels]\napi_key = \"{}\"\nbase_url = \"{}\"\n",
+            reelsmith_providers::stock::fake::FAKE_PEXELS_KEY,
+            fake.base
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        f.path("a.txt"),
+        "Red lava glows brightly in the volcano tonight.\n\nA glacier moves slowly through the valley.",
+    )
+    .unwrap();
+    let args = ["generate", "--text", "a.txt", "--size", "320x180", "--config", "reelsmith.toml", "-o", "stock.mp4"];
+    let (code, err) = reelsmith(&f, &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("pictures: 0 assets, 2 stock"), "{err}");
+    let board: Value = serde_json::from_slice(&std::fs::read(f.path("stock.storyboard.json")).unwrap()).unwrap();
+    assert_eq!(board["scenes"][0]["video"]["loop"], true, "{board}");
+    assert!(board["scenes"][0]["video"]["file"].as_str().unwrap().starts_with("media/pexels-"));
+    assert!(board["scenes"][1]["image"].as_str().unwrap().starts_with("media/pexels-"));
+    // The clip loops under the first scene's narration; the photo shows in the second.
+    let info = ffmpeg::probe(&f.path("stock.mp4")).unwrap();
+    let red = mean_rgb(&f.path("stock.mp4"), 1.5, 0, 0, 320, 60);
+    assert!(red[0] > 150.0 && red[2] < 80.0, "{red:?}");
+    let blue = mean_rgb(&f.path("stock.mp4"), info.duration - 0.5, 0, 0, 320, 60);
+    assert!(blue[2] > 150.0 && blue[0] < 80.0, "{blue:?}");
+    // Each search was made once; downloads kept beside the storyboard.
+    let searches: Vec<(String, String)> =
+        fake.searches().iter().map(|s| (s.path.clone(), s.query["query"].clone())).collect();
+    let unique: std::collections::HashSet<_> = searches.iter().collect();
+    assert_eq!(unique.len(), searches.len(), "{searches:?}");
+    // Video first: the lava scene's video search found its clip, so no photo was looked for.
+    assert!(searches.contains(&("/videos/search".to_string(), "lava".to_string())), "{searches:?}");
+    assert!(!searches.contains(&("/v1/search".to_string(), "lava".to_string())), "{searches:?}");
+    assert_eq!(std::fs::read_dir(f.path("media")).unwrap().count(), 2);
+}

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reelsmith_providers::llm::{ChatClient, ChatConfig};
+use reelsmith_providers::stock::StockSource;
+use reelsmith_providers::stock::pexels::Pexels;
+use reelsmith_providers::stock::pixabay::Pixabay;
 use reelsmith_providers::{Gate, Limits};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +20,68 @@ pub struct ProvidersConfig {
     /// llama.cpp's server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSettings>,
+    /// Stock photos and videos (searched in this order: Pexels, then Pixabay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pexels: Option<StockSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixabay: Option<StockSettings>,
+}
+
+/// A stock site: its key and how hard to call it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockSettings {
+    pub api_key: String,
+    /// Default: the provider's own API (`https://api.pexels.com`, `https://pixabay.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Requests per minute (Pexels allows 200 an hour, Pixabay 100 a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl ProvidersConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(l) = &self.llm {
+            l.check()?;
+        }
+        for (name, s) in [("pexels", &self.pexels), ("pixabay", &self.pixabay)] {
+            if let Some(s) = s {
+                if s.api_key.trim().is_empty() {
+                    return Err(format!("providers.{name}.api_key: is empty"));
+                }
+                if s.base_url.as_deref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                    return Err(format!("providers.{name}.base_url: not an http(s) URL"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured stock sources, in search order.
+    pub fn stock_sources(&self, http: &reqwest::Client) -> Vec<Arc<dyn StockSource>> {
+        let limits = |s: &StockSettings| Limits {
+            rpm: s.rpm,
+            concurrency: s.concurrency.max(1),
+            timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(120),
+            ..Limits::default()
+        };
+        let mut out: Vec<Arc<dyn StockSource>> = vec![];
+        if let Some(s) = &self.pexels {
+            let gate = Arc::new(Gate::new("pexels", limits(s)));
+            let base = s.base_url.as_deref().unwrap_or("https://api.pexels.com");
+            out.push(Arc::new(Pexels::new(http.clone(), base, &s.api_key, gate)));
+        }
+        if let Some(s) = &self.pixabay {
+            let gate = Arc::new(Gate::new("pixabay", limits(s)));
+            let base = s.base_url.as_deref().unwrap_or("https://pixabay.com");
+            out.push(Arc::new(Pixabay::new(http.clone(), base, &s.api_key, gate)));
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

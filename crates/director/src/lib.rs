@@ -142,6 +142,8 @@ pub struct Director {
     pub model: Option<Arc<dyn LanguageModel>>,
     pub plans: Option<ResultCache>,
     pub assets: Vec<Asset>,
+    /// Stock photo and video providers, when configured.
+    pub stock: Option<visuals::StockChain>,
 }
 
 impl Director {
@@ -164,7 +166,9 @@ impl Director {
         };
         stages.push(StageTime { stage: "plan".into(), seconds: started.elapsed().as_secs_f64() });
         let started = Instant::now();
-        let visuals = visuals::choose_local(&plan.scenes, &req.visuals, &self.assets);
+        let (visuals, calls) =
+            visuals::choose(&plan.scenes, &req.visuals, &self.assets, self.stock.as_ref(), req.dimensions()).await;
+        ledger.extend(calls);
         stages.push(StageTime { stage: "visuals".into(), seconds: started.elapsed().as_secs_f64() });
         let storyboard = storyboard::storyboard(req, &plan, &visuals);
         // What is still wrong now is not the plan's doing (a voice, a music file): the request's.

@@ -54,6 +54,14 @@ pub fn storyboard(req: &PromptRequest, plan: &Plan, visuals: &[Chosen]) -> Value
         .map(|(i, s)| {
             let mut scene = json!({"narration": {"text": s.narration}, "padding": 0.3});
             match visuals.get(i).and_then(Chosen::file) {
+                Some(file) if visuals[i].video => {
+                    // A clip plays (looped to the narration's length), silent under the voice.
+                    scene["video"] = json!({"file": file, "loop": true});
+                    scene["fit"] = json!("cover");
+                    if let Some(t) = &s.title {
+                        scene["overlay"] = json!({"text": t, "position": "top-center"});
+                    }
+                }
                 Some(file) => {
                     scene["image"] = json!(file);
                     scene["fit"] = json!("cover");

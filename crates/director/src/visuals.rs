@@ -5,9 +5,15 @@
 //! chosen keeps its provenance (source, provider, id, author, page) for attribution.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use reelsmith_providers::Failure;
+use reelsmith_providers::cache::{CacheKey, ResultCache};
+use reelsmith_providers::stock::{MAX_DOWNLOAD_BYTES, MediaKind, Orientation, Search, StockItem, StockSource};
 use serde::{Deserialize, Serialize};
 
+use crate::LedgerEntry;
 use crate::plan::PlanScene;
 use crate::request::VisualKind;
 
@@ -42,6 +48,9 @@ pub struct Chosen {
     /// Sources tried before this one and why they gave nothing ("stock: not configured").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// The file is a video clip (played, looped, under the scene's narration).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub video: bool,
 }
 
 impl Chosen {
@@ -55,6 +64,7 @@ impl Chosen {
             page_url: None,
             query: None,
             skipped: vec![],
+            video: false,
         }
     }
 
@@ -153,6 +163,193 @@ pub fn choose_local(scenes: &[PlanScene], order: &[VisualKind], assets: &[Asset]
             Chosen { skipped, ..Chosen::card() }
         })
         .collect()
+}
+
+/// Generic terms tried when a scene's own find nothing (short-video-maker's "joker" terms).
+pub const GENERIC_TERMS: [&str; 4] = ["nature", "sky", "ocean", "city"];
+
+/// Stock sources, their search cache (24 h) and where downloads go.
+pub struct StockChain {
+    pub sources: Vec<Arc<dyn StockSource>>,
+    pub searches: ResultCache,
+    pub http: reqwest::Client,
+    /// Downloads land here, named by provider and id (an item is fetched once).
+    pub media_dir: PathBuf,
+    /// How the storyboard names a file in `media_dir` (`media/pexels-123.mp4`).
+    pub media_name: Arc<dyn Fn(&Path) -> String + Send + Sync>,
+}
+
+impl StockChain {
+    /// The results of one search, from the cache when it has them (24 h; empty results are
+    /// not kept), with the ledger entry of the call.
+    async fn search(&self, source: &dyn StockSource, s: &Search) -> (Result<Vec<StockItem>, Failure>, LedgerEntry) {
+        let key = CacheKey::new(source.name(), "search", &serde_json::to_value(s).unwrap_or_default());
+        let mut entry = LedgerEntry {
+            stage: "visuals".into(),
+            provider: source.name().into(),
+            model: format!("{:?} search", s.kind).to_lowercase(),
+            units: 1.0,
+            unit_kind: "requests".into(),
+            est_cost_usd: 0.0,
+            cache_hit: false,
+        };
+        let result = self
+            .searches
+            .get_or_fetch(&key, || async {
+                let items = source.search(s).await?;
+                Ok(if items.is_empty() { vec![] } else { serde_json::to_vec(&items).unwrap_or_default() })
+            })
+            .await;
+        match result {
+            Ok((bytes, hit)) => {
+                entry.cache_hit = hit;
+                if hit {
+                    entry.units = 0.0;
+                }
+                (Ok(if bytes.is_empty() { vec![] } else { serde_json::from_slice(&bytes).unwrap_or_default() }), entry)
+            }
+            Err(f) => (Err(f), entry),
+        }
+    }
+
+    async fn fetch(&self, item: &StockItem) -> Result<PathBuf, Failure> {
+        let ext = match item.kind {
+            MediaKind::Video => "mp4",
+            MediaKind::Photo => {
+                let path = item.url.split(['?', '#']).next().unwrap_or("");
+                match path.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+                    Some("png") => "png",
+                    Some("webp") => "webp",
+                    _ => "jpg",
+                }
+            }
+        };
+        let safe_id: String = item.id.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+        let dest = self.media_dir.join(format!("{}-{safe_id}.{ext}", item.provider));
+        if tokio::fs::metadata(&dest).await.is_ok_and(|m| m.len() > 0) {
+            return Ok(dest);
+        }
+        tokio::fs::create_dir_all(&self.media_dir).await.map_err(|e| Failure::Retryable(e.to_string()))?;
+        reelsmith_providers::stock::download(&self.http, &item.url, &dest, MAX_DOWNLOAD_BYTES, &item.provider).await?;
+        Ok(dest)
+    }
+
+    /// A stock picture for `scene`: its own terms as video then photo, then generic terms; each
+    /// provider in order. Failures of one provider skip to the next, never wait for ever (each
+    /// call has the gate's deadline); what was tried is said in `skipped`.
+    async fn choose(
+        &self,
+        scene: &PlanScene,
+        (width, height): (u32, u32),
+        taken: &Mutex<HashSet<(String, String)>>,
+        skipped: &mut Vec<String>,
+        ledger: &Mutex<Vec<LedgerEntry>>,
+    ) -> Option<Chosen> {
+        let own: Vec<String> = scene.visual.search_terms.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
+        let generic: Vec<String> = GENERIC_TERMS.iter().map(|t| t.to_string()).collect();
+        let mut failed_sources: HashSet<String> = HashSet::new();
+        for (terms, kind) in [
+            (&own, MediaKind::Video),
+            (&own, MediaKind::Photo),
+            (&generic, MediaKind::Video),
+            (&generic, MediaKind::Photo),
+        ] {
+            for term in terms.iter() {
+                for source in &self.sources {
+                    if failed_sources.contains(source.name()) {
+                        continue;
+                    }
+                    let s = Search {
+                        query: term.to_lowercase(),
+                        kind,
+                        orientation: Orientation::of(width, height),
+                        min_width: width,
+                        per_page: 15,
+                    };
+                    let (found, entry) = self.search(source.as_ref(), &s).await;
+                    ledger.lock().expect("ledger").push(entry);
+                    let items = match found {
+                        Ok(items) => items,
+                        Err(f) => {
+                            skipped.push(format!("stock: {}", f.message()));
+                            // Its breaker or quota will say the same for the other terms.
+                            failed_sources.insert(source.name().to_string());
+                            continue;
+                        }
+                    };
+                    let item = {
+                        let mut taken = taken.lock().expect("taken");
+                        let item = items.iter().find(|i| !taken.contains(&(i.provider.clone(), i.id.clone())));
+                        if let Some(i) = item {
+                            taken.insert((i.provider.clone(), i.id.clone()));
+                        }
+                        item.cloned()
+                    };
+                    let Some(item) = item else { continue };
+                    match self.fetch(&item).await {
+                        Ok(path) => {
+                            return Some(Chosen {
+                                source: Source::Stock,
+                                file: Some((self.media_name)(&path)),
+                                provider: Some(item.provider.clone()),
+                                id: Some(item.id.clone()),
+                                author: item.author.clone(),
+                                page_url: Some(item.page_url.clone()),
+                                query: Some(term.clone()),
+                                skipped: std::mem::take(skipped),
+                                video: item.kind == MediaKind::Video,
+                            });
+                        }
+                        Err(f) => skipped.push(format!("stock: {}", f.message())),
+                    }
+                }
+            }
+        }
+        skipped.push(format!("stock: nothing found for {own:?} or generic terms"));
+        None
+    }
+}
+
+/// Chooses every scene's picture, scenes in parallel (each provider's gate bounds its calls):
+/// assets, stock, generated (not yet), then a card. Returns the choices and the provider calls.
+pub async fn choose(
+    scenes: &[PlanScene],
+    order: &[VisualKind],
+    assets: &[Asset],
+    stock: Option<&StockChain>,
+    size: (u32, u32),
+) -> (Vec<Chosen>, Vec<LedgerEntry>) {
+    let local = choose_local(scenes, order, assets);
+    let Some(stock) = stock.filter(|s| !s.sources.is_empty()) else { return (local, vec![]) };
+    let taken = Mutex::new(HashSet::new());
+    let ledger = Mutex::new(vec![]);
+    let picks = scenes.iter().zip(local).map(|(scene, local)| {
+        let (taken, ledger) = (&taken, &ledger);
+        async move {
+            if local.source == Source::Asset {
+                return local;
+            }
+            // The sources before stock in the request's order were tried by `choose_local`.
+            let mut skipped: Vec<String> = vec![];
+            for kind in order {
+                match kind {
+                    VisualKind::Assets => {
+                        skipped.extend(local.skipped.iter().filter(|s| s.starts_with("assets")).cloned())
+                    }
+                    VisualKind::Stock => {
+                        if let Some(c) = stock.choose(scene, size, taken, &mut skipped, ledger).await {
+                            return c;
+                        }
+                    }
+                    VisualKind::Generate => skipped.push("generate: no image provider is configured".into()),
+                    VisualKind::Cards => break,
+                }
+            }
+            Chosen { skipped, ..Chosen::card() }
+        }
+    });
+    let chosen = futures_util::future::join_all(picks).await;
+    (chosen, ledger.into_inner().expect("ledger"))
 }
 
 #[cfg(test)]

@@ -35,7 +35,12 @@ fn director(fake: &FakeChat, cache: Option<&std::path::Path>) -> Director {
     let limits =
         Limits { base_backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(20), ..Limits::default() };
     let client = ChatClient::new(reqwest::Client::new(), cfg, Arc::new(Gate::new("openai", limits)));
-    Director { model: Some(Arc::new(client)), plans: cache.map(|d| ResultCache::new(d, None)), assets: vec![] }
+    Director {
+        model: Some(Arc::new(client)),
+        plans: cache.map(|d| ResultCache::new(d, None)),
+        assets: vec![],
+        stock: None,
+    }
 }
 
 fn check(board: &Value) -> Vec<Problem> {

@@ -169,6 +169,8 @@ pub async fn read_bounded(mut resp: reqwest::Response, limit: usize, what: &str)
 /// Sends a request and returns the body of a success, or the classified failure.
 pub async fn send(req: reqwest::RequestBuilder, what: &str, limit: usize) -> Result<(HeaderMap, Vec<u8>), Failure> {
     let resp = req.send().await.map_err(|e| {
+        // Some providers take their key in the query string: never repeat the URL.
+        let e = e.without_url();
         if e.is_timeout() {
             Failure::Retryable(format!("{what}: timed out"))
         } else if e.is_builder() {

@@ -12,6 +12,7 @@ pub mod did;
 pub mod gate;
 pub mod http;
 pub mod llm;
+pub mod stock;
 
 pub use gate::{Attempts, BreakerState, Gate, Limits};
 

@@ -159,7 +159,7 @@ pub struct Config {
 }
 
 fn is_default_providers(p: &reelsmith_director::config::ProvidersConfig) -> bool {
-    p.llm.is_none()
+    *p == Default::default()
 }
 
 impl Default for Config {
@@ -404,9 +404,7 @@ impl Config {
         if self.segment_workers == Some(0) || self.segment_encoder_threads == 0 {
             return bad("segment_workers and segment_encoder_threads must be at least 1");
         }
-        if let Some(llm) = &self.providers.llm {
-            llm.check().map_err(ConfigError::Invalid)?;
-        }
+        self.providers.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -174,6 +174,8 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
             None,
         )),
         assets: vec![],
+        // Stock pictures in the service wait for their downloads to become assets.
+        stock: None,
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));

@@ -1,0 +1,109 @@
+//! Scene pictures from stock sites, against a fake Pexels and Pixabay speaking their wire
+//! formats: videos before photos, generic terms before cards, one provider's failure moving on
+//! to the next, searches cached for a day, provenance kept.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reelsmith_director::config::{ProvidersConfig, StockSettings};
+use reelsmith_director::plan::{PlanMotion, PlanScene, PlanVisual};
+use reelsmith_director::request::VisualKind;
+use reelsmith_director::visuals::{Source, StockChain, choose};
+use reelsmith_providers::cache::ResultCache;
+use reelsmith_providers::stock::fake::{FAKE_PEXELS_KEY, FAKE_PIXABAY_KEY, FakeStock, Offer};
+
+fn scene(terms: &[&str]) -> PlanScene {
+    PlanScene {
+        narration: "x".into(),
+        title: None,
+        visual: PlanVisual { search_terms: terms.iter().map(|t| t.to_string()).collect(), image_prompt: String::new() },
+        motion: PlanMotion::Still,
+    }
+}
+
+fn offer(query: &str, kind: &'static str, name: &str) -> Offer {
+    Offer { query: query.into(), kind, name: name.into(), width: 640, height: 360, bytes: name.as_bytes().repeat(100) }
+}
+
+fn chain(fake: &FakeStock, dir: &Path, pexels_key: &str) -> StockChain {
+    let settings = |key: &str| {
+        Some(StockSettings { api_key: key.into(), base_url: Some(fake.base.clone()), rpm: None, concurrency: 2 })
+    };
+    let providers =
+        ProvidersConfig { pexels: settings(pexels_key), pixabay: settings(FAKE_PIXABAY_KEY), ..Default::default() };
+    let http = reqwest::Client::new();
+    let base = dir.to_path_buf();
+    StockChain {
+        sources: providers.stock_sources(&http),
+        searches: ResultCache::new(dir.join("searches"), Some(Duration::from_secs(24 * 3600))),
+        http,
+        media_dir: dir.join("media"),
+        media_name: Arc::new(move |p: &Path| p.strip_prefix(&base).unwrap().display().to_string()),
+    }
+}
+
+const ORDER: [VisualKind; 4] = [VisualKind::Assets, VisualKind::Stock, VisualKind::Generate, VisualKind::Cards];
+
+#[tokio::test]
+async fn videos_then_photos_then_generic_terms_then_a_card() {
+    let fake = FakeStock::start().await;
+    fake.offer(offer("lava", "video", "lava.mp4"));
+    fake.offer(offer("lava", "photo", "lava.jpg"));
+    fake.offer(offer("crater", "photo", "crater.jpg"));
+    let dir = tempfile::tempdir().unwrap();
+    let stock = chain(&fake, dir.path(), FAKE_PEXELS_KEY);
+    let scenes = vec![scene(&["lava"]), scene(&["crater"]), scene(&["lava"])];
+    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), (640, 360)).await;
+    // A video when one matches, with whom to credit; the two scenes on lava get different
+    // items (scenes are chosen in parallel, so either may get Pexels').
+    let lava = [&chosen[0], &chosen[2]];
+    assert!(lava.iter().all(|c| c.source == Source::Stock && c.video), "{lava:?}");
+    assert_ne!((&lava[0].provider, &lava[0].id), (&lava[1].provider, &lava[1].id));
+    let pexels = lava.iter().find(|c| c.provider.as_deref() == Some("pexels")).expect("one from pexels");
+    assert_eq!(pexels.author.as_deref(), Some("Fake Filmmaker"));
+    assert!(pexels.page_url.as_deref().unwrap().starts_with("https://www.pexels.com/video/"));
+    assert_eq!(std::fs::read(dir.path().join(pexels.file.as_deref().unwrap())).unwrap(), b"lava.mp4".repeat(100));
+    // A photo when no video does.
+    assert!(!chosen[1].video && chosen[1].file.as_deref().unwrap().ends_with(".jpg"), "{:?}", chosen[1]);
+    // Every search is in the ledger; the second lava scene's were answered by the first's
+    // (single flight), not asked twice.
+    assert!(ledger.iter().all(|e| e.stage == "visuals"));
+    let asked = |q: &str| {
+        fake.searches()
+            .iter()
+            .filter(|s| s.query.get("query").or(s.query.get("q")).map(String::as_str) == Some(q))
+            .count()
+    };
+    assert_eq!(asked("lava"), 2, "pexels and pixabay video searches, once each");
+
+    // Nothing anywhere, not even for the generic terms: a card, saying what was tried.
+    let (chosen, _) = choose(&[scene(&["penguin"])], &ORDER, &[], Some(&stock), (640, 360)).await;
+    assert_eq!(chosen[0].source, Source::Card);
+    assert!(chosen[0].skipped.iter().any(|s| s.contains("nothing found for [\"penguin\"]")), "{:?}", chosen[0].skipped);
+    // With a generic term on offer, that instead of a card.
+    fake.offer(offer("ocean", "photo", "ocean.jpg"));
+    let (chosen, _) = choose(&[scene(&["walrus"])], &ORDER, &[], Some(&stock), (640, 360)).await;
+    assert_eq!((chosen[0].source, chosen[0].query.as_deref()), (Source::Stock, Some("ocean")));
+}
+
+#[tokio::test]
+async fn searches_are_cached_for_a_day_and_a_failing_provider_is_skipped() {
+    let fake = FakeStock::start().await;
+    fake.offer(offer("geyser", "photo", "geyser.jpg"));
+    let dir = tempfile::tempdir().unwrap();
+    // Pexels refuses this key (401, final): Pixabay answers.
+    let stock = chain(&fake, dir.path(), "wrong-key");
+    let scenes = vec![scene(&["geyser"])];
+    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), (640, 360)).await;
+    assert_eq!(chosen[0].provider.as_deref(), Some("pixabay"), "{:?}", chosen[0]);
+    assert!(chosen[0].skipped.iter().any(|s| s.contains("pexels") && s.contains("401")), "{:?}", chosen[0].skipped);
+    let searches = fake.searches().len();
+    assert!(ledger.len() >= 2);
+    // Again: every search that found something comes from the cache (Pexels' refusal was not kept).
+    let (again, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), (640, 360)).await;
+    assert_eq!(again[0].id, chosen[0].id);
+    let pixabay_calls = fake.searches().iter().skip(searches).filter(|s| s.path.starts_with("/api/")).count();
+    assert_eq!(pixabay_calls, 1, "only the empty video search is asked again");
+    assert!(ledger.iter().any(|e| e.cache_hit && e.provider == "pixabay"));
+}
