@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use reelsmith_director::config::{LlmSettings, ProvidersConfig, StockSettings};
 use reelsmith_director::plan::Problem;
-use reelsmith_director::visuals::{Asset, Source, StockChain};
+use reelsmith_director::visuals::{Asset, ImageChain, Source, StockChain};
 use reelsmith_director::{Director, Planned, PromptRequest, spec_problems};
 use reelsmith_engine::{Engine, RenderError, RenderOptions};
 use reelsmith_providers::cache::ResultCache;
@@ -55,7 +55,8 @@ pub struct PromptArgs {
     #[arg(long)]
     music: Option<PathBuf>,
     /// Service config file: its [providers.llm] plans topics, [providers.pexels] and
-    /// [providers.pixabay] find stock pictures.
+    /// [providers.pixabay] find stock pictures, [providers.sd_webui], [providers.replicate] and
+    /// [providers.openai_images] draw them.
     #[arg(long, env = "REELSMITH_CONFIG")]
     config: Option<PathBuf>,
     /// An OpenAI-compatible server for topics (instead of the config's), e.g. http://127.0.0.1:11434/v1.
@@ -230,11 +231,21 @@ fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> R
         media_dir: base.join("media"),
         media_name: Arc::new(move |p: &Path| relative_to(p, &base_dir).unwrap_or_else(|_| p.display().to_string())),
     });
+    let image_sources = providers.image_sources(&http);
+    let base_dir = base.to_path_buf();
+    let images = (!image_sources.is_empty()).then(|| ImageChain {
+        sources: image_sources,
+        cache: ResultCache::new(cache_root.join("images"), None),
+        media_dir: base.join("media"),
+        media_name: Arc::new(move |p: &Path| relative_to(p, &base_dir).unwrap_or_else(|_| p.display().to_string())),
+        style: req.style.clone(),
+    });
     let director = Director {
         assets: args.assets(base)?,
         plans: Some(ResultCache::new(cache_root.join("plans"), None)),
         model: providers.llm.map(|l| Arc::new(l.client(http, |v| std::env::var(v).ok())) as Arc<dyn LanguageModel>),
         stock,
+        images,
     };
     let check = engine_check(engine, base);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

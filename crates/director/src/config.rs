@@ -5,6 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reelsmith_providers::images::ImageSource;
+use reelsmith_providers::images::openai::OpenAiImages;
+use reelsmith_providers::images::replicate::Replicate;
+use reelsmith_providers::images::sdwebui::SdWebUi;
 use reelsmith_providers::llm::{ChatClient, ChatConfig};
 use reelsmith_providers::stock::StockSource;
 use reelsmith_providers::stock::pexels::Pexels;
@@ -25,6 +29,82 @@ pub struct ProvidersConfig {
     pub pexels: Option<StockSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixabay: Option<StockSettings>,
+    /// Image generators, tried in this order: a local Stable Diffusion WebUI, Replicate,
+    /// OpenAI Images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sd_webui: Option<SdWebUiSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<ReplicateSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai_images: Option<OpenAiImagesSettings>,
+}
+
+/// `[providers.sd_webui]`: AUTOMATIC1111's WebUI started with `--api`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdWebUiSettings {
+    pub base_url: String,
+    /// `user:password` when the WebUI runs with `--api-auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    #[serde(default = "default_steps")]
+    pub steps: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+}
+
+/// `[providers.replicate]`: an official model's predictions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateSettings {
+    pub api_token: String,
+    #[serde(default = "default_replicate_model")]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub usd_per_second: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+/// `[providers.openai_images]`: OpenAI's Images API (GPT image models).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiImagesSettings {
+    pub api_key: String,
+    #[serde(default = "default_image_model")]
+    pub model: String,
+    /// `low`, `medium`, `high` or `auto`.
+    #[serde(default = "default_quality")]
+    pub quality: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// USD per million output (image) tokens, for the ledger.
+    #[serde(default)]
+    pub usd_per_mtok_out: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_steps() -> u32 {
+    20
+}
+
+fn default_replicate_model() -> String {
+    "black-forest-labs/flux-schnell".into()
+}
+
+fn default_image_model() -> String {
+    "gpt-image-1-mini".into()
+}
+
+fn default_quality() -> String {
+    "low".into()
 }
 
 /// A stock site: its key and how hard to call it.
@@ -47,6 +127,18 @@ impl ProvidersConfig {
         if let Some(l) = &self.llm {
             l.check()?;
         }
+        let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if let Some(s) = &self.sd_webui
+            && !url_ok(&s.base_url)
+        {
+            return Err("providers.sd_webui.base_url: not an http(s) URL".into());
+        }
+        if self.replicate.as_ref().is_some_and(|s| s.api_token.trim().is_empty()) {
+            return Err("providers.replicate.api_token: is empty".into());
+        }
+        if self.openai_images.as_ref().is_some_and(|s| s.api_key.trim().is_empty()) {
+            return Err("providers.openai_images.api_key: is empty".into());
+        }
         for (name, s) in [("pexels", &self.pexels), ("pixabay", &self.pixabay)] {
             if let Some(s) = s {
                 if s.api_key.trim().is_empty() {
@@ -58,6 +150,42 @@ impl ProvidersConfig {
             }
         }
         Ok(())
+    }
+
+    /// The configured image generators, in the order they are tried.
+    pub fn image_sources(&self, http: &reqwest::Client) -> Vec<Arc<dyn ImageSource>> {
+        let mut out: Vec<Arc<dyn ImageSource>> = vec![];
+        let limits = |rpm: Option<u32>, concurrency: usize, timeout: f64| Limits {
+            rpm,
+            concurrency: concurrency.max(1),
+            timeout: Duration::from_secs_f64(timeout),
+            deadline: Duration::from_secs(900),
+            ..Limits::default()
+        };
+        if let Some(s) = &self.sd_webui {
+            // The WebUI renders one request at a time.
+            let gate = Arc::new(Gate::new("sd-webui", limits(None, 1, s.timeout_secs)));
+            out.push(Arc::new(SdWebUi::new(http.clone(), &s.base_url, s.auth.as_deref(), s.steps, gate)));
+        }
+        if let Some(s) = &self.replicate {
+            let gate = Arc::new(Gate::new("replicate", limits(s.rpm, s.concurrency, 120.0)));
+            let base = s.base_url.as_deref().unwrap_or("https://api.replicate.com");
+            out.push(Arc::new(Replicate::new(http.clone(), base, &s.api_token, &s.model, s.usd_per_second, gate)));
+        }
+        if let Some(s) = &self.openai_images {
+            let gate = Arc::new(Gate::new("openai-images", limits(s.rpm, s.concurrency, 180.0)));
+            let base = s.base_url.as_deref().unwrap_or("https://api.openai.com/v1");
+            out.push(Arc::new(OpenAiImages::new(
+                http.clone(),
+                base,
+                &s.api_key,
+                &s.model,
+                &s.quality,
+                s.usd_per_mtok_out,
+                gate,
+            )));
+        }
+        out
     }
 
     /// The configured stock sources, in search order.

@@ -144,6 +144,8 @@ pub struct Director {
     pub assets: Vec<Asset>,
     /// Stock photo and video providers, when configured.
     pub stock: Option<visuals::StockChain>,
+    /// Image generators, when configured.
+    pub images: Option<visuals::ImageChain>,
 }
 
 impl Director {
@@ -166,8 +168,15 @@ impl Director {
         };
         stages.push(StageTime { stage: "plan".into(), seconds: started.elapsed().as_secs_f64() });
         let started = Instant::now();
-        let (visuals, calls) =
-            visuals::choose(&plan.scenes, &req.visuals, &self.assets, self.stock.as_ref(), req.dimensions()).await;
+        let (visuals, calls) = visuals::choose(
+            &plan.scenes,
+            &req.visuals,
+            &self.assets,
+            self.stock.as_ref(),
+            self.images.as_ref(),
+            req.dimensions(),
+        )
+        .await;
         ledger.extend(calls);
         stages.push(StageTime { stage: "visuals".into(), seconds: started.elapsed().as_secs_f64() });
         let storyboard = storyboard::storyboard(req, &plan, &visuals);

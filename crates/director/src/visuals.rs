@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use reelsmith_providers::Failure;
 use reelsmith_providers::cache::{CacheKey, ResultCache};
+use reelsmith_providers::images::{ImageRequest, ImageSource};
 use reelsmith_providers::stock::{MAX_DOWNLOAD_BYTES, MediaKind, Orientation, Search, StockItem, StockSource};
 use serde::{Deserialize, Serialize};
 
@@ -310,6 +311,117 @@ impl StockChain {
     }
 }
 
+/// Image generators, their cache (kept: the same request draws the same picture) and where
+/// pictures go.
+pub struct ImageChain {
+    pub sources: Vec<Arc<dyn ImageSource>>,
+    pub cache: ResultCache,
+    pub media_dir: PathBuf,
+    pub media_name: Arc<dyn Fn(&Path) -> String + Send + Sync>,
+    /// Added to every prompt ("photograph, natural light").
+    pub style: Option<String>,
+}
+
+impl ImageChain {
+    /// A picture for `scene` from the first generator that draws one; failures move on to the
+    /// next and are said in `skipped`.
+    async fn choose(
+        &self,
+        scene: &PlanScene,
+        (width, height): (u32, u32),
+        skipped: &mut Vec<String>,
+        ledger: &Mutex<Vec<LedgerEntry>>,
+    ) -> Option<Chosen> {
+        let subject =
+            if scene.visual.image_prompt.trim().is_empty() { &scene.narration } else { &scene.visual.image_prompt };
+        let prompt = match &self.style {
+            Some(s) if !s.trim().is_empty() => format!("{subject}, {s}"),
+            _ => subject.clone(),
+        };
+        let request = ImageRequest { prompt: prompt.clone(), width, height, seed: 1 };
+        // A picture any of them drew before is used before asking anyone again: the same prompt
+        // costs nothing the second time, even when an earlier generator failed the first.
+        let key_of = |s: &Arc<dyn ImageSource>| {
+            CacheKey::new(s.name(), s.model(), &serde_json::to_value(&request).unwrap_or_default())
+        };
+        let mut cached_first = None;
+        for (i, source) in self.sources.iter().enumerate() {
+            if self.cache.get(&key_of(source)).await.is_some() {
+                cached_first = Some(i);
+                break;
+            }
+        }
+        let order: Vec<&Arc<dyn ImageSource>> = match cached_first {
+            Some(i) => std::iter::once(&self.sources[i])
+                .chain(self.sources.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s))
+                .collect(),
+            None => self.sources.iter().collect(),
+        };
+        for source in order {
+            let key = key_of(source);
+            let mut entry = LedgerEntry {
+                stage: "visuals".into(),
+                provider: source.name().into(),
+                model: source.model().into(),
+                units: 0.0,
+                unit_kind: "images".into(),
+                est_cost_usd: 0.0,
+                cache_hit: true,
+            };
+            let cost = Mutex::new(None);
+            let drawn = self
+                .cache
+                .get_or_fetch(&key, || async {
+                    let image = source.generate(&request).await?;
+                    *cost.lock().expect("cost") = Some((image.units, image.unit_kind, image.est_cost_usd));
+                    Ok(image.bytes)
+                })
+                .await;
+            if let Some((units, kind, usd)) = cost.into_inner().expect("cost") {
+                entry = LedgerEntry { units, unit_kind: kind.into(), est_cost_usd: usd, cache_hit: false, ..entry };
+            }
+            ledger.lock().expect("ledger").push(entry);
+            let bytes = match drawn {
+                Ok((bytes, _)) => bytes,
+                Err(f) => {
+                    skipped.push(format!("generate: {}", f.message()));
+                    continue;
+                }
+            };
+            let ext = if bytes.starts_with(b"\x89PNG") {
+                "png"
+            } else if bytes.starts_with(b"RIFF") {
+                "webp"
+            } else {
+                "jpg"
+            };
+            let dest = self.media_dir.join(format!("{}-{}.{ext}", source.name(), &key.hex()[..20]));
+            let written = async {
+                tokio::fs::create_dir_all(&self.media_dir).await?;
+                if tokio::fs::metadata(&dest).await.is_err() {
+                    tokio::fs::write(&dest, &bytes).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            }
+            .await;
+            if let Err(e) = written {
+                skipped.push(format!("generate: {}: cannot write the picture: {e}", source.name()));
+                continue;
+            }
+            return Some(Chosen {
+                source: Source::Generated,
+                file: Some((self.media_name)(&dest)),
+                provider: Some(source.name().into()),
+                id: Some(key.hex()[..20].to_string()),
+                query: Some(prompt),
+                skipped: std::mem::take(skipped),
+                ..Chosen::card()
+            });
+        }
+        None
+    }
+}
+
 /// Chooses every scene's picture, scenes in parallel (each provider's gate bounds its calls):
 /// assets, stock, generated (not yet), then a card. Returns the choices and the provider calls.
 pub async fn choose(
@@ -317,10 +429,15 @@ pub async fn choose(
     order: &[VisualKind],
     assets: &[Asset],
     stock: Option<&StockChain>,
+    images: Option<&ImageChain>,
     size: (u32, u32),
 ) -> (Vec<Chosen>, Vec<LedgerEntry>) {
     let local = choose_local(scenes, order, assets);
-    let Some(stock) = stock.filter(|s| !s.sources.is_empty()) else { return (local, vec![]) };
+    let stock = stock.filter(|s| !s.sources.is_empty());
+    let images = images.filter(|s| !s.sources.is_empty());
+    if stock.is_none() && images.is_none() {
+        return (local, vec![]);
+    }
     let taken = Mutex::new(HashSet::new());
     let ledger = Mutex::new(vec![]);
     let picks = scenes.iter().zip(local).map(|(scene, local)| {
@@ -336,12 +453,22 @@ pub async fn choose(
                     VisualKind::Assets => {
                         skipped.extend(local.skipped.iter().filter(|s| s.starts_with("assets")).cloned())
                     }
-                    VisualKind::Stock => {
-                        if let Some(c) = stock.choose(scene, size, taken, &mut skipped, ledger).await {
-                            return c;
+                    VisualKind::Stock => match stock {
+                        Some(stock) => {
+                            if let Some(c) = stock.choose(scene, size, taken, &mut skipped, ledger).await {
+                                return c;
+                            }
                         }
-                    }
-                    VisualKind::Generate => skipped.push("generate: no image provider is configured".into()),
+                        None => skipped.push("stock: no stock provider is configured".into()),
+                    },
+                    VisualKind::Generate => match images {
+                        Some(images) => {
+                            if let Some(c) = images.choose(scene, size, &mut skipped, ledger).await {
+                                return c;
+                            }
+                        }
+                        None => skipped.push("generate: no image provider is configured".into()),
+                    },
                     VisualKind::Cards => break,
                 }
             }

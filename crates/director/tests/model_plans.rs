@@ -40,6 +40,7 @@ fn director(fake: &FakeChat, cache: Option<&std::path::Path>) -> Director {
         plans: cache.map(|d| ResultCache::new(d, None)),
         assets: vec![],
         stock: None,
+        images: None,
     }
 }
 

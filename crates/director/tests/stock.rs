@@ -54,7 +54,7 @@ async fn videos_then_photos_then_generic_terms_then_a_card() {
     let dir = tempfile::tempdir().unwrap();
     let stock = chain(&fake, dir.path(), FAKE_PEXELS_KEY);
     let scenes = vec![scene(&["lava"]), scene(&["crater"]), scene(&["lava"])];
-    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), (640, 360)).await;
+    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, (640, 360)).await;
     // A video when one matches, with whom to credit; the two scenes on lava get different
     // items (scenes are chosen in parallel, so either may get Pexels').
     let lava = [&chosen[0], &chosen[2]];
@@ -78,12 +78,12 @@ async fn videos_then_photos_then_generic_terms_then_a_card() {
     assert_eq!(asked("lava"), 2, "pexels and pixabay video searches, once each");
 
     // Nothing anywhere, not even for the generic terms: a card, saying what was tried.
-    let (chosen, _) = choose(&[scene(&["penguin"])], &ORDER, &[], Some(&stock), (640, 360)).await;
+    let (chosen, _) = choose(&[scene(&["penguin"])], &ORDER, &[], Some(&stock), None, (640, 360)).await;
     assert_eq!(chosen[0].source, Source::Card);
     assert!(chosen[0].skipped.iter().any(|s| s.contains("nothing found for [\"penguin\"]")), "{:?}", chosen[0].skipped);
     // With a generic term on offer, that instead of a card.
     fake.offer(offer("ocean", "photo", "ocean.jpg"));
-    let (chosen, _) = choose(&[scene(&["walrus"])], &ORDER, &[], Some(&stock), (640, 360)).await;
+    let (chosen, _) = choose(&[scene(&["walrus"])], &ORDER, &[], Some(&stock), None, (640, 360)).await;
     assert_eq!((chosen[0].source, chosen[0].query.as_deref()), (Source::Stock, Some("ocean")));
 }
 
@@ -95,15 +95,71 @@ async fn searches_are_cached_for_a_day_and_a_failing_provider_is_skipped() {
     // Pexels refuses this key (401, final): Pixabay answers.
     let stock = chain(&fake, dir.path(), "wrong-key");
     let scenes = vec![scene(&["geyser"])];
-    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), (640, 360)).await;
+    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, (640, 360)).await;
     assert_eq!(chosen[0].provider.as_deref(), Some("pixabay"), "{:?}", chosen[0]);
     assert!(chosen[0].skipped.iter().any(|s| s.contains("pexels") && s.contains("401")), "{:?}", chosen[0].skipped);
     let searches = fake.searches().len();
     assert!(ledger.len() >= 2);
     // Again: every search that found something comes from the cache (Pexels' refusal was not kept).
-    let (again, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), (640, 360)).await;
+    let (again, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, (640, 360)).await;
     assert_eq!(again[0].id, chosen[0].id);
     let pixabay_calls = fake.searches().iter().skip(searches).filter(|s| s.path.starts_with("/api/")).count();
     assert_eq!(pixabay_calls, 1, "only the empty video search is asked again");
     assert!(ledger.iter().any(|e| e.cache_hit && e.provider == "pixabay"));
+}
+
+#[tokio::test]
+async fn a_scene_stock_cannot_show_is_drawn_and_drawn_once() {
+    use reelsmith_director::config::{OpenAiImagesSettings, SdWebUiSettings};
+    use reelsmith_director::visuals::ImageChain;
+    use reelsmith_providers::images::fake::{FakeImages, colour_of};
+
+    let stock_site = FakeStock::start().await;
+    let painter = FakeImages::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stock = chain(&stock_site, dir.path(), FAKE_PEXELS_KEY);
+    // The local WebUI fails (a missing sampler): OpenAI draws instead.
+    painter.refuse_next(404, serde_json::json!({"detail": "Sampler not found"}));
+    let providers = ProvidersConfig {
+        sd_webui: Some(SdWebUiSettings { base_url: painter.base.clone(), auth: None, steps: 4, timeout_secs: 30.0 }),
+        openai_images: Some(OpenAiImagesSettings {
+            api_key: "sk-img".into(),
+            model: "gpt-image-1-mini".into(),
+            quality: "low".into(),
+            base_url: Some(format!("{}/v1", painter.base)),
+            usd_per_mtok_out: 8.0,
+            rpm: None,
+            concurrency: 2,
+        }),
+        ..Default::default()
+    };
+    let base = dir.path().to_path_buf();
+    let images = ImageChain {
+        sources: providers.image_sources(&reqwest::Client::new()),
+        cache: ResultCache::new(dir.path().join("images"), None),
+        media_dir: dir.path().join("media"),
+        media_name: Arc::new(move |p: &Path| p.strip_prefix(&base).unwrap().display().to_string()),
+        style: Some("watercolour".into()),
+    };
+    let mut s = scene(&["aurora"]);
+    s.visual.image_prompt = "green aurora over a frozen lake".into();
+    let (chosen, ledger) = choose(&[s.clone()], &ORDER, &[], Some(&stock), Some(&images), (640, 360)).await;
+    let c = &chosen[0];
+    assert_eq!((c.source, c.provider.as_deref()), (Source::Generated, Some("openai-images")), "{c:?}");
+    assert_eq!(c.query.as_deref(), Some("green aurora over a frozen lake, watercolour"));
+    assert!(c.skipped.iter().any(|s| s.starts_with("stock: nothing found")), "{:?}", c.skipped);
+    assert!(c.skipped.iter().any(|s| s.contains("Sampler not found")), "{:?}", c.skipped);
+    let png = std::fs::read(dir.path().join(c.file.as_deref().unwrap())).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let idat = png.windows(4).position(|w| w == b"IDAT").unwrap() + 4;
+    assert_eq!(png[idat + 8..idat + 11], colour_of("green aurora over a frozen lake, watercolour"));
+    let drawn = ledger.iter().find(|e| e.provider == "openai-images").unwrap();
+    assert!(!drawn.cache_hit && drawn.est_cost_usd > 0.0 && drawn.unit_kind == "tokens", "{drawn:?}");
+    let calls = painter.requests().len();
+    // The same scene again: the picture OpenAI drew, from the cache; no generator is asked
+    // (not even the WebUI, first in order, whose failure was not kept).
+    let (again, ledger) = choose(&[s], &ORDER, &[], Some(&stock), Some(&images), (640, 360)).await;
+    assert_eq!((again[0].source, again[0].file.as_deref()), (Source::Generated, c.file.as_deref()));
+    assert_eq!(painter.requests().len(), calls);
+    assert!(ledger.iter().any(|e| e.provider == "openai-images" && e.cache_hit && e.est_cost_usd == 0.0));
 }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod did;
 pub mod gate;
 pub mod http;
+pub mod images;
 pub mod llm;
 pub mod stock;
 

@@ -176,6 +176,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         assets: vec![],
         // Stock pictures in the service wait for their downloads to become assets.
         stock: None,
+        images: None,
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
