@@ -174,9 +174,33 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
             None,
         )),
         assets: vec![],
-        // Stock pictures in the service wait for their downloads to become assets.
-        stock: None,
-        images: None,
+        // Downloads and drawings land here and become the caller's assets right after planning.
+        stock: {
+            let sources = config.providers.stock_sources(&reqwest::Client::new());
+            (!sources.is_empty()).then(|| reelsmith_director::visuals::StockChain {
+                sources,
+                searches: reelsmith_providers::cache::ResultCache::new(
+                    config.cache_dir().join("director").join("stock-searches"),
+                    Some(Duration::from_secs(24 * 3600)),
+                ),
+                http: reqwest::Client::new(),
+                media_dir: config.data_dir.join("tmp").join("director-media"),
+                media_name: Arc::new(|p: &std::path::Path| p.display().to_string()),
+            })
+        },
+        images: {
+            let sources = config.providers.image_sources(&reqwest::Client::new());
+            (!sources.is_empty()).then(|| reelsmith_director::visuals::ImageChain {
+                sources,
+                cache: reelsmith_providers::cache::ResultCache::new(
+                    config.cache_dir().join("director").join("images"),
+                    None,
+                ),
+                media_dir: config.data_dir.join("tmp").join("director-media"),
+                media_name: Arc::new(|p: &std::path::Path| p.display().to_string()),
+                style: None,
+            })
+        },
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));

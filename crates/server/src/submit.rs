@@ -226,7 +226,12 @@ pub async fn prepare(
 /// A prompt's storyboard: the director plans it (a text here, a topic with the configured
 /// model) and the storyboard then goes through [`prepare`] like any other. Returns what to keep
 /// with the generation: the request, the plan, each scene's picture source, the cost ledger.
-pub async fn direct(state: &AppState, env: &mut Envelope) -> ApiResult<Option<serde_json::Value>> {
+pub async fn direct(
+    state: &AppState,
+    env: &mut Envelope,
+    api_key_id: Option<String>,
+    new_assets: &mut Vec<String>,
+) -> ApiResult<Option<serde_json::Value>> {
     let prompt = match (&env.spec, env.prompt.take()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::unprocessable(
@@ -242,7 +247,7 @@ pub async fn direct(state: &AppState, env: &mut Envelope) -> ApiResult<Option<se
     if req.music.as_deref().is_some_and(|m| !m.starts_with(ASSET_PREFIX)) {
         return Err(director_error(reelsmith_director::DirectorError::invalid(
             "prompt.music",
-            "name an uploaded audio asset (POST /api/v1/assets): asset_…",
+            format!("name an uploaded audio asset by its ref ({ASSET_PREFIX}…, from POST /api/v1/assets)"),
         )));
     }
     let engine = state.engine.clone();
@@ -266,6 +271,28 @@ pub async fn direct(state: &AppState, env: &mut Envelope) -> ApiResult<Option<se
             .increment((e.est_cost_usd * 1e6).round() as u64);
         metrics::counter!("reelsmith_provider_cache_total", "provider" => e.provider.clone(), "hit" => e.cache_hit.to_string())
             .increment(1);
+    }
+    // Downloaded and drawn pictures become the caller's assets; the storyboard names them so.
+    let mut planned = planned;
+    for (i, chosen) in planned.visuals.iter_mut().enumerate() {
+        let Some(file) = chosen.file.clone() else { continue };
+        let bytes = tokio::fs::read(&file).await.map_err(ApiError::internal)?;
+        // The asset is the copy kept; searches and drawings stay cached by their providers' keys.
+        let _ = tokio::fs::remove_file(&file).await;
+        let name = std::path::Path::new(&file).file_name().map(|n| n.to_string_lossy().into_owned());
+        let what = format!("scenes[{i}]'s picture from {}", chosen.provider.as_deref().unwrap_or("a provider"));
+        let (asset, new) = crate::assets::store_new_asset(state, bytes.into(), name, api_key_id.clone(), &what).await?;
+        if new {
+            new_assets.push(asset.id.clone());
+        }
+        let reference = format!("{ASSET_PREFIX}{}", asset.id);
+        let scene = &mut planned.storyboard["scenes"][i];
+        if chosen.video {
+            scene["video"]["file"] = serde_json::json!(reference);
+        } else {
+            scene["image"] = serde_json::json!(reference);
+        }
+        chosen.file = Some(reference);
     }
     env.spec = Some(planned.storyboard.clone());
     Ok(Some(serde_json::json!({

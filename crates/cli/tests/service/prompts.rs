@@ -144,3 +144,65 @@ async fn a_provider_out_of_quota_is_named_and_then_skipped_while_its_breaker_is_
     assert_eq!(err["error"]["code"], "provider_unavailable", "{err}");
     assert_eq!(fake.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stock_and_generated_pictures_become_the_callers_assets() {
+    use reelsmith_providers::images::fake::FakeImages;
+    use reelsmith_providers::stock::fake::{FAKE_PEXELS_KEY, FakeStock, Offer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("red.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=red:s=320x180:d=1:r=15", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stock = FakeStock::start().await;
+    stock.offer(Offer {
+        query: "lava".into(),
+        kind: "video",
+        name: "lava.mp4".into(),
+        width: 320,
+        height: 180,
+        bytes: std::fs::read(&clip).unwrap(),
+    });
+    let painter = FakeImages::start().await;
+    let config = dir.path().join("reelsmith.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.pexels]\napi_key = \"{FAKE_PEXELS_KEY}\"\nbase_url = \"{}\"\n\n[providers.sd_webui]\nbase_url = \"{}\"\n",
+            stock.base, painter.base
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("REELSMITH_CONFIG", config.to_str().unwrap())]);
+    let text = "Lava pours from the crater.\n\nPenguins waddle across the snow.";
+    let (code, body) = s.submit(&json!({"prompt": {"text": text, "size": {"width": 320, "height": 180}}})).await;
+    assert_eq!(code, 202, "{body}");
+    let visuals = &body["prompt"]["visuals"];
+    assert_eq!(
+        (visuals[0]["source"].as_str(), visuals[0]["provider"].as_str()),
+        (Some("stock"), Some("pexels")),
+        "{visuals}"
+    );
+    assert_eq!(
+        (visuals[1]["source"].as_str(), visuals[1]["provider"].as_str()),
+        (Some("generated"), Some("sd-webui")),
+        "{visuals}"
+    );
+    // Both are the caller's assets now; the storyboard names them so.
+    let clip_ref = visuals[0]["file"].as_str().unwrap();
+    assert!(clip_ref.starts_with("asset:"), "{clip_ref}");
+    let id = body["id"].as_str().unwrap();
+    let done = s.wait_final(id, LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["spec"]["scenes"][0]["video"]["file"], clip_ref);
+    assert!(done["spec"]["scenes"][1]["image"].as_str().unwrap().starts_with("asset:"));
+    let asset = s.get(&format!("/api/v1/assets/{}", clip_ref.trim_start_matches("asset:"))).send().await.unwrap();
+    assert_eq!(asset.status().as_u16(), 200);
+    let meta: Value = asset.json().await.unwrap();
+    assert_eq!(meta["media_type"], "video/mp4", "{meta}");
+}

@@ -53,8 +53,8 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         (crate::submit::parse_envelope(&body)?, Uploads::default())
     };
     let key_id = caller.key_id();
-    let mut env = env;
-    let queued = match crate::submit::direct(&state, &mut env).await {
+    let (mut env, mut uploads) = (env, uploads);
+    let queued = match crate::submit::direct(&state, &mut env, key_id.clone(), &mut uploads.new).await {
         Ok(prompt) => match crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
             Ok(p) => enqueue(&state, &caller, crate::submit::Prepared { prompt, ..p }, idempotency_key).await,
             Err(e) => Err(e),
