@@ -2,12 +2,13 @@
 # Service load benchmark: a release `reelsmith serve` on loopback with renders saturating both
 # cores in the background, then `reelsmith bench load` per scenario with many concurrent users.
 # Usage: scripts/bench-service.sh [USERS] [DURATION] [THINK]   (defaults: 200 20s 100ms..300ms)
+# REELSMITH_BIN=path runs another build (comparing two builds in one session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=${1:-200}
 DURATION=${2:-20s}
 THINK=${3:-100ms..300ms}
-BIN=target/release/reelsmith
+BIN=${REELSMITH_BIN:-target/release/reelsmith}
 [ -x "$BIN" ] || cargo build --release
 DATA=$(mktemp -d /tmp/reelsmith-bench.XXXXXX)
 OUT=${BENCH_OUT:-$DATA}
