@@ -79,7 +79,7 @@ pub enum BenchCommand {
 pub struct QueueArgs {
     /// A postgres:// URL to bench PostgreSQL (in a fresh schema, dropped afterwards); without
     /// it, SQLite in a temporary folder.
-    #[arg(long, env = "REELSMITH_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "REELSMITH_DATABASE__URL", hide_env_values = true)]
     database_url: Option<String>,
     #[arg(long, default_value_t = 5000)]
     jobs: usize,

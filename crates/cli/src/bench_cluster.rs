@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 
 #[derive(clap::Args)]
 pub struct ClusterArgs {
-    #[arg(long, env = "REELSMITH_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "REELSMITH_DATABASE__URL", hide_env_values = true)]
     database_url: String,
-    #[arg(long, env = "REELSMITH_REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    #[arg(long, env = "REELSMITH_REDIS__URL", default_value = "redis://127.0.0.1:6379/0")]
     redis_url: String,
     /// S3-compatible endpoint (`bash scripts/s3-server.sh` starts one on loopback).
-    #[arg(long, env = "REELSMITH_S3_ENDPOINT", default_value = "http://127.0.0.1:9333")]
+    #[arg(long, env = "REELSMITH_S3__ENDPOINT", default_value = "http://127.0.0.1:9333")]
     s3_endpoint: String,
     #[arg(long, default_value = "reelsmith-bench")]
     s3_bucket: String,
@@ -151,18 +151,18 @@ async fn one(a: &ClusterArgs, workers: usize) -> Result<Run> {
     let tag = reelsmith_store::new_id("bench").replace('-', "_");
     let root = a.dir.join(&tag);
     let mut env: Vec<(String, String)> = [
-        ("REELSMITH_DATABASE_URL", a.database_url.as_str()),
-        ("REELSMITH_DATABASE_SCHEMA", tag.as_str()),
-        ("REELSMITH_REDIS_URL", a.redis_url.as_str()),
-        ("REELSMITH_REDIS_PREFIX", tag.as_str()),
-        ("REELSMITH_REDIS_CACHE_TTL_SECS", "3600"),
-        ("REELSMITH_S3_BUCKET", a.s3_bucket.as_str()),
-        ("REELSMITH_S3_ENDPOINT", a.s3_endpoint.as_str()),
-        ("REELSMITH_S3_PREFIX", tag.as_str()),
-        ("REELSMITH_S3_ALLOW_HTTP", "true"),
-        ("REELSMITH_S3_CREATE_BUCKET", "true"),
+        ("REELSMITH_DATABASE__URL", a.database_url.as_str()),
+        ("REELSMITH_DATABASE__SCHEMA", tag.as_str()),
+        ("REELSMITH_REDIS__URL", a.redis_url.as_str()),
+        ("REELSMITH_REDIS__PREFIX", tag.as_str()),
+        ("REELSMITH_REDIS__CACHE_TTL_SECS", "3600"),
+        ("REELSMITH_S3__BUCKET", a.s3_bucket.as_str()),
+        ("REELSMITH_S3__ENDPOINT", a.s3_endpoint.as_str()),
+        ("REELSMITH_S3__PREFIX", tag.as_str()),
+        ("REELSMITH_S3__ALLOW_HTTP", "true"),
+        ("REELSMITH_S3__CREATE_BUCKET", "true"),
         ("REELSMITH_DISTRIBUTED_RENDER", "true"),
-        ("REELSMITH_WEBHOOK_SECRET", "whsec_bench_cluster"),
+        ("REELSMITH_WEBHOOKS__SECRET", "whsec_bench_cluster"),
         ("REELSMITH_SIGNING_SECRET", "bench-cluster-signing-secret-0123456789abcdef"),
     ]
     .iter()

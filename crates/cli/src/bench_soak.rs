@@ -19,7 +19,7 @@ use crate::bench_cluster::{Node, start};
 
 #[derive(clap::Args)]
 pub struct SoakArgs {
-    #[arg(long, env = "REELSMITH_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "REELSMITH_DATABASE__URL", hide_env_values = true)]
     database_url: String,
     /// How long the load runs (the final drain comes on top).
     #[arg(long, default_value_t = 30.0)]
@@ -144,9 +144,9 @@ async fn soak(a: &SoakArgs) -> Result<Outcome> {
     let root = std::path::absolute(a.dir.join(&tag))?;
     let data = root.join("data");
     let env: Vec<(String, String)> = [
-        ("REELSMITH_DATABASE_URL", a.database_url.as_str()),
-        ("REELSMITH_DATABASE_SCHEMA", tag.as_str()),
-        ("REELSMITH_WEBHOOK_SECRET", "whsec_bench_soak"),
+        ("REELSMITH_DATABASE__URL", a.database_url.as_str()),
+        ("REELSMITH_DATABASE__SCHEMA", tag.as_str()),
+        ("REELSMITH_WEBHOOKS__SECRET", "whsec_bench_soak"),
         ("REELSMITH_SIGNING_SECRET", "bench-soak-signing-secret-0123456789abcdef"),
         ("REELSMITH_LEASE_SECS", "5"),
         ("REELSMITH_RETRY_BASE_MS", "500"),

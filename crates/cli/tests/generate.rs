@@ -82,8 +82,7 @@ fn a_topic_is_planned_by_the_model_with_the_users_pictures_and_planned_once() {
     fake.push(Reply::content(r#"{"title": "Volcanoes", "scenes": []}"#));
     fake.push(Reply::content(plan_json(&["lava flow", "night"])));
     let base = fake.base_url();
-    let args = [
-        "generate",
+    let topic = [
         "volcanoes",
         "--duration",
         "10",
@@ -95,9 +94,8 @@ fn a_topic_is_planned_by_the_model_with_the_users_pictures_and_planned_once() {
         &base,
         "--llm-model",
         "test-model",
-        "-o",
-        "v.mp4",
     ];
+    let args: Vec<&str> = ["generate"].iter().chain(&topic).chain(&["-o", "v.mp4"]).copied().collect();
     let (code, err) = reelsmith(&f, &args);
     assert_eq!(code, 0, "{err}");
     // The empty plan was sent back with its problem; the second answer was used.
@@ -114,27 +112,9 @@ fn a_topic_is_planned_by_the_model_with_the_users_pictures_and_planned_once() {
     assert!(red[0] > 150.0 && red[2] < 80.0, "{red:?}");
 
     // The same prompt again: planned from the cache, no call to the model.
-    let (code, err) = reelsmith(
-        &f,
-        &[
-            "plan",
-            "volcanoes",
-            "--duration",
-            "10",
-            "--size",
-            "320x180",
-            "--assets",
-            "pics",
-            "--llm-base-url",
-            &base,
-            "--llm-model",
-            "test-model",
-            "-o",
-            "again.json",
-            "--details",
-            "details.json",
-        ],
-    );
+    let args: Vec<&str> =
+        ["plan"].iter().chain(&topic).chain(&["-o", "again.json", "--details", "details.json"]).copied().collect();
+    let (code, err) = reelsmith(&f, &args);
     assert_eq!(code, 0, "{err}");
     assert_eq!(fake.requests().len(), 2);
     assert!(err.contains("provider calls 0 (1 cached)"), "{err}");
@@ -168,14 +148,7 @@ fn bad_prompt_input_is_refused_naming_the_field() {
 fn stock_footage_matching_the_narration_plays_in_its_scene() {
     let f = Fixture::new();
     // A one-second red clip and a blue photo on the fake stock site.
-    let clip = f.path("red.mp4");
-    let ok = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=red:s=320x180:d=1:r=15", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let clip = common::red_clip(&f.path("red.mp4"));
     let photo = f.solid_png("blue.png", 320, 180, [10, 20, 230]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(reelsmith_providers::stock::fake::FakeStock::start());

@@ -72,6 +72,18 @@ impl Fixture {
     }
 }
 
+/// A one-second 320x180 red H.264 clip (15 fps), written by FFmpeg.
+pub fn red_clip(path: &Path) -> PathBuf {
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=320x180:d=1:r=15", "-pix_fmt", "yuv420p"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ffmpeg wrote {}", path.display());
+    path.to_path_buf()
+}
+
 pub fn engine(cache_dir: &Path) -> Engine {
     Engine::new(Cache::open(cache_dir, 1 << 30).unwrap()).unwrap()
 }

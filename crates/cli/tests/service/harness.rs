@@ -136,9 +136,9 @@ fn spawn(role: &[String], data_dir: &Path, env: &[(String, String)]) -> (Child, 
         .env("REELSMITH_CACHE_DIR", data_dir.join("cache"))
         .env("REELSMITH_LEASE_SECS", "1")
         .env("REELSMITH_RETRY_BASE_MS", "200")
-        .env("REELSMITH_WEBHOOK_RETRY_BASE_MS", "100")
+        .env("REELSMITH_WEBHOOKS__RETRY_BASE_MS", "100")
         .env("REELSMITH_RENDER_NICE", "0")
-        .env("REELSMITH_WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("REELSMITH_WEBHOOKS__ALLOW_PRIVATE", "true")
         .env("REELSMITH_FETCH_ALLOW_PRIVATE", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

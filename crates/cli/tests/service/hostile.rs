@@ -280,7 +280,7 @@ async fn web_pages_cannot_drive_the_keyless_loopback_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn private_ranges_and_oversized_talk_bodies_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut s, alice, _) = two_tenants(dir.path(), &[("REELSMITH_WEBHOOK_ALLOW_PRIVATE", "false")]);
+    let (mut s, alice, _) = two_tenants(dir.path(), &[("REELSMITH_WEBHOOKS__ALLOW_PRIVATE", "false")]);
     s.token = Some(alice);
     for url in [
         "http://[64:ff9b::a9fe:a9fe]/x",
@@ -609,7 +609,7 @@ async fn each_key_spends_within_its_budgets() {
         &[
             ("REELSMITH_REQUIRE_API_KEY", "true"),
             ("REELSMITH_WORKERS", "false"),
-            ("REELSMITH_DID_API_KEY", "test-key"),
+            ("REELSMITH_DID__API_KEY", "test-key"),
             ("REELSMITH_DEFAULT_DAILY_DID_SCENES", "2"),
         ],
     );

@@ -456,7 +456,7 @@ async fn bad_input_gets_clear_json_errors() {
         &[
             ("REELSMITH_MAX_BODY_BYTES", "65536"),
             ("REELSMITH_MAX_UPLOAD_BYTES", "200000"),
-            ("REELSMITH_WEBHOOK_ALLOW_PRIVATE", "false"),
+            ("REELSMITH_WEBHOOKS__ALLOW_PRIVATE", "false"),
         ],
     );
     let raw =

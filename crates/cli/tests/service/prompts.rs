@@ -151,14 +151,7 @@ async fn stock_and_generated_pictures_become_the_callers_assets() {
     use reelsmith_providers::stock::fake::{FAKE_PEXELS_KEY, FakeStock, Offer};
 
     let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("red.mp4");
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=red:s=320x180:d=1:r=15", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let clip = crate::common::red_clip(&dir.path().join("red.mp4"));
     let stock = FakeStock::start().await;
     stock.offer(Offer {
         query: "lava".into(),

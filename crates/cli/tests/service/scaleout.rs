@@ -50,25 +50,25 @@ impl Cluster {
     fn env(&self) -> Vec<(String, String)> {
         let s3 = s3_endpoint();
         [
-            ("REELSMITH_DATABASE_URL", self.database_url.as_str()),
-            ("REELSMITH_DATABASE_SCHEMA", self.schema.as_str()),
-            ("REELSMITH_DATABASE_POOL_SIZE", "4"),
-            ("REELSMITH_REDIS_URL", self.redis_url.as_str()),
-            ("REELSMITH_REDIS_PREFIX", self.tag.as_str()),
-            ("REELSMITH_REDIS_CACHE_TTL_SECS", "600"),
-            ("REELSMITH_S3_BUCKET", "reelsmith-test"),
-            ("REELSMITH_S3_ENDPOINT", s3.as_str()),
-            ("REELSMITH_S3_PREFIX", self.tag.as_str()),
-            ("REELSMITH_S3_ALLOW_HTTP", "true"),
-            ("REELSMITH_S3_CREATE_BUCKET", "true"),
-            ("REELSMITH_S3_ACCESS_KEY_ID", "test"),
-            ("REELSMITH_S3_SECRET_ACCESS_KEY", "test"),
+            ("REELSMITH_DATABASE__URL", self.database_url.as_str()),
+            ("REELSMITH_DATABASE__SCHEMA", self.schema.as_str()),
+            ("REELSMITH_DATABASE__POOL_SIZE", "4"),
+            ("REELSMITH_REDIS__URL", self.redis_url.as_str()),
+            ("REELSMITH_REDIS__PREFIX", self.tag.as_str()),
+            ("REELSMITH_REDIS__CACHE_TTL_SECS", "600"),
+            ("REELSMITH_S3__BUCKET", "reelsmith-test"),
+            ("REELSMITH_S3__ENDPOINT", s3.as_str()),
+            ("REELSMITH_S3__PREFIX", self.tag.as_str()),
+            ("REELSMITH_S3__ALLOW_HTTP", "true"),
+            ("REELSMITH_S3__CREATE_BUCKET", "true"),
+            ("REELSMITH_S3__ACCESS_KEY_ID", "test"),
+            ("REELSMITH_S3__SECRET_ACCESS_KEY", "test"),
             ("REELSMITH_DISTRIBUTED_RENDER", "true"),
             // Even the tests' few-second videos fan out.
             ("REELSMITH_DISTRIBUTED_MIN_SECONDS", "0"),
             ("REELSMITH_SEGMENT_WORKERS", "1"),
             ("REELSMITH_LEASE_SECS", "1.5"),
-            ("REELSMITH_WEBHOOK_SECRET", "whsec_scaleout"),
+            ("REELSMITH_WEBHOOKS__SECRET", "whsec_scaleout"),
             ("REELSMITH_SIGNING_SECRET", "scaleout-signing-secret-0123456789abcdef"),
         ]
         .iter()
@@ -225,7 +225,7 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(&r.bytes().await.unwrap()[4..8], b"ftyp");
     // Another API node hands downloads to storage: a 307 to a presigned link that serves ranges.
-    let api2 = c.node(&["serve", "--no-worker"], &[("REELSMITH_S3_PRESIGNED_DOWNLOADS", "true")]);
+    let api2 = c.node(&["serve", "--no-worker"], &[("REELSMITH_S3__PRESIGNED_DOWNLOADS", "true")]);
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let video = format!("{}/api/v1/generations/{}/video", api2.url, ids[0]);
     let r = no_redirects.get(&video).send().await.unwrap();
@@ -473,9 +473,9 @@ async fn a_d_id_scene_renders_across_workers_from_one_d_id_call() {
     let fake = fake_did(false, false, did_scene_clip(c.dir.path())).await;
     let base = fake.lock().unwrap().base.clone();
     let did = [
-        ("REELSMITH_DID_API_KEY", FAKE_KEY),
-        ("REELSMITH_DID_BASE_URL", base.as_str()),
-        ("REELSMITH_DID_POLL_SECS", "0.2"),
+        ("REELSMITH_DID__API_KEY", FAKE_KEY),
+        ("REELSMITH_DID__BASE_URL", base.as_str()),
+        ("REELSMITH_DID__POLL_SECS", "0.2"),
     ];
     let api = c.node(&["serve", "--no-worker"], &did);
     let w1 = c.node(&["worker"], &did);

@@ -254,9 +254,9 @@ async fn d_id_provider_finishes_by_webhook_or_polling_against_a_fake_d_id() {
         let s = Server::start(
             &data,
             &[
-                ("REELSMITH_DID_API_KEY", FAKE_KEY),
-                ("REELSMITH_DID_BASE_URL", &base),
-                ("REELSMITH_DID_POLL_SECS", poll_secs),
+                ("REELSMITH_DID__API_KEY", FAKE_KEY),
+                ("REELSMITH_DID__BASE_URL", &base),
+                ("REELSMITH_DID__POLL_SECS", poll_secs),
             ],
         );
         let r = s.post("/talks").json(&body).send().await.unwrap();
@@ -333,7 +333,7 @@ async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
     let base = fake.lock().unwrap().base.clone();
     let s = Server::start(
         &dir.path().join("data"),
-        &[("REELSMITH_DID_API_KEY", FAKE_KEY), ("REELSMITH_DID_BASE_URL", &base), ("REELSMITH_DID_POLL_SECS", "30")],
+        &[("REELSMITH_DID__API_KEY", FAKE_KEY), ("REELSMITH_DID__BASE_URL", &base), ("REELSMITH_DID__POLL_SECS", "30")],
     );
     let upload = |bytes: Vec<u8>| async { s.post("/api/v1/assets").body(bytes).send().await.unwrap() };
     let photo: Value = upload(std::fs::read(astronaut()).unwrap()).await.json().await.unwrap();
