@@ -246,6 +246,7 @@ fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> R
         model: providers.llm.map(|l| Arc::new(l.client(http, |v| std::env::var(v).ok())) as Arc<dyn LanguageModel>),
         stock,
         images,
+        decisions: Some(ResultCache::new(cache_root.join("visual-decisions"), Some(Duration::from_secs(24 * 3600)))),
     };
     let check = engine_check(engine, base);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -146,6 +146,8 @@ pub struct Director {
     pub stock: Option<visuals::StockChain>,
     /// Image generators, when configured.
     pub images: Option<visuals::ImageChain>,
+    /// Each scene's last choice of picture (see [`visuals::choose`]).
+    pub decisions: Option<ResultCache>,
 }
 
 impl Director {
@@ -174,6 +176,7 @@ impl Director {
             &self.assets,
             self.stock.as_ref(),
             self.images.as_ref(),
+            self.decisions.as_ref(),
             req.dimensions(),
         )
         .await;

@@ -52,6 +52,9 @@ pub struct Chosen {
     /// The file is a video clip (played, looped, under the scene's narration).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub video: bool,
+    /// Where the downloaded or drawn file is on this machine.
+    #[serde(skip)]
+    pub local_path: Option<PathBuf>,
 }
 
 impl Chosen {
@@ -66,6 +69,7 @@ impl Chosen {
             query: None,
             skipped: vec![],
             video: false,
+            local_path: None,
         }
     }
 
@@ -299,6 +303,7 @@ impl StockChain {
                                 query: Some(term.clone()),
                                 skipped: std::mem::take(skipped),
                                 video: item.kind == MediaKind::Video,
+                                local_path: Some(path),
                             });
                         }
                         Err(f) => skipped.push(format!("stock: {}", f.message())),
@@ -415,6 +420,7 @@ impl ImageChain {
                 id: Some(key.hex()[..20].to_string()),
                 query: Some(prompt),
                 skipped: std::mem::take(skipped),
+                local_path: Some(dest),
                 ..Chosen::card()
             });
         }
@@ -430,6 +436,7 @@ pub async fn choose(
     assets: &[Asset],
     stock: Option<&StockChain>,
     images: Option<&ImageChain>,
+    decisions: Option<&ResultCache>,
     size: (u32, u32),
 ) -> (Vec<Chosen>, Vec<LedgerEntry>) {
     let local = choose_local(scenes, order, assets);
@@ -440,12 +447,73 @@ pub async fn choose(
     }
     let taken = Mutex::new(HashSet::new());
     let ledger = Mutex::new(vec![]);
+    // What each scene chose last time, by everything that decides it: the same scene again
+    // costs no call at all, even where searches found nothing (empty results themselves are
+    // never cached: a new search may find something).
+    let providers: Vec<String> = stock
+        .map_or(vec![], |s| s.sources.iter().map(|p| p.name().to_string()).collect())
+        .into_iter()
+        .chain(images.map_or(vec![], |s| s.sources.iter().map(|p| format!("{}/{}", p.name(), p.model())).collect()))
+        .collect();
+    let decision_key = |scene: &PlanScene| {
+        CacheKey::new(
+            "visuals",
+            "decision",
+            &serde_json::json!({"visual": scene.visual, "narration": scene.narration, "order": order, "size": size,
+                                 "providers": providers, "style": images.and_then(|i| i.style.clone())}),
+        )
+    };
     let picks = scenes.iter().zip(local).map(|(scene, local)| {
         let (taken, ledger) = (&taken, &ledger);
+        let key = decision_key(scene);
         async move {
             if local.source == Source::Asset {
                 return local;
             }
+            if let Some(cache) = decisions
+                && let Some(bytes) = cache.get(&key).await
+                && let Ok((mut chosen, path)) = serde_json::from_slice::<(Chosen, Option<PathBuf>)>(&bytes)
+            {
+                let file_there = match &path {
+                    Some(p) => tokio::fs::metadata(p).await.is_ok(),
+                    None => chosen.source == Source::Card,
+                };
+                if file_there {
+                    if let (Some(p), Some(id)) = (&chosen.provider, &chosen.id) {
+                        taken.lock().expect("taken").insert((p.clone(), id.clone()));
+                    }
+                    chosen.local_path = path;
+                    return chosen;
+                }
+            }
+            let chosen = pick(scene, order, &local, stock, images, size, taken, ledger).await;
+            let keep = chosen.local_path.is_some() || chosen.source == Source::Card;
+            if let Some(cache) = decisions.filter(|_| keep)
+                && let Ok(bytes) = serde_json::to_vec(&(&chosen, &chosen.local_path))
+            {
+                let _ = cache.get_or_fetch(&key, || async { Ok(bytes) }).await;
+            }
+            chosen
+        }
+    });
+    let chosen = futures_util::future::join_all(picks).await;
+    (chosen, ledger.into_inner().expect("ledger"))
+}
+
+/// One scene's picture from the remote sources, in the request's order, ending at a card.
+#[allow(clippy::too_many_arguments)]
+async fn pick(
+    scene: &PlanScene,
+    order: &[VisualKind],
+    local: &Chosen,
+    stock: Option<&StockChain>,
+    images: Option<&ImageChain>,
+    size: (u32, u32),
+    taken: &Mutex<HashSet<(String, String)>>,
+    ledger: &Mutex<Vec<LedgerEntry>>,
+) -> Chosen {
+    {
+        {
             // The sources before stock in the request's order were tried by `choose_local`.
             let mut skipped: Vec<String> = vec![];
             for kind in order {
@@ -474,9 +542,7 @@ pub async fn choose(
             }
             Chosen { skipped, ..Chosen::card() }
         }
-    });
-    let chosen = futures_util::future::join_all(picks).await;
-    (chosen, ledger.into_inner().expect("ledger"))
+    }
 }
 
 #[cfg(test)]

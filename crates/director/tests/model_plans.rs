@@ -41,6 +41,7 @@ fn director(fake: &FakeChat, cache: Option<&std::path::Path>) -> Director {
         assets: vec![],
         stock: None,
         images: None,
+        decisions: None,
     }
 }
 

@@ -201,6 +201,8 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
                 style: None,
             })
         },
+        // The service turns pictures into assets and removes the files: nothing to remember.
+        decisions: None,
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));

@@ -43,6 +43,7 @@ struct Inner {
     offers: Vec<Offer>,
     seen: Vec<Seen>,
     refuse: VecDeque<(u16, Option<u64>)>,
+    latency: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -80,6 +81,11 @@ impl FakeStock {
         self.inner.lock().unwrap().seen.clone()
     }
 
+    /// Every search answers after this long (benchmarks of overlapping calls).
+    pub fn set_latency(&self, d: std::time::Duration) {
+        self.inner.lock().unwrap().latency = d;
+    }
+
     /// Searches only (not downloads).
     pub fn searches(&self) -> Vec<Seen> {
         self.requests().into_iter().filter(|s| !s.path.starts_with("/media/")).collect()
@@ -101,6 +107,8 @@ async fn search(
         _ => "/api/videos/",
     };
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let latency = inner.lock().unwrap().latency;
+    tokio::time::sleep(latency).await;
     let mut i = inner.lock().unwrap();
     i.seen.push(Seen { at: Instant::now(), path: path.into(), query: q.clone(), authorization: authorization.clone() });
     if let Some((status, retry)) = i.refuse.pop_front() {

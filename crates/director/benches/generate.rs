@@ -1,0 +1,153 @@
+//! `cargo bench -p reelsmith-director --bench generate`: a topic planned and pictured against
+//! fake providers with set latencies (LLM 2 s, image 8 s, stock 0.5 s per search; 6 scenes).
+//! Provider calls overlap across scenes, so the director's wall time should be close to the plan
+//! call plus the slowest scene's own chain of calls, far below the sum of every call. Then the
+//! same prompt again (everything from the caches), and one cached image lookup.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reelsmith_director::config::{ProvidersConfig, SdWebUiSettings, StockSettings};
+use reelsmith_director::plan::Problem;
+use reelsmith_director::visuals::{ImageChain, StockChain};
+use reelsmith_director::{Director, PromptRequest};
+use reelsmith_providers::cache::{CacheKey, ResultCache};
+use reelsmith_providers::images::fake::FakeImages;
+use reelsmith_providers::llm::fake::{FakeChat, Reply};
+use reelsmith_providers::llm::{ChatClient, ChatConfig};
+use reelsmith_providers::stock::fake::{FAKE_PEXELS_KEY, FakeStock, Offer};
+use reelsmith_providers::{Gate, Limits};
+use serde_json::{Value, json};
+
+const LLM: Duration = Duration::from_secs(2);
+const IMAGE: Duration = Duration::from_secs(8);
+const STOCK: Duration = Duration::from_millis(500);
+const SCENES: usize = 6;
+
+fn plan() -> String {
+    // Even scenes find stock video at once; odd ones find nothing and are drawn.
+    let scenes: Vec<Value> = (0..SCENES)
+        .map(|i| {
+            let term = if i % 2 == 0 { format!("subject{i}") } else { format!("nothing{i}") };
+            json!({"narration": format!("Scene {i} narration."), "title": null,
+                   "visual": {"search_terms": [term], "image_prompt": format!("picture {i}")}, "motion": "zoom-in"})
+        })
+        .collect();
+    json!({"title": "Bench", "scenes": scenes}).to_string()
+}
+
+#[tokio::main]
+async fn main() {
+    let chat = FakeChat::start().await;
+    chat.set_latency(LLM);
+    chat.respond_with(|_| Reply::content(plan()));
+    let stock = FakeStock::start().await;
+    stock.set_latency(STOCK);
+    for i in (0..SCENES).step_by(2) {
+        stock.offer(Offer {
+            query: format!("subject{i}"),
+            kind: "video",
+            name: format!("s{i}.mp4"),
+            width: 1280,
+            height: 720,
+            bytes: vec![1; 4096],
+        });
+    }
+    let painter = FakeImages::start().await;
+    painter.set_latency(IMAGE);
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let providers = ProvidersConfig {
+        pexels: Some(StockSettings {
+            api_key: FAKE_PEXELS_KEY.into(),
+            base_url: Some(stock.base.clone()),
+            rpm: None,
+            concurrency: 8,
+        }),
+        sd_webui: Some(SdWebUiSettings { base_url: painter.base.clone(), auth: None, steps: 4, timeout_secs: 60.0 }),
+        ..Default::default()
+    };
+    let base = dir.path().to_path_buf();
+    let name = Arc::new(move |p: &Path| p.strip_prefix(&base).unwrap().display().to_string());
+    let limits = Limits { concurrency: 8, ..Limits::default() };
+    let llm = ChatClient::new(
+        http.clone(),
+        ChatConfig {
+            provider: "openai".into(),
+            base_url: chat.base_url(),
+            api_key: None,
+            model: "m".into(),
+            usd_per_mtok_in: 0.0,
+            usd_per_mtok_out: 0.0,
+        },
+        Arc::new(Gate::new("openai", limits)),
+    );
+    // The WebUI draws one picture at a time in real life; the fake can draw them together, as
+    // several WebUI servers or a hosted model would.
+    let mut image_sources = providers.image_sources(&http);
+    image_sources.truncate(1);
+    let director = Director {
+        model: Some(Arc::new(llm)),
+        plans: Some(ResultCache::new(dir.path().join("plans"), None)),
+        assets: vec![],
+        stock: Some(StockChain {
+            sources: providers.stock_sources(&http),
+            searches: ResultCache::new(dir.path().join("searches"), Some(Duration::from_secs(86_400))),
+            http: http.clone(),
+            media_dir: dir.path().join("media"),
+            media_name: name.clone(),
+        }),
+        images: Some(ImageChain {
+            sources: image_sources,
+            cache: ResultCache::new(dir.path().join("images"), None),
+            media_dir: dir.path().join("media"),
+            media_name: name,
+            style: None,
+        }),
+        decisions: Some(ResultCache::new(dir.path().join("decisions"), Some(Duration::from_secs(86_400)))),
+    };
+    let check = |_: &Value| Vec::<Problem>::new();
+    let req = PromptRequest::from_json(
+        json!({"topic": "bench", "duration_s": 40, "visuals": ["stock", "generate", "cards"]}),
+    )
+    .unwrap();
+
+    let t = Instant::now();
+    let first = director.direct(&req, &check).await.unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    let searches = stock.searches().len();
+    let images = painter.requests().len();
+    let sum = LLM.as_secs_f64() + searches as f64 * STOCK.as_secs_f64() + images as f64 * IMAGE.as_secs_f64();
+    // A scene that finds nothing searches its term (video, photo) and the four generic terms
+    // (video, photo) before drawing: 10 searches, then one image.
+    let slowest_scene = 10.0 * STOCK.as_secs_f64() + IMAGE.as_secs_f64();
+    let target = LLM.as_secs_f64() + slowest_scene;
+    println!("scenes: {SCENES}; provider calls: 1 plan, {searches} searches, {images} images");
+    println!(
+        "first run: wall {wall:.2} s; sum of provider latencies {sum:.1} s; target (plan + slowest scene) {target:.1} s (+10%: {:.1} s)",
+        target * 1.1
+    );
+    assert_eq!(first.visuals.iter().filter(|v| v.file.is_some()).count(), SCENES);
+
+    let t = Instant::now();
+    let again = director.direct(&req, &check).await.unwrap();
+    let wall_again = t.elapsed().as_secs_f64();
+    let new_calls = chat.requests().len() - 1 + painter.requests().len() - images;
+    println!(
+        "same prompt again: wall {:.3} s, provider calls {new_calls} (ledger: {} entries, all cached: {})",
+        wall_again,
+        again.ledger.len(),
+        again.ledger.iter().all(|e| e.cache_hit || e.unit_kind == "requests")
+    );
+
+    let cache = ResultCache::new(dir.path().join("images"), None);
+    let key =
+        CacheKey::new("sd-webui", "sd-webui", &json!({"prompt": "picture 1", "width": 1280, "height": 720, "seed": 1}));
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(cache.get(&key).await.is_some());
+    }
+    println!("cached image lookup: {:.3} ms", t.elapsed().as_secs_f64() * 1000.0 / n as f64);
+}
