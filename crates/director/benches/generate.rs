@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reelsmith_director::config::{ProvidersConfig, SdWebUiSettings, StockSettings};
+use reelsmith_director::config::{OpenAiImagesSettings, ProvidersConfig, StockSettings};
 use reelsmith_director::plan::Problem;
 use reelsmith_director::visuals::{ImageChain, StockChain};
 use reelsmith_director::{Director, PromptRequest};
@@ -65,7 +65,15 @@ async fn main() {
             rpm: None,
             concurrency: 8,
         }),
-        sd_webui: Some(SdWebUiSettings { base_url: painter.base.clone(), auth: None, steps: 4, timeout_secs: 60.0 }),
+        openai_images: Some(OpenAiImagesSettings {
+            api_key: "sk-bench".into(),
+            model: "gpt-image-1-mini".into(),
+            quality: "low".into(),
+            base_url: Some(format!("{}/v1", painter.base)),
+            usd_per_mtok_out: 8.0,
+            rpm: None,
+            concurrency: 8,
+        }),
         ..Default::default()
     };
     let base = dir.path().to_path_buf();
@@ -83,10 +91,8 @@ async fn main() {
         },
         Arc::new(Gate::new("openai", limits)),
     );
-    // The WebUI draws one picture at a time in real life; the fake can draw them together, as
-    // several WebUI servers or a hosted model would.
-    let mut image_sources = providers.image_sources(&http);
-    image_sources.truncate(1);
+    // A hosted model draws several pictures at once (a single WebUI would draw them in turn).
+    let image_sources = providers.image_sources(&http);
     let director = Director {
         model: Some(Arc::new(llm)),
         plans: Some(ResultCache::new(dir.path().join("plans"), None)),
@@ -143,7 +149,7 @@ async fn main() {
 
     let cache = ResultCache::new(dir.path().join("images"), None);
     let key =
-        CacheKey::new("sd-webui", "sd-webui", &json!({"prompt": "picture 1", "width": 1280, "height": 720, "seed": 1}));
+        CacheKey::new("openai-images", "gpt-image-1-mini", &json!({"prompt": "picture 1", "width": 1280, "height": 720, "seed": 1}));
     let n = 200;
     let t = Instant::now();
     for _ in 0..n {
