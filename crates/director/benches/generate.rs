@@ -148,8 +148,11 @@ async fn main() {
     );
 
     let cache = ResultCache::new(dir.path().join("images"), None);
-    let key =
-        CacheKey::new("openai-images", "gpt-image-1-mini", &json!({"prompt": "picture 1", "width": 1280, "height": 720, "seed": 1}));
+    let key = CacheKey::new(
+        "openai-images",
+        "gpt-image-1-mini",
+        &json!({"prompt": "picture 1", "width": 1280, "height": 720, "seed": 1}),
+    );
     let n = 200;
     let t = Instant::now();
     for _ in 0..n {

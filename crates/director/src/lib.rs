@@ -151,6 +151,15 @@ pub struct Director {
 }
 
 impl Director {
+    /// Every provider's gate (its breaker state is part of readiness and metrics).
+    pub fn gates(&self) -> Vec<Arc<reelsmith_providers::Gate>> {
+        let mut out: Vec<Arc<reelsmith_providers::Gate>> =
+            self.model.iter().filter_map(|m| m.gate().cloned()).collect();
+        out.extend(self.stock.iter().flat_map(|s| s.sources.iter().map(|p| p.gate().clone())));
+        out.extend(self.images.iter().flat_map(|s| s.sources.iter().map(|p| p.gate().clone())));
+        out
+    }
+
     /// Plans `req` into a storyboard. `check` is the engine's validation of the storyboard.
     pub async fn direct(&self, req: &PromptRequest, check: Checker<'_>) -> Result<Planned, DirectorError> {
         req.check()?;

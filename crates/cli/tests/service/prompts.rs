@@ -143,6 +143,16 @@ async fn a_provider_out_of_quota_is_named_and_then_skipped_while_its_breaker_is_
     let err: Value = r.json().await.unwrap();
     assert_eq!(err["error"]["code"], "provider_unavailable", "{err}");
     assert_eq!(fake.requests().len(), 1);
+    // Readiness and metrics show the open breaker; storyboards still render, so only degraded.
+    let ready: Value = s.get("/ready").send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["checks"]["providers"]["breakers"]["openai"]["breaker"], "open", "{ready}");
+    assert!(
+        ready["checks"]["providers"]["breakers"]["openai"]["reason"].as_str().unwrap().contains("insufficient_quota")
+    );
+    let metrics = s.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("reelsmith_provider_breaker_open{provider=\"openai\"} 1"), "{metrics}");
+    assert!(metrics.contains("reelsmith_provider_calls_total{provider=\"openai\",outcome=\"quota\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

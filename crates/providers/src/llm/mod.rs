@@ -67,6 +67,10 @@ pub trait LanguageModel: Send + Sync {
     fn provider(&self) -> &str;
     fn model(&self) -> &str;
     async fn complete_json(&self, req: &JsonRequest) -> Result<Completion, Failure>;
+    /// Its gate, when it calls a remote service (breaker state for readiness).
+    fn gate(&self) -> Option<&Arc<Gate>> {
+        None
+    }
 }
 
 /// An OpenAI-compatible server and how to call it.
@@ -92,10 +96,6 @@ pub struct ChatClient {
 impl ChatClient {
     pub fn new(http: reqwest::Client, cfg: ChatConfig, gate: Arc<Gate>) -> Self {
         Self { http, cfg, gate }
-    }
-
-    pub fn gate(&self) -> &Arc<Gate> {
-        &self.gate
     }
 
     fn body(&self, req: &JsonRequest) -> Value {
@@ -156,6 +156,10 @@ impl LanguageModel for ChatClient {
 
     fn model(&self) -> &str {
         &self.cfg.model
+    }
+
+    fn gate(&self) -> Option<&Arc<Gate>> {
+        Some(&self.gate)
     }
 
     async fn complete_json(&self, req: &JsonRequest) -> Result<Completion, Failure> {
@@ -249,7 +253,7 @@ mod tests {
             matches!(&err, Failure::Quota(m) if m.starts_with("openai POST /chat/completions answered 429: insufficient_quota")),
             "{err:?}"
         );
-        assert_eq!(llm.gate().breaker().name(), "open");
+        assert_eq!(llm.gate().unwrap().breaker().name(), "open");
         // The next call fails fast without reaching the provider.
         let err = llm.complete_json(&request()).await.unwrap_err();
         assert!(matches!(err, Failure::Unavailable(_)));

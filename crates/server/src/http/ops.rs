@@ -75,6 +75,23 @@ async fn check_ready(state: &AppState) -> (StatusCode, Value) {
         checks["events"] = json!({"ok": up, "required": false,
             "note": if up { "" } else { "progress of other nodes comes from the database once a second" }});
     }
+    // Providers for prompts: an open breaker degrades prompts only (storyboards still render).
+    let gates = state.director.gates();
+    let mut providers_open = false;
+    if !gates.is_empty() {
+        let mut list = serde_json::Map::new();
+        for g in gates {
+            let b = g.breaker();
+            providers_open |= b.name() == "open";
+            let reason = match &b {
+                reelsmith_providers::BreakerState::Open { reason, .. } => Some(reason.clone()),
+                _ => None,
+            };
+            list.insert(g.provider().to_string(), json!({"breaker": b.name(), "reason": reason}));
+        }
+        checks["providers"] = json!({"ok": !providers_open, "required": false, "breakers": list});
+    }
+    let degraded = degraded || providers_open;
     let status = match (ok, degraded) {
         (false, _) => "not_ready",
         (true, true) => "degraded",
@@ -85,6 +102,11 @@ async fn check_ready(state: &AppState) -> (StatusCode, Value) {
 }
 
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    for g in state.director.gates() {
+        let open = g.breaker().name() == "open";
+        metrics::gauge!("reelsmith_provider_breaker_open", "provider" => g.provider().to_string())
+            .set(f64::from(u8::from(open)));
+    }
     if let Ok(depth) = state.queue.depth().await {
         for q in [
             crate::queues::RENDER_QUEUE,
