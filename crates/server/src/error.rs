@@ -99,7 +99,16 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after_s {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        close_if_body_unread(&mut r);
         r
+    }
+}
+
+/// A refused oversized body is left unread, so its connection cannot carry another request:
+/// say so, or a keep-alive client may send its next request into a connection being closed.
+pub fn close_if_body_unread(r: &mut Response) {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

@@ -196,6 +196,8 @@ async fn talks_api_speaks_d_ids_wire_format() {
     let huge = json!({"source_url": photo, "script": {"type": "text", "input": "a".repeat(2 << 20)}});
     let r = s.post("/talks").header("authorization", &auth).json(&huge).send().await.unwrap();
     assert_eq!(r.status(), 413);
+    // The unread body makes the connection unusable: the client is told not to reuse it.
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(r.json::<Value>().await.unwrap()["kind"], "PayloadTooLargeError");
     let r = s.get("/talks/tlk_nosuchtalk").header("authorization", &auth).send().await.unwrap();
     assert_eq!(r.status(), 404);

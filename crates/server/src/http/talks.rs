@@ -56,6 +56,7 @@ impl IntoResponse for DidError {
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        crate::error::close_if_body_unread(&mut r);
         r
     }
 }
