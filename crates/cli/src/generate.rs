@@ -243,7 +243,9 @@ fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> R
     let director = Director {
         assets: args.assets(base)?,
         plans: Some(ResultCache::new(cache_root.join("plans"), None)),
-        model: providers.llm.map(|l| Arc::new(l.client(http, |v| std::env::var(v).ok())) as Arc<dyn LanguageModel>),
+        model: providers
+            .llm
+            .map(|l| Arc::new(l.client(http, |v| std::env::var(v).ok(), None)) as Arc<dyn LanguageModel>),
         stock,
         images,
         decisions: Some(ResultCache::new(cache_root.join("visual-decisions"), Some(Duration::from_secs(24 * 3600)))),

@@ -37,6 +37,10 @@ pub struct ProvidersConfig {
     pub replicate: Option<ReplicateSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openai_images: Option<OpenAiImagesSettings>,
+    /// Redis URL and key prefix: when set (the service's `[redis]`), every provider's request
+    /// rate is limited across all nodes, not per node.
+    #[serde(skip)]
+    pub shared_rate_limit: Option<(String, String)>,
 }
 
 /// `[providers.sd_webui]`: AUTOMATIC1111's WebUI started with `--api`.
@@ -122,6 +126,18 @@ pub struct StockSettings {
     pub concurrency: usize,
 }
 
+/// A provider's gate, its rate limit shared through Redis when `shared` says where.
+pub fn gate(provider: &str, limits: Limits, shared: Option<&(String, String)>) -> Arc<Gate> {
+    let plain = || Gate::new(provider, limits.clone());
+    Arc::new(match shared {
+        Some((url, prefix)) => plain().shared_through_redis(url, prefix).unwrap_or_else(|e| {
+            tracing::warn!(provider, error = %e, "rate limit not shared");
+            plain()
+        }),
+        None => plain(),
+    })
+}
+
 impl ProvidersConfig {
     pub fn check(&self) -> Result<(), String> {
         if let Some(l) = &self.llm {
@@ -164,16 +180,16 @@ impl ProvidersConfig {
         };
         if let Some(s) = &self.sd_webui {
             // The WebUI renders one request at a time.
-            let gate = Arc::new(Gate::new("sd-webui", limits(None, 1, s.timeout_secs)));
+            let gate = gate("sd-webui", limits(None, 1, s.timeout_secs), self.shared_rate_limit.as_ref());
             out.push(Arc::new(SdWebUi::new(http.clone(), &s.base_url, s.auth.as_deref(), s.steps, gate)));
         }
         if let Some(s) = &self.replicate {
-            let gate = Arc::new(Gate::new("replicate", limits(s.rpm, s.concurrency, 120.0)));
+            let gate = gate("replicate", limits(s.rpm, s.concurrency, 120.0), self.shared_rate_limit.as_ref());
             let base = s.base_url.as_deref().unwrap_or("https://api.replicate.com");
             out.push(Arc::new(Replicate::new(http.clone(), base, &s.api_token, &s.model, s.usd_per_second, gate)));
         }
         if let Some(s) = &self.openai_images {
-            let gate = Arc::new(Gate::new("openai-images", limits(s.rpm, s.concurrency, 180.0)));
+            let gate = gate("openai-images", limits(s.rpm, s.concurrency, 180.0), self.shared_rate_limit.as_ref());
             let base = s.base_url.as_deref().unwrap_or("https://api.openai.com/v1");
             out.push(Arc::new(OpenAiImages::new(
                 http.clone(),
@@ -199,12 +215,12 @@ impl ProvidersConfig {
         };
         let mut out: Vec<Arc<dyn StockSource>> = vec![];
         if let Some(s) = &self.pexels {
-            let gate = Arc::new(Gate::new("pexels", limits(s)));
+            let gate = gate("pexels", limits(s), self.shared_rate_limit.as_ref());
             let base = s.base_url.as_deref().unwrap_or("https://api.pexels.com");
             out.push(Arc::new(Pexels::new(http.clone(), base, &s.api_key, gate)));
         }
         if let Some(s) = &self.pixabay {
-            let gate = Arc::new(Gate::new("pixabay", limits(s)));
+            let gate = gate("pixabay", limits(s), self.shared_rate_limit.as_ref());
             let base = s.base_url.as_deref().unwrap_or("https://pixabay.com");
             out.push(Arc::new(Pixabay::new(http.clone(), base, &s.api_key, gate)));
         }
@@ -278,7 +294,12 @@ impl LlmSettings {
     }
 
     /// The client, its key from the settings or `$REELSMITH_LLM_API_KEY`.
-    pub fn client(&self, http: reqwest::Client, env: impl Fn(&str) -> Option<String>) -> ChatClient {
+    pub fn client(
+        &self,
+        http: reqwest::Client,
+        env: impl Fn(&str) -> Option<String>,
+        shared: Option<&(String, String)>,
+    ) -> ChatClient {
         let provider = self.provider_name();
         let limits = Limits {
             rpm: self.rpm,
@@ -294,7 +315,7 @@ impl LlmSettings {
             usd_per_mtok_in: self.usd_per_mtok_in,
             usd_per_mtok_out: self.usd_per_mtok_out,
         };
-        ChatClient::new(http, cfg, Arc::new(Gate::new(provider, limits)))
+        ChatClient::new(http, cfg, gate(&provider, limits, shared))
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Gate {
     limits: Limits,
     permits: Semaphore,
     bucket: Option<Mutex<Bucket>>,
+    /// The rate limit shared with other nodes, when Redis is configured.
+    shared: Option<crate::shared_limit::SharedLimit>,
     breaker: Mutex<Breaker>,
 }
 
@@ -135,9 +137,21 @@ impl Gate {
             provider: provider.into(),
             permits: Semaphore::new(limits.concurrency.max(1)),
             bucket: limits.rpm.map(|r| Mutex::new(Bucket::new(r))),
+            shared: None,
             breaker: Mutex::new(Breaker { state: BreakerState::Closed, failures: 0 }),
             limits,
         }
+    }
+
+    /// Shares the rate limit with every node using the same Redis and `prefix`
+    /// (`{prefix}:ratelimit:{provider}`); without an `rpm`, there is nothing to share.
+    pub fn shared_through_redis(mut self, redis_url: &str, prefix: &str) -> Result<Self, String> {
+        if let Some(rpm) = self.limits.rpm {
+            let burst = Bucket::new(rpm).burst as u32;
+            let key = format!("{prefix}:ratelimit:{}", self.provider);
+            self.shared = Some(crate::shared_limit::SharedLimit::new(redis_url, key, rpm, burst)?);
+        }
+        Ok(self)
     }
 
     pub fn provider(&self) -> &str {
@@ -175,7 +189,22 @@ impl Gate {
                 Ok(p) => p,
                 Err(_) => return (Err(Failure::Final(format!("{}: shutting down", self.provider))), log),
             };
-            if let Some(bucket) = &self.bucket {
+            let shared_wait = match &self.shared {
+                Some(s) => match s.reserve().await {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(provider = %self.provider, error = %e, "shared rate limit unavailable; limiting this node only");
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let Some(wait) = shared_wait {
+                if !wait.is_zero() {
+                    log.waited += wait;
+                    tokio::time::sleep(wait).await;
+                }
+            } else if let Some(bucket) = &self.bucket {
                 let wait = bucket.lock().expect("bucket lock").take(Instant::now());
                 if !wait.is_zero() {
                     log.waited += wait;

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod http;
 pub mod images;
 pub mod llm;
+pub mod shared_limit;
 pub mod stock;
 
 pub use gate::{Attempts, BreakerState, Gate, Limits};

@@ -163,10 +163,13 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    // With Redis, every node shares each provider's request rate.
+    let mut providers = config.providers.clone();
+    providers.shared_rate_limit = config.redis().map(|r| (r.url, r.prefix));
     let director = Arc::new(reelsmith_director::Director {
         // The operator's own choice of server (possibly a local one): not under the SSRF guard.
-        model: config.providers.llm.as_ref().map(|l| {
-            Arc::new(l.client(reqwest::Client::new(), |v| std::env::var(v).ok()))
+        model: providers.llm.as_ref().map(|l| {
+            Arc::new(l.client(reqwest::Client::new(), |v| std::env::var(v).ok(), providers.shared_rate_limit.as_ref()))
                 as Arc<dyn reelsmith_providers::llm::LanguageModel>
         }),
         plans: Some(reelsmith_providers::cache::ResultCache::new(
@@ -176,7 +179,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         assets: vec![],
         // Downloads and drawings land here and become the caller's assets right after planning.
         stock: {
-            let sources = config.providers.stock_sources(&reqwest::Client::new());
+            let sources = providers.stock_sources(&reqwest::Client::new());
             (!sources.is_empty()).then(|| reelsmith_director::visuals::StockChain {
                 sources,
                 searches: reelsmith_providers::cache::ResultCache::new(
@@ -189,7 +192,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
             })
         },
         images: {
-            let sources = config.providers.image_sources(&reqwest::Client::new());
+            let sources = providers.image_sources(&reqwest::Client::new());
             (!sources.is_empty()).then(|| reelsmith_director::visuals::ImageChain {
                 sources,
                 cache: reelsmith_providers::cache::ResultCache::new(
