@@ -162,6 +162,16 @@ impl Director {
 
     /// Plans `req` into a storyboard. `check` is the engine's validation of the storyboard.
     pub async fn direct(&self, req: &PromptRequest, check: Checker<'_>) -> Result<Planned, DirectorError> {
+        self.direct_with(req, check, &self.assets).await
+    }
+
+    /// [`Director::direct`] with this caller's own pictures instead of the director's.
+    pub async fn direct_with(
+        &self,
+        req: &PromptRequest,
+        check: Checker<'_>,
+        assets: &[Asset],
+    ) -> Result<Planned, DirectorError> {
         req.check()?;
         let mut ledger = vec![];
         let mut stages = vec![];
@@ -182,7 +192,7 @@ impl Director {
         let (visuals, calls) = visuals::choose(
             &plan.scenes,
             &req.visuals,
-            &self.assets,
+            assets,
             self.stock.as_ref(),
             self.images.as_ref(),
             self.decisions.as_ref(),

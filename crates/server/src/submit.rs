@@ -257,6 +257,14 @@ pub async fn direct(
         if let Some(m) = board.as_object_mut() {
             m.remove("music");
         }
+        // The caller's assets are not files here; `prepare` checks them.
+        for scene in board["scenes"].as_array_mut().into_iter().flatten() {
+            if let Some(s) = scene.as_object_mut()
+                && s.get("image").and_then(|v| v.as_str()).is_some_and(|f| f.starts_with(ASSET_PREFIX))
+            {
+                s.remove("image");
+            }
+        }
         reelsmith_director::spec_problems(&board, std::path::Path::new("."), |spec| {
             match engine.validate(spec, std::path::Path::new(".")) {
                 Ok(()) => vec![],
@@ -265,7 +273,18 @@ pub async fn direct(
             }
         })
     };
-    let planned = state.director.direct(&req, &check).await.map_err(director_error)?;
+    // The caller's own pictures, matched by their file names (newest used first).
+    let mut mine = vec![];
+    if req.visuals.contains(&reelsmith_director::request::VisualKind::Assets) {
+        for a in state.meta.assets_of(api_key_id.as_deref(), 1000).await? {
+            if a.media_type.starts_with("image/") {
+                let mut asset = reelsmith_director::visuals::Asset::new(a.file_name.clone().unwrap_or_default(), "");
+                asset.file = format!("{ASSET_PREFIX}{}", a.id);
+                mine.push(asset);
+            }
+        }
+    }
+    let planned = state.director.direct_with(&req, &check, &mine).await.map_err(director_error)?;
     for e in &planned.ledger {
         metrics::counter!("reelsmith_provider_cost_usd_micros_total", "provider" => e.provider.clone(), "stage" => e.stage.clone())
             .increment((e.est_cost_usd * 1e6).round() as u64);
@@ -275,6 +294,10 @@ pub async fn direct(
     // Downloaded and drawn pictures become the caller's assets; the storyboard names them so.
     let mut planned = planned;
     for (i, chosen) in planned.visuals.iter_mut().enumerate() {
+        // The caller's own assets are named so already.
+        if chosen.source == reelsmith_director::visuals::Source::Asset {
+            continue;
+        }
         let Some(file) = chosen.file.clone() else { continue };
         let bytes = tokio::fs::read(&file).await.map_err(ApiError::internal)?;
         // The asset is the copy kept; searches and drawings stay cached by their providers' keys.

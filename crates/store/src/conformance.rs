@@ -626,6 +626,9 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert!(n >= 1 && bytes >= asset.bytes, "{n} assets, {bytes} bytes");
     let stranger = new_id("key");
     assert_eq!(m.asset_usage(Some(&stranger)).await.unwrap(), (0, 0));
+    // A key lists its own assets, never another's.
+    assert!(m.assets_of(owner.as_deref(), 1000).await.unwrap().iter().any(|a| a == &asset));
+    assert!(m.assets_of(Some(&stranger), 1000).await.unwrap().is_empty());
     let later = asset.created_at_ms + 1000;
     assert!(m.stale_assets(later, 100).await.unwrap().iter().any(|a| a.id == asset.id));
     m.touch_assets(std::slice::from_ref(&asset.id), later + 1).await.unwrap();

@@ -530,6 +530,8 @@ pub trait Metadata: Send + Sync + 'static {
     async fn delete_asset(&self, id: &str) -> Result<bool>;
     /// How many assets a key (None: the keyless caller) holds, and their bytes.
     async fn asset_usage(&self, api_key_id: Option<&str>) -> Result<(u64, u64)>;
+    /// A key's assets (None: the keyless caller's), most recently used first, at most `limit`.
+    async fn assets_of(&self, api_key_id: Option<&str>, limit: u32) -> Result<Vec<Asset>>;
     /// Records that a submission used these assets now (retention counts from the last use).
     async fn touch_assets(&self, ids: &[String], at_ms: i64) -> Result<()>;
     /// Assets neither uploaded nor used since `before_ms`, oldest first.

@@ -20,14 +20,18 @@ pub(crate) trait Dialect: Database<QueryResult: Affected> {
     /// written, so each statement puts first the table its index narrows (left to itself, it may
     /// walk the other); PostgreSQL's planner orders joins well by itself.
     const JOIN: &'static str;
+    /// Equality that holds between two NULLs (the keyless caller's rows).
+    const SAME: &'static str;
 }
 
 impl Dialect for sqlx::Sqlite {
     const JOIN: &'static str = "CROSS JOIN";
+    const SAME: &'static str = "IS";
 }
 
 impl Dialect for sqlx::Postgres {
     const JOIN: &'static str = "JOIN";
+    const SAME: &'static str = "IS NOT DISTINCT FROM";
 }
 
 /// Rows a statement changed (each driver's result has its own method).
@@ -425,6 +429,17 @@ where
     }
 
     /// Assets last used before `before_ms`, least recently used first.
+    /// A key's assets (None: the keyless caller's), most recently used first.
+    pub(crate) async fn assets_of<'e, E>(e: E, api_key_id: Option<&str>, limit: u32) -> Result<Vec<Asset>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql =
+            format!("SELECT * FROM assets WHERE api_key_id {} $1 ORDER BY last_used_at DESC, id LIMIT $2", DB::SAME);
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(api_key_id).bind(i64::from(limit)).fetch_all(e).await?;
+        rows.iter().map(Self::asset_row).collect()
+    }
+
     pub(crate) async fn stale_assets<'e, E>(e: E, before_ms: i64, limit: u32) -> Result<Vec<Asset>>
     where
         E: Executor<'e, Database = DB>,

@@ -209,3 +209,35 @@ async fn stock_and_generated_pictures_become_the_callers_assets() {
     let meta: Value = asset.json().await.unwrap();
     assert_eq!(meta["media_type"], "video/mp4", "{meta}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_own_pictures_are_matched_to_scenes_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let png = |rgb: [u8; 3]| {
+        let img = image::RgbImage::from_pixel(320, 180, image::Rgb(rgb));
+        let mut out = std::io::Cursor::new(vec![]);
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let upload = |name: &'static str, bytes: Vec<u8>| {
+        let s = &s;
+        async move {
+            let r = s.post("/api/v1/assets").header("x-file-name", name).body(bytes).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 201, "{name}");
+            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+        }
+    };
+    let lava = upload("lava-flow.png", png([230, 20, 10])).await;
+    upload("beach.png", png([10, 20, 230])).await;
+    let text = "Volcanoes are mountains of fire.\n\nLava flows glow at night.";
+    let (code, body) = s.submit(&json!({"prompt": {"text": text, "size": {"width": 320, "height": 180}}})).await;
+    assert_eq!(code, 202, "{body}");
+    let visuals = &body["prompt"]["visuals"];
+    assert_eq!(visuals[1]["source"], "asset", "{visuals}");
+    assert_eq!(visuals[1]["file"], format!("asset:{lava}"));
+    assert_eq!(visuals[0]["source"], "card", "{visuals}");
+    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["spec"]["scenes"][1]["image"], format!("asset:{lava}"));
+}

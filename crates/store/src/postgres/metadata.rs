@@ -236,6 +236,10 @@ impl Metadata for PgStore {
         Ok(())
     }
 
+    async fn assets_of(&self, api_key_id: Option<&str>, limit: u32) -> Result<Vec<Asset>> {
+        Shared::assets_of(&self.pool, api_key_id, limit).await
+    }
+
     async fn stale_assets(&self, before_ms: i64, limit: u32) -> Result<Vec<Asset>> {
         Shared::stale_assets(&self.pool, before_ms, limit).await
     }
