@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::Failure;
 
-/// Largest error or JSON answer read from a provider (images come base64 inside JSON).
-pub const MAX_JSON_BYTES: usize = 64 << 20;
+/// Largest JSON answer read from a provider: a plan or a page of search results is far
+/// smaller (pictures have their own bound, `images::MAX_IMAGE_BYTES`).
+pub const MAX_JSON_BYTES: usize = 4 << 20;
 
 /// How long the provider asked us to wait, from its headers.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {

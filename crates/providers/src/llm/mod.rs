@@ -266,6 +266,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_oversized_answer_is_refused_unread() {
+        let fake = FakeChat::start().await;
+        fake.push(Reply::content("x ".repeat(3 << 20)));
+        let err = client(&fake, quick()).complete_json(&request()).await.unwrap_err();
+        assert!(matches!(&err, Failure::Final(m) if m.contains("larger than")), "{err:?}");
+        // The fake still answers the next request.
+        fake.push(Reply::content(r#"{"a": 3}"#));
+        assert_eq!(client(&fake, quick()).complete_json(&request()).await.unwrap().content, r#"{"a": 3}"#);
+    }
+
+    #[tokio::test]
     async fn cut_off_and_refused_answers_are_failures() {
         let fake = FakeChat::start().await;
         fake.push(Reply::Answer { content: r#"{"a": "#.into(), finish_reason: "length", refusal: None });
