@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use reelsmith_director::config::{LlmSettings, ProvidersConfig, StockSettings};
 use reelsmith_director::plan::Problem;
 use reelsmith_director::visuals::{Asset, ImageChain, Source, StockChain};
+use reelsmith_director::voices::VoiceChain;
 use reelsmith_director::{Director, Planned, PromptRequest, spec_problems};
 use reelsmith_engine::{Engine, RenderError, RenderOptions};
 use reelsmith_providers::cache::ResultCache;
@@ -39,7 +40,8 @@ pub struct PromptArgs {
     /// Narration language (en, de, fr, pt-br…).
     #[arg(long, default_value = "en")]
     language: String,
-    /// Speech engine: espeak-ng or piper.
+    /// Speech engine: espeak-ng or piper (local), elevenlabs or openai (remote: configured in
+    /// --config, or by $REELSMITH_ELEVENLABS_API_KEY / $REELSMITH_OPENAI_API_KEY).
     #[arg(long)]
     voice: Option<String>,
     /// The engine's voice (default: the engine's own default).
@@ -101,7 +103,7 @@ impl PromptArgs {
                 r["voice"]["name"] = json!(n);
             }
         } else if self.voice_name.is_some() {
-            bail!("--voice-name needs --voice (espeak-ng or piper)");
+            bail!("--voice-name needs --voice (espeak-ng, piper, elevenlabs or openai)");
         }
         if !self.visuals.is_empty() {
             r["visuals"] = json!(self.visuals);
@@ -149,6 +151,16 @@ impl PromptArgs {
             {
                 *slot = Some(StockSettings { api_key: key, base_url: None, rpm: None, concurrency: 4 });
             }
+        }
+        if providers.elevenlabs.is_none()
+            && let Ok(key) = std::env::var("REELSMITH_ELEVENLABS_API_KEY")
+        {
+            providers.elevenlabs = serde_json::from_value(json!({"api_key": key})).ok();
+        }
+        if providers.openai_speech.is_none()
+            && let Ok(key) = std::env::var("REELSMITH_OPENAI_API_KEY")
+        {
+            providers.openai_speech = serde_json::from_value(json!({"api_key": key})).ok();
         }
         providers.check().map_err(anyhow::Error::msg)?;
         Ok(providers)
@@ -240,7 +252,16 @@ fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> R
         media_name: Arc::new(move |p: &Path| relative_to(p, &base_dir).unwrap_or_else(|_| p.display().to_string())),
         style: req.style.clone(),
     });
+    let speech_sources = providers.speech_sources(&http);
+    let base_dir = base.to_path_buf();
+    let voices = (!speech_sources.is_empty()).then(|| VoiceChain {
+        sources: speech_sources,
+        cache: ResultCache::new(cache_root.join("speech"), None),
+        media_dir: base.join("media"),
+        media_name: Arc::new(move |p: &Path| relative_to(p, &base_dir).unwrap_or_else(|_| p.display().to_string())),
+    });
     let director = Director {
+        voices,
         assets: args.assets(base)?,
         plans: Some(ResultCache::new(cache_root.join("plans"), None)),
         model: providers

@@ -1,5 +1,6 @@
 //! `cargo bench -p reelsmith-director --bench generate`: a topic planned and pictured against
-//! fake providers with set latencies (LLM 2 s, image 8 s, stock 0.5 s per search; 6 scenes).
+//! fake providers with set latencies (LLM 2 s, image 8 s, stock 0.5 s per search, ElevenLabs
+//! 1 s per scene at its plan's 2 at once; 6 scenes).
 //! Provider calls overlap across scenes, so the director's wall time should be close to the plan
 //! call plus the slowest scene's own chain of calls, far below the sum of every call. Then the
 //! same prompt again (everything from the caches), and one cached image lookup.
@@ -8,14 +9,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reelsmith_director::config::{OpenAiImagesSettings, ProvidersConfig, StockSettings};
+use reelsmith_director::config::{ElevenLabsSettings, OpenAiImagesSettings, ProvidersConfig, StockSettings};
 use reelsmith_director::plan::Problem;
 use reelsmith_director::visuals::{ImageChain, StockChain};
+use reelsmith_director::voices::VoiceChain;
 use reelsmith_director::{Director, PromptRequest};
 use reelsmith_providers::cache::{CacheKey, ResultCache};
 use reelsmith_providers::images::fake::FakeImages;
 use reelsmith_providers::llm::fake::{FakeChat, Reply};
 use reelsmith_providers::llm::{ChatClient, ChatConfig};
+use reelsmith_providers::speech::fake::FakeSpeech;
 use reelsmith_providers::stock::fake::{FAKE_PEXELS_KEY, FakeStock, Offer};
 use reelsmith_providers::{Gate, Limits};
 use serde_json::{Value, json};
@@ -23,6 +26,8 @@ use serde_json::{Value, json};
 const LLM: Duration = Duration::from_secs(2);
 const IMAGE: Duration = Duration::from_secs(8);
 const STOCK: Duration = Duration::from_millis(500);
+const SPEECH: Duration = Duration::from_secs(1);
+const SPEECH_CONCURRENCY: usize = 2;
 const SCENES: usize = 6;
 
 fn plan() -> String {
@@ -56,6 +61,8 @@ async fn main() {
     }
     let painter = FakeImages::start().await;
     painter.set_latency(IMAGE);
+    let voice = FakeSpeech::start().await;
+    voice.set_latency(SPEECH);
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let providers = ProvidersConfig {
@@ -73,6 +80,15 @@ async fn main() {
             usd_per_mtok_out: 8.0,
             rpm: None,
             concurrency: 8,
+        }),
+        elevenlabs: Some(ElevenLabsSettings {
+            api_key: "xi-bench".into(),
+            model: "eleven_flash_v2_5".into(),
+            voice: "bench-voice".into(),
+            base_url: Some(voice.base.clone()),
+            usd_per_1k_chars: 0.15,
+            rpm: None,
+            concurrency: SPEECH_CONCURRENCY,
         }),
         ..Default::default()
     };
@@ -108,38 +124,51 @@ async fn main() {
             sources: image_sources,
             cache: ResultCache::new(dir.path().join("images"), None),
             media_dir: dir.path().join("media"),
-            media_name: name,
+            media_name: name.clone(),
             style: None,
         }),
         decisions: Some(ResultCache::new(dir.path().join("decisions"), Some(Duration::from_secs(86_400)))),
+        voices: Some(VoiceChain {
+            sources: providers.speech_sources(&http),
+            cache: ResultCache::new(dir.path().join("speech"), None),
+            media_dir: dir.path().join("media"),
+            media_name: name.clone(),
+        }),
     };
     let check = |_: &Value| Vec::<Problem>::new();
-    let req = PromptRequest::from_json(
-        json!({"topic": "bench", "duration_s": 40, "visuals": ["stock", "generate", "cards"]}),
-    )
-    .unwrap();
+    let req =
+        PromptRequest::from_json(json!({"topic": "bench", "duration_s": 40, "visuals": ["stock", "generate", "cards"],
+               "voice": {"engine": "elevenlabs"}}))
+        .unwrap();
 
     let t = Instant::now();
     let first = director.direct(&req, &check).await.unwrap();
     let wall = t.elapsed().as_secs_f64();
     let searches = stock.searches().len();
     let images = painter.requests().len();
-    let sum = LLM.as_secs_f64() + searches as f64 * STOCK.as_secs_f64() + images as f64 * IMAGE.as_secs_f64();
+    let spoken = voice.requests().len();
+    let sum = LLM.as_secs_f64()
+        + searches as f64 * STOCK.as_secs_f64()
+        + images as f64 * IMAGE.as_secs_f64()
+        + spoken as f64 * SPEECH.as_secs_f64();
     // A scene that finds nothing searches its term (video, photo) and the four generic terms
     // (video, photo) before drawing: 10 searches, then one image.
     let slowest_scene = 10.0 * STOCK.as_secs_f64() + IMAGE.as_secs_f64();
-    let target = LLM.as_secs_f64() + slowest_scene;
-    println!("scenes: {SCENES}; provider calls: 1 plan, {searches} searches, {images} images");
+    // Voices run beside the pictures: their scenes go through the plan's concurrency in turn.
+    let voices = SCENES.div_ceil(SPEECH_CONCURRENCY) as f64 * SPEECH.as_secs_f64();
+    let target = LLM.as_secs_f64() + slowest_scene.max(voices);
+    println!("scenes: {SCENES}; provider calls: 1 plan, {searches} searches, {images} images, {spoken} voices");
     println!(
-        "first run: wall {wall:.2} s; sum of provider latencies {sum:.1} s; target (plan + slowest scene) {target:.1} s (+10%: {:.1} s)",
+        "first run: wall {wall:.2} s; sum of provider latencies {sum:.1} s; target (plan + slowest scene or voices) {target:.1} s (+10%: {:.1} s)",
         target * 1.1
     );
     assert_eq!(first.visuals.iter().filter(|v| v.file.is_some()).count(), SCENES);
+    assert_eq!(first.voices.len(), SCENES);
 
     let t = Instant::now();
     let again = director.direct(&req, &check).await.unwrap();
     let wall_again = t.elapsed().as_secs_f64();
-    let new_calls = chat.requests().len() - 1 + painter.requests().len() - images;
+    let new_calls = chat.requests().len() - 1 + painter.requests().len() - images + voice.requests().len() - spoken;
     println!(
         "same prompt again: wall {:.3} s, provider calls {new_calls} (ledger: {} entries, all cached: {})",
         wall_again,

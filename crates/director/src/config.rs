@@ -10,6 +10,9 @@ use reelsmith_providers::images::openai::OpenAiImages;
 use reelsmith_providers::images::replicate::Replicate;
 use reelsmith_providers::images::sdwebui::SdWebUi;
 use reelsmith_providers::llm::{ChatClient, ChatConfig};
+use reelsmith_providers::speech::SpeechSource;
+use reelsmith_providers::speech::elevenlabs::ElevenLabs;
+use reelsmith_providers::speech::openai::OpenAiSpeech;
 use reelsmith_providers::stock::StockSource;
 use reelsmith_providers::stock::pexels::Pexels;
 use reelsmith_providers::stock::pixabay::Pixabay;
@@ -37,6 +40,12 @@ pub struct ProvidersConfig {
     pub replicate: Option<ReplicateSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openai_images: Option<OpenAiImagesSettings>,
+    /// Remote voices: ElevenLabs (words timed for subtitles) and OpenAI speech (or any server
+    /// with its `/v1/audio/speech` route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevenlabs: Option<ElevenLabsSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai_speech: Option<OpenAiSpeechSettings>,
     /// Redis URL and key prefix: when set (the service's `[redis]`), every provider's request
     /// rate is limited across all nodes, not per node.
     #[serde(skip)]
@@ -93,6 +102,70 @@ pub struct OpenAiImagesSettings {
     pub rpm: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+}
+
+/// `[providers.elevenlabs]`: text to speech with timestamps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevenLabsSettings {
+    pub api_key: String,
+    #[serde(default = "default_elevenlabs_model")]
+    pub model: String,
+    /// The voice id used when a request names none (default: "Rachel").
+    #[serde(default = "default_elevenlabs_voice")]
+    pub voice: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// USD per thousand characters, for the ledger.
+    #[serde(default)]
+    pub usd_per_1k_chars: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// The plan's concurrent requests (Free 2, Starter 3, Creator 5, Pro 10).
+    #[serde(default = "default_speech_concurrency")]
+    pub concurrency: usize,
+}
+
+/// `[providers.openai_speech]`: OpenAI's speech endpoint, or a local server speaking it
+/// (`base_url = "http://127.0.0.1:4123/v1"`, no key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiSpeechSettings {
+    #[serde(default)]
+    pub api_key: String,
+    #[serde(default = "default_openai_speech_model")]
+    pub model: String,
+    #[serde(default = "default_openai_voice")]
+    pub voice: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// USD per million input characters, for the ledger.
+    #[serde(default)]
+    pub usd_per_1m_chars: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_elevenlabs_model() -> String {
+    "eleven_multilingual_v2".into()
+}
+
+fn default_elevenlabs_voice() -> String {
+    "21m00Tcm4TlvDq8ikWAM".into()
+}
+
+fn default_openai_speech_model() -> String {
+    "gpt-4o-mini-tts".into()
+}
+
+fn default_openai_voice() -> String {
+    "coral".into()
+}
+
+fn default_speech_concurrency() -> usize {
+    2
 }
 
 fn default_steps() -> u32 {
@@ -155,6 +228,21 @@ impl ProvidersConfig {
         if self.openai_images.as_ref().is_some_and(|s| s.api_key.trim().is_empty()) {
             return Err("providers.openai_images.api_key: is empty".into());
         }
+        if let Some(s) = &self.elevenlabs {
+            if s.api_key.trim().is_empty() {
+                return Err("providers.elevenlabs.api_key: is empty".into());
+            }
+            if s.voice.trim().is_empty() {
+                return Err("providers.elevenlabs.voice: is empty".into());
+            }
+        }
+        let bad_url = |u: &Option<String>| u.as_deref().is_some_and(|u| !url_ok(u));
+        if self.elevenlabs.as_ref().is_some_and(|s| bad_url(&s.base_url)) {
+            return Err("providers.elevenlabs.base_url: not an http(s) URL".into());
+        }
+        if self.openai_speech.as_ref().is_some_and(|s| bad_url(&s.base_url)) {
+            return Err("providers.openai_speech.base_url: not an http(s) URL".into());
+        }
         for (name, s) in [("pexels", &self.pexels), ("pixabay", &self.pixabay)] {
             if let Some(s) = s {
                 if s.api_key.trim().is_empty() {
@@ -198,6 +286,45 @@ impl ProvidersConfig {
                 &s.model,
                 &s.quality,
                 s.usd_per_mtok_out,
+                gate,
+            )));
+        }
+        out
+    }
+
+    /// The configured remote voices.
+    pub fn speech_sources(&self, http: &reqwest::Client) -> Vec<Arc<dyn SpeechSource>> {
+        let limits = |rpm: Option<u32>, concurrency: usize| Limits {
+            rpm,
+            concurrency: concurrency.max(1),
+            timeout: Duration::from_secs(120),
+            deadline: Duration::from_secs(600),
+            ..Limits::default()
+        };
+        let mut out: Vec<Arc<dyn SpeechSource>> = vec![];
+        if let Some(s) = &self.elevenlabs {
+            let gate = gate("elevenlabs", limits(s.rpm, s.concurrency), self.shared_rate_limit.as_ref());
+            let base = s.base_url.as_deref().unwrap_or("https://api.elevenlabs.io");
+            out.push(Arc::new(ElevenLabs::new(
+                http.clone(),
+                base,
+                &s.api_key,
+                &s.model,
+                &s.voice,
+                s.usd_per_1k_chars,
+                gate,
+            )));
+        }
+        if let Some(s) = &self.openai_speech {
+            let gate = gate("openai-speech", limits(s.rpm, s.concurrency), self.shared_rate_limit.as_ref());
+            let base = s.base_url.as_deref().unwrap_or("https://api.openai.com/v1");
+            out.push(Arc::new(OpenAiSpeech::new(
+                http.clone(),
+                base,
+                &s.api_key,
+                &s.model,
+                &s.voice,
+                s.usd_per_1m_chars,
                 gate,
             )));
         }

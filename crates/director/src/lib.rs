@@ -7,7 +7,9 @@
 //!    Valid plans are cached by (provider, model, request): the same prompt again costs nothing.
 //! 2. `visuals`: each scene's picture from the request's sources in order, ending at a
 //!    designed card ([`visuals`]).
-//! 3. The storyboard ([`storyboard::storyboard`]): the engine's spec, voiced and subtitled.
+//! 3. `voice`, for a remote voice ([`voices`]): each scene's narration spoken by the provider
+//!    (timed word by word where it says when), alongside the visuals.
+//! 4. The storyboard ([`storyboard::storyboard`]): the engine's spec, voiced and subtitled.
 //!
 //! Every provider call is recorded in the ledger: stage, provider, model, units, estimated
 //! cost, and whether the cache answered.
@@ -18,6 +20,7 @@ pub mod request;
 pub mod storyboard;
 pub mod text;
 pub mod visuals;
+pub mod voices;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -111,6 +114,9 @@ pub struct Planned {
     pub storyboard: Value,
     /// Scene by scene: where its picture came from.
     pub visuals: Vec<Chosen>,
+    /// Scene by scene: the recording a remote voice made (empty for local voices).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voices: Vec<voices::Voiced>,
     pub ledger: Vec<LedgerEntry>,
     pub stages: Vec<StageTime>,
 }
@@ -148,6 +154,8 @@ pub struct Director {
     pub images: Option<visuals::ImageChain>,
     /// Each scene's last choice of picture (see [`visuals::choose`]).
     pub decisions: Option<ResultCache>,
+    /// Remote voices, when configured.
+    pub voices: Option<voices::VoiceChain>,
 }
 
 impl Director {
@@ -157,7 +165,34 @@ impl Director {
             self.model.iter().filter_map(|m| m.gate().cloned()).collect();
         out.extend(self.stock.iter().flat_map(|s| s.sources.iter().map(|p| p.gate().clone())));
         out.extend(self.images.iter().flat_map(|s| s.sources.iter().map(|p| p.gate().clone())));
+        out.extend(self.voices.iter().flat_map(|s| s.sources.iter().map(|p| p.gate().clone())));
         out
+    }
+
+    /// What can be said of a request before any provider is called: its bounds, and that this
+    /// director has what it needs (a model for a topic, the remote voice it names).
+    pub fn precheck(&self, req: &PromptRequest) -> Result<(), DirectorError> {
+        req.check()?;
+        if req.text.is_none() && self.model.is_none() {
+            return Err(DirectorError::NoModel);
+        }
+        self.speaker(req).map(|_| ())
+    }
+
+    /// The remote voice a request names, with its chain (`None` for a local voice).
+    #[allow(clippy::type_complexity)]
+    fn speaker(
+        &self,
+        req: &PromptRequest,
+    ) -> Result<Option<(&voices::VoiceChain, &Arc<dyn reelsmith_providers::speech::SpeechSource>)>, DirectorError> {
+        let Some(v) = req.voice.as_ref().filter(|v| !request::is_local_voice(&v.engine)) else { return Ok(None) };
+        let found = self.voices.as_ref().and_then(|c| c.source(&v.engine).map(|s| (c, s)));
+        found.map(Some).ok_or_else(|| {
+            DirectorError::invalid(
+                "prompt.voice.engine",
+                format!("{} voices are not configured on this server (see [providers] in its config)", v.engine),
+            )
+        })
     }
 
     /// Plans `req` into a storyboard. `check` is the engine's validation of the storyboard.
@@ -172,7 +207,8 @@ impl Director {
         check: Checker<'_>,
         assets: &[Asset],
     ) -> Result<Planned, DirectorError> {
-        req.check()?;
+        self.precheck(req)?;
+        let speaker = self.speaker(req)?;
         let mut ledger = vec![];
         let mut stages = vec![];
         let started = Instant::now();
@@ -188,25 +224,48 @@ impl Director {
             (None, None) => return Err(DirectorError::invalid("prompt.topic", "give a topic or a text")),
         };
         stages.push(StageTime { stage: "plan".into(), seconds: started.elapsed().as_secs_f64() });
-        let started = Instant::now();
-        let (visuals, calls) = visuals::choose(
-            &plan.scenes,
-            &req.visuals,
-            assets,
-            self.stock.as_ref(),
-            self.images.as_ref(),
-            self.decisions.as_ref(),
-            req.dimensions(),
-        )
-        .await;
+        // Pictures and voices do not depend on each other: both run at once.
+        let timed = |stage: &'static str, started: Instant| StageTime {
+            stage: stage.into(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let pictures = async {
+            let started = Instant::now();
+            let chosen = visuals::choose(
+                &plan.scenes,
+                &req.visuals,
+                assets,
+                self.stock.as_ref(),
+                self.images.as_ref(),
+                self.decisions.as_ref(),
+                req.dimensions(),
+            )
+            .await;
+            (chosen, timed("visuals", started))
+        };
+        let speech = async {
+            let started = Instant::now();
+            let (chain, source) = speaker?;
+            let v = req.voice.as_ref().expect("a remote voice was asked for");
+            let spoken =
+                chain.speak(source, &plan.scenes, v.name.as_deref(), v.speed.unwrap_or(1.0), &req.language).await;
+            Some((spoken, timed("voice", started)))
+        };
+        let (((visuals, calls), pictures_took), spoken) = tokio::join!(pictures, speech);
         ledger.extend(calls);
-        stages.push(StageTime { stage: "visuals".into(), seconds: started.elapsed().as_secs_f64() });
-        let storyboard = storyboard::storyboard(req, &plan, &visuals);
+        stages.push(pictures_took);
+        let mut voices = vec![];
+        if let Some(((result, calls), took)) = spoken {
+            ledger.extend(calls);
+            stages.push(took);
+            voices = result?;
+        }
+        let storyboard = storyboard::storyboard(req, &plan, &visuals, &voices);
         // What is still wrong now is not the plan's doing (a voice, a music file): the request's.
         if let Some(p) = check(&storyboard).into_iter().next() {
             return Err(DirectorError::invalid("prompt", format!("the storyboard does not validate: {p}")));
         }
-        Ok(Planned { plan, storyboard, visuals, ledger, stages })
+        Ok(Planned { plan, storyboard, visuals, voices, ledger, stages })
     }
 
     /// Asks the model for a plan, feeding back what was wrong, at most [`PLAN_ATTEMPTS`] times.
@@ -283,7 +342,7 @@ impl Director {
             });
             let problems = match plan::parse_plan(&completion.content) {
                 Ok(plan) => {
-                    let board = storyboard::storyboard(req, &plan, &visuals::choose_local(&plan.scenes, &[], &[]));
+                    let board = storyboard::storyboard(req, &plan, &visuals::choose_local(&plan.scenes, &[], &[]), &[]);
                     // Problems in scenes are the plan's to fix; others are the request's.
                     let scene_problems: Vec<Problem> =
                         check(&board).into_iter().filter(|p| p.path.starts_with("scenes")).collect();

@@ -98,13 +98,22 @@ impl Size {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceChoice {
-    /// `espeak-ng` or `piper` (local).
+    /// `espeak-ng` or `piper` (local), `elevenlabs` or `openai` (remote, when configured).
     pub engine: String,
-    /// Default: the engine's default voice.
+    /// Default: the engine's default voice (for ElevenLabs a voice id, for OpenAI a voice
+    /// name such as `coral`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<f32>,
+}
+
+/// Voices a remote provider speaks (when the server configures it).
+pub const REMOTE_VOICES: &[&str] = &["elevenlabs", "openai"];
+
+/// Whether the renderer speaks this engine itself.
+pub fn is_local_voice(engine: &str) -> bool {
+    matches!(engine, "espeak-ng" | "piper")
 }
 
 /// A source of scene pictures.
@@ -185,10 +194,19 @@ impl PromptRequest {
         if self.visuals.is_empty() {
             return bad("visuals", "name at least one source (cards are always available)".into());
         }
-        if let Some(v) = &self.voice
-            && !matches!(v.engine.as_str(), "espeak-ng" | "piper")
-        {
-            return bad("voice.engine", format!("{:?}: local engines are espeak-ng and piper", v.engine));
+        if let Some(v) = &self.voice {
+            if !is_local_voice(&v.engine) && !REMOTE_VOICES.contains(&v.engine.as_str()) {
+                return bad(
+                    "voice.engine",
+                    format!("{:?}: voices are espeak-ng and piper (local), elevenlabs and openai (remote)", v.engine),
+                );
+            }
+            if v.speed.is_some_and(|s| !(0.5..=2.0).contains(&s)) {
+                return bad("voice.speed", "must be 0.5 to 2".into());
+            }
+            if v.name.as_ref().is_some_and(|n| n.trim().is_empty() || n.len() > 100) {
+                return bad("voice.name", "must be 1 to 100 characters".into());
+            }
         }
         Ok(())
     }

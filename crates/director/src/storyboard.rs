@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::plan::{Plan, PlanMotion};
 use crate::request::PromptRequest;
 use crate::visuals::Chosen;
+use crate::voices::Voiced;
 
 /// Two-colour gradients for cards; the style picks a palette, the scene a pair in it.
 const PALETTES: &[[(&str, &str); 3]] = &[
@@ -32,12 +33,14 @@ fn motion(m: PlanMotion) -> Value {
     }
 }
 
-/// The storyboard (a spec, as JSON) for `plan` with `visuals[i]` for scene `i`.
-pub fn storyboard(req: &PromptRequest, plan: &Plan, visuals: &[Chosen]) -> Value {
+/// The storyboard (a spec, as JSON) for `plan` with `visuals[i]` for scene `i`, each scene's
+/// narration the recording `voiced[i]` when a remote voice spoke it (else the local voice
+/// speaks the text).
+pub fn storyboard(req: &PromptRequest, plan: &Plan, visuals: &[Chosen], voiced: &[Voiced]) -> Value {
     let (width, height) = req.dimensions();
     let colours = palette(req.style.as_deref(), &plan.title);
     let mut voice = json!({"engine": "espeak-ng", "name": espeak_voice(&req.language)});
-    if let Some(v) = &req.voice {
+    if let Some(v) = req.voice.as_ref().filter(|v| crate::request::is_local_voice(&v.engine)) {
         voice = json!({"engine": v.engine});
         if let Some(n) = &v.name {
             voice["name"] = json!(n);
@@ -52,7 +55,17 @@ pub fn storyboard(req: &PromptRequest, plan: &Plan, visuals: &[Chosen]) -> Value
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let mut scene = json!({"narration": {"text": s.narration}, "padding": 0.3});
+            let narration = match voiced.get(i) {
+                Some(v) => {
+                    let mut n = json!({"audio": v.file, "transcript": v.transcript});
+                    if let Some(t) = &v.word_times {
+                        n["word_times"] = json!(t);
+                    }
+                    n
+                }
+                None => json!({"text": s.narration}),
+            };
+            let mut scene = json!({"narration": narration, "padding": 0.3});
             match visuals.get(i).and_then(Chosen::file) {
                 Some(file) if visuals[i].video => {
                     // A clip plays (looped to the narration's length), silent under the voice.
@@ -145,7 +158,7 @@ mod tests {
         )
         .unwrap();
         let visuals = vec![Chosen::card(), Chosen::asset("lava.jpg", "lava")];
-        let v = storyboard(&req, &plan(), &visuals);
+        let v = storyboard(&req, &plan(), &visuals, &[]);
         let spec = reelsmith_spec::parse(&v.to_string()).unwrap();
         assert_eq!(spec.output.dimensions(), (320, 180));
         assert_eq!((spec.voice.engine.as_str(), spec.voice.name.as_str()), ("piper", "en_US-joe-medium"));
@@ -160,7 +173,7 @@ mod tests {
     #[test]
     fn the_language_picks_the_espeak_voice() {
         let req = PromptRequest::from_json(json!({"text": "Hallo Welt.", "language": "de"})).unwrap();
-        let v = storyboard(&req, &plan(), &[]);
+        let v = storyboard(&req, &plan(), &[], &[]);
         assert_eq!(v["voice"], json!({"engine": "espeak-ng", "name": "de"}));
     }
 }

@@ -42,6 +42,7 @@ fn director(fake: &FakeChat, cache: Option<&std::path::Path>) -> Director {
         stock: None,
         images: None,
         decisions: None,
+        voices: None,
     }
 }
 

@@ -3,8 +3,9 @@
 //! attempt or final, naming the provider. With the `fake` feature each provider also has a
 //! local server speaking the same wire format, for tests.
 //!
-//! Providers: D-ID (talking heads) and LLMs over the OpenAI-compatible Chat Completions
-//! protocol. Every call goes through a [`Gate`]: breaker, concurrency, rate limit, deadline and
+//! Providers: D-ID (talking heads), LLMs over the OpenAI-compatible Chat Completions protocol,
+//! stock footage (Pexels, Pixabay), generated pictures (OpenAI Images, Stable Diffusion WebUI,
+//! Replicate) and voices (ElevenLabs, OpenAI speech). Every call goes through a [`Gate`]: breaker, concurrency, rate limit, deadline and
 //! retries by failure class.
 
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod images;
 pub mod llm;
 pub mod shared_limit;
+pub mod speech;
 pub mod stock;
 
 pub use gate::{Attempts, BreakerState, Gate, Limits};

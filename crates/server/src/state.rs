@@ -206,6 +206,18 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         },
         // The service turns pictures into assets and removes the files: nothing to remember.
         decisions: None,
+        voices: {
+            let sources = providers.speech_sources(&reqwest::Client::new());
+            (!sources.is_empty()).then(|| reelsmith_director::voices::VoiceChain {
+                sources,
+                cache: reelsmith_providers::cache::ResultCache::new(
+                    config.cache_dir().join("director").join("speech"),
+                    None,
+                ),
+                media_dir: config.data_dir.join("tmp").join("director-media"),
+                media_name: Arc::new(|p: &std::path::Path| p.display().to_string()),
+            })
+        },
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));

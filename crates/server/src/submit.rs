@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
-use reelsmith_spec::Spec;
 use reelsmith_store::{CreateOutcome, GenerationRecord, NewGeneration, new_id, now_ms};
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +59,6 @@ pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
 
 /// A spec ready to store: files resolved to assets, validated, hashed.
 pub struct Prepared {
-    pub spec: Spec,
     pub spec_json: serde_json::Value,
     pub spec_hash: String,
     pub request_hash: String,
@@ -72,7 +70,8 @@ pub struct Prepared {
     pub dedupe: bool,
     /// What the generation costs the caller's daily budget.
     pub charge: reelsmith_store::Usage,
-    /// Made from a prompt: what to keep of it (see [`direct`]).
+    /// Made from a prompt: the request until its job plans it, then the plan, visuals, voices
+    /// and ledger (see [`plan_prompt`]).
     pub prompt: Option<serde_json::Value>,
 }
 
@@ -209,7 +208,6 @@ pub async fn prepare(
     let request = serde_json::json!([spec_hash, priority, env.webhook_url, metadata, dedupe]);
     let request_hash = blake3::hash(request.to_string().as_bytes()).to_hex().to_string();
     Ok(Prepared {
-        spec,
         spec_json,
         spec_hash,
         request_hash,
@@ -223,26 +221,15 @@ pub async fn prepare(
     })
 }
 
-/// A prompt's storyboard: the director plans it (a text here, a topic with the configured
-/// model) and the storyboard then goes through [`prepare`] like any other. Returns what to keep
-/// with the generation: the request, the plan, each scene's picture source, the cost ledger.
-pub async fn direct(
-    state: &AppState,
-    env: &mut Envelope,
-    api_key_id: Option<String>,
-    new_assets: &mut Vec<String>,
-) -> ApiResult<Option<serde_json::Value>> {
-    let prompt = match (&env.spec, env.prompt.take()) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::unprocessable(
-                "invalid_request",
-                "send a storyboard as `spec` or a `prompt`, not both",
-            )
+/// A prompt, accepted: its request checked (every field bounded, the voice and model it needs
+/// configured) and priced by its target length, to be planned by its job ([`plan_prompt`]),
+/// so no request waits on a language model. `None` when the envelope carries a storyboard.
+pub async fn accept_prompt(state: &AppState, env: &Envelope) -> ApiResult<Option<Prepared>> {
+    let Some(prompt) = env.prompt.clone() else { return Ok(None) };
+    if env.spec.is_some() {
+        return Err(ApiError::unprocessable("invalid_request", "send a storyboard as `spec` or a `prompt`, not both")
             .with_issues(vec![IssueBody { path: "prompt".into(), message: "given with spec".into() }]));
-        }
-        (_, None) => return Ok(None),
-        (None, Some(p)) => p,
-    };
+    }
     let req = reelsmith_director::PromptRequest::from_json(prompt).map_err(director_error)?;
     if req.music.as_deref().is_some_and(|m| !m.starts_with(ASSET_PREFIX)) {
         return Err(director_error(reelsmith_director::DirectorError::invalid(
@@ -250,6 +237,112 @@ pub async fn direct(
             format!("name an uploaded audio asset by its ref ({ASSET_PREFIX}…, from POST /api/v1/assets)"),
         )));
     }
+    state.director.precheck(&req).map_err(director_error)?;
+    let priority = match env.priority {
+        None => 5,
+        Some(p @ 0..=9) => p as i32,
+        Some(p) => {
+            return Err(ApiError::unprocessable("invalid_request", format!("priority: {p} is out of range 0-9"))
+                .with_issues(vec![IssueBody { path: "priority".into(), message: "must be 0-9".into() }]));
+        }
+    };
+    if let Some(u) = &env.webhook_url {
+        check_webhook_url(u, state.config.webhook_allow_private)?;
+    }
+    let metadata = env.metadata.clone().unwrap_or(serde_json::json!({}));
+    if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
+        return Err(ApiError::unprocessable("invalid_request", "metadata: must be a JSON object of at most 16 KiB"));
+    }
+    // Priced before planning by what it asks for; the storyboard is checked again once planned.
+    let (width, height) = req.dimensions();
+    let seconds = req.target_seconds();
+    let frames = (seconds * 30.0).ceil() as u64;
+    let frame_pixels = u64::from(width) * u64::from(height);
+    let cost = reelsmith_engine::cost::Cost {
+        seconds,
+        frames,
+        frame_pixels,
+        megapixel_frames: frames as f64 * frame_pixels as f64 / 1e6,
+        canvas_megapixels: 0.0,
+        text_chars: 0,
+    };
+    check_cost(&state.config, &cost)?;
+    let request = serde_json::to_value(&req).map_err(ApiError::internal)?;
+    let canonical = reelsmith_providers::cache::canonical(&serde_json::json!({"prompt": request}));
+    let spec_hash = blake3::hash(canonical.as_bytes()).to_hex().to_string();
+    let dedupe = env.dedupe.unwrap_or(true);
+    let request_key = serde_json::json!([spec_hash, priority, env.webhook_url, metadata, dedupe]);
+    let request_hash = blake3::hash(request_key.to_string().as_bytes()).to_hex().to_string();
+    Ok(Some(Prepared {
+        spec_json: serde_json::Value::Null,
+        spec_hash,
+        request_hash,
+        priority,
+        priority_given: env.priority.is_some(),
+        webhook_url: env.webhook_url.clone(),
+        metadata,
+        dedupe,
+        charge: reelsmith_store::Usage { megapixel_frames: cost.megapixel_frames, did_scenes: 0 },
+        prompt: Some(serde_json::json!({"request": request})),
+    }))
+}
+
+/// Why planning a stored prompt failed, and whether a later attempt may succeed (a provider's
+/// outage or rate limit) or not (the request's or the plan's own fault).
+#[derive(Debug)]
+pub struct PlanFailure {
+    pub error: ApiError,
+    pub retry: bool,
+}
+
+impl From<ApiError> for PlanFailure {
+    fn from(error: ApiError) -> Self {
+        let retry = error.status.is_server_error() && error.code != "plan_failed";
+        Self { error, retry }
+    }
+}
+
+impl From<reelsmith_store::StoreError> for PlanFailure {
+    fn from(e: reelsmith_store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// Plans a stored prompt (its job's first stage): the director's storyboard, with fetched,
+/// drawn and spoken media made the caller's assets, checked like any submitted storyboard and
+/// stored with the plan, visuals, voices and ledger. Returns the spec to render.
+pub async fn plan_prompt(state: &AppState, g: &GenerationRecord) -> Result<serde_json::Value, PlanFailure> {
+    let request = g.prompt.as_ref().map(|p| p["request"].clone()).unwrap_or_default();
+    let req = reelsmith_director::PromptRequest::from_json(request)
+        .map_err(|e| PlanFailure { retry: e.is_retryable(), error: director_error(e) })?;
+    let mut new_assets = vec![];
+    let (storyboard, kept) = match direct_request(state, &req, g.api_key_id.clone(), &mut new_assets).await {
+        Ok(done) => done,
+        Err(failure) => return Err(failure),
+    };
+    let env = Envelope {
+        spec: Some(storyboard),
+        prompt: None,
+        priority: None,
+        webhook_url: None,
+        metadata: None,
+        dedupe: None,
+    };
+    let prepared = prepare(state, env, &HashMap::new(), g.api_key_id.as_deref()).await?;
+    state.meta.set_plan(&g.id, &prepared.spec_json, &kept).await.map_err(ApiError::from)?;
+    Ok(prepared.spec_json)
+}
+
+/// A prompt's storyboard: the director plans it (a text here, a topic with the configured
+/// model) and the storyboard then goes through [`prepare`] like any other. Returns it with what
+/// to keep with the generation: the request, the plan, each scene's picture and voice source,
+/// the cost ledger.
+async fn direct_request(
+    state: &AppState,
+    req: &reelsmith_director::PromptRequest,
+    api_key_id: Option<String>,
+    new_assets: &mut Vec<String>,
+) -> Result<(serde_json::Value, serde_json::Value), PlanFailure> {
     let engine = state.engine.clone();
     // What the plan can get wrong (text limits, voices); files are checked by `prepare`.
     let check = move |board: &serde_json::Value| {
@@ -284,7 +377,11 @@ pub async fn direct(
             }
         }
     }
-    let planned = state.director.direct_with(&req, &check, &mine).await.map_err(director_error)?;
+    let planned = state
+        .director
+        .direct_with(req, &check, &mine)
+        .await
+        .map_err(|e| PlanFailure { retry: e.is_retryable(), error: director_error(e) })?;
     for e in &planned.ledger {
         metrics::counter!("reelsmith_provider_cost_usd_micros_total", "provider" => e.provider.clone(), "stage" => e.stage.clone())
             .increment((e.est_cost_usd * 1e6).round() as u64);
@@ -317,14 +414,30 @@ pub async fn direct(
         }
         chosen.file = Some(reference);
     }
-    env.spec = Some(planned.storyboard.clone());
-    Ok(Some(serde_json::json!({
+    // Remote voices' recordings too (the speech cache keeps its own copy).
+    for (i, voiced) in planned.voices.iter_mut().enumerate() {
+        let Some(path) = voiced.local_path.take() else { continue };
+        let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+        let _ = tokio::fs::remove_file(&path).await;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let what = format!("scenes[{i}]'s narration from {}", voiced.provider);
+        let (asset, new) = crate::assets::store_new_asset(state, bytes.into(), name, api_key_id.clone(), &what).await?;
+        if new {
+            new_assets.push(asset.id.clone());
+        }
+        let reference = format!("{ASSET_PREFIX}{}", asset.id);
+        planned.storyboard["scenes"][i]["narration"]["audio"] = serde_json::json!(reference);
+        voiced.file = reference;
+    }
+    let kept = serde_json::json!({
         "request": req,
         "plan": planned.plan,
         "visuals": planned.visuals,
+        "voices": planned.voices,
         "ledger": planned.ledger,
         "stages": planned.stages,
-    })))
+    });
+    Ok((planned.storyboard, kept))
 }
 
 /// The director's failures as API errors: the request's fault (422, naming the field), no
@@ -422,42 +535,6 @@ pub fn check_webhook_url(u: &str, allow_private: bool) -> ApiResult<()> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelope_errors_name_the_problem() {
-        let e = parse_envelope(b"{\"spec\": 1, \"colour\": 2}").unwrap_err();
-        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(e.message.contains("colour"), "{}", e.message);
-        let e = parse_envelope(b"{\"spec\": ").unwrap_err();
-        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "invalid_json"));
-        let e = parse_envelope(b"{\"spec\": {}, \"priority\": \"high\"}").unwrap_err();
-        assert!(e.message.starts_with("priority"), "{}", e.message);
-        assert_eq!(parse_envelope(b"").unwrap_err().code, "empty_body");
-    }
-
-    #[test]
-    fn webhook_urls() {
-        assert!(check_webhook_url("https://example.com/hook", false).is_ok());
-        assert!(check_webhook_url("http://127.0.0.1:9000/h", true).is_ok());
-        for private in [
-            "http://127.0.0.1:9000/h",
-            "http://10.1.2.3/",
-            "http://169.254.169.254/latest",
-            "http://[::1]/",
-            "http://localhost:8080/",
-            "http://192.168.0.1/",
-        ] {
-            let e = check_webhook_url(private, false).unwrap_err();
-            assert!(e.message.contains("private"), "{private}: {}", e.message);
-        }
-        assert!(check_webhook_url("ftp://x/y", true).is_err());
-        assert!(check_webhook_url("not a url", true).is_err());
-    }
 }
 
 /// Loads a generation the caller may see (another key's generations do not exist for it).
@@ -602,4 +679,40 @@ fn over_budget(
 /// Priority still orders one key's own generations (it dominates the rank).
 pub fn fair_priority(priority: i32, unfinished: u64) -> i32 {
     priority * 10_000 - unfinished.min(9_999) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_errors_name_the_problem() {
+        let e = parse_envelope(b"{\"spec\": 1, \"colour\": 2}").unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("colour"), "{}", e.message);
+        let e = parse_envelope(b"{\"spec\": ").unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "invalid_json"));
+        let e = parse_envelope(b"{\"spec\": {}, \"priority\": \"high\"}").unwrap_err();
+        assert!(e.message.starts_with("priority"), "{}", e.message);
+        assert_eq!(parse_envelope(b"").unwrap_err().code, "empty_body");
+    }
+
+    #[test]
+    fn webhook_urls() {
+        assert!(check_webhook_url("https://example.com/hook", false).is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9000/h", true).is_ok());
+        for private in [
+            "http://127.0.0.1:9000/h",
+            "http://10.1.2.3/",
+            "http://169.254.169.254/latest",
+            "http://[::1]/",
+            "http://localhost:8080/",
+            "http://192.168.0.1/",
+        ] {
+            let e = check_webhook_url(private, false).unwrap_err();
+            assert!(e.message.contains("private"), "{private}: {}", e.message);
+        }
+        assert!(check_webhook_url("ftp://x/y", true).is_err());
+        assert!(check_webhook_url("not a url", true).is_err());
+    }
 }

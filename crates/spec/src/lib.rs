@@ -32,6 +32,8 @@ pub mod limits {
     /// Largest accepted video clip frame, in pixels (4096x4096; 4K UHD fits).
     pub const MAX_VIDEO_PIXELS: u64 = 4096 * 4096;
     pub const MAX_ZOOM: f32 = 4.0;
+    /// Most timed words in one narration (`word_times`).
+    pub const MAX_TIMED_WORDS: usize = 2_000;
     /// Largest picture a scene is drawn on (the frame at its largest zoom, capped here).
     pub const MAX_CANVAS_PIXELS: u64 = 4096 * 4096;
 }
@@ -678,9 +680,15 @@ pub struct Narration {
     /// A recording (any format FFmpeg reads) instead of text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<String>,
-    /// Subtitle text for a recording; words are timed by their length.
+    /// Subtitle text for a recording; words are timed by their length unless `word_times`
+    /// says when each is spoken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
+    /// When each word of `transcript` (split at whitespace) is spoken: `[start, end]` seconds
+    /// from the recording's start, one pair per word, in order (as a voice service's
+    /// alignment gives them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_times: Option<Vec<[f64; 2]>>,
     #[serde(default, flatten)]
     pub voice: VoiceOverride,
 }

@@ -217,6 +217,9 @@ impl Spec {
                         v.push(format!("{np}.transcript"), "a transcript only goes with an audio file");
                     }
                 }
+                if let Some(times) = &n.word_times {
+                    word_times(v, &format!("{np}.word_times"), times, n.transcript.as_deref());
+                }
                 if let Some(s) = n.voice.speed {
                     v.range(&format!("{np}.speed"), s, 0.5, 2.5);
                 }
@@ -282,6 +285,43 @@ fn text(v: &mut Validator, path: &str, t: &str) {
     let n = t.chars().count();
     if n > limits::MAX_TEXT_CHARS {
         v.push(path, format!("text too long: {n} characters, the limit is {}", limits::MAX_TEXT_CHARS));
+    }
+}
+
+/// `word_times`: one `[start, end]` per transcript word, finite, in order, within a scene.
+fn word_times(v: &mut Validator, path: &str, times: &[[f64; 2]], transcript: Option<&str>) {
+    let Some(t) = transcript else {
+        v.push(path, "word times go with a transcript (the words they time)");
+        return;
+    };
+    if times.len() > limits::MAX_TIMED_WORDS {
+        v.push(path, format!("{} timed words; at most {}", times.len(), limits::MAX_TIMED_WORDS));
+        return;
+    }
+    let words = t.split_whitespace().count();
+    if times.len() != words {
+        v.push(
+            path,
+            format!("{} times for {words} words of the transcript; give one [start, end] per word", times.len()),
+        );
+        return;
+    }
+    let mut previous = 0.0;
+    for (i, [start, end]) in times.iter().copied().enumerate() {
+        let ok =
+            start.is_finite() && end.is_finite() && 0.0 <= start && start <= end && end <= limits::MAX_SCENE_SECONDS;
+        if !ok {
+            v.push(
+                format!("{path}[{i}]"),
+                format!("[{start}, {end}] is not a span of 0 to {} seconds", limits::MAX_SCENE_SECONDS),
+            );
+            return;
+        }
+        if start < previous {
+            v.push(format!("{path}[{i}]"), "words must be in order (each starts no earlier than the one before)");
+            return;
+        }
+        previous = start;
     }
 }
 
@@ -357,6 +397,33 @@ mod tests {
             "scenes[2].video.end: must be after start (2), got 1",
             "scenes[3].video.audio: a scene with narration cannot also use the clip's sound",
             "scenes[4].motion: talking-head needs an image with a face",
+        ] {
+            assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
+        }
+    }
+
+    #[test]
+    fn word_times_time_each_transcript_word_in_order() {
+        let dir = tempfile_dir();
+        std::fs::write(dir.join("v.wav"), b"x").unwrap();
+        let scene = |times: &str, transcript: &str| {
+            format!(r#"{{"narration":{{"audio":"v.wav","transcript":"{transcript}","word_times":{times}}}}}"#)
+        };
+        let json = format!(
+            r#"{{"version":1,"scenes":[{},{},{},{},{}]}}"#,
+            scene("[[0.0,0.4],[0.5,0.9]]", "Hello there."),
+            scene("[[0.0,0.4]]", "Hello there."),
+            scene("[[0.5,0.9],[0.1,0.3]]", "Hello there."),
+            scene("[[0.5,0.2],[0.6,0.9]]", "Hello there."),
+            r#"{"narration":{"audio":"v.wav","word_times":[[0,1]]}}"#,
+        );
+        let got = issues(&json, &dir).join("\n");
+        assert!(!got.contains("scenes[0]"), "{got}");
+        for needle in [
+            "scenes[1].narration.word_times: 1 times for 2 words of the transcript",
+            "scenes[2].narration.word_times[1]: words must be in order",
+            "scenes[3].narration.word_times[0]: [0.5, 0.2] is not a span",
+            "scenes[4].narration.word_times: word times go with a transcript",
         ] {
             assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
         }

@@ -413,6 +413,12 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     let CreateOutcome::Created(id) = m.create_generation(g, j).await.unwrap() else { panic!("first create") };
     // A prompt's plan and ledger come back as stored; a storyboard sent as is has none.
     assert_eq!(m.generation(&id).await.unwrap().unwrap().prompt, Some(prompt));
+    // Its job plans it later: the storyboard and the plan replace what was there.
+    let planned = serde_json::json!({"request": {"topic": "volcanoes"}, "plan": {"title": "Fire"}});
+    let board = serde_json::json!({"version": 1, "scenes": [{"title": "Fire"}]});
+    m.set_plan(&id, &board, &planned).await.unwrap();
+    let g = m.generation(&id).await.unwrap().unwrap();
+    assert_eq!((g.spec, g.prompt), (board, Some(planned)));
     // Same key, same request: the same generation.
     let (g, j) = new(Some("idem-1"), &new_id("hash"), "req-1");
     assert_eq!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Idempotent(id.clone()));

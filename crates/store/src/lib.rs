@@ -504,6 +504,9 @@ pub trait Metadata: Send + Sync + 'static {
     async fn set_progress(&self, id: &str, progress: f64, stage: &str) -> Result<()>;
     async fn set_result(&self, id: &str, r: &GenerationResult) -> Result<()>;
     async fn set_error(&self, id: &str, code: &str, message: &str) -> Result<()>;
+    /// A prompt's storyboard, planned by its job: the spec (JSON null until then) and what the
+    /// planning kept (plan, visuals, ledger).
+    async fn set_plan(&self, id: &str, spec: &serde_json::Value, prompt: &serde_json::Value) -> Result<()>;
     /// Removes the generation and its jobs; true when it existed.
     async fn delete_generation(&self, id: &str) -> Result<bool>;
     /// Generations of a key that are queued or running.

@@ -201,6 +201,24 @@ where
         Ok(())
     }
 
+    pub(crate) async fn set_plan<'e, E>(
+        e: E,
+        id: &str,
+        spec: &serde_json::Value,
+        prompt: &serde_json::Value,
+    ) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query("UPDATE generations SET spec = $1, prompt = $2 WHERE id = $3")
+            .bind(spec.to_string())
+            .bind(prompt.to_string())
+            .bind(id)
+            .execute(e)
+            .await?;
+        Ok(())
+    }
+
     /// The key's generations queued or running.
     pub(crate) async fn active_generations<'e, E>(e: E, api_key_id: &str) -> Result<u64>
     where

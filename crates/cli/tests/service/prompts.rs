@@ -1,7 +1,7 @@
 //! `POST /api/v1/generations` with a `prompt`: planned by a language model (a fake speaking
 //! OpenAI's Chat Completions format, configured as `[providers.llm]`) or narrated as written,
-//! stored with its plan and cost ledger, rendered; bad prompts refused by field; provider
-//! failures named, with the breaker failing fast.
+//! accepted at once and planned by its job, stored with its plan and cost ledger, rendered; bad
+//! prompts refused by field; provider failures named, with the breaker failing fast.
 
 use std::time::Duration;
 
@@ -54,20 +54,37 @@ async fn a_prompt_is_planned_stored_with_its_ledger_and_rendered() {
     });
     let s = server_with_model(dir.path(), &fake).await;
 
+    // The model answers slowly: the request is queued at once and planned by its job.
+    fake.set_latency(Duration::from_millis(1500));
     let (code, body) = s.submit(&prompt("volcanoes")).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["prompt"]["request"]["topic"], "volcanoes");
-    assert_eq!(body["prompt"]["plan"]["scenes"].as_array().unwrap().len(), 2);
-    let ledger = &body["prompt"]["ledger"][0];
+    assert!(body["prompt"].get("plan").is_none(), "planned by the job, not the request: {body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    // Seen planning (the model takes 1.5 s), before anything renders.
+    let planning = loop {
+        let st = s.status(&id).await;
+        if st["stage"] == "plan" || matches!(st["status"].as_str(), Some("succeeded" | "failed")) {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (planning["status"].as_str(), planning["stage"].as_str()),
+        (Some("running"), Some("plan")),
+        "{planning}"
+    );
+    assert!(planning.get("prompt").and_then(|p| p.get("plan")).is_none(), "{planning}");
+    let done = s.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["prompt"]["plan"]["scenes"].as_array().unwrap().len(), 2);
+    let ledger = &done["prompt"]["ledger"][0];
     assert_eq!(
         (ledger["stage"].as_str(), ledger["provider"].as_str(), ledger["cache_hit"].as_bool()),
         (Some("plan"), Some("openai"), Some(false))
     );
     assert!(ledger["est_cost_usd"].as_f64().unwrap() > 0.0);
-    assert_eq!(body["prompt"]["visuals"][1]["source"], "card");
-    let id = body["id"].as_str().unwrap().to_string();
-    let done = s.wait_final(&id, LIMIT).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["prompt"]["visuals"][1]["source"], "card");
     // The storyboard is stored as the generation's spec: editable and resubmittable.
     assert_eq!(done["spec"]["scenes"].as_array().unwrap().len(), 2);
     assert_eq!(done["spec"]["scenes"][0]["narration"]["text"], "This is a short film about volcanoes.");
@@ -83,6 +100,8 @@ async fn a_prompt_is_planned_stored_with_its_ledger_and_rendered() {
     // The same prompt again: planned from the cache, no provider call.
     let (code, again) = s.submit(&prompt("volcanoes")).await;
     assert_eq!(code, 202, "{again}");
+    let again = s.wait_final(again["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
     assert_eq!(fake.requests().len(), 1);
     assert_eq!(again["prompt"]["ledger"][0]["cache_hit"], true);
     assert_eq!(again["prompt"]["ledger"][0]["est_cost_usd"], 0.0);
@@ -91,10 +110,10 @@ async fn a_prompt_is_planned_stored_with_its_ledger_and_rendered() {
     let (code, text) =
         s.submit(&json!({"prompt": {"text": "Lava flows downhill. It cools into black rock.", "size": "360p"}})).await;
     assert_eq!(code, 202, "{text}");
-    assert_eq!(text["prompt"]["ledger"], json!([]));
-    assert_eq!(fake.requests().len(), 1);
     let done = s.wait_final(text["id"].as_str().unwrap(), LIMIT).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["prompt"]["ledger"], json!([]));
+    assert_eq!(fake.requests().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,18 +149,21 @@ async fn a_provider_out_of_quota_is_named_and_then_skipped_while_its_breaker_is_
     let fake = FakeChat::start().await;
     fake.push(Reply::insufficient_quota());
     let s = server_with_model(dir.path(), &fake).await;
-    let r = s.post("/api/v1/generations").json(&prompt("geysers")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 502);
-    let err: Value = r.json().await.unwrap();
-    assert_eq!(err["error"]["code"], "provider_quota", "{err}");
-    let msg = err["error"]["message"].as_str().unwrap();
+    let (code, body) = s.submit(&prompt("geysers")).await;
+    assert_eq!(code, 202, "{body}");
+    // Billing: final at once (one attempt), the stage and provider named.
+    let failed = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!((failed["status"].as_str(), failed["attempts"].as_u64()), (Some("failed"), Some(1)), "{failed}");
+    assert_eq!(failed["error"]["code"], "provider_quota", "{failed}");
+    let msg = failed["error"]["message"].as_str().unwrap();
     assert!(msg.starts_with("plan: openai POST /chat/completions answered 429: insufficient_quota"), "{msg}");
-    // The breaker is open: no call reaches the provider, the answer says when to come back.
-    let r = s.post("/api/v1/generations").json(&prompt("glaciers")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    assert!(r.headers().get("retry-after").is_some());
-    let err: Value = r.json().await.unwrap();
-    assert_eq!(err["error"]["code"], "provider_unavailable", "{err}");
+    // The breaker is open: no call reaches the provider; the job is tried again later (the
+    // provider may come back) and fails naming the open breaker.
+    let (code, body) = s.submit(&prompt("glaciers")).await;
+    assert_eq!(code, 202, "{body}");
+    let failed = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(failed["error"]["code"], "provider_unavailable", "{failed}");
+    assert!(failed["attempts"].as_u64().unwrap() > 1, "retried: {failed}");
     assert_eq!(fake.requests().len(), 1);
     // Readiness and metrics show the open breaker; storyboards still render, so only degraded.
     let ready: Value = s.get("/ready").send().await.unwrap().json().await.unwrap();
@@ -185,7 +207,10 @@ async fn stock_and_generated_pictures_become_the_callers_assets() {
     let text = "Lava pours from the crater.\n\nPenguins waddle across the snow.";
     let (code, body) = s.submit(&json!({"prompt": {"text": text, "size": {"width": 320, "height": 180}}})).await;
     assert_eq!(code, 202, "{body}");
-    let visuals = &body["prompt"]["visuals"];
+    let id = body["id"].as_str().unwrap();
+    let done = s.wait_final(id, LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let visuals = &done["prompt"]["visuals"];
     assert_eq!(
         (visuals[0]["source"].as_str(), visuals[0]["provider"].as_str()),
         (Some("stock"), Some("pexels")),
@@ -199,9 +224,6 @@ async fn stock_and_generated_pictures_become_the_callers_assets() {
     // Both are the caller's assets now; the storyboard names them so.
     let clip_ref = visuals[0]["file"].as_str().unwrap();
     assert!(clip_ref.starts_with("asset:"), "{clip_ref}");
-    let id = body["id"].as_str().unwrap();
-    let done = s.wait_final(id, LIMIT).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["spec"]["scenes"][0]["video"]["file"], clip_ref);
     assert!(done["spec"]["scenes"][1]["image"].as_str().unwrap().starts_with("asset:"));
     let asset = s.get(&format!("/api/v1/assets/{}", clip_ref.trim_start_matches("asset:"))).send().await.unwrap();
@@ -233,11 +255,66 @@ async fn the_callers_own_pictures_are_matched_to_scenes_by_name() {
     let text = "Volcanoes are mountains of fire.\n\nLava flows glow at night.";
     let (code, body) = s.submit(&json!({"prompt": {"text": text, "size": {"width": 320, "height": 180}}})).await;
     assert_eq!(code, 202, "{body}");
-    let visuals = &body["prompt"]["visuals"];
+    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let visuals = &done["prompt"]["visuals"];
     assert_eq!(visuals[1]["source"], "asset", "{visuals}");
     assert_eq!(visuals[1]["file"], format!("asset:{lava}"));
     assert_eq!(visuals[0]["source"], "card", "{visuals}");
-    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["spec"]["scenes"][1]["image"], format!("asset:{lava}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_voice_speaks_every_scene_and_times_its_subtitles() {
+    use reelsmith_providers::speech::fake::FakeSpeech;
+
+    let dir = tempfile::tempdir().unwrap();
+    let voice = FakeSpeech::start().await;
+    let config = dir.path().join("reelsmith.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.elevenlabs]\napi_key = \"xi-test\"\nbase_url = \"{}\"\nvoice = \"voice-rachel\"\nusd_per_1k_chars = 0.3\n",
+            voice.base
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("REELSMITH_CONFIG", config.to_str().unwrap())]);
+    let text = "Lava pours from the crater.\n\nIt cools into black rock.";
+    let request = json!({"prompt": {"text": text, "size": {"width": 320, "height": 180},
+                                    "voice": {"engine": "elevenlabs"}}});
+    let (code, body) = s.submit(&request).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let done = s.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Each scene's narration is the caller's audio asset, with the provider's word times.
+    let scenes = done["spec"]["scenes"].as_array().unwrap();
+    assert_eq!(scenes.len(), 2);
+    let mut spoken = 0.0;
+    for scene in scenes {
+        let n = &scene["narration"];
+        assert!(n["audio"].as_str().unwrap().starts_with("asset:"), "{n}");
+        let words = n["transcript"].as_str().unwrap().split_whitespace().count();
+        assert_eq!(n["word_times"].as_array().unwrap().len(), words, "{n}");
+        spoken += n["transcript"].as_str().unwrap().chars().count() as f64 * 0.06;
+        let asset = n["audio"].as_str().unwrap().trim_start_matches("asset:");
+        let meta: Value = s.get(&format!("/api/v1/assets/{asset}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(meta["media_type"], "audio/wav", "{meta}");
+    }
+    assert_eq!(voice.requests().len(), 2);
+    assert!(voice.requests().iter().all(|r| r.path == "/v1/text-to-speech/voice-rachel/with-timestamps"));
+    let ledger: Vec<&Value> =
+        done["prompt"]["ledger"].as_array().unwrap().iter().filter(|e| e["stage"] == "voice").collect();
+    assert_eq!(ledger.len(), 2, "{}", done["prompt"]);
+    assert!(ledger.iter().all(|e| e["provider"] == "elevenlabs" && e["unit_kind"] == "characters"));
+    // The video carries the provider's speech: as long as the recordings (plus padding and
+    // the crossfade), with sound.
+    let video = s.get(&format!("/api/v1/generations/{id}/video")).send().await.unwrap().bytes().await.unwrap();
+    let path = dir.path().join("v.mp4");
+    std::fs::write(&path, &video).unwrap();
+    let probe = ffprobe(&path);
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(duration >= spoken && duration <= spoken + 1.5, "{duration} s for {spoken} s of speech");
+    assert!(probe["streams"].as_array().unwrap().iter().any(|st| st["codec_type"] == "audio"));
 }

@@ -40,9 +40,28 @@ fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
 
 #[derive(Serialize)]
 enum NarrationKey<'a> {
-    Speech { engine: &'a str, version: String, voice: &'a str, speed: f32, pitch: f32, text: &'a str },
-    Recording { file: String, speed: f32, pitch: f32, transcript: Option<&'a str> },
-    ClipSound { file: String, start: f64, end: Option<f64> },
+    Speech {
+        engine: &'a str,
+        version: String,
+        voice: &'a str,
+        speed: f32,
+        pitch: f32,
+        text: &'a str,
+    },
+    Recording {
+        file: String,
+        speed: f32,
+        pitch: f32,
+        transcript: Option<&'a str>,
+        // Absent from keys made before word times existed: those entries stay valid.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        word_times: Option<&'a [[f64; 2]]>,
+    },
+    ClipSound {
+        file: String,
+        start: f64,
+        end: Option<f64>,
+    },
 }
 
 pub(super) fn narration(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<Option<Speech>, RenderError> {
@@ -66,6 +85,7 @@ pub(super) fn narration(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<Op
             speed: voice.speed,
             pitch: voice.pitch,
             transcript: n.transcript.as_deref(),
+            word_times: n.word_times.as_deref(),
         },
         (None, None) => return Ok(None),
     };
@@ -200,16 +220,33 @@ fn recording(n: &Narration, file: &Path, speed: f32, pitch: f32) -> Result<(Vec<
     if samples.is_empty() {
         return Err(RenderError::at("narration.audio", "the recording has no audio stream or is empty"));
     }
-    let words = n.transcript.as_deref().map(|t| spread_words(t, &samples)).unwrap_or_default();
+    let words = match (n.transcript.as_deref(), n.word_times.as_deref()) {
+        (Some(t), Some(times)) => timed_words(t, times, speed),
+        (Some(t), None) => spread_words(t, &samples),
+        (None, _) => vec![],
+    };
     Ok((samples, words))
 }
 
-/// Word timings for a transcript: spread over the span where the recording is audible,
-/// each word's share proportional to its length.
-fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
-    let loud = |s: &f32| s.abs() > 0.02;
-    let first = samples.iter().position(loud).unwrap_or(0) as f64 / MIX_RATE as f64;
-    let last = samples.iter().rposition(loud).map_or(samples.len(), |p| p + 1) as f64 / MIX_RATE as f64;
+/// The transcript's words at the times given for them (validation matched one pair to each
+/// word), scaled by the tempo the recording is played at.
+fn timed_words(text: &str, times: &[[f64; 2]], speed: f32) -> Vec<WordTiming> {
+    let tempo = f64::from(speed.max(0.01));
+    word_spans(text)
+        .into_iter()
+        .zip(times)
+        .map(|((a, b), [start, end])| WordTiming {
+            word: text[a..b].to_string(),
+            start: start / tempo,
+            end: end / tempo,
+            char_start: a,
+            char_end: b,
+        })
+        .collect()
+}
+
+/// Byte spans of the whitespace-separated words of `text`.
+fn word_spans(text: &str) -> Vec<(usize, usize)> {
     let mut spans = vec![];
     let mut start = None;
     for (i, c) in text.char_indices() {
@@ -225,6 +262,16 @@ fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
     if let Some(s) = start {
         spans.push((s, text.len()));
     }
+    spans
+}
+
+/// Word timings for a transcript: spread over the span where the recording is audible,
+/// each word's share proportional to its length.
+fn spread_words(text: &str, samples: &[f32]) -> Vec<WordTiming> {
+    let loud = |s: &f32| s.abs() > 0.02;
+    let first = samples.iter().position(loud).unwrap_or(0) as f64 / MIX_RATE as f64;
+    let last = samples.iter().rposition(loud).map_or(samples.len(), |p| p + 1) as f64 / MIX_RATE as f64;
+    let spans = word_spans(text);
     let total: usize = spans.iter().map(|(a, b)| text[*a..*b].chars().count() + 1).sum();
     let mut t = first;
     let per = (last - first).max(0.0) / total.max(1) as f64;
@@ -266,5 +313,14 @@ mod tests {
         assert!((words[0].start - 1.0).abs() < 0.01);
         assert!((words[2].end - 2.0).abs() < 0.01);
         assert!(words[1].start > words[0].start && words[2].start > words[1].start);
+    }
+
+    #[test]
+    fn given_word_times_are_kept_and_follow_the_tempo() {
+        let text = "Lava  flows, slowly.";
+        let words = timed_words(text, &[[0.1, 0.5], [0.6, 1.0], [1.2, 2.0]], 2.0);
+        let got: Vec<(&str, f64, f64)> = words.iter().map(|w| (w.word.as_str(), w.start, w.end)).collect();
+        assert_eq!(got, [("Lava", 0.05, 0.25), ("flows,", 0.3, 0.5), ("slowly.", 0.6, 1.0)]);
+        assert_eq!((words[1].char_start, words[1].char_end), (6, 12));
     }
 }

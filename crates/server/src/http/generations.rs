@@ -53,12 +53,14 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
         (crate::submit::parse_envelope(&body)?, Uploads::default())
     };
     let key_id = caller.key_id();
-    let (mut env, mut uploads) = (env, uploads);
-    let queued = match crate::submit::direct(&state, &mut env, key_id.clone(), &mut uploads.new).await {
-        Ok(prompt) => match crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await {
-            Ok(p) => enqueue(&state, &caller, crate::submit::Prepared { prompt, ..p }, idempotency_key).await,
-            Err(e) => Err(e),
-        },
+    // A prompt is checked and queued now and planned by its job: no request waits on a model.
+    let prepared = match crate::submit::accept_prompt(&state, &env).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await,
+        Err(e) => Err(e),
+    };
+    let queued = match prepared {
+        Ok(p) => enqueue(&state, &caller, p, idempotency_key).await,
         Err(e) => Err(e),
     };
     let (status, id, how) = match queued {

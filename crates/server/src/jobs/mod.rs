@@ -10,6 +10,7 @@ mod faults;
 pub mod lease;
 pub mod maintenance;
 pub mod outcome;
+pub mod plan;
 pub mod render;
 pub mod segments;
 

@@ -40,6 +40,15 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
             return Outcome::Failed;
         }
     };
+    // Made from a prompt: planned first, in this attempt.
+    let record = if crate::jobs::plan::needs_plan(&record) {
+        match crate::jobs::plan::plan(state, &job, record).await {
+            Ok(planned) => planned,
+            Err(outcome) => return outcome,
+        }
+    } else {
+        record
+    };
     if crate::jobs::did::is_remote(&record) {
         return crate::jobs::did::render(state, &job, &record).await;
     }

@@ -127,6 +127,10 @@ impl Metadata for PgStore {
         Shared::set_error(&self.pool, id, code, message).await
     }
 
+    async fn set_plan(&self, id: &str, spec: &serde_json::Value, prompt: &serde_json::Value) -> Result<()> {
+        Shared::set_plan(&self.pool, id, spec, prompt).await
+    }
+
     async fn delete_generation(&self, id: &str) -> Result<bool> {
         // Its webhook events stay deliverable: only the render job goes with it.
         let n: i64 = sqlx::query_scalar(

@@ -50,6 +50,10 @@ impl Metadata for SqliteStore {
         Shared::set_error(&self.writer, id, code, message).await
     }
 
+    async fn set_plan(&self, id: &str, spec: &serde_json::Value, prompt: &serde_json::Value) -> Result<()> {
+        Shared::set_plan(&self.writer, id, spec, prompt).await
+    }
+
     async fn delete_generation(&self, id: &str) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM job_attempts WHERE job_id IN (SELECT job_id FROM generations WHERE id = ?1)")
