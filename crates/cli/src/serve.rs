@@ -118,6 +118,10 @@ pub enum KeysCommand {
         /// Scenes the key may send to D-ID per UTC day (default: default_daily_did_scenes).
         #[arg(long)]
         daily_did_scenes: Option<u64>,
+        /// Estimated US dollars the key's prompts may spend on paid providers per UTC day
+        /// (default: default_daily_provider_usd).
+        #[arg(long)]
+        daily_provider_usd: Option<f64>,
     },
     List,
     Revoke {
@@ -157,6 +161,7 @@ pub fn keys(args: &DatabaseArgs, cmd: &KeysCommand) -> Result<()> {
                 max_job_megapixel_frames,
                 daily_megapixel_frames,
                 daily_did_scenes,
+                daily_provider_usd,
             } => {
                 if name.trim().is_empty() || name.len() > 100 {
                     bail!("a key name must be 1-100 characters");
@@ -164,6 +169,7 @@ pub fn keys(args: &DatabaseArgs, cmd: &KeysCommand) -> Result<()> {
                 for (flag, v) in [
                     ("--max-job-megapixel-frames", max_job_megapixel_frames),
                     ("--daily-megapixel-frames", daily_megapixel_frames),
+                    ("--daily-provider-usd", daily_provider_usd),
                 ] {
                     if let Some(v) = v
                         && !(v.is_finite() && *v > 0.0)
@@ -182,6 +188,7 @@ pub fn keys(args: &DatabaseArgs, cmd: &KeysCommand) -> Result<()> {
                     job_megapixel_frames: *max_job_megapixel_frames,
                     daily_megapixel_frames: *daily_megapixel_frames,
                     daily_did_scenes: *daily_did_scenes,
+                    daily_provider_usd: *daily_provider_usd,
                 };
                 store.create_api_key(&key, &reelsmith_store::hash_token(&token)).await?;
                 eprintln!(

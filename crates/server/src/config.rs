@@ -87,6 +87,10 @@ pub struct Config {
     pub default_daily_megapixel_frames: Option<f64>,
     /// Scenes sent to D-ID per key and UTC day (each a paid talk).
     pub default_daily_did_scenes: u64,
+    /// Estimated US dollars a key's prompts may spend on paid providers per UTC day, for keys
+    /// without their own (`keys create --daily-provider-usd`): prompts past it get 429
+    /// `budget_exceeded` until midnight UTC. Unset: no daily limit.
+    pub default_daily_provider_usd: Option<f64>,
     /// Assets neither uploaded again nor used by a submission for this long are removed.
     pub asset_retention_hours: f64,
     /// Run workers in this process (`false`: API only).
@@ -208,6 +212,7 @@ impl Default for Config {
             max_did_scenes_per_spec: 10,
             default_daily_megapixel_frames: None,
             default_daily_did_scenes: 100,
+            default_daily_provider_usd: None,
             asset_retention_hours: 24.0 * 30.0,
             workers: true,
             api: true,
@@ -321,6 +326,7 @@ impl Config {
             "s3_secret_access_key",
             "segment_workers",
             "default_daily_megapixel_frames",
+            "default_daily_provider_usd",
         ]) {
             let flat_var = format!("REELSMITH_{}", key.to_ascii_uppercase());
             let value = match section_of(key) {
@@ -362,6 +368,13 @@ impl Config {
             && !(v.is_finite() && v > 0.0)
         {
             return bad("default_daily_megapixel_frames must be a positive number (leave it out for no daily limit)");
+        }
+        if let Some(v) = self.default_daily_provider_usd
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return bad(
+                "default_daily_provider_usd must be a number of dollars, 0 or more (leave it out for no limit)",
+            );
         }
         if self.render_workers == 0 && self.workers {
             return bad("render_workers must be at least 1 (or set workers = false)");

@@ -224,7 +224,7 @@ pub async fn prepare(
 /// A prompt, accepted: its request checked (every field bounded, the voice and model it needs
 /// configured) and priced by its target length, to be planned by its job ([`plan_prompt`]),
 /// so no request waits on a language model. `None` when the envelope carries a storyboard.
-pub async fn accept_prompt(state: &AppState, env: &Envelope) -> ApiResult<Option<Prepared>> {
+pub async fn accept_prompt(state: &AppState, caller: &Caller, env: &Envelope) -> ApiResult<Option<Prepared>> {
     let Some(prompt) = env.prompt.clone() else { return Ok(None) };
     if env.spec.is_some() {
         return Err(ApiError::unprocessable("invalid_request", "send a storyboard as `spec` or a `prompt`, not both")
@@ -238,6 +238,7 @@ pub async fn accept_prompt(state: &AppState, env: &Envelope) -> ApiResult<Option
         )));
     }
     state.director.precheck(&req).map_err(director_error)?;
+    check_provider_budget(state, caller.0.as_ref()).await?;
     let priority = match env.priority {
         None => 5,
         Some(p @ 0..=9) => p as i32,
@@ -287,6 +288,25 @@ pub async fn accept_prompt(state: &AppState, env: &Envelope) -> ApiResult<Option
     }))
 }
 
+/// The key's daily provider budget (its own, else the server's default): 429
+/// `budget_exceeded` once what its prompts spent today reaches it, until midnight UTC.
+async fn check_provider_budget(state: &AppState, key: Option<&reelsmith_store::ApiKey>) -> ApiResult<()> {
+    let Some(key) = key else { return Ok(()) };
+    let Some(cap) = key.limits.daily_provider_usd.or(state.config.default_daily_provider_usd) else { return Ok(()) };
+    let now = reelsmith_store::now_ms();
+    let day = reelsmith_store::usage_day(now);
+    let spent = state.meta.provider_spend(&key.id, day).await?;
+    if spent < cap {
+        return Ok(());
+    }
+    let until_midnight = ((day + 1) * 86_400_000 - now).max(1000) as u64 / 1000;
+    let msg = format!(
+        "this key may spend ${cap:.4} per day (UTC) on paid providers (models, stock, pictures, voices); ${spent:.4} spent today"
+    );
+    Err(ApiError::too_many("budget_exceeded", format!("prompt: {msg}"), until_midnight)
+        .with_issues(vec![IssueBody { path: "prompt".into(), message: msg }]))
+}
+
 /// Why planning a stored prompt failed, and whether a later attempt may succeed (a provider's
 /// outage or rate limit) or not (the request's or the plan's own fault).
 #[derive(Debug)]
@@ -315,11 +335,29 @@ pub async fn plan_prompt(state: &AppState, g: &GenerationRecord) -> Result<serde
     let request = g.prompt.as_ref().map(|p| p["request"].clone()).unwrap_or_default();
     let req = reelsmith_director::PromptRequest::from_json(request)
         .map_err(|e| PlanFailure { retry: e.is_retryable(), error: director_error(e) })?;
-    let mut new_assets = vec![];
-    let (storyboard, kept) = match direct_request(state, &req, g.api_key_id.clone(), &mut new_assets).await {
-        Ok(done) => done,
-        Err(failure) => return Err(failure),
+    // The key may have spent its day's provider budget since this was queued.
+    let key = match &g.api_key_id {
+        Some(id) => state.meta.api_key(id).await?,
+        None => None,
     };
+    check_provider_budget(state, key.as_ref()).await.map_err(|error| PlanFailure { error, retry: false })?;
+    let mut new_assets = vec![];
+    let (storyboard, kept) = direct_request(state, &req, g.api_key_id.clone(), &mut new_assets).await?;
+    if let Some(key) = &key {
+        let spent: f64 = kept["ledger"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["cache_hit"] != true)
+            .filter_map(|e| e["est_cost_usd"].as_f64())
+            .sum();
+        if spent > 0.0 {
+            state
+                .meta
+                .add_provider_spend(&key.id, reelsmith_store::usage_day(reelsmith_store::now_ms()), spent)
+                .await?;
+        }
+    }
     let env = Envelope {
         spec: Some(storyboard),
         prompt: None,

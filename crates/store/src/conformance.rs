@@ -525,6 +525,7 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
             job_megapixel_frames: Some(500.0),
             daily_megapixel_frames: Some(1000.0),
             daily_did_scenes: Some(3),
+            daily_provider_usd: Some(2.5),
         },
         created_at_ms: now_ms(),
         revoked_at_ms: None,
@@ -624,6 +625,17 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     let (g, j) = charged(None, &new_id("hash"), c, day + 1);
     assert!(matches!(m.create_generation(g, j).await.unwrap(), CreateOutcome::Created(_)), "a new day");
     assert_eq!(m.usage(&new_id("key"), day).await.unwrap(), Usage::default());
+    // Provider spend adds up per key and day, beside the render budgets (which it leaves alone).
+    assert_eq!(m.provider_spend(&budget_key, day).await.unwrap(), 0.0);
+    m.add_provider_spend(&budget_key, day, 0.25).await.unwrap();
+    m.add_provider_spend(&budget_key, day, 0.5).await.unwrap();
+    assert!((m.provider_spend(&budget_key, day).await.unwrap() - 0.75).abs() < 1e-9);
+    assert_eq!(usage(day).await.unwrap(), Usage { megapixel_frames: 100.0, did_scenes: 2 });
+    let spender = new_id("key");
+    m.add_provider_spend(&spender, day + 2, 0.125).await.unwrap();
+    assert_eq!(m.provider_spend(&spender, day + 2).await.unwrap(), 0.125);
+    assert_eq!(m.provider_spend(&spender, day).await.unwrap(), 0.0);
+    assert_eq!(m.usage(&spender, day + 2).await.unwrap(), Usage::default());
 
     assert_eq!(m.asset(&asset.id).await.unwrap().as_ref(), Some(&asset));
     // Usage per key (the storage quota) and retention by last use.

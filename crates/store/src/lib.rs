@@ -447,6 +447,10 @@ pub struct KeyLimits {
     /// Scenes sent to D-ID (each a paid talk) per UTC day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_did_scenes: Option<u64>,
+    /// Estimated US dollars the key's prompts may spend on paid providers (language models,
+    /// stock, pictures, voices) per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_provider_usd: Option<f64>,
 }
 
 /// What a key submitted on one UTC day (or what one submission costs).
@@ -527,6 +531,10 @@ pub trait Metadata: Send + Sync + 'static {
     async fn set_webhook_secret(&self, id: &str, secret: &str) -> Result<bool>;
     /// What the key submitted on `day` (see [`usage_day`]).
     async fn usage(&self, api_key_id: &str, day: i64) -> Result<Usage>;
+    /// Adds estimated USD a key's prompt spent on providers to its `day`.
+    async fn add_provider_spend(&self, api_key_id: &str, day: i64, usd: f64) -> Result<()>;
+    /// Estimated USD the key's prompts spent on providers on `day`.
+    async fn provider_spend(&self, api_key_id: &str, day: i64) -> Result<f64>;
 
     async fn put_asset(&self, a: &Asset) -> Result<()>;
     async fn asset(&self, id: &str) -> Result<Option<Asset>>;

@@ -398,6 +398,37 @@ where
         Ok(Some(Self::usage_on(conn, api_key_id, b.day).await?))
     }
 
+    /// Adds what a key's prompt spent on providers to its usage for `day`.
+    pub(crate) async fn add_provider_spend<'e, E>(e: E, api_key_id: &str, day: i64, usd: f64) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query(
+            "INSERT INTO key_usage (api_key_id, day, megapixel_frames, did_scenes, provider_usd) VALUES ($1, $2, 0, 0, $3)
+             ON CONFLICT (api_key_id, day) DO UPDATE SET provider_usd = key_usage.provider_usd + excluded.provider_usd",
+        )
+        .bind(api_key_id)
+        .bind(day)
+        .bind(usd.max(0.0))
+        .execute(e)
+        .await?;
+        Ok(())
+    }
+
+    /// What the key's prompts spent on providers on `day`, in estimated USD.
+    pub(crate) async fn provider_spend<'e, E>(e: E, api_key_id: &str, day: i64) -> Result<f64>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let usd: Option<f64> =
+            sqlx::query_scalar("SELECT provider_usd FROM key_usage WHERE api_key_id = $1 AND day = $2")
+                .bind(api_key_id)
+                .bind(day)
+                .fetch_optional(e)
+                .await?;
+        Ok(usd.unwrap_or(0.0))
+    }
+
     /// What the key submitted on `day`.
     pub(crate) async fn usage_on(conn: &mut DB::Connection, api_key_id: &str, day: i64) -> Result<Usage> {
         let row =

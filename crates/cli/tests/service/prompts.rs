@@ -318,3 +318,56 @@ async fn a_remote_voice_speaks_every_scene_and_times_its_subtitles() {
     assert!(duration >= spoken && duration <= spoken + 1.5, "{duration} s for {spoken} s of speech");
     assert!(probe["streams"].as_array().unwrap().iter().any(|st| st["codec_type"] == "audio"));
 }
+
+/// A key's prompts spend within its daily provider budget: what a plan cost (the ledger's
+/// estimate) is added to the key's day, and once the day's budget is spent further prompts are
+/// refused with 429 `budget_exceeded` naming it, until midnight UTC; storyboards still render.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keys_prompts_stop_at_its_daily_provider_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeChat::start().await;
+    fake.respond_with(|_| Reply::content(plan("tides")));
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["create", "alice", "--rate", "1000", "--burst", "1000", "--daily-provider-usd", "0.00001"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let config = dir.path().join("reelsmith.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "require_api_key = true\n\n[providers.llm]\nname = \"openai\"\nbase_url = \"{}\"\nmodel = \"gpt-test\"\napi_key = \"sk-test\"\nusd_per_mtok_in = 0.15\nusd_per_mtok_out = 0.6\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let mut s = Server::start(&dir.path().join("data"), &[("REELSMITH_CONFIG", config.to_str().unwrap())]);
+    s.token = Some(token);
+    let (code, body) = s.submit(&prompt("tides")).await;
+    assert_eq!(code, 202, "{body}");
+    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let cost = done["prompt"]["ledger"][0]["est_cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.00001, "the plan costs more than the budget: {cost}");
+    let me: Value = s.get("/api/v1/keys/self").send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["limits"]["daily_provider_usd"], 0.00001, "{me}");
+    assert!((me["provider_usd_today"].as_f64().unwrap() - cost).abs() < 1e-12, "{me}");
+    // Spent: the next prompt is refused at once, naming the budget; nothing reaches the model.
+    let r = s.post("/api/v1/generations").json(&prompt("waves")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "retry after {retry} s");
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "budget_exceeded", "{err}");
+    assert_eq!(err["error"]["issues"][0]["path"], "prompt", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("per day (UTC) on paid providers"), "{err}");
+    assert_eq!(fake.requests().len(), 1);
+    // A storyboard needs no provider: it still renders.
+    let spec = json!({"version": 1, "output": {"width": 320, "height": 180, "fps": 10},
+                      "scenes": [{"duration": 1.0, "background": {"color": "#123456"}}]});
+    let (code, body) = s.submit(&json!({"spec": spec})).await;
+    assert_eq!(code, 202, "{body}");
+}

@@ -54,7 +54,7 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
     };
     let key_id = caller.key_id();
     // A prompt is checked and queued now and planned by its job: no request waits on a model.
-    let prepared = match crate::submit::accept_prompt(&state, &env).await {
+    let prepared = match crate::submit::accept_prompt(&state, &caller, &env).await {
         Ok(Some(p)) => Ok(p),
         Ok(None) => crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await,
         Err(e) => Err(e),
@@ -406,8 +406,10 @@ pub async fn own_key(State(state): State<AppState>, caller: Caller) -> ApiResult
             "job_megapixel_frames": key.limits.job_megapixel_frames.unwrap_or(c.max_job_megapixel_frames).min(c.max_job_megapixel_frames),
             "daily_megapixel_frames": key.limits.daily_megapixel_frames.or(c.default_daily_megapixel_frames),
             "daily_did_scenes": key.limits.daily_did_scenes.unwrap_or(c.default_daily_did_scenes),
+            "daily_provider_usd": key.limits.daily_provider_usd.or(c.default_daily_provider_usd),
         },
         "used_today": used,
+        "provider_usd_today": state.meta.provider_spend(&key.id, reelsmith_store::usage_day(now)).await?,
     })))
 }
 

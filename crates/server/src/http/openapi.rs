@@ -180,7 +180,7 @@ pub fn document() -> Value {
                 "delete": {"summary": "Delete an asset (its file and shared copy); assets unused for asset_retention_hours go by themselves", "tags": ["assets"], "parameters": id_param(),
                 "responses": {"204": {"description": "deleted"}, "404": err("unknown id"), "409": err("a queued or running generation uses it")}}},
             "/api/v1/keys/self": {"get": {"summary": "The calling key: its limits, its budgets per UTC day and what it used of them today", "tags": ["keys"],
-                "responses": {"200": {"description": "`{id, name, max_priority, max_concurrent_jobs, limits: {job_megapixel_frames, daily_megapixel_frames, daily_did_scenes}, used_today: {megapixel_frames, did_scenes}}` (null: no limit)"}, "400": err("no API key")}}},
+                "responses": {"200": {"description": "`{id, name, max_priority, max_concurrent_jobs, limits: {job_megapixel_frames, daily_megapixel_frames, daily_did_scenes, daily_provider_usd}, used_today: {megapixel_frames, did_scenes}, provider_usd_today}` (null: no limit)"}, "400": err("no API key")}}},
             "/api/v1/keys/self/webhook-secret": {"post": {"summary": "A new webhook signing secret for the calling key (shown only in this answer; the old one stops at once)", "tags": ["keys"],
                 "responses": {"201": {"description": "`{\"key_id\", \"webhook_secret\"}`"}, "400": err("no API key (keyless webhooks use the server's webhook_secret)")}}},
             "/api/v1/performance/report": {"get": {"summary": "Count, success rate, p50/p95/p99 per route and per stage over a window", "tags": ["ops"],

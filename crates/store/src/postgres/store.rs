@@ -11,6 +11,7 @@ pub(super) const SCHEMA: &[&str] = &[
     include_str!("../../migrations/postgres/0003_key_priority_and_webhook_secrets.sql"),
     include_str!("../../migrations/postgres/0004_key_budgets.sql"),
     include_str!("../../migrations/postgres/0005_generation_prompt.sql"),
+    include_str!("../../migrations/postgres/0006_provider_spend.sql"),
 ];
 
 /// How long a call waits for a connection before failing with [`StoreError::Database`]; also

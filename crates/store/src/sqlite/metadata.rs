@@ -110,6 +110,14 @@ impl Metadata for SqliteStore {
         Shared::usage_on(&mut *self.reader.acquire().await?, api_key_id, day).await
     }
 
+    async fn add_provider_spend(&self, api_key_id: &str, day: i64, usd: f64) -> Result<()> {
+        Shared::add_provider_spend(&self.writer, api_key_id, day, usd).await
+    }
+
+    async fn provider_spend(&self, api_key_id: &str, day: i64) -> Result<f64> {
+        Shared::provider_spend(&self.reader, api_key_id, day).await
+    }
+
     async fn put_asset(&self, a: &Asset) -> Result<()> {
         sqlx::query(
             "INSERT INTO assets (id, sha256, media_type, bytes, width, height, file_name, api_key_id, created_at, last_used_at)

@@ -12,6 +12,7 @@ pub(super) const SCHEMA: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_key_priority_and_webhook_secrets.sql"),
     include_str!("../../migrations/sqlite/0004_key_budgets.sql"),
     include_str!("../../migrations/sqlite/0005_generation_prompt.sql"),
+    include_str!("../../migrations/sqlite/0006_provider_spend.sql"),
 ];
 
 /// How durable a commit is. `Full` fsyncs every commit (survives power loss); `Normal` (WAL)

@@ -1,0 +1,3 @@
+-- what each key's prompts spent on paid providers (language models, stock, images, voices) per
+-- UTC day, in estimated US dollars: checked against the key's daily provider budget.
+ALTER TABLE key_usage ADD COLUMN provider_usd DOUBLE PRECISION NOT NULL DEFAULT 0;
