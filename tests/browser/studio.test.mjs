@@ -171,6 +171,38 @@ try {
   assert.equal(talk.w, talk.h, `a square headshot: ${talk.w}x${talk.h}`);
   step(`a talking photo rendered as a ${talk.w}x${talk.h} headshot with a blurred background`);
 
+  // ---- From a prompt: an article narrated as written, planned by the job, shown as a plan.
+  await page.click('#tab-prompt');
+  await page.selectOption('#prompt-form select[name=mode]', 'text');
+  await page.fill('#prompt-form textarea[name=words]', '   ');
+  await page.click('#prompt-form button[type=submit]');
+  await page.waitForSelector('#prompt-form [data-error-for="prompt.text"]:not(:empty)');
+  assert.match(await page.textContent('#prompt-form [data-error-for="prompt.text"]'), /nothing to narrate/);
+  step('an empty text is refused next to the field');
+  const article = 'Lava pours from the crater.\n\nPenguins waddle across the snow.';
+  await page.fill('#prompt-form textarea[name=words]', article);
+  await page.selectOption('#prompt-form select[name=size]', '320x180');
+  await page.selectOption('#prompt-form select[name=voice]', 'espeak-ng');
+  await page.selectOption('#prompt-form select[name=visuals]', 'cards');
+  const before = (await page.textContent('#watch-id')).trim();
+  await page.click('#prompt-form button[type=submit]');
+  await page.waitForFunction((prev) => document.querySelector('#watch-id').textContent.trim() !== prev, before);
+  await page.waitForFunction(() => ['succeeded', 'failed'].includes(document.querySelector('#watch-status').textContent), null, { timeout: T });
+  assert.equal(await page.textContent('#watch-status'), 'succeeded', await page.textContent('#watch-error'));
+  await page.waitForSelector('#plan:not([hidden])', { timeout: T });
+  const planRows = await page.locator('#plan-scenes tbody tr').allTextContents();
+  assert.equal(planRows.length, 2, `two scenes planned: ${planRows}`);
+  assert.match(planRows[0], /Lava pours from the crater\./);
+  assert.match(planRows[1], /card/);
+  await page.waitForSelector('#profile-ledger:not([hidden])');
+  assert.match(await page.textContent('#profile-ledger tbody'), /no provider calls/);
+  const planStages = await page.locator('#watch-stages li').allTextContents();
+  step(`a prompt planned and rendered (${planRows.length} scenes; stages: ${planStages.join(', ')}); the ledger shows no paid calls`);
+  await page.click('#edit-form');
+  await page.waitForFunction(() => document.querySelectorAll('#scenes > li').length === 2 && !document.querySelector('#storyboard-form').hidden);
+  assert.equal(await scenes.nth(1).locator('.narration').inputValue(), 'Penguins waddle across the snow.');
+  step('"Edit in the form" puts the planned scenes into the storyboard form');
+
   // ---- Performance panel: figures, route table and stage chart from the server's report.
   await page.waitForFunction(() => {
     const rows = document.querySelectorAll('#perf-routes tbody tr').length;

@@ -349,7 +349,8 @@ impl Director {
                     if scene_problems.is_empty() {
                         if let Some(cache) = &self.plans {
                             let bytes = serde_json::to_vec(&plan).expect("plan serialises");
-                            let _ = cache.get_or_fetch(&key, || async { Ok(bytes) }).await;
+                            // A cache that cannot be written only costs a call next time.
+                            let _ = cache.put(&key, &bytes).await;
                         }
                         return Ok(plan);
                     }

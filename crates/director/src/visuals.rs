@@ -491,7 +491,7 @@ pub async fn choose(
             if let Some(cache) = decisions.filter(|_| keep)
                 && let Ok(bytes) = serde_json::to_vec(&(&chosen, &chosen.local_path))
             {
-                let _ = cache.get_or_fetch(&key, || async { Ok(bytes) }).await;
+                let _ = cache.put(&key, &bytes).await;
             }
             chosen
         }

@@ -78,7 +78,9 @@ impl ResultCache {
         tokio::fs::read(&path).await.ok()
     }
 
-    async fn put(&self, key: &CacheKey, bytes: &[u8]) -> std::io::Result<()> {
+    /// Keeps `bytes` as the answer for `key` (what a caller computed itself, such as a checked
+    /// plan or a decision).
+    pub async fn put(&self, key: &CacheKey, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.path(key);
         let dir = path.parent().unwrap_or(Path::new("."));
         tokio::fs::create_dir_all(dir).await?;

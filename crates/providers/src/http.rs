@@ -167,6 +167,79 @@ pub async fn read_bounded(mut resp: reqwest::Response, limit: usize, what: &str)
     Ok(out)
 }
 
+/// Downloads a provider's file (a stock picture, a finished talk, a prediction's output: links
+/// that need no auth header) into `dest`, at most `limit` bytes, within five minutes. Written
+/// aside and renamed, so `dest` never holds part of a file; an empty or oversized one is refused.
+pub async fn download_to(
+    http: &reqwest::Client,
+    url: &str,
+    dest: &std::path::Path,
+    limit: u64,
+    what: &str,
+) -> Result<u64, Failure> {
+    use tokio::io::AsyncWriteExt;
+    let what = format!("{what}: downloading");
+    let mut resp = http
+        .get(url)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .map_err(|e| Failure::Retryable(format!("{what}: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        return Err(classify(&what, status, resp.headers(), b""));
+    }
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(Failure::Final(format!("{what}: the file is larger than {limit} bytes")));
+    }
+    let tmp = dest.with_extension(format!("part{}", rand::random::<u32>()));
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
+    let mut n = 0u64;
+    let result: Result<(), Failure> = async {
+        while let Some(c) =
+            resp.chunk().await.map_err(|e| Failure::Retryable(format!("{what}: {}", e.without_url())))?
+        {
+            n += c.len() as u64;
+            if n > limit {
+                return Err(Failure::Final(format!("{what}: the file is larger than {limit} bytes")));
+            }
+            f.write_all(&c).await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
+        }
+        f.flush().await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
+        if n == 0 {
+            return Err(Failure::Retryable(format!("{what}: the file is empty")));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&tmp, dest).await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
+    Ok(n)
+}
+
+/// A provider's file into memory, at most `limit` bytes (see [`download_to`]).
+pub async fn download_bytes(http: &reqwest::Client, url: &str, limit: usize, what: &str) -> Result<Vec<u8>, Failure> {
+    let what = format!("{what}: downloading");
+    let resp = http
+        .get(url)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .map_err(|e| Failure::Retryable(format!("{what}: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        return Err(classify(&what, status, resp.headers(), b""));
+    }
+    let bytes = read_bounded(resp, limit, &what).await?;
+    if bytes.is_empty() {
+        return Err(Failure::Retryable(format!("{what}: the file is empty")));
+    }
+    Ok(bytes)
+}
+
 /// Sends a request and returns the body of a success, or the classified failure.
 pub async fn send(req: reqwest::RequestBuilder, what: &str, limit: usize) -> Result<(HeaderMap, Vec<u8>), Failure> {
     let resp = req.send().await.map_err(|e| {

@@ -396,13 +396,21 @@ async fn direct_request(
                 s.remove("image");
             }
         }
-        reelsmith_director::spec_problems(&board, std::path::Path::new("."), |spec| {
-            match engine.validate(spec, std::path::Path::new(".")) {
-                Ok(()) => vec![],
-                Err(reelsmith_engine::RenderError::Invalid(e)) => e.issues,
-                Err(e) => vec![reelsmith_spec::Issue { path: "$".into(), message: e.to_string() }],
-            }
-        })
+        // The engine's checks read fonts and probe clips: blocking work, kept off the runtime's
+        // other tasks.
+        let run = || {
+            reelsmith_director::spec_problems(&board, std::path::Path::new("."), |spec| {
+                match engine.validate(spec, std::path::Path::new(".")) {
+                    Ok(()) => vec![],
+                    Err(reelsmith_engine::RenderError::Invalid(e)) => e.issues,
+                    Err(e) => vec![reelsmith_spec::Issue { path: "$".into(), message: e.to_string() }],
+                }
+            })
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
     };
     // The caller's own pictures, matched by their file names (newest used first).
     let mut mine = vec![];

@@ -244,6 +244,130 @@ storyboard.addEventListener('submit', async (ev) => {
 });
 $('#add-scene').addEventListener('click', () => addScene('', '#2a5298'));
 
+// ---------------------------------------------------------------- from a prompt
+
+const promptForm = $('#prompt-form');
+
+/** The words box is the text or the topic, and its errors follow it. */
+function promptMode() {
+  const f = promptForm.elements;
+  const topic = f.mode.value === 'topic';
+  f.words.dataset.path = topic ? 'prompt.topic' : 'prompt.text';
+  f.words.placeholder = topic ? 'What the video is about' : 'Paragraphs and sentences become scenes';
+  $('.words-label', promptForm).textContent = topic ? 'Topic' : 'Text';
+  f.duration.disabled = !topic;
+}
+promptForm.elements.mode.addEventListener('change', promptMode);
+
+function promptRequest() {
+  const f = promptForm.elements;
+  const size = f.size.value.includes('x')
+    ? { width: Number(f.size.value.split('x')[0]), height: Number(f.size.value.split('x')[1]) }
+    : f.size.value;
+  const p = { size, voice: { engine: f.voice.value }, visuals: f.visuals.value.split(',') };
+  if (f.mode.value === 'topic') Object.assign(p, { topic: f.words.value, duration_s: Number(f.duration.value) });
+  else p.text = f.words.value;
+  if (f.style.value.trim()) p.style = f.style.value.trim();
+  return p;
+}
+
+promptForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  clearErrors(promptForm);
+  await submit(promptForm, { prompt: promptRequest() });
+});
+
+/** The plan of a generation made from a prompt: each scene's words, picture and voice, with sources. */
+function showPlan(g) {
+  const plan = g.prompt?.plan;
+  $('#plan').hidden = !plan;
+  if (!plan) return;
+  $('#plan-title').textContent = plan.title ? `“${plan.title}”` : '';
+  const rows = plan.scenes.map((scene, i) => {
+    const v = g.prompt.visuals?.[i] ?? {};
+    const voice = g.prompt.voices?.[i];
+    const tr = document.createElement('tr');
+    const cell = (content) => {
+      const td = document.createElement('td');
+      if (content instanceof Node) td.append(content);
+      else td.textContent = content;
+      tr.append(td);
+      return td;
+    };
+    cell(String(i + 1));
+    cell(scene.narration);
+    const source = [v.source, v.provider, v.author && `by ${v.author}`].filter(Boolean).join(' · ');
+    if (v.page_url) {
+      const a = document.createElement('a');
+      Object.assign(a, { href: v.page_url, textContent: source, target: '_blank', rel: 'noopener' });
+      cell(a);
+    } else {
+      cell(source || 'card');
+    }
+    cell(voice ? `${voice.provider} · ${voice.voice}` : (g.prompt.request?.voice?.engine ?? 'espeak-ng'));
+    return tr;
+  });
+  $('#plan-scenes tbody').replaceChildren(...rows);
+}
+
+/** The ledger of provider calls in the profile (a prompt's only). */
+function showLedger(g) {
+  const ledger = g.prompt?.ledger;
+  $('#profile-ledger').hidden = !g.prompt;
+  if (!g.prompt) return;
+  const rows = (ledger ?? []).map((e) => {
+    const tr = document.createElement('tr');
+    for (const v of [e.stage, e.provider, e.model, `${fmt(e.units, 0)} ${e.unit_kind}`, fmt(e.est_cost_usd, 5), e.cache_hit ? 'yes' : 'no']) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = document.createElement('tr');
+    const td = document.createElement('td');
+    td.colSpan = 6;
+    td.textContent = 'no provider calls';
+    tr.append(td);
+    rows.push(tr);
+  }
+  $('#profile-ledger tbody').replaceChildren(...rows);
+}
+
+/** A planned storyboard into the storyboard form: pictures stay asset references. */
+function loadIntoForm(spec) {
+  $('#scenes').replaceChildren();
+  for (const scene of spec.scenes) {
+    const n = scene.narration ?? {};
+    const li = addScene(n.text ?? n.transcript ?? '', scene.background?.color ?? '#1e3c72', scene.motion?.type === 'none' ? 'none' : 'ken-burns');
+    $('.title', li).value = scene.title ?? scene.overlay?.text ?? '';
+    const file = scene.video?.file ?? scene.image;
+    if (file) {
+      const zone = $('.drop', li);
+      zone.dataset.ref = file;
+      zone.dataset.mediaType = scene.video ? 'video/mp4' : 'image/*';
+      $('.drop-hint', zone).textContent = `${scene.video ? 'clip' : 'picture'} ${file}`;
+    }
+  }
+  const f = storyboard.elements;
+  const size = `${spec.output.width}x${spec.output.height}`;
+  if ([...f.size.options].some((o) => o.value === size)) f.size.value = size;
+}
+
+$('#edit-form').addEventListener('click', async () => {
+  if (!state.watching) return;
+  try {
+    const g = await json(`${API}/generations/${state.watching.id}`);
+    if (!g.spec) return;
+    loadIntoForm(g.spec);
+    selectTab('storyboard');
+    $('#create').scrollIntoView({ behavior: 'smooth' });
+  } catch (e) {
+    $('#watch-error').textContent = explain(e);
+  }
+});
+
 // ---------------------------------------------------------------- talking photo form
 
 const talking = $('#talking-form');
@@ -386,7 +510,7 @@ async function readEvents(resp, onEvent) {
 function watch(id) {
   if (state.watching) state.watching.abort.abort();
   const abort = new AbortController();
-  const w = { id, abort, stages: new Map(), last: null, final: false };
+  const w = { id, abort, stages: new Map(), last: null, final: false, planShown: false };
   state.watching = w;
   $('#watch').hidden = false;
   $('#watch-id').textContent = id;
@@ -399,6 +523,7 @@ function watch(id) {
   $('#watch-progress').value = 0;
   $('#watch-percent').textContent = '0%';
   $('#result').hidden = true;
+  $('#plan').hidden = true;
   $('#player').removeAttribute('src');
   $$('#player track').forEach((t) => t.remove());
   $$('#history-list li').forEach((li) => li.classList.toggle('selected', li.dataset.id === id));
@@ -445,6 +570,11 @@ function onProgress(w, ev) {
     w.stages.set(ev.stage, { el: li, name: ev.stage, started: performance.now(), done: false });
   }
   $('#cancel').hidden = !['queued', 'running'].includes(ev.status);
+  // A prompt's plan shows as soon as its job moves past planning.
+  if (!w.planShown && ev.stage && !['plan', 'queued', 'retrying'].includes(ev.stage)) {
+    w.planShown = true;
+    json(`${API}/generations/${w.id}`).then((g) => { if (state.watching === w) showPlan(g); }).catch(() => {});
+  }
   if (['succeeded', 'failed', 'cancelled'].includes(ev.status)) {
     w.final = true;
     for (const s of w.stages.values()) finishStage(s);
@@ -512,6 +642,8 @@ async function showResult(id) {
     $('#download-report').href = remember(URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: 'application/json' })));
     $('#download-report').download = `${id}-report.json`;
     showProfile(report, g);
+    showPlan(g);
+    showLedger(g);
     $('#result').hidden = false;
   } catch (e) {
     $('#watch-error').textContent = explain(e);
@@ -731,6 +863,7 @@ keyInput.addEventListener('change', () => {
   loadPerformance();
 });
 
+promptMode();
 addScene('Welcome to Reelsmith. This video was made from a form.', '#1e3c72');
 addScene('Change a sentence, and only that scene renders again.', '#7a1f3d');
 jsonForm.elements.spec.value = JSON.stringify(EXAMPLE, null, 2);

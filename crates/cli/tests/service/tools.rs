@@ -67,12 +67,16 @@ async fn studio_page_in_headless_chromium() {
     // What the page did, seen from the API: one generation, rendered from the dropped picture.
     let list: Value = s.get("/api/v1/generations").send().await.unwrap().json().await.unwrap();
     let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "only the valid submissions were stored: {list}");
-    // Newest first: the talking photo, then the storyboard.
-    let talk = s.status(items[0]["id"].as_str().unwrap()).await;
+    assert_eq!(items.len(), 3, "only the valid submissions were stored: {list}");
+    // Newest first: the prompt, the talking photo, then the storyboard.
+    let prompt = s.status(items[0]["id"].as_str().unwrap()).await;
+    assert_eq!(prompt["status"], "succeeded", "{prompt}");
+    assert_eq!(prompt["prompt"]["request"]["visuals"], serde_json::json!(["cards"]), "{prompt}");
+    assert_eq!(prompt["spec"]["scenes"].as_array().unwrap().len(), 2, "{prompt}");
+    let talk = s.status(items[1]["id"].as_str().unwrap()).await;
     assert_eq!(talk["spec"]["scenes"][0]["motion"]["framing"], "face", "{talk}");
     assert_eq!(talk["spec"]["scenes"][0]["replace_background"]["blur"], 16.0, "{talk}");
-    let g = s.status(items[1]["id"].as_str().unwrap()).await;
+    let g = s.status(items[2]["id"].as_str().unwrap()).await;
     assert_eq!(g["status"], "succeeded");
     let spec = &g["spec"];
     assert!(spec["scenes"][0]["image"].as_str().unwrap().starts_with("asset:"), "{spec}");

@@ -88,38 +88,6 @@ impl Client {
 
     /// Downloads a result (D-ID's `result_url` is a pre-signed link: no auth header).
     pub async fn download(&self, url: &str, dest: &Path, limit: u64) -> Result<u64, Failure> {
-        let mut resp = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(300))
-            .send()
-            .await
-            .map_err(|e| Failure::Retryable(format!("downloading the D-ID result: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Failure::Retryable(format!("downloading the D-ID result answered {}", resp.status())));
-        }
-        let written = Self::write_body(&mut resp, dest, limit).await;
-        if written.is_err() {
-            // A partial or oversized result is not kept.
-            let _ = tokio::fs::remove_file(dest).await;
-        }
-        written
-    }
-
-    async fn write_body(resp: &mut reqwest::Response, dest: &Path, limit: u64) -> Result<u64, Failure> {
-        use tokio::io::AsyncWriteExt;
-        let mut f = tokio::fs::File::create(dest).await.map_err(|e| Failure::Retryable(e.to_string()))?;
-        let mut n = 0u64;
-        while let Some(c) =
-            resp.chunk().await.map_err(|e| Failure::Retryable(format!("downloading the D-ID result: {e}")))?
-        {
-            n += c.len() as u64;
-            if n > limit {
-                return Err(Failure::Final(format!("the D-ID result is larger than {limit} bytes")));
-            }
-            f.write_all(&c).await.map_err(|e| Failure::Retryable(e.to_string()))?;
-        }
-        f.flush().await.map_err(|e| Failure::Retryable(e.to_string()))?;
-        Ok(n)
+        crate::http::download_to(&self.http, url, dest, limit, "the D-ID result").await
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{Image, ImageRequest, ImageSource, MAX_IMAGE_BYTES};
-use crate::http::{read_bounded, send};
+use crate::http::send;
 use crate::{Failure, Gate};
 
 pub struct Replicate {
@@ -85,16 +85,7 @@ impl Replicate {
             .as_str()
             .or(p["output"][0].as_str())
             .ok_or_else(|| Failure::Final(format!("{what}: no output URL")))?;
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| Failure::Retryable(format!("replicate output: {}", e.without_url())))?;
-        if !resp.status().is_success() {
-            return Err(Failure::Retryable(format!("replicate output answered {}", resp.status())));
-        }
-        let image = read_bounded(resp, MAX_IMAGE_BYTES, "replicate output").await?;
+        let image = crate::http::download_bytes(&self.http, url, MAX_IMAGE_BYTES, "replicate output").await?;
         let seconds = p["metrics"]["predict_time"].as_f64().unwrap_or(0.0);
         Ok(Image {
             bytes: image,

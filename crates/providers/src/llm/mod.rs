@@ -5,7 +5,6 @@
 //! one of them parses. The answer's `usage` prices the call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -169,11 +168,10 @@ impl LanguageModel for ChatClient {
     }
 }
 
-/// The default deadline of one chat completion (local models on a CPU are slow).
-pub const CHAT_TIMEOUT: Duration = Duration::from_secs(180);
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use std::time::Instant;
 
     use super::fake::{FakeChat, Reply};

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -87,45 +86,7 @@ pub const MAX_DOWNLOAD_BYTES: u64 = 200 << 20;
 
 /// Downloads `url` to `dest` (written aside, then renamed), at most `limit` bytes.
 pub async fn download(http: &reqwest::Client, url: &str, dest: &Path, limit: u64, what: &str) -> Result<u64, Failure> {
-    use tokio::io::AsyncWriteExt;
-    let mut resp = http
-        .get(url)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .map_err(|e| Failure::Retryable(format!("{what}: downloading: {e}")))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        return Err(crate::http::classify(&format!("{what}: downloading"), status, resp.headers(), b""));
-    }
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(Failure::Final(format!("{what}: the file is larger than {limit} bytes")));
-    }
-    let tmp = dest.with_extension(format!("part{}", rand::random::<u32>()));
-    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
-    let mut n = 0u64;
-    let result: Result<(), Failure> = async {
-        while let Some(c) = resp.chunk().await.map_err(|e| Failure::Retryable(format!("{what}: downloading: {e}")))? {
-            n += c.len() as u64;
-            if n > limit {
-                return Err(Failure::Final(format!("{what}: the file is larger than {limit} bytes")));
-            }
-            f.write_all(&c).await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
-        }
-        f.flush().await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
-    }
-    if n == 0 {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(Failure::Retryable(format!("{what}: the download was empty")));
-    }
-    tokio::fs::rename(&tmp, dest).await.map_err(|e| Failure::Retryable(format!("{what}: {e}")))?;
-    Ok(n)
+    crate::http::download_to(http, url, dest, limit, what).await
 }
 
 /// The rendition to download: the narrowest at least `min_width` wide, else the widest.
