@@ -137,6 +137,7 @@ impl PromptArgs {
                 model: model.clone(),
                 api_key: None,
                 rpm: None,
+                burst: None,
                 concurrency: 1,
                 timeout_secs: 300.0,
                 usd_per_mtok_in: 0.0,

@@ -371,6 +371,9 @@ pub struct LlmSettings {
     /// Requests per minute this service allows itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
+    /// Requests that may go at once after a quiet spell (default: a minute's worth, at most 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -430,6 +433,7 @@ impl LlmSettings {
         let provider = self.provider_name();
         let limits = Limits {
             rpm: self.rpm,
+            burst: self.burst,
             concurrency: self.concurrency.max(1),
             timeout: Duration::from_secs_f64(self.timeout_secs),
             ..Limits::default()

@@ -26,6 +26,8 @@ use crate::Failure;
 pub struct Limits {
     /// Requests per minute (None: no limit of ours).
     pub rpm: Option<u32>,
+    /// Calls that may go at once after a quiet spell (default: a minute's worth, at most 60).
+    pub burst: Option<u32>,
     /// Calls in flight at once.
     pub concurrency: usize,
     /// Deadline of one attempt.
@@ -47,6 +49,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             rpm: None,
+            burst: None,
             concurrency: 4,
             timeout: Duration::from_secs(120),
             max_attempts: 4,
@@ -96,10 +99,10 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(rpm: u32) -> Self {
+    fn new(rpm: u32, burst: Option<u32>) -> Self {
         let rate = f64::from(rpm.max(1)) / 60.0;
         // A minute's worth at most, and never less than one call.
-        let burst = f64::from(rpm.max(1)).clamp(1.0, 60.0);
+        let burst = f64::from(burst.unwrap_or(rpm).max(1)).clamp(1.0, 60.0);
         Self { rate, burst, tokens: burst, at: Instant::now() }
     }
 
@@ -136,7 +139,7 @@ impl Gate {
         Self {
             provider: provider.into(),
             permits: Semaphore::new(limits.concurrency.max(1)),
-            bucket: limits.rpm.map(|r| Mutex::new(Bucket::new(r))),
+            bucket: limits.rpm.map(|r| Mutex::new(Bucket::new(r, limits.burst))),
             shared: None,
             breaker: Mutex::new(Breaker { state: BreakerState::Closed, failures: 0 }),
             limits,
@@ -147,7 +150,7 @@ impl Gate {
     /// (`{prefix}:ratelimit:{provider}`); without an `rpm`, there is nothing to share.
     pub fn shared_through_redis(mut self, redis_url: &str, prefix: &str) -> Result<Self, String> {
         if let Some(rpm) = self.limits.rpm {
-            let burst = Bucket::new(rpm).burst as u32;
+            let burst = Bucket::new(rpm, self.limits.burst).burst as u32;
             let key = format!("{prefix}:ratelimit:{}", self.provider);
             self.shared = Some(crate::shared_limit::SharedLimit::new(redis_url, key, rpm, burst)?);
         }

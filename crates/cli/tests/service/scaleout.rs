@@ -511,3 +511,63 @@ async fn a_d_id_scene_renders_across_workers_from_one_d_id_call() {
     assert!(sum[0] > 180.0 && sum[2] < 70.0, "D-ID's clip in scene 1: {sum:?}");
     c.cleanup(vec![api, w1, w2]).await;
 }
+
+/// A provider's request rate holds across worker processes: two workers plan prompts against
+/// one language model limited to 120 requests a minute with no burst, so, sharing the limit
+/// through Redis, the model sees its requests at least half a second apart whichever worker
+/// sends them (each alone would send at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_providers_rate_limit_holds_across_two_worker_processes() {
+    use reelsmith_providers::llm::fake::{FakeChat, Reply};
+
+    let c = Cluster::new(postgres_url(), redis_url());
+    let fake = FakeChat::start().await;
+    fake.respond_with(|body| {
+        let topic = body["messages"][1]["content"].as_str().unwrap().lines().next().unwrap().to_string();
+        Reply::content(
+            json!({"title": "t", "scenes": [{"narration": format!("About {topic}."), "title": null,
+                    "visual": {"search_terms": ["sky"], "image_prompt": "sky"}, "motion": "still"}]})
+            .to_string(),
+        )
+    });
+    let config = c.dir.path().join("providers.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.llm]\nname = \"openai\"\nbase_url = \"{}\"\nmodel = \"gpt-test\"\nrpm = 120\nburst = 1\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let api = c.node(&["serve", "--no-worker"], &[("REELSMITH_CONFIG", cfg)]);
+    let workers = [("REELSMITH_CONFIG", cfg), ("REELSMITH_RENDER_WORKERS", "2")];
+    let w1 = c.node(&["worker"], &workers);
+    let w2 = c.node(&["worker"], &workers);
+    for n in [&api, &w1, &w2] {
+        assert_eq!(ready(n).await["status"], "ready");
+    }
+    let mut ids = vec![];
+    for topic in ["tides", "dunes", "comets", "moss", "glass", "salt"] {
+        let body = json!({"prompt": {"topic": topic, "duration_s": 5, "size": {"width": 320, "height": 180}}});
+        let (code, g) = api.submit(&body).await;
+        assert_eq!(code, 202, "{g}");
+        ids.push(g["id"].as_str().unwrap().to_string());
+    }
+    let mut planners = HashSet::new();
+    for id in &ids {
+        let s = api.wait_final(id, LIMIT).await;
+        assert_eq!(s["status"], "succeeded", "{s}");
+        let w = s["attempt_history"][0]["worker"].as_str().unwrap().to_string();
+        planners.insert([&w1, &w2].iter().position(|n| is_node(&w, n.pid())).expect("planned by a worker"));
+    }
+    assert_eq!(planners.len(), 2, "both workers planned prompts");
+    let mut at: Vec<Instant> = fake.requests().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 6, "one model call per prompt");
+    at.sort();
+    for pair in at.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(450), "requests {gap:?} apart, under the shared 0.5 s: {at:?}");
+    }
+    c.cleanup(vec![api, w1, w2]).await;
+}
