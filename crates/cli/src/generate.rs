@@ -15,7 +15,6 @@ use reelsmith_director::voices::VoiceChain;
 use reelsmith_director::{Director, Planned, PromptRequest, spec_problems};
 use reelsmith_engine::{Engine, RenderError, RenderOptions};
 use reelsmith_providers::cache::ResultCache;
-use reelsmith_providers::llm::LanguageModel;
 use serde_json::{Value, json};
 
 use crate::CacheArgs;
@@ -66,6 +65,13 @@ pub struct PromptArgs {
     llm_base_url: Option<String>,
     #[arg(long, requires = "llm_base_url")]
     llm_model: Option<String>,
+    /// A GGUF model to plan topics in this process (builds with the `local-llm` feature; the
+    /// default planner from `scripts/models.sh --llm` is used when nothing else is configured).
+    #[arg(long, conflicts_with = "llm_base_url")]
+    local_model: Option<PathBuf>,
+    /// Threads for the local model (default 1).
+    #[arg(long, requires = "local_model")]
+    local_threads: Option<u32>,
 }
 
 impl PromptArgs {
@@ -131,6 +137,7 @@ impl PromptArgs {
             }
         };
         if let (Some(base_url), Some(model)) = (&self.llm_base_url, &self.llm_model) {
+            providers.local_llm = None;
             providers.llm = Some(LlmSettings {
                 name: None,
                 base_url: base_url.clone(),
@@ -152,6 +159,13 @@ impl PromptArgs {
             {
                 *slot = Some(StockSettings { api_key: key, base_url: None, rpm: None, concurrency: 4 });
             }
+        }
+        if let Some(model) = &self.local_model {
+            providers.llm = None;
+            providers.local_llm = Some(reelsmith_director::config::LocalLlmSettings {
+                model: model.clone(),
+                threads: self.local_threads.unwrap_or(1),
+            });
         }
         if providers.elevenlabs.is_none()
             && let Ok(key) = std::env::var("REELSMITH_ELEVENLABS_API_KEY")
@@ -265,9 +279,7 @@ fn plan(args: &PromptArgs, engine: &Engine, base: &Path, cache_root: &Path) -> R
         voices,
         assets: args.assets(base)?,
         plans: Some(ResultCache::new(cache_root.join("plans"), None)),
-        model: providers
-            .llm
-            .map(|l| Arc::new(l.client(http, |v| std::env::var(v).ok(), None)) as Arc<dyn LanguageModel>),
+        model: reelsmith_server::planner(&providers).map_err(anyhow::Error::msg)?,
         stock,
         images,
         decisions: Some(ResultCache::new(cache_root.join("visual-decisions"), Some(Duration::from_secs(24 * 3600)))),

@@ -27,6 +27,11 @@ pub struct ProvidersConfig {
     /// llama.cpp's server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSettings>,
+    /// The planner in this process: a GGUF model run by llama.cpp (builds with the
+    /// `local-llm` feature). Without `[providers.llm]` or this, such a build uses the default
+    /// planner when `scripts/models.sh --llm` installed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_llm: Option<LocalLlmSettings>,
     /// Stock photos and videos (searched in this order: Pexels, then Pixabay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pexels: Option<StockSettings>,
@@ -102,6 +107,21 @@ pub struct OpenAiImagesSettings {
     pub rpm: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+}
+
+/// `[providers.local_llm]`: a GGUF model file and the threads it may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLlmSettings {
+    pub model: std::path::PathBuf,
+    /// Threads for generation (1 leaves the other cores to renders; more only on a machine
+    /// with cores to spare).
+    #[serde(default = "one")]
+    pub threads: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `[providers.elevenlabs]`: text to speech with timestamps.
@@ -215,6 +235,12 @@ impl ProvidersConfig {
     pub fn check(&self) -> Result<(), String> {
         if let Some(l) = &self.llm {
             l.check()?;
+        }
+        if self.llm.is_some() && self.local_llm.is_some() {
+            return Err("providers: configure one planner, [providers.llm] or [providers.local_llm]".into());
+        }
+        if self.local_llm.as_ref().is_some_and(|l| !(1..=64).contains(&l.threads)) {
+            return Err("providers.local_llm.threads: must be 1 to 64".into());
         }
         let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         if let Some(s) = &self.sd_webui

@@ -55,7 +55,7 @@ pub enum DirectorError {
     Provider { stage: &'static str, failure: Failure },
     /// A topic needs a model, and none is configured.
     #[error(
-        "plan: a topic needs a language model and none is configured (set [providers.llm] base_url and model), or send `text` to narrate as written"
+        "plan: a topic needs a language model and none is configured (set [providers.llm] base_url and model, or [providers.local_llm] model in a build with the local-llm feature), or send `text` to narrate as written"
     )]
     NoModel,
 }

@@ -21,6 +21,7 @@ const MAX_PROMPT_CHARS: usize = 600;
 pub struct Plan {
     /// The video's title.
     pub title: String,
+    #[schemars(length(min = 1, max = 60))]
     pub scenes: Vec<PlanScene>,
 }
 
@@ -41,6 +42,7 @@ pub struct PlanScene {
 pub struct PlanVisual {
     /// Two or three concrete, visible things in English, one or two words each, for a stock
     /// photo or video search ("lava flow", "ocean").
+    #[schemars(length(min = 1, max = 6))]
     pub search_terms: Vec<String>,
     /// One sentence describing a picture for this scene, for an image generator.
     pub image_prompt: String,
@@ -191,6 +193,13 @@ mod tests {
         let scene = &s["properties"]["scenes"]["items"];
         assert!(scene["properties"]["title"].to_string().contains("null"), "{scene}");
         assert!(scene["properties"]["motion"].to_string().contains("zoom-in"), "{scene}");
+        // Counts a schema can say (structured outputs and grammars honour them).
+        assert_eq!(
+            (s["properties"]["scenes"]["minItems"].as_u64(), s["properties"]["scenes"]["maxItems"].as_u64()),
+            (Some(1), Some(60))
+        );
+        let terms = &scene["properties"]["visual"]["properties"]["search_terms"];
+        assert_eq!((terms["minItems"].as_u64(), terms["maxItems"].as_u64()), (Some(1), Some(6)), "{terms}");
     }
 
     #[test]

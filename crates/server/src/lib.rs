@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use access::mint;
 pub use config::Config;
 pub use error::{ApiError, ApiResult};
+pub use state::planner;
 pub use state::{AppState, ServeError, open_database};
 
 /// A running service; dropping it does not stop it: call [`Running::shutdown`].

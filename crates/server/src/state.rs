@@ -80,6 +80,37 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// The model that plans topics: a remote server (`[providers.llm]`, the operator's own choice,
+/// possibly a local one: not under the SSRF guard), a model in this process
+/// (`[providers.local_llm]`, or the default planner where it is installed), or none.
+pub fn planner(
+    providers: &reelsmith_director::config::ProvidersConfig,
+) -> Result<Option<Arc<dyn reelsmith_providers::llm::LanguageModel>>, String> {
+    if let Some(l) = &providers.llm {
+        let client = l.client(reqwest::Client::new(), |v| std::env::var(v).ok(), providers.shared_rate_limit.as_ref());
+        return Ok(Some(Arc::new(client)));
+    }
+    #[cfg(feature = "local-llm")]
+    {
+        let settings = match &providers.local_llm {
+            Some(l) => Some(reelsmith_local_llm::LocalSettings { model: l.model.clone(), threads: l.threads }),
+            None => reelsmith_local_llm::default_model()
+                .map(|model| reelsmith_local_llm::LocalSettings { model, threads: 1 }),
+        };
+        if let Some(settings) = settings {
+            let local = reelsmith_local_llm::LocalModel::new(settings);
+            local.check()?;
+            tracing::info!(model = %local.path().display(), "topics are planned by the local model");
+            return Ok(Some(Arc::new(local)));
+        }
+    }
+    #[cfg(not(feature = "local-llm"))]
+    if providers.local_llm.is_some() {
+        return Err("local_llm: this build has no local planner (build with `--features local-llm`)".into());
+    }
+    Ok(None)
+}
+
 /// The job queue and metadata: PostgreSQL when `database_url` is set, else the embedded SQLite
 /// file in `data_dir`.
 pub async fn open_database(config: &Config) -> Result<(Arc<dyn JobQueue>, Arc<dyn Metadata>), ServeError> {
@@ -166,12 +197,10 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     // With Redis, every node shares each provider's request rate.
     let mut providers = config.providers.clone();
     providers.shared_rate_limit = config.redis().map(|r| (r.url, r.prefix));
+    let model =
+        planner(&providers).map_err(|e| ServeError::Config(config::ConfigError::Invalid(format!("providers: {e}"))))?;
     let director = Arc::new(reelsmith_director::Director {
-        // The operator's own choice of server (possibly a local one): not under the SSRF guard.
-        model: providers.llm.as_ref().map(|l| {
-            Arc::new(l.client(reqwest::Client::new(), |v| std::env::var(v).ok(), providers.shared_rate_limit.as_ref()))
-                as Arc<dyn reelsmith_providers::llm::LanguageModel>
-        }),
+        model,
         plans: Some(reelsmith_providers::cache::ResultCache::new(
             config.cache_dir().join("director").join("plans"),
             None,
