@@ -26,7 +26,8 @@ export REELSMITH_FUZZ_SECONDS="${REELSMITH_FUZZ_SECONDS:-60}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# With the local planner (llama.cpp in process) built in, so its end-to-end tests run too.
+cargo test --workspace --locked --no-fail-fast --features reelsmith/local-llm "$@" 2>&1 | tee "$log" || status=$?
 # cargo prints one "test result" line per test binary; add them up so the run ends on the total.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

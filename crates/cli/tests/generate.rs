@@ -138,7 +138,15 @@ fn bad_prompt_input_is_refused_naming_the_field() {
     let (code, err) = reelsmith(&f, &["plan", "--text", "huge.txt", "-o", "p.json"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("prompt.text: is 100000 characters"), "{err}");
-    let (code, err) = reelsmith(&f, &["plan", "volcanoes", "-o", "p.json"]);
+    // No planner configured, and none installed (the models folder has no default planner).
+    std::fs::create_dir_all(f.path("no-models")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(["plan", "volcanoes", "-o", "p.json", "--cache-dir", f.path("cache").to_str().unwrap()])
+        .env("REELSMITH_MODELS_DIR", f.path("no-models"))
+        .current_dir(f.dir.path())
+        .output()
+        .unwrap();
+    let (code, err) = (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("a topic needs a language model"), "{err}");
     assert!(!f.path("p.json").exists());
@@ -199,4 +207,42 @@ fn stock_footage_matching_the_narration_plays_in_its_scene() {
     assert!(searches.contains(&("/videos/search".to_string(), "lava".to_string())), "{searches:?}");
     assert!(!searches.contains(&("/v1/search".to_string(), "lava".to_string())), "{searches:?}");
     assert_eq!(std::fs::read_dir(f.path("media")).unwrap().count(), 2);
+}
+
+/// Offline: a topic planned by a model in this process (SmolLM2-135M under the plan's grammar;
+/// builds with the `local-llm` feature, as scripts/test.sh does) becomes a narrated video with no
+/// network and no configuration but the model's path. Without the feature the same flag is
+/// refused with what to build.
+#[test]
+fn a_topic_is_planned_offline_by_a_local_model() {
+    let f = Fixture::new();
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/llm/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = model.to_str().unwrap();
+    let args = [
+        "generate",
+        "how bees make honey",
+        "--duration",
+        "10",
+        "--size",
+        "320x180",
+        "--local-model",
+        model,
+        "-o",
+        "bees.mp4",
+    ];
+    let (code, err) = reelsmith(&f, &args);
+    if cfg!(feature = "local-llm") {
+        assert_eq!(code, 0, "{err}");
+        // One call, or a few when the tiny model's plan needed repair; all free.
+        assert!(err.contains(" (0 cached), est. $0.0000"), "{err}");
+        let info = ffmpeg::probe(&f.path("bees.mp4")).unwrap();
+        assert_eq!((info.video().unwrap().width, info.video().unwrap().height), (320, 180));
+        assert!(info.audio().is_some() && info.duration > 1.0, "{}", info.duration);
+        let board: Value = serde_json::from_slice(&std::fs::read(f.path("bees.storyboard.json")).unwrap()).unwrap();
+        assert!(!board["scenes"].as_array().unwrap().is_empty(), "{board}");
+    } else {
+        assert_ne!(code, 0);
+        assert!(err.contains("--features local-llm"), "{err}");
+    }
 }

@@ -39,7 +39,7 @@ use crate::visuals::{Asset, Chosen};
 pub const PLAN_ATTEMPTS: usize = 3;
 
 /// Bumped when the prompt changes, so cached plans from an older prompt are not reused.
-const PROMPT_VERSION: u32 = 1;
+const PROMPT_VERSION: u32 = 2;
 
 /// Why a prompt could not become a storyboard. Each names its stage or field.
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +298,12 @@ impl Director {
         let request = JsonRequest {
             messages: vec![Message::system(system), Message::user(user)],
             schema_name: "storyboard".into(),
-            schema: plan::plan_schema(),
+            // At most about twice the scenes asked for: a model that runs on stops in time.
+            schema: {
+                let mut schema = plan::plan_schema();
+                schema["properties"]["scenes"]["maxItems"] = json!((scenes * 2 + 1).min(plan::MAX_SCENES));
+                schema
+            },
             temperature: 0.4,
             max_tokens: (words as u32 * 3 + 400).min(8_000),
             seed: Some(1),

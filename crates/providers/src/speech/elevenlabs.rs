@@ -12,7 +12,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{MAX_AUDIO_BYTES, Speech, SpeechRequest, SpeechSource, check_text, wav_from_pcm16, words_from_alignment};
+use super::wav::wav_from_pcm16;
+use super::{MAX_AUDIO_BYTES, Speech, SpeechRequest, SpeechSource, check_text, words_from_alignment};
 use crate::http::send;
 use crate::{Failure, Gate};
 

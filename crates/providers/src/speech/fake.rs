@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::wav_from_pcm16;
+use super::wav::wav_from_pcm16;
 
 pub const SECONDS_PER_CHAR: f64 = 0.06;
 const RATE: u32 = 24_000;
