@@ -32,7 +32,9 @@ async fn main() {
                     "You direct short narrated videos. Write the storyboard as JSON matching the schema: \
                      each scene's narration one to three plain sentences.",
                 ),
-                Message::user("Topic: how volcanoes work\nLength: about 30 seconds: 4 scenes and about 75 words of narration in all."),
+                Message::user(
+                    "Topic: how volcanoes work\nLength: about 30 seconds: 4 scenes and about 75 words of narration in all.",
+                ),
             ],
             schema_name: "storyboard".into(),
             schema: {
