@@ -179,16 +179,7 @@ pub async fn download_to(
 ) -> Result<u64, Failure> {
     use tokio::io::AsyncWriteExt;
     let what = format!("{what}: downloading");
-    let mut resp = http
-        .get(url)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .map_err(|e| Failure::Retryable(format!("{what}: {}", e.without_url())))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        return Err(classify(&what, status, resp.headers(), b""));
-    }
+    let mut resp = get_file(http, url, &what).await?;
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(Failure::Final(format!("{what}: the file is larger than {limit} bytes")));
     }
@@ -220,9 +211,8 @@ pub async fn download_to(
     Ok(n)
 }
 
-/// A provider's file into memory, at most `limit` bytes (see [`download_to`]).
-pub async fn download_bytes(http: &reqwest::Client, url: &str, limit: usize, what: &str) -> Result<Vec<u8>, Failure> {
-    let what = format!("{what}: downloading");
+/// A GET of a provider's file (five minutes at most), its failure classified.
+async fn get_file(http: &reqwest::Client, url: &str, what: &str) -> Result<reqwest::Response, Failure> {
     let resp = http
         .get(url)
         .timeout(Duration::from_secs(300))
@@ -231,8 +221,15 @@ pub async fn download_bytes(http: &reqwest::Client, url: &str, limit: usize, wha
         .map_err(|e| Failure::Retryable(format!("{what}: {}", e.without_url())))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        return Err(classify(&what, status, resp.headers(), b""));
+        return Err(classify(what, status, resp.headers(), b""));
     }
+    Ok(resp)
+}
+
+/// A provider's file into memory, at most `limit` bytes (see [`download_to`]).
+pub async fn download_bytes(http: &reqwest::Client, url: &str, limit: usize, what: &str) -> Result<Vec<u8>, Failure> {
+    let what = format!("{what}: downloading");
+    let resp = get_file(http, url, &what).await?;
     let bytes = read_bounded(resp, limit, &what).await?;
     if bytes.is_empty() {
         return Err(Failure::Retryable(format!("{what}: the file is empty")));

@@ -49,6 +49,8 @@ pub struct AppState {
     /// Turns prompts into storyboards: the configured language model for topics, the text mode
     /// for texts, a cache of plans.
     pub director: Arc<reelsmith_director::Director>,
+    /// D-ID's gate: one breaker and concurrency limit for every talk this node sends.
+    pub did_gate: Arc<reelsmith_providers::Gate>,
 }
 
 /// Wake-ups for idle workers in this process (other processes poll or listen on the queue).
@@ -63,6 +65,16 @@ pub struct WakeUps {
 impl AppState {
     pub fn live_progress(&self, id: &str) -> Option<crate::events::Event> {
         self.hub.latest(id)
+    }
+
+    /// Every provider's gate: the director's and D-ID's (their breakers are in readiness and
+    /// metrics).
+    pub fn provider_gates(&self) -> Vec<Arc<reelsmith_providers::Gate>> {
+        let mut gates = self.director.gates();
+        if self.config.did_api_key.is_some() {
+            gates.push(self.did_gate.clone());
+        }
+        gates
     }
 }
 
@@ -272,6 +284,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         ready_cache: Default::default(),
         streams: Default::default(),
         director,
+        did_gate: Arc::new(reelsmith_providers::Gate::new("d-id", reelsmith_providers::did::limits())),
     })
 }
 

@@ -75,12 +75,9 @@ pub struct Prepared {
     pub prompt: Option<serde_json::Value>,
 }
 
-pub async fn prepare(
-    state: &AppState,
-    env: Envelope,
-    uploads: &HashMap<String, String>,
-    api_key_id: Option<&str>,
-) -> ApiResult<Prepared> {
+/// What any envelope asks besides its storyboard or prompt: the priority (0-9, default 5), a
+/// webhook URL the server may call, metadata (a JSON object of at most 16 KiB).
+fn envelope_options(state: &AppState, env: &Envelope) -> ApiResult<(i32, serde_json::Value)> {
     let priority = match env.priority {
         None => 5,
         Some(p @ 0..=9) => p as i32,
@@ -92,10 +89,20 @@ pub async fn prepare(
     if let Some(u) = &env.webhook_url {
         check_webhook_url(u, state.config.webhook_allow_private)?;
     }
-    let metadata = env.metadata.unwrap_or(serde_json::json!({}));
+    let metadata = env.metadata.clone().unwrap_or(serde_json::json!({}));
     if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
         return Err(ApiError::unprocessable("invalid_request", "metadata: must be a JSON object of at most 16 KiB"));
     }
+    Ok((priority, metadata))
+}
+
+pub async fn prepare(
+    state: &AppState,
+    env: Envelope,
+    uploads: &HashMap<String, String>,
+    api_key_id: Option<&str>,
+) -> ApiResult<Prepared> {
+    let (priority, metadata) = envelope_options(state, &env)?;
     let Some(spec_json) = &env.spec else {
         return Err(ApiError::unprocessable("invalid_request", "send a storyboard as `spec` or a `prompt`")
             .with_issues(vec![IssueBody { path: "spec".into(), message: "missing".into() }]));
@@ -239,21 +246,7 @@ pub async fn accept_prompt(state: &AppState, caller: &Caller, env: &Envelope) ->
     }
     state.director.precheck(&req).map_err(director_error)?;
     check_provider_budget(state, caller.0.as_ref()).await?;
-    let priority = match env.priority {
-        None => 5,
-        Some(p @ 0..=9) => p as i32,
-        Some(p) => {
-            return Err(ApiError::unprocessable("invalid_request", format!("priority: {p} is out of range 0-9"))
-                .with_issues(vec![IssueBody { path: "priority".into(), message: "must be 0-9".into() }]));
-        }
-    };
-    if let Some(u) = &env.webhook_url {
-        check_webhook_url(u, state.config.webhook_allow_private)?;
-    }
-    let metadata = env.metadata.clone().unwrap_or(serde_json::json!({}));
-    if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
-        return Err(ApiError::unprocessable("invalid_request", "metadata: must be a JSON object of at most 16 KiB"));
-    }
+    let (priority, metadata) = envelope_options(state, env)?;
     // Priced before planning by what it asks for; the storyboard is checked again once planned.
     let (width, height) = req.dimensions();
     let seconds = req.target_seconds();

@@ -119,7 +119,10 @@ async fn a_prompt_is_planned_stored_with_its_ledger_and_rendered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_prompts_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    // No planner configured, and none installed: a models folder without the default planner.
+    let no_models = dir.path().join("no-models");
+    std::fs::create_dir_all(&no_models).unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("REELSMITH_MODELS_DIR", no_models.to_str().unwrap())]);
     let cases = [
         (json!({"prompt": {"topic": ""}}), "prompt_invalid", "prompt.topic"),
         (json!({"prompt": {"text": "x".repeat(100_000)}}), "prompt_invalid", "prompt.text"),

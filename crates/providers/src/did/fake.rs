@@ -48,8 +48,12 @@ fn gate(f: &FakeState, h: &HeaderMap) -> Option<(StatusCode, Json<Value>)> {
     f.auth.push(got.clone());
     if !f.refuse_next.is_empty() {
         let status = StatusCode::from_u16(f.refuse_next.remove(0)).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let kind = if status == StatusCode::TOO_MANY_REQUESTS { "TooManyRequestsError" } else { "InternalServerError" };
-        return Some(did_error(status, kind, "try again later"));
+        let (kind, why) = match status {
+            StatusCode::TOO_MANY_REQUESTS => ("TooManyRequestsError", "try again later"),
+            StatusCode::PAYMENT_REQUIRED => ("InsufficientCreditsError", "not enough credits"),
+            _ => ("InternalServerError", "try again later"),
+        };
+        return Some(did_error(status, kind, why));
     }
     (got != format!("Basic {FAKE_KEY}"))
         .then(|| did_error(StatusCode::UNAUTHORIZED, "AuthorizationError", "bad credentials"))
@@ -172,8 +176,13 @@ mod tests {
     use crate::Failure;
     use crate::did::Client;
 
+    /// One attempt per call: each answer comes back as D-ID gave it.
+    fn single() -> std::sync::Arc<crate::Gate> {
+        std::sync::Arc::new(crate::Gate::new("d-id", crate::Limits { max_attempts: 1, ..crate::did::limits() }))
+    }
+
     fn client(fake: &FakeState, key: &str) -> Client {
-        Client::new(reqwest::Client::new(), &fake.lock().unwrap().base, key)
+        Client::new(reqwest::Client::new(), &fake.lock().unwrap().base, key, single())
     }
 
     /// The whole talk against the fake: upload, create, three polls, download; every call
@@ -228,8 +237,32 @@ mod tests {
         let e = did.talk("tlk_x").await.unwrap_err();
         assert!(e.is_retryable() && e.message().contains("429"), "{e:?}");
         // Nothing listens: the network failure is retryable too.
-        let gone = Client::new(reqwest::Client::new(), "http://127.0.0.1:9", FAKE_KEY);
+        let gone = Client::new(reqwest::Client::new(), "http://127.0.0.1:9", FAKE_KEY, single());
         assert!(gone.talk("tlk_x").await.unwrap_err().is_retryable());
+    }
+
+    /// Through a gate that retries: an outage and a rate limit are waited out; running out of
+    /// credits (402) is final at once and opens D-ID's breaker, so the next call is not sent.
+    #[tokio::test]
+    async fn the_gate_retries_outages_and_stops_at_an_empty_account() {
+        let fake = fake_did(false, false, vec![]).await;
+        let quick = crate::Limits {
+            base_backoff: std::time::Duration::from_millis(5),
+            max_backoff: std::time::Duration::from_millis(20),
+            ..crate::did::limits()
+        };
+        let gate = std::sync::Arc::new(crate::Gate::new("d-id", quick));
+        let did = Client::new(reqwest::Client::new(), &fake.lock().unwrap().base.clone(), FAKE_KEY, gate);
+        let body = json!({"source_url": "s3://d-id-images-prod/x.png", "script": {"type": "text", "input": "Hi."}});
+        fake.lock().unwrap().refuse_next = vec![503, 429];
+        let id = did.create_talk(&body).await.unwrap();
+        assert!(id.starts_with("tlk_"), "{id}");
+        fake.lock().unwrap().refuse_next = vec![402];
+        let e = did.create_talk(&body).await.unwrap_err();
+        assert!(matches!(&e, Failure::Quota(m) if m.contains("D-ID POST /talks answered 402")), "{e:?}");
+        assert_eq!(did.gate().breaker().name(), "open");
+        let e = did.talk(&id).await.unwrap_err();
+        assert!(matches!(e, Failure::Unavailable(_)), "{e:?}");
     }
 
     /// A result larger than the limit is refused (and not kept), whatever D-ID sends.

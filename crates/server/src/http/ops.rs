@@ -75,8 +75,9 @@ async fn check_ready(state: &AppState) -> (StatusCode, Value) {
         checks["events"] = json!({"ok": up, "required": false,
             "note": if up { "" } else { "progress of other nodes comes from the database once a second" }});
     }
-    // Providers for prompts: an open breaker degrades prompts only (storyboards still render).
-    let gates = state.director.gates();
+    // Providers (prompts, D-ID): an open breaker degrades what needs them only (storyboards
+    // without them still render).
+    let gates = state.provider_gates();
     let mut providers_open = false;
     if !gates.is_empty() {
         let mut list = serde_json::Map::new();
@@ -102,7 +103,7 @@ async fn check_ready(state: &AppState) -> (StatusCode, Value) {
 }
 
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    for g in state.director.gates() {
+    for g in state.provider_gates() {
         let open = g.breaker().name() == "open";
         metrics::gauge!("reelsmith_provider_breaker_open", "provider" => g.provider().to_string())
             .set(f64::from(u8::from(open)));

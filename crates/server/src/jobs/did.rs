@@ -66,7 +66,7 @@ pub async fn render(state: &AppState, job: &ClaimedJob, g: &GenerationRecord) ->
         let msg = "this talk asks for engine d-id, but did_api_key is not set on this server";
         return finish_failed(state, g, lease, JobError::fatal("provider_unavailable", msg)).await;
     };
-    let client = Client::new(state.http.clone(), &state.config.did_base_url, key);
+    let client = Client::new(state.http.clone(), &state.config.did_base_url, key, state.did_gate.clone());
     let publish = |stage: &str, progress: f64| publish_progress(state, g, lease.attempt, stage, progress);
     publish("d-id", 0.02);
     let _ = state.meta.set_progress(&g.id, 0.02, "d-id").await;
@@ -270,7 +270,7 @@ pub(crate) async fn prepare_scenes(
             remote[0]
         )));
     };
-    let client = Client::new(state.http.clone(), &state.config.did_base_url, api_key);
+    let client = Client::new(state.http.clone(), &state.config.did_base_url, api_key, state.did_gate.clone());
     // D-ID's part of a storyboard is the first tenth of its progress.
     let publish = |stage: &str, progress: f64| publish_progress(state, g, job.lease.attempt, stage, progress * 0.1);
     publish("d-id", 0.0);
