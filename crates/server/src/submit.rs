@@ -323,8 +323,12 @@ impl From<reelsmith_store::StoreError> for PlanFailure {
 
 /// Plans a stored prompt (its job's first stage): the director's storyboard, with fetched,
 /// drawn and spoken media made the caller's assets, checked like any submitted storyboard and
-/// stored with the plan, visuals, voices and ledger. Returns the spec to render.
-pub async fn plan_prompt(state: &AppState, g: &GenerationRecord) -> Result<serde_json::Value, PlanFailure> {
+/// stored with the plan, visuals, voices and ledger. Returns the spec to render and what was
+/// kept of the planning.
+pub async fn plan_prompt(
+    state: &AppState,
+    g: &GenerationRecord,
+) -> Result<(serde_json::Value, serde_json::Value), PlanFailure> {
     let request = g.prompt.as_ref().map(|p| p["request"].clone()).unwrap_or_default();
     let req = reelsmith_director::PromptRequest::from_json(request)
         .map_err(|e| PlanFailure { retry: e.is_retryable(), error: director_error(e) })?;
@@ -361,7 +365,7 @@ pub async fn plan_prompt(state: &AppState, g: &GenerationRecord) -> Result<serde
     };
     let prepared = prepare(state, env, &HashMap::new(), g.api_key_id.as_deref()).await?;
     state.meta.set_plan(&g.id, &prepared.spec_json, &kept).await.map_err(ApiError::from)?;
-    Ok(prepared.spec_json)
+    Ok((prepared.spec_json, kept))
 }
 
 /// A prompt's storyboard: the director plans it (a text here, a topic with the configured

@@ -85,6 +85,11 @@ async fn a_prompt_is_planned_stored_with_its_ledger_and_rendered() {
     );
     assert!(ledger["est_cost_usd"].as_f64().unwrap() > 0.0);
     assert_eq!(done["prompt"]["visuals"][1]["source"], "card");
+    // The report has the planning beside the render: its ledger and stage times.
+    let report: Value = s.get(&format!("/api/v1/generations/{id}/report")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["prompt"]["ledger"][0]["provider"], "openai", "{report}");
+    assert_eq!(report["prompt"]["stages"][0]["stage"], "plan", "{report}");
+    assert!(report["stages"]["segments"].is_object(), "{report}");
     // The storyboard is stored as the generation's spec: editable and resubmittable.
     assert_eq!(done["spec"]["scenes"].as_array().unwrap().len(), 2);
     assert_eq!(done["spec"]["scenes"][0]["narration"]["text"], "This is a short film about volcanoes.");

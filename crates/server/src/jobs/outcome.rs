@@ -155,6 +155,12 @@ async fn store_results(
     let mut report_json = serde_json::to_value(report).map_err(|e| e.to_string())?;
     // Callers see the file they download, not where this node rendered it.
     report_json["output"] = serde_json::json!("video.mp4");
+    // Made from a prompt: what planning called, cost and took, beside the render's own stages.
+    if let Some(p) = g.prompt.as_ref().filter(|p| p.get("ledger").is_some()) {
+        report_json["prompt"] = serde_json::json!({
+            "ledger": p["ledger"], "stages": p["stages"], "visuals": p["visuals"], "voices": p["voices"],
+        });
+    }
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report_json).unwrap_or_default())
         .map_err(|e| e.to_string())?;
     let a = &state.artifacts;

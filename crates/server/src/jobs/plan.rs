@@ -21,7 +21,7 @@ pub(crate) async fn plan(state: &AppState, job: &ClaimedJob, g: GenerationRecord
     let _ = state.meta.set_progress(&g.id, 0.0, "plan").await;
     let timeout = attempt_timeout(state, job);
     let error = match hold(state, lease, timeout, crate::submit::plan_prompt(state, &g)).await {
-        Held::Done(Ok(spec)) => return Ok(GenerationRecord { spec, ..g }),
+        Held::Done(Ok((spec, kept))) => return Ok(GenerationRecord { spec, prompt: Some(kept), ..g }),
         Held::Done(Err(f)) => {
             let code = f.error.code;
             if f.retry { JobError::retry(code, f.error.message) } else { JobError::fatal(code, f.error.message) }
