@@ -75,6 +75,24 @@ pub struct Prepared {
     pub prompt: Option<serde_json::Value>,
 }
 
+/// What identifies a submission for idempotency: what it renders (a spec's or a prompt's hash)
+/// and everything else it asks for.
+fn request_hash(
+    spec_hash: &str,
+    priority: i32,
+    webhook_url: Option<&str>,
+    metadata: &serde_json::Value,
+    dedupe: bool,
+) -> String {
+    let request = serde_json::json!([spec_hash, priority, webhook_url, metadata, dedupe]);
+    blake3::hash(request.to_string().as_bytes()).to_hex().to_string()
+}
+
+/// Seconds from `now_ms` until the UTC `day` ends (when daily budgets renew), at least one.
+fn seconds_until_day_ends(day: i64, now_ms: i64) -> u64 {
+    ((day + 1) * 86_400_000 - now_ms).max(1000) as u64 / 1000
+}
+
 /// What any envelope asks besides its storyboard or prompt: the priority (0-9, default 5), a
 /// webhook URL the server may call, metadata (a JSON object of at most 16 KiB).
 fn envelope_options(state: &AppState, env: &Envelope) -> ApiResult<(i32, serde_json::Value)> {
@@ -212,8 +230,7 @@ pub async fn prepare(
     let canonical = serde_json::to_vec(&spec_json).map_err(ApiError::internal)?;
     let spec_hash = blake3::hash(&canonical).to_hex().to_string();
     let dedupe = env.dedupe.unwrap_or(true);
-    let request = serde_json::json!([spec_hash, priority, env.webhook_url, metadata, dedupe]);
-    let request_hash = blake3::hash(request.to_string().as_bytes()).to_hex().to_string();
+    let request_hash = request_hash(&spec_hash, priority, env.webhook_url.as_deref(), &metadata, dedupe);
     Ok(Prepared {
         spec_json,
         spec_hash,
@@ -265,8 +282,7 @@ pub async fn accept_prompt(state: &AppState, caller: &Caller, env: &Envelope) ->
     let canonical = reelsmith_providers::cache::canonical(&serde_json::json!({"prompt": request}));
     let spec_hash = blake3::hash(canonical.as_bytes()).to_hex().to_string();
     let dedupe = env.dedupe.unwrap_or(true);
-    let request_key = serde_json::json!([spec_hash, priority, env.webhook_url, metadata, dedupe]);
-    let request_hash = blake3::hash(request_key.to_string().as_bytes()).to_hex().to_string();
+    let request_hash = request_hash(&spec_hash, priority, env.webhook_url.as_deref(), &metadata, dedupe);
     Ok(Some(Prepared {
         spec_json: serde_json::Value::Null,
         spec_hash,
@@ -292,7 +308,7 @@ async fn check_provider_budget(state: &AppState, key: Option<&reelsmith_store::A
     if spent < cap {
         return Ok(());
     }
-    let until_midnight = ((day + 1) * 86_400_000 - now).max(1000) as u64 / 1000;
+    let until_midnight = seconds_until_day_ends(day, now);
     let msg = format!(
         "this key may spend ${cap:.4} per day (UTC) on paid providers (models, stock, pictures, voices); ${spent:.4} spent today"
     );
@@ -693,7 +709,7 @@ fn over_budget(
 ) -> ApiError {
     let cap = budget.map(|b| b.cap).unwrap_or_default();
     let day = budget.map(|b| b.day).unwrap_or_default();
-    let until_midnight = ((day + 1) * 86_400_000 - reelsmith_store::now_ms()).max(1000) as u64 / 1000;
+    let until_midnight = seconds_until_day_ends(day, reelsmith_store::now_ms());
     let (path, msg) = if charge.did_scenes > 0 && used.did_scenes + charge.did_scenes > cap.did_scenes {
         (
             "spec.scenes",
