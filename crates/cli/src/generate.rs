@@ -149,6 +149,7 @@ impl PromptArgs {
                 timeout_secs: 300.0,
                 usd_per_mtok_in: 0.0,
                 usd_per_mtok_out: 0.0,
+                daily_budget_usd: None,
             });
         }
         for (slot, var) in
@@ -157,7 +158,13 @@ impl PromptArgs {
             if slot.is_none()
                 && let Ok(key) = std::env::var(var)
             {
-                *slot = Some(StockSettings { api_key: key, base_url: None, rpm: None, concurrency: 4 });
+                *slot = Some(StockSettings {
+                    api_key: key,
+                    base_url: None,
+                    rpm: None,
+                    concurrency: 4,
+                    daily_budget_usd: None,
+                });
             }
         }
         if let Some(model) = &self.local_model {

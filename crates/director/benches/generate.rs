@@ -71,6 +71,7 @@ async fn main() {
             base_url: Some(stock.base.clone()),
             rpm: None,
             concurrency: 8,
+            daily_budget_usd: None,
         }),
         openai_images: Some(OpenAiImagesSettings {
             api_key: "sk-bench".into(),
@@ -80,6 +81,7 @@ async fn main() {
             usd_per_mtok_out: 8.0,
             rpm: None,
             concurrency: 8,
+            daily_budget_usd: None,
         }),
         elevenlabs: Some(ElevenLabsSettings {
             api_key: "xi-bench".into(),
@@ -89,6 +91,7 @@ async fn main() {
             usd_per_1k_chars: 0.15,
             rpm: None,
             concurrency: SPEECH_CONCURRENCY,
+            daily_budget_usd: None,
         }),
         ..Default::default()
     };

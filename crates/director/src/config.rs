@@ -82,10 +82,29 @@ pub struct ReplicateSettings {
     pub base_url: Option<String>,
     #[serde(default)]
     pub usd_per_second: f64,
+    /// A text-to-video model (`kwaivgi/kling-v2.1`, `wan-video/wan-2.2-t2v-fast`): tried before
+    /// the picture model, its clip becomes the scene's video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_model: Option<String>,
+    /// The video model's own inputs beside the prompt (`duration = 5`, `resolution = "720p"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_input: Option<serde_json::Map<String, serde_json::Value>>,
+    /// This service's public `/callbacks/replicate` URL: finished predictions are POSTed
+    /// there instead of being polled for (a video takes minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The account's webhook signing secret (`whsec_…`, from
+    /// `GET https://api.replicate.com/v1/webhooks/default/secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
+    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 /// `[providers.openai_images]`: OpenAI's Images API (GPT image models).
@@ -107,6 +126,10 @@ pub struct OpenAiImagesSettings {
     pub rpm: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
+    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 /// `[providers.local_llm]`: a GGUF model file and the threads it may use.
@@ -144,6 +167,10 @@ pub struct ElevenLabsSettings {
     /// The plan's concurrent requests (Free 2, Starter 3, Creator 5, Pro 10).
     #[serde(default = "default_speech_concurrency")]
     pub concurrency: usize,
+    /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
+    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 /// `[providers.openai_speech]`: OpenAI's speech endpoint, or a local server speaking it
@@ -166,6 +193,10 @@ pub struct OpenAiSpeechSettings {
     pub rpm: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
+    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 fn default_elevenlabs_model() -> String {
@@ -217,6 +248,10 @@ pub struct StockSettings {
     pub rpm: Option<u32>,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
+    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 /// A provider's gate, its rate limit shared through Redis when `shared` says where.
@@ -248,8 +283,29 @@ impl ProvidersConfig {
         {
             return Err("providers.sd_webui.base_url: not an http(s) URL".into());
         }
-        if self.replicate.as_ref().is_some_and(|s| s.api_token.trim().is_empty()) {
-            return Err("providers.replicate.api_token: is empty".into());
+        if let Some(s) = &self.replicate {
+            if s.api_token.trim().is_empty() {
+                return Err("providers.replicate.api_token: is empty".into());
+            }
+            if s.webhook_url.as_deref().is_some_and(|u| !url_ok(u)) {
+                return Err("providers.replicate.webhook_url: not an http(s) URL".into());
+            }
+            let secret_ok = |k: &str| {
+                use base64::Engine as _;
+                k.strip_prefix("whsec_").is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_ok())
+            };
+            match (&s.webhook_url, &s.webhook_secret) {
+                (Some(_), None) => {
+                    return Err("providers.replicate.webhook_secret: needed with webhook_url (GET https://api.replicate.com/v1/webhooks/default/secret gives it)".into());
+                }
+                (_, Some(k)) if !secret_ok(k) => {
+                    return Err("providers.replicate.webhook_secret: not a whsec_ key".into());
+                }
+                _ => {}
+            }
+            if s.video_model.as_deref().is_some_and(|m| m.split('/').count() != 2) {
+                return Err("providers.replicate.video_model: name it as owner/name".into());
+            }
         }
         if self.openai_images.as_ref().is_some_and(|s| s.api_key.trim().is_empty()) {
             return Err("providers.openai_images.api_key: is empty".into());
@@ -269,6 +325,9 @@ impl ProvidersConfig {
         if self.openai_speech.as_ref().is_some_and(|s| bad_url(&s.base_url)) {
             return Err("providers.openai_speech.base_url: not an http(s) URL".into());
         }
+        if let Some((name, cap)) = self.daily_budgets().into_iter().find(|(_, c)| !(c.is_finite() && *c >= 0.0)) {
+            return Err(format!("providers.{name}.daily_budget_usd: {cap} is not a sum of dollars (0 or more)"));
+        }
         for (name, s) in [("pexels", &self.pexels), ("pixabay", &self.pixabay)] {
             if let Some(s) = s {
                 if s.api_key.trim().is_empty() {
@@ -280,6 +339,20 @@ impl ProvidersConfig {
             }
         }
         Ok(())
+    }
+
+    /// Each paid provider's daily budget, by the name its calls carry in the ledger.
+    pub fn daily_budgets(&self) -> Vec<(String, f64)> {
+        let named = [
+            self.llm.as_ref().map(|s| (s.provider_name(), s.daily_budget_usd)),
+            self.pexels.as_ref().map(|s| ("pexels".to_string(), s.daily_budget_usd)),
+            self.pixabay.as_ref().map(|s| ("pixabay".to_string(), s.daily_budget_usd)),
+            self.replicate.as_ref().map(|s| ("replicate".to_string(), s.daily_budget_usd)),
+            self.openai_images.as_ref().map(|s| ("openai-images".to_string(), s.daily_budget_usd)),
+            self.elevenlabs.as_ref().map(|s| ("elevenlabs".to_string(), s.daily_budget_usd)),
+            self.openai_speech.as_ref().map(|s| ("openai-speech".to_string(), s.daily_budget_usd)),
+        ];
+        named.into_iter().flatten().filter_map(|(name, cap)| cap.map(|c| (name, c))).collect()
     }
 
     /// The configured image generators, in the order they are tried.
@@ -300,7 +373,15 @@ impl ProvidersConfig {
         if let Some(s) = &self.replicate {
             let gate = gate("replicate", limits(s.rpm, s.concurrency, 120.0), self.shared_rate_limit.as_ref());
             let base = s.base_url.as_deref().unwrap_or("https://api.replicate.com");
-            out.push(Arc::new(Replicate::new(http.clone(), base, &s.api_token, &s.model, s.usd_per_second, gate)));
+            if let Some(video) = &s.video_model {
+                let clips = Replicate::new(http.clone(), base, &s.api_token, video, s.usd_per_second, gate.clone())
+                    .with_input(s.video_input.clone().unwrap_or_default())
+                    .with_webhook(s.webhook_url.clone());
+                out.push(Arc::new(clips));
+            }
+            let pictures = Replicate::new(http.clone(), base, &s.api_token, &s.model, s.usd_per_second, gate)
+                .with_webhook(s.webhook_url.clone());
+            out.push(Arc::new(pictures));
         }
         if let Some(s) = &self.openai_images {
             let gate = gate("openai-images", limits(s.rpm, s.concurrency, 180.0), self.shared_rate_limit.as_ref());
@@ -411,6 +492,10 @@ pub struct LlmSettings {
     pub usd_per_mtok_in: f64,
     #[serde(default)]
     pub usd_per_mtok_out: f64,
+    /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
+    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 fn default_concurrency() -> usize {
@@ -492,6 +577,19 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("providers.llm.base_url"));
         let openai = LlmSettings { base_url: "https://api.openai.com/v1".into(), ..llm };
         assert_eq!(openai.provider_name(), "openai");
+    }
+
+    #[test]
+    fn daily_budgets_are_named_as_the_ledger_names_providers() {
+        let cfg = toml_like(
+            r#"{"llm": {"base_url": "https://api.openai.com/v1", "model": "gpt-4o-mini", "daily_budget_usd": 5},
+                "replicate": {"api_token": "r8", "daily_budget_usd": 2.5},
+                "elevenlabs": {"api_key": "xi"}}"#,
+        );
+        assert_eq!(cfg.daily_budgets(), vec![("openai".to_string(), 5.0), ("replicate".to_string(), 2.5)]);
+        assert!(cfg.check().is_ok());
+        let negative = toml_like(r#"{"pexels": {"api_key": "k", "daily_budget_usd": -1}}"#);
+        assert!(negative.check().unwrap_err().contains("providers.pexels.daily_budget_usd"));
     }
 
     fn toml_like(json: &str) -> ProvidersConfig {

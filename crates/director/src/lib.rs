@@ -15,6 +15,7 @@
 //! cost, and whether the cache answered.
 
 pub mod config;
+pub mod ledger;
 pub mod plan;
 pub mod request;
 pub mod storyboard;
@@ -31,6 +32,7 @@ use reelsmith_providers::llm::{JsonRequest, LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use crate::ledger::{Budgets, Ledger};
 use crate::plan::{Plan, Problem};
 pub use crate::request::PromptRequest;
 use crate::visuals::{Asset, Chosen};
@@ -179,6 +181,14 @@ impl Director {
         self.speaker(req).map(|_| ())
     }
 
+    /// The providers a request cannot do without (no other source stands in for them): the
+    /// planner for a topic, the remote voice it names.
+    pub fn needed_providers(&self, req: &PromptRequest) -> Vec<String> {
+        let planner = self.model.as_ref().filter(|_| req.text.is_none()).map(|m| m.provider().to_string());
+        let voice = self.speaker(req).ok().flatten().map(|(_, s)| s.name().to_string());
+        planner.into_iter().chain(voice).collect()
+    }
+
     /// The remote voice a request names, with its chain (`None` for a local voice).
     #[allow(clippy::type_complexity)]
     fn speaker(
@@ -197,19 +207,21 @@ impl Director {
 
     /// Plans `req` into a storyboard. `check` is the engine's validation of the storyboard.
     pub async fn direct(&self, req: &PromptRequest, check: Checker<'_>) -> Result<Planned, DirectorError> {
-        self.direct_with(req, check, &self.assets).await
+        self.direct_with(req, check, &self.assets, &Ledger::default()).await
     }
 
-    /// [`Director::direct`] with this caller's own pictures instead of the director's.
+    /// [`Director::direct`] with this caller's own pictures instead of the director's, its
+    /// calls recorded in `ledger` (and counted against its budgets) as they happen: a failed
+    /// plan's calls are in it too.
     pub async fn direct_with(
         &self,
         req: &PromptRequest,
         check: Checker<'_>,
         assets: &[Asset],
+        ledger: &Ledger,
     ) -> Result<Planned, DirectorError> {
         self.precheck(req)?;
         let speaker = self.speaker(req)?;
-        let mut ledger = vec![];
         let mut stages = vec![];
         let started = Instant::now();
         let plan = match (&req.text, &req.topic) {
@@ -220,7 +232,7 @@ impl Director {
                 }
                 plan
             }
-            (None, Some(topic)) => self.model_plan(req, topic, check, &mut ledger).await?,
+            (None, Some(topic)) => self.model_plan(req, topic, check, ledger).await?,
             (None, None) => return Err(DirectorError::invalid("prompt.topic", "give a topic or a text")),
         };
         stages.push(StageTime { stage: "plan".into(), seconds: started.elapsed().as_secs_f64() });
@@ -239,6 +251,7 @@ impl Director {
                 self.images.as_ref(),
                 self.decisions.as_ref(),
                 req.dimensions(),
+                ledger,
             )
             .await;
             (chosen, timed("visuals", started))
@@ -247,16 +260,15 @@ impl Director {
             let started = Instant::now();
             let (chain, source) = speaker?;
             let v = req.voice.as_ref().expect("a remote voice was asked for");
-            let spoken =
-                chain.speak(source, &plan.scenes, v.name.as_deref(), v.speed.unwrap_or(1.0), &req.language).await;
+            let spoken = chain
+                .speak(source, &plan.scenes, v.name.as_deref(), v.speed.unwrap_or(1.0), &req.language, ledger)
+                .await;
             Some((spoken, timed("voice", started)))
         };
-        let (((visuals, calls), pictures_took), spoken) = tokio::join!(pictures, speech);
-        ledger.extend(calls);
+        let ((visuals, pictures_took), spoken) = tokio::join!(pictures, speech);
         stages.push(pictures_took);
         let mut voices = vec![];
-        if let Some(((result, calls), took)) = spoken {
-            ledger.extend(calls);
+        if let Some((result, took)) = spoken {
             stages.push(took);
             voices = result?;
         }
@@ -265,7 +277,7 @@ impl Director {
         if let Some(p) = check(&storyboard).into_iter().next() {
             return Err(DirectorError::invalid("prompt", format!("the storyboard does not validate: {p}")));
         }
-        Ok(Planned { plan, storyboard, visuals, voices, ledger, stages })
+        Ok(Planned { plan, storyboard, visuals, voices, ledger: ledger.entries(), stages })
     }
 
     /// Asks the model for a plan, feeding back what was wrong, at most [`PLAN_ATTEMPTS`] times.
@@ -274,7 +286,7 @@ impl Director {
         req: &PromptRequest,
         topic: &str,
         check: Checker<'_>,
-        ledger: &mut Vec<LedgerEntry>,
+        ledger: &Ledger,
     ) -> Result<Plan, DirectorError> {
         let model = self.model.as_ref().ok_or(DirectorError::NoModel)?;
         let seconds = req.target_seconds();
@@ -318,33 +330,36 @@ impl Director {
             && let Some(bytes) = cache.get(&key).await
             && let Ok(plan) = serde_json::from_slice::<Plan>(&bytes)
         {
-            ledger.push(LedgerEntry {
-                stage: "plan".into(),
-                provider: model.provider().into(),
-                model: model.model().into(),
-                units: 0.0,
-                unit_kind: "tokens".into(),
-                est_cost_usd: 0.0,
-                cache_hit: true,
-            });
+            ledger
+                .record(LedgerEntry {
+                    stage: "plan".into(),
+                    provider: model.provider().into(),
+                    model: model.model().into(),
+                    units: 0.0,
+                    unit_kind: "tokens".into(),
+                    est_cost_usd: 0.0,
+                    cache_hit: true,
+                })
+                .await;
             return Ok(plan);
         }
         let mut request = request;
         let mut last_problems = vec![];
         for attempt in 1..=PLAN_ATTEMPTS {
-            let completion = model
-                .complete_json(&request)
-                .await
-                .map_err(|failure| DirectorError::Provider { stage: "plan", failure })?;
-            ledger.push(LedgerEntry {
-                stage: "plan".into(),
-                provider: model.provider().into(),
-                model: completion.model.clone(),
-                units: (completion.prompt_tokens + completion.completion_tokens) as f64,
-                unit_kind: "tokens".into(),
-                est_cost_usd: completion.est_cost_usd,
-                cache_hit: false,
-            });
+            let provider_failed = |failure| DirectorError::Provider { stage: "plan", failure };
+            ledger.allow(model.provider()).await.map_err(provider_failed)?;
+            let completion = model.complete_json(&request).await.map_err(provider_failed)?;
+            ledger
+                .record(LedgerEntry {
+                    stage: "plan".into(),
+                    provider: model.provider().into(),
+                    model: completion.model.clone(),
+                    units: (completion.prompt_tokens + completion.completion_tokens) as f64,
+                    unit_kind: "tokens".into(),
+                    est_cost_usd: completion.est_cost_usd,
+                    cache_hit: false,
+                })
+                .await;
             let problems = match plan::parse_plan(&completion.content) {
                 Ok(plan) => {
                     let board = storyboard::storyboard(req, &plan, &visuals::choose_local(&plan.scenes, &[], &[]), &[]);

@@ -247,6 +247,23 @@ mod tests {
         assert!(err(json!({"topic": "a", "text": "b"})).contains("prompt.text"));
         assert!(err(json!({"topic": "a", "size": {"width": 33, "height": 20}})).contains("prompt.size"));
         assert!(err(json!({"topic": "a", "voice": {"engine": "sam"}})).contains("prompt.voice.engine"));
+        for speed in [0.1, 2.5, -1.0] {
+            let e = err(json!({"topic": "a", "voice": {"engine": "elevenlabs", "speed": speed}}));
+            assert!(e.contains("prompt.voice.speed: must be 0.5 to 2"), "{speed}: {e}");
+        }
+        assert!(
+            err(json!({"topic": "a", "voice": {"engine": "openai", "speed": "fast"}})).contains("prompt.voice.speed")
+        );
+        for name in ["", "   ", &"v".repeat(101)] {
+            let e = err(json!({"topic": "a", "voice": {"engine": "elevenlabs", "name": name}}));
+            assert!(e.contains("prompt.voice.name: must be 1 to 100 characters"), "{name:?}: {e}");
+        }
+        assert!(
+            PromptRequest::from_json(
+                json!({"topic": "a", "voice": {"engine": "openai", "name": "coral", "speed": 1.5}})
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -14,9 +14,9 @@ use reelsmith_providers::images::{ImageRequest, ImageSource};
 use reelsmith_providers::stock::{MAX_DOWNLOAD_BYTES, MediaKind, Orientation, Search, StockItem, StockSource};
 use serde::{Deserialize, Serialize};
 
-use crate::LedgerEntry;
 use crate::plan::PlanScene;
 use crate::request::VisualKind;
+use crate::{Ledger, LedgerEntry};
 
 /// Where a scene's picture came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,7 +187,12 @@ pub struct StockChain {
 impl StockChain {
     /// The results of one search, from the cache when it has them (24 h; empty results are
     /// not kept), with the ledger entry of the call.
-    async fn search(&self, source: &dyn StockSource, s: &Search) -> (Result<Vec<StockItem>, Failure>, LedgerEntry) {
+    async fn search(
+        &self,
+        source: &dyn StockSource,
+        s: &Search,
+        ledger: &Ledger,
+    ) -> (Result<Vec<StockItem>, Failure>, LedgerEntry) {
         let key = CacheKey::new(source.name(), "search", &serde_json::to_value(s).unwrap_or_default());
         let mut entry = LedgerEntry {
             stage: "visuals".into(),
@@ -201,6 +206,7 @@ impl StockChain {
         let result = self
             .searches
             .get_or_fetch(&key, || async {
+                ledger.allow(source.name()).await?;
                 let items = source.search(s).await?;
                 Ok(if items.is_empty() { vec![] } else { serde_json::to_vec(&items).unwrap_or_default() })
             })
@@ -248,7 +254,7 @@ impl StockChain {
         (width, height): (u32, u32),
         taken: &Mutex<HashSet<(String, String)>>,
         skipped: &mut Vec<String>,
-        ledger: &Mutex<Vec<LedgerEntry>>,
+        ledger: &Ledger,
     ) -> Option<Chosen> {
         let own: Vec<String> = scene.visual.search_terms.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
         let generic: Vec<String> = GENERIC_TERMS.iter().map(|t| t.to_string()).collect();
@@ -271,8 +277,8 @@ impl StockChain {
                         min_width: width,
                         per_page: 15,
                     };
-                    let (found, entry) = self.search(source.as_ref(), &s).await;
-                    ledger.lock().expect("ledger").push(entry);
+                    let (found, entry) = self.search(source.as_ref(), &s, ledger).await;
+                    ledger.record(entry).await;
                     let items = match found {
                         Ok(items) => items,
                         Err(f) => {
@@ -335,7 +341,7 @@ impl ImageChain {
         scene: &PlanScene,
         (width, height): (u32, u32),
         skipped: &mut Vec<String>,
-        ledger: &Mutex<Vec<LedgerEntry>>,
+        ledger: &Ledger,
     ) -> Option<Chosen> {
         let subject =
             if scene.visual.image_prompt.trim().is_empty() { &scene.narration } else { &scene.visual.image_prompt };
@@ -377,6 +383,7 @@ impl ImageChain {
             let drawn = self
                 .cache
                 .get_or_fetch(&key, || async {
+                    ledger.allow(source.name()).await?;
                     let image = source.generate(&request).await?;
                     *cost.lock().expect("cost") = Some((image.units, image.unit_kind, image.est_cost_usd));
                     Ok(image.bytes)
@@ -385,7 +392,7 @@ impl ImageChain {
             if let Some((units, kind, usd)) = cost.into_inner().expect("cost") {
                 entry = LedgerEntry { units, unit_kind: kind.into(), est_cost_usd: usd, cache_hit: false, ..entry };
             }
-            ledger.lock().expect("ledger").push(entry);
+            ledger.record(entry).await;
             let bytes = match drawn {
                 Ok((bytes, _)) => bytes,
                 Err(f) => {
@@ -393,7 +400,11 @@ impl ImageChain {
                     continue;
                 }
             };
-            let ext = if bytes.starts_with(b"\x89PNG") {
+            // A text-to-video model's clip is an MP4 (an ISO BMFF `ftyp` box first).
+            let video = bytes.get(4..8) == Some(b"ftyp");
+            let ext = if video {
+                "mp4"
+            } else if bytes.starts_with(b"\x89PNG") {
                 "png"
             } else if bytes.starts_with(b"RIFF") {
                 "webp"
@@ -421,6 +432,7 @@ impl ImageChain {
                 query: Some(prompt),
                 skipped: std::mem::take(skipped),
                 local_path: Some(dest),
+                video,
                 ..Chosen::card()
             });
         }
@@ -429,7 +441,8 @@ impl ImageChain {
 }
 
 /// Chooses every scene's picture, scenes in parallel (each provider's gate bounds its calls):
-/// assets, stock, generated (not yet), then a card. Returns the choices and the provider calls.
+/// assets, stock, generated, then a card; the provider calls go to `ledger`.
+#[allow(clippy::too_many_arguments)]
 pub async fn choose(
     scenes: &[PlanScene],
     order: &[VisualKind],
@@ -438,15 +451,15 @@ pub async fn choose(
     images: Option<&ImageChain>,
     decisions: Option<&ResultCache>,
     size: (u32, u32),
-) -> (Vec<Chosen>, Vec<LedgerEntry>) {
+    ledger: &Ledger,
+) -> Vec<Chosen> {
     let local = choose_local(scenes, order, assets);
     let stock = stock.filter(|s| !s.sources.is_empty());
     let images = images.filter(|s| !s.sources.is_empty());
     if stock.is_none() && images.is_none() {
-        return (local, vec![]);
+        return local;
     }
     let taken = Mutex::new(HashSet::new());
-    let ledger = Mutex::new(vec![]);
     // What each scene chose last time, by everything that decides it: the same scene again
     // costs no call at all, even where searches found nothing (empty results themselves are
     // never cached: a new search may find something).
@@ -464,7 +477,7 @@ pub async fn choose(
         )
     };
     let picks = scenes.iter().zip(local).map(|(scene, local)| {
-        let (taken, ledger) = (&taken, &ledger);
+        let taken = &taken;
         let key = decision_key(scene);
         async move {
             if local.source == Source::Asset {
@@ -496,8 +509,7 @@ pub async fn choose(
             chosen
         }
     });
-    let chosen = futures_util::future::join_all(picks).await;
-    (chosen, ledger.into_inner().expect("ledger"))
+    futures_util::future::join_all(picks).await
 }
 
 /// One scene's picture from the remote sources, in the request's order, ending at a card.
@@ -510,7 +522,7 @@ async fn pick(
     images: Option<&ImageChain>,
     size: (u32, u32),
     taken: &Mutex<HashSet<(String, String)>>,
-    ledger: &Mutex<Vec<LedgerEntry>>,
+    ledger: &Ledger,
 ) -> Chosen {
     {
         {

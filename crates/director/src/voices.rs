@@ -14,7 +14,7 @@ use reelsmith_providers::speech::{SpeechRequest, SpeechSource, TimedWord};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::PlanScene;
-use crate::{DirectorError, LedgerEntry};
+use crate::{DirectorError, Ledger, LedgerEntry};
 
 /// Remote voices, their cache (kept: the same line spoken again costs nothing) and where
 /// recordings go.
@@ -59,7 +59,7 @@ impl VoiceChain {
         self.sources.iter().find(|s| s.name() == name)
     }
 
-    /// Every scene's narration spoken by `source`, in scene order, with the calls made.
+    /// Every scene's narration spoken by `source`, in scene order; the calls go to `ledger`.
     pub async fn speak(
         &self,
         source: &Arc<dyn SpeechSource>,
@@ -67,8 +67,8 @@ impl VoiceChain {
         voice: Option<&str>,
         speed: f32,
         language: &str,
-    ) -> (Result<Vec<Voiced>, DirectorError>, Vec<LedgerEntry>) {
-        let ledger = Mutex::new(vec![]);
+        ledger: &Ledger,
+    ) -> Result<Vec<Voiced>, DirectorError> {
         let calls = scenes.iter().map(|scene| {
             let request = SpeechRequest {
                 text: scene.narration.trim().to_string(),
@@ -76,25 +76,23 @@ impl VoiceChain {
                 speed,
                 language: language.to_string(),
             };
-            let ledger = &ledger;
             async move { self.one(source, &request, ledger).await }
         });
         let results = futures_util::future::join_all(calls).await;
-        let ledger = ledger.into_inner().expect("ledger");
         // The cause, not its echo: a scene refused by the breaker another scene's failure opened
         // says less than that failure.
         let failures: Vec<&Failure> = results.iter().filter_map(|r| r.as_ref().err()).collect();
         if let Some(failure) = failures.iter().find(|f| !matches!(f, Failure::Unavailable(_))).or(failures.first()) {
-            return (Err(DirectorError::Provider { stage: "voice", failure: (*failure).clone() }), ledger);
+            return Err(DirectorError::Provider { stage: "voice", failure: (*failure).clone() });
         }
-        (Ok(results.into_iter().flatten().collect()), ledger)
+        Ok(results.into_iter().flatten().collect())
     }
 
     async fn one(
         &self,
         source: &Arc<dyn SpeechSource>,
         request: &SpeechRequest,
-        ledger: &Mutex<Vec<LedgerEntry>>,
+        ledger: &Ledger,
     ) -> Result<Voiced, Failure> {
         let voice = request.voice.clone().unwrap_or_else(|| source.default_voice().to_string());
         let key = CacheKey::new(
@@ -106,6 +104,7 @@ impl VoiceChain {
         let answer = self
             .cache
             .get_or_fetch(&key, || async {
+                ledger.allow(source.name()).await?;
                 let speech = source.synthesize(request).await?;
                 *cost.lock().expect("cost") = Some((speech.characters, speech.est_cost_usd));
                 let header = Header { words: speech.words, voice: speech.voice, characters: speech.characters };
@@ -119,15 +118,17 @@ impl VoiceChain {
             Some((chars, usd)) => (chars, usd, false),
             None => (0.0, 0.0, true),
         };
-        ledger.lock().expect("ledger").push(LedgerEntry {
-            stage: "voice".into(),
-            provider: source.name().into(),
-            model: source.model().into(),
-            units,
-            unit_kind: "characters".into(),
-            est_cost_usd: usd,
-            cache_hit: hit,
-        });
+        ledger
+            .record(LedgerEntry {
+                stage: "voice".into(),
+                provider: source.name().into(),
+                model: source.model().into(),
+                units,
+                unit_kind: "characters".into(),
+                est_cost_usd: usd,
+                cache_hit: hit,
+            })
+            .await;
         let (bytes, _) = answer?;
         let split = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
         let header: Header = serde_json::from_slice(&bytes[..split])

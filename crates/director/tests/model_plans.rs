@@ -158,3 +158,53 @@ async fn a_storyboard_the_engine_refuses_is_fed_back_to_the_model() {
     let retry = &fake.requests()[1].body["messages"][3]["content"];
     assert!(retry.as_str().unwrap().contains("scenes[1]: one scene only"), "{retry}");
 }
+
+/// Budgets kept in memory as the service keeps them in its store: one provider's day total.
+struct DayBudget {
+    cap: f64,
+    spent: std::sync::Mutex<f64>,
+}
+
+#[async_trait::async_trait]
+impl reelsmith_director::Budgets for DayBudget {
+    async fn allow(&self, provider: &str) -> Result<(), reelsmith_providers::Failure> {
+        let spent = *self.spent.lock().unwrap();
+        if spent >= self.cap {
+            return Err(reelsmith_providers::Failure::Quota(format!(
+                "{provider}: the daily budget of ${:.2} is spent",
+                self.cap
+            )));
+        }
+        Ok(())
+    }
+    async fn spent(&self, entry: &reelsmith_director::LedgerEntry) {
+        *self.spent.lock().unwrap() += entry.est_cost_usd;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_plan_is_charged_for_its_calls_and_a_spent_budget_stops_the_next() {
+    let fake = FakeChat::start().await;
+    fake.respond_with(|_| Reply::content("I'd be happy to help! Here is a storyboard: ..."));
+    let budget = Arc::new(DayBudget { cap: 1e-9, spent: std::sync::Mutex::new(0.0) });
+    let d = director(&fake, None);
+    // A budget that allows the first call: each failed attempt is counted as it happens.
+    let roomy = Arc::new(DayBudget { cap: 1.0, spent: std::sync::Mutex::new(0.0) });
+    let ledger = reelsmith_director::Ledger::new(Some(roomy.clone()));
+    let err = d.direct_with(&topic("volcanoes"), &check, &[], &ledger).await.unwrap_err();
+    assert_eq!(err.code(), "plan_failed");
+    let entries = ledger.entries();
+    assert_eq!(entries.len(), PLAN_ATTEMPTS, "{entries:?}");
+    assert!(entries.iter().all(|e| !e.cache_hit && e.est_cost_usd > 0.0));
+    let charged = *roomy.spent.lock().unwrap();
+    assert!(charged > 0.0 && (charged - ledger.spent_usd()).abs() < 1e-12, "{charged}");
+    // Spent (the cap is below one call): the model is not called, the error names the budget.
+    *budget.spent.lock().unwrap() = 1e-6;
+    let calls = fake.requests().len();
+    let ledger = reelsmith_director::Ledger::new(Some(budget));
+    let err = d.direct_with(&topic("geysers"), &check, &[], &ledger).await.unwrap_err();
+    assert_eq!(err.code(), "provider_quota");
+    assert!(err.to_string().contains("plan: openai: the daily budget of $0.00 is spent"), "{err}");
+    assert_eq!(fake.requests().len(), calls, "no call once the budget is spent");
+    assert!(ledger.entries().is_empty());
+}

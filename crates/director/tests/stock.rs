@@ -28,7 +28,13 @@ fn offer(query: &str, kind: &'static str, name: &str) -> Offer {
 
 fn chain(fake: &FakeStock, dir: &Path, pexels_key: &str) -> StockChain {
     let settings = |key: &str| {
-        Some(StockSettings { api_key: key.into(), base_url: Some(fake.base.clone()), rpm: None, concurrency: 2 })
+        Some(StockSettings {
+            api_key: key.into(),
+            base_url: Some(fake.base.clone()),
+            rpm: None,
+            concurrency: 2,
+            daily_budget_usd: None,
+        })
     };
     let providers =
         ProvidersConfig { pexels: settings(pexels_key), pixabay: settings(FAKE_PIXABAY_KEY), ..Default::default() };
@@ -54,7 +60,7 @@ async fn videos_then_photos_then_generic_terms_then_a_card() {
     let dir = tempfile::tempdir().unwrap();
     let stock = chain(&fake, dir.path(), FAKE_PEXELS_KEY);
     let scenes = vec![scene(&["lava"]), scene(&["crater"]), scene(&["lava"])];
-    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
+    let (chosen, ledger) = choose_logged(&scenes, &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
     // A video when one matches, with whom to credit; the two scenes on lava get different
     // items (scenes are chosen in parallel, so either may get Pexels').
     let lava = [&chosen[0], &chosen[2]];
@@ -78,12 +84,12 @@ async fn videos_then_photos_then_generic_terms_then_a_card() {
     assert_eq!(asked("lava"), 2, "pexels and pixabay video searches, once each");
 
     // Nothing anywhere, not even for the generic terms: a card, saying what was tried.
-    let (chosen, _) = choose(&[scene(&["penguin"])], &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
+    let (chosen, _) = choose_logged(&[scene(&["penguin"])], &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
     assert_eq!(chosen[0].source, Source::Card);
     assert!(chosen[0].skipped.iter().any(|s| s.contains("nothing found for [\"penguin\"]")), "{:?}", chosen[0].skipped);
     // With a generic term on offer, that instead of a card.
     fake.offer(offer("ocean", "photo", "ocean.jpg"));
-    let (chosen, _) = choose(&[scene(&["walrus"])], &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
+    let (chosen, _) = choose_logged(&[scene(&["walrus"])], &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
     assert_eq!((chosen[0].source, chosen[0].query.as_deref()), (Source::Stock, Some("ocean")));
 }
 
@@ -95,13 +101,13 @@ async fn searches_are_cached_for_a_day_and_a_failing_provider_is_skipped() {
     // Pexels refuses this key (401, final): Pixabay answers.
     let stock = chain(&fake, dir.path(), "wrong-key");
     let scenes = vec![scene(&["geyser"])];
-    let (chosen, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
+    let (chosen, ledger) = choose_logged(&scenes, &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
     assert_eq!(chosen[0].provider.as_deref(), Some("pixabay"), "{:?}", chosen[0]);
     assert!(chosen[0].skipped.iter().any(|s| s.contains("pexels") && s.contains("401")), "{:?}", chosen[0].skipped);
     let searches = fake.searches().len();
     assert!(ledger.len() >= 2);
     // Again: every search that found something comes from the cache (Pexels' refusal was not kept).
-    let (again, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
+    let (again, ledger) = choose_logged(&scenes, &ORDER, &[], Some(&stock), None, None, (640, 360)).await;
     assert_eq!(again[0].id, chosen[0].id);
     let pixabay_calls = fake.searches().iter().skip(searches).filter(|s| s.path.starts_with("/api/")).count();
     assert_eq!(pixabay_calls, 1, "only the empty video search is asked again");
@@ -130,6 +136,7 @@ async fn a_scene_stock_cannot_show_is_drawn_and_drawn_once() {
             usd_per_mtok_out: 8.0,
             rpm: None,
             concurrency: 2,
+            daily_budget_usd: None,
         }),
         ..Default::default()
     };
@@ -143,7 +150,8 @@ async fn a_scene_stock_cannot_show_is_drawn_and_drawn_once() {
     };
     let mut s = scene(&["aurora"]);
     s.visual.image_prompt = "green aurora over a frozen lake".into();
-    let (chosen, ledger) = choose(&[s.clone()], &ORDER, &[], Some(&stock), Some(&images), None, (640, 360)).await;
+    let (chosen, ledger) =
+        choose_logged(&[s.clone()], &ORDER, &[], Some(&stock), Some(&images), None, (640, 360)).await;
     let c = &chosen[0];
     assert_eq!((c.source, c.provider.as_deref()), (Source::Generated, Some("openai-images")), "{c:?}");
     assert_eq!(c.query.as_deref(), Some("green aurora over a frozen lake, watercolour"));
@@ -158,7 +166,7 @@ async fn a_scene_stock_cannot_show_is_drawn_and_drawn_once() {
     let calls = painter.requests().len();
     // The same scene again: the picture OpenAI drew, from the cache; no generator is asked
     // (not even the WebUI, first in order, whose failure was not kept).
-    let (again, ledger) = choose(&[s], &ORDER, &[], Some(&stock), Some(&images), None, (640, 360)).await;
+    let (again, ledger) = choose_logged(&[s], &ORDER, &[], Some(&stock), Some(&images), None, (640, 360)).await;
     assert_eq!((again[0].source, again[0].file.as_deref()), (Source::Generated, c.file.as_deref()));
     assert_eq!(painter.requests().len(), calls);
     assert!(ledger.iter().any(|e| e.provider == "openai-images" && e.cache_hit && e.est_cost_usd == 0.0));
@@ -172,17 +180,33 @@ async fn the_same_scenes_again_make_no_call_even_where_searches_found_nothing() 
     let stock = chain(&fake, dir.path(), FAKE_PEXELS_KEY);
     let decisions = ResultCache::new(dir.path().join("decisions"), Some(Duration::from_secs(3600)));
     let scenes = vec![scene(&["lava"]), scene(&["penguin"])];
-    let (first, _) = choose(&scenes, &ORDER, &[], Some(&stock), None, Some(&decisions), (640, 360)).await;
+    let (first, _) = choose_logged(&scenes, &ORDER, &[], Some(&stock), None, Some(&decisions), (640, 360)).await;
     assert_eq!((first[0].source, first[1].source), (Source::Stock, Source::Card));
     let calls = fake.requests().len();
-    let (again, ledger) = choose(&scenes, &ORDER, &[], Some(&stock), None, Some(&decisions), (640, 360)).await;
+    let (again, ledger) = choose_logged(&scenes, &ORDER, &[], Some(&stock), None, Some(&decisions), (640, 360)).await;
     assert_eq!(fake.requests().len(), calls, "no search and no download");
     assert!(ledger.is_empty());
     assert_eq!(again[0].file, first[0].file);
     assert_eq!(again[1].source, Source::Card);
     // A picture whose file is gone is chosen again.
     std::fs::remove_file(dir.path().join(first[0].file.as_deref().unwrap())).unwrap();
-    let (third, _) = choose(&scenes, &ORDER, &[], Some(&stock), None, Some(&decisions), (640, 360)).await;
+    let (third, _) = choose_logged(&scenes, &ORDER, &[], Some(&stock), None, Some(&decisions), (640, 360)).await;
     assert_eq!(third[0].source, Source::Stock);
     assert!(dir.path().join(third[0].file.as_deref().unwrap()).exists());
+}
+
+/// [`choose`] with a ledger of its own: the choices and the calls made.
+#[allow(clippy::too_many_arguments)]
+async fn choose_logged(
+    scenes: &[reelsmith_director::plan::PlanScene],
+    order: &[reelsmith_director::request::VisualKind],
+    assets: &[reelsmith_director::visuals::Asset],
+    stock: Option<&reelsmith_director::visuals::StockChain>,
+    images: Option<&reelsmith_director::visuals::ImageChain>,
+    decisions: Option<&ResultCache>,
+    size: (u32, u32),
+) -> (Vec<reelsmith_director::visuals::Chosen>, Vec<reelsmith_director::LedgerEntry>) {
+    let ledger = reelsmith_director::Ledger::default();
+    let chosen = choose(scenes, order, assets, stock, images, decisions, size, &ledger).await;
+    (chosen, ledger.entries())
 }

@@ -24,6 +24,7 @@ fn director(fake: &FakeSpeech, dir: &Path) -> Director {
             usd_per_1k_chars: 0.3,
             rpm: None,
             concurrency: 2,
+            daily_budget_usd: None,
         }),
         ..Default::default()
     };

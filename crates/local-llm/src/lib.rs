@@ -6,12 +6,14 @@
 //!
 //! Generation is CPU work: it runs on a blocking thread, one request at a time, with few threads
 //! (one by default: on a small machine renders run beside it, and ggml's spin barriers collapse
-//! when its threads share cores with a busy FFmpeg).
+//! when its threads share cores with a busy FFmpeg). A request whose caller goes away (a
+//! cancelled job, a deadline) stops at its next token, and the model is free again once it has.
 
 pub mod grammar;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -40,14 +42,25 @@ pub struct LocalSettings {
 /// A local model; loaded on first use and kept.
 pub struct LocalModel {
     inner: Arc<Inner>,
-    /// One generation at a time.
-    busy: tokio::sync::Mutex<()>,
+    /// One generation at a time: held by the generating thread until it ends.
+    busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Inner {
     settings: LocalSettings,
     name: String,
     loaded: Mutex<Option<Arc<LlamaModel>>>,
+    /// Tokens written since the model was made (all requests).
+    tokens: AtomicU64,
+}
+
+/// Tells a generating thread to stop when the request's future is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// How fast the last answer came (prompt and generation, tokens per second).
@@ -96,7 +109,10 @@ pub fn cpu_problem() -> Option<&'static str> {
 impl LocalModel {
     pub fn new(settings: LocalSettings) -> Self {
         let name = settings.model.file_stem().map_or("local".into(), |s| s.to_string_lossy().into_owned());
-        Self { inner: Arc::new(Inner { settings, name, loaded: Mutex::new(None) }), busy: tokio::sync::Mutex::new(()) }
+        Self {
+            inner: Arc::new(Inner { settings, name, loaded: Mutex::new(None), tokens: AtomicU64::new(0) }),
+            busy: Arc::default(),
+        }
     }
 
     /// Checks that the model file is there (a clear error at startup, not at the first plan).
@@ -106,7 +122,17 @@ impl LocalModel {
 
     /// Answers `req` and says how fast (blocking: call from a blocking thread).
     pub fn answer(&self, req: &JsonRequest) -> Result<(String, Speed), Failure> {
-        self.inner.answer(req)
+        self.inner.answer(req, &AtomicBool::new(false))
+    }
+
+    /// Tokens this model has written, over all requests (a request's progress).
+    pub fn tokens_written(&self) -> u64 {
+        self.inner.tokens.load(Ordering::Relaxed)
+    }
+
+    /// Whether a generation is running (or waiting for its turn).
+    pub fn is_busy(&self) -> bool {
+        self.busy.try_lock().is_err()
     }
 
     pub fn path(&self) -> &Path {
@@ -142,7 +168,7 @@ impl Inner {
         Ok((model, started.elapsed().as_secs_f64()))
     }
 
-    fn answer(&self, req: &JsonRequest) -> Result<(String, Speed), Failure> {
+    fn answer(&self, req: &JsonRequest, stop: &AtomicBool) -> Result<(String, Speed), Failure> {
         let what = format!("local model {}", self.name);
         let (model, load_s) = self.model()?;
         let fail = |m: String| Failure::Final(format!("{what}: {m}"));
@@ -191,6 +217,9 @@ impl Inner {
         let mut position = tokens.len() as i32;
         let mut finished = false;
         while n < req.max_tokens && (position as u32) < n_ctx {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Failure::Final(format!("{what}: the request was cancelled after {n} tokens")));
+            }
             // `sample` also accepts the token into every sampler (the grammar's state moves on).
             let token = sampler.sample(&ctx, batch.n_tokens() - 1);
             if model.vocab().is_eog(token) {
@@ -203,6 +232,7 @@ impl Inner {
             ctx.decode(&mut batch).map_err(|e| fail(e.to_string()))?;
             position += 1;
             n += 1;
+            self.tokens.fetch_add(1, Ordering::Relaxed);
         }
         let speed = Speed {
             load_s,
@@ -231,11 +261,17 @@ impl LanguageModel for LocalModel {
     }
 
     async fn complete_json(&self, req: &JsonRequest) -> Result<Completion, Failure> {
-        let _turn = self.busy.lock().await;
+        // The thread keeps the turn until it ends, even when this future is dropped first.
+        let turn = self.busy.clone().lock_owned().await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stop.clone());
         let (inner, request) = (self.inner.clone(), req.clone());
-        let (text, speed) = tokio::task::spawn_blocking(move || inner.answer(&request))
-            .await
-            .map_err(|e| Failure::Final(format!("local model: {e}")))??;
+        let (text, speed) = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            inner.answer(&request, &stop)
+        })
+        .await
+        .map_err(|e| Failure::Final(format!("local model: {e}")))??;
         tracing::info!(
             model = %self.inner.name,
             load_s = speed.load_s,

@@ -104,3 +104,45 @@ async fn a_missing_model_is_named() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_caller_goes_away_stops_at_its_next_token() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let model = Arc::new(local(tiny_model()));
+    let long = JsonRequest {
+        messages: vec![Message::user("Write a storyboard of sixty scenes about rivers.")],
+        schema_name: "storyboard".into(),
+        schema: plan_schema(),
+        temperature: 0.3,
+        max_tokens: 4_000,
+        seed: Some(1),
+    };
+    let asking = {
+        let (model, long) = (model.clone(), long.clone());
+        tokio::spawn(async move { model.complete_json(&long).await })
+    };
+    // Wait for the answer to be under way, then drop its caller (a cancelled job does this).
+    let mut progress = model.tokens_written();
+    while progress < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        progress = model.tokens_written();
+    }
+    asking.abort();
+    assert!(asking.await.unwrap_err().is_cancelled());
+    // The model is free once the thread has stopped, at its next token: not 4,000 tokens later.
+    let waited = std::time::Instant::now();
+    while model.is_busy() {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let written = model.tokens_written();
+    assert!(written < progress + 50, "{written} tokens written; the stop came at {progress}");
+    println!(
+        "stopped {:.3} s after the caller left, {} tokens after",
+        waited.elapsed().as_secs_f64(),
+        written - progress
+    );
+    // And it answers the next request.
+    let short = JsonRequest { max_tokens: 40, ..long };
+    let answer = model.complete_json(&short).await.unwrap();
+    assert!(answer.completion_tokens > 0);
+}

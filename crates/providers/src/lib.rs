@@ -16,6 +16,7 @@ pub mod images;
 pub mod llm;
 pub mod shared_limit;
 pub mod speech;
+pub mod standard_webhooks;
 pub mod stock;
 
 pub use gate::{Attempts, BreakerState, Gate, Limits};

@@ -16,6 +16,7 @@
 // signatures, webhooks); the rest stays inside.
 pub mod access;
 pub mod assets;
+pub mod budgets;
 pub mod config;
 pub mod error;
 mod events;

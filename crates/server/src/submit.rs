@@ -6,6 +6,7 @@
 //! storyboard with the same files is the same spec hash.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use reelsmith_store::{CreateOutcome, GenerationRecord, NewGeneration, new_id, now_ms};
@@ -263,6 +264,7 @@ pub async fn accept_prompt(state: &AppState, caller: &Caller, env: &Envelope) ->
     }
     state.director.precheck(&req).map_err(director_error)?;
     check_provider_budget(state, caller.0.as_ref()).await?;
+    check_needed_providers(state, &req).await?;
     let (priority, metadata) = envelope_options(state, env)?;
     // Priced before planning by what it asks for; the storyboard is checked again once planned.
     let (width, height) = req.dimensions();
@@ -316,6 +318,26 @@ async fn check_provider_budget(state: &AppState, key: Option<&reelsmith_store::A
         .with_issues(vec![IssueBody { path: "prompt".into(), message: msg }]))
 }
 
+/// 429 `budget_exceeded` when a provider the request cannot do without (its planner, its
+/// remote voice) has spent this server's daily budget for it.
+async fn check_needed_providers(state: &AppState, req: &reelsmith_director::PromptRequest) -> ApiResult<()> {
+    use reelsmith_director::Budgets as _;
+    let budgets = crate::budgets::StoreBudgets::new(state, None);
+    for provider in state.director.needed_providers(req) {
+        match budgets.allow(&provider).await {
+            Ok(()) => {}
+            Err(reelsmith_providers::Failure::Quota(msg)) => {
+                let now = reelsmith_store::now_ms();
+                let until_midnight = seconds_until_day_ends(reelsmith_store::usage_day(now), now);
+                return Err(ApiError::too_many("budget_exceeded", format!("prompt: {msg}"), until_midnight)
+                    .with_issues(vec![IssueBody { path: "prompt".into(), message: msg }]));
+            }
+            Err(other) => return Err(ApiError::internal(other.message())),
+        }
+    }
+    Ok(())
+}
+
 /// Why planning a stored prompt failed, and whether a later attempt may succeed (a provider's
 /// outage or rate limit) or not (the request's or the plan's own fault).
 #[derive(Debug)]
@@ -354,23 +376,13 @@ pub async fn plan_prompt(
         None => None,
     };
     check_provider_budget(state, key.as_ref()).await.map_err(|error| PlanFailure { error, retry: false })?;
+    check_needed_providers(state, &req).await.map_err(|error| PlanFailure { error, retry: false })?;
     let mut new_assets = vec![];
-    let (storyboard, kept) = direct_request(state, &req, g.api_key_id.clone(), &mut new_assets).await?;
-    if let Some(key) = &key {
-        let spent: f64 = kept["ledger"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["cache_hit"] != true)
-            .filter_map(|e| e["est_cost_usd"].as_f64())
-            .sum();
-        if spent > 0.0 {
-            state
-                .meta
-                .add_provider_spend(&key.id, reelsmith_store::usage_day(reelsmith_store::now_ms()), spent)
-                .await?;
-        }
-    }
+    // Every paid call counts against the key's and the provider's day as it is made, whether
+    // or not the plan then succeeds.
+    let ledger =
+        reelsmith_director::Ledger::new(Some(Arc::new(crate::budgets::StoreBudgets::new(state, key.as_ref()))));
+    let (storyboard, kept) = direct_request(state, &req, g.api_key_id.clone(), &mut new_assets, &ledger).await?;
     let env = Envelope {
         spec: Some(storyboard),
         prompt: None,
@@ -380,6 +392,11 @@ pub async fn plan_prompt(
         dedupe: None,
     };
     let prepared = prepare(state, env, &HashMap::new(), g.api_key_id.as_deref()).await?;
+    // The plan's own length, not the estimate accepted at POST: a model that wrote longer
+    // narration than asked for must still fit the key's per-job limit.
+    if let Some(key) = &key {
+        check_key_job_limit(key, prepared.charge).map_err(|error| PlanFailure { error, retry: false })?;
+    }
     state.meta.set_plan(&g.id, &prepared.spec_json, &kept).await.map_err(ApiError::from)?;
     Ok((prepared.spec_json, kept))
 }
@@ -393,6 +410,7 @@ async fn direct_request(
     req: &reelsmith_director::PromptRequest,
     api_key_id: Option<String>,
     new_assets: &mut Vec<String>,
+    ledger: &reelsmith_director::Ledger,
 ) -> Result<(serde_json::Value, serde_json::Value), PlanFailure> {
     let engine = state.engine.clone();
     // What the plan can get wrong (text limits, voices); files are checked by `prepare`.
@@ -438,7 +456,7 @@ async fn direct_request(
     }
     let planned = state
         .director
-        .direct_with(req, &check, &mine)
+        .direct_with(req, &check, &mine, ledger)
         .await
         .map_err(|e| PlanFailure { retry: e.is_retryable(), error: director_error(e) })?;
     for e in &planned.ledger {
@@ -522,6 +540,21 @@ fn director_error(e: reelsmith_director::DirectorError) -> ApiError {
             err.retry_after_s = wait;
             err
         }
+    }
+}
+
+/// 422 `too_costly` when one generation costs more than the key may render per job.
+fn check_key_job_limit(key: &reelsmith_store::ApiKey, charge: reelsmith_store::Usage) -> ApiResult<()> {
+    match key.limits.job_megapixel_frames {
+        Some(max) if charge.megapixel_frames > max => {
+            let msg = format!(
+                "about {:.0} megapixel-frames (frames × pixels); this key renders at most {max:.0} per job",
+                charge.megapixel_frames
+            );
+            Err(ApiError::unprocessable("too_costly", format!("spec.output: {msg}"))
+                .with_issues(vec![crate::error::IssueBody { path: "spec.output".into(), message: msg }]))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -626,16 +659,8 @@ pub async fn enqueue(
     }
     // The key's own cost limits: per job here, per day charged by the store in the same
     // transaction as the insert (replays and duplicates cost nothing).
-    if let Some(key) = &caller.0
-        && let Some(max) = key.limits.job_megapixel_frames
-        && p.charge.megapixel_frames > max
-    {
-        let msg = format!(
-            "about {:.0} megapixel-frames (frames × pixels); this key renders at most {max:.0} per job",
-            p.charge.megapixel_frames
-        );
-        return Err(ApiError::unprocessable("too_costly", format!("spec.output: {msg}"))
-            .with_issues(vec![crate::error::IssueBody { path: "spec.output".into(), message: msg }]));
+    if let Some(key) = &caller.0 {
+        check_key_job_limit(key, p.charge)?;
     }
     // Fair between keys: a key's k-th unfinished generation is queued below every other key's
     // earlier ones at the same priority.

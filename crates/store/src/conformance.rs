@@ -635,6 +635,16 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     m.add_provider_spend(&spender, day + 2, 0.125).await.unwrap();
     assert_eq!(m.provider_spend(&spender, day + 2).await.unwrap(), 0.125);
     assert_eq!(m.provider_spend(&spender, day).await.unwrap(), 0.0);
+    // Per provider, over every key: its own day, its own total.
+    let (paid, other) = (new_id("provider"), new_id("provider"));
+    assert_eq!(m.provider_day_spend(&paid, day).await.unwrap(), 0.0);
+    m.add_provider_day_spend(&paid, day, 0.5).await.unwrap();
+    m.add_provider_day_spend(&paid, day, 0.25).await.unwrap();
+    m.add_provider_day_spend(&other, day, 1.0).await.unwrap();
+    m.add_provider_day_spend(&paid, day + 1, 2.0).await.unwrap();
+    assert!((m.provider_day_spend(&paid, day).await.unwrap() - 0.75).abs() < 1e-9);
+    assert_eq!(m.provider_day_spend(&other, day).await.unwrap(), 1.0);
+    assert_eq!(m.provider_day_spend(&paid, day + 1).await.unwrap(), 2.0);
     assert_eq!(m.usage(&spender, day + 2).await.unwrap(), Usage::default());
 
     assert_eq!(m.asset(&asset.id).await.unwrap().as_ref(), Some(&asset));

@@ -535,6 +535,10 @@ pub trait Metadata: Send + Sync + 'static {
     async fn add_provider_spend(&self, api_key_id: &str, day: i64, usd: f64) -> Result<()>;
     /// Estimated USD the key's prompts spent on providers on `day`.
     async fn provider_spend(&self, api_key_id: &str, day: i64) -> Result<f64>;
+    /// Adds estimated USD spent on `provider` (by any key) to its `day`.
+    async fn add_provider_day_spend(&self, provider: &str, day: i64, usd: f64) -> Result<()>;
+    /// Estimated USD the whole server spent on `provider` on `day`.
+    async fn provider_day_spend(&self, provider: &str, day: i64) -> Result<f64>;
 
     async fn put_asset(&self, a: &Asset) -> Result<()>;
     async fn asset(&self, id: &str) -> Result<Option<Asset>>;

@@ -415,6 +415,36 @@ where
         Ok(())
     }
 
+    /// Adds what was spent on one provider (by any key) to its `day`.
+    pub(crate) async fn add_provider_day_spend<'e, E>(e: E, provider: &str, day: i64, usd: f64) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query(
+            "INSERT INTO provider_usage (provider, day, usd) VALUES ($1, $2, $3)
+             ON CONFLICT (provider, day) DO UPDATE SET usd = provider_usage.usd + excluded.usd",
+        )
+        .bind(provider)
+        .bind(day)
+        .bind(usd.max(0.0))
+        .execute(e)
+        .await?;
+        Ok(())
+    }
+
+    /// What the server spent on one provider on `day`, in estimated USD.
+    pub(crate) async fn provider_day_spend<'e, E>(e: E, provider: &str, day: i64) -> Result<f64>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let usd: Option<f64> = sqlx::query_scalar("SELECT usd FROM provider_usage WHERE provider = $1 AND day = $2")
+            .bind(provider)
+            .bind(day)
+            .fetch_optional(e)
+            .await?;
+        Ok(usd.unwrap_or(0.0))
+    }
+
     /// What the key's prompts spent on providers on `day`, in estimated USD.
     pub(crate) async fn provider_spend<'e, E>(e: E, api_key_id: &str, day: i64) -> Result<f64>
     where

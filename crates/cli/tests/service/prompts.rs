@@ -379,3 +379,115 @@ async fn a_keys_prompts_stop_at_its_daily_provider_budget() {
     let (code, body) = s.submit(&json!({"spec": spec})).await;
     assert_eq!(code, 202, "{body}");
 }
+
+/// A provider's daily budget over every key (`[providers.llm] daily_budget_usd`, here less than
+/// one call): the plan's first attempt is paid and counted at once, so its repair is refused
+/// (the job fails naming the budget, not retried); the failed plan's call was charged, so the
+/// next topic (which needs the provider) is refused at POST; a text (which does not) renders.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_providers_daily_budget_counts_failed_plans_and_then_refuses_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeChat::start().await;
+    fake.respond_with(|_| Reply::content("Sure! Here is a storyboard: ..."));
+    let config = dir.path().join("reelsmith.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.llm]\nname = \"openai\"\nbase_url = \"{}\"\nmodel = \"gpt-test\"\napi_key = \"sk-test\"\nusd_per_mtok_in = 0.15\nusd_per_mtok_out = 0.6\ndaily_budget_usd = 0.00001\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&dir.path().join("data"), &[("REELSMITH_CONFIG", config.to_str().unwrap())]);
+    let (code, body) = s.submit(&prompt("tides")).await;
+    assert_eq!(code, 202, "{body}");
+    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "provider_quota", "{done}");
+    let msg = done["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("plan: openai: this server's daily budget for openai ($0.00) is spent"), "{msg}");
+    assert_eq!(done["attempts"], 1, "a spent budget is not retried: {done}");
+    assert_eq!(fake.requests().len(), 1, "the repair was never sent");
+    // The provider's day is spent by the failed plan: the next topic is refused before any call.
+    let r = s.post("/api/v1/generations").json(&prompt("waves")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "budget_exceeded", "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("openai: this server's daily budget for openai ($0.00) is spent"), "{msg}");
+    assert_eq!(fake.requests().len(), 1);
+    // A text needs no model: accepted and rendered.
+    let (code, body) = s
+        .submit(&json!({"prompt": {"text": "The sea rises and falls twice a day.",
+                                                   "size": {"width": 320, "height": 180}}}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+/// A Replicate text-to-video model draws a scene's clip; the prediction runs long, and its
+/// signed webhook to this server's `/callbacks/replicate` ends the wait (a poll would still
+/// see it running). Forged deliveries are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicate_video_model_makes_the_scene_and_reports_by_webhook() {
+    use reelsmith_providers::images::fake::{FAKE_WEBHOOK_SECRET, FakeImages};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clip = crate::common::red_clip(&dir.path().join("red.mp4"));
+    let replicate = FakeImages::start().await;
+    replicate.set_output(std::fs::read(&clip).unwrap());
+    replicate.processing_polls(1_000_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("reelsmith.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.replicate]\napi_token = \"r8_test\"\nbase_url = \"{}\"\nvideo_model = \"fake/video-model\"\nusd_per_second = 0.01\nwebhook_url = \"http://127.0.0.1:{port}/callbacks/replicate\"\nwebhook_secret = \"{FAKE_WEBHOOK_SECRET}\"\n\n[providers.replicate.video_input]\nduration = 5\n",
+            replicate.base
+        ),
+    )
+    .unwrap();
+    let bind = format!("127.0.0.1:{port}");
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[("REELSMITH_CONFIG", config.to_str().unwrap()), ("REELSMITH_BIND", bind.as_str())],
+    );
+    let req = json!({"prompt": {"text": "Waves roll onto the beach.", "visuals": ["generate"],
+                                "size": {"width": 320, "height": 180}}});
+    let (code, body) = s.submit(&req).await;
+    assert_eq!(code, 202, "{body}");
+    let done = s.wait_final(body["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let visual = &done["prompt"]["visuals"][0];
+    assert_eq!((visual["source"].as_str(), visual["provider"].as_str()), (Some("generated"), Some("replicate")));
+    let file = done["spec"]["scenes"][0]["video"]["file"].as_str().unwrap();
+    assert!(file.starts_with("asset:"), "{done}");
+    let seen = replicate.requests();
+    assert_eq!(seen[0].path, "/v1/models/fake/video-model/predictions");
+    assert_eq!(seen[0].body["input"]["duration"], 5);
+    assert!(seen.iter().all(|r| !r.path.starts_with("/v1/predictions/")), "no polling: the webhook came");
+    let entry = done["prompt"]["ledger"].as_array().unwrap().iter().find(|e| e["provider"] == "replicate").unwrap();
+    assert_eq!((entry["model"].as_str(), entry["unit_kind"].as_str()), (Some("fake/video-model"), Some("seconds")));
+    // The video is the clip the model made: red.
+    let id = body["id"].as_str().unwrap();
+    let video = s.get(&format!("/api/v1/generations/{id}/video")).send().await.unwrap().bytes().await.unwrap();
+    let mp4 = dir.path().join("out.mp4");
+    std::fs::write(&mp4, video).unwrap();
+    let [r, g, b] = crate::common::mean_rgb(&mp4, 0.5, 120, 60, 200, 120);
+    assert!(r > 150.0 && g < 80.0 && b < 80.0, "{r} {g} {b}");
+    // A forged delivery (wrong signature) is refused with a JSON error.
+    let forged = s
+        .post("/callbacks/replicate")
+        .header("webhook-id", "msg_x")
+        .header("webhook-timestamp", "1")
+        .header("webhook-signature", "v1,AAAA")
+        .body(r#"{"id": "pred1", "status": "succeeded"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    let err: Value = forged.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "bad_signature", "{err}");
+}

@@ -93,7 +93,12 @@ struct Inner {
     processing_polls: u32,
     predictions: Vec<(String, u32, Vec<u8>)>,
     latency: std::time::Duration,
+    /// What Replicate's predictions output instead of a PNG of the prompt (a video).
+    output: Option<Vec<u8>>,
 }
+
+/// The signing secret of the fake Replicate's webhooks (`GET /v1/webhooks/default/secret`).
+pub const FAKE_WEBHOOK_SECRET: &str = "whsec_cmVlbHNtaXRoIGZha2UgcmVwbGljYXRlIHNpZ25pbmcga2V5";
 
 #[derive(Clone)]
 pub struct FakeImages {
@@ -109,6 +114,7 @@ impl FakeImages {
             .route("/sdapi/v1/txt2img", post(sdwebui))
             .route("/v1/models/{owner}/{name}/predictions", post(replicate_create))
             .route("/v1/predictions/{id}", get(replicate_get))
+            .route("/v1/webhooks/default/secret", get(|| async { Json(json!({"key": FAKE_WEBHOOK_SECRET})) }))
             .route("/outputs/{id}", get(replicate_output))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake image servers");
@@ -124,6 +130,11 @@ impl FakeImages {
 
     pub fn processing_polls(&self, n: u32) {
         self.inner.lock().unwrap().processing_polls = n;
+    }
+
+    /// Every later prediction outputs `bytes` (an MP4 for a text-to-video model).
+    pub fn set_output(&self, bytes: Vec<u8>) {
+        self.inner.lock().unwrap().output = Some(bytes);
     }
 
     pub fn set_latency(&self, d: std::time::Duration) {
@@ -212,14 +223,49 @@ async fn replicate_create(
     let id = format!("pred{}", i.predictions.len() + 1);
     let polls = i.processing_polls;
     let prompt = body["input"]["prompt"].as_str().unwrap_or_default().to_string();
-    i.predictions.push((id.clone(), polls, small(&prompt)));
+    let output = i.output.clone().unwrap_or_else(|| small(&prompt));
+    i.predictions.push((id.clone(), polls, output));
     let done = polls == 0;
+    // With a webhook, a running prediction finishes a moment later and says so there, signed:
+    // polling it meanwhile finds it still running.
+    if let Some(hook) = body["webhook"].as_str().filter(|_| !done) {
+        let (inner, hook, id, base) = (inner.clone(), hook.to_string(), id.clone(), base_of(&h));
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if let Some(p) = inner.lock().unwrap().predictions.iter_mut().find(|p| p.0 == id) {
+                p.1 = 0;
+            }
+            let body = prediction(&base, &id, "succeeded", true).to_string();
+            let timestamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+            let msg = format!("msg_{id}");
+            let signature =
+                crate::standard_webhooks::sign(FAKE_WEBHOOK_SECRET, &msg, &timestamp, body.as_bytes()).unwrap();
+            let _ = reqwest::Client::new()
+                .post(&hook)
+                .header("content-type", "application/json")
+                .header("webhook-id", msg)
+                .header("webhook-timestamp", timestamp)
+                .header("webhook-signature", signature)
+                .body(body)
+                .send()
+                .await;
+        });
+    }
     (StatusCode::CREATED, Json(prediction(&base_of(&h), &id, if done { "succeeded" } else { "processing" }, done)))
         .into_response()
 }
 
 async fn replicate_get(State(inner): State<Arc<Mutex<Inner>>>, Path(id): Path<String>, h: HeaderMap) -> Response {
     let mut i = inner.lock().unwrap();
+    let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    i.seen.push(Seen {
+        at: Instant::now(),
+        path: format!("/v1/predictions/{id}"),
+        body: Value::Null,
+        authorization: header("authorization"),
+        prefer: None,
+    });
     let Some(p) = i.predictions.iter_mut().find(|p| p.0 == id) else {
         return (StatusCode::NOT_FOUND, Json(json!({"detail": "Not found."}))).into_response();
     };

@@ -176,4 +176,88 @@ mod tests {
         src.generate(&request("fjord")).await.unwrap();
         assert!(start.elapsed() >= Duration::from_secs(1));
     }
+
+    /// A receiver of Replicate's webhooks, as the service mounts one: it checks the signature
+    /// and hands the prediction over.
+    async fn webhook_receiver() -> String {
+        use axum::http::HeaderMap;
+        let app = axum::Router::new().route(
+            "/callbacks/replicate",
+            axum::routing::post(|h: HeaderMap, body: axum::body::Bytes| async move {
+                let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let (id, ts, sig) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+                match replicate::receive(fake::FAKE_WEBHOOK_SECRET, &id, &ts, &sig, &body) {
+                    Ok(()) => axum::http::StatusCode::OK,
+                    Err(_) => axum::http::StatusCode::UNAUTHORIZED,
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/callbacks/replicate", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn replicate_webhooks_end_the_wait_without_polling() {
+        let fake = FakeImages::start().await;
+        // Polling alone would see "processing" a thousand times.
+        fake.processing_polls(1_000);
+        let hook = webhook_receiver().await;
+        let src = replicate::Replicate::new(reqwest::Client::new(), &fake.base, "r8_token", "fake/flux", 0.002, gate())
+            .with_webhook(Some(hook.clone()));
+        let img = src.generate(&request("a geyser erupting")).await.unwrap();
+        assert_eq!(decoded_colour(&img.bytes), colour_of("a geyser erupting"));
+        let seen = fake.requests();
+        assert_eq!(seen[0].body["webhook"], hook.as_str());
+        assert_eq!(seen[0].body["webhook_events_filter"], json!(["completed"]));
+        let polls = seen.iter().filter(|s| s.path.starts_with("/v1/predictions/")).count();
+        assert_eq!(polls, 0, "the webhook ended the wait: {:?}", seen.iter().map(|s| &s.path).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn replicate_webhooks_are_verified_in_full() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let (id, ts) = ("msg_1", now.to_string());
+        let body = br#"{"id": "pred-x", "status": "succeeded", "output": ["http://x/o.png"]}"#;
+        let secret = fake::FAKE_WEBHOOK_SECRET;
+        let good = replicate::sign(secret, id, &ts, body).unwrap();
+        assert!(replicate::receive(secret, id, &ts, &good, body).is_ok());
+        // Several signatures (a secret being rotated): any valid one will do.
+        assert!(replicate::receive(secret, id, &ts, &format!("v1,AAAA {good}"), body).is_ok());
+        // A changed body, id or timestamp, a truncated signature, another secret: refused.
+        let tampered = br#"{"id": "pred-x", "status": "succeeded", "output": ["http://evil/o.png"]}"#;
+        assert!(replicate::receive(secret, id, &ts, &good, tampered).is_err());
+        assert!(replicate::receive(secret, "msg_2", &ts, &good, body).is_err());
+        assert!(replicate::receive(secret, id, &ts, &good[..good.len() - 4], body).is_err());
+        let other = "whsec_b3RoZXIgc2VjcmV0";
+        assert!(replicate::receive(other, id, &ts, &good, body).is_err());
+        assert!(replicate::receive(secret, id, &ts, "", body).is_err());
+        // A replay of an old delivery, signed correctly, is stale.
+        let old = (now - 3_600).to_string();
+        let sig = replicate::sign(secret, id, &old, body).unwrap();
+        assert!(matches!(replicate::receive(secret, id, &old, &sig, body), Err(replicate::WebhookError::Stale)));
+        assert!(matches!(replicate::sign("not-a-secret", id, &ts, body), Err(replicate::WebhookError::BadSecret)));
+    }
+
+    #[tokio::test]
+    async fn replicate_video_models_take_their_own_inputs_and_give_the_video() {
+        let fake = FakeImages::start().await;
+        let mp4 = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2".to_vec();
+        fake.set_output(mp4.clone());
+        let mut input = serde_json::Map::new();
+        input.insert("duration".into(), json!(5));
+        input.insert("prompt".into(), json!("never sent: the scene's prompt is"));
+        let src = replicate::Replicate::new(reqwest::Client::new(), &fake.base, "r8", "fake/video-model", 0.05, gate())
+            .with_input(input);
+        let clip = src.generate(&request("waves on a beach")).await.unwrap();
+        assert_eq!(clip.bytes, mp4);
+        let body = &fake.requests()[0].body;
+        assert_eq!(fake.requests()[0].path, "/v1/models/fake/video-model/predictions");
+        assert_eq!(
+            (body["input"]["duration"].as_u64(), body["input"]["prompt"].as_str()),
+            (Some(5), Some("waves on a beach"))
+        );
+        assert!(body.get("webhook").is_none());
+    }
 }

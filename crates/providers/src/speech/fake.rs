@@ -66,6 +66,8 @@ struct Inner {
     seen: Vec<Seen>,
     refuse: VecDeque<(u16, Value)>,
     latency: std::time::Duration,
+    /// The next OpenAI answer streams this many bytes, with no length said up front.
+    oversized: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -90,6 +92,12 @@ impl FakeSpeech {
     /// The next request answers `status` with `body` instead.
     pub fn refuse_next(&self, status: u16, body: Value) {
         self.inner.lock().unwrap().refuse.push_back((status, body));
+    }
+
+    /// The next OpenAI speech answer is `bytes` long, streamed without a `content-length` (a
+    /// server that never stops must still be cut off by the client).
+    pub fn answer_oversized_next(&self, bytes: usize) {
+        self.inner.lock().unwrap().oversized = Some(bytes);
     }
 
     pub fn set_latency(&self, d: std::time::Duration) {
@@ -161,6 +169,13 @@ async fn openai(State(inner): State<Arc<Mutex<Inner>>>, h: HeaderMap, Json(body)
         return refusal(r);
     }
     tokio::time::sleep(latency).await;
+    if let Some(total) = inner.lock().unwrap().oversized.take() {
+        const CHUNK: usize = 1 << 20;
+        let chunks = (0..total.div_ceil(CHUNK))
+            .map(move |i| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![0u8; CHUNK.min(total - i * CHUNK)])));
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+        return ([("content-type", "audio/wav")], body).into_response();
+    }
     if body["response_format"] != "wav" {
         return refusal((
             400,

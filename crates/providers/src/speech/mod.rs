@@ -233,4 +233,27 @@ mod tests {
         fake.refuse_next(429, json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}));
         assert!(matches!(src.synthesize(&request("x")).await, Err(Failure::Quota(_))));
     }
+
+    #[tokio::test]
+    async fn audio_larger_than_any_narration_is_cut_off_and_refused() {
+        let fake = FakeSpeech::start().await;
+        let src = openai::OpenAiSpeech::new(
+            reqwest::Client::new(),
+            &format!("{}/v1", fake.base),
+            "",
+            "tts-1",
+            "alloy",
+            0.0,
+            gate(1),
+        );
+        fake.answer_oversized_next(MAX_AUDIO_BYTES + (3 << 20));
+        let err = src.synthesize(&request("A short line.")).await.unwrap_err();
+        assert!(
+            matches!(&err, Failure::Final(m) if m.contains(&format!("larger than {MAX_AUDIO_BYTES} bytes"))),
+            "{err:?}"
+        );
+        // Not retried: one call, and the next answer is an ordinary one.
+        assert_eq!(fake.requests().len(), 1);
+        assert!(src.synthesize(&request("A short line.")).await.is_ok());
+    }
 }

@@ -56,6 +56,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/images"),
     ("post", "/audios"),
     ("post", "/callbacks/d-id/{generation}"),
+    ("post", "/callbacks/replicate"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         // Signed links and provider callbacks: the signature is the permission, not a key.
         .route("/talks/{id}/result.mp4", get(crate::http::talks::result))
         .route("/callbacks/d-id/{generation}", post(crate::http::callbacks::callback))
+        .route("/callbacks/replicate", post(crate::http::callbacks::replicate))
         .merge(crate::http::studio::routes())
         .merge(api)
         .fallback(not_found)

@@ -207,7 +207,9 @@ pub fn document() -> Value {
                 "responses": {"201": {"description": "stored"}, "400": {"description": "not audio"}}}},
             "/callbacks/d-id/{generation}": {"post": {"summary": "D-ID's webhook for a talk it renders for this server (signed link; wakes the worker)", "tags": ["talks"],
                 "parameters": [{"name": "generation", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "a worker was waiting"}, "202": {"description": "no worker waiting here"}, "403": {"description": "bad signature"}}}}
+                "responses": {"200": {"description": "a worker was waiting"}, "202": {"description": "no worker waiting here"}, "403": {"description": "bad signature"}}}},
+            "/callbacks/replicate": {"post": {"summary": "Replicate's webhook for a finished prediction (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature, keyed by [providers.replicate] webhook_secret)", "tags": ["generations"],
+                "responses": {"200": {"description": "taken"}, "401": err("bad or stale signature"), "404": err("no webhook secret configured")}}}
         }
     })
 }

@@ -198,6 +198,14 @@ impl Metadata for PgStore {
         Shared::provider_spend(&self.pool, api_key_id, day).await
     }
 
+    async fn add_provider_day_spend(&self, provider: &str, day: i64, usd: f64) -> Result<()> {
+        Shared::add_provider_day_spend(&self.pool, provider, day, usd).await
+    }
+
+    async fn provider_day_spend(&self, provider: &str, day: i64) -> Result<f64> {
+        Shared::provider_day_spend(&self.pool, provider, day).await
+    }
+
     async fn put_asset(&self, a: &Asset) -> Result<()> {
         sqlx::query(
             "INSERT INTO assets (id, sha256, media_type, bytes, width, height, file_name, api_key_id, created_at, last_used_at)

@@ -12,6 +12,7 @@ pub(super) const SCHEMA: &[&str] = &[
     include_str!("../../migrations/postgres/0004_key_budgets.sql"),
     include_str!("../../migrations/postgres/0005_generation_prompt.sql"),
     include_str!("../../migrations/postgres/0006_provider_spend.sql"),
+    include_str!("../../migrations/postgres/0007_provider_day_spend.sql"),
 ];
 
 /// How long a call waits for a connection before failing with [`StoreError::Database`]; also
