@@ -18,6 +18,8 @@ export REELSMITH_TEST_S3_ENDPOINT
 cargo fmt --all -- --check
 # The layer rules (docs/ARCHITECTURE.md): no module circles; server http/ and jobs/ apart.
 python3 scripts/check-layers.py
+# The Kubernetes manifests against the Kubernetes OpenAPI schemas (deploy/README.md).
+bash scripts/check-manifests.sh
 # Coverage-guided fuzzing (AFL++ via cargo-afl, installed once) of the spec parser: 60 s.
 bash scripts/fuzz-afl.sh
 # The fuzz targets (spec parser and validation, upload sniffer, multipart reader, generation

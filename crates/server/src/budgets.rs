@@ -57,6 +57,9 @@ impl Budgets for StoreBudgets {
     async fn spent(&self, entry: &LedgerEntry) {
         let day = usage_day(now_ms());
         let usd = entry.est_cost_usd;
+        // Failed plans' calls included: what the providers will bill.
+        metrics::counter!("reelsmith_provider_cost_usd_micros_total", "provider" => entry.provider.clone(), "stage" => entry.stage.clone())
+            .increment((usd * 1e6).round() as u64);
         if let Some((key, _)) = &self.key
             && let Err(e) = self.meta.add_provider_spend(key, day, usd).await
         {

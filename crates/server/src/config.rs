@@ -507,6 +507,35 @@ mod tests {
         assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("render_nice"));
     }
 
+    /// The configs the packages and manifests ship: the Debian package's commented file, and
+    /// the Kubernetes ConfigMap's (its secrets from the environment, as the Secret gives them).
+    #[test]
+    fn the_shipped_configs_parse() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let deb = Config::load(Some(&Path::new(root).join("deploy/debian/config.toml"))).unwrap();
+        assert_eq!((deb.bind.port(), deb.require_api_key), (8080, Some(true)));
+        assert!(deb.deprecations.is_empty(), "{:?}", deb.deprecations);
+        let manifest = std::fs::read_to_string(Path::new(root).join("deploy/kubernetes/reelsmith.yaml")).unwrap();
+        let start = manifest.find("config.toml: |\n").expect("the ConfigMap's config.toml") + "config.toml: |\n".len();
+        let block: String = manifest[start..]
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k8s.toml");
+        std::fs::write(&file, &block).unwrap();
+        let secrets = |var: &str| match var {
+            "REELSMITH_SIGNING_SECRET" => Some("ab".repeat(32)),
+            "REELSMITH_WEBHOOKS__SECRET" => Some("whsec_k8s".into()),
+            _ => None,
+        };
+        let k8s = Config::load_with(Some(&file), secrets).unwrap();
+        assert!(k8s.database_url.is_some() && k8s.redis().is_some() && k8s.s3_bucket.is_some(), "{block}");
+        assert!(k8s.distributed_render);
+        assert!(k8s.deprecations.is_empty(), "{:?}", k8s.deprecations);
+    }
+
     #[test]
     fn the_scale_out_example_parses_and_bad_backend_urls_are_named() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/scale-out.toml");

@@ -459,9 +459,8 @@ async fn direct_request(
         .direct_with(req, &check, &mine, ledger)
         .await
         .map_err(|e| PlanFailure { retry: e.is_retryable(), error: director_error(e) })?;
+    // (Costs are counted as they are spent, by the budgets.)
     for e in &planned.ledger {
-        metrics::counter!("reelsmith_provider_cost_usd_micros_total", "provider" => e.provider.clone(), "stage" => e.stage.clone())
-            .increment((e.est_cost_usd * 1e6).round() as u64);
         metrics::counter!("reelsmith_provider_cache_total", "provider" => e.provider.clone(), "hit" => e.cache_hit.to_string())
             .increment(1);
     }
