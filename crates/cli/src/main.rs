@@ -55,9 +55,16 @@ struct ServiceCacheArgs {
 enum Command {
     /// Render a spec to an MP4.
     Render {
+        /// A spec, or a template (a spec with `{{ NAME }}` placeholders and its `fields`).
         spec: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
+        /// A template's field: `NAME=value` (repeatable; over `--merge-file`).
+        #[arg(long, value_name = "NAME=VALUE")]
+        merge: Vec<String>,
+        /// A template's fields as JSON: `{"NAME": "Ada"}` or `[{"find": "NAME", "replace": "Ada"}]`.
+        #[arg(long, value_name = "FILE")]
+        merge_file: Option<PathBuf>,
         /// Write a JSON report: per-stage wall/CPU time, cache hits, peak memory, frames/s.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -205,6 +212,55 @@ fn main() {
     }
 }
 
+/// The spec to render: the file itself, or a template's spec for the row given by
+/// `--merge-file` and `--merge` (every field checked, each problem named `merge.NAME`).
+fn read_spec(
+    path: &std::path::Path,
+    merge: &[String],
+    merge_file: Option<&std::path::Path>,
+) -> Result<reelsmith_spec::Spec, RenderError> {
+    use reelsmith_spec::template::{Template, row_from_json};
+    let json = std::fs::read_to_string(path)
+        .map_err(|e| RenderError::at("$", format!("cannot read spec {}: {e}", path.display())))?;
+    let doc: serde_json::Value = match serde_json::from_str(&json) {
+        Ok(d) => d,
+        // Not JSON at all: the spec parser says where.
+        Err(_) => return Ok(reelsmith_spec::parse(&json)?),
+    };
+    let merging = !merge.is_empty() || merge_file.is_some();
+    if !Template::is_template(&doc) {
+        if merging {
+            return Err(RenderError::at(
+                "fields",
+                format!("{} declares no fields: it is not a template", path.display()),
+            ));
+        }
+        return Ok(reelsmith_spec::parse(&json)?);
+    }
+    let invalid = |e: reelsmith_spec::template::TemplateError| {
+        RenderError::Invalid(reelsmith_spec::ValidationError { issues: e.issues })
+    };
+    let template = Template::parse(&doc).map_err(invalid)?;
+    let mut row = match merge_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| RenderError::at("merge", format!("cannot read {}: {e}", f.display())))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| RenderError::at("merge", format!("{} is not JSON: {e}", f.display())))?;
+            row_from_json(&v).map_err(invalid)?
+        }
+        None => Default::default(),
+    };
+    for m in merge {
+        let Some((name, value)) = m.split_once('=') else {
+            return Err(RenderError::at("merge", format!("--merge {m:?}: write NAME=VALUE")));
+        };
+        row.insert(name.trim().to_string(), serde_json::Value::String(value.to_string()));
+    }
+    let spec = template.merge(&row).map_err(invalid)?;
+    Ok(reelsmith_spec::parse(&spec.to_string())?)
+}
+
 fn open_cache(args: &CacheArgs) -> Result<Cache> {
     let root = args.cache_dir.clone().unwrap_or_else(Cache::default_root);
     Cache::open(&root, args.cache_size_mb * 1024 * 1024).with_context(|| format!("opening cache at {}", root.display()))
@@ -212,7 +268,19 @@ fn open_cache(args: &CacheArgs) -> Result<Cache> {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Render { spec, output, report, no_cache, jobs, encoder_threads, quiet, cache, .. } => {
+        Command::Render {
+            spec,
+            output,
+            report,
+            no_cache,
+            jobs,
+            encoder_threads,
+            quiet,
+            cache,
+            merge,
+            merge_file,
+            ..
+        } => {
             let scratch;
             let cache = if *no_cache {
                 scratch = tempfile::tempdir()?;
@@ -228,7 +296,13 @@ fn run(cli: Cli) -> Result<()> {
                 progress: Some(progress_fn(bar.clone())),
                 ..Default::default()
             };
-            let rep = engine.render_file(spec, output, &opts);
+            let rep = match read_spec(spec, merge, merge_file.as_deref()) {
+                Ok(s) => {
+                    let base = spec.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+                    engine.render(&s, &base, output, &opts)
+                }
+                Err(e) => Err(e),
+            };
             bar.finish_and_clear();
             let rep = rep?;
             if let Some(path) = report {

@@ -5,6 +5,7 @@
 //! problem found, each naming its path. [`json_schema`] generates the committed JSON Schema.
 
 mod color;
+pub mod template;
 mod validate;
 
 pub use color::Color;
