@@ -137,6 +137,21 @@ fn bad_rows_and_templates_are_refused_by_field_before_any_work() {
             && err.contains("fields.X: declared but never used"),
         "{err}"
     );
+    // `validate` checks a template at its defaults, leaving out the files only rows name, and
+    // names what is wrong with it.
+    let (code, err) = reelsmith(&f, &["validate", t.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_reelsmith")).args(["validate", bad.to_str().unwrap()]).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("{{ Y }} is not a declared field"), "{said}");
+    let mut wrong = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    wrong["fields"]["SECONDS"]["default"] = json!(9000);
+    let wrong = f.write_spec("wrong.json", &wrong);
+    let o = Command::new(env!("CARGO_BIN_EXE_reelsmith")).args(["validate", wrong.to_str().unwrap()]).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("scenes[0].duration"), "a default the spec refuses is named by its spec path: {said}");
     // --merge on a plain spec.
     let plain = f.write_spec("plain.json", &json!({"version": 1, "scenes": [{"duration": 1.0}]}));
     let (code, err) =

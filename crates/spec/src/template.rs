@@ -248,6 +248,23 @@ impl Template {
         self.fill(&row)
     }
 
+    /// Where [`Template::sample`] put a stand-in file (a media field without a default): a
+    /// check of the sample ignores what it says about those paths.
+    pub fn stand_in_paths(&self) -> Vec<String> {
+        let mut texts = vec![];
+        strings(&self.spec, "", &mut texts);
+        texts
+            .into_iter()
+            .filter(|(_, text)| match placeholders(text).as_slice() {
+                [(0, end, name)] if *end == text.len() => self.fields.get(*name).is_some_and(|f| {
+                    f.default.is_none() && matches!(f.kind, FieldType::Image | FieldType::Audio | FieldType::Video)
+                }),
+                _ => false,
+            })
+            .map(|(path, _)| path)
+            .collect()
+    }
+
     /// The spec for one row: every field from `row` or its default. Problems are named
     /// `merge.NAME`; nothing is filled unless the whole row is right.
     pub fn merge(&self, row: &BTreeMap<String, Value>) -> Result<Value, TemplateError> {
@@ -384,6 +401,7 @@ mod tests {
         );
         // The sample fills defaults and stand-ins, and parses as a spec.
         crate::parse(&t.sample().to_string()).unwrap();
+        assert_eq!(t.stand_in_paths(), ["scenes[1].image"]);
     }
 
     #[test]
