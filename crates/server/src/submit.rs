@@ -27,6 +27,13 @@ pub struct Envelope {
     /// Or a prompt the director turns into one (`reelsmith_director::PromptRequest`).
     #[serde(default)]
     pub prompt: Option<serde_json::Value>,
+    /// Or a template (a spec with `{{ NAME }}` placeholders and its `fields`), filled with
+    /// `merge`.
+    #[serde(default)]
+    pub template: Option<serde_json::Value>,
+    /// The template's row: `{"NAME": value}` or Shotstack's `[{"find", "replace"}]`.
+    #[serde(default)]
+    pub merge: Option<serde_json::Value>,
     #[serde(default)]
     pub priority: Option<i64>,
     #[serde(default)]
@@ -56,6 +63,53 @@ pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
         ApiError::new(status, code, format!("{path}: {inner}"))
             .with_issues(vec![IssueBody { path, message: inner.to_string() }])
     })
+}
+
+/// A template and its row become the envelope's spec, before any other work: the template's
+/// placeholders checked against its fields (422 `template_invalid`, issues under `template.`),
+/// then every value of the row (422 `merge_invalid`, each issue `merge.NAME`: missing, unknown,
+/// wrong type, too long). The spec then goes through [`prepare`] like any other (media fields
+/// take `asset:` refs).
+pub fn apply_template(mut env: Envelope) -> ApiResult<Envelope> {
+    use reelsmith_spec::template::{Template, TemplateError, row_from_json};
+    let issues = |e: TemplateError, prefix: &str| -> Vec<IssueBody> {
+        e.issues.into_iter().map(|i| IssueBody { path: format!("{prefix}{}", i.path), message: i.message }).collect()
+    };
+    let refuse = |code: &'static str, issues: Vec<IssueBody>| {
+        let first = issues.first().map(|i| format!("{}: {}", i.path, i.message)).unwrap_or_default();
+        ApiError::unprocessable(code, first).with_issues(issues)
+    };
+    let Some(doc) = env.template.take() else {
+        if env.merge.is_some() {
+            return Err(refuse(
+                "invalid_request",
+                vec![IssueBody { path: "merge".into(), message: "given without a template".into() }],
+            ));
+        }
+        return Ok(env);
+    };
+    if env.spec.is_some() || env.prompt.is_some() {
+        return Err(refuse(
+            "invalid_request",
+            vec![IssueBody {
+                path: "template".into(),
+                message: "send a template, a spec or a prompt: one of them".into(),
+            }],
+        ));
+    }
+    if !Template::is_template(&doc) {
+        return Err(refuse(
+            "template_invalid",
+            vec![IssueBody { path: "template".into(), message: "a template is a spec with its `fields`".into() }],
+        ));
+    }
+    let template = Template::parse(&doc).map_err(|e| refuse("template_invalid", issues(e, "template.")))?;
+    let row = match env.merge.take() {
+        Some(m) => row_from_json(&m).map_err(|e| refuse("merge_invalid", issues(e, "")))?,
+        None => Default::default(),
+    };
+    env.spec = Some(template.merge(&row).map_err(|e| refuse("merge_invalid", issues(e, "")))?);
+    Ok(env)
 }
 
 /// A spec ready to store: files resolved to assets, validated, hashed.
@@ -386,6 +440,8 @@ pub async fn plan_prompt(
     let env = Envelope {
         spec: Some(storyboard),
         prompt: None,
+        template: None,
+        merge: None,
         priority: None,
         webhook_url: None,
         metadata: None,

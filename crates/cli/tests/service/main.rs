@@ -8,6 +8,7 @@ mod hostile;
 mod prompts;
 mod scaleout;
 mod talks;
+mod templates;
 mod tools;
 
 use std::collections::{HashMap, HashSet};

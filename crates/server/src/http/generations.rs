@@ -54,9 +54,13 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
     };
     let key_id = caller.key_id();
     // A prompt is checked and queued now and planned by its job: no request waits on a model.
-    let prepared = match crate::submit::accept_prompt(&state, &caller, &env).await {
-        Ok(Some(p)) => Ok(p),
-        Ok(None) => crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await,
+    // A template is filled first: what it becomes is a spec like any other.
+    let prepared = match crate::submit::apply_template(env) {
+        Ok(env) => match crate::submit::accept_prompt(&state, &caller, &env).await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let queued = match prepared {
@@ -139,6 +143,8 @@ async fn read_multipart_into(
                 env = Some(Envelope {
                     spec: Some(spec),
                     prompt: None,
+                    template: None,
+                    merge: None,
                     priority: None,
                     webhook_url: None,
                     metadata: None,

@@ -53,16 +53,19 @@ pub fn document() -> Value {
         }),
     );
     schemas.insert("GenerationRequest".into(), json!({
-        "type": "object", "required": ["spec"], "additionalProperties": false,
+        "type": "object", "additionalProperties": false,
         "properties": {
             "spec": {"$ref": "#/components/schemas/Spec"},
+            "prompt": {"type": "object", "description": "instead of a spec: a topic or a text the director plans (see the README's \"From a prompt\")"},
+            "template": {"type": "object", "description": "instead of a spec: a spec with `{{ NAME }}` placeholders and its `fields` ({NAME: {type: string|number|color|image|audio|video, default, max_length}}), filled with `merge`"},
+            "merge": {"description": "the template's row: {NAME: value} or Shotstack's [{find, replace}]; each bad value is a 422 issue `merge.NAME`", "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object", "required": ["find", "replace"]}}]},
             "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 5},
             "webhook_url": {"type": "string", "format": "uri"},
             "metadata": {"type": "object", "description": "kept and returned; at most 16 KiB"},
             "dedupe": {"type": "boolean", "default": true,
                 "description": "false renders afresh even when the same spec is queued, running or done (stages still come from the cache)"}
         },
-        "description": "Files in the spec are `asset:<id>` references, or names of file parts sent in the same multipart request."
+        "description": "One of `spec`, `prompt` or `template`. Files in the spec are `asset:<id>` references, or names of file parts sent in the same multipart request."
     }));
     schemas.insert(
         "Generation".into(),

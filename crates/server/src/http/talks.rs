@@ -334,6 +334,8 @@ pub async fn create_talk(State(state): State<AppState>, caller: Caller, req: Req
     let env = Envelope {
         spec: Some(spec),
         prompt: None,
+        template: None,
+        merge: None,
         priority: None,
         webhook_url: req.webhook.clone(),
         metadata: Some(metadata),
