@@ -5,17 +5,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{Fixture, png_header_only};
+use common::{Fixture, png_header_only, reelsmith};
 use serde_json::json;
-
-fn reelsmith(f: &Fixture, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
-        .args(args)
-        .env("REELSMITH_CACHE_DIR", f.path("cache"))
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 fn render_err(f: &Fixture, spec: serde_json::Value) -> String {
     let p = f.write_spec("spec.json", &spec);

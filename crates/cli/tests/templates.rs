@@ -6,36 +6,11 @@ mod common;
 
 use std::process::Command;
 
-use common::{Fixture, mean_rgb};
+use common::{Fixture, greeting_template, mean_rgb, reelsmith};
 use serde_json::json;
 
-fn reelsmith(f: &Fixture, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_reelsmith"))
-        .args(args)
-        .env("REELSMITH_CACHE_DIR", f.path("cache"))
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 fn template(f: &Fixture) -> std::path::PathBuf {
-    f.write_spec(
-        "template.json",
-        &json!({
-            "fields": {
-                "NAME": {"type": "string", "max_length": 20},
-                "SECONDS": {"type": "number", "default": 1.5},
-                "BRAND": {"type": "color", "default": "#2040c0"},
-                "PHOTO": {"type": "image"}
-            },
-            "version": 1,
-            "output": {"width": 320, "height": 180, "fps": 15},
-            "scenes": [
-                {"duration": "{{ SECONDS }}", "background": {"color": "{{ BRAND }}"}, "title": "Hello, {{ NAME }}"},
-                {"duration": 1.0, "image": "{{ PHOTO }}", "fit": "cover"}
-            ]
-        }),
-    )
+    f.write_spec("template.json", &greeting_template())
 }
 
 fn duration(p: &std::path::Path) -> f64 {

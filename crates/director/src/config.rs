@@ -102,7 +102,7 @@ pub struct ReplicateSettings {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
-    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    /// once spent, calls to it are refused until midnight UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
 }
@@ -127,7 +127,7 @@ pub struct OpenAiImagesSettings {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
-    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    /// once spent, calls to it are refused until midnight UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
 }
@@ -168,7 +168,7 @@ pub struct ElevenLabsSettings {
     #[serde(default = "default_speech_concurrency")]
     pub concurrency: usize,
     /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
-    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    /// once spent, calls to it are refused until midnight UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
 }
@@ -194,7 +194,7 @@ pub struct OpenAiSpeechSettings {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
-    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    /// once spent, calls to it are refused until midnight UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
 }
@@ -249,7 +249,7 @@ pub struct StockSettings {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
-    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    /// once spent, calls to it are refused until midnight UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
 }
@@ -290,10 +290,7 @@ impl ProvidersConfig {
             if s.webhook_url.as_deref().is_some_and(|u| !url_ok(u)) {
                 return Err("providers.replicate.webhook_url: not an http(s) URL".into());
             }
-            let secret_ok = |k: &str| {
-                use base64::Engine as _;
-                k.strip_prefix("whsec_").is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_ok())
-            };
+            let secret_ok = |k: &str| reelsmith_providers::standard_webhooks::secret_key(k).is_ok();
             match (&s.webhook_url, &s.webhook_secret) {
                 (Some(_), None) => {
                     return Err("providers.replicate.webhook_secret: needed with webhook_url (GET https://api.replicate.com/v1/webhooks/default/secret gives it)".into());
@@ -493,7 +490,7 @@ pub struct LlmSettings {
     #[serde(default)]
     pub usd_per_mtok_out: f64,
     /// Estimated USD the whole server may spend on this provider per UTC day, over every key;
-    /// once spent, its calls are refused (pictures fall back to the next source) until midnight.
+    /// once spent, calls to it are refused until midnight UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
 }

@@ -22,10 +22,15 @@ pub enum WebhookError {
     BadSecret,
 }
 
+/// The signing key a `whsec_…` secret holds (its base64 part, decoded).
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, WebhookError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").ok_or(WebhookError::BadSecret)?)
+        .map_err(|_| WebhookError::BadSecret)
+}
+
 fn mac(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> Result<hmac::Hmac<sha2::Sha256>, WebhookError> {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.trim().strip_prefix("whsec_").ok_or(WebhookError::BadSecret)?)
-        .map_err(|_| WebhookError::BadSecret)?;
+    let key = secret_key(secret.trim())?;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|_| WebhookError::BadSecret)?;
     mac.update(id.as_bytes());
     mac.update(b".");

@@ -169,3 +169,33 @@ pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     }
     png
 }
+
+/// Runs the `reelsmith` binary with the fixture's own cache: its exit code and stderr.
+pub fn reelsmith(f: &Fixture, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reelsmith"))
+        .args(args)
+        .env("REELSMITH_CACHE_DIR", f.path("cache"))
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A two-scene 320x180 template: `NAME` (text, at most 20) in a title, `SECONDS` (number,
+/// default 1.5) as the first scene's length, `BRAND` (colour, default #2040c0) as its
+/// background, `PHOTO` (image, no default) as the second scene.
+pub fn greeting_template() -> serde_json::Value {
+    serde_json::json!({
+        "fields": {
+            "NAME": {"type": "string", "max_length": 20},
+            "SECONDS": {"type": "number", "default": 1.5},
+            "BRAND": {"type": "color", "default": "#2040c0"},
+            "PHOTO": {"type": "image"}
+        },
+        "version": 1,
+        "output": {"width": 320, "height": 180, "fps": 15},
+        "scenes": [
+            {"duration": "{{ SECONDS }}", "background": {"color": "{{ BRAND }}"}, "title": "Hello, {{ NAME }}"},
+            {"duration": 1.0, "image": "{{ PHOTO }}", "fit": "cover"}
+        ]
+    })
+}

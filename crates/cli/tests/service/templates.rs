@@ -9,20 +9,7 @@ use crate::harness::*;
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn template() -> Value {
-    json!({
-        "fields": {
-            "NAME": {"type": "string", "max_length": 20},
-            "SECONDS": {"type": "number", "default": 1.5},
-            "BRAND": {"type": "color", "default": "#2040c0"},
-            "PHOTO": {"type": "image"}
-        },
-        "version": 1,
-        "output": {"width": 320, "height": 180, "fps": 15},
-        "scenes": [
-            {"duration": "{{ SECONDS }}", "background": {"color": "{{ BRAND }}"}, "title": "Hello, {{ NAME }}"},
-            {"duration": 1.0, "image": "{{ PHOTO }}", "fit": "cover"}
-        ]
-    })
+    crate::common::greeting_template()
 }
 
 #[tokio::test(flavor = "multi_thread")]
