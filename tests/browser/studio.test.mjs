@@ -203,6 +203,38 @@ try {
   assert.equal(await scenes.nth(1).locator('.narration').inputValue(), 'Penguins waddle across the snow.');
   step('"Edit in the form" puts the planned scenes into the storyboard form');
 
+  // ---- Batch: a template saved from the page, rows pasted as CSV, one bad row reported, the
+  // rows followed to the end, the manifest downloaded.
+  await page.click('#tab-batch');
+  await page.waitForSelector('#batch-new-template[open]');
+  const cardTemplate = {
+    fields: { NAME: { type: 'string', max_length: 20 }, BRAND: { type: 'color', default: '#2040c0' } },
+    version: 1,
+    output: { width: 160, height: 96, fps: 10 },
+    scenes: [{ duration: 1.0, background: { color: '{{ BRAND }}' }, title: 'Hi {{ NAME }}' }],
+  };
+  await page.fill('#batch-form input[name=template_name]', 'Cards');
+  await page.fill('#batch-form textarea[name=template_json]', '{"fields": {"NAME": {"type": "string"}}, "version": 1, "scenes": [{"title": "{{ NICK }}"}]}');
+  await page.click('#batch-save-template');
+  await page.waitForFunction(() => document.querySelector('#batch-form .issues').textContent.includes('NICK'));
+  step('a template whose placeholder is not a field is refused, named in the page');
+  await page.fill('#batch-form textarea[name=template_json]', JSON.stringify(cardTemplate));
+  await page.click('#batch-save-template');
+  await page.waitForFunction(() => document.querySelector('#batch-form select[name=template]').value.startsWith('tpl_'));
+  await page.fill('#batch-form textarea[name=csv]', 'NAME,BRAND\nAda,#ff0000\nA name far too long for the card,\nGrace,\n');
+  await page.click('#batch-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#batch-state').textContent === 'completed'
+    && document.querySelectorAll('#batch-rows tbody tr').length === 3, null, { timeout: T });
+  const batchRows = await page.locator('#batch-rows tbody tr').evaluateAll((trs) => trs.map((tr) => tr.dataset.status));
+  assert.deepEqual(batchRows, ['succeeded', 'invalid', 'succeeded']);
+  assert.match(await page.textContent('#batch-form .issues'), /row 1: merge\.NAME/);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#batch-manifest')]);
+  const manifest = readFileSync(await download.path(), 'utf8').trim().split('\n');
+  assert.equal(manifest.length, 4, manifest.join('\n'));
+  assert.match(manifest[2], /^1,invalid,/);
+  step(`a batch from a pasted CSV: rows ${batchRows.join(', ')}; the manifest downloaded (${manifest.length - 1} rows)`);
+  if (shots) await page.screenshot({ path: join(shots, 'studio-batch.png'), fullPage: true });
+
   // ---- Performance panel: figures, route table and stage chart from the server's report.
   await page.waitForFunction(() => {
     const rows = document.querySelectorAll('#perf-routes tbody tr').length;

@@ -61,6 +61,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
     },
+    /// A template batch: a 6-scene template whose third scene carries `{{ NAME }}`, rendered for
+    /// N rows with one cache; each further row's time vs. the cold first row, and the batch's
+    /// total vs. one cold render (a hosted API bills every row in full).
+    Batch {
+        #[arg(long, default_value = "bench-out")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        rows: usize,
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// HTTP load against a running server: latency percentiles per endpoint, errors, req/s.
     Load(LoadArgs),
     /// The full API round trip of a spec, N times: upload + submit, progress, download, report.
@@ -440,6 +458,9 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Cluster(args) => crate::bench_cluster::run(args),
         BenchCommand::Soak(args) => crate::bench_soak::run(args),
         BenchCommand::Render { .. } => render_bench(cmd),
+        BenchCommand::Batch { dir, rows, width, height, fps, json } => {
+            batch_bench(dir, *rows, (*width, *height, *fps), json.as_deref())
+        }
         BenchCommand::Clip { dir, width, height, fps, seconds } => clip_bench(dir, *width, *height, *fps, *seconds),
     }
 }
@@ -503,6 +524,121 @@ fn clip_bench(dir: &Path, w: u32, h: u32, fps: u32, seconds: f64) -> Result<()> 
         rep.peak_tree_rss_mb,
         rep.peak_tree_pss_mb
     );
+    Ok(())
+}
+
+/// The batch benchmark's template: six narrated scenes (pictures with Ken Burns, cards, a
+/// crossfade, a slide and a fade), word-highlight subtitles; `{{ NAME }}` in scene 3 only.
+fn batch_template(dir: &Path, w: u32, h: u32, fps: u32) -> Result<serde_json::Value> {
+    std::fs::create_dir_all(dir)?;
+    let mut photos = vec![];
+    for i in 0..3u32 {
+        let img = dir.join(format!("photo{i}.jpg"));
+        if !img.exists() {
+            picture(w, h, i + 1).save(&img)?;
+        }
+        photos.push(img.to_string_lossy().into_owned());
+    }
+    Ok(json!({
+        "fields": {"NAME": {"type": "string", "max_length": 40}},
+        "version": 1,
+        "output": {"width": w, "height": h, "fps": fps, "quality": {"preset": "veryfast", "crf": 23}},
+        "subtitles": {"style": "word-highlight"},
+        "scenes": [
+            {"background": {"gradient": {"from": "#1e3c72", "to": "#2a5298", "angle": 45}}, "title": "Our product",
+             "narration": {"text": "Here is what we built this year."}, "transition": {"type": "crossfade", "duration": 0.5}},
+            {"image": photos[0], "narration": {"text": "It renders videos from one file."},
+             "motion": {"type": "ken-burns", "zoom_from": 1.0, "zoom_to": 1.15}, "transition": {"type": "slide", "duration": 0.5}},
+            {"background": {"color": "#203040"}, "title": "Welcome, {{ NAME }}",
+             "narration": {"text": "Welcome aboard, {{ NAME }}."}, "transition": {"type": "fade-black", "duration": 0.5}},
+            {"image": photos[1], "fit": "contain-blur", "narration": {"text": "Every scene is cached by its content."}},
+            {"image": photos[2], "narration": {"text": "An edit renders one scene again."},
+             "motion": {"type": "ken-burns", "zoom_from": 1.1, "zoom_to": 1.0}},
+            {"background": {"gradient": {"from": "#402010", "to": "#a04020", "angle": 90}}, "title": "Thank you",
+             "narration": {"text": "See you soon."}}
+        ]
+    }))
+}
+
+const BATCH_NAMES: &[&str] =
+    &["Ada", "Grace", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances", "Donald", "Radia", "Edsger", "Hedy"];
+
+fn batch_bench(dir: &Path, rows: usize, (w, h, fps): (u32, u32, u32), json_out: Option<&Path>) -> Result<()> {
+    use reelsmith_spec::template::Template;
+    if rows < 2 {
+        bail!("--rows: at least 2 (the first row, then the further ones)");
+    }
+    let template = Template::parse(&batch_template(&dir.join("assets"), w, h, fps)?)
+        .map_err(|e| anyhow::anyhow!("the benchmark's template: {e}"))?;
+    let row_spec = |i: usize| -> Result<PathBuf> {
+        let name = format!("{} {}", BATCH_NAMES[i % BATCH_NAMES.len()], i / BATCH_NAMES.len() + 1);
+        let row = [("NAME".to_string(), json!(name))].into_iter().collect();
+        let spec = template.merge(&row).map_err(|e| anyhow::anyhow!("row {i}: {e}"))?;
+        let path = dir.join("rows").join(format!("row{i}.json"));
+        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
+        std::fs::write(&path, serde_json::to_vec(&spec)?)?;
+        Ok(path)
+    };
+    let cache = dir.join("cache-batch");
+    let cold_cache = dir.join("cache-cold");
+    for c in [&cache, &cold_cache] {
+        let _ = std::fs::remove_dir_all(c);
+    }
+    let out = dir.join("batch-row.mp4");
+    // One row with a cache of its own: what a hosted API's every row costs.
+    eprintln!("one cold render (no cache) at {w}x{h}@{fps}…");
+    let cold = render(&cold_cache, &row_spec(rows)?, &out, None, None).context("cold render")?;
+    let _ = std::fs::remove_dir_all(&cold_cache);
+    eprintln!("row 1 of {rows} (cold)…");
+    let first = render(&cache, &row_spec(0)?, &out, None, None).context("first row")?;
+    let mut further = vec![];
+    let mut encoded = vec![];
+    for i in 1..rows {
+        let r = render(&cache, &row_spec(i)?, &out, None, None).with_context(|| format!("row {}", i + 1))?;
+        if i % 10 == 0 {
+            eprintln!("row {} of {rows}: {:.2} s", i + 1, r.wall_s);
+        }
+        further.push(r.wall_s);
+        encoded.push(r.segments_encoded as f64 / r.segments_total.max(1) as f64);
+    }
+    let total: f64 = first.wall_s + further.iter().sum::<f64>();
+    let mut sorted = further.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mean = further.iter().sum::<f64>() / further.len() as f64;
+    let stage = |r: &Report, name: &str| r.stages.get(name).map_or(0.0, |s| s.wall_s);
+    let last = render(&cache, &row_spec(rows + 1)?, &out, None, None)?;
+    let figures = json!({
+        "machine": {"cores": reelsmith_engine::cores()},
+        "video": {"width": w, "height": h, "fps": fps, "seconds": first.duration_s, "segments": first.segments_total},
+        "rows": rows,
+        "cold_no_cache_s": cold.wall_s,
+        "first_row_s": first.wall_s,
+        "further_row_mean_s": mean,
+        "further_row_median_s": median,
+        "further_vs_first": median / first.wall_s,
+        "segments_encoded_per_further_row": encoded.iter().sum::<f64>() / encoded.len() as f64,
+        "batch_total_s": total,
+        "batch_vs_one_cold_render": total / cold.wall_s,
+        "a_further_row_by_stage_s": {
+            "segment": stage(&last, "segment"), "audio": stage(&last, "audio"), "join": stage(&last, "join"),
+            "narration": stage(&last, "narration"), "canvas": stage(&last, "canvas"), "wall": last.wall_s,
+        },
+        "targets": {"further_vs_first": 0.2, "batch_vs_one_cold_render": 25.0},
+    });
+    println!(
+        "batch of {rows} rows at {w}x{h}: first row {:.2} s (no-cache render {:.2} s); a further row {:.2} s median = {:.3}x the first (target 0.2x); {:.0}% of segments encoded per row; the batch {:.1} s = {:.1}x one cold render (target 25x; a hosted API bills {rows}x)",
+        first.wall_s,
+        cold.wall_s,
+        median,
+        median / first.wall_s,
+        figures["segments_encoded_per_further_row"].as_f64().unwrap_or(0.0) * 100.0,
+        total,
+        total / cold.wall_s
+    );
+    if let Some(p) = json_out {
+        std::fs::write(p, serde_json::to_vec_pretty(&figures)?)?;
+    }
     Ok(())
 }
 

@@ -115,6 +115,23 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// A slide deck or document as a storyboard to edit and render: PDF pages (narrated by
+    /// their text), PPTX/ODP slides (narrated by their speaker notes), or Markdown (headings as
+    /// title cards, paragraphs narrated, images as pictures). Slide pictures are written into
+    /// `<output stem>-slides/` beside the storyboard.
+    Import {
+        /// deck.pdf, deck.pptx, deck.odp or notes.md.
+        input: PathBuf,
+        /// The storyboard to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The video's size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1280x720")]
+        size: String,
+        /// The narration voice engine: espeak-ng or piper.
+        #[arg(long)]
+        voice: Option<String>,
+    },
     /// Check spec files without rendering.
     Validate { specs: Vec<PathBuf> },
     /// Print the spec's JSON Schema.
@@ -206,6 +223,8 @@ fn main() {
         // Spec problems are listed one per line, each with its JSON path.
         eprintln!("error: {e:#}");
         let input_error = e.downcast_ref::<RenderError>().is_some_and(RenderError::is_input_error)
+            || e.downcast_ref::<reelsmith_import::ImportError>()
+                .is_some_and(reelsmith_import::ImportError::is_input_error)
             || matches!(e.downcast_ref(), Some(reelsmith_director::DirectorError::Invalid { .. }));
         let code = if input_error { 2 } else { 1 };
         std::process::exit(code);
@@ -348,6 +367,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Import { input, output, size, voice } => import_command(input, output, size, voice.as_deref()),
         Command::Plan { prompt, output, details, cache } => {
             generate::plan_command(prompt, output, details.as_deref(), cache)
         }
@@ -396,6 +416,64 @@ fn run(cli: Cli) -> Result<()> {
         Command::Worker { args, cache, .. } => serve::worker(args, cache.cache_dir.clone()),
         Command::Keys { args, action } => serve::keys(args, action),
     }
+}
+
+/// `reelsmith import`: the draft written as a storyboard, its slide pictures beside it and its
+/// Markdown images named relative to it.
+fn import_command(input: &Path, output: &Path, size: &str, voice: Option<&str>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (width, height) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|&(w, h)| (16..=4096).contains(&w) && (16..=4096).contains(&h))
+        .with_context(|| format!("--size {size}: give WIDTHxHEIGHT, each 16 to 4096"))?;
+    let name = input.file_name().map_or_else(|| input.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let opts = reelsmith_import::ImportOptions {
+        width,
+        height,
+        display_name: name.clone(),
+        voice: voice.map(|engine| serde_json::json!({"engine": engine, "name": reelsmith_spec::default_voice(engine)})),
+        ..Default::default()
+    };
+    let work = tempfile::tempdir()?;
+    let mut draft = reelsmith_import::import(input, &opts, work.path())?;
+    let out_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(out_dir)?;
+    let stem = output.file_stem().map_or_else(|| "storyboard".into(), |s| s.to_string_lossy().into_owned());
+    if !draft.pictures.is_empty() {
+        let slides = format!("{stem}-slides");
+        std::fs::create_dir_all(out_dir.join(&slides))?;
+        for (i, picture) in draft.pictures.iter().enumerate() {
+            let file = picture.file_name().context("a slide picture without a name")?;
+            std::fs::copy(picture, out_dir.join(&slides).join(file))?;
+            draft.spec["scenes"][i]["image"] = serde_json::json!(format!("{slides}/{}", file.to_string_lossy()));
+        }
+    }
+    // Markdown images are named relative to the document; the storyboard names them from its
+    // own folder.
+    let doc_dir = input.parent().unwrap_or(Path::new("."));
+    for image in &draft.images {
+        let found = doc_dir.join(&image.reference);
+        if !found.is_file() {
+            anyhow::bail!(reelsmith_import::ImportError::Line {
+                file: name.clone(),
+                line: image.line,
+                detail: format!("the image '{}' is not there ({})", image.reference, found.display()),
+            });
+        }
+        let absolute = std::fs::canonicalize(&found)?;
+        draft.spec["scenes"][image.scene]["image"] = serde_json::json!(absolute.to_string_lossy());
+    }
+    std::fs::write(output, serde_json::to_string_pretty(&draft.spec)? + "\n")?;
+    let scenes = draft.spec["scenes"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "{}: {scenes} scenes from {} ({}); render it with `reelsmith render {} -o video.mp4`",
+        output.display(),
+        name,
+        draft.kind.as_str(),
+        output.display()
+    );
+    Ok(())
 }
 
 fn validate(engine: &Engine, path: &Path) -> Result<(), RenderError> {

@@ -234,6 +234,14 @@ fn run_limited(
     }
 }
 
+/// Runs another tool (pdftoppm, LibreOffice) as FFmpeg's children run: in its own process
+/// group, killed with whatever it started at `deadline`, its stdout bounded by `max_stdout`.
+pub fn run_tool(mut cmd: Command, what: &str, deadline: Duration, max_stdout: usize) -> Result<Vec<u8>, FfmpegError> {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    run_limited(cmd, what, deadline, max_stdout, None)
+}
+
 /// SIGKILL to a child's whole process group (the child leads it: see [`command`]).
 fn kill_group(pgid: libc::pid_t) {
     // SAFETY: kill(2) with a negative pid signals our own child's process group.
@@ -353,6 +361,16 @@ pub struct VideoEncoder {
 impl VideoEncoder {
     /// Starts FFmpeg writing an MP4 with one H.264 stream to `out`.
     pub fn start(s: &VideoSettings, out: &Path) -> Result<Self, FfmpegError> {
+        Self::start_tuned(s, out, false)
+    }
+
+    /// Like [`VideoEncoder::start`], for frames that never change (a slide held while it is
+    /// narrated): x264 is tuned for still pictures.
+    pub fn start_still(s: &VideoSettings, out: &Path) -> Result<Self, FfmpegError> {
+        Self::start_tuned(s, out, true)
+    }
+
+    fn start_tuned(s: &VideoSettings, out: &Path, still: bool) -> Result<Self, FfmpegError> {
         let mut cmd = command(&ffmpeg_bin());
         let (pre, filter) = s.encoder.device_args();
         cmd.args(pre)
@@ -362,8 +380,11 @@ impl VideoEncoder {
         if let Some(f) = filter {
             cmd.args(["-vf", f]);
         }
-        cmd.args(s.encoder.args(&s.preset, s.crf, s.threads))
-            .args(["-pix_fmt", "yuv420p"])
+        cmd.args(s.encoder.args(&s.preset, s.crf, s.threads));
+        if still && s.encoder == H264Encoder::Libx264 {
+            cmd.args(["-tune", "stillimage"]);
+        }
+        cmd.args(["-pix_fmt", "yuv420p"])
             .args(["-color_range", "tv", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"])
             // One time base for every segment so stream-copy concatenation stays frame exact.
             .args(["-video_track_timescale", &(s.fps * 1000).to_string()])

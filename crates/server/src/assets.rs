@@ -1,6 +1,7 @@
 //! Uploaded assets: kinds and sniffing, storage on this node and in shared storage, and
 //! references (`asset:<id>`) in specs.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use axum::body::Bytes;
@@ -360,6 +361,66 @@ pub(crate) async fn share_asset(state: &AppState, id: &str, path: &Path) -> Resu
     let r = state.artifacts.put_file(&asset_key(id), &tmp).await.map_err(|e| e.to_string());
     let _ = tokio::fs::remove_file(&tmp).await;
     r.map(|_| ())
+}
+
+/// Every file a spec names, as the caller's assets: a file uploaded with the request becomes
+/// its `asset:` ref, an `asset:` ref must be one of the caller's assets of the field's kind.
+/// Returns what is wrong (paths under `spec.`) and the assets used. Paths in `skip` are left
+/// alone (a template's stand-ins, which only its rows will name).
+pub async fn resolve_files(
+    state: &AppState,
+    spec: &mut Spec,
+    uploads: &HashMap<String, String>,
+    api_key_id: Option<&str>,
+    skip: &[String],
+) -> ApiResult<(Vec<crate::error::IssueBody>, Vec<String>)> {
+    let mut issues = vec![];
+    let mut used = vec![];
+    for (path, field_kind, file) in spec.files_mut() {
+        if skip.contains(&path) {
+            continue;
+        }
+        let id = match (file.strip_prefix(ASSET_PREFIX), uploads.get(file.as_str())) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(id)) => {
+                *file = format!("{ASSET_PREFIX}{id}");
+                Some(id.clone())
+            }
+            (None, None) => None,
+        };
+        if let Some(id) = id {
+            match state.meta.asset(&id).await? {
+                Some(a) if api_key_id.is_none() || a.api_key_id.as_deref() == api_key_id => {
+                    // An asset serves only fields of its own kind: audio is never opened as a clip.
+                    let kind = sniff_kind(&a.media_type);
+                    if kind != Some(Kind::from(field_kind)) {
+                        issues.push(crate::error::IssueBody {
+                            path: format!("spec.{path}"),
+                            message: format!(
+                                "asset '{id}' is {}, not {}",
+                                a.media_type,
+                                Kind::from(field_kind).describe()
+                            ),
+                        });
+                    }
+                    used.push(id);
+                }
+                // Another key's asset does not exist for this one.
+                _ => issues.push(crate::error::IssueBody {
+                    path: format!("spec.{path}"),
+                    message: format!("no asset with id '{id}' (upload it with POST /api/v1/assets)"),
+                }),
+            }
+        } else {
+            issues.push(crate::error::IssueBody {
+                path: format!("spec.{path}"),
+                message: format!(
+                    "'{file}' was not uploaded: send it in the same multipart request (a file part named '{file}'), or upload it with POST /api/v1/assets and use \"asset:<id>\""
+                ),
+            });
+        }
+    }
+    Ok((issues, used))
 }
 
 #[cfg(test)]

@@ -28,6 +28,21 @@ pub struct Config {
     pub maintenance_workers: usize,
     /// Webhook deliveries at once.
     pub webhook_workers: usize,
+    /// Most rows one batch may carry (`POST /api/v1/batches`).
+    pub max_batch_rows: usize,
+    /// Largest batch request (JSON or CSV); rows are small, so this is above `max_body_bytes`.
+    pub max_batch_body_bytes: usize,
+    /// Most generations a key's batches keep queued or rendering at once; a key's own share is
+    /// at most half its `max_concurrent_jobs`, so its interactive requests always have room.
+    pub batch_concurrency: u32,
+    /// How often a running batch looks for finished rows and submits the next ones.
+    pub batch_poll_ms: u64,
+    /// Templates one key may keep.
+    pub max_templates_per_key: u32,
+    /// Document imports (`POST /api/v1/imports`) converting at once on this node; more wait.
+    pub max_concurrent_imports: usize,
+    /// Longest one import's conversion may run (LibreOffice, pdftoppm), seconds.
+    pub import_timeout_secs: f64,
     /// OS priority of render threads and their FFmpeg processes (0-19): the API stays fast
     /// while renders saturate the cores.
     pub render_nice: i32,
@@ -176,6 +191,13 @@ impl Default for Config {
             render_workers: 1,
             maintenance_workers: 1,
             webhook_workers: 4,
+            max_batch_rows: 10_000,
+            max_batch_body_bytes: 16 << 20,
+            batch_concurrency: 8,
+            batch_poll_ms: 500,
+            max_templates_per_key: 1000,
+            max_concurrent_imports: 1,
+            import_timeout_secs: 180.0,
             render_nice: 10,
             lease_secs: 30.0,
             job_timeout_secs: 1800.0,
@@ -359,6 +381,7 @@ impl Config {
             ("retention_hours", self.retention_hours, 0.0001),
             ("did_poll_secs", self.did_poll_secs, 0.05),
             ("distributed_min_seconds", self.distributed_min_seconds, 0.0),
+            ("import_timeout_secs", self.import_timeout_secs, 1.0),
         ] {
             if !v.is_finite() || v < min || v > 1e7 {
                 return Err(ConfigError::Invalid(format!("{name} must be a number from {min} to 10000000")));
@@ -375,6 +398,15 @@ impl Config {
             return bad(
                 "default_daily_provider_usd must be a number of dollars, 0 or more (leave it out for no limit)",
             );
+        }
+        if !(1..=1_000_000).contains(&self.max_batch_rows) {
+            return bad("max_batch_rows must be 1 to 1000000");
+        }
+        if !(10..=60_000).contains(&self.batch_poll_ms) {
+            return bad("batch_poll_ms must be 10 to 60000");
+        }
+        if self.batch_concurrency == 0 {
+            return bad("batch_concurrency must be at least 1");
         }
         if self.render_workers == 0 && self.workers {
             return bad("render_workers must be at least 1 (or set workers = false)");

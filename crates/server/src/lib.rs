@@ -12,15 +12,20 @@
 //! `http/` and `jobs/` stand on the domain and never import each other; the domain imports
 //! neither; nothing imports this file, which is only the crate's face.
 
+// The OpenAPI document is one large json! literal.
+#![recursion_limit = "256"]
+
 // Public: what the CLI and the tests outside this crate use (keys, the fuzz targets' parsers,
 // signatures, webhooks); the rest stays inside.
 pub mod access;
 pub mod assets;
+pub mod batches;
 pub mod budgets;
 pub mod config;
 pub mod error;
 mod events;
 pub mod http;
+pub mod imports;
 mod jobs;
 mod net;
 mod queues;
@@ -28,6 +33,7 @@ pub mod signing;
 pub mod state;
 pub mod submit;
 mod telemetry;
+pub mod templates;
 mod views;
 pub mod webhooks;
 

@@ -20,6 +20,11 @@ pub const CLEANUP_KIND: &str = "cleanup";
 /// The job kind of segment jobs.
 pub const SEGMENT_KIND: &str = "segment";
 
+/// Batch pumps: each batch's rows submitted as generations, a few at a time.
+pub const BATCH_QUEUE: &str = "batches";
+
+pub const BATCH_KIND: &str = "batch";
+
 /// Webhook deliveries.
 pub const WEBHOOK_QUEUE: &str = "webhooks";
 
@@ -62,6 +67,8 @@ pub enum Job {
     Webhook(Delivery),
     /// Retention of finished generations and unused assets.
     Cleanup,
+    /// One round of a batch: finished rows noted, the next rows submitted.
+    Batch { batch: String },
 }
 
 impl Job {
@@ -71,6 +78,7 @@ impl Job {
             Job::Segment(_) => SEGMENT_QUEUE,
             Job::Webhook(_) => WEBHOOK_QUEUE,
             Job::Cleanup => MAINTENANCE_QUEUE,
+            Job::Batch { .. } => BATCH_QUEUE,
         }
     }
 
@@ -80,6 +88,7 @@ impl Job {
             Job::Segment(_) => SEGMENT_KIND,
             Job::Webhook(_) => WEBHOOK_KIND,
             Job::Cleanup => CLEANUP_KIND,
+            Job::Batch { .. } => BATCH_KIND,
         }
     }
 
@@ -91,6 +100,7 @@ impl Job {
             Job::Segment(p) => serde_json::to_value(p).unwrap_or_default(),
             Job::Webhook(d) => serde_json::to_value(d).unwrap_or_default(),
             Job::Cleanup => json!({}),
+            Job::Batch { batch } => json!({ "batch": batch }),
         };
         NewJob::new(self.queue(), self.kind(), payload)
     }
@@ -111,6 +121,10 @@ impl Job {
             (SEGMENT_QUEUE, _) => serde_json::from_value(job.payload.clone()).map(Job::Segment).map_err(bad),
             (WEBHOOK_QUEUE, _) => serde_json::from_value(job.payload.clone()).map(Job::Webhook).map_err(bad),
             (MAINTENANCE_QUEUE, _) => Ok(Job::Cleanup),
+            (BATCH_QUEUE, _) => match job.payload["batch"].as_str() {
+                Some(batch) => Ok(Job::Batch { batch: batch.into() }),
+                None => Err("batch job without a batch".into()),
+            },
             (queue, kind) => Err(format!("unknown job: {kind} on queue {queue}")),
         }
     }
@@ -155,6 +169,7 @@ mod tests {
                 key_id: Some("key_1".into()),
             }),
             Job::Cleanup,
+            Job::Batch { batch: "bat_1".into() },
         ];
         let mut queues = std::collections::BTreeSet::new();
         for job in jobs {
@@ -163,7 +178,7 @@ mod tests {
             queues.insert(record.queue.clone());
             assert_eq!(Job::from_claimed(&claimed(&record)), Ok(job));
         }
-        assert_eq!(queues.len(), 4, "one queue per kind of job");
+        assert_eq!(queues.len(), 5, "one queue per kind of job");
     }
 
     /// A record no worker can run is an error naming what is wrong (the worker fails it for good).

@@ -51,6 +51,8 @@ pub struct AppState {
     pub director: Arc<reelsmith_director::Director>,
     /// D-ID's gate: one breaker and concurrency limit for every talk this node sends.
     pub did_gate: Arc<reelsmith_providers::Gate>,
+    /// Document imports running at once on this node (LibreOffice and poppler are heavy).
+    pub imports: Arc<tokio::sync::Semaphore>,
 }
 
 /// Wake-ups for idle workers in this process (other processes poll or listen on the queue).
@@ -262,6 +264,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
     });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
+    let imports = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_imports.max(1)));
     Ok(AppState {
         node_id: format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>()).into(),
         shared_assets: config.s3_bucket.is_some(),
@@ -285,6 +288,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         streams: Default::default(),
         director,
         did_gate: Arc::new(reelsmith_providers::Gate::new("d-id", reelsmith_providers::did::limits())),
+        imports,
     })
 }
 

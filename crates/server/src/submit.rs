@@ -13,7 +13,7 @@ use reelsmith_store::{CreateOutcome, GenerationRecord, NewGeneration, new_id, no
 use serde::{Deserialize, Serialize};
 
 use crate::access::Caller;
-use crate::assets::{ASSET_PREFIX, Kind, engine_view, sniff_kind};
+use crate::assets::{ASSET_PREFIX, engine_view};
 use crate::error::{ApiError, ApiResult, IssueBody};
 use crate::state::AppState;
 
@@ -65,23 +65,17 @@ pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
     })
 }
 
-/// A template and its row become the envelope's spec, before any other work: the template's
-/// placeholders checked against its fields (422 `template_invalid`, issues under `template.`),
-/// then every value of the row (422 `merge_invalid`, each issue `merge.NAME`: missing, unknown,
-/// wrong type, too long). The spec then goes through [`prepare`] like any other (media fields
-/// take `asset:` refs).
-pub fn apply_template(mut env: Envelope) -> ApiResult<Envelope> {
-    use reelsmith_spec::template::{Template, TemplateError, row_from_json};
-    let issues = |e: TemplateError, prefix: &str| -> Vec<IssueBody> {
-        e.issues.into_iter().map(|i| IssueBody { path: format!("{prefix}{}", i.path), message: i.message }).collect()
-    };
-    let refuse = |code: &'static str, issues: Vec<IssueBody>| {
-        let first = issues.first().map(|i| format!("{}: {}", i.path, i.message)).unwrap_or_default();
-        ApiError::unprocessable(code, first).with_issues(issues)
-    };
+/// A template and its row become the envelope's spec, before any other work. The template is
+/// sent inline (its placeholders checked against its fields: 422 `template_invalid`, issues
+/// under `template.`) or named by a stored template's id (`tpl_…`, one of the caller's); then
+/// every value of the row is checked (422 `merge_invalid`, each issue `merge.NAME`: missing,
+/// unknown, wrong type, too long). The spec then goes through [`prepare`] like any other
+/// (media fields take `asset:` refs).
+pub async fn apply_template(state: &AppState, caller: &Caller, mut env: Envelope) -> ApiResult<Envelope> {
+    use reelsmith_spec::template::row_from_json;
     let Some(doc) = env.template.take() else {
         if env.merge.is_some() {
-            return Err(refuse(
+            return Err(crate::templates::refuse(
                 "invalid_request",
                 vec![IssueBody { path: "merge".into(), message: "given without a template".into() }],
             ));
@@ -89,7 +83,7 @@ pub fn apply_template(mut env: Envelope) -> ApiResult<Envelope> {
         return Ok(env);
     };
     if env.spec.is_some() || env.prompt.is_some() {
-        return Err(refuse(
+        return Err(crate::templates::refuse(
             "invalid_request",
             vec![IssueBody {
                 path: "template".into(),
@@ -97,18 +91,16 @@ pub fn apply_template(mut env: Envelope) -> ApiResult<Envelope> {
             }],
         ));
     }
-    if !Template::is_template(&doc) {
-        return Err(refuse(
-            "template_invalid",
-            vec![IssueBody { path: "template".into(), message: "a template is a spec with its `fields`".into() }],
-        ));
-    }
-    let template = Template::parse(&doc).map_err(|e| refuse("template_invalid", issues(e, "template.")))?;
+    let (template, _) = crate::templates::resolve(state, caller, &doc).await?;
     let row = match env.merge.take() {
-        Some(m) => row_from_json(&m).map_err(|e| refuse("merge_invalid", issues(e, "")))?,
+        Some(m) => {
+            row_from_json(&m).map_err(|e| crate::templates::refuse("merge_invalid", crate::templates::issues(e, "")))?
+        }
         None => Default::default(),
     };
-    env.spec = Some(template.merge(&row).map_err(|e| refuse("merge_invalid", issues(e, "")))?);
+    env.spec = Some(
+        template.merge(&row).map_err(|e| crate::templates::refuse("merge_invalid", crate::templates::issues(e, "")))?,
+    );
     Ok(env)
 }
 
@@ -186,49 +178,7 @@ pub async fn prepare(
         ApiError::unprocessable("spec_parse", format!("{path}: {}", e.message))
             .with_issues(vec![IssueBody { path, message: e.message.clone() }])
     })?;
-    let mut issues = vec![];
-    let mut used = vec![];
-    for (path, field_kind, file) in spec.files_mut() {
-        let id = match (file.strip_prefix(ASSET_PREFIX), uploads.get(file.as_str())) {
-            (Some(id), _) => Some(id.to_string()),
-            (None, Some(id)) => {
-                *file = format!("{ASSET_PREFIX}{id}");
-                Some(id.clone())
-            }
-            (None, None) => None,
-        };
-        if let Some(id) = id {
-            match state.meta.asset(&id).await? {
-                Some(a) if api_key_id.is_none() || a.api_key_id.as_deref() == api_key_id => {
-                    // An asset serves only fields of its own kind: audio is never opened as a clip.
-                    let kind = sniff_kind(&a.media_type);
-                    if kind != Some(Kind::from(field_kind)) {
-                        issues.push(IssueBody {
-                            path: format!("spec.{path}"),
-                            message: format!(
-                                "asset '{id}' is {}, not {}",
-                                a.media_type,
-                                Kind::from(field_kind).describe()
-                            ),
-                        });
-                    }
-                    used.push(id);
-                }
-                // Another key's asset does not exist for this one.
-                _ => issues.push(IssueBody {
-                    path: format!("spec.{path}"),
-                    message: format!("no asset with id '{id}' (upload it with POST /api/v1/assets)"),
-                }),
-            }
-        } else {
-            issues.push(IssueBody {
-                path: format!("spec.{path}"),
-                message: format!(
-                    "'{file}' was not uploaded: send it in the same multipart request (a file part named '{file}'), or upload it with POST /api/v1/assets and use \"asset:<id>\""
-                ),
-            });
-        }
-    }
+    let (issues, used) = crate::assets::resolve_files(state, &mut spec, uploads, api_key_id, &[]).await?;
     if !issues.is_empty() {
         let first = format!("{}: {}", issues[0].path, issues[0].message);
         return Err(ApiError::unprocessable("missing_asset", first).with_issues(issues));
@@ -682,6 +632,21 @@ pub fn check_webhook_url(u: &str, allow_private: bool) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+/// Cancels a generation: a queued one at once (its webhook event enqueued with the
+/// cancellation, its watchers told), a running one at its worker's next heartbeat.
+pub async fn cancel_generation(state: &AppState, g: &GenerationRecord) -> ApiResult<reelsmith_store::CancelOutcome> {
+    let mut cancelled = g.clone();
+    cancelled.state = reelsmith_store::JobState::Cancelled;
+    let event = crate::webhooks::for_generation(state, &cancelled, "generation.cancelled");
+    let outcome = state.queue.cancel(&g.job_id, event).await?;
+    if outcome == reelsmith_store::CancelOutcome::Cancelled
+        && let Some(now) = state.meta.generation(&g.id).await?
+    {
+        state.hub.publish(crate::events::event_of(&now));
+    }
+    Ok(outcome)
 }
 
 /// Loads a generation the caller may see (another key's generations do not exist for it).

@@ -845,13 +845,172 @@ async function loadPerformance() {
 
 $('#perf-window').addEventListener('change', loadPerformance);
 
+// ---------------------------------------------------------------- batches
+
+const batchForm = $('#batch-form');
+const batchState = { id: null, timer: null };
+
+/** Fills the template list from the server (the caller's templates, newest first). */
+async function loadTemplates(select = null) {
+  const list = batchForm.elements.template;
+  try {
+    const page = await json(`${API}/templates?limit=200`);
+    list.replaceChildren(...page.items.map((t) => {
+      const o = document.createElement('option');
+      o.value = t.id;
+      o.textContent = `${t.name} (${Object.keys(t.fields).join(', ')})`;
+      return o;
+    }));
+    if (!page.items.length) {
+      const o = document.createElement('option');
+      o.value = '';
+      o.textContent = '(no templates yet: save one below)';
+      list.append(o);
+      $('#batch-new-template').open = true;
+    }
+    if (select) list.value = select;
+  } catch (e) {
+    $('.form-error', batchForm).textContent = explain(e);
+  }
+}
+
+$('#batch-save-template').addEventListener('click', async () => {
+  clearErrors(batchForm);
+  let template;
+  try {
+    template = JSON.parse(batchForm.elements.template_json.value);
+  } catch (e) {
+    batchForm.elements.template_json.classList.add('invalid');
+    $('.form-error', batchForm).textContent = `The template is not valid JSON: ${e.message}`;
+    return;
+  }
+  try {
+    const t = await json(`${API}/templates`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: batchForm.elements.template_name.value, template }),
+    });
+    await loadTemplates(t.id);
+    $('#batch-new-template').open = false;
+  } catch (e) {
+    showError(batchForm, e);
+  }
+});
+
+dropZone($('.drop', batchForm), async (file) => {
+  batchForm.elements.csv.value = await file.text();
+  $('.drop-hint', batchForm).textContent = `${file.name} ✓`;
+});
+
+function showBatch(b) {
+  $('#batch-status').hidden = false;
+  $('#batch-id').textContent = b.id;
+  $('#batch-state').textContent = b.status;
+  $('#batch-progress').textContent = `${b.progress}% of ${b.total} rows`;
+  $('#batch-bar').value = b.progress;
+  $('#batch-counts').textContent = Object.entries(b.counts).map(([k, n]) => `${k}: ${n}`).join(' · ');
+  $('#batch-cancel').disabled = b.status !== 'running';
+  if (!b.rows) return;
+  $('#batch-rows tbody').replaceChildren(...b.rows.map((r) => {
+    const tr = document.createElement('tr');
+    tr.dataset.status = r.status;
+    const cells = [String(r.row), r.status, '', r.error ? r.error.message : ''];
+    for (const text of cells) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    if (r.generation_id) {
+      const a = document.createElement('a');
+      a.href = '#';
+      a.textContent = r.generation_id;
+      a.addEventListener('click', (ev) => { ev.preventDefault(); watch(r.generation_id); });
+      tr.children[2].append(a);
+    }
+    return tr;
+  }));
+}
+
+async function followBatch(id) {
+  clearTimeout(batchState.timer);
+  batchState.id = id;
+  try {
+    const b = await json(`${API}/batches/${id}?limit=100`);
+    if (batchState.id !== id) return;
+    showBatch(b);
+    const busy = ['pending', 'queued', 'running'].some((k) => (b.counts[k] ?? 0) > 0);
+    if (b.status === 'running' || busy) batchState.timer = setTimeout(() => followBatch(id), 1000);
+    else loadHistory();
+  } catch (e) {
+    $('.form-error', batchForm).textContent = explain(e);
+  }
+}
+
+batchForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  clearErrors(batchForm);
+  const template = batchForm.elements.template.value;
+  if (!template) {
+    fieldError(batchForm, 'template', '');
+    $('.form-error', batchForm).textContent = 'Pick a template, or save one first.';
+    return;
+  }
+  const button = $('button[type=submit]', batchForm);
+  button.disabled = true;
+  try {
+    const b = await json(`${API}/batches`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ template, csv: batchForm.elements.csv.value }),
+    });
+    if (b.invalid_rows?.length) {
+      const list = $('.issues', batchForm);
+      for (const r of b.invalid_rows) {
+        const li = document.createElement('li');
+        li.textContent = `row ${r.row}: ${r.error.message}`;
+        list.append(li);
+      }
+    }
+    followBatch(b.id);
+  } catch (e) {
+    showError(batchForm, e);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$('#batch-cancel').addEventListener('click', async () => {
+  if (!batchState.id) return;
+  try {
+    showBatch(await json(`${API}/batches/${batchState.id}/cancel`, { method: 'POST' }));
+  } catch (e) {
+    $('.form-error', batchForm).textContent = explain(e);
+  }
+});
+
+$('#batch-manifest').addEventListener('click', async () => {
+  if (!batchState.id) return;
+  try {
+    const blob = await (await api(`${API}/batches/${batchState.id}/manifest?format=csv`)).blob();
+    const a = document.createElement('a');
+    a.href = remember(URL.createObjectURL(blob));
+    a.download = `${batchState.id}.csv`;
+    a.click();
+  } catch (e) {
+    $('.form-error', batchForm).textContent = explain(e);
+  }
+});
+
 // ---------------------------------------------------------------- start
 
 function selectTab(name) {
   $$('.tabs button').forEach((b) => b.setAttribute('aria-selected', String(b.dataset.tab === name)));
   $$('[data-panel]').forEach((p) => { p.hidden = p.dataset.panel !== name; });
 }
-$$('.tabs button').forEach((b) => b.addEventListener('click', () => selectTab(b.dataset.tab)));
+$$('.tabs button').forEach((b) => b.addEventListener('click', () => {
+  selectTab(b.dataset.tab);
+  if (b.dataset.tab === 'batch') loadTemplates(batchForm.elements.template.value || null);
+}));
 
 const keyInput = $('#api-key');
 keyInput.value = state.key;

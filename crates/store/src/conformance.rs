@@ -670,6 +670,141 @@ pub async fn run_metadata_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     m.ping().await.unwrap();
 }
 
+/// Templates and batches: owned per key, rows moved only from the status they are in, counts by
+/// outcome (a submitted row counts as its generation's state), cancellation of pending rows.
+pub async fn run_batch_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
+    let key = new_id("key");
+    let other = new_id("key");
+    let tpl = |owner: &str, name: &str| TemplateRecord {
+        id: new_id("tpl"),
+        api_key_id: Some(owner.into()),
+        name: name.into(),
+        body: serde_json::json!({"fields": {"NAME": {"type": "string"}}, "scenes": [{"text": "{{ NAME }}"}]}),
+        created_at_ms: now_ms(),
+    };
+    let (a, b, c) = (tpl(&key, "first"), tpl(&key, "second"), tpl(&other, "theirs"));
+    for t in [&a, &b, &c] {
+        m.put_template(t).await.unwrap();
+    }
+    assert_eq!(m.template(&a.id).await.unwrap().as_ref(), Some(&a), "a template reads back as written");
+    let mine: Vec<String> = m.templates_of(Some(&key), None, 10).await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(mine, [b.id.clone(), a.id.clone()], "a key's templates, newest first, never another's");
+    let page: Vec<String> =
+        m.templates_of(Some(&key), Some(&b.id), 10).await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(page, [a.id.clone()], "the cursor pages on");
+    assert!(m.delete_template(&a.id).await.unwrap());
+    assert!(!m.delete_template(&a.id).await.unwrap(), "deleted once");
+    assert!(m.template(&a.id).await.unwrap().is_none());
+
+    // A batch of four rows: one invalid from the start.
+    let queue = queue_name("batch");
+    let batch = BatchRecord {
+        id: new_id("bat"),
+        api_key_id: Some(key.clone()),
+        template_id: Some(b.id.clone()),
+        template: b.body.clone(),
+        options: serde_json::json!({"priority": 1}),
+        state: BatchState::Running,
+        total: 4,
+        created_at_ms: now_ms(),
+        finished_at_ms: None,
+    };
+    let rows: Vec<NewBatchRow> = (0..4)
+        .map(|i| NewBatchRow {
+            index: i,
+            merge: serde_json::json!({"NAME": format!("row {i}")}),
+            status: if i == 2 { RowStatus::Invalid } else { RowStatus::Pending },
+            error: (i == 2).then(|| serde_json::json!({"code": "merge_invalid", "issues": [{"path": "merge.NAME"}]})),
+        })
+        .collect();
+    let pump = NewJob::new(&queue, "batch", serde_json::json!({"batch": batch.id}));
+    m.create_batch(&batch, &rows, pump).await.unwrap();
+    assert_eq!(m.batch(&batch.id).await.unwrap().as_ref(), Some(&batch));
+    assert!(q.claim(&queue, "w", Duration::from_secs(30)).await.unwrap().is_some(), "the pump was enqueued with it");
+    let read = m.batch_rows(&batch.id, None, None, 100).await.unwrap();
+    assert_eq!(read.len(), 4);
+    assert_eq!(read[2].error, rows[2].error, "a row's error reads back");
+    assert_eq!(read[1].merge, rows[1].merge, "a row's values read back");
+    let pending: Vec<u32> =
+        m.batch_rows(&batch.id, Some(RowStatus::Pending), None, 100).await.unwrap().iter().map(|r| r.index).collect();
+    assert_eq!(pending, [0, 1, 3]);
+    let after: Vec<u32> = m.batch_rows(&batch.id, None, Some(1), 2).await.unwrap().iter().map(|r| r.index).collect();
+    assert_eq!(after, [2, 3], "rows after an index, at most the limit");
+
+    // Row 0 becomes a generation (queued), row 1 one that ran and succeeded.
+    let gen_queue = queue_name("batchgen");
+    let generation = |n: u32| {
+        let id = new_id("gen");
+        let mut job = NewJob::new(&gen_queue, "render", serde_json::json!({"generation": id}));
+        job.subject = Some(id.clone());
+        let g = NewGeneration {
+            id: id.clone(),
+            spec: serde_json::json!({"n": n}),
+            spec_hash: new_id("hash"),
+            priority: 1,
+            webhook_url: None,
+            idempotency_key: None,
+            request_hash: new_id("req"),
+            api_key_id: Some(key.clone()),
+            metadata: serde_json::json!({}),
+            max_active: None,
+            dedupe: false,
+            budget: None,
+            prompt: None,
+        };
+        (g, job)
+    };
+    let (g0, j0) = generation(0);
+    let (g1, j1) = generation(1);
+    let (id0, id1) = (g0.id.clone(), g1.id.clone());
+    m.create_generation(g0, j0).await.unwrap();
+    m.create_generation(g1, j1).await.unwrap();
+    for (i, id) in [(0, &id0), (1, &id1)] {
+        assert!(
+            m.move_batch_row(&batch.id, i, RowStatus::Pending, RowStatus::Submitted, Some(id), None).await.unwrap()
+        );
+    }
+    assert!(
+        !m.move_batch_row(&batch.id, 0, RowStatus::Pending, RowStatus::Submitted, Some("gen_x"), None).await.unwrap(),
+        "a row moves only from the status it is in"
+    );
+    assert_eq!(m.key_batch_active(Some(&key)).await.unwrap(), 2);
+    assert_eq!(m.key_batch_active(Some(&other)).await.unwrap(), 0, "another key's batches are not counted");
+    // The older of the two (row 0's) is claimed first; run it to success.
+    let claimed = q.claim(&gen_queue, "w", Duration::from_secs(30)).await.unwrap().unwrap();
+    let ran = if claimed.subject.as_deref() == Some(id0.as_str()) { 0 } else { 1 };
+    assert!(q.complete(&claimed.lease, vec![]).await.unwrap());
+    assert_eq!(m.key_batch_active(Some(&key)).await.unwrap(), 1, "a finished generation is not active");
+    let counts = m.batch_counts(&batch.id).await.unwrap();
+    let want: std::collections::BTreeMap<String, u64> =
+        [("invalid", 1), ("pending", 1), ("queued", 1), ("succeeded", 1)].map(|(k, v)| (k.to_string(), v)).into();
+    assert_eq!(counts, want, "counts by outcome, a submitted row by its generation's state");
+    let rows_now = m.batch_rows(&batch.id, Some(RowStatus::Submitted), None, 10).await.unwrap();
+    assert_eq!(rows_now.iter().find(|r| r.index == ran).unwrap().generation_state, Some(JobState::Succeeded));
+    assert!(m.move_batch_row(&batch.id, ran, RowStatus::Submitted, RowStatus::Done, None, None).await.unwrap());
+    let done = &m.batch_rows(&batch.id, Some(RowStatus::Done), None, 10).await.unwrap()[0];
+    assert_eq!(
+        done.generation_id.as_deref(),
+        Some(if ran == 0 { id0.as_str() } else { id1.as_str() }),
+        "moving keeps the generation"
+    );
+    assert_eq!(done.outcome(), "succeeded");
+
+    // Cancelling ends the batch once and cancels its pending rows, not its submitted ones.
+    let at = now_ms();
+    assert!(m.finish_batch(&batch.id, BatchState::Cancelled, at).await.unwrap());
+    assert!(!m.finish_batch(&batch.id, BatchState::Completed, at + 1).await.unwrap(), "a batch ends once");
+    let ended = m.batch(&batch.id).await.unwrap().unwrap();
+    assert_eq!((ended.state, ended.finished_at_ms), (BatchState::Cancelled, Some(at)));
+    let counts = m.batch_counts(&batch.id).await.unwrap();
+    assert_eq!(counts.get("cancelled"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("pending"), None, "{counts:?}");
+    assert_eq!(m.key_batch_active(Some(&key)).await.unwrap(), 0, "an ended batch's generations are not the pump's");
+    let listed: Vec<String> = m.batches_of(Some(&key), None, 10).await.unwrap().into_iter().map(|b| b.id).collect();
+    assert_eq!(listed, [batch.id.clone()]);
+    assert!(m.batches_of(Some(&other), None, 10).await.unwrap().is_empty());
+}
+
 /// Waits (polling the clock, not sleeping blindly) until `now_ms()` is past `t`.
 async fn wait_until_past(t: i64) {
     while now_ms() <= t {

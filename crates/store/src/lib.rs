@@ -11,6 +11,7 @@
 //! - [`artifacts`]: result files with byte ranges and ETags.
 
 pub mod artifacts;
+pub mod batches;
 pub mod bench;
 #[cfg(test)]
 mod conformance;
@@ -28,6 +29,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use artifacts::{ArtifactStore, LocalArtifacts};
+pub use batches::{BatchRecord, BatchRow, BatchState, BatchStore, NewBatchRow, RowStatus, TemplateRecord};
 pub use postgres::PgStore;
 pub use redis_backend::{RedisBus, RedisConfig, RedisTier};
 pub use s3::{S3Artifacts, S3Config};
@@ -496,9 +498,10 @@ pub struct FinishedGeneration {
     pub report: Option<serde_json::Value>,
 }
 
-/// Everything the service stores about generations, keys and assets.
+/// Everything the service stores about generations, keys and assets (and, through
+/// [`BatchStore`], templates and batches).
 #[async_trait]
-pub trait Metadata: Send + Sync + 'static {
+pub trait Metadata: BatchStore {
     /// Atomically: replays an idempotent request, or returns a live duplicate, or stores the
     /// generation and enqueues its job. A reused key with a different request is a
     /// [`StoreError::Conflict`].

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
+use std::collections::BTreeMap;
+
 use crate::{
-    ApiKey, Asset, Attempt, Budget, ClaimedJob, FinishedGeneration, GenerationRecord, GenerationResult, JobRecord,
-    JobState, Lease, Result, StoreError, Usage, corrupt_json,
+    ApiKey, Asset, Attempt, BatchRecord, BatchRow, BatchState, Budget, ClaimedJob, FinishedGeneration,
+    GenerationRecord, GenerationResult, JobRecord, JobState, Lease, NewBatchRow, Result, RowStatus, StoreError,
+    TemplateRecord, Usage, corrupt_json,
 };
 
 /// What the shared statements write differently per dialect.
@@ -529,6 +532,275 @@ where
             .fetch_all(e)
             .await?;
         rows.iter().map(Self::asset_row).collect()
+    }
+
+    // Templates and batches ---------------------------------------------------------------------
+
+    /// A `templates` row.
+    fn template_row(r: &DB::Row) -> Result<TemplateRecord> {
+        Ok(TemplateRecord {
+            id: r.try_get("id")?,
+            api_key_id: r.try_get("api_key_id")?,
+            name: r.try_get("name")?,
+            body: Self::json(r, "body")?,
+            created_at_ms: r.try_get("created_at")?,
+        })
+    }
+
+    pub(crate) async fn put_template<'e, E>(e: E, t: &TemplateRecord) -> Result<()>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query("INSERT INTO templates (id, api_key_id, name, body, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(t.id.as_str())
+            .bind(t.api_key_id.as_deref())
+            .bind(t.name.as_str())
+            .bind(t.body.to_string())
+            .bind(t.created_at_ms)
+            .execute(e)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn template<'e, E>(e: E, id: &str) -> Result<Option<TemplateRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let row = sqlx::query("SELECT * FROM templates WHERE id = $1").bind(id).fetch_optional(e).await?;
+        row.as_ref().map(Self::template_row).transpose()
+    }
+
+    pub(crate) async fn templates_of<'e, E>(
+        e: E,
+        api_key_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TemplateRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT * FROM templates WHERE api_key_id {} $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            DB::SAME
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(api_key_id)
+            .bind(cursor)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(e)
+            .await?;
+        rows.iter().map(Self::template_row).collect()
+    }
+
+    pub(crate) async fn delete_template<'e, E>(e: E, id: &str) -> Result<bool>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let done = sqlx::query("DELETE FROM templates WHERE id = $1").bind(id).execute(e).await?;
+        Ok(done.affected() > 0)
+    }
+
+    /// A `batches` row.
+    fn batch_row(r: &DB::Row) -> Result<BatchRecord> {
+        let state: String = r.try_get("state")?;
+        Ok(BatchRecord {
+            id: r.try_get("id")?,
+            api_key_id: r.try_get("api_key_id")?,
+            template_id: r.try_get("template_id")?,
+            template: Self::json(r, "template")?,
+            options: Self::json(r, "options")?,
+            state: BatchState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("batch state {state}")))?,
+            total: Self::int(r, "total")?,
+            created_at_ms: r.try_get("created_at")?,
+            finished_at_ms: r.try_get("finished_at")?,
+        })
+    }
+
+    /// The batch itself (its rows and pump are each dialect's to write).
+    pub(crate) async fn insert_batch(conn: &mut DB::Connection, b: &BatchRecord) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO batches (id, api_key_id, template_id, template, options, state, total, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(b.id.as_str())
+        .bind(b.api_key_id.as_deref())
+        .bind(b.template_id.as_deref())
+        .bind(b.template.to_string())
+        .bind(b.options.to_string())
+        .bind(b.state.as_str())
+        .bind(i64::from(b.total))
+        .bind(b.created_at_ms)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The rows of a new batch as one JSON array (`i`, `m`, `s`, `e`), for each dialect's
+    /// set-returning JSON function: one statement however many rows.
+    pub(crate) fn rows_json(rows: &[NewBatchRow]) -> String {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({"i": r.index, "m": r.merge, "s": r.status.as_str(), "e": r.error}))
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    pub(crate) async fn batch<'e, E>(e: E, id: &str) -> Result<Option<BatchRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let row = sqlx::query("SELECT * FROM batches WHERE id = $1").bind(id).fetch_optional(e).await?;
+        row.as_ref().map(Self::batch_row).transpose()
+    }
+
+    pub(crate) async fn batches_of<'e, E>(
+        e: E,
+        api_key_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT * FROM batches WHERE api_key_id {} $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            DB::SAME
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(api_key_id)
+            .bind(cursor)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(e)
+            .await?;
+        rows.iter().map(Self::batch_row).collect()
+    }
+
+    /// A `batch_rows` row joined with its generation's job state.
+    fn batch_row_of(r: &DB::Row) -> Result<BatchRow> {
+        let status: String = r.try_get("status")?;
+        let error: Option<String> = r.try_get("error")?;
+        let generation_state: Option<String> = r.try_get("generation_state")?;
+        Ok(BatchRow {
+            index: Self::int(r, "idx")?,
+            merge: Self::json(r, "merge")?,
+            status: RowStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("row status {status}")))?,
+            generation_id: r.try_get("generation_id")?,
+            error: error.map(|s| serde_json::from_str(&s)).transpose().map_err(corrupt_json)?,
+            generation_state: generation_state.as_deref().and_then(JobState::parse),
+        })
+    }
+
+    pub(crate) async fn batch_rows<'e, E>(
+        e: E,
+        id: &str,
+        status: Option<RowStatus>,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<BatchRow>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = sqlx::query(
+            "SELECT r.idx, r.merge, r.status, r.generation_id, r.error, j.state AS generation_state
+             FROM batch_rows r LEFT JOIN generations g ON g.id = r.generation_id LEFT JOIN jobs j ON j.id = g.job_id
+             WHERE r.batch_id = $1 AND ($2 IS NULL OR r.status = $2) AND r.idx > $3
+             ORDER BY r.idx LIMIT $4",
+        )
+        .bind(id)
+        .bind(status.map(RowStatus::as_str))
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(e)
+        .await?;
+        rows.iter().map(Self::batch_row_of).collect()
+    }
+
+    pub(crate) async fn move_batch_row<'e, E>(
+        e: E,
+        id: &str,
+        index: u32,
+        (from, to): (RowStatus, RowStatus),
+        generation_id: Option<&str>,
+        error: Option<&serde_json::Value>,
+    ) -> Result<bool>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let error = error.map(|v| v.to_string());
+        let done = sqlx::query(
+            "UPDATE batch_rows SET status = $1, generation_id = COALESCE($2, generation_id), error = $3
+             WHERE batch_id = $4 AND idx = $5 AND status = $6",
+        )
+        .bind(to.as_str())
+        .bind(generation_id)
+        .bind(error.as_deref())
+        .bind(id)
+        .bind(i64::from(index))
+        .bind(from.as_str())
+        .execute(e)
+        .await?;
+        Ok(done.affected() > 0)
+    }
+
+    pub(crate) async fn batch_counts<'e, E>(e: E, id: &str) -> Result<BTreeMap<String, u64>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = sqlx::query(
+            "SELECT CASE WHEN r.status IN ('submitted', 'done') THEN COALESCE(j.state, 'expired') ELSE r.status END
+                 AS outcome, count(*) AS n
+             FROM batch_rows r LEFT JOIN generations g ON g.id = r.generation_id LEFT JOIN jobs j ON j.id = g.job_id
+             WHERE r.batch_id = $1 GROUP BY 1",
+        )
+        .bind(id)
+        .fetch_all(e)
+        .await?;
+        let mut counts = BTreeMap::new();
+        for r in &rows {
+            counts.insert(r.try_get::<String, _>("outcome")?, r.try_get::<i64, _>("n")?.max(0) as u64);
+        }
+        Ok(counts)
+    }
+
+    pub(crate) async fn key_batch_active<'e, E>(e: E, api_key_id: Option<&str>) -> Result<u64>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT count(*) FROM batches b {join} batch_rows r ON r.batch_id = b.id
+             {join} generations g ON g.id = r.generation_id {join} jobs j ON j.id = g.job_id
+             WHERE b.api_key_id {same} $1 AND b.state = 'running' AND r.status = 'submitted'
+                 AND j.state IN ('queued', 'running')",
+            join = DB::JOIN,
+            same = DB::SAME
+        );
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).bind(api_key_id).fetch_one(e).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub(crate) async fn finish_batch(
+        conn: &mut DB::Connection,
+        id: &str,
+        state: BatchState,
+        at_ms: i64,
+    ) -> Result<bool> {
+        let done =
+            sqlx::query::<DB>("UPDATE batches SET state = $1, finished_at = $2 WHERE id = $3 AND state = 'running'")
+                .bind(state.as_str())
+                .bind(at_ms)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        if done.affected() == 0 {
+            return Ok(false);
+        }
+        if state == BatchState::Cancelled {
+            sqlx::query::<DB>("UPDATE batch_rows SET status = 'cancelled' WHERE batch_id = $1 AND status = 'pending'")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(true)
     }
 
     // Jobs --------------------------------------------------------------------------------------

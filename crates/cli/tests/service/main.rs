@@ -1,6 +1,7 @@
 //! End-to-end tests of `reelsmith serve`: a real server process on a random port, a real HTTP
 //! client, real renders checked with ffprobe, a real webhook receiver.
 
+mod batches;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;

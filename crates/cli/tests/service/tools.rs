@@ -66,7 +66,11 @@ async fn studio_page_in_headless_chromium() {
 
     // What the page did, seen from the API: one generation, rendered from the dropped picture.
     let list: Value = s.get("/api/v1/generations").send().await.unwrap().json().await.unwrap();
-    let items = list["items"].as_array().unwrap();
+    let all = list["items"].as_array().unwrap();
+    // The batch tab's two good rows, then what the other tabs made.
+    let (batch, items): (Vec<&Value>, Vec<&Value>) = all.iter().partition(|g| g["metadata"].get("batch").is_some());
+    assert_eq!(batch.len(), 2, "the batch's two good rows: {list}");
+    assert!(batch.iter().all(|g| g["status"] == "succeeded"), "{list}");
     assert_eq!(items.len(), 3, "only the valid submissions were stored: {list}");
     // Newest first: the prompt, the talking photo, then the storyboard.
     let prompt = s.status(items[0]["id"].as_str().unwrap()).await;

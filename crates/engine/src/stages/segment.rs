@@ -54,6 +54,18 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
     )
 }
 
+/// Whether every frame of scene-local frames `from..to` is the same picture: no motion, no
+/// clip, no talking face, and no subtitle appearing, changing or leaving inside the span.
+pub(super) fn is_still(look: &SceneLook, from: u64, to: u64) -> bool {
+    let (z0, z1) = look.zoom;
+    let fixed_view = z0 == z1 && (z0 == 1.0 || look.pan == reelsmith_spec::Pan::Center);
+    let inside = |f: u64| f > from && f < to;
+    fixed_view
+        && look.talking.is_none()
+        && look.clip.is_none()
+        && look.subtitles.iter().all(|s| !inside(s.from) && !inside(s.to))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode_segment(
     text: &Arc<TextRenderer>,
@@ -70,7 +82,8 @@ pub(super) fn encode_segment(
     let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
         Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, text.clone(), w, h))
     };
-    let mut enc = VideoEncoder::start(settings, out)?;
+    let still = matches!(*seg, Segment::Body { scene, from, to } if is_still(&looks[scene], from, to));
+    let mut enc = if still { VideoEncoder::start_still(settings, out)? } else { VideoEncoder::start(settings, out)? };
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
     let report = |n: u64| {
         let d = done.fetch_add(n, Ordering::Relaxed) + n;
@@ -79,6 +92,17 @@ pub(super) fn encode_segment(
         }
     };
     match *seg {
+        // A still span's picture is drawn once and sent for every frame.
+        Segment::Body { scene, from, to } if still => {
+            renderer(scene)?.render(from, &mut frame)?;
+            for _ in from..to {
+                if opts.cancelled() {
+                    return Err(RenderError::Cancelled);
+                }
+                enc.write_frame(&frame)?;
+                report(1);
+            }
+        }
         Segment::Body { scene, from, to } => {
             let mut r = renderer(scene)?;
             for local in from..to {
@@ -161,6 +185,23 @@ mod tests {
         assert_ne!(segment_key(&body(2), &looks, &s, ""), segment_key(&body(2), &edited, &s, ""));
         // A transition shows both of its scenes.
         assert_ne!(segment_key(&fade, &looks, &s, ""), segment_key(&fade, &edited, &s, ""));
+    }
+
+    #[test]
+    fn still_spans_are_those_where_nothing_moves_or_changes() {
+        let still = look("a");
+        assert!(is_still(&still, 0, 48));
+        let mut moving = (*look("a")).clone();
+        moving.zoom = (1.0, 1.2);
+        assert!(!is_still(&moving, 0, 48), "Ken Burns");
+        let mut panned = (*look("a")).clone();
+        (panned.zoom, panned.pan) = ((1.2, 1.2), Pan::Left);
+        assert!(!is_still(&panned, 0, 48), "a pan at a fixed zoom still moves");
+        let mut captioned = (*look("a")).clone();
+        captioned.subtitles = vec![scene::SubtitleState { from: 0, to: 20, text: "Hi".into(), highlight: None }];
+        assert!(!is_still(&captioned, 0, 48), "a caption leaves at frame 20");
+        assert!(is_still(&captioned, 20, 48), "after it, nothing changes");
+        assert!(is_still(&captioned, 0, 20), "while it shows, nothing changes");
     }
 
     #[test]

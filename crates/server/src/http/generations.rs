@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use crate::access::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::events::event_of;
 use crate::state::AppState;
 use crate::submit::{Envelope, enqueue, visible};
 use crate::views::status_json;
@@ -55,7 +54,7 @@ pub async fn create_generation(State(state): State<AppState>, caller: Caller, re
     let key_id = caller.key_id();
     // A prompt is checked and queued now and planned by its job: no request waits on a model.
     // A template is filled first: what it becomes is a spec like any other.
-    let prepared = match crate::submit::apply_template(env) {
+    let prepared = match crate::submit::apply_template(&state, &caller, env).await {
         Ok(env) => match crate::submit::accept_prompt(&state, &caller, &env).await {
             Ok(Some(p)) => Ok(p),
             Ok(None) => crate::submit::prepare(&state, env, &uploads.files, key_id.as_deref()).await,
@@ -277,16 +276,10 @@ pub async fn cancel_generation(
 ) -> ApiResult<Response> {
     let g = visible(&state, &caller, &id).await?;
     // A queued job never reaches a worker, so its event is enqueued with the cancellation.
-    let mut cancelled = g.clone();
-    cancelled.state = JobState::Cancelled;
-    let event = crate::webhooks::for_generation(&state, &cancelled, "generation.cancelled");
-    let outcome = state.queue.cancel(&g.job_id, event).await?;
+    let outcome = crate::submit::cancel_generation(&state, &g).await?;
     let g = visible(&state, &caller, &id).await?;
     let (status, note) = match outcome {
-        CancelOutcome::Cancelled => {
-            state.hub.publish(event_of(&g));
-            (StatusCode::OK, "cancelled")
-        }
+        CancelOutcome::Cancelled => (StatusCode::OK, "cancelled"),
         CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancellation requested; the render stops within seconds"),
         CancelOutcome::AlreadyFinal(s) => {
             return Err(ApiError::new(

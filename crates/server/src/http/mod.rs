@@ -1,10 +1,12 @@
 //! HTTP: axum routes, extractors and response shapes over the domain. Never imports `jobs/`.
 
 pub mod auth;
+pub mod batches;
 pub mod callbacks;
 pub mod download;
 pub mod generations;
 pub mod guard;
+pub mod imports;
 pub mod openapi;
 pub mod ops;
 pub mod progress;
@@ -45,6 +47,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/assets"),
     ("get", "/api/v1/assets/{id}"),
     ("delete", "/api/v1/assets/{id}"),
+    ("post", "/api/v1/templates"),
+    ("get", "/api/v1/templates"),
+    ("get", "/api/v1/templates/{id}"),
+    ("delete", "/api/v1/templates/{id}"),
+    ("post", "/api/v1/imports"),
+    ("post", "/api/v1/batches"),
+    ("get", "/api/v1/batches"),
+    ("get", "/api/v1/batches/{id}"),
+    ("post", "/api/v1/batches/{id}/cancel"),
+    ("get", "/api/v1/batches/{id}/manifest"),
     ("get", "/api/v1/keys/self"),
     ("post", "/api/v1/keys/self/webhook-secret"),
     ("get", "/api/v1/performance/report"),
@@ -89,6 +101,19 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/assets/{id}",
             get(crate::http::generations::get_asset).delete(crate::http::generations::delete_asset),
         )
+        .route(
+            "/api/v1/templates",
+            post(crate::http::batches::create_template).get(crate::http::batches::list_templates),
+        )
+        .route(
+            "/api/v1/templates/{id}",
+            get(crate::http::batches::get_template).delete(crate::http::batches::delete_template),
+        )
+        .route("/api/v1/imports", post(crate::http::imports::create_import))
+        .route("/api/v1/batches", post(crate::http::batches::create_batch).get(crate::http::batches::list_batches))
+        .route("/api/v1/batches/{id}", get(crate::http::batches::get_batch))
+        .route("/api/v1/batches/{id}/cancel", post(crate::http::batches::cancel_batch))
+        .route("/api/v1/batches/{id}/manifest", get(crate::http::batches::manifest))
         .route("/api/v1/keys/self", get(crate::http::generations::own_key))
         .route("/api/v1/keys/self/webhook-secret", post(crate::http::generations::rotate_webhook_secret))
         .route("/api/v1/performance/report", get(crate::http::ops::performance_report))

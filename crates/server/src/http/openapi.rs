@@ -57,7 +57,7 @@ pub fn document() -> Value {
         "properties": {
             "spec": {"$ref": "#/components/schemas/Spec"},
             "prompt": {"type": "object", "description": "instead of a spec: a topic or a text the director plans (see the README's \"From a prompt\")"},
-            "template": {"type": "object", "description": "instead of a spec: a spec with `{{ NAME }}` placeholders and its `fields` ({NAME: {type: string|number|color|image|audio|video, default, max_length}}), filled with `merge`"},
+            "template": {"description": "instead of a spec: a stored template's id (`tpl_…`), or a spec with `{{ NAME }}` placeholders and its `fields` ({NAME: {type: string|number|color|image|audio|video, default, max_length}}), filled with `merge`", "oneOf": [{"type": "string"}, {"type": "object"}]},
             "merge": {"description": "the template's row: {NAME: value} or Shotstack's [{find, replace}]; each bad value is a 422 issue `merge.NAME`", "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object", "required": ["find", "replace"]}}]},
             "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 5},
             "webhook_url": {"type": "string", "format": "uri"},
@@ -109,6 +109,44 @@ pub fn document() -> Value {
         "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]}}}),
     );
 
+    schemas.insert(
+        "Template".into(),
+        json!({"type": "object", "properties": {
+        "id": {"type": "string", "description": "tpl_…"}, "object": {"const": "template"}, "name": {"type": "string"},
+        "fields": {"type": "object", "description": "{NAME: {type, default, max_length, description}}"},
+        "template": {"type": "object", "description": "the document (GET of one template, and on creation)"},
+        "created_at_ms": {"type": "integer"}}}),
+    );
+    schemas.insert(
+        "BatchRequest".into(),
+        json!({"type": "object", "additionalProperties": false, "required": ["template"],
+        "properties": {
+            "template": {"oneOf": [{"type": "string", "description": "a stored template's id"}, {"type": "object", "description": "a template sent inline"}]},
+            "rows": {"type": "array", "maxItems": 10000, "items": {"oneOf": [{"type": "object"}, {"type": "array"}]}, "description": "each {NAME: value} or Shotstack's [{find, replace}]"},
+            "csv": {"type": "string", "description": "or the rows as CSV: a header of field names; an empty cell takes the default"},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 4, "default": 1, "description": "below interactive requests"},
+            "webhook_url": {"type": "string", "format": "uri", "description": "one `batch.finished` event when the batch ends"},
+            "metadata": {"type": "object", "description": "given to every row's generation with `batch` and `row`"}},
+        "description": "`rows` or `csv`: one of them"}),
+    );
+    schemas.insert(
+        "Batch".into(),
+        json!({"type": "object", "properties": {
+        "id": {"type": "string", "description": "bat_…"}, "object": {"const": "batch"},
+        "status": {"enum": ["running", "completed", "cancelled"]},
+        "template_id": {"type": ["string", "null"]}, "total": {"type": "integer"},
+        "counts": {"type": "object", "description": "rows by outcome: pending, queued, running, succeeded, failed, cancelled, invalid, refused, expired"},
+        "progress": {"type": "number", "description": "percent of rows finished"},
+        "rows": {"type": "array", "items": {"type": "object", "properties": {
+            "row": {"type": "integer"}, "status": {"type": "string"}, "generation_id": {"type": ["string", "null"]},
+            "video_url": {"type": ["string", "null"]}, "error": {"type": ["object", "null"]}, "merge": {"type": "object"}}}},
+        "invalid_rows": {"type": "array", "description": "on creation: the first 100 rows refused"},
+        "next_after": {"type": ["integer", "null"]}}}),
+    );
+    let page_params = json!([
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20}}
+    ]);
     let limited = json!({"description": "rate limit or job quota exceeded; see Retry-After",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     json!({
@@ -182,6 +220,48 @@ pub fn document() -> Value {
                 "responses": {"200": ok_json("the asset", "Asset"), "404": err("unknown id")}},
                 "delete": {"summary": "Delete an asset (its file and shared copy); assets unused for asset_retention_hours go by themselves", "tags": ["assets"], "parameters": id_param(),
                 "responses": {"204": {"description": "deleted"}, "404": err("unknown id"), "409": err("a queued or running generation uses it")}}},
+            "/api/v1/templates": {
+                "post": {"summary": "Store a template (checked without rendering: placeholders against fields, the spec at the defaults)", "tags": ["templates"],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["name", "template"], "properties": {"name": {"type": "string", "maxLength": 200}, "template": {"type": "object"}}}}}},
+                    "responses": {"201": ok_json("stored", "Template"), "422": err("invalid template; `issues` name each place (template.…)"), "429": limited}},
+                "get": {"summary": "The key's templates, newest first", "tags": ["templates"], "parameters": page_params.clone(),
+                    "responses": {"200": {"description": "`{items: [Template], next_cursor}`"}}}
+            },
+            "/api/v1/templates/{id}": {
+                "get": {"summary": "A template with its document", "tags": ["templates"], "parameters": id_param(),
+                    "responses": {"200": ok_json("the template", "Template"), "404": err("unknown id")}},
+                "delete": {"summary": "Delete a template (batches made from it keep their copy)", "tags": ["templates"], "parameters": id_param(),
+                    "responses": {"204": {"description": "deleted"}, "404": err("unknown id")}}
+            },
+            "/api/v1/imports": {"post": {"summary": "A slide deck or document as a storyboard draft: PDF pages narrated by their text, PPTX/ODP slides by their speaker notes (or own text), Markdown headings as title cards, paragraphs narrated, images as pictures. Slide pictures become the caller's assets", "tags": ["imports"],
+                "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "deck.pdf, deck.pptx, deck.odp or notes.md"},
+                    "request": {"type": "object", "properties": {"size": {"type": "string", "description": "WIDTHxHEIGHT, default 1280x720"}, "voice": {"type": "object"}}}},
+                    "description": "Markdown's pictures as further file parts, named as the document names them"}}}},
+                "responses": {"201": {"description": "`{object: import, file, kind, scenes, spec, assets}`: submit `spec` to POST /api/v1/generations"},
+                    "413": err("too large"), "422": err("unsupported, corrupt, password-protected, too many pages, a zip bomb, nothing to narrate, or a picture not uploaded; the message names the file and page"),
+                    "429": err("every import slot is busy"), "503": err("a converter is missing or did not finish")}}},
+            "/api/v1/batches": {
+                "post": {"summary": "Render a template for many rows: each row checked (bad rows reported and skipped), rendered below interactive priority within half the key's concurrency", "tags": ["batches"],
+                    "requestBody": {"required": true, "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}},
+                        "multipart/form-data": {"schema": {"type": "object", "description": "a 'request' JSON part (BatchRequest without rows) and one CSV file part"}}}},
+                    "responses": {"202": ok_json("accepted, with `invalid_rows`", "Batch"), "404": err("unknown template"), "413": err("body too large"),
+                        "422": err("invalid template, options, CSV, no rows or too many rows"), "429": limited}},
+                "get": {"summary": "The key's batches, newest first", "tags": ["batches"], "parameters": page_params,
+                    "responses": {"200": {"description": "`{items: [Batch], next_cursor}`"}}}
+            },
+            "/api/v1/batches/{id}": {"get": {"summary": "A batch: counts by outcome, progress, a page of rows with their generations and errors", "tags": ["batches"],
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "rows after this index (next_after of the previous page)"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                "responses": {"200": ok_json("the batch", "Batch"), "404": err("unknown id")}}},
+            "/api/v1/batches/{id}/cancel": {"post": {"summary": "Cancel: pending rows at once, rendering ones within seconds; the webhook follows when they have stopped", "tags": ["batches"],
+                "parameters": id_param(), "responses": {"200": ok_json("cancelled", "Batch"), "404": err("unknown id"), "409": err("already finished")}}},
+            "/api/v1/batches/{id}/manifest": {"get": {"summary": "Every row's outcome, generation, video link, error and values", "tags": ["batches"],
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"], "default": "json"}}],
+                "responses": {"200": {"description": "application/json (Batch with all rows) or text/csv"}, "404": err("unknown id")}}},
             "/api/v1/keys/self": {"get": {"summary": "The calling key: its limits, its budgets per UTC day and what it used of them today", "tags": ["keys"],
                 "responses": {"200": {"description": "`{id, name, max_priority, max_concurrent_jobs, limits: {job_megapixel_frames, daily_megapixel_frames, daily_did_scenes, daily_provider_usd}, used_today: {megapixel_frames, did_scenes}, provider_usd_today}` (null: no limit)"}, "400": err("no API key")}}},
             "/api/v1/keys/self/webhook-secret": {"post": {"summary": "A new webhook signing secret for the calling key (shown only in this answer; the old one stops at once)", "tags": ["keys"],

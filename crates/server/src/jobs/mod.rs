@@ -4,6 +4,7 @@
 //! never on the async runtime, so the API answers in milliseconds while renders use every core.
 //! A render thread that panics fails only its attempt; the job is retried.
 
+pub mod batch;
 pub mod deliver;
 pub mod did;
 mod faults;
@@ -36,6 +37,7 @@ pub fn spawn_all(state: &AppState, stop: CancellationToken) -> Vec<tokio::task::
     for i in 0..c.webhook_workers.max(1) {
         handles.push(tokio::spawn(run_loop(state.clone(), queues::WEBHOOK_QUEUE, i, stop.clone())));
     }
+    handles.push(tokio::spawn(run_loop(state.clone(), queues::BATCH_QUEUE, 0, stop.clone())));
     for i in 0..c.maintenance_workers.max(1) {
         handles.push(tokio::spawn(run_loop(state.clone(), queues::MAINTENANCE_QUEUE, i, stop.clone())));
     }
@@ -63,6 +65,7 @@ async fn run_loop(state: AppState, queue: &'static str, n: usize, stop: Cancella
                     Ok(queues::Job::Segment(p)) => segments::render_segment(&state, job, p).await,
                     Ok(queues::Job::Webhook(d)) => deliver::deliver(&state, job, d).await,
                     Ok(queues::Job::Cleanup) => maintenance::maintenance(&state, job).await,
+                    Ok(queues::Job::Batch { batch }) => batch::pump(&state, job, &batch).await,
                     Err(e) => {
                         // A job no attempt can run: fail it for good, naming what is wrong.
                         let _ = state.queue.fail(&job.lease, &e, false, vec![]).await;

@@ -27,6 +27,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::*;
 
+mod batches;
 mod listen;
 mod metadata;
 mod queue;

@@ -13,6 +13,7 @@ pub(super) const SCHEMA: &[&str] = &[
     include_str!("../../migrations/postgres/0005_generation_prompt.sql"),
     include_str!("../../migrations/postgres/0006_provider_spend.sql"),
     include_str!("../../migrations/postgres/0007_provider_day_spend.sql"),
+    include_str!("../../migrations/postgres/0008_templates_and_batches.sql"),
 ];
 
 /// How long a call waits for a connection before failing with [`StoreError::Database`]; also

@@ -85,6 +85,7 @@ async fn metadata_conformance() {
     let schema = TestSchema::new();
     let s = schema.store().await;
     crate::conformance::run_metadata_suite(&s, &s).await;
+    crate::conformance::run_batch_suite(&s, &s).await;
     s.close().await;
 }
 

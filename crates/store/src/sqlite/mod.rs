@@ -13,6 +13,7 @@ use sqlx::{Row, SqlitePool};
 
 use crate::*;
 
+mod batches;
 mod metadata;
 mod queue;
 mod store;
@@ -66,6 +67,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path()).await;
         crate::conformance::run_metadata_suite(&s, &s).await;
+        crate::conformance::run_batch_suite(&s, &s).await;
     }
 
     #[tokio::test]

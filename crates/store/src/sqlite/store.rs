@@ -14,6 +14,7 @@ pub(super) const SCHEMA: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_generation_prompt.sql"),
     include_str!("../../migrations/sqlite/0006_provider_spend.sql"),
     include_str!("../../migrations/sqlite/0007_provider_day_spend.sql"),
+    include_str!("../../migrations/sqlite/0008_templates_and_batches.sql"),
 ];
 
 /// How durable a commit is. `Full` fsyncs every commit (survives power loss); `Normal` (WAL)
