@@ -6,6 +6,7 @@ mod batches;
 mod common;
 mod harness;
 mod hostile;
+mod imports;
 mod prompts;
 mod scaleout;
 mod talks;

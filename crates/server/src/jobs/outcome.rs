@@ -77,13 +77,16 @@ pub(crate) async fn finish_succeeded(
     report: Report,
     video: &Path,
 ) -> Outcome {
-    // Results are written before the completion; a worker that lost its job writes nothing.
-    if !matches!(
-        state.queue.heartbeat(lease, Duration::from_secs_f64(state.config.lease_secs)).await,
-        Ok(Heartbeat::Extended)
-    ) {
-        tracing::warn!(generation = %g.id, "lease lost or cancelled before storing results");
-        return Outcome::Lost;
+    // Results are written before the completion; a worker that lost its job writes nothing, and
+    // a render cancelled as it finished ends cancelled (left running, its lease would run out
+    // and the job end as lost).
+    match state.queue.heartbeat(lease, Duration::from_secs_f64(state.config.lease_secs)).await {
+        Ok(Heartbeat::Extended) => {}
+        Ok(Heartbeat::CancelRequested) => return finish_cancelled(state, g, lease).await,
+        _ => {
+            tracing::warn!(generation = %g.id, "lease lost before storing results");
+            return Outcome::Lost;
+        }
     }
     match store_results(state, g, &report, video).await {
         Ok(result) => {
