@@ -691,7 +691,7 @@ pub async fn run_batch_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert_eq!(mine, [b.id.clone(), a.id.clone()], "a key's templates, newest first, never another's");
     let page: Vec<String> =
         m.templates_of(Some(&key), Some(&b.id), 10).await.unwrap().into_iter().map(|t| t.id).collect();
-    assert_eq!(page, [a.id.clone()], "the cursor pages on");
+    assert_eq!(page, std::slice::from_ref(&a.id), "the cursor pages on");
     assert!(m.delete_template(&a.id).await.unwrap());
     assert!(!m.delete_template(&a.id).await.unwrap(), "deleted once");
     assert!(m.template(&a.id).await.unwrap().is_none());
@@ -801,7 +801,7 @@ pub async fn run_batch_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert_eq!(counts.get("pending"), None, "{counts:?}");
     assert_eq!(m.key_batch_active(Some(&key)).await.unwrap(), 0, "an ended batch's generations are not the pump's");
     let listed: Vec<String> = m.batches_of(Some(&key), None, 10).await.unwrap().into_iter().map(|b| b.id).collect();
-    assert_eq!(listed, [batch.id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&batch.id));
     assert!(m.batches_of(Some(&other), None, 10).await.unwrap().is_empty());
 }
 
