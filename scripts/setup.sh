@@ -3,7 +3,7 @@
 # headers for word timings), libclang (bindgen for espeak-ng's and llama.cpp's bindings), CMake
 # and a C++ compiler (llama.cpp, the local planner, is built from the crate's vendored sources)
 # and the default font; poppler (PDF pages as pictures) and LibreOffice Impress (PPTX/ODP decks)
-# for `reelsmith import`.
+# for `reelsmith import`; qpdf (the tests' password-protected PDF).
 # Safe to run repeatedly: it only calls apt-get when something is missing.
 set -euo pipefail
 
