@@ -79,6 +79,25 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A slide deck → video: a generated PDF deck (or `--input`) imported and rendered cold,
+    /// beside FFmpeg encoding the same frames alone; and the same render drawing every frame
+    /// of its still slides (what detecting them saves).
+    Deck {
+        #[arg(long, default_value = "bench-out")]
+        dir: PathBuf,
+        /// A deck of your own (PDF, PPTX, ODP, Markdown); default: a generated 20-slide PDF.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        slides: usize,
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        #[arg(long, default_value_t = 720)]
+        height: u32,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// HTTP load against a running server: latency percentiles per endpoint, errors, req/s.
     Load(LoadArgs),
     /// The full API round trip of a spec, N times: upload + submit, progress, download, report.
@@ -458,6 +477,9 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Cluster(args) => crate::bench_cluster::run(args),
         BenchCommand::Soak(args) => crate::bench_soak::run(args),
         BenchCommand::Render { .. } => render_bench(cmd),
+        BenchCommand::Deck { dir, input, slides, width, height, json } => {
+            deck_bench(dir, input.as_deref(), *slides, (*width, *height), json.as_deref())
+        }
         BenchCommand::Batch { dir, rows, width, height, fps, json } => {
             batch_bench(dir, *rows, (*width, *height, *fps), json.as_deref())
         }
@@ -562,6 +584,98 @@ fn batch_template(dir: &Path, w: u32, h: u32, fps: u32) -> Result<serde_json::Va
 
 const BATCH_NAMES: &[&str] =
     &["Ada", "Grace", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances", "Donald", "Radia", "Edsger", "Hedy"];
+
+/// The benchmark's deck: `slides` slides of alternating colours, each with a title and two
+/// sentences of notes, made by LibreOffice as a PDF (its notes pages are not exported: the PDF
+/// narrates its slide text, which carries the sentences).
+fn generated_deck(dir: &Path, slides: usize) -> Result<PathBuf> {
+    use reelsmith_import::fixtures::{TestSlide, convert, fodp};
+    std::fs::create_dir_all(dir)?;
+    let colors = ["#1e3c72", "#7a1f3d", "#20603a", "#604010"];
+    let texts: Vec<String> = (0..slides)
+        .map(|i| {
+            format!("Slide {}. {} {}", i + 1, SENTENCES[i % SENTENCES.len()], SENTENCES[(i + 3) % SENTENCES.len()])
+        })
+        .collect();
+    let deck: Vec<TestSlide<'_>> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TestSlide { color: colors[i % colors.len()], text: t, notes: &[] })
+        .collect();
+    let source = dir.join("deck.fodp");
+    std::fs::write(&source, fodp(&deck))?;
+    Ok(convert(&source, "pdf", dir))
+}
+
+fn deck_bench(
+    dir: &Path,
+    input: Option<&Path>,
+    slides: usize,
+    (w, h): (u32, u32),
+    json_out: Option<&Path>,
+) -> Result<()> {
+    let deck = match input {
+        Some(p) => p.to_path_buf(),
+        None => {
+            eprintln!("making a {slides}-slide PDF with LibreOffice…");
+            generated_deck(&dir.join("deck"), slides)?
+        }
+    };
+    let name = deck.file_name().map_or_else(|| "deck".into(), |n| n.to_string_lossy().into_owned());
+    let work = tempfile::tempdir()?;
+    let t = Instant::now();
+    let opts =
+        reelsmith_import::ImportOptions { width: w, height: h, display_name: name.clone(), ..Default::default() };
+    let draft = reelsmith_import::import(&deck, &opts, work.path())?;
+    let import_s = t.elapsed().as_secs_f64();
+    let spec_path = work.path().join("deck.json");
+    let mut spec = draft.spec.clone();
+    spec["output"]["quality"] = json!({"preset": "veryfast", "crf": 23});
+    std::fs::write(&spec_path, serde_json::to_vec(&spec)?)?;
+    let out = dir.join("deck.mp4");
+    let run = |cache: &str, redraw: bool| -> Result<Report> {
+        let cache = dir.join(cache);
+        let _ = std::fs::remove_dir_all(&cache);
+        let engine = Engine::new(Cache::open(&cache, 64 << 30)?)?;
+        let opts = RenderOptions { redraw_still_spans: redraw, ..Default::default() };
+        let r = engine.render_file(&spec_path, &out, &opts)?;
+        let _ = std::fs::remove_dir_all(&cache);
+        Ok(r)
+    };
+    eprintln!("render with every frame drawn ({} slides)…", draft.pictures.len());
+    let redrawn = run("cache-deck-redraw", true)?;
+    eprintln!("render with still slides detected…");
+    let still = run("cache-deck", false)?;
+    eprintln!("encode-only reference on the same frames…");
+    let raw_dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let (ref_wall, ref_cpu, _) = encode_only(&out, &raw_dir, w, h, 30)?;
+    let figures = json!({
+        "machine": {"cores": reelsmith_engine::cores()},
+        "deck": {"file": name, "slides": draft.pictures.len(), "width": w, "height": h, "seconds": still.duration_s, "frames": still.frames},
+        "import_s": import_s,
+        "render_still_detected": {"wall_s": still.wall_s, "cpu_s": still.cpu_s, "vs_reference": still.wall_s / ref_wall, "peak_tree_rss_mb": still.peak_tree_rss_mb},
+        "render_every_frame_drawn": {"wall_s": redrawn.wall_s, "cpu_s": redrawn.cpu_s, "vs_reference": redrawn.wall_s / ref_wall},
+        "still_detection_saves": 1.0 - still.wall_s / redrawn.wall_s,
+        "reference_encode_only": {"wall_s": ref_wall, "cpu_s": ref_cpu},
+        "import_and_render_vs_reference": (import_s + still.wall_s) / ref_wall,
+    });
+    println!(
+        "{name}: {} slides, {:.1} s of video at {w}x{h}; import {:.2} s; render {:.2} s ({:.2}x the encode-only reference {:.2} s; import + render {:.2}x); every frame drawn {:.2} s: still detection saves {:.0}%",
+        draft.pictures.len(),
+        still.duration_s,
+        import_s,
+        still.wall_s,
+        still.wall_s / ref_wall,
+        ref_wall,
+        (import_s + still.wall_s) / ref_wall,
+        redrawn.wall_s,
+        (1.0 - still.wall_s / redrawn.wall_s) * 100.0
+    );
+    if let Some(p) = json_out {
+        std::fs::write(p, serde_json::to_vec_pretty(&figures)?)?;
+    }
+    Ok(())
+}
 
 fn batch_bench(dir: &Path, rows: usize, (w, h, fps): (u32, u32, u32), json_out: Option<&Path>) -> Result<()> {
     use reelsmith_spec::template::Template;

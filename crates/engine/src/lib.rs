@@ -103,6 +103,9 @@ pub struct RenderOptions {
     /// API key its own), so one tenant's render never hits another's entries: a hit would tell
     /// it what the other rendered (narration text, pictures).
     pub cache_scope: Option<String>,
+    /// Draw every frame of still spans too, and encode them untuned: what a render costs
+    /// without still detection (benchmarks measure the difference; the cache does not know).
+    pub redraw_still_spans: bool,
 }
 
 /// How much of the pipeline a render runs.

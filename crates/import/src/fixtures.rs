@@ -1,4 +1,4 @@
-//! Decks for tests, made here rather than checked in: a flat ODP written as XML, converted by
+//! Decks for tests and `reelsmith bench deck`, made here rather than checked in: a flat ODP written as XML, converted by
 //! LibreOffice into PPTX, ODP or PDF; and PDFs of blank pages written by hand.
 
 use std::path::{Path, PathBuf};

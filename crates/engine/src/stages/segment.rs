@@ -82,7 +82,8 @@ pub(super) fn encode_segment(
     let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
         Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, text.clone(), w, h))
     };
-    let still = matches!(*seg, Segment::Body { scene, from, to } if is_still(&looks[scene], from, to));
+    let still = !opts.redraw_still_spans
+        && matches!(*seg, Segment::Body { scene, from, to } if is_still(&looks[scene], from, to));
     let mut enc = if still { VideoEncoder::start_still(settings, out)? } else { VideoEncoder::start(settings, out)? };
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
     let report = |n: u64| {
