@@ -54,16 +54,17 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
     )
 }
 
-/// Whether every frame of scene-local frames `from..to` is the same picture: no motion, no
-/// clip, no talking face, and no subtitle appearing, changing or leaving inside the span.
-pub(super) fn is_still(look: &SceneLook, from: u64, to: u64) -> bool {
+/// Whether a scene's picture stands still: no Ken Burns motion, no clip, no talking face. Its
+/// frames then change only where a caption appears, changes or leaves.
+pub(super) fn motionless(look: &SceneLook) -> bool {
     let (z0, z1) = look.zoom;
     let fixed_view = z0 == z1 && (z0 == 1.0 || look.pan == reelsmith_spec::Pan::Center);
-    let inside = |f: u64| f > from && f < to;
-    fixed_view
-        && look.talking.is_none()
-        && look.clip.is_none()
-        && look.subtitles.iter().all(|s| !inside(s.from) && !inside(s.to))
+    fixed_view && look.talking.is_none() && look.clip.is_none()
+}
+
+/// The caption a scene shows at scene-local frame `local` (the renderer's own choice).
+fn caption_at(look: &SceneLook, local: u64) -> Option<usize> {
+    look.subtitles.iter().position(|s| local >= s.from && local < s.to)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -82,8 +83,7 @@ pub(super) fn encode_segment(
     let renderer = |i: usize| -> Result<SceneRenderer, RenderError> {
         Ok(SceneRenderer::new(looks[i].clone(), load_canvas(i)?, text.clone(), w, h))
     };
-    let still = !opts.redraw_still_spans
-        && matches!(*seg, Segment::Body { scene, from, to } if is_still(&looks[scene], from, to));
+    let still = !opts.redraw_still_spans && matches!(*seg, Segment::Body { scene, .. } if motionless(&looks[scene]));
     let mut enc = if still { VideoEncoder::start_still(settings, out)? } else { VideoEncoder::start(settings, out)? };
     let mut frame = Yuv420::solid(w, h, [0, 0, 0]);
     let report = |n: u64| {
@@ -93,12 +93,19 @@ pub(super) fn encode_segment(
         }
     };
     match *seg {
-        // A still span's picture is drawn once and sent for every frame.
+        // A motionless scene's picture is drawn again only when its caption changes; every
+        // other frame is the one before.
         Segment::Body { scene, from, to } if still => {
-            renderer(scene)?.render(from, &mut frame)?;
-            for _ in from..to {
+            let mut r = renderer(scene)?;
+            let mut shown = None;
+            for local in from..to {
                 if opts.cancelled() {
                     return Err(RenderError::Cancelled);
+                }
+                let caption = Some(caption_at(&looks[scene], local));
+                if shown != caption {
+                    r.render(local, &mut frame)?;
+                    shown = caption;
                 }
                 enc.write_frame(&frame)?;
                 report(1);
@@ -189,20 +196,24 @@ mod tests {
     }
 
     #[test]
-    fn still_spans_are_those_where_nothing_moves_or_changes() {
-        let still = look("a");
-        assert!(is_still(&still, 0, 48));
+    fn motionless_scenes_change_only_with_their_captions() {
+        assert!(motionless(&look("a")));
         let mut moving = (*look("a")).clone();
         moving.zoom = (1.0, 1.2);
-        assert!(!is_still(&moving, 0, 48), "Ken Burns");
+        assert!(!motionless(&moving), "Ken Burns");
         let mut panned = (*look("a")).clone();
         (panned.zoom, panned.pan) = ((1.2, 1.2), Pan::Left);
-        assert!(!is_still(&panned, 0, 48), "a pan at a fixed zoom still moves");
+        assert!(!motionless(&panned), "a pan at a fixed zoom still moves");
+        let mut fixed = (*look("a")).clone();
+        fixed.zoom = (1.3, 1.3);
+        assert!(motionless(&fixed), "a fixed crop of a larger canvas");
         let mut captioned = (*look("a")).clone();
-        captioned.subtitles = vec![scene::SubtitleState { from: 0, to: 20, text: "Hi".into(), highlight: None }];
-        assert!(!is_still(&captioned, 0, 48), "a caption leaves at frame 20");
-        assert!(is_still(&captioned, 20, 48), "after it, nothing changes");
-        assert!(is_still(&captioned, 0, 20), "while it shows, nothing changes");
+        captioned.subtitles = vec![
+            scene::SubtitleState { from: 5, to: 20, text: "Hi".into(), highlight: None },
+            scene::SubtitleState { from: 20, to: 30, text: "there".into(), highlight: None },
+        ];
+        let shown: Vec<Option<usize>> = [0, 5, 19, 20, 29, 30].map(|f| caption_at(&captioned, f)).into();
+        assert_eq!(shown, [None, Some(0), Some(0), Some(1), Some(1), None]);
     }
 
     #[test]
