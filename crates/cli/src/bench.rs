@@ -735,7 +735,7 @@ fn batch_bench(dir: &Path, rows: usize, (w, h, fps): (u32, u32, u32), json_out: 
         "batch_total_s": total,
         "batch_vs_one_cold_render": total / cold.wall_s,
         "a_further_row_by_stage_s": {
-            "segment": stage(&last, "segment"), "audio": stage(&last, "audio"), "join": stage(&last, "join"),
+            "segments": stage(&last, "segments"), "audio": stage(&last, "audio"), "concat": stage(&last, "concat"),
             "narration": stage(&last, "narration"), "canvas": stage(&last, "canvas"), "wall": last.wall_s,
         },
         "targets": {"further_vs_first": 0.2, "batch_vs_one_cold_render": 25.0},
