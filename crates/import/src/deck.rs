@@ -16,6 +16,8 @@ const MAX_ENTRIES: usize = 20_000;
 const MAX_EXPANDED: u64 = 1 << 30;
 /// Largest XML part read (a slide, its notes, ODP's content.xml).
 const MAX_XML: u64 = 32 << 20;
+/// The address space LibreOffice may use (it converts a real deck within 1 GB).
+const OFFICE_MEMORY: u64 = 2 << 30;
 /// Largest expansion ratio of a big entry (real decks compress XML about 10:1).
 const MAX_RATIO: u64 = 200;
 
@@ -258,7 +260,7 @@ pub(crate) fn to_pdf(path: &Path, kind: Kind, opts: &ImportOptions, work: &Path)
         // Its own home and temporary folder too: nothing of it outlives the import.
         .env("HOME", work)
         .env("TMPDIR", work);
-    run_tool(cmd, "LibreOffice", opts.deadline, 1 << 20).map_err(|e| match e {
+    run_tool(cmd, "LibreOffice", opts.deadline, 1 << 20, OFFICE_MEMORY).map_err(|e| match e {
         FfmpegError::Missing(_) => ImportError::Tool {
             file: file.into(),
             detail: "LibreOffice is not installed (libreoffice-impress; scripts/setup.sh installs it)".into(),

@@ -11,6 +11,8 @@ use crate::{ImportError, ImportOptions, Slide};
 
 /// Most text read from a document at once.
 const MAX_TEXT_BYTES: usize = 16 << 20;
+/// The address space poppler's tools may use (a page is drawn at the output size).
+const POPPLER_MEMORY: u64 = 1 << 30;
 
 /// A tool's failure, said in the file's terms: a wrong password is a password-protected file,
 /// a syntax error a corrupt one, a deadline or a missing tool this machine's problem.
@@ -40,7 +42,8 @@ fn failure(e: FfmpegError, file: &str, tool: &str) -> ImportError {
 pub(crate) fn page_count(pdf: &Path, file: &str) -> Result<usize, ImportError> {
     let mut cmd = Command::new("pdfinfo");
     cmd.arg(pdf);
-    let out = run_tool(cmd, "pdfinfo", Duration::from_secs(30), 1 << 20).map_err(|e| failure(e, file, "pdfinfo"))?;
+    let out = run_tool(cmd, "pdfinfo", Duration::from_secs(30), 1 << 20, POPPLER_MEMORY)
+        .map_err(|e| failure(e, file, "pdfinfo"))?;
     let text = String::from_utf8_lossy(&out);
     text.lines()
         .find_map(|l| l.strip_prefix("Pages:").map(str::trim))
@@ -66,7 +69,8 @@ pub(crate) fn slides(
     }
     let mut cmd = Command::new("pdftotext");
     cmd.args(["-enc", "UTF-8", "-f", "1", "-l", &pages.to_string()]).arg(pdf).arg("-");
-    let text = run_tool(cmd, "pdftotext", opts.deadline, MAX_TEXT_BYTES).map_err(|e| failure(e, file, "pdftotext"))?;
+    let text = run_tool(cmd, "pdftotext", opts.deadline, MAX_TEXT_BYTES, POPPLER_MEMORY)
+        .map_err(|e| failure(e, file, "pdftotext"))?;
     let text = String::from_utf8_lossy(&text);
     // pdftotext ends every page with a form feed.
     let texts: Vec<&str> = text.split('\u{c}').collect();
@@ -88,7 +92,7 @@ pub(crate) fn slides(
     cmd.args(["-png", "-scale-to", &side.to_string(), "-f", "1", "-l", &pages.to_string()])
         .arg(pdf)
         .arg(drawn.join("p"));
-    run_tool(cmd, "pdftoppm", opts.deadline, 1 << 20).map_err(|e| failure(e, file, "pdftoppm"))?;
+    run_tool(cmd, "pdftoppm", opts.deadline, 1 << 20, POPPLER_MEMORY).map_err(|e| failure(e, file, "pdftoppm"))?;
     // pdftoppm numbers pages with as many digits as the last page needs.
     let mut listed: Vec<_> = std::fs::read_dir(&drawn)
         .map_err(|source| ImportError::Io { file: file.into(), source })?

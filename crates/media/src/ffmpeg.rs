@@ -235,10 +235,29 @@ fn run_limited(
 }
 
 /// Runs another tool (pdftoppm, LibreOffice) as FFmpeg's children run: in its own process
-/// group, killed with whatever it started at `deadline`, its stdout bounded by `max_stdout`.
-pub fn run_tool(mut cmd: Command, what: &str, deadline: Duration, max_stdout: usize) -> Result<Vec<u8>, FfmpegError> {
+/// group, killed with whatever it started at `deadline`, its stdout bounded by `max_stdout`;
+/// and its address space by `max_memory` bytes, so a hostile file cannot make it take the
+/// machine's memory (an allocation past the limit fails inside the tool).
+pub fn run_tool(
+    mut cmd: Command,
+    what: &str,
+    deadline: Duration,
+    max_stdout: usize,
+    max_memory: u64,
+) -> Result<Vec<u8>, FfmpegError> {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
+    let limit = libc::rlimit { rlim_cur: max_memory as libc::rlim_t, rlim_max: max_memory as libc::rlim_t };
+    // SAFETY: between fork and exec the closure calls only setrlimit (async-signal-safe) on
+    // a value it owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     run_limited(cmd, what, deadline, max_stdout, None)
 }
 
@@ -974,6 +993,18 @@ mod tests {
         assert!(listener.accept().is_err(), "something connected to the listener");
         // The real video still probes as video, and not as audio-only demuxers would have it.
         assert_eq!(probe_as(&victim, MediaKind::Video).unwrap().video().unwrap().width, 64);
+    }
+
+    #[test]
+    fn a_tool_cannot_allocate_past_its_memory_limit() {
+        let grab = |mb: u64, limit: u64| {
+            let mut cmd = Command::new("python3");
+            cmd.args(["-c", &format!("b = bytearray({mb} << 20); print(len(b))")]);
+            run_tool(cmd, "python3", Duration::from_secs(30), 1 << 10, limit)
+        };
+        assert_eq!(String::from_utf8(grab(64, 2 << 30).unwrap()).unwrap().trim(), (64u64 << 20).to_string());
+        let e = grab(512, 256 << 20).unwrap_err();
+        assert!(e.to_string().contains("MemoryError"), "{e}");
     }
 
     #[test]

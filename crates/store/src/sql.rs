@@ -570,6 +570,30 @@ where
         row.as_ref().map(Self::template_row).transpose()
     }
 
+    /// A page of one owner's rows of `table` (templates, batches), newest first, older than
+    /// `cursor`.
+    async fn owned_page<'e, E>(
+        e: E,
+        table: &'static str,
+        api_key_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DB::Row>>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let sql = format!(
+            "SELECT * FROM {table} WHERE api_key_id {} $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            DB::SAME
+        );
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(api_key_id)
+            .bind(cursor)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(e)
+            .await?)
+    }
+
     pub(crate) async fn templates_of<'e, E>(
         e: E,
         api_key_id: Option<&str>,
@@ -579,16 +603,7 @@ where
     where
         E: Executor<'e, Database = DB>,
     {
-        let sql = format!(
-            "SELECT * FROM templates WHERE api_key_id {} $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-            DB::SAME
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(api_key_id)
-            .bind(cursor)
-            .bind(i64::from(limit.clamp(1, 1000)))
-            .fetch_all(e)
-            .await?;
+        let rows = Self::owned_page(e, "templates", api_key_id, cursor, limit).await?;
         rows.iter().map(Self::template_row).collect()
     }
 
@@ -662,16 +677,7 @@ where
     where
         E: Executor<'e, Database = DB>,
     {
-        let sql = format!(
-            "SELECT * FROM batches WHERE api_key_id {} $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-            DB::SAME
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(api_key_id)
-            .bind(cursor)
-            .bind(i64::from(limit.clamp(1, 1000)))
-            .fetch_all(e)
-            .await?;
+        let rows = Self::owned_page(e, "batches", api_key_id, cursor, limit).await?;
         rows.iter().map(Self::batch_row).collect()
     }
 

@@ -139,17 +139,12 @@ async fn read_multipart(state: &AppState, req: Request, limit: usize) -> ApiResu
     let mut mp = Multipart::from_request(req, state)
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
-    let mp_err = |e: axum::extract::multipart::MultipartError| {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_multipart" };
-        ApiError::new(status, code, e.body_text())
-    };
     let (mut request, mut csv): (Option<BatchRequest>, Option<String>) = (None, None);
     let mut read = 0usize;
-    while let Some(field) = mp.next_field().await.map_err(mp_err)? {
+    while let Some(field) = mp.next_field().await.map_err(crate::http::guard::multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         let is_file = field.file_name().is_some();
-        let data = field.bytes().await.map_err(mp_err)?;
+        let data = field.bytes().await.map_err(crate::http::guard::multipart_error)?;
         read += data.len();
         if read > limit {
             return Err(ApiError::new(

@@ -125,15 +125,10 @@ async fn read_multipart_into(
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let mut env: Option<Envelope> = None;
-    let mp_err = |e: axum::extract::multipart::MultipartError| {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_multipart" };
-        ApiError::new(status, code, e.body_text())
-    };
-    while let Some(field) = mp.next_field().await.map_err(mp_err)? {
+    while let Some(field) = mp.next_field().await.map_err(crate::http::guard::multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         let file_name = field.file_name().map(str::to_string);
-        let data = field.bytes().await.map_err(mp_err)?;
+        let data = field.bytes().await.map_err(crate::http::guard::multipart_error)?;
         match (name.as_str(), file_name) {
             ("request", None) => env = Some(crate::submit::parse_envelope(&data)?),
             ("spec", None) => {

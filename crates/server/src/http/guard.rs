@@ -125,6 +125,13 @@ pub fn require_json(headers: &HeaderMap, multipart: bool) -> Result<(), ApiError
     ))
 }
 
+/// A multipart body that cannot be read: too large (413, its connection closed) or malformed.
+pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_multipart" };
+    ApiError::new(status, code, e.body_text())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,18 +23,13 @@ pub async fn create_import(State(state): State<AppState>, caller: Caller, req: R
             format!("{}; send multipart/form-data with a 'file' part", e.body_text()),
         )
     })?;
-    let mp_err = |e: axum::extract::multipart::MultipartError| {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_multipart" };
-        ApiError::new(status, code, e.body_text())
-    };
     let mut doc = None;
     let mut request = ImportRequest::default();
     let mut images = HashMap::new();
-    while let Some(field) = mp.next_field().await.map_err(mp_err)? {
+    while let Some(field) = mp.next_field().await.map_err(crate::http::guard::multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         let file_name = field.file_name().map(str::to_string);
-        let data = field.bytes().await.map_err(mp_err)?;
+        let data = field.bytes().await.map_err(crate::http::guard::multipart_error)?;
         match (name.as_str(), file_name) {
             ("request", None) => {
                 let de = &mut serde_json::Deserializer::from_slice(&data);
