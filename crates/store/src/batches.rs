@@ -184,4 +184,7 @@ pub trait BatchStore: Send + Sync + 'static {
     /// Ends a running batch (`Cancelled` also cancels its pending rows), in one transaction;
     /// false when it was not running.
     async fn finish_batch(&self, id: &str, state: BatchState, at_ms: i64) -> Result<bool>;
+    /// Removes up to `limit` batches (with their rows) that ended before `before_ms`, oldest
+    /// first (retention); how many went.
+    async fn purge_batches(&self, before_ms: i64, limit: u32) -> Result<u64>;
 }

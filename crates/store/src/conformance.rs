@@ -800,8 +800,18 @@ pub async fn run_batch_suite<M: Metadata, Q: JobQueue>(m: &M, q: &Q) {
     assert_eq!(counts.get("cancelled"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("pending"), None, "{counts:?}");
     assert_eq!(m.key_batch_active(Some(&key)).await.unwrap(), 0, "an ended batch's generations are not the pump's");
+    // Retention: a batch that ended before the cutoff goes with its rows; a running one stays.
+    let running = BatchRecord { id: new_id("bat"), state: BatchState::Running, finished_at_ms: None, ..batch.clone() };
+    let pump = NewJob::new(&queue, "batch", serde_json::json!({"batch": running.id}));
+    m.create_batch(&running, &rows, pump).await.unwrap();
+    assert_eq!(m.purge_batches(at, 100).await.unwrap(), 0, "it ended at the cutoff, not before");
+    assert!(m.purge_batches(at + 1, 100).await.unwrap() >= 1);
+    assert!(m.batch(&batch.id).await.unwrap().is_none(), "the ended batch is gone");
+    assert!(m.batch_rows(&batch.id, None, None, 10).await.unwrap().is_empty(), "with its rows");
+    assert!(m.batch(&running.id).await.unwrap().is_some(), "a running batch stays");
+    assert!(m.finish_batch(&running.id, BatchState::Completed, at).await.unwrap());
     let listed: Vec<String> = m.batches_of(Some(&key), None, 10).await.unwrap().into_iter().map(|b| b.id).collect();
-    assert_eq!(listed, std::slice::from_ref(&batch.id));
+    assert_eq!(listed, std::slice::from_ref(&running.id));
     assert!(m.batches_of(Some(&other), None, 10).await.unwrap().is_empty());
 }
 

@@ -784,6 +784,25 @@ where
         Ok(n.max(0) as u64)
     }
 
+    /// Batches that ended before `before_ms` and their rows, oldest first, at most `limit`.
+    pub(crate) async fn purge_batches(conn: &mut DB::Connection, before_ms: i64, limit: u32) -> Result<u64> {
+        let ids: Vec<String> = sqlx::query_scalar::<DB, String>(
+            "SELECT id FROM batches WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in &ids {
+            sqlx::query::<DB>("DELETE FROM batch_rows WHERE batch_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query::<DB>("DELETE FROM batches WHERE id = $1").bind(id.as_str()).execute(&mut *conn).await?;
+        }
+        Ok(ids.len() as u64)
+    }
+
     pub(crate) async fn finish_batch(
         conn: &mut DB::Connection,
         id: &str,

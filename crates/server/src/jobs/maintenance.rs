@@ -90,6 +90,14 @@ pub async fn cleanup(state: &AppState) -> Result<u64, String> {
             break;
         }
     }
+    // Batches that ended before the cutoff (their generations went above).
+    loop {
+        let n = state.meta.purge_batches(cutoff, 200).await.map_err(|e| e.to_string())?;
+        removed += n;
+        if n < 200 {
+            break;
+        }
+    }
     state.queue.purge_finished(cutoff).await.map_err(|e| e.to_string())?;
     removed += expire_assets(state).await?;
     // Work folders of attempts that died with their process.

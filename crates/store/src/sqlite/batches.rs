@@ -82,6 +82,13 @@ impl BatchStore for SqliteStore {
         Shared::key_batch_active(&self.reader, api_key_id).await
     }
 
+    async fn purge_batches(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let n = Shared::purge_batches(&mut tx, before_ms, limit).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn finish_batch(&self, id: &str, state: BatchState, at_ms: i64) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done = Shared::finish_batch(&mut tx, id, state, at_ms).await?;
