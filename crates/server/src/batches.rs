@@ -228,8 +228,8 @@ async fn check_row_assets(
 /// stored with the first round of its pump. Refused as a whole (nothing stored) only when the
 /// request itself is wrong: the template, the options, no rows or too many.
 pub async fn create(state: &AppState, caller: &Caller, req: BatchRequest) -> ApiResult<BatchRecord> {
-    let (template, template_id) = crate::templates::resolve(state, caller, &req.template).await?;
-    if template_id.is_none() {
+    let (template, stored) = crate::templates::resolve(state, caller, &req.template).await?;
+    if stored.is_none() {
         crate::templates::check(state, caller.key_id().as_deref(), &template).await?;
     }
     let options = options(state, caller, &req)?;
@@ -254,11 +254,10 @@ pub async fn create(state: &AppState, caller: &Caller, req: BatchRequest) -> Api
     let (mut rows, assets) =
         tokio::task::spawn_blocking(move || check_rows(&parsed, rows)).await.map_err(ApiError::internal)?;
     check_row_assets(state, caller, &mut rows, assets).await?;
-    let body = match &template_id {
-        Some(id) => {
-            state.meta.template(id).await?.map(|t| t.body).ok_or_else(|| ApiError::not_found("template", id))?
-        }
-        None => req.template,
+    // The template as read above: the batch keeps its own copy.
+    let (template_id, body) = match stored {
+        Some(t) => (Some(t.id), t.body),
+        None => (None, req.template),
     };
     let batch = BatchRecord {
         id: new_id("bat"),

@@ -113,3 +113,23 @@ pub fn close_if_body_unread(r: &mut Response) {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body as `T`: malformed JSON is 400 `invalid_json`, a value of the wrong shape 422
+/// `invalid_request`; either names the JSON path (`$` for the whole body).
+pub fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = match e.path().to_string() {
+            p if p == "." => "$".to_string(),
+            p => p,
+        };
+        let inner = e.into_inner();
+        let (status, code) = if inner.is_syntax() || inner.is_eof() {
+            (StatusCode::BAD_REQUEST, "invalid_json")
+        } else {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        };
+        ApiError::new(status, code, format!("{path}: {inner}"))
+            .with_issues(vec![IssueBody { path, message: inner.to_string() }])
+    })
+}

@@ -50,19 +50,7 @@ pub fn parse_envelope(body: &[u8]) -> ApiResult<Envelope> {
     if body.is_empty() {
         return Err(ApiError::bad_request("empty_body", "the request body is empty; send {\"spec\": {...}}"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let (status, code) = if inner.is_syntax() || inner.is_eof() {
-            (StatusCode::BAD_REQUEST, "invalid_json")
-        } else {
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
-        };
-        let path = if path == "." { "$".to_string() } else { path };
-        ApiError::new(status, code, format!("{path}: {inner}"))
-            .with_issues(vec![IssueBody { path, message: inner.to_string() }])
-    })
+    crate::error::from_json(body)
 }
 
 /// A template and its row become the envelope's spec, before any other work. The template is

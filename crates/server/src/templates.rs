@@ -62,12 +62,12 @@ pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<T
 }
 
 /// The template a request names: one of the caller's stored templates by id, or a document
-/// sent inline. Returns it with the stored template's id.
-pub async fn resolve(state: &AppState, caller: &Caller, doc: &Value) -> ApiResult<(Template, Option<String>)> {
+/// sent inline. Returns it with the stored template it came from.
+pub async fn resolve(state: &AppState, caller: &Caller, doc: &Value) -> ApiResult<(Template, Option<TemplateRecord>)> {
     match doc {
         Value::String(id) => {
             let stored = visible(state, caller, id).await?;
-            Ok((parse(&stored.body)?, Some(stored.id)))
+            Ok((parse(&stored.body)?, Some(stored)))
         }
         doc => Ok((parse(doc)?, None)),
     }

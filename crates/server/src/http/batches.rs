@@ -28,21 +28,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request, limit: usize) -
     if body.is_empty() {
         return Err(ApiError::bad_request("empty_body", "the request body is empty"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = match e.path().to_string() {
-            p if p == "." => "$".to_string(),
-            p => p,
-        };
-        let inner = e.into_inner();
-        let (status, code) = if inner.is_syntax() || inner.is_eof() {
-            (StatusCode::BAD_REQUEST, "invalid_json")
-        } else {
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
-        };
-        ApiError::new(status, code, format!("{path}: {inner}"))
-            .with_issues(vec![crate::error::IssueBody { path, message: inner.to_string() }])
-    })
+    crate::error::from_json(&body)
 }
 
 #[derive(Deserialize)]
