@@ -99,6 +99,22 @@ try {
   assert.deepEqual([played.width, played.height], [320, 180]);
   assert.ok(played.duration > 2 && played.duration < 30, `duration ${played.duration}`);
   assert.ok(played.cues > 0, 'the subtitles track has cues');
+  // The live stream played in the page while it rendered: every piece appended, then the MP4 took over.
+  await page.waitForFunction(() => document.querySelector('#live-player').dataset.ended === 'true'
+    || document.querySelector('#live-player').dataset.error, null, { timeout: 30_000 });
+  const streamed = await page.evaluate(() => {
+    const v = document.querySelector('#live-player');
+    return { pieces: Number(v.dataset.pieces), error: v.dataset.error ?? null, width: v.videoWidth, height: v.videoHeight,
+      buffered: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0, mediaError: v.error?.code ?? null,
+      hidden: document.querySelector('#live').hidden };
+  });
+  assert.equal(streamed.error, null, `live stream: ${streamed.error}`);
+  assert.equal(streamed.mediaError, null, 'the live pieces decode');
+  assert.ok(streamed.pieces >= 2, `live pieces appended: ${streamed.pieces}`);
+  assert.deepEqual([streamed.width, streamed.height], [320, 180]);
+  assert.ok(Math.abs(streamed.buffered - played.duration) < 0.25, `live stream covers the video: ${streamed.buffered} vs ${played.duration}`);
+  assert.ok(streamed.hidden, 'the finished MP4 replaces the live player');
+  step(`live stream: ${streamed.pieces} pieces, ${streamed.buffered.toFixed(2)} s buffered in a MediaSource`);
   const profileRows = await page.locator('#profile-stages tbody tr').count();
   assert.ok(profileRows >= 3, `the render's profile lists its stages (${profileRows})`);
   step(`video plays (t=${played.currentTime.toFixed(2)} of ${played.duration.toFixed(2)} s, ${played.cues} subtitle cues, ${profileRows} stage rows)`);

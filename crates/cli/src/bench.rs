@@ -43,6 +43,14 @@ pub enum BenchCommand {
         /// Also render 1- and 5-minute videos and compare their peak memory.
         #[arg(long)]
         memory_scaling: bool,
+        /// Also render it cold once more with a live stream, and time its first piece.
+        #[arg(long)]
+        live: bool,
+        /// Fail (exit 1) when a figure is above its limit, e.g. `cold_vs_reference=1.5`;
+        /// repeatable. Figures: cold_vs_reference, cpu_vs_reference, edit_vs_cold,
+        /// identical_ms, peak_rss_mb, first_piece_s (with --live).
+        #[arg(long = "fail-if", value_name = "FIGURE=LIMIT")]
+        fail_if: Vec<String>,
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -677,6 +685,41 @@ fn deck_bench(
     Ok(())
 }
 
+/// `FIGURE=LIMIT` pairs from `--fail-if`.
+fn parse_limits(args: &[String]) -> Result<Vec<(String, f64)>> {
+    args.iter()
+        .map(|a| {
+            let (k, v) = a.split_once('=').with_context(|| format!("--fail-if {a:?}: expected FIGURE=LIMIT"))?;
+            let v: f64 = v.trim().parse().with_context(|| format!("--fail-if {a:?}: the limit is not a number"))?;
+            Ok((k.trim().to_string(), v))
+        })
+        .collect()
+}
+
+/// Fails naming every figure above its limit (and any limit on a figure not measured).
+fn check_limits(limits: &[(String, f64)], measured: &[(&str, Option<f64>)]) -> Result<()> {
+    let mut over = vec![];
+    for (name, limit) in limits {
+        match measured.iter().find(|(n, _)| n == name) {
+            None => bail!(
+                "--fail-if {name}: no such figure; known: {}",
+                measured.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+            Some((_, None)) => over.push(format!("{name} was not measured (limit {limit})")),
+            Some((_, Some(v))) if v > limit => over.push(format!("{name} = {v:.3} > {limit}")),
+            Some(_) => {}
+        }
+    }
+    if over.is_empty() {
+        if !limits.is_empty() {
+            println!("  every figure within its --fail-if limit ({})", limits.len());
+        }
+        Ok(())
+    } else {
+        bail!("over the limit: {}", over.join("; "))
+    }
+}
+
 fn batch_bench(dir: &Path, rows: usize, (w, h, fps): (u32, u32, u32), json_out: Option<&Path>) -> Result<()> {
     use reelsmith_spec::template::Template;
     if rows < 2 {
@@ -767,11 +810,14 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         jobs,
         encoder_threads,
         memory_scaling,
+        live,
+        fail_if,
         json: json_out,
     } = cmd
     else {
         bail!("not a render benchmark");
     };
+    let limits = parse_limits(fail_if)?;
     let (w, h, fps) = (*width, *height, *fps);
     let assets = dir.join("assets");
     let cache = dir.join("cache");
@@ -800,6 +846,39 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         "identical_rerender": { "wall_s": same.wall_s, "segments_encoded": same.segments_encoded, "narration_runs": same.stages["narration"].runs },
         "one_scene_edit": { "wall_s": edit.wall_s, "vs_cold": edit.wall_s / cold.wall_s, "segments_encoded": edit.segments_encoded, "segments_total": edit.segments_total },
     });
+
+    let mut first_piece = None;
+    if *live {
+        eprintln!("cold render with a live stream…");
+        let scratch = dir.join("cache-live");
+        let _ = std::fs::remove_dir_all(&scratch);
+        let started = Instant::now();
+        let first = std::sync::Arc::new(std::sync::OnceLock::<f64>::new());
+        let opts = RenderOptions {
+            jobs: *jobs,
+            encoder_threads: *encoder_threads,
+            live: Some(reelsmith_engine::LiveOptions {
+                dir: dir.join("live"),
+                uri_prefix: String::new(),
+                publish: {
+                    let first = first.clone();
+                    std::sync::Arc::new(move |name: &str, file: &Path| {
+                        if name == "stream.m3u8" {
+                            let _ = first.set(started.elapsed().as_secs_f64());
+                        }
+                        let _ = std::fs::remove_file(file);
+                    })
+                },
+            }),
+            ..Default::default()
+        };
+        let engine = Engine::new(Cache::open(&scratch, 64 << 30)?)?;
+        let r = engine.render_file(&spec, &dir.join("bench-live.mp4"), &opts)?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        first_piece = first.get().copied();
+        figures["live"] =
+            json!({ "first_piece_s": first_piece, "wall_s": r.wall_s, "vs_cold": r.wall_s / cold.wall_s });
+    }
 
     if *memory_scaling {
         let mut peaks = vec![];
@@ -871,8 +950,38 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
             m["pss_ratio"].as_f64().unwrap_or(0.0)
         );
     }
+    if let Some(t) = first_piece {
+        println!("  live stream: first piece {t:.2} s after the render started");
+    }
     if let Some(p) = json_out {
         std::fs::write(p, serde_json::to_vec_pretty(&figures)?)?;
     }
-    Ok(())
+    let measured = [
+        ("cold_vs_reference", Some(cold.wall_s / ref_wall)),
+        ("cpu_vs_reference", Some(cold.cpu_s / ref_cpu.max(1e-9))),
+        ("edit_vs_cold", Some(edit.wall_s / cold.wall_s)),
+        ("identical_ms", Some(same.wall_s * 1000.0)),
+        ("peak_rss_mb", Some(cold.peak_tree_rss_mb)),
+        ("first_piece_s", first_piece),
+    ];
+    check_limits(&limits, &measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_if_limits_name_every_figure_over_its_limit() {
+        let limits = parse_limits(&["cold_vs_reference=1.5".into(), "peak_rss_mb = 400".into()]).unwrap();
+        let measured = [("cold_vs_reference", Some(1.2)), ("peak_rss_mb", Some(455.0)), ("first_piece_s", None)];
+        let err = check_limits(&limits, &measured).unwrap_err().to_string();
+        assert!(err.contains("peak_rss_mb = 455.000 > 400") && !err.contains("cold_vs"), "{err}");
+        assert!(check_limits(&limits[..1], &measured).is_ok());
+        let unmeasured = parse_limits(&["first_piece_s=2".into()]).unwrap();
+        assert!(check_limits(&unmeasured, &measured).unwrap_err().to_string().contains("not measured"));
+        assert!(check_limits(&parse_limits(&["speed=1".into()]).unwrap(), &measured).is_err());
+        assert!(parse_limits(&["cold_vs_reference".into()]).is_err());
+        assert!(parse_limits(&["cold_vs_reference=fast".into()]).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use reelsmith_engine::RenderOptions;
 use reelsmith_media::ffmpeg;
 use serde_json::json;
 
@@ -177,13 +178,89 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
     assert_eq!(third.segments_encoded, third.segments_total - 2, "scene 1's body chunks and both transitions");
     assert!(third.segments_encoded >= 3);
     assert!(third.frames > first.frames, "longer narration, longer video");
+    // The soundtrack is re-encoded only where its sound changed: the first scene's span is kept.
+    let audio = &third.stages["audio"];
+    assert!(audio.runs >= 1 && audio.runs < audio.items, "spans encoded {} of {}", audio.runs, audio.items);
     let v = ffmpeg::probe(&f.path("c.mp4")).unwrap();
     assert_eq!(v.video().unwrap().frames, third.frames);
 }
 
 #[test]
+fn a_live_stream_grows_piece_by_piece_and_plays_what_the_mp4_plays() {
+    let f = Fixture::new();
+    let spec = f.write_spec("spec.json", &storyboard(&f, "Hello there, this is the blue scene."));
+    let stream = f.path("stream");
+    std::fs::create_dir_all(&stream).unwrap();
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, usize)>::new()));
+    let opts = RenderOptions {
+        live: Some(reelsmith_engine::LiveOptions {
+            dir: f.path("live-work"),
+            uri_prefix: String::new(),
+            publish: {
+                let (handed, stream) = (handed.clone(), stream.clone());
+                std::sync::Arc::new(move |name: &str, file: &std::path::Path| {
+                    let text = std::fs::read_to_string(file).unwrap_or_default();
+                    handed.lock().unwrap().push((name.to_string(), text.matches("#EXTINF").count()));
+                    std::fs::rename(file, stream.join(name)).unwrap();
+                })
+            },
+        }),
+        ..Default::default()
+    };
+    let out = f.path("out.mp4");
+    let rep = engine(&f.path("cache")).render_file(&spec, &out, &opts).unwrap();
+    let n = rep.segments_total as usize;
+
+    // Pieces in order, each handed over before the playlist that first lists it.
+    let handed = handed.lock().unwrap().clone();
+    let names: Vec<&str> = handed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "init.mp4");
+    for i in 0..n {
+        let piece = names.iter().position(|x| *x == format!("seg-{i}.m4s")).unwrap();
+        let listed = handed.iter().position(|(x, count)| x == "stream.m3u8" && *count == i + 1).unwrap();
+        assert!(piece < listed, "seg-{i} before the playlist listing it: {names:?}");
+    }
+    let playlists: Vec<usize> = handed.iter().filter(|(x, _)| x == "stream.m3u8").map(|(_, c)| *c).collect();
+    assert_eq!(playlists, (1..=n).collect::<Vec<_>>(), "the playlist grows one piece at a time");
+    let text = std::fs::read_to_string(stream.join("stream.m3u8")).unwrap();
+    assert!(text.starts_with("#EXTM3U") && text.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{text}");
+    assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
+    let listed: f64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|l| l.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    assert!((listed - rep.frames as f64 / FPS).abs() < 1e-3, "pieces last {listed} s");
+
+    // Each piece's pictures and sound start where its segment starts (sound within half an AAC frame).
+    let scales = reelsmith_media::fmp4::tracks(&std::fs::read(stream.join("init.mp4")).unwrap()).unwrap();
+    let scale = |track: u32| scales.iter().find(|t| t.0 == track).unwrap().1 as f64;
+    assert_eq!(scale(2), 48000.0);
+    let mut frame = 0u64;
+    for i in 0..n {
+        let media = std::fs::read(stream.join(format!("seg-{i}.m4s"))).unwrap();
+        let times = reelsmith_media::fmp4::decode_times(&media).unwrap();
+        let video = times.iter().find(|t| t.0 == 1).unwrap().1 as f64 / scale(1);
+        let audio = times.iter().find(|t| t.0 == 2).unwrap().1 as f64 / scale(2);
+        let want = frame as f64 / FPS;
+        assert!((video - want).abs() < 1e-9, "piece {i} pictures at {video}, want {want}");
+        assert!((audio - want).abs() <= 512.0 / 48000.0 + 1e-9, "piece {i} sound at {audio}, pictures at {want}");
+        frame += rep.segments[i].frames;
+    }
+
+    // FFmpeg, reading the playlist as an HLS client, gets the MP4's very pictures and its sound.
+    let hls = stream.join("stream.m3u8");
+    let hls = hls.to_str().unwrap();
+    assert_eq!(picture_sums(hls), picture_sums(out.to_str().unwrap()), "frame-exact");
+    let (live, whole) = (decoded_sound(hls), decoded_sound(out.to_str().unwrap()));
+    assert!(live.len().min(whole.len()) as f64 >= (rep.frames as f64 / FPS - 0.05) * 48000.0);
+    let snr = sound_match_db(&live, &whole);
+    assert!(snr > 30.0, "the live sound is the MP4's, in step: {snr:.1} dB");
+}
+
+#[test]
 fn plan_and_segment_scopes_split_a_render_for_other_workers() {
-    use reelsmith_engine::{RenderOptions, Scope};
+    use reelsmith_engine::Scope;
     let f = Fixture::new();
     let spec = f.write_spec("spec.json", &storyboard(&f, "Hello there, this is the blue scene."));
     let engine = engine(&f.path("cache"));

@@ -103,10 +103,30 @@ pub struct RenderOptions {
     /// API key its own), so one tenant's render never hits another's entries: a hit would tell
     /// it what the other rendered (narration text, pictures).
     pub cache_scope: Option<String>,
+    /// Write a live stream (HLS) while rendering: see [`LiveOptions`].
+    pub live: Option<LiveOptions>,
     /// Draw every frame of still spans too, and encode them untuned: what a render costs
     /// without still detection (benchmarks measure the difference; the cache does not know).
     pub redraw_still_spans: bool,
 }
+
+/// Where a live stream goes: an HLS playlist (`stream.m3u8`) of fragmented MP4 pieces
+/// (`init.mp4`, `seg-N.m4s`), published in order as segments finish and closed with
+/// `#EXT-X-ENDLIST` when the last one is.
+#[derive(Clone)]
+pub struct LiveOptions {
+    /// Where the pieces are written before they are handed over.
+    pub dir: PathBuf,
+    /// Put before each piece's name in the playlist (e.g. `stream/`).
+    pub uri_prefix: String,
+    /// Called with each file's public name (`init.mp4`, `seg-3.m4s`, `stream.m3u8`) and a
+    /// fresh file holding it, which the callee may move or delete: pieces before the playlist
+    /// that lists them, the playlist once per piece.
+    pub publish: PublishFn,
+}
+
+/// Receives a live stream's files: see [`LiveOptions::publish`].
+pub type PublishFn = Arc<dyn Fn(&str, &Path) + Send + Sync>;
 
 /// How much of the pipeline a render runs.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -14,6 +14,9 @@ pub enum Stage {
     Music,
     /// The mixed, loudness-normalised soundtrack (runs beside the segments).
     Audio,
+    /// The soundtrack under one segment, encoded on its own: an edit re-encodes only the
+    /// spans whose sound it changes.
+    AudioSpan,
     /// Each encoded H.264 segment.
     Segment,
     /// The stream-copied MP4.
@@ -21,8 +24,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] =
-        [Stage::Narration, Stage::Canvas, Stage::Music, Stage::Audio, Stage::Segment, Stage::Join];
+    pub const ALL: [Stage; 7] =
+        [Stage::Narration, Stage::Canvas, Stage::Music, Stage::Audio, Stage::AudioSpan, Stage::Segment, Stage::Join];
 
     /// The cache's name: namespace of the stage's keys and of its hit counts.
     pub fn cache_name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Stage {
             Stage::Canvas => "canvas",
             Stage::Music => "music",
             Stage::Audio => "audio",
+            Stage::AudioSpan => "audio-span",
             Stage::Segment => "segment",
             Stage::Join => "final",
         }
@@ -43,6 +47,7 @@ impl Stage {
             Stage::Canvas => "canvas",
             Stage::Music => "music",
             Stage::Audio => "audio",
+            Stage::AudioSpan => "audio_spans",
             Stage::Segment => "segments",
             Stage::Join => "concat",
         }
@@ -54,7 +59,7 @@ impl Stage {
         match self {
             Stage::Narration => Some("narration"),
             Stage::Canvas => Some("canvas"),
-            Stage::Music | Stage::Audio => None,
+            Stage::Music | Stage::Audio | Stage::AudioSpan => None,
             Stage::Segment => Some("render"),
             Stage::Join => Some("concat"),
         }
@@ -76,6 +81,7 @@ mod tests {
                 ("canvas", "canvas", Some("canvas")),
                 ("music", "music", None),
                 ("audio", "audio", None),
+                ("audio-span", "audio_spans", None),
                 ("segment", "segments", Some("render")),
                 ("final", "concat", Some("concat")),
             ]

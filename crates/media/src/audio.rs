@@ -19,6 +19,8 @@ pub struct Clip {
     pub path: PathBuf,
     pub start: u64,
     pub frames: u64,
+    /// Linear gain (each narration is brought to the loudness target on its own).
+    pub gain: f32,
 }
 
 /// Ducking: music gain `level` while speech plays, ramping over `attack`/`release` seconds.
@@ -90,8 +92,8 @@ impl MixPlan {
             read_f32_at(&mut File::open(&c.path)?, a - c.start, 1, &mut mono)?;
             for (i, s) in mono.iter().enumerate() {
                 let f = (a - start) as usize + i;
-                out[f * 2] += s;
-                out[f * 2 + 1] += s;
+                out[f * 2] += s * c.gain;
+                out[f * 2 + 1] += s * c.gain;
             }
         }
         if let Some(m) = &self.music
@@ -124,6 +126,19 @@ impl MixPlan {
                 out[i * 2] += buf[i * 2] * g;
                 out[i * 2 + 1] += buf[i * 2 + 1] * g;
             }
+        }
+        Ok(())
+    }
+
+    /// Renders interleaved stereo frames from `start` (which may be before the mix or run past
+    /// its end: silence there).
+    pub fn render_window(&self, start: i64, out: &mut [f32], spans: &[(f64, f64)]) -> io::Result<()> {
+        out.fill(0.0);
+        let end = (start + (out.len() / 2) as i64).min(self.frames as i64);
+        let from = start.max(0);
+        if from < end {
+            let at = ((from - start) * 2) as usize;
+            self.render(from as u64, &mut out[at..at + ((end - from) * 2) as usize], spans)?;
         }
         Ok(())
     }
@@ -201,6 +216,53 @@ fn music_gain(t: f64, total: f64, m: &Music, spans: &[(f64, f64)]) -> f32 {
     }
     let edge = if m.fade > 0.0 { (t / m.fade).min((total - t) / m.fade).clamp(0.0, 1.0) } else { 1.0 };
     (g * edge) as f32 * m.volume
+}
+
+/// EBU R128 integrated loudness of interleaved stereo fed block by block.
+pub struct LoudnessMeter(ebur128::EbuR128);
+
+impl LoudnessMeter {
+    pub fn stereo() -> io::Result<Self> {
+        ebur128::EbuR128::new(2, MIX_RATE, ebur128::Mode::I).map(Self).map_err(io::Error::other)
+    }
+
+    pub fn add(&mut self, interleaved: &[f32]) -> io::Result<()> {
+        self.0.add_frames_f32(interleaved).map_err(io::Error::other)
+    }
+
+    /// LUFS; `None` for silence.
+    pub fn integrated(&self) -> Option<f64> {
+        self.0.loudness_global().ok().filter(|l| l.is_finite())
+    }
+}
+
+/// Integrated loudness of a raw interleaved f32le file, LUFS, read block by block; `None` for
+/// silence.
+pub fn file_loudness(path: &std::path::Path, channels: u32) -> io::Result<Option<f64>> {
+    let mut m = ebur128::EbuR128::new(channels, MIX_RATE, ebur128::Mode::I).map_err(io::Error::other)?;
+    let mut f = io::BufReader::with_capacity(1 << 16, File::open(path)?);
+    let mut bytes = vec![0u8; BLOCK * 4 * channels as usize];
+    let mut samples = Vec::with_capacity(BLOCK * channels as usize);
+    loop {
+        let mut filled = 0;
+        while filled < bytes.len() {
+            match f.read(&mut bytes[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        let whole = filled / (4 * channels as usize) * channels as usize;
+        if whole == 0 {
+            break;
+        }
+        samples.clear();
+        samples.extend(bytes[..whole * 4].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        m.add_frames_f32(&samples).map_err(io::Error::other)?;
+        if filled < bytes.len() {
+            break;
+        }
+    }
+    Ok(m.loudness_global().ok().filter(|l| l.is_finite()))
 }
 
 /// Integrated loudness of interleaved samples, LUFS; `None` for silence.
@@ -302,7 +364,7 @@ mod tests {
         let clip = raw(dir.path(), "c.f32", &tone(3.0, 0.05, 440.0));
         let plan = MixPlan {
             frames: 3 * MIX_RATE as u64,
-            clips: vec![Clip { path: clip, start: 0, frames: 3 * MIX_RATE as u64 }],
+            clips: vec![Clip { path: clip, start: 0, frames: 3 * MIX_RATE as u64, gain: 1.0 }],
             music: None,
         };
         let (all, before, after) = collect(&plan, Some(-16.0));
@@ -332,7 +394,7 @@ mod tests {
         let speech = raw(dir.path(), "s.f32", &vec![0.0; MIX_RATE as usize * 2]);
         let plan = MixPlan {
             frames: 10 * MIX_RATE as u64,
-            clips: vec![Clip { path: speech, start: 4 * MIX_RATE as u64, frames: 2 * MIX_RATE as u64 }],
+            clips: vec![Clip { path: speech, start: 4 * MIX_RATE as u64, frames: 2 * MIX_RATE as u64, gain: 1.0 }],
             music: Some(Music {
                 path: mpath,
                 frames: 1000,
@@ -358,7 +420,7 @@ mod tests {
         let clip = raw(dir.path(), "c.f32", &[0.5; 10]);
         let plan = MixPlan {
             frames: MIX_RATE as u64,
-            clips: vec![Clip { path: clip, start: 24_000, frames: 10 }],
+            clips: vec![Clip { path: clip, start: 24_000, frames: 10, gain: 1.0 }],
             music: None,
         };
         let (all, _, _) = collect(&plan, None);

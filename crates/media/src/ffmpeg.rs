@@ -549,8 +549,23 @@ pub fn version() -> Result<String, FfmpegError> {
     Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string())
 }
 
-/// Joins MP4 segments by stream copy (no re-encode) and muxes in an audio file.
-pub fn concat(segments: &[PathBuf], audio: Option<&Path>, out: &Path, work_dir: &Path) -> Result<(), FfmpegError> {
+/// The soundtrack [`concat`] muxes in.
+#[derive(Clone, Copy, Debug)]
+pub enum Soundtrack<'a> {
+    /// An M4A file (its own edit list says where its sound starts).
+    M4a(&'a Path),
+    /// Raw ADTS that starts with the encoder's priming frame, sampled at `rate` Hz: the MP4's
+    /// edit list skips that frame.
+    Adts { path: &'a Path, rate: u32 },
+}
+
+/// Joins MP4 segments by stream copy (no re-encode) and muxes in the soundtrack, also copied.
+pub fn concat(
+    segments: &[PathBuf],
+    audio: Option<Soundtrack<'_>>,
+    out: &Path,
+    work_dir: &Path,
+) -> Result<(), FfmpegError> {
     let list = work_dir.join("concat.txt");
     let mut text = String::from("ffconcat version 1.0\n");
     for s in segments {
@@ -563,8 +578,18 @@ pub fn concat(segments: &[PathBuf], audio: Option<&Path>, out: &Path, work_dir: 
     cmd.args(["-f", "concat", "-safe", "0", "-protocol_whitelist", "file,pipe", "-format_whitelist", "concat,mov"])
         .arg("-i")
         .arg(file_url(&list));
-    if let Some(a) = audio {
-        input_args(&mut cmd, a, MediaKind::Audio);
+    match audio {
+        Some(Soundtrack::M4a(a)) => input_args(&mut cmd, a, MediaKind::Audio),
+        Some(Soundtrack::Adts { path, rate }) => {
+            // ADTS has no edit list: starting its clock one frame early makes the MP4 muxer
+            // write one that skips the priming frame.
+            cmd.args(["-itsoffset", &format!("-{:.9}", AAC_FRAME as f64 / rate as f64)]);
+            input_args(&mut cmd, path, MediaKind::Audio);
+            cmd.args(["-bsf:a", "aac_adtstoasc"]);
+        }
+        None => {}
+    }
+    if audio.is_some() {
         cmd.args(["-map", "0:v:0", "-map", "1:a:0"]);
     }
     cmd.args(["-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y"]).arg(out);
@@ -658,6 +683,212 @@ impl AacEncoder {
         flushed?;
         Ok(cpu)
     }
+}
+
+/// Samples per AAC frame; the encoder delays its output by one frame (the priming frame).
+pub const AAC_FRAME: u64 = 1024;
+
+/// Splits an ADTS stream into its frames (headers kept), or says where it stops making sense.
+pub fn adts_frames(bytes: &[u8]) -> Result<Vec<&[u8]>, FfmpegError> {
+    let mut frames = vec![];
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if rest.len() < 7 {
+            return Err(FfmpegError::Probe(format!("ADTS frame cut short at byte {}", bytes.len() - rest.len())));
+        }
+        let len = adts_frame_len(rest)
+            .ok_or_else(|| FfmpegError::Probe(format!("not an ADTS frame at byte {}", bytes.len() - rest.len())))?;
+        if len > rest.len() {
+            return Err(FfmpegError::Probe(format!("ADTS frame cut short at byte {}", bytes.len() - rest.len())));
+        }
+        frames.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    Ok(frames)
+}
+
+/// The length of the ADTS frame `b` starts with, header included.
+fn adts_frame_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 7 || b[0] != 0xFF || b[1] & 0xF0 != 0xF0 {
+        return None;
+    }
+    let len = ((b[3] as usize & 3) << 11) | ((b[4] as usize) << 3) | (b[5] as usize >> 5);
+    (len >= 7).then_some(len)
+}
+
+/// One stretch of audio fed to an [`AacSpanEncoder`]: `samples` frames, of which the AAC frames
+/// starting in `keep` (frames from the stretch's start) are written to `out` as ADTS. The
+/// samples before and after `keep` only give the kept frames their context (the MDCT overlaps
+/// one frame each way), so spans encoded apart join seamlessly by concatenation.
+#[derive(Clone, Debug)]
+pub struct AacStretch {
+    pub samples: u64,
+    pub keep: std::ops::Range<u64>,
+    pub out: PathBuf,
+}
+
+/// One AAC encoder process for many stretches in sequence (one process start, not one per
+/// stretch): each stretch's kept frames go to its own ADTS file as they come out.
+pub struct AacSpanEncoder {
+    child: ChildGuard,
+    stdin: Option<BufWriter<ChildStdin>>,
+    stderr: Option<JoinHandle<String>>,
+    stretches: Option<std::sync::mpsc::Sender<AacStretch>>,
+    reader: Option<JoinHandle<Result<(), FfmpegError>>>,
+    bytes: Vec<u8>,
+}
+
+impl AacSpanEncoder {
+    pub fn start(rate: u32, channels: u16, kbps: u32) -> Result<Self, FfmpegError> {
+        let mut cmd = command(&ffmpeg_bin());
+        cmd.args(["-f", "f32le", "-ar", &rate.to_string(), "-ac", &channels.to_string(), "-i", "pipe:0"])
+            .args(["-c:a", "aac", "-b:a", &format!("{kbps}k"), "-f", "adts", "pipe:1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn(cmd, "audio encoder")?;
+        let stderr = drain(&mut child);
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || split_stretches(stdout, rx));
+        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
+        Ok(Self { child: ChildGuard(child), stdin, stderr, stretches: Some(tx), reader: Some(reader), bytes: vec![] })
+    }
+
+    /// Announces the next stretch; its samples follow with [`AacSpanEncoder::write`]. Its
+    /// length and kept range must be whole AAC frames.
+    pub fn stretch(&mut self, s: AacStretch) -> Result<(), FfmpegError> {
+        let whole = |n: u64| n.is_multiple_of(AAC_FRAME);
+        if !(whole(s.samples) && whole(s.keep.start) && whole(s.keep.end) && s.keep.end <= s.samples) {
+            return Err(FfmpegError::Probe(format!("an AAC stretch must be whole frames: {s:?}")));
+        }
+        let tx = self.stretches.as_ref().expect("open until finish");
+        tx.send(s).map_err(|_| std::io::Error::other("the audio encoder's reader stopped"))?;
+        Ok(())
+    }
+
+    /// Interleaved samples of the stretches, in order.
+    pub fn write(&mut self, samples: &[f32]) -> Result<(), FfmpegError> {
+        self.bytes.clear();
+        for s in samples {
+            self.bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        let stdin = self.stdin.as_mut().expect("open until finish");
+        if let Err(e) = stdin.write_all(&self.bytes) {
+            self.stdin = None;
+            let status = self.child.wait()?;
+            check("audio encoder", status, self.stderr.take())?;
+            self.join_reader()?;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn join_reader(&mut self) -> Result<(), FfmpegError> {
+        self.stretches = None;
+        match self.reader.take() {
+            Some(r) => r.join().map_err(|_| std::io::Error::other("the audio encoder's reader panicked"))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every stretch's file to be complete; returns the encoder's CPU seconds.
+    pub fn finish(mut self) -> Result<f64, FfmpegError> {
+        self.stretches = None;
+        let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
+        let (status, cpu) = wait_with_cpu(&mut self.child)?;
+        check("audio encoder", status, self.stderr.take())?;
+        flushed?;
+        self.join_reader()?;
+        Ok(cpu)
+    }
+}
+
+/// Reads the encoder's ADTS output and writes each frame to the stretch it belongs to. Frame
+/// `m` of the output decodes input samples `[(m - 1) * 1024, m * 1024)` (the first is priming).
+fn split_stretches(mut stdout: impl Read, next: std::sync::mpsc::Receiver<AacStretch>) -> Result<(), FfmpegError> {
+    // The stretch being filled, where it starts in the encoder's input, and its file.
+    let mut current: Option<(AacStretch, u64, Option<BufWriter<std::fs::File>>)> = None;
+    let mut next_start = 0u64;
+    let done = |c: Option<(AacStretch, u64, Option<BufWriter<std::fs::File>>)>| -> Result<(), FfmpegError> {
+        if let Some((s, _, f)) = c {
+            match f {
+                Some(mut f) => f.flush()?,
+                // A stretch with no frame kept: an empty file says so to whoever reads it.
+                None => drop(std::fs::File::create(&s.out)?),
+            }
+        }
+        Ok(())
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut frame = 0u64;
+    loop {
+        let n = stdout.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let mut used = 0;
+        while let Some(len) = adts_frame_len(&pending[used..]) {
+            if pending.len() - used < len {
+                break;
+            }
+            let packet = &pending[used..used + len];
+            used += len;
+            frame += 1;
+            let Some(first) = ((frame - 1) * AAC_FRAME).checked_sub(AAC_FRAME) else { continue };
+            // Move on to the stretch this frame's samples are in (announced before its samples).
+            while current.as_ref().is_none_or(|(s, at, _)| first >= at + s.samples) {
+                let Ok(s) = next.recv() else {
+                    // No more stretches: what is left is the encoder's flush past the last one.
+                    current.take().map_or(Ok(()), |c| done(Some(c)))?;
+                    break;
+                };
+                done(current.take())?;
+                let at = next_start;
+                next_start += s.samples;
+                current = Some((s, at, None));
+            }
+            let Some((s, at, file)) = current.as_mut() else { continue };
+            if first < *at + s.samples && s.keep.contains(&(first - *at)) {
+                let f = match file {
+                    Some(f) => f,
+                    slot => slot.insert(BufWriter::new(std::fs::File::create(&s.out)?)),
+                };
+                f.write_all(packet)?;
+            }
+        }
+        if used == 0 && pending.len() >= 7 && adts_frame_len(&pending).is_none() {
+            return Err(FfmpegError::Probe("the audio encoder wrote something that is not ADTS".into()));
+        }
+        pending.drain(..used);
+    }
+    done(current.take())?;
+    // Stretches announced but never reached (the encoder stopped early) still get their file.
+    while let Ok(s) = next.try_recv() {
+        done(Some((s, 0, None)))?;
+    }
+    Ok(())
+}
+
+/// Muxes an H.264 segment and its ADTS sound into one fragmented MP4 by stream copy (a live
+/// stream's piece: see [`crate::fmp4`]). Its first picture is presented at its first decode
+/// time (negative composition offsets), so no edit list is needed.
+pub fn fragment(video: &Path, audio: Option<&Path>, out: &Path) -> Result<(), FfmpegError> {
+    let mut cmd = command(&ffmpeg_bin());
+    input_args(&mut cmd, video, MediaKind::Video);
+    if let Some(a) = audio {
+        input_args(&mut cmd, a, MediaKind::Audio);
+        cmd.args(["-map", "0:v:0", "-map", "1:a:0", "-bsf:a", "aac_adtstoasc"]);
+    }
+    // delay_moov: the sound's decoder configuration (made from its first ADTS header) is known
+    // only then; without it a mono track is described as stereo.
+    cmd.args(["-c", "copy", "-f", "mp4"])
+        .args(["-movflags", "+frag_keyframe+empty_moov+delay_moov+default_base_moof+negative_cts_offsets"])
+        .arg("-y")
+        .arg(out);
+    run(cmd, "fragmenting a segment").map(|_| ())
 }
 
 /// Decodes audio straight into a raw f32le file (nothing held in memory), returning its frames.
@@ -834,7 +1065,7 @@ mod tests {
         assert!((decoded.len() as i64 - 48000).abs() < 2048, "{}", decoded.len());
 
         let out = dir.path().join("out.mp4");
-        concat(&segs, Some(&audio), &out, dir.path()).unwrap();
+        concat(&segs, Some(Soundtrack::M4a(&audio)), &out, dir.path()).unwrap();
         let info = probe(&out).unwrap();
         let v = info.video().unwrap();
         assert_eq!((v.width, v.height, v.frames), (64, 48, 25));
@@ -844,6 +1075,93 @@ mod tests {
         assert!(px[0] > 200 && px[2] < 60, "first segment red: {:?}", &px[..3]);
         let (_, _, px) = frame_rgb_at(&out, 0.8).unwrap();
         assert!(px[2] > 200 && px[0] < 60, "second segment blue: {:?}", &px[..3]);
+    }
+
+    /// Mono samples of a sweep: every stretch of it differs, so a misplaced frame shows.
+    fn sweep(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 / 48000.0) * (300.0 + i as f32 / 200.0) * std::f32::consts::TAU).sin() * 0.3)
+            .collect()
+    }
+
+    /// Signal-to-error ratio of `got` against `want` over `range`, dB.
+    fn snr(want: &[f32], got: &[f32], range: std::ops::Range<usize>) -> f64 {
+        let (mut p, mut e) = (0f64, 0f64);
+        for i in range {
+            p += (want[i] as f64).powi(2);
+            e += (want[i] as f64 - got[i] as f64).powi(2);
+        }
+        10.0 * (p / e.max(1e-12)).log10()
+    }
+
+    #[test]
+    fn aac_spans_encoded_apart_join_by_concatenation_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 96 * 1024;
+        let pcm = sweep(n);
+        let cut = 40 * 1024u64;
+        let context = 2 * AAC_FRAME;
+        // Second span first, in the same process: the order of stretches does not matter.
+        let second = AacStretch {
+            samples: n as u64 - cut + context,
+            keep: context..n as u64 - cut + context,
+            out: dir.path().join("b.aac"),
+        };
+        let first = AacStretch {
+            samples: cut + 2 * context,
+            keep: context - AAC_FRAME..cut + context,
+            out: dir.path().join("a.aac"),
+        };
+        let mut enc = AacSpanEncoder::start(48000, 1, 96).unwrap();
+        enc.stretch(second.clone()).unwrap();
+        enc.write(&pcm[(cut - context) as usize..]).unwrap();
+        enc.stretch(first.clone()).unwrap();
+        let mut head = vec![0.0; context as usize];
+        head.extend_from_slice(&pcm[..(cut + context) as usize]);
+        enc.write(&head).unwrap();
+        enc.finish().unwrap();
+        let (a, b) = (std::fs::read(&first.out).unwrap(), std::fs::read(&second.out).unwrap());
+        // The first span keeps its priming frame; each frame holds 1024 samples.
+        assert_eq!(adts_frames(&a).unwrap().len() as u64, cut / AAC_FRAME + 1);
+        assert_eq!(adts_frames(&b).unwrap().len() as u64, (n as u64 - cut) / AAC_FRAME);
+        let joined = dir.path().join("joined.aac");
+        std::fs::write(&joined, [a, b].concat()).unwrap();
+
+        let video = dir.path().join("v.mp4");
+        let mut v = VideoEncoder::start(&settings(64, 48), &video).unwrap();
+        for _ in 0..51 {
+            v.write_frame(&Yuv420::solid(64, 48, [9, 9, 9])).unwrap();
+        }
+        let out = dir.path().join("out.mp4");
+        concat(&[v.finish().unwrap()], Some(Soundtrack::Adts { path: &joined, rate: 48000 }), &out, dir.path())
+            .unwrap();
+        let info = probe(&out).unwrap();
+        assert_eq!(info.audio().unwrap().codec_name, "aac");
+        let got = decode_audio(&out, 48000, 1, None, 10.0).unwrap();
+        assert!(got.len() >= n, "{} samples", got.len());
+        // In place (a frame early or late would be noise) and seamless across the cut.
+        let c = cut as usize;
+        assert!(snr(&pcm, &got, 1024..c - 2048) > 20.0, "{}", snr(&pcm, &got, 1024..c - 2048));
+        assert!(snr(&pcm, &got, c - 2048..c + 2048) > 20.0, "{}", snr(&pcm, &got, c - 2048..c + 2048));
+        assert!(snr(&pcm, &got, c + 2048..n - 2048) > 20.0);
+        assert!(snr(&pcm[1024..], &got, 0..c) < 3.0, "a frame off is noise");
+    }
+
+    #[test]
+    fn adts_frames_are_split_and_garbage_is_named() {
+        let frame = |len: usize| {
+            let mut f = vec![0xFF, 0xF1, 0x50, 0x80, 0, 0, 0xFC];
+            f[3] |= ((len >> 11) & 3) as u8;
+            f[4] = ((len >> 3) & 0xFF) as u8;
+            f[5] = (((len & 7) << 5) | 0x1F) as u8;
+            f.resize(len, 0xAA);
+            f
+        };
+        let stream = [frame(20), frame(9)].concat();
+        assert_eq!(adts_frames(&stream).unwrap().iter().map(|f| f.len()).collect::<Vec<_>>(), [20, 9]);
+        let err = adts_frames(&stream[..25]).unwrap_err().to_string();
+        assert!(err.contains("cut short at byte 20"), "{err}");
+        assert!(adts_frames(b"ID3 garbage").is_err());
     }
 
     #[test]

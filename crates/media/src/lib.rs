@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod ffmpeg;
+pub mod fmp4;
 pub mod frame;
 pub mod head;
 pub mod mouth;

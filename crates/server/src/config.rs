@@ -171,6 +171,9 @@ pub struct Config {
     /// Encoder threads per segment job: segments encode the same way on every worker, so a
     /// distributed render matches a single-worker one frame for frame.
     pub segment_encoder_threads: u32,
+    /// Each render also writes a live HLS stream (`/api/v1/generations/{id}/stream.m3u8`)
+    /// that players can start on while the render runs; kept with the generation's files.
+    pub live_stream: bool,
     /// Remote services for prompts: `[providers.llm]` plans topics (any OpenAI-compatible
     /// server; its key also from `$REELSMITH_LLM_API_KEY`).
     #[serde(skip_serializing_if = "is_default_providers")]
@@ -260,6 +263,7 @@ impl Default for Config {
             distributed_min_seconds: 20.0,
             segment_workers: None,
             segment_encoder_threads: 1,
+            live_stream: true,
             providers: Default::default(),
         }
     }

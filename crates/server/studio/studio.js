@@ -526,6 +526,7 @@ function watch(id) {
   $('#plan').hidden = true;
   $('#player').removeAttribute('src');
   $$('#player track').forEach((t) => t.remove());
+  stopLive();
   $$('#history-list li').forEach((li) => li.classList.toggle('selected', li.dataset.id === id));
   const follow = async () => {
     try {
@@ -550,6 +551,81 @@ function watch(id) {
     }
   };
   follow();
+  playLive(w);
+}
+
+/** The live stream of the generation being watched, while it renders. */
+let live = null;
+
+function stopLive() {
+  if (!live) return;
+  live.abort.abort();
+  const v = $('#live-player');
+  v.pause();
+  v.removeAttribute('src');
+  v.load();
+  $('#live').hidden = true;
+  live = null;
+}
+
+/**
+ * Plays the generation's HLS stream while it renders: the playlist is read again and again and
+ * each new fMP4 piece is appended to a MediaSource (Chromium has no HLS of its own), until the
+ * playlist ends. The finished MP4 replaces it (showResult).
+ */
+async function playLive(w) {
+  if (!window.MediaSource) return;
+  stopLive();
+  const me = { abort: new AbortController(), pieces: 0 };
+  live = me;
+  const signal = me.abort.signal;
+  const base = `${API}/generations/${w.id}/`;
+  const video = $('#live-player');
+  video.dataset.pieces = '0';
+  delete video.dataset.ended;
+  try {
+    const source = new MediaSource();
+    video.src = remember(URL.createObjectURL(source));
+    await new Promise((r) => source.addEventListener('sourceopen', r, { once: true }));
+    // The codecs string only has to name what the pieces carry: H.264 High and AAC-LC.
+    const buffer = source.addSourceBuffer('video/mp4; codecs="avc1.640028,mp4a.40.2"');
+    const append = (bytes) => new Promise((resolve, reject) => {
+      buffer.addEventListener('updateend', resolve, { once: true });
+      buffer.addEventListener('error', () => reject(new Error('the browser refused a piece')), { once: true });
+      buffer.appendBuffer(bytes);
+    });
+    const fetched = async (uri) => (await api(base + uri, { signal })).arrayBuffer();
+    const appended = new Set();
+    let map = null;
+    for (;;) {
+      const text = await (await api(`${base}stream.m3u8`, { signal })).text();
+      const lines = text.split('\n').map((l) => l.trim());
+      const mapUri = lines.find((l) => l.startsWith('#EXT-X-MAP:'))?.match(/URI="([^"]+)"/)?.[1];
+      if (mapUri && map !== mapUri) {
+        await append(await fetched(mapUri));
+        map = mapUri;
+      }
+      for (const uri of lines.filter((l) => l && !l.startsWith('#'))) {
+        if (appended.has(uri)) continue;
+        await append(await fetched(uri));
+        appended.add(uri);
+        video.dataset.pieces = String(appended.size);
+        if (appended.size === 1) {
+          $('#live').hidden = false;
+          video.play().catch(() => {});
+        }
+      }
+      if (lines.includes('#EXT-X-ENDLIST')) {
+        source.endOfStream();
+        video.dataset.ended = 'true';
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } catch (e) {
+    // No stream (the server has them off, or the render failed first): the MP4 still comes.
+    if (e.name !== 'AbortError') video.dataset.error = explain(e);
+  }
 }
 
 function onProgress(w, ev) {
@@ -628,6 +704,14 @@ async function showResult(id) {
     const r = g.result;
     const player = $('#player');
     player.src = await mediaUrl(r.video_url);
+    // The finished MP4 takes over where the live stream was.
+    const liveVideo = $('#live-player');
+    if (live && !liveVideo.paused && liveVideo.currentTime > 0) {
+      player.currentTime = liveVideo.currentTime;
+      player.play().catch(() => {});
+    }
+    $('#live').hidden = true;
+    liveVideo.pause();
     if (r.subtitles_url) {
       const track = document.createElement('track');
       Object.assign(track, { kind: 'subtitles', srclang: 'en', label: 'Subtitles', default: true });

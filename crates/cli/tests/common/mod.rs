@@ -199,3 +199,36 @@ pub fn greeting_template() -> serde_json::Value {
         ]
     })
 }
+
+/// Runs ffmpeg with `args` and returns its stdout.
+pub fn ffmpeg_out(args: &[&str]) -> Vec<u8> {
+    let out =
+        std::process::Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Each decoded picture's checksum, in order (`framemd5` lines without their timestamps):
+/// equal lists mean frame-exact equal videos.
+pub fn picture_sums(input: &str) -> Vec<String> {
+    let text = String::from_utf8(ffmpeg_out(&["-i", input, "-map", "0:v", "-f", "framemd5", "-"])).unwrap();
+    text.lines().filter(|l| !l.starts_with('#')).map(|l| l.rsplit(',').next().unwrap().trim().to_string()).collect()
+}
+
+/// The sound of `input` (a file or an HLS playlist) as mono 48 kHz f32, from its first sample.
+pub fn decoded_sound(input: &str) -> Vec<f32> {
+    ffmpeg_out(&["-i", input, "-map", "0:a", "-ac", "1", "-ar", "48000", "-f", "f32le", "-"])
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// How closely `got` follows `want` sample for sample, dB (a shift of a few ms is noise).
+pub fn sound_match_db(got: &[f32], want: &[f32]) -> f64 {
+    let (mut signal, mut noise) = (0f64, 0f64);
+    for (a, b) in got.iter().zip(want) {
+        signal += (*b as f64).powi(2);
+        noise += (*a as f64 - *b as f64).powi(2);
+    }
+    10.0 * (signal / noise.max(1e-12)).log10()
+}

@@ -7,6 +7,7 @@ mod common;
 mod harness;
 mod hostile;
 mod imports;
+mod live;
 mod prompts;
 mod scaleout;
 mod talks;

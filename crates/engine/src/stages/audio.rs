@@ -1,18 +1,24 @@
-//! Stage `audio`: the soundtrack, with narrations placed on the timeline, music ducked under
-//! them, loudness normalised, encoded to AAC once for the whole video.
+//! Stage `audio`: the soundtrack, with narrations placed on the timeline (each brought to the
+//! loudness target on its own), music ducked under them, a peak limiter, encoded to AAC.
+//!
+//! The soundtrack is cut into spans, one under each video segment (at the AAC frame nearest
+//! the segment's start), and each span is encoded on its own and cached by a hash of the sound
+//! it holds. Spans join by plain concatenation, so an edit re-encodes only the spans whose
+//! sound it changes, and a live stream can send each segment's sound with its pictures.
 
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 
-use reelsmith_media::audio::{self, Clip, MIX_CHANNELS, MIX_RATE, MixPlan};
-use reelsmith_media::ffmpeg;
+use reelsmith_media::audio::{self, Clip, Limiter, MIX_CHANNELS, MIX_RATE, MixPlan};
+use reelsmith_media::ffmpeg::{self, AAC_FRAME, AacSpanEncoder, AacStretch};
 use reelsmith_spec::{Spec, limits};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Render;
 use super::narration::Speech;
 use crate::RenderError;
-use crate::cache;
+use crate::cache::{self, Key};
 use crate::plan::Timeline;
 use crate::stage::Stage;
 
@@ -22,8 +28,21 @@ fn channels(spec: &Spec) -> u16 {
     if spec.music.is_some() { MIX_CHANNELS } else { 1 }
 }
 
+/// Samples encoded before and after a span's own, so the frames at its edges are encoded with
+/// the sound around them (AAC frames overlap their neighbours by one frame).
+const CONTEXT: u64 = 2 * AAC_FRAME;
+/// Samples the limiter runs before a span's context, so its gain there is what it would be in
+/// one pass over the whole soundtrack (it recovers over ~80 ms).
+const LIMITER_WARMUP: u64 = 12 * AAC_FRAME;
+/// A -1 dBFS ceiling keeps AAC's overshoot from clipping.
+const CEILING: f32 = 0.89;
+/// Most a narration is raised to reach the target (a near-silent clip stays near silent).
+const MAX_GAIN_DB: f64 = 24.0;
+
 #[derive(Serialize)]
 struct MixKey<'a> {
+    /// The soundtrack's layout: spans, each narration normalised on its own.
+    format: &'static str,
     channels: u16,
     narrations: Vec<(String, u64)>,
     music: Option<(String, &'a reelsmith_spec::Music)>,
@@ -31,108 +50,273 @@ struct MixKey<'a> {
     fps: u32,
     loudness: Option<f32>,
     bitrate: u32,
+    spans: &'a [u64],
 }
 
-/// Mixes and encodes the soundtrack; returns its file, loudness and, when it was encoded rather
-/// than found in the cache, the encoder's CPU seconds.
-pub(super) fn mixdown(
-    r: &Render<'_>,
-    tl: &Timeline,
-    speech: &[Option<Speech>],
-) -> Result<(PathBuf, Option<f64>, Option<f64>), RenderError> {
+/// What the soundtrack's cache entry records besides the joined file.
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    /// Each span's cache entry (hex keys, scoped), in order.
+    spans: Vec<String>,
+    loudness: Option<f64>,
+}
+
+/// The soundtrack: one ADTS file starting with the encoder's priming frame, and each segment's
+/// span of it.
+pub(super) struct Soundtrack {
+    pub(super) path: PathBuf,
+    pub(super) spans: Vec<PathBuf>,
+    pub(super) loudness: Option<f64>,
+    /// The AAC encoder's CPU seconds, when it ran.
+    pub(super) encoder_cpu: Option<f64>,
+    pub(super) spans_encoded: u64,
+}
+
+/// Where each segment's sound starts, in samples: the AAC frame boundary nearest the
+/// segment's first picture, and the soundtrack's end last.
+pub(super) fn span_bounds(tl: &Timeline) -> Vec<u64> {
+    let to_samples = |frame: u64| (frame as f64 / tl.fps as f64 * MIX_RATE as f64).round() as u64;
+    let end = to_samples(tl.total_frames);
+    let last_whole = end / AAC_FRAME * AAC_FRAME;
+    let mut bounds = vec![0];
+    let mut frame = 0;
+    for seg in &tl.segments[..tl.segments.len().saturating_sub(1)] {
+        frame += seg.frames();
+        let nearest = (to_samples(frame) + AAC_FRAME / 2) / AAC_FRAME * AAC_FRAME;
+        let prev = *bounds.last().expect("starts with 0");
+        bounds.push(nearest.clamp(prev, last_whole));
+    }
+    bounds.push(end);
+    bounds
+}
+
+/// The stretch encoded for span `k` of `bounds`: its first sample (before the span, for
+/// context), its length and the samples kept (from the stretch's start). The first span keeps
+/// one frame more, the encoder's priming frame, which the MP4's edit list skips.
+fn stretch(bounds: &[u64], k: usize) -> (i64, u64, std::ops::Range<u64>) {
+    let (from, to) = (bounds[k], bounds[k + 1]);
+    let to_whole = to.div_ceil(AAC_FRAME) * AAC_FRAME;
+    let start = from as i64 - CONTEXT as i64;
+    let len = CONTEXT + (to_whole - from) + CONTEXT;
+    let keep_from = if k == 0 { CONTEXT - AAC_FRAME } else { CONTEXT };
+    (start, len, keep_from..CONTEXT + (to_whole - from))
+}
+
+/// The mix of the scenes' narrations and the music, with each narration's gain set.
+fn mix_plan(r: &Render<'_>, tl: &Timeline, speech: &[Option<Speech>], starts: &[u64]) -> Result<MixPlan, RenderError> {
+    let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
+    let target = spec.audio.loudness.map(f64::from);
+    let fps = tl.fps as f64;
+    let to_samples = |frame: u64| (frame as f64 / fps * MIX_RATE as f64).round() as u64;
+    let gain_to_target = |loudness: Option<f64>| match (target, loudness) {
+        (Some(t), Some(l)) => 10f64.powf((t - l).min(MAX_GAIN_DB) / 20.0) as f32,
+        _ => 1.0,
+    };
+    let mut plan = MixPlan { frames: to_samples(tl.total_frames), clips: vec![], music: None };
+    for (s, &f) in speech.iter().zip(starts) {
+        if let Some(s) = s {
+            let loudness = if target.is_some() { audio::file_loudness(&s.path, 1)? } else { None };
+            plan.clips.push(Clip {
+                path: s.path.clone(),
+                start: to_samples(f),
+                frames: s.frames,
+                gain: gain_to_target(loudness),
+            });
+        }
+    }
+    if let Some(m) = &spec.music {
+        // Decoded once to a raw file in the cache, then read block by block.
+        let mkey = cache::key(Stage::Music.cache_name(), &inputs.hash(&m.file));
+        let (mdir, _) = counts.cached(engine, Stage::Music, &mkey, |d| {
+            let out = d.join("music.f32");
+            ffmpeg::decode_audio_to_file(
+                &inputs.path(&m.file),
+                MIX_RATE,
+                MIX_CHANNELS,
+                limits::MAX_TOTAL_SECONDS,
+                &out,
+            )
+            .map_err(|e| RenderError::at("music.file", e.to_string()))?;
+            Ok(())
+        })?;
+        let path = mdir.join("music.f32");
+        let frames = fs::metadata(&path)?.len() / 8;
+        if frames == 0 {
+            return Err(RenderError::at("music.file", "the music file has no audio"));
+        }
+        // Music is brought to the target too, then set `volume` below the narration.
+        let loudness = if target.is_some() { audio::file_loudness(&path, 2)? } else { None };
+        let d = &m.ducking;
+        plan.music = Some(audio::Music {
+            path,
+            frames,
+            looped: m.r#loop,
+            volume: m.volume * gain_to_target(loudness),
+            ducking: d.enabled.then_some(audio::Ducking {
+                level: d.level,
+                attack: d.attack as f64,
+                release: d.release as f64,
+            }),
+            fade: m.fade as f64,
+        });
+    }
+    Ok(plan)
+}
+
+/// Mixes and encodes the soundtrack span by span, encoding only the spans not in the cache.
+pub(super) fn mixdown(r: &Render<'_>, tl: &Timeline, speech: &[Option<Speech>]) -> Result<Soundtrack, RenderError> {
     let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
     let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
+    let bounds = span_bounds(tl);
+    let channels = channels(spec);
     let key = cache::key(
         Stage::Audio.cache_name(),
         &MixKey {
-            channels: channels(spec),
+            format: "spans-1",
+            channels,
             narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
             music: spec.music.as_ref().map(|m| (inputs.hash(&m.file), m)),
             frames: tl.total_frames,
             fps: tl.fps,
             loudness: spec.audio.loudness,
             bitrate: spec.audio.bitrate_kbps,
+            spans: &bounds,
         },
     );
-    let mut child_cpu = None;
-    let channels = channels(spec);
+    // The whole soundtrack is cached under a key made of its inputs (no mixing to find it);
+    // its spans are kept by the keys it recorded, for a live stream.
+    let mut made: Option<(Vec<PathBuf>, f64, u64)> = None;
     let (dir, _) = counts.cached(engine, Stage::Audio, &key, |dir| {
-        let fps = tl.fps as f64;
-        let to_frames = |frame: u64| (frame as f64 / fps * MIX_RATE as f64).round() as u64;
-        let mut plan = MixPlan { frames: to_frames(tl.total_frames), clips: vec![], music: None };
-        for (s, &f) in speech.iter().zip(&starts) {
-            if let Some(s) = s {
-                plan.clips.push(Clip { path: s.path.clone(), start: to_frames(f), frames: s.frames });
-            }
+        let (spans, keys, loudness, cpu, encoded) = encode_spans(r, tl, speech, &starts, &bounds, channels)?;
+        let mut joined = std::io::BufWriter::new(fs::File::create(dir.join("audio.aac"))?);
+        for s in &spans {
+            joined.write_all(&fs::read(s)?)?;
         }
-        if let Some(m) = &spec.music {
-            // Decoded once to a raw file in the cache, then read block by block.
-            let mkey = cache::key(Stage::Music.cache_name(), &inputs.hash(&m.file));
-            let (mdir, _) = counts.cached(engine, Stage::Music, &mkey, |d| {
-                let out = d.join("music.f32");
-                ffmpeg::decode_audio_to_file(
-                    &inputs.path(&m.file),
-                    MIX_RATE,
-                    MIX_CHANNELS,
-                    limits::MAX_TOTAL_SECONDS,
-                    &out,
-                )
-                .map_err(|e| RenderError::at("music.file", e.to_string()))?;
-                Ok(())
-            })?;
-            let path = mdir.join("music.f32");
-            let frames = fs::metadata(&path)?.len() / 8;
-            if frames == 0 {
-                return Err(RenderError::at("music.file", "the music file has no audio"));
-            }
-            let d = &m.ducking;
-            plan.music = Some(audio::Music {
-                path,
-                frames,
-                looped: m.r#loop,
-                volume: m.volume,
-                ducking: d.enabled.then_some(audio::Ducking {
-                    level: d.level,
-                    attack: d.attack as f64,
-                    release: d.release as f64,
-                }),
-                fade: m.fade as f64,
-            });
-        }
-        let mut enc = ffmpeg::AacEncoder::start(MIX_RATE, channels, spec.audio.bitrate_kbps, &dir.join("audio.m4a"))?;
-        let mut mono = vec![];
-        let mut enc_err = None;
-        // A -1 dBFS ceiling keeps AAC's overshoot from clipping.
-        let streamed = plan.stream(spec.audio.loudness.map(f64::from), 0.89, |block| {
-            let block = if channels == 1 {
-                mono.clear();
-                mono.extend(block.iter().step_by(2));
-                &mono[..]
-            } else {
-                block
-            };
-            enc.write(block).map_err(|e| {
-                let msg = e.to_string();
-                enc_err = Some(e);
-                std::io::Error::other(msg)
-            })
-        });
-        if let Some(e) = enc_err {
-            return Err(e.into());
-        }
-        let (_, after) = streamed?;
-        child_cpu = Some(enc.finish()?);
-        fs::write(dir.join("loudness.json"), serde_json::to_vec(&after).expect("f64 serialises"))?;
+        joined.flush()?;
+        let recorded = Recorded { spans: keys.iter().map(Key::hex).collect(), loudness };
+        fs::write(dir.join("spans.json"), serde_json::to_vec(&recorded).expect("serialises"))?;
+        made = Some((spans, cpu, encoded));
         Ok(())
     })?;
-    let loudness: Option<f64> =
-        fs::read(dir.join("loudness.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).flatten();
-    Ok((dir.join("audio.m4a"), loudness, child_cpu))
+    let recorded: Recorded = serde_json::from_slice(&fs::read(dir.join("spans.json"))?)
+        .map_err(|e| std::io::Error::other(format!("soundtrack record: {e}")))?;
+    let (spans, encoder_cpu, spans_encoded) = match made {
+        Some((spans, cpu, encoded)) => (spans, Some(cpu), encoded),
+        None => {
+            let spans = recorded
+                .spans
+                .iter()
+                .filter_map(|k| Key::from_hex(k))
+                .filter_map(|k| engine.cache.lookup(Stage::AudioSpan.cache_name(), &k))
+                .map(|d| d.join("span.aac"))
+                .collect();
+            (spans, None, 0)
+        }
+    };
+    Ok(Soundtrack { path: dir.join("audio.aac"), spans, loudness: recorded.loudness, encoder_cpu, spans_encoded })
+}
+
+/// Mixes every span, keys it by its sound, and encodes the ones the cache lacks in one encoder
+/// process. Returns each span's file and key, the loudness of the whole, the encoder's CPU
+/// seconds and how many spans it encoded.
+#[allow(clippy::type_complexity)]
+fn encode_spans(
+    r: &Render<'_>,
+    tl: &Timeline,
+    speech: &[Option<Speech>],
+    starts: &[u64],
+    bounds: &[u64],
+    channels: u16,
+) -> Result<(Vec<PathBuf>, Vec<Key>, Option<f64>, f64, u64), RenderError> {
+    let (engine, counts, spec) = (r.engine, &r.counts, r.spec);
+    let plan = mix_plan(r, tl, speech, starts)?;
+    let ducking_spans = plan.speech_spans();
+    let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
+    let mut meter = audio::LoudnessMeter::stereo()?;
+    let mut encoder: Option<AacSpanEncoder> = None;
+    let mut todo: Vec<(usize, Key, PathBuf)> = vec![];
+    let mut keys = Vec::with_capacity(bounds.len() - 1);
+    let mut mix = vec![];
+    let mut mono = vec![];
+    let look = Limiter::new(CEILING, MIX_RATE).lookahead() as u64;
+    for k in 0..bounds.len() - 1 {
+        if r.opts.cancelled() {
+            return Err(RenderError::Cancelled);
+        }
+        let (start, len, keep) = stretch(bounds, k);
+        // The span's sound and everything that shapes it: limiter warm-up before, look-ahead after.
+        let window = LIMITER_WARMUP + len + look;
+        mix.resize(window as usize * 2, 0.0);
+        plan.render_window(start - LIMITER_WARMUP as i64, &mut mix, &ducking_spans)?;
+        let mut h = blake3::Hasher::new();
+        h.update(&[channels as u8, (k == 0) as u8]);
+        h.update(&spec.audio.bitrate_kbps.to_le_bytes());
+        for v in [len, keep.start, keep.end, LIMITER_WARMUP, look] {
+            h.update(&v.to_le_bytes());
+        }
+        for s in &mix {
+            h.update(&s.to_le_bytes());
+        }
+        let key = cache::key(Stage::AudioSpan.cache_name(), &Key(*h.finalize().as_bytes()).hex());
+        let mut limiter = Limiter::new(CEILING, MIX_RATE);
+        limiter.process(&mut mix, (LIMITER_WARMUP + len) as usize);
+        let body = &mix[LIMITER_WARMUP as usize * 2..(LIMITER_WARMUP + len) as usize * 2];
+        // The span's own samples, once each, in order: the loudness of the whole soundtrack.
+        let (own_from, own_to) = ((bounds[k] as i64 - start) as usize, (bounds[k + 1] as i64 - start) as usize);
+        meter.add(&body[own_from * 2..own_to * 2])?;
+        if !engine.cache.contains(&counts.scoped(&key)) {
+            let out = work.path().join(format!("{k}.aac"));
+            let enc = match &mut encoder {
+                Some(e) => e,
+                None => encoder.insert(AacSpanEncoder::start(MIX_RATE, channels, spec.audio.bitrate_kbps)?),
+            };
+            enc.stretch(AacStretch { samples: len, keep: keep.clone(), out: out.clone() })?;
+            let block = if channels == 1 {
+                mono.clear();
+                mono.extend(body.iter().step_by(2));
+                &mono[..]
+            } else {
+                body
+            };
+            enc.write(block)?;
+            todo.push((k, key, out));
+        }
+        keys.push(key);
+    }
+    let encoded = todo.len() as u64;
+    let cpu = match encoder {
+        Some(e) => e.finish()?,
+        None => 0.0,
+    };
+    let mut spans = Vec::with_capacity(keys.len());
+    let mut made = todo.into_iter().peekable();
+    for (k, key) in keys.iter().enumerate() {
+        let fresh = made.next_if(|(i, _, _)| *i == k);
+        let (dir, _) = counts.cached(engine, Stage::AudioSpan, key, |dir| match &fresh {
+            Some((_, _, out)) => Ok(fs::rename(out, dir.join("span.aac"))?),
+            // Evicted since it was looked up: mixed again on the next render.
+            None => Err(RenderError::Io(std::io::Error::other("a soundtrack span left the cache mid-render"))),
+        })?;
+        spans.push(dir.join("span.aac"));
+    }
+    let keys = keys.iter().map(|k| counts.scoped(k)).collect();
+    Ok((spans, keys, meter.integrated(), cpu, encoded))
+}
+
+/// The scenes' joined soundtrack for the final MP4.
+pub(super) fn soundtrack_input(s: &Soundtrack) -> ffmpeg::Soundtrack<'_> {
+    ffmpeg::Soundtrack::Adts { path: &s.path, rate: MIX_RATE }
+}
+
+/// The span files of a soundtrack, or why they are missing.
+pub(super) fn span_files(s: &Soundtrack, segments: usize) -> Option<&[PathBuf]> {
+    (s.spans.len() == segments).then_some(&s.spans[..])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Segment;
 
     #[test]
     fn narration_alone_is_mono_and_music_makes_it_stereo() {
@@ -141,5 +325,35 @@ mod tests {
         let with_music =
             reelsmith_spec::parse(r#"{"version":1,"music":{"file":"m.mp3"},"scenes":[{"duration":1}]}"#).unwrap();
         assert_eq!(channels(&with_music), MIX_CHANNELS);
+    }
+
+    #[test]
+    fn spans_start_at_the_aac_frame_nearest_each_segment_and_tile_the_soundtrack() {
+        let body = |scene, to| Segment::Body { scene, from: 0, to };
+        let fade = Segment::Transition { scene: 0, kind: reelsmith_spec::TransitionKind::Crossfade, frames: 6 };
+        let tl = Timeline {
+            fps: 24,
+            total_frames: 102,
+            scenes: vec![],
+            segments: vec![body(0, 48), fade.clone(), body(1, 48)],
+        };
+        let b = span_bounds(&tl);
+        // 48 frames = 96000 samples = 93.75 AAC frames → 94; 54 frames = 108000 → 105.47 → 105.
+        assert_eq!(b, [0, 94 * 1024, 105 * 1024, 204_000]);
+        // Each stretch holds whole frames; kept frames cover the span (the first keeps priming).
+        let mut covered = vec![];
+        for k in 0..3 {
+            let (start, len, keep) = stretch(&b, k);
+            assert!(len.is_multiple_of(AAC_FRAME) && keep.start.is_multiple_of(AAC_FRAME));
+            covered.push((start + keep.start as i64, start + keep.end as i64));
+        }
+        assert_eq!(covered[0], (-1024, 94 * 1024));
+        assert_eq!(covered[1], (94 * 1024, 105 * 1024));
+        assert_eq!(covered[2], (105 * 1024, 200 * 1024), "the last frame runs past the end");
+        // A segment too short for a frame of its own gets an empty span, never a negative one.
+        let tiny =
+            Timeline { fps: 24, total_frames: 55, scenes: vec![], segments: vec![body(0, 48), fade, body(1, 1)] };
+        let b = span_bounds(&tiny);
+        assert!(b.windows(2).all(|w| w[0] <= w[1]), "{b:?}");
     }
 }

@@ -2,6 +2,7 @@
 mod audio;
 mod canvas;
 mod inputs;
+mod live;
 mod look;
 mod narration;
 mod segment;
@@ -24,7 +25,7 @@ use crate::report::{self, Report, StageReport, StageTimer};
 use crate::scene::SceneLook;
 use crate::stage::Stage;
 use crate::{Engine, Progress, RenderError, RenderOptions, parallel};
-use audio::mixdown;
+use audio::{Soundtrack, mixdown};
 use canvas::canvas;
 use inputs::{ClipInfo, Inputs, hash_inputs, reject_remote_scenes};
 pub(crate) use inputs::{check, validate};
@@ -303,6 +304,17 @@ pub(crate) fn run(
     jobs_list.retain(|(i, _)| only.is_none_or(|l| l.contains(i)));
     // The segments to encode set the progress total; hand out the longest first to balance workers.
     jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
+    let live = match (&opts.live, only) {
+        (Some(l), None) => Some(live::Live::new(l, &timeline, audio::span_bounds(&timeline))?),
+        _ => None,
+    };
+    if live.is_some()
+        && let Some(first) = jobs_list.iter().position(|(i, _)| *i == 0)
+    {
+        // A live stream starts with the first segment: it goes first.
+        let job = jobs_list.remove(first);
+        jobs_list.insert(0, job);
+    }
     let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(i, _)| !cached[*i]).collect();
     // Cores are shared among the encoders that will actually run at once.
     let running = jobs.min(todo.len()).max(1);
@@ -323,7 +335,7 @@ pub(crate) fn run(
     // A segments-only render leaves the soundtrack to whoever assembles the video.
     let mut work: Vec<Job> = if only.is_some() { vec![] } else { vec![Job::Audio] };
     work.extend(jobs_list.iter().map(|&(i, k)| Job::Segment(i, k)));
-    let audio_result: std::sync::Mutex<Option<(PathBuf, Option<f64>, StageReport)>> = Default::default();
+    let audio_result: std::sync::Mutex<Option<(Soundtrack, StageReport)>> = Default::default();
     {
         let results = parallel(&work, jobs, |job| -> Result<Option<(usize, PathBuf)>, RenderError> {
             stop_if_cancelled(opts)?;
@@ -331,15 +343,18 @@ pub(crate) fn run(
                 Job::Audio => {
                     let t = std::time::Instant::now();
                     let cpu0 = report::thread_cpu_seconds();
-                    let (path, loudness, child_cpu) = mixdown(&r, &timeline, &speech)?;
+                    let soundtrack = mixdown(&r, &timeline, &speech)?;
                     let st = StageReport {
                         wall_s: t.elapsed().as_secs_f64(),
-                        cpu_s: report::thread_cpu_seconds() - cpu0 + child_cpu.unwrap_or(0.0),
-                        items: 1,
-                        runs: child_cpu.is_some() as u64,
+                        cpu_s: report::thread_cpu_seconds() - cpu0 + soundtrack.encoder_cpu.unwrap_or(0.0),
+                        items: soundtrack.spans.len() as u64,
+                        runs: soundtrack.spans_encoded,
                         ..Default::default()
                     };
-                    *audio_result.lock().expect("audio slot") = Some((path, loudness, st));
+                    if let Some(l) = &live {
+                        l.audio_ready(audio::span_files(&soundtrack, timeline.segments.len()));
+                    }
+                    *audio_result.lock().expect("audio slot") = Some((soundtrack, st));
                     return Ok(None);
                 }
                 Job::Segment(i, k) => (i, k),
@@ -359,6 +374,9 @@ pub(crate) fn run(
                     total_frames,
                 )
             })?;
+            if let Some(l) = &live {
+                l.video_ready(i, p.join("segment.mp4"));
+            }
             Ok(Some((i, p.join("segment.mp4"))))
         })?;
         for (i, p) in results.into_iter().flatten() {
@@ -373,15 +391,15 @@ pub(crate) fn run(
     rep.segments_total = timeline.segments.len() as u64;
     rep.segments_encoded = encoded;
     let audio = audio_result.into_inner().expect("audio slot");
-    if let Some((_, loudness, audio_st)) = &audio {
+    if let Some((soundtrack, audio_st)) = &audio {
         // The pool's CPU includes the soundtrack's; report each stage its own share.
         st.cpu_s = (st.cpu_s - audio_st.cpu_s).max(0.0);
-        rep.loudness_lufs = *loudness;
+        rep.loudness_lufs = soundtrack.loudness;
         rep.stages.insert(Stage::Audio.report_name().into(), audio_st.clone());
     }
     rep.encode_fps = if st.wall_s > 0.0 { rep.encoded_frames as f64 / st.wall_s } else { 0.0 };
     rep.stages.insert(Stage::Segment.report_name().into(), st);
-    let Some((audio_path, _, _)) = audio else {
+    let Some((soundtrack, _)) = audio else {
         // Segments only: they are in the cache for whoever assembles the video.
         fill_cache_counts(&mut rep, counts);
         return Ok(rep);
@@ -399,12 +417,12 @@ pub(crate) fn run(
     // Entries are directories named by their key, so the joined file's key is the list of them.
     let parts: Vec<String> = ordered
         .iter()
-        .chain(std::iter::once(&audio_path))
+        .chain(std::iter::once(&soundtrack.path))
         .filter_map(|p| p.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     let (dir, hit) = counts.cached(engine, Stage::Join, &cache::key(Stage::Join.cache_name(), &parts), |dir| {
         let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
-        ffmpeg::concat(&ordered, Some(&audio_path), &dir.join("video.mp4"), work.path())?;
+        ffmpeg::concat(&ordered, Some(audio::soundtrack_input(&soundtrack)), &dir.join("video.mp4"), work.path())?;
         Ok(())
     })?;
     st.runs = (!hit) as u64;

@@ -7,6 +7,7 @@ pub mod download;
 pub mod generations;
 pub mod guard;
 pub mod imports;
+pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod progress;
@@ -44,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/generations/{id}/thumbnail"),
     ("get", "/api/v1/generations/{id}/subtitles.vtt"),
     ("get", "/api/v1/generations/{id}/report"),
+    ("get", "/api/v1/generations/{id}/stream.m3u8"),
+    ("get", "/api/v1/generations/{id}/stream/{piece}"),
     ("post", "/api/v1/assets"),
     ("get", "/api/v1/assets/{id}"),
     ("delete", "/api/v1/assets/{id}"),
@@ -96,6 +99,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/generations/{id}/report",
             crate::http::generations::file_route("report.json", "application/json"),
         )
+        .route("/api/v1/generations/{id}/stream.m3u8", get(crate::http::live::playlist))
+        .route("/api/v1/generations/{id}/stream/{piece}", get(crate::http::live::piece))
         .route("/api/v1/assets", post(crate::http::generations::upload_asset))
         .route(
             "/api/v1/assets/{id}",

@@ -135,7 +135,15 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
         }) as Arc<dyn Fn(Progress) + Send + Sync>
     };
     let out = work.join("video.mp4");
+    let (live, uploader) = match state.config.live_stream {
+        true => {
+            let (live, uploader) = live_stream(state, &gen_id, &work).await;
+            (Some(live), Some(uploader))
+        }
+        false => (None, None),
+    };
     let opts = RenderOptions {
+        live,
         progress: Some(progress_cb),
         cancel: Some(watch.cancel.clone()),
         // Each key's renders have their own cache entries (no cross-tenant hit oracle).
@@ -160,6 +168,11 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
             return Outcome::Failed;
         }
     };
+    // The render (and the stream's sender with it) is done: the last pieces are stored
+    // before the generation says it has finished.
+    if let Some(u) = uploader {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), u).await;
+    }
     let stop_reason = watch.reason();
     let outcome = match result {
         _ if stop_reason == Some(Stop::LeaseLost) => {
@@ -189,4 +202,39 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     outcome
+}
+
+/// Where a render's live stream goes: the engine hands over each piece, and a task stores it
+/// among the generation's files (`{id}/live/…`), in the order handed, so a playlist is stored
+/// only after the pieces it lists. A piece that cannot be stored ends the stream (never the
+/// render). The task ends when the render drops the stream.
+async fn live_stream(
+    state: &AppState,
+    gen_id: &str,
+    work: &std::path::Path,
+) -> (reelsmith_engine::LiveOptions, tokio::task::JoinHandle<()>) {
+    // A retried render starts its stream over.
+    if let Err(e) = state.artifacts.delete_prefix(&format!("{gen_id}/live")).await {
+        tracing::warn!(generation = %gen_id, error = %e, "cannot clear an earlier live stream");
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, std::path::PathBuf)>();
+    let (artifacts, id) = (state.artifacts.clone(), gen_id.to_string());
+    let uploader = tokio::spawn(async move {
+        let mut broken = false;
+        while let Some((name, file)) = rx.recv().await {
+            if !broken && let Err(e) = artifacts.put_file(&format!("{id}/live/{name}"), &file).await {
+                tracing::warn!(generation = %id, piece = %name, error = %e, "live piece not stored; the stream stops");
+                broken = true;
+            }
+            let _ = tokio::fs::remove_file(&file).await;
+        }
+    });
+    let live = reelsmith_engine::LiveOptions {
+        dir: work.join("live"),
+        uri_prefix: "stream/".into(),
+        publish: Arc::new(move |name: &str, file: &std::path::Path| {
+            let _ = tx.send((name.to_string(), file.to_path_buf()));
+        }),
+    };
+    (live, uploader)
 }

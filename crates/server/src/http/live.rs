@@ -1,0 +1,99 @@
+//! A generation's live stream: `GET /api/v1/generations/{id}/stream.m3u8` (an HLS playlist of
+//! fragmented MP4 pieces that grows while the render runs and ends with `#EXT-X-ENDLIST`) and
+//! its pieces under `stream/`. A player may ask for the playlist right after submitting: the
+//! request waits until the first piece is stored.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::access::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::submit::visible;
+
+/// How long a playlist request waits for the first piece of a queued or running render.
+const FIRST_PIECE_WAIT: Duration = Duration::from_secs(20);
+/// How often it looks meanwhile.
+const POLL: Duration = Duration::from_millis(200);
+/// A playlist is a few lines per segment: anything larger is not ours.
+const MAX_PLAYLIST_BYTES: u64 = 1 << 20;
+
+pub async fn playlist(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let key = format!("{id}/live/stream.m3u8");
+    let deadline = Instant::now() + FIRST_PIECE_WAIT;
+    loop {
+        let g = visible(&state, &caller, &id).await?;
+        if let Some(len) = state.artifacts.size(&key).await? {
+            if len > MAX_PLAYLIST_BYTES {
+                return Err(ApiError::internal(format!("the live playlist of {id} is {len} bytes")));
+            }
+            let body = Body::from_stream(state.artifacts.read_range(&key, 0, len).await?);
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"));
+            // It grows until the render ends: players must ask again.
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            return Ok((StatusCode::OK, h, body).into_response());
+        }
+        let why = if g.state.is_final() {
+            Some(format!("generation {id} is {} and has no live stream", g.state.as_str()))
+        } else if !state.config.live_stream {
+            Some("live streams are off on this server (live_stream = false)".to_string())
+        } else if Instant::now() >= deadline {
+            Some(format!("generation {id} is {} and no piece of it is ready yet; ask again", g.state.as_str()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "no_stream", why));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The content type of a piece name the engine writes, or `None` for any other name.
+fn piece_type(name: &str) -> Option<&'static str> {
+    if name == "init.mp4" {
+        return Some("video/mp4");
+    }
+    let n = name.strip_prefix("seg-")?.strip_suffix(".m4s")?;
+    (!n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit())).then_some("video/iso.segment")
+}
+
+pub async fn piece(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Some(content_type) = piece_type(&name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{name:?} is not a piece of a live stream"),
+        ));
+    };
+    visible(&state, &caller, &id).await?;
+    crate::http::download::serve(&state, &format!("{id}/live/{name}"), "live", content_type, &headers).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_engines_piece_names_are_served() {
+        assert_eq!(piece_type("init.mp4"), Some("video/mp4"));
+        assert_eq!(piece_type("seg-0.m4s"), Some("video/iso.segment"));
+        assert_eq!(piece_type("seg-123456.m4s"), Some("video/iso.segment"));
+        for bad in
+            ["seg-.m4s", "seg-1234567.m4s", "seg-1.mp4", "../video.mp4", "stream.m3u8", "seg-1a.m4s", "video.mp4"]
+        {
+            assert_eq!(piece_type(bad), None, "{bad}");
+        }
+    }
+}
