@@ -46,6 +46,9 @@ pub enum BenchCommand {
         /// Also render it cold once more with a live stream, and time its first piece.
         #[arg(long)]
         live: bool,
+        /// Music under the narration (a generated 20 s chord, looped and ducked).
+        #[arg(long)]
+        music: bool,
         /// Fail (exit 1) when a figure is above its limit, e.g. `cold_vs_reference=1.5`;
         /// repeatable. Figures: cold_vs_reference, cpu_vs_reference, edit_vs_cold,
         /// identical_ms, peak_rss_mb, first_piece_s (with --live).
@@ -402,7 +405,9 @@ fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
     })
 }
 
-/// Writes pictures and a storyboard spec; returns the spec path.
+/// Writes pictures and the storyboard `bench render` renders (Ken Burns pictures with narration
+/// and word-highlight subtitles, crossfades, slides and fades to black, and with `music` a
+/// looped, ducked chord); returns the spec path.
 #[allow(clippy::too_many_arguments)]
 fn storyboard(
     dir: &Path,
@@ -413,6 +418,7 @@ fn storyboard(
     scenes: usize,
     sentences: usize,
     edit: bool,
+    music: bool,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let mut list = vec![];
@@ -430,15 +436,30 @@ fn storyboard(
             "image": img.file_name().unwrap().to_string_lossy(),
             "narration": { "text": text.join(" ") },
             "motion": { "type": "ken-burns", "zoom_from": 1.0, "zoom_to": 1.1, "pan": pans[i % pans.len()] },
-            "transition": { "type": "crossfade", "duration": 0.5 }
+            "transition": { "type": (["crossfade", "slide", "fade-black"][i % 3]), "duration": 0.5 }
         }));
     }
-    let spec = json!({
+    let mut spec = json!({
         "version": 1,
         "output": { "width": w, "height": h, "fps": fps, "quality": { "preset": "veryfast", "crf": 23 } },
         "subtitles": { "style": "word-highlight" },
         "scenes": list
     });
+    if music {
+        let file = dir.join("music.wav");
+        if !file.exists() {
+            let status = Command::new(reelsmith_media::ffmpeg::ffmpeg_bin())
+                .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+                .args(["-f", "lavfi", "-i", "sine=f=220:d=20", "-f", "lavfi", "-i", "sine=f=277:d=20"])
+                .args(["-f", "lavfi", "-i", "sine=f=330:d=20", "-filter_complex", "amix=inputs=3", "-ac", "2", "-y"])
+                .arg(&file)
+                .status()?;
+            if !status.success() {
+                bail!("could not make the music file");
+            }
+        }
+        spec["music"] = json!({ "file": "music.wav", "volume": 0.3, "loop": true, "fade": 1.0 });
+    }
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
     Ok(path)
@@ -811,6 +832,7 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         encoder_threads,
         memory_scaling,
         live,
+        music,
         fail_if,
         json: json_out,
     } = cmd
@@ -824,8 +846,8 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
     if cache.exists() {
         std::fs::remove_dir_all(&cache)?;
     }
-    let spec = storyboard(&assets, "storyboard.json", w, h, fps, *scenes, *sentences, false)?;
-    let edited = storyboard(&assets, "storyboard-edited.json", w, h, fps, *scenes, *sentences, true)?;
+    let spec = storyboard(&assets, "storyboard.json", w, h, fps, *scenes, *sentences, false, *music)?;
+    let edited = storyboard(&assets, "storyboard-edited.json", w, h, fps, *scenes, *sentences, true, *music)?;
     let out = dir.join("bench.mp4");
 
     eprintln!("cold render of {} scenes at {w}x{h}@{fps}…", scenes);
@@ -885,7 +907,8 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         for minutes in [1usize, 5] {
             // ~7.5 s per scene: 8 scenes a minute.
             let n = minutes * 8;
-            let spec = storyboard(&assets, &format!("storyboard-{minutes}min.json"), w, h, fps, n, *sentences, false)?;
+            let spec =
+                storyboard(&assets, &format!("storyboard-{minutes}min.json"), w, h, fps, n, *sentences, false, *music)?;
             eprintln!("{minutes}-minute render for memory scaling…");
             let scratch = dir.join(format!("cache-{minutes}min"));
             let _ = std::fs::remove_dir_all(&scratch);

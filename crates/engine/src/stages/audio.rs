@@ -65,6 +65,7 @@ struct Recorded {
 /// span of it.
 pub(super) struct Soundtrack {
     pub(super) path: PathBuf,
+    /// Each span's file (when asked for, or just made).
     pub(super) spans: Vec<PathBuf>,
     pub(super) loudness: Option<f64>,
     /// The AAC encoder's CPU seconds, when it ran.
@@ -164,7 +165,13 @@ fn mix_plan(r: &Render<'_>, tl: &Timeline, speech: &[Option<Speech>], starts: &[
 }
 
 /// Mixes and encodes the soundtrack span by span, encoding only the spans not in the cache.
-pub(super) fn mixdown(r: &Render<'_>, tl: &Timeline, speech: &[Option<Speech>]) -> Result<Soundtrack, RenderError> {
+/// `want_spans`: the caller needs each span's file too (a live stream), not only the whole.
+pub(super) fn mixdown(
+    r: &Render<'_>,
+    tl: &Timeline,
+    speech: &[Option<Speech>],
+    want_spans: bool,
+) -> Result<Soundtrack, RenderError> {
     let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
     let starts: Vec<u64> = tl.scenes.iter().map(|s| s.start + s.narration_frame).collect();
     let bounds = span_bounds(tl);
@@ -202,6 +209,7 @@ pub(super) fn mixdown(r: &Render<'_>, tl: &Timeline, speech: &[Option<Speech>]) 
         .map_err(|e| std::io::Error::other(format!("soundtrack record: {e}")))?;
     let (spans, encoder_cpu, spans_encoded) = match made {
         Some((spans, cpu, encoded)) => (spans, Some(cpu), encoded),
+        None if !want_spans => (vec![], None, 0),
         None => {
             let spans = recorded
                 .spans

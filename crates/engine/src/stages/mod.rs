@@ -343,11 +343,11 @@ pub(crate) fn run(
                 Job::Audio => {
                     let t = std::time::Instant::now();
                     let cpu0 = report::thread_cpu_seconds();
-                    let soundtrack = mixdown(&r, &timeline, &speech)?;
+                    let soundtrack = mixdown(&r, &timeline, &speech, live.is_some())?;
                     let st = StageReport {
                         wall_s: t.elapsed().as_secs_f64(),
                         cpu_s: report::thread_cpu_seconds() - cpu0 + soundtrack.encoder_cpu.unwrap_or(0.0),
-                        items: soundtrack.spans.len() as u64,
+                        items: timeline.segments.len() as u64,
                         runs: soundtrack.spans_encoded,
                         ..Default::default()
                     };
