@@ -14,15 +14,15 @@ fn err(msg: impl Into<String>) -> Fmp4Error {
 
 /// A box: its type, where it starts, where its payload starts, where it ends.
 #[derive(Clone, Copy, Debug)]
-struct BoxAt {
-    kind: [u8; 4],
-    start: usize,
-    body: usize,
-    end: usize,
+pub(crate) struct BoxAt {
+    pub(crate) kind: [u8; 4],
+    pub(crate) start: usize,
+    pub(crate) body: usize,
+    pub(crate) end: usize,
 }
 
 /// The boxes in `b[from..to]`, in order.
-fn boxes(b: &[u8], from: usize, to: usize) -> Result<Vec<BoxAt>, Fmp4Error> {
+pub(crate) fn boxes(b: &[u8], from: usize, to: usize) -> Result<Vec<BoxAt>, Fmp4Error> {
     let mut out = vec![];
     let mut at = from;
     while at < to {
@@ -50,7 +50,7 @@ fn boxes(b: &[u8], from: usize, to: usize) -> Result<Vec<BoxAt>, Fmp4Error> {
     Ok(out)
 }
 
-fn child(b: &[u8], parent: &BoxAt, kind: &[u8; 4]) -> Result<Option<BoxAt>, Fmp4Error> {
+pub(crate) fn child(b: &[u8], parent: &BoxAt, kind: &[u8; 4]) -> Result<Option<BoxAt>, Fmp4Error> {
     Ok(boxes(b, parent.body, parent.end)?.into_iter().find(|x| &x.kind == kind))
 }
 

@@ -8,6 +8,7 @@ pub mod fmp4;
 pub mod frame;
 pub mod head;
 pub mod mouth;
+pub mod mp4join;
 pub mod picture;
 pub mod text;
 pub mod tts;

@@ -357,8 +357,15 @@ async fn kill_9_mid_render_then_restart_completes_every_job_exactly_once() {
     assert_eq!(history.last().unwrap()["outcome"], "succeeded");
     // One result file per job, and one success event id per job.
     for id in &ids {
-        let files: Vec<_> = std::fs::read_dir(dir.path().join("artifacts").join(id)).unwrap().collect();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("artifacts").join(id))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .collect();
         assert_eq!(files.len(), 4, "video, thumbnail, subtitles, report");
+        // The retry wrote the live stream again from its start, to its end.
+        let playlist = std::fs::read_to_string(dir.path().join("artifacts").join(id).join("live/stream.m3u8")).unwrap();
+        assert!(playlist.trim_end().ends_with("#EXT-X-ENDLIST"), "{playlist}");
         let r = s.get(&format!("/api/v1/generations/{id}/video")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }

@@ -91,6 +91,17 @@ pub(super) fn span_bounds(tl: &Timeline) -> Vec<u64> {
     bounds
 }
 
+/// How many AAC frames of the joined soundtrack go with each segment (the first also has the
+/// priming frame): what each span keeps.
+pub(super) fn span_frames(bounds: &[u64]) -> Vec<usize> {
+    (0..bounds.len() - 1)
+        .map(|k| {
+            let (_, _, keep) = stretch(bounds, k);
+            ((keep.end - keep.start) / AAC_FRAME) as usize
+        })
+        .collect()
+}
+
 /// The stretch encoded for span `k` of `bounds`: its first sample (before the span, for
 /// context), its length and the samples kept (from the stretch's start). The first span keeps
 /// one frame more, the encoder's priming frame, which the MP4's edit list skips.
@@ -358,6 +369,7 @@ mod tests {
         assert_eq!(covered[0], (-1024, 94 * 1024));
         assert_eq!(covered[1], (94 * 1024, 105 * 1024));
         assert_eq!(covered[2], (105 * 1024, 200 * 1024), "the last frame runs past the end");
+        assert_eq!(span_frames(&b), [95, 11, 95]);
         // A segment too short for a frame of its own gets an empty span, never a negative one.
         let tiny =
             Timeline { fps: 24, total_frames: 55, scenes: vec![], segments: vec![body(0, 48), fade, body(1, 1)] };

@@ -421,8 +421,15 @@ pub(crate) fn run(
         .filter_map(|p| p.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     let (dir, hit) = counts.cached(engine, Stage::Join, &cache::key(Stage::Join.cache_name(), &parts), |dir| {
-        let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
-        ffmpeg::concat(&ordered, Some(audio::soundtrack_input(&soundtrack)), &dir.join("video.mp4"), work.path())?;
+        let video = dir.join("video.mp4");
+        // Natively (no decoding to probe each segment); FFmpeg's concat demuxer for segments
+        // the native join does not take (another encoder's layout).
+        let frames = audio::span_frames(&audio::span_bounds(&timeline));
+        if let Err(e) = reelsmith_media::mp4join::join(&ordered, &soundtrack.path, &frames, &video) {
+            tracing::warn!(error = %e, "native join refused the segments; joining with FFmpeg");
+            let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
+            ffmpeg::concat(&ordered, Some(audio::soundtrack_input(&soundtrack)), &video, work.path())?;
+        }
         Ok(())
     })?;
     st.runs = (!hit) as u64;
