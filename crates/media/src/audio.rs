@@ -1,7 +1,7 @@
-//! The audio mix, streamed in blocks so memory does not grow with the video's length:
-//! narration clips and looped music read from raw files on disk, music ducked under the
-//! narration, EBU R128 loudness measured in a first pass, then gain and a look-ahead peak
-//! limiter applied in a second pass that feeds the encoder.
+//! The audio mix, rendered window by window so memory does not grow with the video's length:
+//! narration clips (each with its own gain) and looped music read from raw files on disk, music
+//! ducked under the narration; EBU R128 loudness of files and of the mix, and a look-ahead peak
+//! limiter.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -141,58 +141,6 @@ impl MixPlan {
             self.render(from as u64, &mut out[at..at + ((end - from) * 2) as usize], spans)?;
         }
         Ok(())
-    }
-
-    /// Renders the whole mix block by block into `sink`: measured loudness first, then (when
-    /// `target` is set) the gain to reach it and a peak limiter at `ceiling`. Returns the
-    /// loudness before and after.
-    pub fn stream(
-        &self,
-        target: Option<f64>,
-        ceiling: f32,
-        mut sink: impl FnMut(&[f32]) -> io::Result<()>,
-    ) -> io::Result<(Option<f64>, Option<f64>)> {
-        let spans = self.speech_spans();
-        let measured = if target.is_some() { self.measure(&spans)? } else { None };
-        let gain = match (target, measured) {
-            (Some(t), Some(m)) => 10f64.powf((t - m) / 20.0) as f32,
-            _ => 1.0,
-        };
-        let mut limiter = Limiter::new(ceiling, MIX_RATE);
-        let look = limiter.lookahead();
-        let mut after = ebur128::EbuR128::new(2, MIX_RATE, ebur128::Mode::I).map_err(io::Error::other)?;
-        let mut buf = vec![];
-        let mut start = 0u64;
-        while start < self.frames {
-            let len = (BLOCK as u64).min(self.frames - start) as usize;
-            // The block plus look-ahead frames, so the limiter sees peaks coming.
-            let ahead = (look as u64).min(self.frames - start - len as u64) as usize;
-            buf.resize((len + ahead) * 2, 0.0);
-            self.render(start, &mut buf, &spans)?;
-            for s in buf.iter_mut() {
-                *s *= gain;
-            }
-            limiter.process(&mut buf, len);
-            after.add_frames_f32(&buf[..len * 2]).map_err(io::Error::other)?;
-            sink(&buf[..len * 2])?;
-            start += len as u64;
-        }
-        let out = after.loudness_global().ok().filter(|l| l.is_finite());
-        Ok((measured, out))
-    }
-
-    fn measure(&self, spans: &[(f64, f64)]) -> io::Result<Option<f64>> {
-        let mut m = ebur128::EbuR128::new(2, MIX_RATE, ebur128::Mode::I).map_err(io::Error::other)?;
-        let mut buf = vec![];
-        let mut start = 0u64;
-        while start < self.frames {
-            let len = (BLOCK as u64).min(self.frames - start) as usize;
-            buf.resize(len * 2, 0.0);
-            self.render(start, &mut buf, spans)?;
-            m.add_frames_f32(&buf).map_err(io::Error::other)?;
-            start += len as u64;
-        }
-        Ok(m.loudness_global().ok().filter(|l| l.is_finite()))
     }
 }
 
@@ -347,30 +295,29 @@ mod tests {
         p
     }
 
-    fn collect(plan: &MixPlan, target: Option<f64>) -> (Vec<f32>, Option<f64>, Option<f64>) {
-        let mut all = vec![];
-        let (before, after) = plan
-            .stream(target, 0.89, |b| {
-                all.extend_from_slice(b);
-                Ok(())
-            })
-            .unwrap();
-        (all, before, after)
+    /// The whole mix, before the limiter.
+    fn collect(plan: &MixPlan) -> Vec<f32> {
+        let mut all = vec![0.0; plan.frames as usize * 2];
+        plan.render_window(0, &mut all, &plan.speech_spans()).unwrap();
+        all
     }
 
     #[test]
-    fn normalizes_to_target_and_limits() {
+    fn a_clip_brought_to_target_by_its_gain_is_on_target_in_the_mix_and_limited() {
         let dir = tempfile::tempdir().unwrap();
         let clip = raw(dir.path(), "c.f32", &tone(3.0, 0.05, 440.0));
-        let plan = MixPlan {
-            frames: 3 * MIX_RATE as u64,
-            clips: vec![Clip { path: clip, start: 0, frames: 3 * MIX_RATE as u64, gain: 1.0 }],
-            music: None,
-        };
-        let (all, before, after) = collect(&plan, Some(-16.0));
+        let before = file_loudness(&clip, 1).unwrap().unwrap();
+        assert!(before < -25.0, "{before}");
+        let gain = 10f64.powf((-16.0 - before) / 20.0) as f32;
+        let frames = 3 * MIX_RATE as u64;
+        let plan = MixPlan { frames, clips: vec![Clip { path: clip, start: 0, frames, gain }], music: None };
+        let mut all = collect(&plan);
         assert_eq!(all.len(), 3 * MIX_RATE as usize * 2);
-        assert!(before.unwrap() < -25.0);
-        assert!((after.unwrap() + 16.0).abs() < 0.5, "{after:?}");
+        Limiter::new(0.89, MIX_RATE).process(&mut all, frames as usize);
+        // The narration-only soundtrack is encoded mono: its left channel.
+        let left: Vec<f32> = all.iter().step_by(2).copied().collect();
+        let after = integrated_loudness(&left, 1, MIX_RATE).unwrap();
+        assert!((after + 16.0).abs() < 0.5, "{after}");
         assert!(all.iter().all(|s| s.abs() <= 0.89 + 1e-6));
     }
 
@@ -404,7 +351,7 @@ mod tests {
                 fade: 1.0,
             }),
         };
-        let (all, _, _) = collect(&plan, None);
+        let all = collect(&plan);
         let at = |t: f64| all[(t * MIX_RATE as f64) as usize * 2];
         assert!((at(2.0) - 0.5).abs() < 1e-6, "looped music at full volume");
         assert!((at(5.0) - 0.1).abs() < 1e-6, "ducked under speech");
@@ -423,7 +370,7 @@ mod tests {
             clips: vec![Clip { path: clip, start: 24_000, frames: 10, gain: 1.0 }],
             music: None,
         };
-        let (all, _, _) = collect(&plan, None);
+        let all = collect(&plan);
         assert_eq!(all[24_000 * 2], 0.5);
         assert_eq!(all[24_000 * 2 + 1], 0.5);
         assert_eq!(all[23_999 * 2], 0.0);

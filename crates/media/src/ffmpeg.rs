@@ -549,14 +549,13 @@ pub fn version() -> Result<String, FfmpegError> {
     Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string())
 }
 
-/// The soundtrack [`concat`] muxes in.
+/// The soundtrack [`concat`] muxes in: raw ADTS that starts with the encoder's priming frame,
+/// sampled at `rate` Hz (what [`AacSpanEncoder`] stretches join into); the MP4's edit list
+/// skips that frame.
 #[derive(Clone, Copy, Debug)]
-pub enum Soundtrack<'a> {
-    /// An M4A file (its own edit list says where its sound starts).
-    M4a(&'a Path),
-    /// Raw ADTS that starts with the encoder's priming frame, sampled at `rate` Hz: the MP4's
-    /// edit list skips that frame.
-    Adts { path: &'a Path, rate: u32 },
+pub struct Soundtrack<'a> {
+    pub path: &'a Path,
+    pub rate: u32,
 }
 
 /// Joins MP4 segments by stream copy (no re-encode) and muxes in the soundtrack, also copied.
@@ -578,19 +577,12 @@ pub fn concat(
     cmd.args(["-f", "concat", "-safe", "0", "-protocol_whitelist", "file,pipe", "-format_whitelist", "concat,mov"])
         .arg("-i")
         .arg(file_url(&list));
-    match audio {
-        Some(Soundtrack::M4a(a)) => input_args(&mut cmd, a, MediaKind::Audio),
-        Some(Soundtrack::Adts { path, rate }) => {
-            // ADTS has no edit list: starting its clock one frame early makes the MP4 muxer
-            // write one that skips the priming frame.
-            cmd.args(["-itsoffset", &format!("-{:.9}", AAC_FRAME as f64 / rate as f64)]);
-            input_args(&mut cmd, path, MediaKind::Audio);
-            cmd.args(["-bsf:a", "aac_adtstoasc"]);
-        }
-        None => {}
-    }
-    if audio.is_some() {
-        cmd.args(["-map", "0:v:0", "-map", "1:a:0"]);
+    if let Some(Soundtrack { path, rate }) = audio {
+        // ADTS has no edit list: starting its clock one frame early makes the MP4 muxer write
+        // one that skips the priming frame.
+        cmd.args(["-itsoffset", &format!("-{:.9}", AAC_FRAME as f64 / rate as f64)]);
+        input_args(&mut cmd, path, MediaKind::Audio);
+        cmd.args(["-bsf:a", "aac_adtstoasc", "-map", "0:v:0", "-map", "1:a:0"]);
     }
     cmd.args(["-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y"]).arg(out);
     run(cmd, "concatenation").map(|_| ())
@@ -626,63 +618,6 @@ pub fn decode_audio(
     let max_bytes = ((max_seconds + 1.0) * rate as f64 * channels as f64 * 4.0) as usize;
     let bytes = run_limited(cmd, &format!("decoding {}", display_name(path)), CHILD_DEADLINE, max_bytes, Some(path))?;
     Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-}
-
-/// Encodes interleaved f32 samples to AAC in an M4A file.
-pub fn encode_aac(samples: &[f32], rate: u32, channels: u16, kbps: u32, out: &Path) -> Result<(), FfmpegError> {
-    let mut enc = AacEncoder::start(rate, channels, kbps, out)?;
-    for chunk in samples.chunks(1 << 14) {
-        enc.write(chunk)?;
-    }
-    enc.finish().map(|_| ())
-}
-
-/// A streaming AAC encoder: interleaved f32 blocks in, an M4A file out.
-pub struct AacEncoder {
-    child: ChildGuard,
-    stdin: Option<BufWriter<ChildStdin>>,
-    stderr: Option<JoinHandle<String>>,
-    bytes: Vec<u8>,
-}
-
-impl AacEncoder {
-    pub fn start(rate: u32, channels: u16, kbps: u32, out: &Path) -> Result<Self, FfmpegError> {
-        let mut cmd = command(&ffmpeg_bin());
-        cmd.args(["-f", "f32le", "-ar", &rate.to_string(), "-ac", &channels.to_string(), "-i", "pipe:0"])
-            .args(["-c:a", "aac", "-b:a", &format!("{kbps}k"), "-f", "mp4", "-y"])
-            .arg(out)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = spawn(cmd, "audio encoder")?;
-        let stderr = drain(&mut child);
-        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
-        Ok(Self { child: ChildGuard(child), stdin, stderr, bytes: Vec::new() })
-    }
-
-    pub fn write(&mut self, samples: &[f32]) -> Result<(), FfmpegError> {
-        self.bytes.clear();
-        for s in samples {
-            self.bytes.extend_from_slice(&s.to_le_bytes());
-        }
-        let stdin = self.stdin.as_mut().expect("open until finish");
-        if let Err(e) = stdin.write_all(&self.bytes) {
-            self.stdin = None;
-            let status = self.child.wait()?;
-            check("audio encoder", status, self.stderr.take())?;
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    /// Waits for the file to be complete; returns the encoder's CPU seconds.
-    pub fn finish(mut self) -> Result<f64, FfmpegError> {
-        let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
-        let (status, cpu) = wait_with_cpu(&mut self.child)?;
-        check("audio encoder", status, self.stderr.take())?;
-        flushed?;
-        Ok(cpu)
-    }
 }
 
 /// Samples per AAC frame; the encoder delays its output by one frame (the priming frame).
@@ -1053,19 +988,26 @@ mod tests {
             }
             segs.push(enc.finish().unwrap());
         }
-        let samples: Vec<f32> = (0..48000)
+        // About a second of stereo sound, as the engine encodes a first span: context either
+        // side, and the frame before the sound kept in the priming frame's place.
+        let frames = 47 * AAC_FRAME;
+        let samples: Vec<f32> = (0..frames + 4 * AAC_FRAME)
             .flat_map(|i| {
                 let s = (i as f32 * 440.0 * std::f32::consts::TAU / 48000.0).sin() * 0.3;
                 [s, s]
             })
             .collect();
-        let audio = dir.path().join("a.m4a");
-        encode_aac(&samples, 48000, 2, 128, &audio).unwrap();
+        let audio = dir.path().join("a.aac");
+        let mut enc = AacSpanEncoder::start(48000, 2, 128).unwrap();
+        let keep = AAC_FRAME..frames + 2 * AAC_FRAME;
+        enc.stretch(AacStretch { samples: frames + 4 * AAC_FRAME, keep, out: audio.clone() }).unwrap();
+        enc.write(&samples).unwrap();
+        enc.finish().unwrap();
         let decoded = decode_audio(&audio, 48000, 1, None, 10.0).unwrap();
         assert!((decoded.len() as i64 - 48000).abs() < 2048, "{}", decoded.len());
 
         let out = dir.path().join("out.mp4");
-        concat(&segs, Some(Soundtrack::M4a(&audio)), &out, dir.path()).unwrap();
+        concat(&segs, Some(Soundtrack { path: &audio, rate: 48000 }), &out, dir.path()).unwrap();
         let info = probe(&out).unwrap();
         let v = info.video().unwrap();
         assert_eq!((v.width, v.height, v.frames), (64, 48, 25));
@@ -1133,8 +1075,7 @@ mod tests {
             v.write_frame(&Yuv420::solid(64, 48, [9, 9, 9])).unwrap();
         }
         let out = dir.path().join("out.mp4");
-        concat(&[v.finish().unwrap()], Some(Soundtrack::Adts { path: &joined, rate: 48000 }), &out, dir.path())
-            .unwrap();
+        concat(&[v.finish().unwrap()], Some(Soundtrack { path: &joined, rate: 48000 }), &out, dir.path()).unwrap();
         let info = probe(&out).unwrap();
         assert_eq!(info.audio().unwrap().codec_name, "aac");
         let got = decode_audio(&out, 48000, 1, None, 10.0).unwrap();

@@ -707,7 +707,7 @@ mod tests {
         let native = dir.path().join("native.mp4");
         join(&segments, &sound, &counts, &native).unwrap();
         let reference = dir.path().join("ffmpeg.mp4");
-        ffmpeg::concat(&segments, Some(ffmpeg::Soundtrack::Adts { path: &sound, rate: 48000 }), &reference, dir.path())
+        ffmpeg::concat(&segments, Some(ffmpeg::Soundtrack { path: &sound, rate: 48000 }), &reference, dir.path())
             .unwrap();
 
         let (a, b) = (ffmpeg::probe(&native).unwrap(), ffmpeg::probe(&reference).unwrap());

@@ -324,7 +324,7 @@ fn encode_spans(
 
 /// The scenes' joined soundtrack for the final MP4.
 pub(super) fn soundtrack_input(s: &Soundtrack) -> ffmpeg::Soundtrack<'_> {
-    ffmpeg::Soundtrack::Adts { path: &s.path, rate: MIX_RATE }
+    ffmpeg::Soundtrack { path: &s.path, rate: MIX_RATE }
 }
 
 /// The span files of a soundtrack, or why they are missing.
