@@ -866,7 +866,7 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         "reference_encode_only": { "wall_s": ref_wall, "cpu_s": ref_cpu, "peak_tree_rss_mb": ref_peak.rss_mb, "peak_tree_pss_mb": ref_peak.pss_mb },
         "cold": { "wall_s": cold.wall_s, "cpu_s": cold.cpu_s, "peak_tree_rss_mb": cold.peak_tree_rss_mb, "peak_tree_pss_mb": cold.peak_tree_pss_mb, "vs_reference": cold.wall_s / ref_wall, "stages": cold.stages },
         "identical_rerender": { "wall_s": same.wall_s, "segments_encoded": same.segments_encoded, "narration_runs": same.stages["narration"].runs },
-        "one_scene_edit": { "wall_s": edit.wall_s, "vs_cold": edit.wall_s / cold.wall_s, "segments_encoded": edit.segments_encoded, "segments_total": edit.segments_total },
+        "one_scene_edit": { "wall_s": edit.wall_s, "vs_cold": edit.wall_s / cold.wall_s, "segments_encoded": edit.segments_encoded, "segments_total": edit.segments_total, "stages": edit.stages },
     });
 
     let mut first_piece = None;
@@ -949,6 +949,12 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         );
     }
     println!(
+        "  cold CPU: {:.1} s vs the reference's {:.1} s = {:.2}x",
+        cold.cpu_s,
+        ref_cpu,
+        cold.cpu_s / ref_cpu.max(1e-9)
+    );
+    println!(
         "  identical re-render:          {:.2} s ({} segments encoded, {} syntheses)",
         same.wall_s, same.segments_encoded, same.stages["narration"].runs
     );
@@ -959,6 +965,12 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         edit.segments_encoded,
         edit.segments_total
     );
+    for (name, s) in edit.stages.iter().filter(|(_, s)| s.runs > 0) {
+        println!(
+            "      {name:<10} {:>6.2} s wall {:>6.2} s cpu  ({} items, {} computed)",
+            s.wall_s, s.cpu_s, s.items, s.runs
+        );
+    }
     if let Some(m) = figures.get("memory_scaling") {
         let f = |k: &str, v: &str| m[k][v].as_f64().unwrap_or(0.0);
         println!(

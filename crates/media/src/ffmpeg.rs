@@ -22,6 +22,8 @@ pub enum FfmpegError {
     Io(#[from] std::io::Error),
     #[error("unexpected ffprobe output: {0}")]
     Probe(String),
+    #[error(transparent)]
+    X264(#[from] crate::x264::X264Error),
 }
 
 /// What an input file must be. Each kind opens only its own demuxers, and only through the
@@ -368,17 +370,25 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A running encoder: write frames, then [`VideoEncoder::finish`].
+/// Whether libx264 runs inside this process (the default) rather than in an FFmpeg child:
+/// `REELSMITH_X264=ffmpeg` selects the child, for comparisons.
+pub fn x264_in_process() -> bool {
+    std::env::var("REELSMITH_X264").map_or(true, |v| v != "ffmpeg")
+}
+
+/// A running encoder: write frames, then [`VideoEncoder::finish`]. libx264 runs in this
+/// process ([`crate::x264`]); hardware encoders run in an FFmpeg child fed through a pipe.
 pub struct VideoEncoder {
-    child: ChildGuard,
-    stdin: Option<BufWriter<ChildStdin>>,
-    stderr: Option<JoinHandle<String>>,
-    frames: u64,
-    out: PathBuf,
+    backend: Backend,
+}
+
+enum Backend {
+    InProcess(crate::x264::Mp4Encoder),
+    Child(ChildEncoder),
 }
 
 impl VideoEncoder {
-    /// Starts FFmpeg writing an MP4 with one H.264 stream to `out`.
+    /// Starts writing an MP4 with one H.264 stream to `out`.
     pub fn start(s: &VideoSettings, out: &Path) -> Result<Self, FfmpegError> {
         Self::start_tuned(s, out, false)
     }
@@ -390,6 +400,57 @@ impl VideoEncoder {
     }
 
     fn start_tuned(s: &VideoSettings, out: &Path, still: bool) -> Result<Self, FfmpegError> {
+        let backend = if s.encoder == H264Encoder::Libx264 && x264_in_process() {
+            let x = crate::x264::X264Settings {
+                width: s.width,
+                height: s.height,
+                fps: s.fps,
+                preset: &s.preset,
+                tune: if still { "stillimage" } else { "" },
+                crf: s.crf,
+                threads: s.threads.unwrap_or(0),
+            };
+            Backend::InProcess(crate::x264::Mp4Encoder::create(&x, out)?)
+        } else {
+            Backend::Child(ChildEncoder::start(s, out, still)?)
+        };
+        Ok(Self { backend })
+    }
+
+    pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
+        match &mut self.backend {
+            Backend::InProcess(e) => Ok(e.write_frame(f)?),
+            Backend::Child(c) => c.write_frame(f),
+        }
+    }
+
+    pub fn frames(&self) -> u64 {
+        match &self.backend {
+            Backend::InProcess(e) => e.frames(),
+            Backend::Child(c) => c.frames,
+        }
+    }
+
+    /// Closes the input and waits for the file to be complete.
+    pub fn finish(self) -> Result<PathBuf, FfmpegError> {
+        match self.backend {
+            Backend::InProcess(e) => Ok(e.finish()?),
+            Backend::Child(c) => c.finish(),
+        }
+    }
+}
+
+/// An FFmpeg encoder process fed raw frames through its stdin.
+struct ChildEncoder {
+    child: ChildGuard,
+    stdin: Option<BufWriter<ChildStdin>>,
+    stderr: Option<JoinHandle<String>>,
+    frames: u64,
+    out: PathBuf,
+}
+
+impl ChildEncoder {
+    fn start(s: &VideoSettings, out: &Path, still: bool) -> Result<Self, FfmpegError> {
         let mut cmd = command(&ffmpeg_bin());
         let (pre, filter) = s.encoder.device_args();
         cmd.args(pre)
@@ -419,7 +480,7 @@ impl VideoEncoder {
         Ok(Self { child: ChildGuard(child), stdin, stderr, frames: 0, out: out.to_path_buf() })
     }
 
-    pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
+    fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
         let stdin = self.stdin.as_mut().expect("encoder stdin open until finish");
         if let Err(e) = f.write_to(stdin) {
             // A broken pipe means FFmpeg died: report its own words, not EPIPE.
@@ -432,16 +493,7 @@ impl VideoEncoder {
         Ok(())
     }
 
-    pub fn frames(&self) -> u64 {
-        self.frames
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Closes the input and waits for the file to be complete.
-    pub fn finish(mut self) -> Result<PathBuf, FfmpegError> {
+    fn finish(mut self) -> Result<PathBuf, FfmpegError> {
         let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
         let status = self.child.wait()?;
         // FFmpeg's own failure explains a broken pipe better than the pipe error does.
@@ -1169,7 +1221,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(64, 48);
         s.preset = "no-such-preset".into();
-        let mut enc = VideoEncoder::start(&s, &dir.path().join("x.mp4")).unwrap();
+        // The FFmpeg child (hardware encoders, REELSMITH_X264=ffmpeg); x264 in process names
+        // its own errors (x264::tests).
+        let child = ChildEncoder::start(&s, &dir.path().join("x.mp4"), false).unwrap();
+        let mut enc = VideoEncoder { backend: Backend::Child(child) };
         let f = Yuv420::solid(64, 48, [0, 0, 0]);
         let mut res = Ok(());
         for _ in 0..50 {

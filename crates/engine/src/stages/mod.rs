@@ -318,6 +318,7 @@ pub(crate) fn run(
     let todo: Vec<&(usize, Key)> = jobs_list.iter().filter(|(i, _)| !cached[*i]).collect();
     // Cores are shared among the encoders that will actually run at once.
     let running = jobs.min(todo.len()).max(1);
+    // Each encoder's share of the cores; `encoder_threads` gives a lone long one all of them.
     settings.threads = opts.encoder_threads.or(Some((crate::cores() / running).max(1) as u32));
     let total_frames: u64 = todo.iter().map(|(i, _)| timeline.segments[*i].frames()).sum();
     let frames_done = AtomicU64::new(0);
@@ -362,6 +363,11 @@ pub(crate) fn run(
             let seg = &timeline.segments[i];
             let (p, _) = counts.cached(engine, Stage::Segment, &k, |dir| {
                 seg_runs.fetch_add(1, Ordering::Relaxed);
+                let mut settings = settings.clone();
+                if opts.encoder_threads.is_none() {
+                    let left = total_frames.saturating_sub(frames_done.load(Ordering::Relaxed));
+                    settings.threads = Some(encoder_threads(seg.frames(), left, running));
+                }
                 encode_segment(
                     text,
                     seg,
@@ -471,6 +477,17 @@ pub(crate) fn narration_wav(
 }
 
 /// Announces a stage to progress followers (under its progress name, if it has one).
+/// x264 threads for a segment of `frames` frames starting when `left` frames (its own
+/// included) remain to encode, `running` encoders sharing the cores: its share of the cores,
+/// or all of them when it is longer than everything else left, since it would then run alone
+/// at the end (an edited scene's body beside its two short transitions; the last long
+/// segment of a cold render).
+fn encoder_threads(frames: u64, left: u64, running: usize) -> u32 {
+    let cores = crate::cores().max(1);
+    let others = left.saturating_sub(frames);
+    if frames > others { cores as u32 } else { (cores / running.max(1)).max(1) as u32 }
+}
+
 fn emit_stage(opts: &RenderOptions, stage: Stage, total: u64) {
     if let Some(name) = stage.progress_name() {
         opts.emit(Progress::Stage { name, total });
@@ -497,4 +514,22 @@ fn fill_cache_counts(rep: &mut Report, counts: &Counts<'_>) {
 enum Job {
     Audio,
     Segment(usize, Key),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_longer_than_all_the_rest_gets_every_core_and_others_their_share() {
+        let cores = crate::cores() as u32;
+        // An edit: the scene's body (120 frames) beside two 12-frame transitions.
+        assert_eq!(encoder_threads(120, 144, 2), cores);
+        assert_eq!(encoder_threads(12, 24, 2), (cores / 2).max(1));
+        // Early in a cold render: plenty left besides this segment.
+        assert_eq!(encoder_threads(120, 1000, 2), (cores / 2).max(1));
+        // The last one, with less than itself left elsewhere.
+        assert_eq!(encoder_threads(120, 200, 2), cores);
+        assert_eq!(encoder_threads(120, 240, 2), (cores / 2).max(1));
+    }
 }

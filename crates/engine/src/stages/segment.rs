@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reelsmith_media::ffmpeg::{H264Encoder, VideoEncoder, VideoSettings};
+use reelsmith_media::ffmpeg::{self, H264Encoder, VideoEncoder, VideoSettings};
 use reelsmith_media::frame::Yuv420;
 use reelsmith_media::text::TextRenderer;
 use serde::Serialize;
@@ -29,6 +29,10 @@ struct SegmentKey<'a> {
     /// The spec's font files, when it has any (overlays and subtitles are drawn with them).
     #[serde(skip_serializing_if = "str::is_empty")]
     fonts: &'a str,
+    /// libx264's API version when it runs in this process (its MP4s are written by Reelsmith,
+    /// not FFmpeg, so they are other bytes than an FFmpeg child's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x264: Option<u32>,
 }
 
 pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings, fonts: &str) -> Key {
@@ -50,6 +54,7 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
             preset: &s.preset,
             crf: s.crf,
             fonts,
+            x264: (s.encoder == H264Encoder::Libx264 && ffmpeg::x264_in_process()).then(reelsmith_media::x264::build),
         },
     )
 }
