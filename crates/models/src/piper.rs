@@ -170,7 +170,7 @@ impl SpeechEngine for Piper {
                 format!("{n}:{len}")
             })
             .collect();
-        format!("piper-1 ({})", files.join(","))
+        format!("piper-2 ({})", files.join(","))
     }
 
     fn voices(&self) -> Result<Vec<VoiceInfo>, TtsError> {
@@ -197,19 +197,99 @@ impl SpeechEngine for Piper {
             return Err(TtsError::EmptyText);
         }
         let voice = self.voice(req.voice)?;
-        let clauses = phonemize_ipa(req.text, &voice.espeak_voice)?;
-        let ipa = clauses.join(" ");
-        let ids = voice.phoneme_ids(&ipa);
         let speed = if req.speed.is_finite() && req.speed > 0.0 { req.speed.clamp(0.5, 2.5) } else { 1.0 };
-        let audio = voice.run(ids, voice.inference.length_scale / speed)?;
+        // One inference per sentence, as Piper's own player does: the model's working memory
+        // grows with the length of what it speaks, so a long narration costs no more memory
+        // than its longest sentence; each sentence's words are timed within its own sound.
+        let pause = (voice.sample_rate as f64 * SENTENCE_SILENCE_S) as usize;
+        let mut audio: Vec<f32> = vec![];
+        let mut spoken: Vec<(usize, usize, std::ops::Range<usize>)> = vec![];
+        for (a, b) in sentences_of(req.text) {
+            let clauses = phonemize_ipa(&req.text[a..b], &voice.espeak_voice)?;
+            if clauses.is_empty() {
+                continue;
+            }
+            let ids = voice.phoneme_ids(&clauses.join(" "));
+            let sound = voice.run(ids, voice.inference.length_scale / speed)?;
+            if !spoken.is_empty() {
+                audio.resize(audio.len() + pause, 0.0);
+            }
+            spoken.push((a, b, audio.len()..audio.len() + sound.len()));
+            audio.extend_from_slice(&sound);
+        }
         // Peak-normalise to -1 dBFS like Piper's own player; loudness is set later for the mix.
         let peak = audio.iter().fold(0.0f32, |m, s| m.max(s.abs())).max(0.01);
         let gain = 0.89 / peak;
         let samples: Vec<i16> =
             audio.iter().map(|s| (s * gain * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect();
-        let words = word_timings(req.text, &voice.espeak_voice, &samples, voice.sample_rate)?;
-        Ok(TtsAudio { sample_rate: voice.sample_rate, samples, words })
+        let rate = voice.sample_rate;
+        let mut words = vec![];
+        for (a, b, range) in spoken {
+            let offset = range.start as f64 / rate as f64;
+            for mut w in word_timings(&req.text[a..b], &voice.espeak_voice, &samples[range], rate)? {
+                w.start += offset;
+                w.end += offset;
+                w.char_start += a;
+                w.char_end += a;
+                words.push(w);
+            }
+        }
+        Ok(TtsAudio { sample_rate: rate, samples, words })
     }
+}
+
+/// Silence between two sentences (Piper's own default).
+const SENTENCE_SILENCE_S: f64 = 0.2;
+/// A sentence longer than this (bytes) is cut at its last space before it, so no run of text
+/// without full stops makes one huge inference.
+const MAX_SENTENCE_BYTES: usize = 400;
+
+/// Byte ranges of `text`'s sentences: each ends after `.`, `!`, `?` or `…` (with any closing
+/// quotes or brackets) followed by whitespace, or at the end, and is at most
+/// [`MAX_SENTENCE_BYTES`] long where a space allows; whitespace between them is left out.
+fn sentences_of(text: &str) -> Vec<(usize, usize)> {
+    let mut out = vec![];
+    let mut start = None::<usize>;
+    let mut last_space = None::<usize>;
+    let mut ended = false;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut push = |a: usize, b: usize, out: &mut Vec<(usize, usize)>| {
+        if !text[a..b].trim().is_empty() {
+            out.push((a, b));
+        }
+    };
+    for &(i, c) in &chars {
+        if c.is_whitespace() {
+            if let Some(a) = start {
+                if ended {
+                    push(a, i, &mut out);
+                    start = None;
+                    ended = false;
+                    last_space = None;
+                    continue;
+                }
+                last_space = Some(i);
+            }
+            continue;
+        }
+        let a = *start.get_or_insert(i);
+        if i + c.len_utf8() - a > MAX_SENTENCE_BYTES
+            && let Some(cut) = last_space.filter(|&s| s > a)
+        {
+            push(a, cut, &mut out);
+            start = Some(text[cut..].find(|ch: char| !ch.is_whitespace()).map_or(i, |k| cut + k));
+            last_space = None;
+        }
+        match c {
+            '.' | '!' | '?' | '…' => ended = true,
+            '"' | '\'' | ')' | ']' | '”' | '’' | '»' => {}
+            _ => ended = false,
+        }
+    }
+    if let Some(a) = start {
+        push(a, text.len(), &mut out);
+    }
+    out
 }
 
 /// Words of `text` with byte offsets, as subtitles use them.
@@ -264,6 +344,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sentences_end_at_stops_followed_by_space_and_long_ones_are_cut_at_a_space() {
+        let t = "Hello! I am a photo. Is 3.5 big? \"Yes.\" Done";
+        let got: Vec<&str> = sentences_of(t).into_iter().map(|(a, b)| &t[a..b]).collect();
+        assert_eq!(got, ["Hello!", "I am a photo.", "Is 3.5 big?", "\"Yes.\"", "Done"]);
+        assert!(sentences_of("   ").is_empty());
+        let long = "word ".repeat(200);
+        let parts = sentences_of(&long);
+        assert!(parts.len() >= 3, "{parts:?}");
+        assert!(parts.iter().all(|&(a, b)| b - a <= MAX_SENTENCE_BYTES && !long[a..b].starts_with(' ')), "{parts:?}");
+        let words: usize = parts.iter().map(|&(a, b)| long[a..b].split_whitespace().count()).sum();
+        assert_eq!(words, 200, "no word lost at the cuts");
+    }
+
+    #[test]
     fn words_and_offsets() {
         assert_eq!(words_of("  Hello,  big world "), vec![(2, 8), (10, 13), (14, 19)]);
         assert!(words_of("   ").is_empty());
@@ -308,5 +402,22 @@ mod tests {
         let fast = piper.synthesize(&TtsRequest { speed: 1.5, ..TtsRequest::new(text, "en_US-joe-medium") }).unwrap();
         assert!(fast.duration() < secs * 0.85, "{} vs {secs}", fast.duration());
         assert!(matches!(piper.synthesize(&TtsRequest::new(text, "en_US-nobody")), Err(TtsError::UnknownVoice(_))));
+    }
+
+    /// Sentences are spoken one by one: the words keep their places in the text and in time,
+    /// and the second sentence starts after the first one's sound and the pause.
+    #[test]
+    fn joe_speaks_sentence_by_sentence_with_words_in_order() {
+        let piper = Piper::discover().expect("models installed by scripts/models.sh");
+        let text = "Hello there. This is the second sentence!";
+        let one = piper.synthesize(&TtsRequest::new("Hello there.", "en_US-joe-medium")).unwrap();
+        let both = piper.synthesize(&TtsRequest::new(text, "en_US-joe-medium")).unwrap();
+        let w = &both.words;
+        assert_eq!(w.len(), 7, "{w:?}");
+        assert_eq!(&text[w[2].char_start..w[2].char_end], "This");
+        assert!(w.windows(2).all(|p| p[0].end <= p[1].start + 1e-9), "{w:?}");
+        // The first sentence alone lasts about as long as its part of the whole.
+        assert!(w[2].start >= one.duration() * 0.7 + SENTENCE_SILENCE_S * 0.5, "{} vs {}", w[2].start, one.duration());
+        assert!(w[1].end <= one.duration() * 1.3, "{} vs {}", w[1].end, one.duration());
     }
 }
