@@ -253,7 +253,7 @@ fn sentences_of(text: &str) -> Vec<(usize, usize)> {
     let mut last_space = None::<usize>;
     let mut ended = false;
     let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let mut push = |a: usize, b: usize, out: &mut Vec<(usize, usize)>| {
+    let push = |a: usize, b: usize, out: &mut Vec<(usize, usize)>| {
         if !text[a..b].trim().is_empty() {
             out.push((a, b));
         }
