@@ -110,7 +110,15 @@ pub struct Cache {
     pins: Mutex<HashMap<Key, usize>>,
     /// Bytes in `objects/`: counted on first need, then kept up to date by installs and evictions.
     approx_bytes: Mutex<Option<u64>>,
+    /// When `objects/` was last walked whole (by an eviction).
+    last_walk: Mutex<Option<Instant>>,
 }
+
+/// How long a finished render trusts this process's running count of the cache's size before
+/// walking it again (other processes sharing the directory add entries it does not see). A
+/// walk stats every file: done after every render, it made each of a batch's renders slower
+/// than the one before.
+const WALK_EVERY: Duration = Duration::from_secs(30);
 
 /// The shared tier and its health: after an error it is skipped for [`SHARED_RETRY`].
 struct Shared {
@@ -176,6 +184,7 @@ impl Cache {
             shared: None,
             pins: Default::default(),
             approx_bytes: Default::default(),
+            last_walk: Default::default(),
         })
     }
 
@@ -416,7 +425,11 @@ impl Cache {
         let tmp = self.root.join("stats.json.tmp");
         fs::write(&tmp, serde_json::to_vec_pretty(&total).expect("stats serialise"))?;
         fs::rename(tmp, self.root.join("stats.json"))?;
-        self.evict()?;
+        let over = self.approx_bytes.lock().expect("cache size lock").is_none_or(|t| t > self.max_bytes);
+        let stale = self.last_walk.lock().expect("cache walk lock").is_none_or(|t| t.elapsed() >= WALK_EVERY);
+        if over || stale {
+            self.evict()?;
+        }
         Ok(())
     }
 
@@ -446,6 +459,7 @@ impl Cache {
     /// render in progress still needs.
     pub fn evict(&self) -> io::Result<u64> {
         let mut approx = self.approx_bytes.lock().expect("cache size lock");
+        *self.last_walk.lock().expect("cache walk lock") = Some(Instant::now());
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
         if total > self.max_bytes {

@@ -25,10 +25,21 @@ fn frame(w: u32, h: u32, k: u32) -> Yuv420 {
 
 #[test]
 fn frames_encoded_in_process_decode_in_place_with_ffmpeg() {
+    encode_and_check(&settings(96, 64));
+}
+
+/// x264's own threads (a lone long segment gets them) and the still-picture tune.
+#[test]
+fn threaded_and_still_tuned_encodes_decode_in_place_too() {
+    encode_and_check(&X264Settings { threads: 2, ..settings(96, 64) });
+    encode_and_check(&X264Settings { tune: "stillimage", ..settings(96, 64) });
+}
+
+fn encode_and_check(s: &X264Settings<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("seg.mp4");
-    let (w, h) = (96, 64);
-    let mut enc = Mp4Encoder::create(&settings(w, h), &out).unwrap();
+    let (w, h) = (s.width, s.height);
+    let mut enc = Mp4Encoder::create(s, &out).unwrap();
     let frames: Vec<Yuv420> = (0..40).map(|k| frame(w, h, k)).collect();
     for f in &frames {
         enc.write_frame(f).unwrap();
