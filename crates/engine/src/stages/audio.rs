@@ -270,6 +270,7 @@ fn encode_spans(
         let mut h = blake3::Hasher::new();
         h.update(&[channels as u8, (k == 0) as u8]);
         h.update(&spec.audio.bitrate_kbps.to_le_bytes());
+        h.update(ffmpeg::aac_coder(spec.audio.bitrate_kbps).as_bytes());
         for v in [len, keep.start, keep.end, LIMITER_WARMUP, look] {
             h.update(&v.to_le_bytes());
         }
