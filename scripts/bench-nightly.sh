@@ -19,14 +19,14 @@ shape() {
 }
 
 shape landscape-1080p --width 1920 --height 1080 --scenes 6 \
-  --fail-if cold_vs_reference=1.6 --fail-if cpu_vs_reference=1.7 --fail-if edit_vs_cold=0.35 \
-  --fail-if identical_ms=200 --fail-if peak_rss_mb=650
+  --fail-if cold_vs_reference=1.3 --fail-if cpu_vs_reference=1.35 --fail-if edit_vs_cold=0.3 \
+  --fail-if identical_ms=200 --fail-if peak_rss_mb=450
 shape vertical-music --width 1080 --height 1920 --scenes 6 --music \
-  --fail-if cold_vs_reference=1.8 --fail-if cpu_vs_reference=1.8 --fail-if edit_vs_cold=0.4 \
-  --fail-if identical_ms=200 --fail-if peak_rss_mb=650
+  --fail-if cold_vs_reference=1.3 --fail-if cpu_vs_reference=1.35 --fail-if edit_vs_cold=0.32 \
+  --fail-if identical_ms=200 --fail-if peak_rss_mb=450
 # Eight scenes of three sentences: about a minute of video.
 shape sixty-seconds-720p --width 1280 --height 720 --scenes 8 --sentences 3 --music \
-  --fail-if cold_vs_reference=1.8 --fail-if edit_vs_cold=0.35 --fail-if identical_ms=200 --fail-if peak_rss_mb=500
+  --fail-if cold_vs_reference=1.45 --fail-if edit_vs_cold=0.3 --fail-if identical_ms=200 --fail-if peak_rss_mb=300
 shape live-720p --width 1280 --height 720 --scenes 6 --sentences 1 --live \
-  --fail-if first_piece_s=3 --fail-if cold_vs_reference=2.0
+  --fail-if first_piece_s=2 --fail-if cold_vs_reference=1.35
 echo "every shape within its limits; figures in $OUT/*.json"
