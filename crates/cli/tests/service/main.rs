@@ -278,14 +278,15 @@ async fn webhook_failures_are_retried_with_attempts_visible() {
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_panic_and_ffmpeg_failure_fail_the_attempt_then_retry() {
     let dir = tempfile::tempdir().unwrap();
-    // An ffmpeg that fails its first two frame-encoding runs, then behaves.
+    // An ffmpeg that fails its first two soundtrack (AAC) encodes, then behaves. (Pictures are
+    // encoded by libx264 in the process; the soundtrack still goes through FFmpeg.)
     let wrapper = dir.path().join("ffmpeg-flaky");
     let counter = dir.path().join("failures-left");
     std::fs::write(&counter, "2").unwrap();
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\ncase \"$*\" in *rawvideo*)\n  n=$(cat {c})\n  if [ \"$n\" -gt 0 ]; then echo $((n-1)) > {c}; echo 'injected encoder crash' >&2; exit 1; fi;;\nesac\nexec ffmpeg \"$@\"\n",
+            "#!/bin/sh\ncase \"$*\" in *adts*)\n  n=$(cat {c})\n  if [ \"$n\" -gt 0 ]; then echo $((n-1)) > {c}; echo 'injected encoder crash' >&2; exit 1; fi;;\nesac\nexec ffmpeg \"$@\"\n",
             c = counter.display()
         ),
     )
