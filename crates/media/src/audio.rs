@@ -279,6 +279,42 @@ impl Limiter {
     }
 }
 
+/// Resamples mono `input` from `from` Hz to `to` Hz in this process (FFT resampler: the
+/// whole band kept, anti-aliased), `round(len × to / from)` samples, aligned with the input
+/// (the resampler's delay is taken off). Used for synthesized speech, which once took one
+/// FFmpeg process per narration just for this.
+pub fn resample(input: &[f32], from: u32, to: u32) -> io::Result<Vec<f32>> {
+    use rubato::{FftFixedIn, Resampler};
+    if from == to || input.is_empty() {
+        return Ok(input.to_vec());
+    }
+    let err = |e: &dyn std::fmt::Display| io::Error::other(format!("resampling {from} Hz to {to} Hz: {e}"));
+    let mut r = FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, 1).map_err(|e| err(&e))?;
+    let expected = ((input.len() as u64 * to as u64 + from as u64 / 2) / from as u64) as usize;
+    let delay = r.output_delay();
+    let mut out = Vec::with_capacity(expected + delay + 4096);
+    let mut buf = r.output_buffer_allocate(true);
+    let mut pos = 0;
+    while pos + r.input_frames_next() <= input.len() {
+        let n = r.input_frames_next();
+        let (_, made) = r.process_into_buffer(&[&input[pos..pos + n]], &mut buf, None).map_err(|e| err(&e))?;
+        out.extend_from_slice(&buf[0][..made]);
+        pos += n;
+    }
+    let (_, made) = r.process_partial_into_buffer(Some(&[&input[pos..]]), &mut buf, None).map_err(|e| err(&e))?;
+    out.extend_from_slice(&buf[0][..made]);
+    // Flush the resampler until the delayed tail is out.
+    let mut guard = 0;
+    while out.len() < expected + delay && guard < 64 {
+        let (_, made) = r.process_partial_into_buffer(None::<&[&[f32]]>, &mut buf, None).map_err(|e| err(&e))?;
+        out.extend_from_slice(&buf[0][..made]);
+        guard += 1;
+    }
+    out.drain(..delay.min(out.len()));
+    out.resize(expected, 0.0);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +411,39 @@ mod tests {
         assert_eq!(all[24_000 * 2 + 1], 0.5);
         assert_eq!(all[23_999 * 2], 0.0);
         assert_eq!(all[24_010 * 2], 0.0);
+    }
+
+    #[test]
+    fn speech_rate_sound_resamples_to_the_mix_rate_in_time_and_in_tune() {
+        // 0.5 s of silence, then 1 kHz for 1 s, at Piper's 22050 Hz.
+        let from = 22_050;
+        let mut input = vec![0.0f32; from as usize / 2];
+        input.extend((0..from).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / from as f32).sin() * 0.5));
+        let out = resample(&input, from, MIX_RATE).unwrap();
+        assert_eq!(out.len(), 72_000, "1.5 s at 48 kHz");
+        // The tone starts where it started (within a millisecond), not a filter delay later.
+        let onset = out.iter().position(|s| s.abs() > 0.25).unwrap();
+        assert!((onset as i64 - 24_000).abs() < 48, "onset at sample {onset}");
+        // In tune and clean: against an ideal 1 kHz sine fitted in the middle of the tone.
+        let mid = &out[36_000..60_000];
+        let (mut sc, mut cc) = (0.0f64, 0.0f64);
+        for (i, &s) in mid.iter().enumerate() {
+            let t = 2.0 * std::f64::consts::PI * 1000.0 * i as f64 / MIX_RATE as f64;
+            sc += s as f64 * t.sin();
+            cc += s as f64 * t.cos();
+        }
+        let (a, b) = (2.0 * sc / mid.len() as f64, 2.0 * cc / mid.len() as f64);
+        let mut err = 0.0f64;
+        let mut sig = 0.0f64;
+        for (i, &s) in mid.iter().enumerate() {
+            let t = 2.0 * std::f64::consts::PI * 1000.0 * i as f64 / MIX_RATE as f64;
+            let ideal = a * t.sin() + b * t.cos();
+            err += (s as f64 - ideal).powi(2);
+            sig += ideal.powi(2);
+        }
+        let snr = 10.0 * (sig / err).log10();
+        assert!(snr > 60.0, "SNR {snr:.1} dB");
+        assert!(((a * a + b * b).sqrt() - 0.5).abs() < 0.01, "amplitude kept");
+        assert_eq!(resample(&[], from, MIX_RATE).unwrap().len(), 0);
     }
 }

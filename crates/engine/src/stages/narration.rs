@@ -47,6 +47,8 @@ enum NarrationKey<'a> {
         speed: f32,
         pitch: f32,
         text: &'a str,
+        /// How speech reaches the mix rate (in process since the FFmpeg resampler was dropped).
+        resampler: &'static str,
     },
     Recording {
         file: String,
@@ -79,6 +81,7 @@ pub(super) fn narration(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<Op
             speed: voice.speed,
             pitch: voice.pitch,
             text,
+            resampler: "rubato-fft",
         },
         (None, Some(file)) => NarrationKey::Recording {
             file: inputs.hash(file),
@@ -167,13 +170,24 @@ fn synthesize(
 ) -> Result<(Vec<f32>, Vec<WordTiming>), RenderError> {
     let audio =
         speech.synthesize(&TtsRequest { text, voice, speed, pitch }).map_err(|e| RenderError::Speech(e.to_string()))?;
-    // FFmpeg's resampler (soxr-quality swr) takes the engine's rate to the mix rate; an engine
-    // without its own pitch control gets a tempo-preserving shift (timings stay valid).
-    let wav = dir.join("speech.wav");
-    audio.write_wav(&wav)?;
+    // An engine without its own pitch control gets a tempo-preserving shift from FFmpeg's
+    // rubberband filter (timings stay valid); otherwise the speech is only resampled to the mix
+    // rate, in this process (no FFmpeg start per narration).
     let shift = (!speech.native_pitch() && (pitch - 1.0).abs() > 1e-3).then(|| format!("rubberband=pitch={pitch:.4}"));
-    let samples = ffmpeg::decode_audio(&wav, MIX_RATE, 1, shift.as_deref(), MAX_NARRATION_SECONDS)?;
-    fs::remove_file(&wav)?;
+    let samples = match shift {
+        Some(filter) => {
+            let wav = dir.join("speech.wav");
+            audio.write_wav(&wav)?;
+            let samples = ffmpeg::decode_audio(&wav, MIX_RATE, 1, Some(&filter), MAX_NARRATION_SECONDS)?;
+            fs::remove_file(&wav)?;
+            samples
+        }
+        None => {
+            let max = (audio.sample_rate as f64 * MAX_NARRATION_SECONDS) as usize;
+            let input: Vec<f32> = audio.samples.iter().take(max).map(|&s| s as f32 / 32768.0).collect();
+            reelsmith_media::audio::resample(&input, audio.sample_rate, MIX_RATE)?
+        }
+    };
     Ok((samples, display_words(text, audio.words)))
 }
 
