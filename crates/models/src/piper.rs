@@ -115,7 +115,9 @@ fn load(dir: &Path, name: &str) -> Result<Voice, ModelError> {
     // One synthesis at a time holds the session (it is behind a lock), so it may as well use
     // the cores: on 2 cores, 2 threads take a 10 s narration from 1.0 s to 0.8 s.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    let session = crate::open_session_threads(name, "piper", &format!("{name}.onnx"), threads)?;
+    // No arena: the tensors grow with the sentence, and an arena sized by the longest one so far
+    // (in powers of two) kept 100+ MB more now and then (talking photo: 471 vs ~330 MB peaks).
+    let session = crate::open_session_with(name, "piper", &format!("{name}.onnx"), threads, false)?;
     Ok(Voice {
         session: Mutex::new(session),
         ids,
