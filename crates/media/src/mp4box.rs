@@ -21,7 +21,7 @@ pub(crate) fn full_box(kind: &[u8; 4], version: u8, flags: u32, parts: &[&[u8]])
 }
 
 /// Run-length `(count, value)` pairs of a sequence.
-pub(crate) fn runs<T: PartialEq + Copy>(values: impl IntoIterator<Item = T>) -> Vec<(u32, T)> {
+fn runs<T: PartialEq + Copy>(values: impl IntoIterator<Item = T>) -> Vec<(u32, T)> {
     let mut out: Vec<(u32, T)> = vec![];
     for v in values {
         match out.last_mut() {
@@ -141,4 +141,46 @@ pub(crate) fn tkhd(id: u32, duration: u64, like: Option<&[u8]>, audio: bool) -> 
     };
     p.extend_from_slice(&tail);
     full_box(b"tkhd", 1, 3, &[&p])
+}
+
+/// `ftyp` as FFmpeg's MP4 muxer writes it.
+pub(crate) fn ftyp() -> Vec<u8> {
+    mp4_box(b"ftyp", &[b"isom", &512u32.to_be_bytes(), b"isomiso2avc1mp41"])
+}
+
+/// Composition offsets, one per sample, run-length coded (version 1 when any is negative).
+pub(crate) fn ctts(offsets: &[i32]) -> Vec<u8> {
+    let rows = runs(offsets.iter().copied());
+    let mut p = (rows.len() as u32).to_be_bytes().to_vec();
+    for (count, o) in rows {
+        p.extend_from_slice(&count.to_be_bytes());
+        p.extend_from_slice(&o.to_be_bytes());
+    }
+    full_box(b"ctts", offsets.iter().any(|&o| o < 0) as u8, 0, &[&p])
+}
+
+/// The sync samples (1-based sample numbers).
+pub(crate) fn stss(sync: &[u32]) -> Vec<u8> {
+    let mut p = (sync.len() as u32).to_be_bytes().to_vec();
+    for n in sync {
+        p.extend_from_slice(&n.to_be_bytes());
+    }
+    full_box(b"stss", 0, 0, &[&p])
+}
+
+/// The movie header (version 1): timescale 1000, `duration` in it, unit rate, volume and
+/// matrix, and the next free track id.
+pub(crate) fn mvhd(duration: u64, next_track_id: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    b.extend_from_slice(&1000u32.to_be_bytes());
+    b.extend_from_slice(&duration.to_be_bytes());
+    b.extend_from_slice(&0x0001_0000u32.to_be_bytes());
+    b.extend_from_slice(&0x0100u16.to_be_bytes());
+    b.extend_from_slice(&[0u8; 10]);
+    for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b.extend_from_slice(&[0u8; 24]);
+    b.extend_from_slice(&next_track_id.to_be_bytes());
+    full_box(b"mvhd", 1, 0, &[&b])
 }

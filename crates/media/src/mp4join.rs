@@ -10,7 +10,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fmp4::{BoxAt, boxes, child};
-use crate::mp4box::{dinf, elst, full_box, mdhd, mp4_box, runs, sample_tables, tkhd, to_movie};
+use crate::mp4box::{ctts, dinf, elst, ftyp, full_box, mdhd, mp4_box, mvhd, sample_tables, stss, tkhd, to_movie};
 
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
@@ -375,7 +375,7 @@ pub fn join(segments: &[PathBuf], sound: &Path, spans: &[usize], out: &Path) -> 
     let apresented = aduration.saturating_sub(1024);
 
     // Layout: after ftyp and moov, one chunk of pictures then one of sound per segment.
-    let ftyp = mp4_box(b"ftyp", &[b"isom", &512u32.to_be_bytes(), b"isomiso2avc1mp41"]);
+    let ftyp = ftyp();
     // Each track's chunks (file offset, samples) and where the media ends.
     type Layout = (Vec<(u64, u32)>, Vec<(u64, u32)>, u64);
     let layout = |moov_len: u64| -> Layout {
@@ -396,21 +396,10 @@ pub fn join(segments: &[PathBuf], sound: &Path, spans: &[usize], out: &Path) -> 
     let moov_for = |vchunks: &[(u64, u32)], achunks: &[(u64, u32)]| -> Vec<u8> {
         let mut extra = vec![];
         if any_offsets {
-            let rows = runs(offsets.iter().copied());
-            let negative = offsets.iter().any(|&o| o < 0);
-            let mut p = (rows.len() as u32).to_be_bytes().to_vec();
-            for (n, o) in rows {
-                p.extend_from_slice(&n.to_be_bytes());
-                p.extend_from_slice(&o.to_be_bytes());
-            }
-            extra.push(full_box(b"ctts", negative as u8, 0, &[&p]));
+            extra.push(ctts(&offsets));
         }
         if !all_sync {
-            let mut p = (sync.len() as u32).to_be_bytes().to_vec();
-            for n in &sync {
-                p.extend_from_slice(&n.to_be_bytes());
-            }
-            extra.push(full_box(b"stss", 0, 0, &[&p]));
+            extra.push(stss(&sync));
         }
         let vstbl = sample_tables(&first.stsd, &deltas, &vsizes, vchunks, &extra);
         let vminf = mp4_box(b"minf", &[&first.vmhd, &dinf(), &vstbl]);
@@ -425,18 +414,7 @@ pub fn join(segments: &[PathBuf], sound: &Path, spans: &[usize], out: &Path) -> 
         let amdia = mp4_box(b"mdia", &[&mdhd(audio.rate, aduration), &ahdlr, &aminf]);
         let amovie = to_movie(apresented, audio.rate);
         let atrak = mp4_box(b"trak", &[&tkhd(2, amovie, None, true), &elst(amovie, 1024), &amdia]);
-        let mut mvhd = vec![0u8; 16];
-        mvhd.extend_from_slice(&1000u32.to_be_bytes());
-        mvhd.extend_from_slice(&vmovie.max(amovie).to_be_bytes());
-        mvhd.extend_from_slice(&0x0001_0000u32.to_be_bytes());
-        mvhd.extend_from_slice(&0x0100u16.to_be_bytes());
-        mvhd.extend_from_slice(&[0u8; 10]);
-        for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-            mvhd.extend_from_slice(&v.to_be_bytes());
-        }
-        mvhd.extend_from_slice(&[0u8; 24]);
-        mvhd.extend_from_slice(&3u32.to_be_bytes());
-        mp4_box(b"moov", &[&full_box(b"mvhd", 1, 0, &[&mvhd]), &vtrak, &atrak])
+        mp4_box(b"moov", &[&mvhd(vmovie.max(amovie), 3), &vtrak, &atrak])
     };
     // The moov's size depends on whether offsets need 64 bits, which depends on its size:
     // lay out twice.

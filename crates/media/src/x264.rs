@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use crate::frame::Yuv420;
-use crate::mp4box::{dinf, elst, full_box, mdhd, mp4_box, runs, sample_tables, tkhd, to_movie};
+use crate::mp4box::{ctts, dinf, elst, ftyp, full_box, mdhd, mp4_box, mvhd, sample_tables, stss, tkhd, to_movie};
 
 #[repr(C)]
 struct RsX264 {
@@ -241,11 +241,6 @@ pub struct Mp4Encoder {
     frames_in: i64,
 }
 
-/// `ftyp` as FFmpeg's MP4 muxer writes it.
-fn ftyp() -> Vec<u8> {
-    mp4_box(b"ftyp", &[b"isom", &512u32.to_be_bytes(), b"isomiso2avc1mp41"])
-}
-
 /// The avcC decoder configuration record for one SPS and one PPS (4-byte NAL lengths).
 fn avcc(sps: &[u8], pps: &[u8]) -> Result<Vec<u8>, X264Error> {
     if sps.len() < 4 || sps.len() > u16::MAX as usize || pps.len() > u16::MAX as usize {
@@ -314,7 +309,7 @@ impl Mp4Encoder {
             size += sei.len();
         }
         self.out.write_all(p.bytes)?;
-        self.written += p.bytes.len() as u64 + (size - p.bytes.len()) as u64;
+        self.written += size as u64;
         let size = u32::try_from(size).map_err(|_| X264Error::Encoder("a picture over 4 GB".into()))?;
         self.sizes.push(size);
         self.pts.push(p.pts);
@@ -328,12 +323,7 @@ impl Mp4Encoder {
     /// Drains the encoder's delayed pictures, writes the index and closes the file.
     pub fn finish(mut self) -> Result<PathBuf, X264Error> {
         while self.enc.delayed() > 0 {
-            let before = self.sizes.len();
             self.encode(None)?;
-            if self.sizes.len() == before && self.enc.delayed() > 0 {
-                // x264 may hold a frame back once more while its threads finish.
-                continue;
-            }
         }
         if self.sizes.len() as i64 != self.frames_in {
             return Err(X264Error::Encoder(format!(
@@ -371,20 +361,10 @@ impl Mp4Encoder {
         let duration: u64 = deltas.iter().map(|&d| d as u64).sum();
         let mut extra = vec![];
         if offsets.iter().any(|&o| o != 0) {
-            let rows = runs(offsets.iter().copied());
-            let mut p = (rows.len() as u32).to_be_bytes().to_vec();
-            for (count, o) in rows {
-                p.extend_from_slice(&count.to_be_bytes());
-                p.extend_from_slice(&o.to_be_bytes());
-            }
-            extra.push(full_box(b"ctts", 0, 0, &[&p]));
+            extra.push(ctts(&offsets));
         }
         if self.sync.len() != n {
-            let mut p = (self.sync.len() as u32).to_be_bytes().to_vec();
-            for s in &self.sync {
-                p.extend_from_slice(&s.to_be_bytes());
-            }
-            extra.push(full_box(b"stss", 0, 0, &[&p]));
+            extra.push(stss(&self.sync));
         }
         let chunks: Vec<(u64, u32)> = if n > 0 { vec![(self.mdat_start + 16, n as u32)] } else { vec![] };
         let stbl = sample_tables(&self.stsd(), &deltas, &self.sizes, &chunks, &extra);
@@ -399,18 +379,7 @@ impl Mp4Encoder {
         head[len - 8..len - 4].copy_from_slice(&(self.enc.width << 16).to_be_bytes());
         head[len - 4..].copy_from_slice(&(self.enc.height << 16).to_be_bytes());
         let trak = mp4_box(b"trak", &[&head, &elst(movie, shift * tick), &mdia]);
-        let mut mvhd = vec![0u8; 16];
-        mvhd.extend_from_slice(&1000u32.to_be_bytes());
-        mvhd.extend_from_slice(&movie.to_be_bytes());
-        mvhd.extend_from_slice(&0x0001_0000u32.to_be_bytes());
-        mvhd.extend_from_slice(&0x0100u16.to_be_bytes());
-        mvhd.extend_from_slice(&[0u8; 10]);
-        for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-            mvhd.extend_from_slice(&v.to_be_bytes());
-        }
-        mvhd.extend_from_slice(&[0u8; 24]);
-        mvhd.extend_from_slice(&2u32.to_be_bytes());
-        mp4_box(b"moov", &[&full_box(b"mvhd", 1, 0, &[&mvhd]), &trak])
+        mp4_box(b"moov", &[&mvhd(movie, 2), &trak])
     }
 
     /// The `avc1` sample entry: size, avcC, and the BT.709 limited-range colour the SPS says.
