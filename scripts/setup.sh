@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages Reelsmith needs (Debian/Ubuntu): FFmpeg, libx264 (headers: the
-# engine encodes H.264 in process), espeak-ng (library and
+# Installs the system packages Reelsmith needs (Debian/Ubuntu): FFmpeg, libx264 and libavcodec
+# (headers: the engine encodes H.264 and AAC in process), espeak-ng (library and
 # headers for word timings), libclang (bindgen for espeak-ng's and llama.cpp's bindings), CMake
 # and a C++ compiler (llama.cpp, the local planner, is built from the crate's vendored sources)
 # and the default font; poppler (PDF pages as pictures) and LibreOffice Impress (PPTX/ODP decks)
@@ -8,7 +8,7 @@
 # Safe to run repeatedly: it only calls apt-get when something is missing.
 set -euo pipefail
 
-packages=(ffmpeg libx264-dev espeak-ng libespeak-ng-dev libclang-dev clang pkg-config cmake g++ fonts-dejavu-core
+packages=(ffmpeg libx264-dev libavcodec-dev libavutil-dev espeak-ng libespeak-ng-dev libclang-dev clang pkg-config cmake g++ fonts-dejavu-core
   poppler-utils qpdf libreoffice-impress)
 missing=()
 for p in "${packages[@]}"; do

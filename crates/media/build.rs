@@ -1,5 +1,6 @@
-//! Builds the small C face of libx264 (`src/x264_shim.c`) that the in-process H.264 encoder
-//! calls, and links libx264 (Debian `libx264-dev`, installed by scripts/setup.sh).
+//! Builds the small C faces of libx264 (`src/x264_shim.c`) and of libavcodec's AAC encoder
+//! (`src/aac_shim.c`) that the in-process encoders call, and links those libraries (Debian
+//! `libx264-dev`, `libavcodec-dev`, installed by scripts/setup.sh).
 //!
 //! The build-dependency on bindgen in Cargo.toml only sets a feature of the bindgen that
 //! espeakng-sys's build script uses (see the comment there).
@@ -7,4 +8,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/x264_shim.c");
     cc::Build::new().file("src/x264_shim.c").warnings(true).compile("reelsmith_x264_shim");
     println!("cargo:rustc-link-lib=x264");
+    println!("cargo:rerun-if-changed=src/aac_shim.c");
+    cc::Build::new().file("src/aac_shim.c").warnings(true).compile("reelsmith_aac_shim");
+    println!("cargo:rustc-link-lib=avcodec");
+    println!("cargo:rustc-link-lib=avutil");
 }

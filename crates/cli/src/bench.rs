@@ -746,6 +746,9 @@ fn batch_bench(dir: &Path, rows: usize, (w, h, fps): (u32, u32, u32), json_out: 
     if rows < 2 {
         bail!("--rows: at least 2 (the first row, then the further ones)");
     }
+    // The template names its pictures by path and each row's spec lives in `rows/`: absolute
+    // paths keep a relative --dir working.
+    let dir = &std::path::absolute(dir)?;
     let template = Template::parse(&batch_template(&dir.join("assets"), w, h, fps)?)
         .map_err(|e| anyhow::anyhow!("the benchmark's template: {e}"))?;
     let row_spec = |i: usize| -> Result<PathBuf> {

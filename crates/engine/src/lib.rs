@@ -50,6 +50,13 @@ pub enum RenderError {
     Cancelled,
 }
 
+/// The in-process AAC encoder's errors are reported as the FFmpeg encoder's were.
+impl From<reelsmith_media::aac::AacError> for RenderError {
+    fn from(e: reelsmith_media::aac::AacError) -> Self {
+        Self::Ffmpeg(e.into())
+    }
+}
+
 impl RenderError {
     /// The spec itself is at fault (it does not parse or validate): retrying cannot help, and
     /// the caller must change it.

@@ -147,7 +147,7 @@ pub struct TreePeak {
 }
 
 /// Samples the memory of this process and all its descendants; keeps the peaks: RSS every
-/// 20 ms, PSS when the RSS peak rises.
+/// 20 ms (the tree itself every 100 ms), PSS when the RSS peak rises.
 pub struct TreeMemory {
     stop: Arc<AtomicBool>,
     peak_rss_kb: Arc<AtomicU64>,
@@ -166,8 +166,19 @@ impl TreeMemory {
             .spawn(move || {
                 let me = std::process::id();
                 let mut last_pss = std::time::Instant::now() - Duration::from_secs(1);
+                let mut pids: Vec<u32> = vec![];
+                let mut sample = 0u64;
                 while !s.load(Ordering::Relaxed) {
-                    let tree = process_tree(me);
+                    // The tree is walked every 100 ms (a read per thread of every process); in
+                    // between, only the known processes' statm is read.
+                    let tree = if sample.is_multiple_of(5) {
+                        let tree = process_tree(me);
+                        pids = tree.iter().map(|t| t.0).collect();
+                        tree
+                    } else {
+                        pids.iter().filter_map(|&p| Some((p, statm_rss_kb(p)?))).collect()
+                    };
+                    sample += 1;
                     let rss: u64 = tree.iter().map(|t| t.1).sum();
                     let new_peak = rss > r.fetch_max(rss, Ordering::Relaxed);
                     // Reading smaps_rollup stalls the sampled processes (it walks their page

@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::aac::AAC_FRAME;
 use crate::frame::Yuv420;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum FfmpegError {
     Probe(String),
     #[error(transparent)]
     X264(#[from] crate::x264::X264Error),
+    #[error(transparent)]
+    Aac(#[from] crate::aac::AacError),
 }
 
 /// What an input file must be. Each kind opens only its own demuxers, and only through the
@@ -672,201 +675,6 @@ pub fn decode_audio(
     Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
 }
 
-/// Samples per AAC frame; the encoder delays its output by one frame (the priming frame).
-pub const AAC_FRAME: u64 = 1024;
-
-/// Splits an ADTS stream into its frames (headers kept), or says where it stops making sense.
-pub fn adts_frames(bytes: &[u8]) -> Result<Vec<&[u8]>, FfmpegError> {
-    let mut frames = vec![];
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        if rest.len() < 7 {
-            return Err(FfmpegError::Probe(format!("ADTS frame cut short at byte {}", bytes.len() - rest.len())));
-        }
-        let len = adts_frame_len(rest)
-            .ok_or_else(|| FfmpegError::Probe(format!("not an ADTS frame at byte {}", bytes.len() - rest.len())))?;
-        if len > rest.len() {
-            return Err(FfmpegError::Probe(format!("ADTS frame cut short at byte {}", bytes.len() - rest.len())));
-        }
-        frames.push(&rest[..len]);
-        rest = &rest[len..];
-    }
-    Ok(frames)
-}
-
-/// The length of the ADTS frame `b` starts with, header included.
-fn adts_frame_len(b: &[u8]) -> Option<usize> {
-    if b.len() < 7 || b[0] != 0xFF || b[1] & 0xF0 != 0xF0 {
-        return None;
-    }
-    let len = ((b[3] as usize & 3) << 11) | ((b[4] as usize) << 3) | (b[5] as usize >> 5);
-    (len >= 7).then_some(len)
-}
-
-/// One stretch of audio fed to an [`AacSpanEncoder`]: `samples` frames, of which the AAC frames
-/// starting in `keep` (frames from the stretch's start) are written to `out` as ADTS. The
-/// samples before and after `keep` only give the kept frames their context (the MDCT overlaps
-/// one frame each way), so spans encoded apart join seamlessly by concatenation.
-#[derive(Clone, Debug)]
-pub struct AacStretch {
-    pub samples: u64,
-    pub keep: std::ops::Range<u64>,
-    pub out: PathBuf,
-}
-
-/// FFmpeg's AAC quantiser search for a bitrate. Its `fast` coder is better than the default
-/// `twoloop` at higher bitrates and takes about half the CPU (72 s of stereo at 160 kb/s: 1.1 s
-/// vs 2.1 s, 41 vs 28 dB SNR against the source); below 96 kb/s `twoloop` sounds better (FFmpeg's
-/// encoder documentation).
-pub fn aac_coder(kbps: u32) -> &'static str {
-    if kbps >= 96 { "fast" } else { "twoloop" }
-}
-
-/// One AAC encoder process for many stretches in sequence (one process start, not one per
-/// stretch): each stretch's kept frames go to its own ADTS file as they come out.
-pub struct AacSpanEncoder {
-    child: ChildGuard,
-    stdin: Option<BufWriter<ChildStdin>>,
-    stderr: Option<JoinHandle<String>>,
-    stretches: Option<std::sync::mpsc::Sender<AacStretch>>,
-    reader: Option<JoinHandle<Result<(), FfmpegError>>>,
-    bytes: Vec<u8>,
-}
-
-impl AacSpanEncoder {
-    pub fn start(rate: u32, channels: u16, kbps: u32) -> Result<Self, FfmpegError> {
-        let mut cmd = command(&ffmpeg_bin());
-        cmd.args(["-f", "f32le", "-ar", &rate.to_string(), "-ac", &channels.to_string(), "-i", "pipe:0"])
-            .args(["-c:a", "aac", "-b:a", &format!("{kbps}k"), "-aac_coder", aac_coder(kbps), "-f", "adts", "pipe:1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = spawn(cmd, "audio encoder")?;
-        let stderr = drain(&mut child);
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || split_stretches(stdout, rx));
-        let stdin = child.stdin.take().map(|s| BufWriter::with_capacity(1 << 16, s));
-        Ok(Self { child: ChildGuard(child), stdin, stderr, stretches: Some(tx), reader: Some(reader), bytes: vec![] })
-    }
-
-    /// Announces the next stretch; its samples follow with [`AacSpanEncoder::write`]. Its
-    /// length and kept range must be whole AAC frames.
-    pub fn stretch(&mut self, s: AacStretch) -> Result<(), FfmpegError> {
-        let whole = |n: u64| n.is_multiple_of(AAC_FRAME);
-        if !(whole(s.samples) && whole(s.keep.start) && whole(s.keep.end) && s.keep.end <= s.samples) {
-            return Err(FfmpegError::Probe(format!("an AAC stretch must be whole frames: {s:?}")));
-        }
-        let tx = self.stretches.as_ref().expect("open until finish");
-        tx.send(s).map_err(|_| std::io::Error::other("the audio encoder's reader stopped"))?;
-        Ok(())
-    }
-
-    /// Interleaved samples of the stretches, in order.
-    pub fn write(&mut self, samples: &[f32]) -> Result<(), FfmpegError> {
-        self.bytes.clear();
-        for s in samples {
-            self.bytes.extend_from_slice(&s.to_le_bytes());
-        }
-        let stdin = self.stdin.as_mut().expect("open until finish");
-        if let Err(e) = stdin.write_all(&self.bytes) {
-            self.stdin = None;
-            let status = self.child.wait()?;
-            check("audio encoder", status, self.stderr.take())?;
-            self.join_reader()?;
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    fn join_reader(&mut self) -> Result<(), FfmpegError> {
-        self.stretches = None;
-        match self.reader.take() {
-            Some(r) => r.join().map_err(|_| std::io::Error::other("the audio encoder's reader panicked"))?,
-            None => Ok(()),
-        }
-    }
-
-    /// Waits for every stretch's file to be complete; returns the encoder's CPU seconds.
-    pub fn finish(mut self) -> Result<f64, FfmpegError> {
-        self.stretches = None;
-        let flushed = self.stdin.take().map_or(Ok(()), |mut s| s.flush());
-        let (status, cpu) = wait_with_cpu(&mut self.child)?;
-        check("audio encoder", status, self.stderr.take())?;
-        flushed?;
-        self.join_reader()?;
-        Ok(cpu)
-    }
-}
-
-/// Reads the encoder's ADTS output and writes each frame to the stretch it belongs to. Frame
-/// `m` of the output decodes input samples `[(m - 1) * 1024, m * 1024)` (the first is priming).
-fn split_stretches(mut stdout: impl Read, next: std::sync::mpsc::Receiver<AacStretch>) -> Result<(), FfmpegError> {
-    // The stretch being filled, where it starts in the encoder's input, and its file.
-    let mut current: Option<(AacStretch, u64, Option<BufWriter<std::fs::File>>)> = None;
-    let mut next_start = 0u64;
-    let done = |c: Option<(AacStretch, u64, Option<BufWriter<std::fs::File>>)>| -> Result<(), FfmpegError> {
-        if let Some((s, _, f)) = c {
-            match f {
-                Some(mut f) => f.flush()?,
-                // A stretch with no frame kept: an empty file says so to whoever reads it.
-                None => drop(std::fs::File::create(&s.out)?),
-            }
-        }
-        Ok(())
-    };
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut frame = 0u64;
-    loop {
-        let n = stdout.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        pending.extend_from_slice(&buf[..n]);
-        let mut used = 0;
-        while let Some(len) = adts_frame_len(&pending[used..]) {
-            if pending.len() - used < len {
-                break;
-            }
-            let packet = &pending[used..used + len];
-            used += len;
-            frame += 1;
-            let Some(first) = ((frame - 1) * AAC_FRAME).checked_sub(AAC_FRAME) else { continue };
-            // Move on to the stretch this frame's samples are in (announced before its samples).
-            while current.as_ref().is_none_or(|(s, at, _)| first >= at + s.samples) {
-                let Ok(s) = next.recv() else {
-                    // No more stretches: what is left is the encoder's flush past the last one.
-                    current.take().map_or(Ok(()), |c| done(Some(c)))?;
-                    break;
-                };
-                done(current.take())?;
-                let at = next_start;
-                next_start += s.samples;
-                current = Some((s, at, None));
-            }
-            let Some((s, at, file)) = current.as_mut() else { continue };
-            if first < *at + s.samples && s.keep.contains(&(first - *at)) {
-                let f = match file {
-                    Some(f) => f,
-                    slot => slot.insert(BufWriter::new(std::fs::File::create(&s.out)?)),
-                };
-                f.write_all(packet)?;
-            }
-        }
-        if used == 0 && pending.len() >= 7 && adts_frame_len(&pending).is_none() {
-            return Err(FfmpegError::Probe("the audio encoder wrote something that is not ADTS".into()));
-        }
-        pending.drain(..used);
-    }
-    done(current.take())?;
-    // Stretches announced but never reached (the encoder stopped early) still get their file.
-    while let Ok(s) = next.try_recv() {
-        done(Some((s, 0, None)))?;
-    }
-    Ok(())
-}
-
 /// Muxes an H.264 segment and its ADTS sound into one fragmented MP4 by stream copy (a live
 /// stream's piece: see [`crate::fmp4`]). Its first picture is presented at its first decode
 /// time (negative composition offsets), so no edit list is needed.
@@ -1022,6 +830,7 @@ pub fn decode_to_raw(path: &Path, out: &Path) -> Result<(), FfmpegError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aac::{AacSpanEncoder, AacStretch, adts_frames};
 
     fn settings(w: u32, h: u32) -> VideoSettings {
         VideoSettings {
@@ -1146,23 +955,6 @@ mod tests {
         assert!(snr(&pcm, &got, c - 2048..c + 2048) > 20.0, "{}", snr(&pcm, &got, c - 2048..c + 2048));
         assert!(snr(&pcm, &got, c + 2048..n - 2048) > 20.0);
         assert!(snr(&pcm[1024..], &got, 0..c) < 3.0, "a frame off is noise");
-    }
-
-    #[test]
-    fn adts_frames_are_split_and_garbage_is_named() {
-        let frame = |len: usize| {
-            let mut f = vec![0xFF, 0xF1, 0x50, 0x80, 0, 0, 0xFC];
-            f[3] |= ((len >> 11) & 3) as u8;
-            f[4] = ((len >> 3) & 0xFF) as u8;
-            f[5] = (((len & 7) << 5) | 0x1F) as u8;
-            f.resize(len, 0xAA);
-            f
-        };
-        let stream = [frame(20), frame(9)].concat();
-        assert_eq!(adts_frames(&stream).unwrap().iter().map(|f| f.len()).collect::<Vec<_>>(), [20, 9]);
-        let err = adts_frames(&stream[..25]).unwrap_err().to_string();
-        assert!(err.contains("cut short at byte 20"), "{err}");
-        assert!(adts_frames(b"ID3 garbage").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! image decoding and fitting, text rasterisation, audio mixing and loudness, speech synthesis,
 //! and FFmpeg subprocess I/O. Everything here is synchronous; callers run it on worker threads.
 
+pub mod aac;
 pub mod audio;
 pub mod ffmpeg;
 pub mod fmp4;

@@ -476,7 +476,8 @@ fn copy_samples(from: &mut File, ranges: &[(u64, u32)], to: &mut impl Write, buf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffmpeg::{self, AAC_FRAME, AacSpanEncoder, AacStretch, H264Encoder, VideoEncoder, VideoSettings};
+    use crate::aac::{AAC_FRAME, AacSpanEncoder, AacStretch};
+    use crate::ffmpeg::{self, H264Encoder, VideoEncoder, VideoSettings};
     use crate::frame::Yuv420;
 
     fn ffmpeg_lines(args: &[&str]) -> String {

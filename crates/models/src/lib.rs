@@ -97,20 +97,6 @@ pub(crate) fn open_session_threads(
     file: &str,
     threads: usize,
 ) -> Result<ort::session::Session, ModelError> {
-    open_session_with(what, sub, file, threads, true)
-}
-
-/// Like [`open_session_threads`]; without `arena`, tensors are allocated and freed per run
-/// instead of from ONNX Runtime's CPU arena, which grows by powers of two: for a model whose
-/// tensors scale with its input (a voice and the length of a sentence) one longer input could
-/// double the arena for the rest of the process.
-pub(crate) fn open_session_with(
-    what: &str,
-    sub: &str,
-    file: &str,
-    threads: usize,
-    arena: bool,
-) -> Result<ort::session::Session, ModelError> {
     let models = models_dir()?;
     let path = models.join(sub).join(file);
     if !path.exists() {
@@ -119,10 +105,6 @@ pub(crate) fn open_session_with(
     let env = runtime(&models)?;
     ort::session::Session::builder(env)
         .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
-        .and_then(|b| {
-            b.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()])
-                .map_err(Into::into)
-        })
         .and_then(|mut b| b.commit_from_file(&path))
         .map_err(|e| ModelError::Model(what.into(), e.to_string()))
 }

@@ -115,9 +115,10 @@ fn load(dir: &Path, name: &str) -> Result<Voice, ModelError> {
     // One synthesis at a time holds the session (it is behind a lock), so it may as well use
     // the cores: on 2 cores, 2 threads take a 10 s narration from 1.0 s to 0.8 s.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    // No arena: the tensors grow with the sentence, and an arena sized by the longest one so far
-    // (in powers of two) kept 100+ MB more now and then (talking photo: 471 vs ~330 MB peaks).
-    let session = crate::open_session_with(name, "piper", &format!("{name}.onnx"), threads, false)?;
+    // The tensors grow with the sentence, and ONNX Runtime's arena grows by powers of two: kept
+    // for the process, one long sentence held 100+ MB more (talking photo: 471 vs ~330 MB
+    // peaks). Each run shrinks it back (see `run`); without an arena the voice took 15% longer.
+    let session = crate::open_session_threads(name, "piper", &format!("{name}.onnx"), threads)?;
     Ok(Voice {
         session: Mutex::new(session),
         ids,
@@ -150,8 +151,13 @@ impl Voice {
         let i = self.inference;
         let scales = Tensor::from_array(([3usize], vec![i.noise_scale, length_scale, i.noise_w])).map_err(err)?;
         let mut session = self.session.lock().expect("piper session");
-        let outputs =
-            session.run(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales]).map_err(err)?;
+        // The arena gives its unused chunks back at the end of each run: its speed within a
+        // run, without keeping the largest sentence's memory for the rest of the process.
+        let mut options = ort::session::RunOptions::new().map_err(err)?;
+        options.set("memory.enable_memory_arena_shrinkage", "cpu:0").map_err(err)?;
+        let outputs = session
+            .run_with_options(ort::inputs!["input" => input, "input_lengths" => lengths, "scales" => scales], &options)
+            .map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         Ok(audio.to_vec())
     }

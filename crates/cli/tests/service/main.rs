@@ -278,22 +278,29 @@ async fn webhook_failures_are_retried_with_attempts_visible() {
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_panic_and_ffmpeg_failure_fail_the_attempt_then_retry() {
     let dir = tempfile::tempdir().unwrap();
-    // An ffmpeg that fails its first two soundtrack (AAC) encodes, then behaves. (Pictures are
-    // encoded by libx264 in the process; the soundtrack still goes through FFmpeg.)
+    // An ffmpeg that fails its first two picture encodes, then behaves. Pictures and sound are
+    // encoded in the process by default; REELSMITH_X264=ffmpeg sends pictures to FFmpeg
+    // children, as hardware encoders do.
     let wrapper = dir.path().join("ffmpeg-flaky");
     let counter = dir.path().join("failures-left");
     std::fs::write(&counter, "2").unwrap();
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\ncase \"$*\" in *adts*)\n  n=$(cat {c})\n  if [ \"$n\" -gt 0 ]; then echo $((n-1)) > {c}; echo 'injected encoder crash' >&2; exit 1; fi;;\nesac\nexec ffmpeg \"$@\"\n",
+            "#!/bin/sh\ncase \"$*\" in *libx264*)\n  n=$(cat {c})\n  if [ \"$n\" -gt 0 ]; then echo $((n-1)) > {c}; echo 'injected encoder crash' >&2; exit 1; fi;;\nesac\nexec ffmpeg \"$@\"\n",
             c = counter.display()
         ),
     )
     .unwrap();
     std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
-    let s =
-        Server::start(dir.path(), &[("REELSMITH_FFMPEG", wrapper.to_str().unwrap()), ("REELSMITH_MAX_ATTEMPTS", "4")]);
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("REELSMITH_FFMPEG", wrapper.to_str().unwrap()),
+            ("REELSMITH_X264", "ffmpeg"),
+            ("REELSMITH_MAX_ATTEMPTS", "4"),
+        ],
+    );
     let (_, g) = s.submit(&json!({"spec": small_spec("Flaky encoder.")})).await;
     let fin = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
     assert_eq!(fin["status"], "succeeded", "{fin}");

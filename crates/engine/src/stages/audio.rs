@@ -10,8 +10,9 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 
+use reelsmith_media::aac::{self, AAC_FRAME, AacSpanEncoder, AacStretch};
 use reelsmith_media::audio::{self, Clip, Limiter, MIX_CHANNELS, MIX_RATE, MixPlan};
-use reelsmith_media::ffmpeg::{self, AAC_FRAME, AacSpanEncoder, AacStretch};
+use reelsmith_media::ffmpeg;
 use reelsmith_spec::{Spec, limits};
 use serde::{Deserialize, Serialize};
 
@@ -270,7 +271,7 @@ fn encode_spans(
         let mut h = blake3::Hasher::new();
         h.update(&[channels as u8, (k == 0) as u8]);
         h.update(&spec.audio.bitrate_kbps.to_le_bytes());
-        h.update(ffmpeg::aac_coder(spec.audio.bitrate_kbps).as_bytes());
+        h.update(aac::aac_coder(spec.audio.bitrate_kbps).as_bytes());
         for v in [len, keep.start, keep.end, LIMITER_WARMUP, look] {
             h.update(&v.to_le_bytes());
         }

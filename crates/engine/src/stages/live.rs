@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use reelsmith_media::audio::MIX_RATE;
-use reelsmith_media::{ffmpeg, fmp4};
+use reelsmith_media::{aac, ffmpeg, fmp4};
 
 use crate::plan::Timeline;
 use crate::{LiveOptions, RenderError};
@@ -151,7 +151,7 @@ impl<'a> Live<'a> {
         if i == 0 {
             // The stream starts at the first sample: the encoder's priming frame is left out
             // (the MP4 skips it with an edit list, which fragments do not have).
-            let priming = ffmpeg::adts_frames(&sound)?.first().map_or(0, |f| f.len());
+            let priming = aac::adts_frames(&sound)?.first().map_or(0, |f| f.len());
             sound.drain(..priming);
         }
         let sound_path = work.path().join("sound.aac");
