@@ -153,7 +153,7 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
     let spec = f.write_spec("spec.json", &storyboard(&f, "Hello there, this is the blue scene."));
     let cache = f.path("cache");
     let first = render(&cache, &spec, &f.path("a.mp4"));
-    assert_eq!(first.segments_total, 5, "3 bodies + 2 transitions");
+    assert_eq!(first.segments_total, 6, "3 bodies, the crossfade and the fade-black's two halves");
 
     // Identical spec: no speech synthesis, no encoding.
     let again = render(&cache, &spec, &f.path("b.mp4"));
@@ -165,8 +165,9 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
     assert_eq!(again.cache_misses, 0);
     assert_eq!(ffmpeg::probe(&f.path("b.mp4")).unwrap().video().unwrap().frames, first.frames);
 
-    // New narration for scene 1: one synthesis, its body and its two transitions re-encoded;
-    // scenes 0 and 2 keep their segments.
+    // New narration for scene 1: one synthesis, its body, the crossfade and its own half of the
+    // fade through black re-encoded; scenes 0 and 2 keep their segments, and scene 2 its half
+    // of the fade.
     let edited = f.write_spec(
         "edited.json",
         &storyboard(&f, "A different and noticeably longer sentence for the blue scene now."),
@@ -174,8 +175,8 @@ fn rerender_is_cached_and_an_edit_touches_one_scene() {
     let third = render(&cache, &edited, &f.path("c.mp4"));
     assert_eq!(third.stages["narration"].runs, 1);
     // Scenes 0 and 2 are one short body each; everything else shows scene 1.
-    assert_eq!(third.stages["segments"].cache_hits, 2, "bodies of scenes 0 and 2 reused");
-    assert_eq!(third.segments_encoded, third.segments_total - 2, "scene 1's body chunks and both transitions");
+    assert_eq!(third.stages["segments"].cache_hits, 3, "bodies of scenes 0 and 2 and scene 2's fade-in reused");
+    assert_eq!(third.segments_encoded, third.segments_total - 3, "scene 1's body chunks, crossfade and fade-out");
     assert!(third.segments_encoded >= 3);
     assert!(third.frames > first.frames, "longer narration, longer video");
     // The soundtrack is re-encoded only where its sound changed: the first scene's span is kept.
@@ -267,9 +268,9 @@ fn plan_and_segment_scopes_split_a_render_for_other_workers() {
     let scope = |scope| RenderOptions { scope, ..Default::default() };
     // Plan: narration and canvases only; every segment listed, none cached, no video written.
     let plan = engine.render_file(&spec, &f.path("plan.mp4"), &scope(Scope::Plan)).unwrap();
-    assert_eq!(plan.segments.len(), 5);
+    assert_eq!(plan.segments.len(), 6);
     assert!(plan.segments.iter().all(|s| !s.cached && s.frames > 0 && s.key.len() == 64));
-    assert_eq!(plan.segments.iter().filter(|s| s.transition).count(), 2);
+    assert_eq!(plan.segments.iter().filter(|s| s.transition).count(), 3, "a crossfade, a fade in two halves");
     assert_eq!(plan.encoded_frames, 0);
     assert!(!f.path("plan.mp4").exists());
     // Two segments rendered as another worker would: only those are encoded.
@@ -289,7 +290,7 @@ fn plan_and_segment_scopes_split_a_render_for_other_workers() {
     assert_eq!(cached, [0, 3]);
     // The assembly encodes only what is missing, and the video is whole.
     let full = engine.render_file(&spec, &f.path("full.mp4"), &RenderOptions::default()).unwrap();
-    assert_eq!(full.segments_encoded, 3);
+    assert_eq!(full.segments_encoded, 4);
     assert_eq!(ffmpeg::probe(&f.path("full.mp4")).unwrap().video().unwrap().frames, full.frames);
     // A segment that does not exist is an error naming it.
     let e = engine.render_file(&spec, &f.path("x.mp4"), &scope(Scope::Segments(vec![9]))).unwrap_err();

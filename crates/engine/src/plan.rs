@@ -4,7 +4,9 @@
 //! Scene `i` covers global frames `[start_i, start_i + n_i)`; the transition into scene `i+1`
 //! overlaps the last `m_i` frames of scene `i` with the first `m_i` of scene `i+1`, so
 //! `start_{i+1} = start_i + n_i - m_i`. Segments: each scene's body (frames outside any
-//! transition) and each transition. Editing scene `i` touches its body and its two transitions.
+//! transition) and each transition. Editing scene `i` touches its body and its two transitions;
+//! a fade through black is two segments (scene `i` fading out, scene `i+1` fading in), of which
+//! an edit touches only its own scene's half.
 
 use reelsmith_spec::{Motion, Spec, TransitionKind, Validator};
 use serde::Serialize;
@@ -26,15 +28,46 @@ pub struct SceneSpan {
 pub enum Segment {
     /// Frames `[from, to)` of scene `scene` (local), with nothing else in them.
     Body { scene: usize, from: u64, to: u64 },
-    /// The last `frames` of `scene` blended with the first `frames` of `scene + 1`.
-    Transition { scene: usize, kind: TransitionKind, frames: u64 },
+    /// The last `frames` of `scene` blended with the first `frames` of `scene + 1`, or one half
+    /// of that blend.
+    Transition {
+        scene: usize,
+        kind: TransitionKind,
+        frames: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        half: Option<FadeHalf>,
+    },
+}
+
+/// One half of a fade through black: each shows one scene only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FadeHalf {
+    /// `scene` fading to black: the blend's first steps.
+    Out,
+    /// `scene + 1` coming out of black: the rest.
+    In,
+}
+
+/// Steps of a `frames`-step fade through black that show the first scene: those before the
+/// blend's midpoint (step `k` is at `(k + 1) / (frames + 1)`).
+pub fn fade_out_steps(frames: u64) -> u64 {
+    frames / 2
 }
 
 impl Segment {
     pub fn frames(&self) -> u64 {
         match *self {
             Segment::Body { from, to, .. } => to - from,
-            Segment::Transition { frames, .. } => frames,
+            Segment::Transition { frames, half, .. } => Self::steps(frames, half).count() as u64,
+        }
+    }
+
+    /// The blend steps a transition segment holds.
+    pub fn steps(frames: u64, half: Option<FadeHalf>) -> std::ops::Range<u64> {
+        match half {
+            None => 0..frames,
+            Some(FadeHalf::Out) => 0..fade_out_steps(frames),
+            Some(FadeHalf::In) => fade_out_steps(frames)..frames,
         }
     }
 }
@@ -155,12 +188,13 @@ pub fn layout(
             let b = from + (to - from) * (k + 1) / pieces;
             segments.push(Segment::Body { scene: i, from: a, to: b });
         }
-        if s.overlap_out > 0 {
-            segments.push(Segment::Transition {
-                scene: i,
-                kind: spec.scenes[i].transition.kind,
-                frames: s.overlap_out,
-            });
+        let (kind, frames) = (spec.scenes[i].transition.kind, s.overlap_out);
+        if kind == TransitionKind::FadeBlack && fade_out_steps(frames) > 0 {
+            for half in [FadeHalf::Out, FadeHalf::In] {
+                segments.push(Segment::Transition { scene: i, kind, frames, half: Some(half) });
+            }
+        } else if frames > 0 {
+            segments.push(Segment::Transition { scene: i, kind, frames, half: None });
         }
     }
     Timeline { fps: spec.output.fps, total_frames, scenes, segments }
@@ -202,7 +236,29 @@ mod tests {
         // Segments follow each other without gaps or overlaps.
         assert_eq!(t.segments[0], Segment::Body { scene: 0, from: 0, to: 25 });
         assert_eq!(t.segments[2], Segment::Body { scene: 1, from: 5, to: 10 });
-        assert_eq!(t.segments[1], Segment::Transition { scene: 0, kind: TransitionKind::Crossfade, frames: 5 });
+        assert_eq!(
+            t.segments[1],
+            Segment::Transition { scene: 0, kind: TransitionKind::Crossfade, frames: 5, half: None }
+        );
+    }
+
+    #[test]
+    fn a_fade_through_black_is_two_segments_one_per_scene() {
+        let s = spec(
+            r#"{"version":1,"output":{"fps":10},"scenes":[
+            {"duration":3,"transition":{"type":"fade-black","duration":1.5}},
+            {"duration":3,"transition":{"type":"fade-black","duration":0.1}},{"duration":2}]}"#,
+        );
+        let t = layout(&s, &[None, None, None], &[], &mut Validator::default());
+        let kind = TransitionKind::FadeBlack;
+        assert_eq!(t.segments[1], Segment::Transition { scene: 0, kind, frames: 15, half: Some(FadeHalf::Out) });
+        assert_eq!(t.segments[2], Segment::Transition { scene: 0, kind, frames: 15, half: Some(FadeHalf::In) });
+        assert_eq!((t.segments[1].frames(), t.segments[2].frames()), (7, 8));
+        // A one-step fade has no first half: one segment.
+        assert_eq!(t.segments[4], Segment::Transition { scene: 1, kind, frames: 1, half: None });
+        assert_eq!(t.segments.len(), 6);
+        let sum: u64 = t.segments.iter().map(Segment::frames).sum();
+        assert_eq!(sum, t.total_frames);
     }
 
     #[test]

@@ -351,7 +351,8 @@ mod tests {
     #[test]
     fn spans_start_at_the_aac_frame_nearest_each_segment_and_tile_the_soundtrack() {
         let body = |scene, to| Segment::Body { scene, from: 0, to };
-        let fade = Segment::Transition { scene: 0, kind: reelsmith_spec::TransitionKind::Crossfade, frames: 6 };
+        let fade =
+            Segment::Transition { scene: 0, kind: reelsmith_spec::TransitionKind::Crossfade, frames: 6, half: None };
         let tl = Timeline {
             fps: 24,
             total_frames: 102,

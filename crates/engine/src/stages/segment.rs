@@ -11,7 +11,7 @@ use reelsmith_media::text::TextRenderer;
 use serde::Serialize;
 
 use crate::cache::{self, Key};
-use crate::plan::Segment;
+use crate::plan::{FadeHalf, Segment};
 use crate::scene::{self, SceneLook, SceneRenderer};
 use crate::stage::Stage;
 use crate::{Progress, RenderError, RenderOptions};
@@ -39,7 +39,10 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
     // A segment depends only on the scenes it shows, so editing scene 3 leaves scene 1's key alone.
     let scenes = match *seg {
         Segment::Body { scene, .. } => vec![&*looks[scene]],
-        Segment::Transition { scene, .. } => vec![&*looks[scene], &*looks[scene + 1]],
+        Segment::Transition { scene, half: None, .. } => vec![&*looks[scene], &*looks[scene + 1]],
+        // Each half of a fade through black shows one scene.
+        Segment::Transition { scene, half: Some(FadeHalf::Out), .. } => vec![&*looks[scene]],
+        Segment::Transition { scene, half: Some(FadeHalf::In), .. } => vec![&*looks[scene + 1]],
     };
     // Encoder threads change the bitstream slightly but not the picture: leave them out.
     cache::key(
@@ -127,18 +130,23 @@ pub(super) fn encode_segment(
                 report(1);
             }
         }
-        Segment::Transition { scene, kind, frames } => {
-            let mut ra = renderer(scene)?;
-            let mut rb = renderer(scene + 1)?;
+        Segment::Transition { scene, kind, frames, half } => {
+            // A half of a fade through black draws its own scene only; the other end stays black.
+            let mut ra = if half == Some(FadeHalf::In) { None } else { Some(renderer(scene)?) };
+            let mut rb = if half == Some(FadeHalf::Out) { None } else { Some(renderer(scene + 1)?) };
             let mut a = frame.clone();
             let mut b = frame.clone();
             let a_start = looks[scene].frames - frames;
-            for k in 0..frames {
+            for k in Segment::steps(frames, half) {
                 if opts.cancelled() {
                     return Err(RenderError::Cancelled);
                 }
-                ra.render(a_start + k, &mut a)?;
-                rb.render(k, &mut b)?;
+                if let Some(r) = ra.as_mut() {
+                    r.render(a_start + k, &mut a)?;
+                }
+                if let Some(r) = rb.as_mut() {
+                    r.render(k, &mut b)?;
+                }
                 // Neither end of the blend is a pure frame of one scene.
                 let p = (k + 1) as f32 / (frames + 1) as f32;
                 scene::blend_transition(kind, &mut a, &mut b, p, &mut frame);
@@ -192,12 +200,22 @@ mod tests {
         let looks = [look("a"), look("b"), look("c")];
         let edited = [look("a"), look("b"), look("c2")];
         let body = |scene| Segment::Body { scene, from: 0, to: 48 };
-        let fade = Segment::Transition { scene: 1, kind: TransitionKind::Crossfade, frames: 12 };
+        let fade = Segment::Transition { scene: 1, kind: TransitionKind::Crossfade, frames: 12, half: None };
         let s = settings();
         assert_eq!(segment_key(&body(0), &looks, &s, ""), segment_key(&body(0), &edited, &s, ""));
         assert_ne!(segment_key(&body(2), &looks, &s, ""), segment_key(&body(2), &edited, &s, ""));
         // A transition shows both of its scenes.
         assert_ne!(segment_key(&fade, &looks, &s, ""), segment_key(&fade, &edited, &s, ""));
+        // Each half of a fade through black shows one: scene 2 edited, scene 1's fade-out stays.
+        let half =
+            |half| Segment::Transition { scene: 1, kind: TransitionKind::FadeBlack, frames: 12, half: Some(half) };
+        let (out, inn) = (half(FadeHalf::Out), half(FadeHalf::In));
+        assert_eq!(segment_key(&out, &looks, &s, ""), segment_key(&out, &edited, &s, ""));
+        assert_ne!(segment_key(&inn, &looks, &s, ""), segment_key(&inn, &edited, &s, ""));
+        assert_ne!(segment_key(&out, &looks, &s, ""), segment_key(&inn, &looks, &s, ""));
+        // A crossfade's key is what it was before fades had halves (caches stay valid).
+        let json = serde_json::to_string(&fade).unwrap();
+        assert!(!json.contains("half"), "{json}");
     }
 
     #[test]
