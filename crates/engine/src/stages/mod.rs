@@ -302,8 +302,11 @@ pub(crate) fn run(
         return Err(RenderError::at("$", format!("segment {bad} does not exist; the video has {}", jobs_list.len())));
     }
     jobs_list.retain(|(i, _)| only.is_none_or(|l| l.contains(i)));
-    // The segments to encode set the progress total; hand out the longest first to balance workers.
-    jobs_list.sort_by_key(|(i, _)| std::cmp::Reverse(timeline.segments[*i].frames()));
+    // The segments to encode set the progress total; hand out the most work first to balance
+    // the workers (a still span's frames count for less).
+    jobs_list.sort_by_key(|(i, _)| {
+        std::cmp::Reverse(segment::work(&timeline.segments[*i], &looks, opts.redraw_still_spans))
+    });
     let live = match (&opts.live, only) {
         (Some(l), None) => Some(live::Live::new(l, &timeline, audio::span_bounds(&timeline))?),
         _ => None,

@@ -70,6 +70,21 @@ pub(super) fn motionless(look: &SceneLook) -> bool {
     fixed_view && look.talking.is_none() && look.clip.is_none()
 }
 
+/// How many moving frames a still frame costs to make: it is drawn once per caption, and x264
+/// spends about an eighth of a moving frame's time on it (`-tune stillimage`, nothing moves).
+const STILL_FRAMES_PER_MOVING: u64 = 8;
+
+/// A segment's encoding work in moving frames, so the pool hands out the dearest first: a
+/// template row's 15-frame transition, not its 84-frame still title card.
+pub(super) fn work(seg: &Segment, looks: &[Arc<SceneLook>], redraw_still: bool) -> u64 {
+    match *seg {
+        Segment::Body { scene, .. } if !redraw_still && motionless(&looks[scene]) => {
+            seg.frames().div_ceil(STILL_FRAMES_PER_MOVING)
+        }
+        _ => seg.frames(),
+    }
+}
+
 /// The caption a scene shows at scene-local frame `local` (the renderer's own choice).
 fn caption_at(look: &SceneLook, local: u64) -> Option<usize> {
     look.subtitles.iter().position(|s| local >= s.from && local < s.to)
@@ -216,6 +231,19 @@ mod tests {
         // A crossfade's key is what it was before fades had halves (caches stay valid).
         let json = serde_json::to_string(&fade).unwrap();
         assert!(!json.contains("half"), "{json}");
+    }
+
+    #[test]
+    fn still_bodies_weigh_less_than_moving_frames() {
+        let mut moving = (*look("b")).clone();
+        moving.zoom = (1.0, 1.2);
+        let looks = [look("a"), Arc::new(moving)];
+        let card = Segment::Body { scene: 0, from: 0, to: 84 };
+        let photo = Segment::Body { scene: 1, from: 0, to: 84 };
+        let fade = Segment::Transition { scene: 0, kind: TransitionKind::Crossfade, frames: 15, half: None };
+        assert_eq!(work(&photo, &looks, false), 84);
+        assert!(work(&card, &looks, false) < work(&fade, &looks, false), "the transition goes first");
+        assert_eq!(work(&card, &looks, true), 84, "redrawn, a still frame costs a moving one");
     }
 
     #[test]
