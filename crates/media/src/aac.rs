@@ -327,9 +327,9 @@ impl AacSpanEncoder {
         self.encoder.receive(|p| router.frame(&adts_header(p.len(), rate, channels)?, p))
     }
 
-    /// Flushes the encoder and completes every stretch's file. Returns the CPU seconds spent
-    /// outside the calling thread: none, since it encodes on the caller's thread.
-    pub fn finish(mut self) -> Result<f64, AacError> {
+    /// Flushes the encoder and completes every stretch's file. It encodes on the caller's
+    /// thread, so the caller's CPU time includes it.
+    pub fn finish(mut self) -> Result<(), AacError> {
         if !self.carry.is_empty() || self.expected > 0 {
             return Err(AacError::Usage(format!(
                 "the stretches announced {} samples that were never written",
@@ -338,8 +338,7 @@ impl AacSpanEncoder {
         }
         self.encoder.send(None)?;
         while self.drain()? {}
-        self.router.finish()?;
-        Ok(0.0)
+        self.router.finish()
     }
 }
 
@@ -400,7 +399,7 @@ mod tests {
             for part in pcm.chunks(3001 * channels as usize) {
                 enc.write(part).unwrap();
             }
-            assert_eq!(enc.finish().unwrap(), 0.0);
+            enc.finish().unwrap();
             let (ours, theirs) = (std::fs::read(&out).unwrap(), std::fs::read(&cli).unwrap());
             let theirs = adts_frames(&theirs).unwrap();
             // Ours keeps the frames of samples 0..n: everything but FFmpeg's priming frame.

@@ -69,8 +69,6 @@ pub(super) struct Soundtrack {
     /// Each span's file (when asked for, or just made).
     pub(super) spans: Vec<PathBuf>,
     pub(super) loudness: Option<f64>,
-    /// The AAC encoder's CPU seconds, when it ran.
-    pub(super) encoder_cpu: Option<f64>,
     pub(super) spans_encoded: u64,
 }
 
@@ -204,9 +202,9 @@ pub(super) fn mixdown(
     );
     // The whole soundtrack is cached under a key made of its inputs (no mixing to find it);
     // its spans are kept by the keys it recorded, for a live stream.
-    let mut made: Option<(Vec<PathBuf>, f64, u64)> = None;
+    let mut made: Option<(Vec<PathBuf>, u64)> = None;
     let (dir, _) = counts.cached(engine, Stage::Audio, &key, |dir| {
-        let (spans, keys, loudness, cpu, encoded) = encode_spans(r, tl, speech, &starts, &bounds, channels)?;
+        let (spans, keys, loudness, encoded) = encode_spans(r, tl, speech, &starts, &bounds, channels)?;
         let mut joined = std::io::BufWriter::new(fs::File::create(dir.join("audio.aac"))?);
         for s in &spans {
             joined.write_all(&fs::read(s)?)?;
@@ -214,14 +212,14 @@ pub(super) fn mixdown(
         joined.flush()?;
         let recorded = Recorded { spans: keys.iter().map(Key::hex).collect(), loudness };
         fs::write(dir.join("spans.json"), serde_json::to_vec(&recorded).expect("serialises"))?;
-        made = Some((spans, cpu, encoded));
+        made = Some((spans, encoded));
         Ok(())
     })?;
     let recorded: Recorded = serde_json::from_slice(&fs::read(dir.join("spans.json"))?)
         .map_err(|e| std::io::Error::other(format!("soundtrack record: {e}")))?;
-    let (spans, encoder_cpu, spans_encoded) = match made {
-        Some((spans, cpu, encoded)) => (spans, Some(cpu), encoded),
-        None if !want_spans => (vec![], None, 0),
+    let (spans, spans_encoded) = match made {
+        Some(made) => made,
+        None if !want_spans => (vec![], 0),
         None => {
             let spans = recorded
                 .spans
@@ -230,15 +228,15 @@ pub(super) fn mixdown(
                 .filter_map(|k| engine.cache.lookup(Stage::AudioSpan.cache_name(), &k))
                 .map(|d| d.join("span.aac"))
                 .collect();
-            (spans, None, 0)
+            (spans, 0)
         }
     };
-    Ok(Soundtrack { path: dir.join("audio.aac"), spans, loudness: recorded.loudness, encoder_cpu, spans_encoded })
+    Ok(Soundtrack { path: dir.join("audio.aac"), spans, loudness: recorded.loudness, spans_encoded })
 }
 
-/// Mixes every span, keys it by its sound, and encodes the ones the cache lacks in one encoder
-/// process. Returns each span's file and key, the loudness of the whole, the encoder's CPU
-/// seconds and how many spans it encoded.
+/// Mixes every span, keys it by its sound, and encodes the ones the cache lacks on one AAC
+/// encoder (in this process, on this thread). Returns each span's file and key, the loudness of
+/// the whole and how many spans it encoded.
 #[allow(clippy::type_complexity)]
 fn encode_spans(
     r: &Render<'_>,
@@ -247,7 +245,7 @@ fn encode_spans(
     starts: &[u64],
     bounds: &[u64],
     channels: u16,
-) -> Result<(Vec<PathBuf>, Vec<Key>, Option<f64>, f64, u64), RenderError> {
+) -> Result<(Vec<PathBuf>, Vec<Key>, Option<f64>, u64), RenderError> {
     let (engine, counts, spec) = (r.engine, &r.counts, r.spec);
     let plan = mix_plan(r, tl, speech, starts)?;
     let ducking_spans = plan.speech_spans();
@@ -305,10 +303,9 @@ fn encode_spans(
         keys.push(key);
     }
     let encoded = todo.len() as u64;
-    let cpu = match encoder {
-        Some(e) => e.finish()?,
-        None => 0.0,
-    };
+    if let Some(e) = encoder {
+        e.finish()?;
+    }
     let mut spans = Vec::with_capacity(keys.len());
     let mut made = todo.into_iter().peekable();
     for (k, key) in keys.iter().enumerate() {
@@ -321,7 +318,7 @@ fn encode_spans(
         spans.push(dir.join("span.aac"));
     }
     let keys = keys.iter().map(|k| counts.scoped(k)).collect();
-    Ok((spans, keys, meter.integrated(), cpu, encoded))
+    Ok((spans, keys, meter.integrated(), encoded))
 }
 
 /// The scenes' joined soundtrack for the final MP4.

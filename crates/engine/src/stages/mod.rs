@@ -350,7 +350,7 @@ pub(crate) fn run(
                     let soundtrack = mixdown(&r, &timeline, &speech, live.is_some())?;
                     let st = StageReport {
                         wall_s: t.elapsed().as_secs_f64(),
-                        cpu_s: report::thread_cpu_seconds() - cpu0 + soundtrack.encoder_cpu.unwrap_or(0.0),
+                        cpu_s: report::thread_cpu_seconds() - cpu0,
                         items: timeline.segments.len() as u64,
                         runs: soundtrack.spans_encoded,
                         ..Default::default()
