@@ -34,8 +34,11 @@ const DEFAULT_SCENE_SECONDS: f64 = 3.0;
 /// so zoomed frames stay sharp, but never past `limits::MAX_CANVAS_PIXELS` (a 4096x4096 video
 /// at zoom 4 would need 16384² canvases; past the limit zoomed frames are upscaled instead).
 pub fn canvas_zoom(w: u32, h: u32, max_zoom: f32) -> f32 {
-    let room = (limits::MAX_CANVAS_PIXELS as f64 / (w as f64 * h as f64)).sqrt() as f32;
-    max_zoom.min(room).max(1.0)
+    let room = (limits::MAX_CANVAS_PIXELS as f64 / (w as f64 * h as f64).max(1.0)).sqrt() as f32;
+    // Validation refuses zooms past the limit, but estimates also run on specs it has not
+    // seen yet: an infinite zoom would make an infinite (or, times zero pixels, NaN) canvas.
+    let zoom = if max_zoom.is_nan() { 1.0 } else { max_zoom.clamp(1.0, limits::MAX_ZOOM) };
+    zoom.min(room).max(1.0)
 }
 
 /// Estimates `spec`'s cost; `clip_seconds(i)` and `recording_seconds(i)` give the length of
@@ -119,5 +122,20 @@ mod tests {
         let z = canvas_zoom(2048, 2048, 4.0);
         assert!((z - 2.0).abs() < 1e-6, "{z}");
         assert_eq!(canvas_zoom(16, 16, 0.5), 1.0);
+    }
+
+    /// Found by the spec fuzzer: a zero width and a zoom of 1e300 (infinite as f32) made the
+    /// canvas estimate 0 × ∞ = NaN. Such a spec fails validation, but the estimate runs first.
+    #[test]
+    fn unvalidated_sizes_and_zooms_give_a_finite_estimate() {
+        assert_eq!(canvas_zoom(0, 180, f32::INFINITY), limits::MAX_ZOOM);
+        assert_eq!(canvas_zoom(320, 180, f32::NAN), 1.0);
+        let c = estimate(
+            &spec(serde_json::json!({"version": 1, "output": {"width": 0, "height": 180}, "scenes": [
+                {"duration": 2, "motion": {"type": "ken-burns", "zoom_from": 1e300, "zoom_to": 1.3}}]})),
+            |_| None,
+            |_| None,
+        );
+        assert!(c.canvas_megapixels.is_finite() && c.megapixel_frames.is_finite(), "{c:?}");
     }
 }
