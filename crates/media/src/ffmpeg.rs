@@ -397,7 +397,8 @@ impl VideoEncoder {
     }
 
     /// Like [`VideoEncoder::start`], for frames that never change (a slide held while it is
-    /// narrated): x264 is tuned for still pictures.
+    /// narrated): x264 is tuned for still pictures, and in this process it takes maps of the
+    /// blocks that did not change ([`VideoEncoder::write_frame_after`]).
     pub fn start_still(s: &VideoSettings, out: &Path) -> Result<Self, FfmpegError> {
         Self::start_tuned(s, out, true)
     }
@@ -412,6 +413,7 @@ impl VideoEncoder {
                 tune: if still { "stillimage" } else { "" },
                 crf: s.crf,
                 threads: s.threads.unwrap_or(0),
+                block_hints: still,
             };
             Backend::InProcess(crate::x264::Mp4Encoder::create(&x, out)?)
         } else {
@@ -423,6 +425,16 @@ impl VideoEncoder {
     pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
         match &mut self.backend {
             Backend::InProcess(e) => Ok(e.write_frame(f)?),
+            Backend::Child(c) => c.write_frame(f),
+        }
+    }
+
+    /// Writes a frame that follows the previous one, `constant` marking its macroblocks equal to
+    /// that one's (see [`Yuv420::unchanged_macroblocks`]): in this process x264 codes it as a P
+    /// picture and skips those blocks; an FFmpeg child gets the frame alone.
+    pub fn write_frame_after(&mut self, f: &Yuv420, constant: &[u8]) -> Result<(), FfmpegError> {
+        match &mut self.backend {
+            Backend::InProcess(e) => Ok(e.write_frame_after(f, constant)?),
             Backend::Child(c) => c.write_frame(f),
         }
     }

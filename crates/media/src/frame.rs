@@ -36,6 +36,31 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 }
 
 impl Yuv420 {
+    /// Which 16x16 macroblocks (luma 16x16 and both 8x8 chroma blocks; raster order, edge
+    /// blocks cut at the frame) equal `before`'s, written into `out` as 1 (equal) or 0: what an
+    /// encoder may skip without looking. Frames of different sizes have no equal blocks.
+    pub fn unchanged_macroblocks(&self, before: &Yuv420, out: &mut Vec<u8>) {
+        let (mbw, mbh) = (self.width.div_ceil(16) as usize, self.height.div_ceil(16) as usize);
+        out.clear();
+        out.resize(mbw * mbh, 1);
+        if (self.width, self.height) != (before.width, before.height) {
+            out.fill(0);
+            return;
+        }
+        let mut mark = |plane: &[u8], old: &[u8], width: usize, block: usize| {
+            for (row, (a, b)) in plane.chunks_exact(width).zip(old.chunks_exact(width)).enumerate() {
+                let flags = &mut out[row / block * mbw..][..mbw];
+                for (flag, (x, y)) in flags.iter_mut().zip(a.chunks(block).zip(b.chunks(block))) {
+                    *flag &= u8::from(x == y);
+                }
+            }
+        };
+        mark(&self.y, &before.y, self.width as usize, 16);
+        let chroma = self.width.div_ceil(2) as usize;
+        mark(&self.u, &before.u, chroma, 8);
+        mark(&self.v, &before.v, chroma, 8);
+    }
+
     /// A frame filled with one straight sRGB colour.
     pub fn solid(width: u32, height: u32, rgb: [u8; 3]) -> Self {
         assert!(width.is_multiple_of(2) && height.is_multiple_of(2), "4:2:0 needs even dimensions");
@@ -531,6 +556,25 @@ fn blend_plane(dst: &mut [u8], dw: i32, dh: i32, ox: i32, oy: i32, ow: i32, oh: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unchanged_macroblocks_mark_each_block_a_change_touches() {
+        // 40x36: 3x3 macroblocks, the right column and bottom row cut at the frame's edge.
+        let before = Yuv420::solid(40, 36, [20, 40, 60]);
+        let mut map = vec![];
+        before.unchanged_macroblocks(&before, &mut map);
+        assert_eq!(map, vec![1; 9]);
+        let mut after = before.clone();
+        after.y[17 * 40 + 39] ^= 1; // luma: block (2, 1), the cut right column
+        after.u[34 / 2 * 20 + 3] ^= 1; // chroma: block (0, 2), the cut bottom row
+        after.unchanged_macroblocks(&before, &mut map);
+        assert_eq!(map, vec![1, 1, 1, 1, 1, 0, 0, 1, 1]);
+        after.v[7 * 20 + 8] ^= 1; // chroma: block (1, 0)
+        after.unchanged_macroblocks(&before, &mut map);
+        assert_eq!(map, vec![1, 0, 1, 1, 1, 0, 0, 1, 1]);
+        after.unchanged_macroblocks(&Yuv420::solid(40, 38, [20, 40, 60]), &mut map);
+        assert_eq!(map, vec![0; 9], "another size shares nothing");
+    }
 
     #[test]
     fn the_simd_vertical_pass_gives_the_scalar_sums_at_every_length_and_weight() {

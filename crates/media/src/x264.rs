@@ -28,6 +28,7 @@ unsafe extern "C" {
         tune: *const c_char,
         crf: c_float,
         threads: c_int,
+        block_hints: c_int,
         err: *mut c_char,
         err_len: c_int,
     ) -> *mut RsX264;
@@ -46,6 +47,7 @@ unsafe extern "C" {
         u: *const u8,
         v: *const u8,
         pts: i64,
+        constant: *const u8,
         out: *mut *const u8,
         out_pts: *mut i64,
         out_dts: *mut i64,
@@ -84,6 +86,22 @@ pub struct X264Settings<'a> {
     pub crf: u8,
     /// 0 lets x264 decide.
     pub threads: u32,
+    /// Pictures may come with a map of the macroblocks that equal the previous picture's
+    /// ([`Mp4Encoder::write_frame_after`]); x264 skips those without searching them.
+    pub block_hints: bool,
+}
+
+/// A picture going into the encoder: the frame, its number, and which of its macroblocks equal
+/// the previous picture's (one byte each, raster order, non-zero where equal), if known.
+struct Picture<'a> {
+    frame: &'a Yuv420,
+    at: i64,
+    constant: Option<&'a [u8]>,
+}
+
+/// How many 16x16 macroblocks a `width`x`height` picture has: the length of a constant-block map.
+pub fn macroblocks(width: u32, height: u32) -> usize {
+    width.div_ceil(16) as usize * height.div_ceil(16) as usize
 }
 
 /// One coded picture: its length-prefixed NAL units, timestamps in frames, and whether it is
@@ -107,6 +125,7 @@ struct Encoder {
     raw: NonNull<RsX264>,
     width: u32,
     height: u32,
+    block_hints: bool,
 }
 
 // SAFETY: an x264_t is used by one thread at a time (every method takes `&mut self`); x264's
@@ -141,12 +160,13 @@ impl Encoder {
                 tune.as_ptr(),
                 s.crf as c_float,
                 s.threads as c_int,
+                c_int::from(s.block_hints),
                 err.as_mut_ptr(),
                 err.len() as c_int,
             )
         };
         match NonNull::new(raw) {
-            Some(raw) => Ok(Self { raw, width: s.width, height: s.height }),
+            Some(raw) => Ok(Self { raw, width: s.width, height: s.height, block_hints: s.block_hints }),
             None => {
                 // SAFETY: the shim NUL-terminates what it writes into `err`.
                 let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
@@ -179,12 +199,13 @@ impl Encoder {
         Ok(Headers { sps: copy(sps, sps_len), pps: copy(pps, pps_len), sei: copy(sei, sei_len) })
     }
 
-    /// Encodes `frame` (or drains a delayed picture when `None`); the packet borrows x264's
-    /// buffer until the next call.
-    fn encode(&mut self, frame: Option<(&Yuv420, i64)>) -> Result<Option<Packet<'_>>, X264Error> {
+    /// Encodes `frame` (or drains a delayed picture when `None`), with its map of constant
+    /// macroblocks where it has one; the packet borrows x264's buffer until the next call.
+    fn encode(&mut self, frame: Option<Picture<'_>>) -> Result<Option<Packet<'_>>, X264Error> {
         let (mut out, mut pts, mut dts, mut key) = (std::ptr::null(), 0i64, 0i64, 0 as c_int);
+        let mut constant_map = std::ptr::null();
         let (y, u, v, at) = match frame {
-            Some((f, at)) => {
+            Some(Picture { frame: f, at, constant }) => {
                 let chroma = (f.width as usize).div_ceil(2) * (f.height as usize).div_ceil(2);
                 if (f.width, f.height) != (self.width, self.height)
                     || f.y.len() != (f.width * f.height) as usize
@@ -196,13 +217,27 @@ impl Encoder {
                         f.width, f.height, self.width, self.height
                     )));
                 }
+                if let Some(map) = constant {
+                    if !self.block_hints || map.len() != macroblocks(self.width, self.height) {
+                        return Err(X264Error::Encoder(format!(
+                            "a map of {} macroblocks given to a {}x{} encoder{}",
+                            map.len(),
+                            self.width,
+                            self.height,
+                            if self.block_hints { "" } else { " opened without block hints" }
+                        )));
+                    }
+                    constant_map = map.as_ptr();
+                }
                 (f.y.as_ptr(), f.u.as_ptr(), f.v.as_ptr(), at)
             }
             None => (std::ptr::null(), std::ptr::null(), std::ptr::null(), 0),
         };
-        // SAFETY: the planes were checked against the encoder's size above; x264 copies them
-        // before returning. Out-pointers are to locals.
-        let size = unsafe { rs_x264_encode(self.raw.as_ptr(), y, u, v, at, &mut out, &mut pts, &mut dts, &mut key) };
+        // SAFETY: the planes and the map were checked against the encoder's size above; the shim
+        // copies both before returning. Out-pointers are to locals.
+        let size = unsafe {
+            rs_x264_encode(self.raw.as_ptr(), y, u, v, at, constant_map, &mut out, &mut pts, &mut dts, &mut key)
+        };
         if size < 0 {
             return Err(X264Error::Encoder(self.last_error()));
         }
@@ -292,16 +327,30 @@ impl Mp4Encoder {
 
     /// Encodes the next frame (of the encoder's size).
     pub fn write_frame(&mut self, f: &Yuv420) -> Result<(), X264Error> {
-        let at = self.frames_in;
+        self.encode(Some(Picture { frame: f, at: self.frames_in, constant: None }))?;
+        // Counted once x264 took it: a refused frame leaves the stream as it was.
         self.frames_in += 1;
-        self.encode(Some((f, at)))
+        Ok(())
+    }
+
+    /// Encodes the next frame as a P picture predicted from the previous one, skipping the
+    /// macroblocks `constant` marks as equal to it (see [`macroblocks_unchanged`]): a still
+    /// picture whose caption changes costs only the blocks the caption covers. Needs an
+    /// encoder created with `block_hints` and a frame before this one.
+    pub fn write_frame_after(&mut self, f: &Yuv420, constant: &[u8]) -> Result<(), X264Error> {
+        if self.frames_in == 0 {
+            return Err(X264Error::Encoder("the first picture has no previous one to skip to".into()));
+        }
+        self.encode(Some(Picture { frame: f, at: self.frames_in, constant: Some(constant) }))?;
+        self.frames_in += 1;
+        Ok(())
     }
 
     pub fn frames(&self) -> u64 {
         self.frames_in as u64
     }
 
-    fn encode(&mut self, frame: Option<(&Yuv420, i64)>) -> Result<(), X264Error> {
+    fn encode(&mut self, frame: Option<Picture<'_>>) -> Result<(), X264Error> {
         let Some(p) = self.enc.encode(frame)? else { return Ok(()) };
         let mut size = p.bytes.len();
         if let Some(sei) = self.sei.take() {
@@ -407,7 +456,16 @@ mod tests {
     use super::*;
 
     fn settings(w: u32, h: u32) -> X264Settings<'static> {
-        X264Settings { width: w, height: h, fps: 25, preset: "veryfast", tune: "", crf: 18, threads: 1 }
+        X264Settings {
+            width: w,
+            height: h,
+            fps: 25,
+            preset: "veryfast",
+            tune: "",
+            crf: 18,
+            threads: 1,
+            block_hints: false,
+        }
     }
 
     #[test]

@@ -13,6 +13,10 @@ typedef struct rs_x264 {
     x264_t *enc;
     x264_picture_t pic;
     int width, height;
+    int mb_count;  /* macroblocks a picture has: the length of a constant-block map */
+    int hints;     /* opened with block hints (x264 frees the maps it is given) */
+    int hinted;    /* a hinted picture went in: the cheaper search is on from there */
+    x264_param_t skip_search; /* the settings hinted pictures are coded with */
     char error[256];
 } rs_x264;
 
@@ -27,7 +31,7 @@ int rs_x264_build(void) { return X264_BUILD; }
 
 /* Opens an encoder; on failure returns NULL and writes why into `err`. */
 rs_x264 *rs_x264_open(int width, int height, int fps, const char *preset, const char *tune, float crf,
-                      int threads, char *err, int err_len) {
+                      int threads, int block_hints, char *err, int err_len) {
     rs_x264 *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, err_len, "out of memory");
@@ -59,6 +63,17 @@ rs_x264 *rs_x264_open(int width, int height, int fps, const char *preset, const 
     p.vui.i_colorprim = 1; /* BT.709 */
     p.vui.i_transfer = 1;
     p.vui.i_colmatrix = 1;
+    /* With hints, pictures may say which macroblocks did not change since the one before
+     * (x264's mb_info): those are coded as skips without motion search. Nothing in the
+     * stream headers changes, so such segments join with the rest by stream copy. */
+    p.analyse.b_mb_info = block_hints ? 1 : 0;
+    /* Hinted pictures are the previous one plus a few changed blocks (a caption): full-pel
+     * search and SAD decisions for those blocks, and no half-pel planes of the references,
+     * which only sub-pel search reads. The first picture (the still itself) keeps the preset's
+     * own search. Set per picture, so the stream headers do not change. */
+    s->skip_search = p;
+    s->skip_search.analyse.i_subpel_refine = 0;
+    s->skip_search.analyse.i_me_method = X264_ME_DIA;
     s->enc = x264_encoder_open(&p);
     if (!s->enc) {
         snprintf(err, err_len, "x264 refused its settings: %s", s->error[0] ? s->error : "(no reason given)");
@@ -70,6 +85,8 @@ rs_x264 *rs_x264_open(int width, int height, int fps, const char *preset, const 
     s->pic.img.i_plane = 3;
     s->width = width;
     s->height = height;
+    s->mb_count = ((width + 15) / 16) * ((height + 15) / 16);
+    s->hints = block_hints;
     return s;
 }
 
@@ -93,11 +110,15 @@ int rs_x264_headers(rs_x264 *s, const uint8_t **sps, int *sps_len, const uint8_t
     return (*sps_len > 0 && *pps_len > 0) ? 0 : -1;
 }
 
-/* Encodes one frame (planes non-NULL) or drains one delayed frame (planes NULL). Returns the
- * size of the access unit written to `*out` (its NAL units length-prefixed and contiguous),
- * 0 when none came out, or -1 on an error. */
+/* Encodes one frame (planes non-NULL) or drains one delayed frame (planes NULL). `constant`
+ * (NULL, or one byte per macroblock in raster order, non-zero where the block equals the
+ * previous picture's) makes the picture a P picture predicted from the one before, its
+ * constant blocks skipped; it needs an encoder opened with block hints. Returns the size of
+ * the access unit written to `*out` (its NAL units length-prefixed and contiguous), 0 when
+ * none came out, or -1 on an error. */
 int rs_x264_encode(rs_x264 *s, const uint8_t *y, const uint8_t *u, const uint8_t *v, int64_t pts,
-                   const uint8_t **out, int64_t *out_pts, int64_t *out_dts, int *keyframe) {
+                   const uint8_t *constant, const uint8_t **out, int64_t *out_pts, int64_t *out_dts,
+                   int *keyframe) {
     x264_nal_t *nal;
     int n;
     x264_picture_t pic_out;
@@ -112,6 +133,41 @@ int rs_x264_encode(rs_x264 *s, const uint8_t *y, const uint8_t *u, const uint8_t
         s->pic.img.i_stride[2] = chroma;
         s->pic.i_pts = pts;
         s->pic.i_type = X264_TYPE_AUTO;
+        s->pic.prop.mb_info = NULL;
+        s->pic.prop.mb_info_free = NULL;
+        s->pic.param = NULL;
+        if (constant && !s->hints) {
+            snprintf(s->error, sizeof s->error, "a constant-block map for an encoder opened without hints");
+            return -1;
+        }
+        if (constant) {
+            /* x264 keeps the map until it codes the picture (the lookahead holds pictures
+             * back), then frees it with the callback. */
+            uint8_t *info = malloc((size_t)s->mb_count);
+            if (!info) {
+                snprintf(s->error, sizeof s->error, "out of memory");
+                return -1;
+            }
+            for (int k = 0; k < s->mb_count; k++) info[k] = constant[k] ? X264_MBINFO_CONSTANT : 0;
+            s->pic.prop.mb_info = info;
+            s->pic.prop.mb_info_free = free;
+            if (!s->hinted) {
+                /* x264 applies it when it codes this picture (not when it is given), then frees it. */
+                x264_param_t *search = malloc(sizeof *search);
+                if (!search) {
+                    free(info);
+                    s->pic.prop.mb_info = NULL;
+                    snprintf(s->error, sizeof s->error, "out of memory");
+                    return -1;
+                }
+                *search = s->skip_search;
+                search->param_free = free;
+                s->pic.param = search;
+                s->hinted = 1;
+            }
+            /* Skips need the previous picture as the reference: no B pictures in between. */
+            s->pic.i_type = X264_TYPE_P;
+        }
         in = &s->pic;
     }
     int size = x264_encoder_encode(s->enc, &nal, &n, in, &pic_out);

@@ -6,7 +6,7 @@ use reelsmith_media::frame::Yuv420;
 use reelsmith_media::x264::{Mp4Encoder, X264Settings};
 
 fn settings(w: u32, h: u32) -> X264Settings<'static> {
-    X264Settings { width: w, height: h, fps: 25, preset: "veryfast", tune: "", crf: 18, threads: 1 }
+    X264Settings { width: w, height: h, fps: 25, preset: "veryfast", tune: "", crf: 18, threads: 1, block_hints: false }
 }
 
 /// A moving gradient: each frame differs, so B-frames and P-frames both occur.
@@ -80,4 +80,99 @@ fn encode_and_check(s: &X264Settings<'_>) {
         k += 1;
     }
     assert_eq!(k, 40);
+}
+
+/// A still span coded with maps of its unchanged blocks: the still is an IDR picture, every
+/// later picture a P picture predicted from the one before; a block the map marks as changed
+/// shows its new pixels from that picture on, every other block stays the still's. The stream
+/// headers are those of an encoder without hints, so such segments join with the others.
+#[test]
+fn still_pictures_with_block_maps_are_p_pictures_that_keep_every_unchanged_block() {
+    let (w, h) = (96, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let hinted = X264Settings { tune: "stillimage", block_hints: true, ..settings(w, h) };
+    let out = dir.path().join("still.mp4");
+    let mut enc = Mp4Encoder::create(&hinted, &out).unwrap();
+    let still = frame(w, h, 0);
+    // A caption appears in frame 12: a bright 16x16 square in macroblock (2, 1).
+    let mut captioned = still.clone();
+    for y in 16..32 {
+        captioned.y[y * w as usize + 32..y * w as usize + 48].fill(235);
+    }
+    let mut map = vec![];
+    captioned.unchanged_macroblocks(&still, &mut map);
+    assert_eq!(map.iter().filter(|&&c| c == 0).count(), 1, "one changed block");
+    let unchanged = vec![1u8; reelsmith_media::x264::macroblocks(w, h)];
+    assert!(enc.write_frame_after(&still, &unchanged).is_err(), "the first picture has nothing before it");
+    enc.write_frame(&still).unwrap();
+    for k in 1..24 {
+        match k {
+            12 => enc.write_frame_after(&captioned, &map).unwrap(),
+            k if k < 12 => enc.write_frame_after(&still, &unchanged).unwrap(),
+            _ => enc.write_frame_after(&captioned, &unchanged).unwrap(),
+        }
+    }
+    let e = enc.write_frame_after(&still, &unchanged[1..]).unwrap_err().to_string();
+    assert!(e.contains(&format!("map of {} macroblocks", unchanged.len() - 1)), "{e}");
+    enc.finish().unwrap();
+
+    // Without hints the same settings write the same stream headers.
+    let plain = dir.path().join("plain.mp4");
+    let mut p = Mp4Encoder::create(&X264Settings { tune: "stillimage", ..settings(w, h) }, &plain).unwrap();
+    let e = p.write_frame(&still).and_then(|_| p.write_frame_after(&still, &unchanged)).unwrap_err().to_string();
+    assert!(e.contains("without block hints"), "{e}");
+    let avcc = |path: &std::path::Path| {
+        let b = std::fs::read(path).unwrap();
+        let at = b.windows(4).position(|w| w == b"avcC").unwrap();
+        let len = u32::from_be_bytes(b[at - 4..at].try_into().unwrap()) as usize;
+        b[at..at - 4 + len].to_vec()
+    };
+    let mut p = Mp4Encoder::create(&X264Settings { tune: "stillimage", ..settings(w, h) }, &plain).unwrap();
+    p.write_frame(&still).unwrap();
+    p.finish().unwrap();
+    assert_eq!(avcc(&out), avcc(&plain), "same SPS and PPS");
+
+    // Picture types: an IDR picture, then P pictures only.
+    let types = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries", "frame=pict_type", "-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let types: String =
+        String::from_utf8_lossy(&types.stdout).split_whitespace().map(|t| t.trim_matches(',')).collect();
+    assert_eq!(types, format!("I{}", "P".repeat(23)));
+
+    // Decoded: the square is absent before frame 12 and present from it on; the rest is the still.
+    let mut dec = ffmpeg::VideoDecoder::start(&ffmpeg::ClipDecode {
+        path: &out,
+        start: 0.0,
+        duration: None,
+        fps: 25,
+        width: w,
+        height: h,
+        filter: "[0:v]null[out]",
+        backdrop: None,
+    })
+    .unwrap();
+    let mut got = Yuv420::solid(w, h, [0, 0, 0]);
+    let mut k = 0;
+    while dec.read_frame(&mut got).unwrap() {
+        let square = (16..32).map(|y| got.y[y * w as usize + 40] as i32).sum::<i32>() / 16;
+        if k < 12 {
+            assert!(square < 200, "frame {k}: the square is early ({square})");
+        } else {
+            assert!(square > 220, "frame {k}: the square is missing ({square})");
+        }
+        // Far from the square, every frame is the still's first picture.
+        let corner = |f: &Yuv420| {
+            (48..64)
+                .flat_map(|y| (0..16).map(move |x| (y, x)))
+                .map(|(y, x)| f.y[y * w as usize + x] as i32)
+                .collect::<Vec<_>>()
+        };
+        let diff = corner(&got).iter().zip(corner(&still)).map(|(a, b)| (a - b).abs()).max().unwrap();
+        assert!(diff <= 6, "frame {k}: an unchanged block moved by {diff}");
+        k += 1;
+    }
+    assert_eq!(k, 24);
 }
