@@ -616,8 +616,8 @@ pub fn version() -> Result<String, FfmpegError> {
     Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string())
 }
 
-/// The soundtrack [`concat`] muxes in: raw ADTS that starts with the encoder's priming frame,
-/// sampled at `rate` Hz (what [`AacSpanEncoder`] stretches join into); the MP4's edit list
+/// The soundtrack [`concat()`] muxes in: raw ADTS that starts with the encoder's priming frame,
+/// sampled at `rate` Hz (what [`AacSpanEncoder`](crate::aac::AacSpanEncoder) stretches join into); the MP4's edit list
 /// skips that frame.
 #[derive(Clone, Copy, Debug)]
 pub struct Soundtrack<'a> {

@@ -334,7 +334,7 @@ impl Mp4Encoder {
     }
 
     /// Encodes the next frame as a P picture predicted from the previous one, skipping the
-    /// macroblocks `constant` marks as equal to it (see [`macroblocks_unchanged`]): a still
+    /// macroblocks `constant` marks as equal to it (see [`Yuv420::unchanged_macroblocks`]): a still
     /// picture whose caption changes costs only the blocks the caption covers. Needs an
     /// encoder created with `block_hints` and a frame before this one.
     pub fn write_frame_after(&mut self, f: &Yuv420, constant: &[u8]) -> Result<(), X264Error> {
