@@ -178,10 +178,13 @@ async fn bench_e2e_round_trips_cold_then_cached() {
         assert!(parts <= total + 0.5, "parts {parts} within total {total}");
         assert!(it["stages"].as_object().unwrap().len() >= 3, "{it}");
     }
-    // The cold render's engine time is the real work; cached ones skip it.
-    let cold = its[0]["engine_wall_s"].as_f64().unwrap();
-    let cached = its[2]["engine_wall_s"].as_f64().unwrap();
-    assert!(cached < cold, "cached {cached} s vs cold {cold} s");
+    // The cold render did the work and the cached ones found all of it in the cache: counted,
+    // not timed (CI runs tests side by side, and a cold 320x180 render takes a few tenths of a
+    // second, as long as a cached one can wait for a core there).
+    assert!(its[0]["cache_misses"].as_u64().unwrap() > 0 && its[0]["cache_hits"] == 0, "{}", its[0]);
+    for it in &its[1..] {
+        assert!(it["cache_misses"] == 0 && it["cache_hits"].as_u64().unwrap() > 0, "{it}");
+    }
     assert!(r["summary"]["cold"]["stages_mean_s"].as_object().unwrap().contains_key("segments"), "{r}");
 }
 
