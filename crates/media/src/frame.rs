@@ -35,14 +35,19 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     [c(r), c(g), c(b)]
 }
 
+/// How many 16x16 macroblocks a `width`x`height` picture has: the length of a constant-block map.
+pub fn macroblocks(width: u32, height: u32) -> usize {
+    width.div_ceil(16) as usize * height.div_ceil(16) as usize
+}
+
 impl Yuv420 {
     /// Which 16x16 macroblocks (luma 16x16 and both 8x8 chroma blocks; raster order, edge
     /// blocks cut at the frame) equal `before`'s, written into `out` as 1 (equal) or 0: what an
     /// encoder may skip without looking. Frames of different sizes have no equal blocks.
     pub fn unchanged_macroblocks(&self, before: &Yuv420, out: &mut Vec<u8>) {
-        let (mbw, mbh) = (self.width.div_ceil(16) as usize, self.height.div_ceil(16) as usize);
+        let mbw = self.width.div_ceil(16) as usize;
         out.clear();
-        out.resize(mbw * mbh, 1);
+        out.resize(macroblocks(self.width, self.height), 1);
         if (self.width, self.height) != (before.width, before.height) {
             out.fill(0);
             return;

@@ -10,7 +10,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-use crate::frame::Yuv420;
+use crate::frame::{Yuv420, macroblocks};
 use crate::mp4box::{ctts, dinf, elst, ftyp, full_box, mdhd, mp4_box, mvhd, sample_tables, stss, tkhd, to_movie};
 
 #[repr(C)]
@@ -97,11 +97,6 @@ struct Picture<'a> {
     frame: &'a Yuv420,
     at: i64,
     constant: Option<&'a [u8]>,
-}
-
-/// How many 16x16 macroblocks a `width`x`height` picture has: the length of a constant-block map.
-pub fn macroblocks(width: u32, height: u32) -> usize {
-    width.div_ceil(16) as usize * height.div_ceil(16) as usize
 }
 
 /// One coded picture: its length-prefixed NAL units, timestamps in frames, and whether it is

@@ -23,6 +23,21 @@ fn frame(w: u32, h: u32, k: u32) -> Yuv420 {
     f
 }
 
+/// FFmpeg decoding `path`'s frames at their own size and rate.
+fn decoder(path: &std::path::Path, w: u32, h: u32) -> ffmpeg::VideoDecoder {
+    ffmpeg::VideoDecoder::start(&ffmpeg::ClipDecode {
+        path,
+        start: 0.0,
+        duration: None,
+        fps: 25,
+        width: w,
+        height: h,
+        filter: "[0:v]null[out]",
+        backdrop: None,
+    })
+    .unwrap()
+}
+
 #[test]
 fn frames_encoded_in_process_decode_in_place_with_ffmpeg() {
     encode_and_check(&settings(96, 64));
@@ -53,17 +68,7 @@ fn encode_and_check(s: &X264Settings<'_>) {
     assert_eq!(v.frames, 40);
     assert!((probe.duration - 1.6).abs() < 0.01, "{}", probe.duration);
     // Decoded frame k matches source frame k (PSNR well above what a shifted frame gives).
-    let mut dec = ffmpeg::VideoDecoder::start(&ffmpeg::ClipDecode {
-        path: &out,
-        start: 0.0,
-        duration: None,
-        fps: 25,
-        width: w,
-        height: h,
-        filter: "[0:v]null[out]",
-        backdrop: None,
-    })
-    .unwrap();
+    let mut dec = decoder(&out, w, h);
     let mut got = Yuv420::solid(w, h, [0, 0, 0]);
     let mut k = 0;
     while dec.read_frame(&mut got).unwrap() {
@@ -102,7 +107,7 @@ fn still_pictures_with_block_maps_are_p_pictures_that_keep_every_unchanged_block
     let mut map = vec![];
     captioned.unchanged_macroblocks(&still, &mut map);
     assert_eq!(map.iter().filter(|&&c| c == 0).count(), 1, "one changed block");
-    let unchanged = vec![1u8; reelsmith_media::x264::macroblocks(w, h)];
+    let unchanged = vec![1u8; reelsmith_media::frame::macroblocks(w, h)];
     assert!(enc.write_frame_after(&still, &unchanged).is_err(), "the first picture has nothing before it");
     enc.write_frame(&still).unwrap();
     for k in 1..24 {
@@ -143,17 +148,7 @@ fn still_pictures_with_block_maps_are_p_pictures_that_keep_every_unchanged_block
     assert_eq!(types, format!("I{}", "P".repeat(23)));
 
     // Decoded: the square is absent before frame 12 and present from it on; the rest is the still.
-    let mut dec = ffmpeg::VideoDecoder::start(&ffmpeg::ClipDecode {
-        path: &out,
-        start: 0.0,
-        duration: None,
-        fps: 25,
-        width: w,
-        height: h,
-        filter: "[0:v]null[out]",
-        backdrop: None,
-    })
-    .unwrap();
+    let mut dec = decoder(&out, w, h);
     let mut got = Yuv420::solid(w, h, [0, 0, 0]);
     let mut k = 0;
     while dec.read_frame(&mut got).unwrap() {

@@ -132,7 +132,7 @@ pub(super) fn encode_segment(
             enc.write_frame(&frame)?;
             report(1);
             let mut shown = caption_at(&looks[scene], from);
-            let unchanged = vec![1u8; reelsmith_media::x264::macroblocks(w, h)];
+            let unchanged = vec![1u8; reelsmith_media::frame::macroblocks(w, h)];
             let mut changed = unchanged.clone();
             let mut next = frame.clone();
             for local in from + 1..to {
