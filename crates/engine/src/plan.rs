@@ -93,6 +93,23 @@ pub const CHUNK_SECONDS: f64 = 4.0;
 /// before its start, which in a long-GOP clip can be seconds of frames.
 pub const CLIP_CHUNK_SECONDS: f64 = 10.0;
 
+/// Longest piece of a still scene's body: its unchanged frames cost next to nothing (they
+/// repeat the picture before), while each piece starts with a whole picture.
+pub const STILL_CHUNK_SECONDS: f64 = 16.0;
+
+/// Whether a scene's picture stands still (no clip, no motion, no talking face): its body is
+/// encoded as a still (`stages::segment::motionless` decides from the drawn scene).
+pub fn holds_still(scene: &reelsmith_spec::Scene) -> bool {
+    scene.video.is_none()
+        && match scene.motion {
+            Motion::None => true,
+            Motion::KenBurns { zoom_from, zoom_to, pan } => {
+                zoom_from == zoom_to && (zoom_from == 1.0 || pan == reelsmith_spec::Pan::Center)
+            }
+            Motion::TalkingHead { .. } => false,
+        }
+}
+
 /// Seconds without narration when a scene's duration is automatic.
 pub const SILENT_SCENE_SECONDS: f64 = 3.0;
 
@@ -175,7 +192,13 @@ pub fn layout(
         // Long bodies are cut into chunks so every core keeps encoding to the end, also when one
         // edited scene is all there is to render.
         // A clip's chunks are longer: each one's decoder starts at the keyframe before it.
-        let chunk = if spec.scenes[i].video.is_some() { CLIP_CHUNK_SECONDS } else { CHUNK_SECONDS };
+        let chunk = if spec.scenes[i].video.is_some() {
+            CLIP_CHUNK_SECONDS
+        } else if holds_still(&spec.scenes[i]) {
+            STILL_CHUNK_SECONDS
+        } else {
+            CHUNK_SECONDS
+        };
         let max_chunk = (chunk * fps).round().max(1.0) as u64;
         let mut pieces = (to.saturating_sub(from)).div_ceil(max_chunk);
         // An even number of pieces shares out evenly on 2 (and 4) cores: 3 pieces of one scene
@@ -290,7 +313,7 @@ mod tests {
 
     #[test]
     fn long_bodies_are_chunked_evenly() {
-        let s = spec(r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":9.5}]}"#);
+        let s = spec(r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":9.5,"motion":{"type":"ken-burns"}}]}"#);
         let t = layout(&s, &[None], &[], &mut Validator::default());
         let bodies: Vec<&Segment> = t.segments.iter().collect();
         assert_eq!(bodies.len(), 4, "95 frames in an even number of chunks of at most 40");
@@ -302,13 +325,18 @@ mod tests {
     #[test]
     fn clip_bodies_are_cut_in_longer_chunks() {
         let s = spec(
-            r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":19,"video":{"file":"c.mp4"}},{"duration":19}]}"#,
+            r#"{"version":1,"output":{"fps":10},"scenes":[{"duration":19,"video":{"file":"c.mp4"}},
+            {"duration":19,"motion":{"type":"ken-burns"}},{"duration":19},
+            {"duration":19,"motion":{"type":"ken-burns","zoom_from":1.2,"zoom_to":1.2}},
+            {"duration":19,"motion":{"type":"ken-burns","zoom_from":1.2,"zoom_to":1.2,"pan":"left"}}]}"#,
         );
-        let t = layout(&s, &[None, None], &[None, None], &mut Validator::default());
+        let t = layout(&s, &[None; 5], &[None; 5], &mut Validator::default());
         let pieces = |scene: usize| {
             t.segments.iter().filter(|g| matches!(g, Segment::Body { scene: s, .. } if *s == scene)).count()
         };
-        assert_eq!((pieces(0), pieces(1)), (2, 6), "10 s pieces for a clip, 4 s for a picture");
+        assert_eq!((pieces(0), pieces(1)), (2, 6), "10 s pieces for a clip, 4 s for a moving picture");
+        assert_eq!((pieces(2), pieces(3)), (2, 2), "16 s for a still one, also a fixed crop");
+        assert_eq!(pieces(4), 6, "a pan at a fixed zoom moves");
     }
 
     #[test]

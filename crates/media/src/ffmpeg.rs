@@ -439,6 +439,15 @@ impl VideoEncoder {
         }
     }
 
+    /// Writes the next frame, which equals the one before: in this process a repeat of the
+    /// picture before, mostly without encoding ([`crate::x264::Mp4Encoder::write_unchanged`]).
+    pub fn write_unchanged(&mut self, f: &Yuv420) -> Result<(), FfmpegError> {
+        match &mut self.backend {
+            Backend::InProcess(e) => Ok(e.write_unchanged(f)?),
+            Backend::Child(c) => c.write_frame(f),
+        }
+    }
+
     pub fn frames(&self) -> u64 {
         match &self.backend {
             Backend::InProcess(e) => e.frames(),

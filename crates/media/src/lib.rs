@@ -7,6 +7,7 @@ pub mod audio;
 pub mod ffmpeg;
 pub mod fmp4;
 pub mod frame;
+pub mod h264;
 pub mod head;
 pub mod mouth;
 pub mod mp4box;

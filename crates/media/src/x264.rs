@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use crate::frame::{Yuv420, macroblocks};
+use crate::h264;
 use crate::mp4box::{ctts, dinf, elst, ftyp, full_box, mdhd, mp4_box, mvhd, sample_tables, stss, tkhd, to_movie};
 
 #[repr(C)]
@@ -54,6 +55,7 @@ unsafe extern "C" {
         keyframe: *mut c_int,
     ) -> c_int;
     fn rs_x264_delayed(s: *mut RsX264) -> c_int;
+    fn rs_x264_bframe_delay(s: *mut RsX264) -> c_int;
     fn rs_x264_error(s: *mut RsX264) -> *const c_char;
     fn rs_x264_close(s: *mut RsX264);
 }
@@ -245,6 +247,12 @@ impl Encoder {
         Ok(Some(Packet { bytes, pts, dts, keyframe: key != 0 }))
     }
 
+    /// Frames by which decode times trail presentation times.
+    fn bframe_delay(&self) -> i64 {
+        // SAFETY: a live encoder.
+        unsafe { rs_x264_bframe_delay(self.raw.as_ptr()) }.max(0) as i64
+    }
+
     fn delayed(&self) -> usize {
         // SAFETY: a live encoder.
         unsafe { rs_x264_delayed(self.raw.as_ptr()) }.max(0) as usize
@@ -269,6 +277,33 @@ pub struct Mp4Encoder {
     dts: Vec<i64>,
     sync: Vec<u32>,
     frames_in: i64,
+    /// Unchanged frames are written as repeats of the picture before (see [`Repeats`]).
+    repeats: Option<Box<Repeats>>,
+}
+
+/// The encoder's own pictures among repeats written without it ([`crate::h264`]): x264 codes a
+/// still once, each caption change, and one picture in every run of unchanged frames as long
+/// as a decoder allows; every other unchanged frame is a skipped, non-reference picture that
+/// costs a few bytes and no encoder time. x264's pictures keep their bits except their picture
+/// order counts, set to where they sit among the repeats, and every picture's decode time is
+/// its presentation time less x264's B-frame delay (no picture is reordered).
+struct Repeats {
+    params: h264::StreamParams,
+    /// Most repeats in a row after one of x264's pictures.
+    max_run: u32,
+    /// x264's pictures not out of it yet (x264's number, presentation time) and the repeats
+    /// that follow each.
+    pending: std::collections::VecDeque<(i64, i64, u32)>,
+    /// Pictures given to x264.
+    fed: i64,
+    /// Unchanged frames since the last picture given to x264.
+    run: u32,
+    /// The last picture written: its presentation time and `frame_num`.
+    last: Option<(i64, u32)>,
+    /// The last IDR picture's presentation time (picture order counts start there).
+    idr: i64,
+    /// x264's B-frame delay in frames (its own decode times follow the gaps the repeats leave).
+    delay: i64,
 }
 
 /// The avcC decoder configuration record for one SPS and one PPS (4-byte NAL lengths).
@@ -291,6 +326,18 @@ impl Mp4Encoder {
         let mut enc = Encoder::open(s)?;
         let Headers { sps, pps, sei } = enc.headers()?;
         let avcc = avcc(&sps, &pps)?;
+        let repeats = if s.block_hints { h264::StreamParams::parse(&sps, &pps) } else { None }.map(|params| {
+            Box::new(Repeats {
+                max_run: params.max_repeats(),
+                params,
+                pending: Default::default(),
+                fed: 0,
+                run: 0,
+                last: None,
+                idr: 0,
+                delay: enc.bframe_delay(),
+            })
+        });
         let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
         let ftyp = ftyp();
         out.write_all(&ftyp)?;
@@ -317,6 +364,7 @@ impl Mp4Encoder {
             dts: vec![],
             sync: vec![],
             frames_in: 0,
+            repeats,
         })
     }
 
@@ -341,24 +389,121 @@ impl Mp4Encoder {
         Ok(())
     }
 
+    /// Writes the next frame, `f`, which equals the one before: as a repeat of the previous
+    /// picture (no encoding) where the stream allows one, else like
+    /// [`Mp4Encoder::write_frame_after`] with every macroblock unchanged. Needs an encoder
+    /// created with `block_hints` and a frame before this one.
+    pub fn write_unchanged(&mut self, f: &Yuv420) -> Result<(), X264Error> {
+        if self.frames_in == 0 {
+            return Err(X264Error::Encoder("the first picture has nothing to repeat".into()));
+        }
+        let Some(r) = self.repeats.as_mut().filter(|r| r.run < r.max_run) else {
+            let all = vec![1u8; macroblocks(self.enc.width, self.enc.height)];
+            return self.write_frame_after(f, &all);
+        };
+        r.run += 1;
+        match r.pending.back_mut() {
+            // Written when x264 lets that picture out.
+            Some((_, _, n)) => *n += 1,
+            // x264 already let the picture before out: the repeat follows it at once.
+            None => self.write_repeat()?,
+        }
+        self.frames_in += 1;
+        Ok(())
+    }
+
     pub fn frames(&self) -> u64 {
         self.frames_in as u64
     }
 
     fn encode(&mut self, frame: Option<Picture<'_>>) -> Result<(), X264Error> {
+        let mut frame = frame;
+        if let (Some(r), Some(p)) = (self.repeats.as_mut(), frame.as_mut()) {
+            // x264 numbers its pictures without the repeats' gaps, so its rate control sees
+            // the pictures it codes as it would without repeats.
+            r.pending.push_back((r.fed, p.at, 0));
+            p.at = r.fed;
+            r.fed += 1;
+            r.run = 0;
+        }
         let Some(p) = self.enc.encode(frame)? else { return Ok(()) };
-        let mut size = p.bytes.len();
+        let (mut pts, keyframe) = (p.pts, p.keyframe);
+        let mut size = 0;
         if let Some(sei) = self.sei.take() {
             self.out.write_all(&sei)?;
             size += sei.len();
         }
-        self.out.write_all(p.bytes)?;
+        let dts = match self.repeats.as_mut() {
+            None => {
+                self.out.write_all(p.bytes)?;
+                size += p.bytes.len();
+                p.dts
+            }
+            Some(r) => {
+                let delay = r.delay;
+                pts = match r.pending.front() {
+                    Some(&(fed, at, _)) if fed == pts => at,
+                    _ => return Err(X264Error::Encoder("x264 reordered the pictures of a still".into())),
+                };
+                // Each slice's picture order count: twice its frames since the IDR picture.
+                let mut rest = p.bytes;
+                let mut frame_num = None;
+                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                    let len = u32::from_be_bytes(*len) as usize;
+                    let nal = tail.get(..len).ok_or_else(|| X264Error::Encoder("x264 cut a NAL unit short".into()))?;
+                    rest = &tail[len..];
+                    let kind = nal.first().map_or(0, |b| b & 0x1f);
+                    if kind == 5 {
+                        r.idr = pts;
+                    }
+                    let nal = if kind == 1 || kind == 5 {
+                        let poc = (2 * (pts - r.idr)) as u32;
+                        let (nal, num) = r.params.with_poc(nal, poc).map_err(|e| X264Error::Encoder(e.to_string()))?;
+                        frame_num = Some(num);
+                        std::borrow::Cow::Owned(nal)
+                    } else {
+                        std::borrow::Cow::Borrowed(nal)
+                    };
+                    self.out.write_all(&(nal.len() as u32).to_be_bytes())?;
+                    self.out.write_all(&nal)?;
+                    size += 4 + nal.len();
+                }
+                let num = frame_num.ok_or_else(|| X264Error::Encoder("a picture without a slice".into()))?;
+                r.last = Some((pts, num));
+                pts - delay
+            }
+        };
+        self.push_sample(size, pts, dts, keyframe)?;
+        if let Some((_, _, n)) = self.repeats.as_mut().and_then(|r| r.pending.pop_front()) {
+            for _ in 0..n {
+                self.write_repeat()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a repeat of the last picture written, one frame after it.
+    fn write_repeat(&mut self) -> Result<(), X264Error> {
+        let r = self.repeats.as_mut().expect("only with repeats");
+        let (Some((last, num)), delay) = (r.last, r.delay) else {
+            return Err(X264Error::Encoder("a repeat before any picture".into()));
+        };
+        let pts = last + 1;
+        let nal = r.params.repeat(num, (2 * (pts - r.idr)) as u32);
+        // A repeat is no reference: the next one refers to the same picture, with the same frame_num.
+        r.last = Some((pts, num));
+        self.out.write_all(&(nal.len() as u32).to_be_bytes())?;
+        self.out.write_all(&nal)?;
+        self.push_sample(4 + nal.len(), pts, pts - delay, false)
+    }
+
+    fn push_sample(&mut self, size: usize, pts: i64, dts: i64, keyframe: bool) -> Result<(), X264Error> {
         self.written += size as u64;
         let size = u32::try_from(size).map_err(|_| X264Error::Encoder("a picture over 4 GB".into()))?;
         self.sizes.push(size);
-        self.pts.push(p.pts);
-        self.dts.push(p.dts);
-        if p.keyframe {
+        self.pts.push(pts);
+        self.dts.push(dts);
+        if keyframe {
             self.sync.push(self.sizes.len() as u32);
         }
         Ok(())

@@ -182,6 +182,13 @@ int rs_x264_encode(rs_x264 *s, const uint8_t *y, const uint8_t *u, const uint8_t
 
 int rs_x264_delayed(rs_x264 *s) { return x264_encoder_delayed_frames(s->enc); }
 
+/* Frames by which decode times trail presentation times (x264's B-frame delay). */
+int rs_x264_bframe_delay(rs_x264 *s) {
+    x264_param_t p;
+    x264_encoder_parameters(s->enc, &p);
+    return p.i_bframe ? (p.i_bframe_pyramid ? 2 : 1) : 0;
+}
+
 const char *rs_x264_error(rs_x264 *s) { return s->error; }
 
 void rs_x264_close(rs_x264 *s) {

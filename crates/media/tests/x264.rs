@@ -171,3 +171,114 @@ fn still_pictures_with_block_maps_are_p_pictures_that_keep_every_unchanged_block
     }
     assert_eq!(k, 24);
 }
+
+/// Every frame of a decoded MP4, in order, and FFmpeg's complaints about the stream.
+fn decode_all(path: &std::path::Path, w: u32, h: u32) -> (Vec<Yuv420>, String) {
+    let mut dec = decoder(path, w, h);
+    let mut frames = vec![];
+    let mut got = Yuv420::solid(w, h, [0, 0, 0]);
+    while dec.read_frame(&mut got).unwrap() {
+        frames.push(got.clone());
+    }
+    let strict = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-err_detect", "explode", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    (frames, String::from_utf8_lossy(&strict.stderr).into_owned())
+}
+
+/// Presentation and decode times of each picture (ffprobe, in decode order).
+fn times(path: &std::path::Path) -> Vec<(i64, i64)> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries", "packet=pts,dts", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (p, d) = l.split_once(',').unwrap();
+            (p.parse().unwrap(), d.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn unchanged_frames_repeat_the_picture_before_without_the_encoder() {
+    let (w, h) = (96, 64);
+    // CABAC (the presets) and CAVLC (fastdecode's tune) slices.
+    for tune in ["stillimage", "fastdecode"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("still.mp4");
+        let hinted = X264Settings { tune, block_hints: true, ..settings(w, h) };
+        let mut enc = Mp4Encoder::create(&hinted, &out).unwrap();
+        let still = frame(w, h, 0);
+        assert!(enc.write_unchanged(&still).is_err(), "{tune}: the first picture has nothing to repeat");
+        let mut captioned = still.clone();
+        for y in 16..32 {
+            captioned.y[y * w as usize + 32..y * w as usize + 48].fill(235);
+        }
+        let mut map = vec![];
+        captioned.unchanged_macroblocks(&still, &mut map);
+        // 100 frames: the caption at 70, so the first run outlasts the picture order count's
+        // range many times over (x264 codes a picture now and then, as a new reference).
+        enc.write_frame(&still).unwrap();
+        for k in 1..100 {
+            match k {
+                70 => enc.write_frame_after(&captioned, &map).unwrap(),
+                k if k < 70 => enc.write_unchanged(&still).unwrap(),
+                _ => enc.write_unchanged(&captioned).unwrap(),
+            }
+        }
+        enc.finish().unwrap();
+        let size = std::fs::metadata(&out).unwrap().len();
+
+        let (frames, complaints) = decode_all(&out, w, h);
+        assert_eq!(complaints, "", "{tune}: a strict decoder refused the stream");
+        assert_eq!(frames.len(), 100, "{tune}");
+        // A repeat is the picture before it, bit for bit. x264 codes one picture in 16 of a run
+        // (these settings count pictures in 6 bits: a run stays within 32 counts of its
+        // reference), which may touch up a block of the still.
+        let by_x264 = |k: usize| if k < 70 { k.is_multiple_of(16) } else { (k - 70).is_multiple_of(16) };
+        for k in 1..100 {
+            let diff = frames[k].y.iter().zip(&frames[k - 1].y).map(|(a, b)| (*a as i32 - *b as i32).abs()).max();
+            if k == 70 {
+                assert_ne!(frames[k].y, frames[k - 1].y, "{tune}: the caption at 70");
+            } else if by_x264(k) {
+                assert!(diff <= Some(8), "{tune}: frame {k}, coded again, moved by {diff:?}");
+            } else {
+                assert_eq!(frames[k].y, frames[k - 1].y, "{tune}: frame {k} differs from the one before");
+                assert_eq!(frames[k].u, frames[k - 1].u, "{tune}: frame {k}'s chroma");
+            }
+        }
+        let square = |f: &Yuv420| (16..32).map(|y| f.y[y * w as usize + 40] as i32).sum::<i32>() / 16;
+        assert!(square(&frames[69]) < 200 && square(&frames[70]) > 220, "{tune}");
+        let near = frames[0].y.iter().zip(&still.y).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+        assert!(near <= 8, "{tune}: the still itself is coded ({near})");
+
+        // Timing as x264 lays it out: one frame apart, decode times one B-frame delay behind.
+        let t = times(&out);
+        assert_eq!(t.len(), 100);
+        let delay = t[0].0 - t[0].1;
+        for (k, &(pts, dts)) in t.iter().enumerate() {
+            assert_eq!((pts, pts - dts), (k as i64 * 1000, delay), "{tune}: picture {k}");
+        }
+
+        // The same frames all through x264 make a bigger file than the repeats do.
+        let plain = dir.path().join("plain.mp4");
+        let mut p = Mp4Encoder::create(&hinted, &plain).unwrap();
+        p.write_frame(&still).unwrap();
+        let all = vec![1u8; reelsmith_media::frame::macroblocks(w, h)];
+        for k in 1..100 {
+            match k {
+                70 => p.write_frame_after(&captioned, &map).unwrap(),
+                k if k < 70 => p.write_frame_after(&still, &all).unwrap(),
+                _ => p.write_frame_after(&captioned, &all).unwrap(),
+            }
+        }
+        p.finish().unwrap();
+        assert!(size < std::fs::metadata(&plain).unwrap().len(), "{tune}: repeats cost fewer bytes");
+    }
+}

@@ -281,7 +281,7 @@ mod tests {
             .map(|i| if i < rate { 0.0 } else { 0.8 * (i as f32 * 200.0 * std::f32::consts::TAU / rate as f32).sin() })
             .collect();
         fs::write(&path, samples.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-        let speech = Speech { key: Key([0; 32]), path, frames: samples.len() as u64, words: vec![] };
+        let speech = Speech { key: Key([0; 32]), path, frames: samples.len() as u64, words: vec![], loudness: None };
         // The narration starts one second (10 frames) into the scene.
         let open = mouth_openings(&speech, 10, 30, 10.0).unwrap();
         assert_eq!(open.len(), 30);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use reelsmith_media::audio::MIX_RATE;
+use reelsmith_media::audio::{self, MIX_RATE};
 use reelsmith_media::ffmpeg;
 use reelsmith_media::tts::{SpeechEngine, TtsRequest, WordTiming};
 use reelsmith_spec::{Narration, Spec};
@@ -25,6 +25,10 @@ pub(super) struct Speech {
     pub(super) path: PathBuf,
     pub(super) frames: u64,
     pub(super) words: Vec<WordTiming>,
+    /// Integrated loudness (LUFS; `Some(None)` for silence) as measured when the entry was
+    /// made, so a render does not read and measure every cached narration again; `None` in
+    /// entries made before it was recorded.
+    pub(super) loudness: Option<Option<f64>>,
 }
 
 impl Speech {
@@ -33,9 +37,15 @@ impl Speech {
     }
 }
 
+/// Beside `speech.f32`: its integrated loudness, JSON (`null` for silence).
+const LOUDNESS_FILE: &str = "loudness.json";
+
+/// Writes mono speech and its loudness.
 fn write_f32(path: &Path, samples: &[f32]) -> std::io::Result<()> {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    fs::write(path, bytes)
+    fs::write(path, bytes)?;
+    let loudness = audio::integrated_loudness(samples, 1, MIX_RATE);
+    fs::write(path.with_file_name(LOUDNESS_FILE), serde_json::to_vec(&loudness).expect("a number serialises"))
 }
 
 #[derive(Serialize)]
@@ -120,7 +130,8 @@ fn read_speech(dir: &Path, key: Key, path: &str, empty: &str) -> Result<Speech, 
     }
     let words: Vec<WordTiming> =
         serde_json::from_slice(&fs::read(dir.join("words.json"))?).map_err(std::io::Error::other)?;
-    Ok(Speech { key, path: audio, frames, words })
+    let loudness = fs::read(dir.join(LOUDNESS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(Speech { key, path: audio, frames, words, loudness })
 }
 
 /// A scene's clip sound, as a narration (placed, ducked and normalised like one).
@@ -306,6 +317,27 @@ mod tests {
 
     fn w(word: &str, a: usize, b: usize) -> WordTiming {
         WordTiming { word: word.into(), start: 0.0, end: 0.0, char_start: a, char_end: b }
+    }
+
+    #[test]
+    fn an_entry_records_the_loudness_a_render_would_measure() {
+        let dir = tempfile::tempdir().unwrap();
+        let tone: Vec<f32> = (0..MIX_RATE * 2)
+            .map(|i| 0.2 * (i as f32 * 440.0 * std::f32::consts::TAU / MIX_RATE as f32).sin())
+            .collect();
+        write_f32(&dir.path().join("speech.f32"), &tone).unwrap();
+        fs::write(dir.path().join("words.json"), b"[]").unwrap();
+        let speech = read_speech(dir.path(), Key([0; 32]), "scenes[0].narration", "empty").unwrap();
+        let measured = audio::file_loudness(&speech.path, 1).unwrap();
+        assert!(measured.is_some_and(|l| (-30.0..-10.0).contains(&l)), "{measured:?}");
+        assert_eq!(speech.loudness, Some(measured), "recorded when made");
+        // Silence records as silence, not as a missing record.
+        write_f32(&dir.path().join("speech.f32"), &[0.0; 4800]).unwrap();
+        let silent = read_speech(dir.path(), Key([0; 32]), "scenes[0].narration", "empty").unwrap();
+        assert_eq!(silent.loudness, Some(None));
+        // An entry from before loudness was recorded is measured by the mix instead.
+        fs::remove_file(dir.path().join(LOUDNESS_FILE)).unwrap();
+        assert_eq!(read_speech(dir.path(), Key([0; 32]), "scenes[0].narration", "empty").unwrap().loudness, None);
     }
 
     #[test]
