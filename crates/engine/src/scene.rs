@@ -487,20 +487,13 @@ fn place_overlay(text: &TextRenderer, o: &TextLook, width: u32, height: u32) -> 
 }
 
 /// Blends the two scenes of a transition at progress `p` (0..1, exclusive).
-pub fn blend_transition(kind: TransitionKind, a: &mut Yuv420, b: &mut Yuv420, p: f32, out: &mut Yuv420) {
+pub fn blend_transition(kind: TransitionKind, a: &Yuv420, b: &Yuv420, p: f32, out: &mut Yuv420) {
     match kind {
         TransitionKind::Cut => out.clone_from(b),
         TransitionKind::Crossfade => frame::crossfade(a, b, p, out),
         TransitionKind::Slide => frame::slide(a, b, smooth(p), out),
-        TransitionKind::FadeBlack => {
-            if p < 0.5 {
-                frame::fade_to_black(a, 1.0 - 2.0 * p);
-                out.clone_from(a);
-            } else {
-                frame::fade_to_black(b, 2.0 * p - 1.0);
-                out.clone_from(b);
-            }
-        }
+        TransitionKind::FadeBlack if p < 0.5 => frame::fade_to_black(a, 1.0 - 2.0 * p, out),
+        TransitionKind::FadeBlack => frame::fade_to_black(b, 2.0 * p - 1.0, out),
     }
 }
 

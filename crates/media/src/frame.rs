@@ -423,14 +423,14 @@ pub fn crossfade(a: &Yuv420, b: &Yuv420, t: f32, out: &mut Yuv420) {
     }
 }
 
-/// Scales the picture towards black by `k` (1 = unchanged, 0 = black), in place.
-pub fn fade_to_black(f: &mut Yuv420, k: f32) {
+/// `f` scaled towards black by `k` (1 = unchanged, 0 = black), into `out` (of the same size).
+pub fn fade_to_black(f: &Yuv420, k: f32, out: &mut Yuv420) {
     let k = (k.clamp(0.0, 1.0) * 256.0).round() as i32;
-    for p in f.y.iter_mut() {
-        *p = (16 + (((*p as i32 - 16) * k + 128) >> 8)).clamp(0, 255) as u8;
+    for (o, p) in out.y.iter_mut().zip(&f.y) {
+        *o = (16 + (((*p as i32 - 16) * k + 128) >> 8)).clamp(0, 255) as u8;
     }
-    for p in f.u.iter_mut().chain(f.v.iter_mut()) {
-        *p = (128 + (((*p as i32 - 128) * k + 128) >> 8)).clamp(0, 255) as u8;
+    for (o, p) in out.u.iter_mut().chain(out.v.iter_mut()).zip(f.u.iter().chain(&f.v)) {
+        *o = (128 + (((*p as i32 - 128) * k + 128) >> 8)).clamp(0, 255) as u8;
     }
 }
 
@@ -691,9 +691,12 @@ mod tests {
 
     #[test]
     fn fade_to_black_reaches_black() {
-        let mut f = Yuv420::solid(8, 8, [200, 180, 20]);
-        fade_to_black(&mut f, 0.0);
-        assert_eq!(f, Yuv420::solid(8, 8, [0, 0, 0]));
+        let f = Yuv420::solid(8, 8, [200, 180, 20]);
+        let mut out = Yuv420::solid(8, 8, [1, 2, 3]);
+        fade_to_black(&f, 0.0, &mut out);
+        assert_eq!(out, Yuv420::solid(8, 8, [0, 0, 0]));
+        fade_to_black(&f, 1.0, &mut out);
+        assert_eq!(out, f, "unchanged at 1, and the source untouched");
     }
 
     #[test]

@@ -175,19 +175,31 @@ pub(super) fn encode_segment(
             let mut a = frame.clone();
             let mut b = frame.clone();
             let a_start = looks[scene].frames - frames;
+            // A still scene's picture is drawn again only when its caption changes.
+            let (mut shown_a, mut shown_b) = (None, None);
+            let redraw = |look: &SceneLook, local: u64, shown: &mut Option<Option<usize>>| {
+                let caption = caption_at(look, local);
+                let again = opts.redraw_still_spans || !motionless(look) || *shown != Some(caption);
+                *shown = Some(caption);
+                again
+            };
             for k in Segment::steps(frames, half) {
                 if opts.cancelled() {
                     return Err(RenderError::Cancelled);
                 }
-                if let Some(r) = ra.as_mut() {
+                if let Some(r) = ra.as_mut()
+                    && redraw(&looks[scene], a_start + k, &mut shown_a)
+                {
                     r.render(a_start + k, &mut a)?;
                 }
-                if let Some(r) = rb.as_mut() {
+                if let Some(r) = rb.as_mut()
+                    && redraw(&looks[scene + 1], k, &mut shown_b)
+                {
                     r.render(k, &mut b)?;
                 }
                 // Neither end of the blend is a pure frame of one scene.
                 let p = (k + 1) as f32 / (frames + 1) as f32;
-                scene::blend_transition(kind, &mut a, &mut b, p, &mut frame);
+                scene::blend_transition(kind, &a, &b, p, &mut frame);
                 enc.write_frame(&frame)?;
                 report(1);
             }
