@@ -97,15 +97,18 @@ pub const CLIP_CHUNK_SECONDS: f64 = 10.0;
 /// repeat the picture before), while each piece starts with a whole picture.
 pub const STILL_CHUNK_SECONDS: f64 = 16.0;
 
+/// Whether a view zoomed from `zoom_from` to `zoom_to`, panning towards `pan`, stays put.
+pub fn fixed_view(zoom_from: f32, zoom_to: f32, pan: reelsmith_spec::Pan) -> bool {
+    zoom_from == zoom_to && (zoom_from == 1.0 || pan == reelsmith_spec::Pan::Center)
+}
+
 /// Whether a scene's picture stands still (no clip, no motion, no talking face): its body is
 /// encoded as a still (`stages::segment::motionless` decides from the drawn scene).
 pub fn holds_still(scene: &reelsmith_spec::Scene) -> bool {
     scene.video.is_none()
         && match scene.motion {
             Motion::None => true,
-            Motion::KenBurns { zoom_from, zoom_to, pan } => {
-                zoom_from == zoom_to && (zoom_from == 1.0 || pan == reelsmith_spec::Pan::Center)
-            }
+            Motion::KenBurns { zoom_from, zoom_to, pan } => fixed_view(zoom_from, zoom_to, pan),
             Motion::TalkingHead { .. } => false,
         }
 }

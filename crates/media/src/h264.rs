@@ -18,10 +18,12 @@ pub struct StreamParams {
     num_ref_idx_l0_default: u32,
     weighted_pred: bool,
     chroma: bool,
-    pic_init_qp: i32,
     deblocking_control: bool,
     redundant_pic_cnt: bool,
     macroblocks: u32,
+    /// With CABAC, a repeat's slice data (every macroblock skipped, after the header's
+    /// alignment): the same bytes in every repeat, so coded once.
+    skipped_slice_data: Vec<u8>,
 }
 
 /// Why an encoder's picture could not be placed among repeats.
@@ -82,6 +84,7 @@ impl StreamParams {
         let deblocking_control = r.u(1)? == 1;
         r.u(1)?; // constrained_intra_pred
         let redundant_pic_cnt = r.u(1)? == 1;
+        let macroblocks = width.checked_mul(height)?;
         Some(Self {
             log2_max_frame_num,
             log2_max_poc_lsb,
@@ -90,10 +93,10 @@ impl StreamParams {
             num_ref_idx_l0_default,
             weighted_pred,
             chroma: chroma_format != 0,
-            pic_init_qp,
             deblocking_control,
             redundant_pic_cnt,
-            macroblocks: width.checked_mul(height)?,
+            macroblocks,
+            skipped_slice_data: if cabac { cabac_all_skipped(macroblocks, pic_init_qp) } else { vec![] },
         })
     }
 
@@ -181,14 +184,7 @@ impl StreamParams {
             while !w.aligned() {
                 w.u(1, 1); // cabac_alignment_one_bit
             }
-            let mut c = Cabac::new(w);
-            let mut skip = Context::new(23, 33, self.pic_init_qp);
-            for mb in 0..self.macroblocks {
-                // No neighbour is coded (all skipped): the skip flag's first context.
-                c.decision(&mut skip, 1);
-                c.terminate(mb + 1 == self.macroblocks);
-            }
-            w = c.finish();
+            w.bytes.extend_from_slice(&self.skipped_slice_data);
         } else {
             w.ue(self.macroblocks); // mb_skip_run
             w.u(1, 1); // rbsp_stop_one_bit
@@ -200,6 +196,23 @@ impl StreamParams {
         escape_into(&w.bytes, &mut out);
         out
     }
+}
+
+/// CABAC slice data in which all `macroblocks` are skipped, at slice QP `qp`, ending with the
+/// RBSP stop bit and byte-aligned.
+fn cabac_all_skipped(macroblocks: u32, qp: i32) -> Vec<u8> {
+    let mut c = Cabac::new(BitWriter::default());
+    let mut skip = Context::new(23, 33, qp);
+    for mb in 0..macroblocks {
+        // No neighbour is coded (all skipped): the skip flag's first context.
+        c.decision(&mut skip, 1);
+        c.terminate(mb + 1 == macroblocks);
+    }
+    let mut w = c.finish();
+    while !w.aligned() {
+        w.u(1, 0);
+    }
+    w.bytes
 }
 
 /// The RBSP of a NAL unit's payload: emulation prevention bytes removed.

@@ -416,8 +416,7 @@ impl Mp4Encoder {
         self.frames_in as u64
     }
 
-    fn encode(&mut self, frame: Option<Picture<'_>>) -> Result<(), X264Error> {
-        let mut frame = frame;
+    fn encode(&mut self, mut frame: Option<Picture<'_>>) -> Result<(), X264Error> {
         if let (Some(r), Some(p)) = (self.repeats.as_mut(), frame.as_mut()) {
             // x264 numbers its pictures without the repeats' gaps, so its rate control sees
             // the pictures it codes as it would without repeats.

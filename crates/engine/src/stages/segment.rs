@@ -33,12 +33,10 @@ struct SegmentKey<'a> {
     /// not FFmpeg, so they are other bytes than an FFmpeg child's).
     #[serde(skip_serializing_if = "Option::is_none")]
     x264: Option<u32>,
-    /// A still body coded with maps of its unchanged blocks: other bytes than without them.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    block_hints: bool,
-    /// ...whose unchanged frames are mostly repeats written without the encoder.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    repeats: bool,
+    /// How a still body is coded in this process (maps of its unchanged blocks, repeats written
+    /// without the encoder): other bytes than a moving body's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    still: Option<&'static str>,
 }
 
 pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSettings, fonts: &str) -> Key {
@@ -51,7 +49,8 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
         Segment::Transition { scene, half: Some(FadeHalf::In), .. } => vec![&*looks[scene + 1]],
     };
     let x264 = (s.encoder == H264Encoder::Libx264 && ffmpeg::x264_in_process()).then(reelsmith_media::x264::build);
-    let block_hints = x264.is_some() && matches!(*seg, Segment::Body { scene, .. } if motionless(&looks[scene]));
+    let still = (x264.is_some() && matches!(*seg, Segment::Body { scene, .. } if motionless(&looks[scene])))
+        .then_some("block-maps+repeats");
     // Encoder threads change the bitstream slightly but not the picture: leave them out.
     cache::key(
         Stage::Segment.cache_name(),
@@ -66,8 +65,7 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
             crf: s.crf,
             fonts,
             x264,
-            block_hints,
-            repeats: block_hints,
+            still,
         },
     )
 }
@@ -76,8 +74,7 @@ pub(super) fn segment_key(seg: &Segment, looks: &[Arc<SceneLook>], s: &VideoSett
 /// frames then change only where a caption appears, changes or leaves.
 pub(super) fn motionless(look: &SceneLook) -> bool {
     let (z0, z1) = look.zoom;
-    let fixed_view = z0 == z1 && (z0 == 1.0 || look.pan == reelsmith_spec::Pan::Center);
-    fixed_view && look.talking.is_none() && look.clip.is_none()
+    crate::plan::fixed_view(z0, z1, look.pan) && look.talking.is_none() && look.clip.is_none()
 }
 
 /// How many still frames cost as much as one moving frame: a still frame is drawn once per
