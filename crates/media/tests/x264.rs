@@ -50,6 +50,40 @@ fn threaded_and_still_tuned_encodes_decode_in_place_too() {
     encode_and_check(&X264Settings { tune: "stillimage", ..settings(96, 64) });
 }
 
+/// A segment's pictures do not depend on how many threads x264 had: a lone long segment
+/// gets every core, the same segment in a distributed render one core, and the two must join
+/// to the same video (segment keys leave the threads out). CRF without VBV takes each frame's
+/// quantiser from the lookahead, not from the bits of the frames other threads are coding.
+#[test]
+fn a_segment_decodes_to_the_same_pictures_whatever_the_encoder_threads() {
+    let (w, h) = (320, 192);
+    let dir = tempfile::tempdir().unwrap();
+    let frames: Vec<Yuv420> = (0..48).map(|k| frame(w, h, k)).collect();
+    let decoded = |threads: u32| {
+        let out = dir.path().join(format!("threads-{threads}.mp4"));
+        let mut enc = Mp4Encoder::create(&X264Settings { threads, ..settings(w, h) }, &out).unwrap();
+        for f in &frames {
+            enc.write_frame(f).unwrap();
+        }
+        enc.finish().unwrap();
+        let mut dec = decoder(&out, w, h);
+        let mut got = Yuv420::solid(w, h, [0, 0, 0]);
+        let mut pictures = vec![];
+        while dec.read_frame(&mut got).unwrap() {
+            pictures.push(got.clone());
+        }
+        (pictures, std::fs::read(&out).unwrap())
+    };
+    let (one, one_file) = decoded(1);
+    let (two, two_file) = decoded(2);
+    assert_eq!(one.len(), 48);
+    assert_ne!(one_file, two_file, "x264 was given its threads (its settings are written into the stream)");
+    for (k, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(a.y == b.y && a.u == b.u && a.v == b.v, "picture {k} differs between 1 and 2 encoder threads");
+    }
+    assert_eq!(one.len(), two.len());
+}
+
 fn encode_and_check(s: &X264Settings<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("seg.mp4");
