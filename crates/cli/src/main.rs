@@ -194,19 +194,8 @@ enum CacheAction {
 }
 
 fn main() {
-    // Frame-sized buffers come and go per segment; a fixed 1 MB mmap threshold returns them to
-    // the system at once instead of letting glibc's adaptive threshold keep them in the heap,
-    // while a high trim threshold spares small allocations from brk churn (measured: 256 KB
-    // alone cost ~10% of render speed).
-    // SAFETY: mallopt only changes allocator tuning, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        one_malloc_arena();
-    }
+    tune_malloc(&cli.command);
     let otlp = match &cli.command {
         Command::Render { trace, .. } | Command::Serve { trace, .. } | Command::Worker { trace, .. } => {
             trace.otlp_endpoint.clone()
@@ -234,18 +223,28 @@ fn main() {
     }
 }
 
-/// A process that renders keeps one glibc arena: its threads (encoders, scene workers, the
+/// glibc's allocator, set before any other thread exists.
+///
+/// Frame-sized buffers come and go per segment; a fixed 1 MB mmap threshold returns them to
+/// the system at once instead of letting glibc's adaptive threshold keep them in the heap,
+/// while a high trim threshold spares small allocations from brk churn (measured: 256 KB
+/// alone cost ~10% of render speed).
+///
+/// A process that renders keeps one arena: its threads (encoders, scene workers, the
 /// soundtrack, each stage's pool) then reuse each other's freed memory instead of every arena
-/// keeping its own high-water mark. Measured at 1080p: a fresh render 383 MB instead of
-/// 398-401, and renders after four others in one process 372-380 MB instead of 414-419, at the
+/// keeping its own high-water mark. Measured at 1080p: a fresh render 379-383 MB instead of
+/// 392-401, and renders after four others in one process 375-382 MB instead of 414-419, at the
 /// same CPU. The API server (`serve`) keeps glibc's arena per thread: one arena cost it 11% of
 /// its requests per second under `bench load`. `MALLOC_ARENA_MAX` (or a glibc tunable) wins.
-fn one_malloc_arena() {
-    let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+fn tune_malloc(command: &Command) {
+    let arena_tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
         || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-    if !tuned {
-        // SAFETY: mallopt only changes allocator tuning; no thread has started yet.
-        unsafe {
+    let one_arena = !arena_tuned && !matches!(command, Command::Serve { .. });
+    // SAFETY: mallopt only changes allocator tuning; no other thread has started yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        if one_arena {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
