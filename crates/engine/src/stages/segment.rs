@@ -99,6 +99,20 @@ fn caption_at(look: &SceneLook, local: u64) -> Option<usize> {
     look.subtitles.iter().position(|s| local >= s.from && local < s.to)
 }
 
+/// The caption a still scene showed on the last frame drawn, so its picture is drawn again only
+/// when the caption changes.
+#[derive(Default)]
+struct ShownCaption(Option<Option<usize>>);
+
+impl ShownCaption {
+    /// Whether the frame at `local` shows another caption than the frame asked about before
+    /// (true for the first frame asked about).
+    fn changes_at(&mut self, look: &SceneLook, local: u64) -> bool {
+        let caption = Some(caption_at(look, local));
+        std::mem::replace(&mut self.0, caption) != caption
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn encode_segment(
     text: &Arc<TextRenderer>,
@@ -133,17 +147,16 @@ pub(super) fn encode_segment(
             r.render(from, &mut frame)?;
             enc.write_frame(&frame)?;
             report(1);
-            let mut shown = caption_at(&looks[scene], from);
+            let mut shown = ShownCaption::default();
+            shown.changes_at(&looks[scene], from);
             let mut changed = vec![1u8; reelsmith_media::frame::macroblocks(w, h)];
             let mut next = frame.clone();
             for local in from + 1..to {
                 if opts.cancelled() {
                     return Err(RenderError::Cancelled);
                 }
-                let caption = caption_at(&looks[scene], local);
-                if shown != caption {
+                if shown.changes_at(&looks[scene], local) {
                     r.render(local, &mut next)?;
-                    shown = caption;
                     next.unchanged_macroblocks(&frame, &mut changed);
                     std::mem::swap(&mut frame, &mut next);
                     enc.write_frame_after(&frame, &changed)?;
@@ -173,12 +186,10 @@ pub(super) fn encode_segment(
             let mut b = frame.clone();
             let a_start = looks[scene].frames - frames;
             // A still scene's picture is drawn again only when its caption changes.
-            let (mut shown_a, mut shown_b) = (None, None);
-            let redraw = |look: &SceneLook, local: u64, shown: &mut Option<Option<usize>>| {
-                let caption = caption_at(look, local);
-                let again = opts.redraw_still_spans || !motionless(look) || *shown != Some(caption);
-                *shown = Some(caption);
-                again
+            let (mut shown_a, mut shown_b) = (ShownCaption::default(), ShownCaption::default());
+            let redraw = |look: &SceneLook, local: u64, shown: &mut ShownCaption| {
+                let changed = shown.changes_at(look, local);
+                opts.redraw_still_spans || !motionless(look) || changed
             };
             for k in Segment::steps(frames, half) {
                 if opts.cancelled() {
@@ -298,6 +309,10 @@ mod tests {
         ];
         let shown: Vec<Option<usize>> = [0, 5, 19, 20, 29, 30].map(|f| caption_at(&captioned, f)).into();
         assert_eq!(shown, [None, Some(0), Some(0), Some(1), Some(1), None]);
+        // A still picture is drawn on the first frame and again only where the caption changes.
+        let mut last = ShownCaption::default();
+        let drawn: Vec<u64> = (0..40).filter(|&f| last.changes_at(&captioned, f)).collect();
+        assert_eq!(drawn, [0, 5, 20, 30]);
     }
 
     #[test]
