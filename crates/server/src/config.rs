@@ -94,6 +94,13 @@ pub struct Config {
     pub asset_quota_mb: u64,
     /// Event streams (SSE and WebSocket) one key (or the keyless caller) holds open at once.
     pub max_streams_per_key: usize,
+    /// Longest a connection may take to send a request head, seconds (also how long an idle
+    /// keep-alive connection stays open).
+    pub header_timeout_secs: f64,
+    /// Connections open at once, from everyone; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (a proxy in front counts as one).
+    pub max_connections_per_client: usize,
     /// Most scenes of one spec sent to D-ID (each is a paid D-ID talk).
     pub max_did_scenes_per_spec: usize,
     /// Budgets per key and UTC day for keys without their own (`keys create --daily-megapixel-frames
@@ -234,6 +241,9 @@ impl Default for Config {
             max_job_text_chars: 200_000,
             asset_quota_mb: 2048,
             max_streams_per_key: 64,
+            header_timeout_secs: 15.0,
+            max_connections: 4096,
+            max_connections_per_client: 256,
             max_did_scenes_per_spec: 10,
             default_daily_megapixel_frames: None,
             default_daily_did_scenes: 100,
@@ -386,6 +396,7 @@ impl Config {
             ("did_poll_secs", self.did_poll_secs, 0.05),
             ("distributed_min_seconds", self.distributed_min_seconds, 0.0),
             ("import_timeout_secs", self.import_timeout_secs, 1.0),
+            ("header_timeout_secs", self.header_timeout_secs, 0.1),
         ] {
             if !v.is_finite() || v < min || v > 1e7 {
                 return Err(ConfigError::Invalid(format!("{name} must be a number from {min} to 10000000")));
@@ -402,6 +413,12 @@ impl Config {
             return bad(
                 "default_daily_provider_usd must be a number of dollars, 0 or more (leave it out for no limit)",
             );
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad("max_connections must be 1 to 1000000");
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_client) {
+            return bad("max_connections_per_client must be 1 to max_connections");
         }
         if !(1..=1_000_000).contains(&self.max_batch_rows) {
             return bad("max_batch_rows must be 1 to 1000000");

@@ -102,12 +102,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         workers.extend(events::bridge(&state.hub, bus.clone(), state.node_id.clone(), up.clone(), stop.clone()));
     }
     let app = if state.config.api { http::router(state.clone()) } else { http::worker_router(state.clone()) };
-    let s = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { s.cancelled().await })
-            .await
-    });
+    let limits = http::listener::ConnectionLimits {
+        header_timeout: Duration::from_secs_f64(state.config.header_timeout_secs),
+        max_connections: state.config.max_connections,
+        max_per_client: state.config.max_connections_per_client,
+    };
+    // Room for the connections plus the database, cache and media files.
+    http::listener::raise_open_files_limit(limits.max_connections + 1024);
+    let server = tokio::spawn(http::listener::serve(listener, app, limits, stop.clone()));
     tracing::info!(%addr, role = state.config.role(), keys_required = state.config.keys_required(), data_dir = %state.config.data_dir.display(), "serving");
     Ok(Running { addr, state, stop, server, workers })
 }

@@ -47,6 +47,9 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// Longest an outbound host name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A client for one outbound request to `url` (webhooks, fetched talk sources). Unless
 /// `allow_private`, the host is resolved here, refused when any address is private, and the
 /// connection pinned to the checked address (so a DNS answer cannot change between the check
@@ -61,10 +64,11 @@ pub async fn outbound_client(
     }
     let host = url.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_string();
     let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+    // The system resolver has no deadline of its own that the caller controls.
+    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
         .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
+        .map_err(|_| format!("cannot resolve {host}: no answer in {} s", RESOLVE_TIMEOUT.as_secs()))?;
+    let addrs: Vec<std::net::SocketAddr> = lookup.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
     let Some(addr) = addrs.first().copied() else { return Err(format!("{host} has no address")) };
     if addrs.iter().any(|a| is_private(a.ip())) {
         return Err(format!("{host} resolves to a private address ({}); refused", addr.ip()));

@@ -760,3 +760,176 @@ async fn ready_details_stay_on_the_machine() {
     assert_eq!(fields, ["role", "status"], "nothing but status and role: {remote}");
     assert!(!remote.to_string().contains(dir.path().to_str().unwrap()));
 }
+
+/// A TCP connection to `server` from the loopback address `from` (127.0.0.0/8 is all
+/// loopback on Linux, so each address is another client to the server).
+async fn connect_from(from: [u8; 4], server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// One keep-alive `GET /health` on `stream`: its status, or `None` when the server closed the
+/// connection without answering.
+async fn health_over(stream: &mut tokio::net::TcpStream, server: std::net::SocketAddr) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET /health HTTP/1.1\r\nHost: {server}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await.expect("no answer").ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text.split(' ').nth(1).and_then(|c| c.parse().ok());
+            }
+        }
+    }
+}
+
+/// S12: a client that sends its request head a byte at a time holds the connection only until
+/// the head's deadline (the server closes it), however long it keeps sending.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_sent_a_byte_at_a_time_is_cut_off_at_its_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("REELSMITH_HEADER_TIMEOUT_SECS", "1")]);
+    let server: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let (mut read, mut write) = connect_from([127, 0, 0, 1], server).await.into_split();
+    let started = std::time::Instant::now();
+    // The attack's pace: one byte of an endless header every 100 ms.
+    let trickle = tokio::spawn(async move {
+        let head = b"GET /health HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a'));
+        for byte in head {
+            if write.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        // Whatever the server says before closing (hyper may answer 408), then the close.
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), closed).await.expect("the slow connection was held open");
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(900), "closed before its deadline: {held:?}");
+    trickle.abort();
+    healthy(&s).await;
+}
+
+/// S12: one client address cannot take every connection. Past its share the server closes its
+/// new connections at once; other clients are served, up to the server's own limit; a place
+/// given back is free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_piling_up_connections_does_not_lock_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("REELSMITH_HEADER_TIMEOUT_SECS", "600"),
+            ("REELSMITH_MAX_CONNECTIONS", "30"),
+            ("REELSMITH_MAX_CONNECTIONS_PER_CLIENT", "20"),
+        ],
+    );
+    let server: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let (piler, other) = ([127, 0, 0, 3], [127, 0, 0, 2]);
+    let mut held = vec![];
+    for k in 0..20 {
+        let mut c = connect_from(piler, server).await;
+        assert_eq!(health_over(&mut c, server).await, Some(200), "connection {k} of the client's 20");
+        held.push(c);
+    }
+    let mut extra = connect_from(piler, server).await;
+    assert_eq!(health_over(&mut extra, server).await, None, "a 21st connection from one client is closed");
+    // Another client is served, until the server's 30 are taken.
+    let mut others = vec![];
+    let refused_at = loop {
+        let mut c = connect_from(other, server).await;
+        match health_over(&mut c, server).await {
+            Some(code) => assert_eq!(code, 200),
+            None => break others.len(),
+        }
+        others.push(c);
+        assert!(others.len() <= 10, "more than 30 connections open");
+    };
+    assert_eq!(refused_at, 10, "the other client gets the 10 places left, then is refused");
+    // A held connection given back frees its place (once the server sees it close).
+    drop(others);
+    drop(held.pop());
+    let t = std::time::Instant::now();
+    loop {
+        let mut c = connect_from(piler, server).await;
+        if health_over(&mut c, server).await == Some(200) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the closed connection's place was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Files under `dir`, for a failure message.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into()).collect())
+        .unwrap_or_default()
+}
+
+/// S21: a generation deleted while its results are being stored leaves no file behind. A fault
+/// hook pauses the worker after its first file until the delete has happened, so the delete
+/// clears the prefix before the rest of the files arrive, for certain.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generation_deleted_while_its_files_are_stored_leaves_none_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pauses = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("REELSMITH_FAULT_PAUSE_STORING", pauses.path().to_str().unwrap())]);
+    let (code, g) = s.submit(&json!({"spec": small_spec("Deleted while its files are stored.")})).await;
+    assert_eq!(code, 202, "{g}");
+    let id = g["id"].as_str().unwrap().to_string();
+    let (marker, stored) = (pauses.path().join(&id), dir.path().join("artifacts").join(&id));
+    let t = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(t.elapsed() < LIMIT, "the render never reached storing: {}", s.status(&id).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stored.join("thumbnail.jpg").exists(), "the first file is stored: {:?}", listing(&stored));
+    let r = s.delete(&format!("/api/v1/generations/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    // The worker records how the job ended once it is done with the files.
+    let ended = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("reelsmith_jobs_total{") && l.contains("queue=\"render\""))
+            .map(str::to_string)
+    };
+    let t = std::time::Instant::now();
+    let line = loop {
+        let metrics = s.get("/metrics").send().await.unwrap().text().await.unwrap();
+        if let Some(line) = ended(&metrics) {
+            break line;
+        }
+        assert!(t.elapsed() < LIMIT, "the render job never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!line.contains("outcome=\"succeeded\""), "a deleted generation cannot succeed: {line}");
+    assert!(
+        !stored.exists() || listing(&stored).is_empty(),
+        "files of a deleted generation stayed: {:?}",
+        listing(&stored)
+    );
+    assert_eq!(s.get(&format!("/api/v1/generations/{id}")).send().await.unwrap().status(), 404);
+}

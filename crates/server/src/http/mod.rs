@@ -7,6 +7,7 @@ pub mod download;
 pub mod generations;
 pub mod guard;
 pub mod imports;
+pub mod listener;
 pub mod live;
 pub mod openapi;
 pub mod ops;

@@ -16,3 +16,20 @@ pub(crate) fn panic_attempts() -> u32 {
 pub(crate) fn hang_segments() -> bool {
     cfg!(feature = "fault-injection") && std::env::var_os("REELSMITH_FAULT_HANG_SEGMENTS").is_some()
 }
+
+/// Storing a render's results pauses after its first file until its generation is deleted
+/// (`REELSMITH_FAULT_PAUSE_STORING=<dir>`): the worker writes `<dir>/<generation id>` when it
+/// pauses and removes it when it goes on, so a test can delete a generation mid-upload for certain.
+pub(crate) async fn pause_storing(state: &crate::state::AppState, generation: &str) {
+    if !cfg!(feature = "fault-injection") {
+        return;
+    }
+    let Some(dir) = std::env::var_os("REELSMITH_FAULT_PAUSE_STORING") else { return };
+    let marker = std::path::Path::new(&dir).join(generation);
+    let _ = std::fs::write(&marker, b"");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while matches!(state.meta.generation(generation).await, Ok(Some(_))) && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(&marker);
+}

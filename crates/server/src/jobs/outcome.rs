@@ -7,6 +7,7 @@ use reelsmith_engine::Report;
 use reelsmith_store::{FailOutcome, GenerationRecord, GenerationResult, Heartbeat, now_ms};
 
 use crate::events::Event;
+use crate::jobs::lease::Held;
 use crate::state::AppState;
 
 /// Why an attempt failed: a stable code (the generation's `error.code`), the message, and
@@ -88,7 +89,27 @@ pub(crate) async fn finish_succeeded(
             return Outcome::Lost;
         }
     }
-    match store_results(state, g, &report, video).await {
+    // Uploading a large video takes a while: the lease is kept meanwhile, so no other worker
+    // renders the job again, and a cancel or delete stops the upload.
+    let limit = Duration::from_secs_f64(state.config.job_timeout_secs);
+    let stored = match crate::jobs::lease::hold(state, lease, limit, store_results(state, g, &report, video)).await {
+        Held::Done(Ok(Some(result))) => Ok(result),
+        Held::Done(Err(e)) => Err(e),
+        Held::TimedOut => Err(format!("storing took more than {} s", limit.as_secs())),
+        ended => {
+            // Deleted meanwhile (a delete ends the job, so its lease is lost too): files stored
+            // after the delete cleared the generation's prefix go now.
+            if matches!(state.meta.generation(&g.id).await, Ok(None)) {
+                let _ = state.artifacts.delete_prefix(&g.id).await;
+            }
+            if matches!(ended, Held::Lost) {
+                tracing::warn!(generation = %g.id, "lease lost while storing results");
+                return Outcome::Lost;
+            }
+            return finish_cancelled(state, g, lease).await;
+        }
+    };
+    match stored {
         Ok(result) => {
             for (name, st) in &report.stages {
                 metrics::histogram!("reelsmith_stage_duration_seconds", "stage" => name.clone()).record(st.wall_s);
@@ -125,13 +146,14 @@ pub(crate) async fn finish_succeeded(
     }
 }
 
-/// Thumbnail, subtitles, report and video into artifact storage; the result record.
+/// Thumbnail, subtitles, report and video into artifact storage; the result record. `None`
+/// when the generation was deleted meanwhile (its files are gone too).
 async fn store_results(
     state: &AppState,
     g: &GenerationRecord,
     report: &Report,
     video: &Path,
-) -> Result<GenerationResult, String> {
+) -> Result<Option<GenerationResult>, String> {
     let dir = video.parent().map(Path::to_path_buf).unwrap_or_default();
     let (video_p, thumb_p) = (video.to_path_buf(), dir.join("thumbnail.jpg"));
     let duration = report.duration_s;
@@ -170,8 +192,16 @@ async fn store_results(
     let key = |n: &str| format!("{}/{n}", g.id);
     for name in ["thumbnail.jpg", "subtitles.vtt", "report.json"] {
         a.put_file(&key(name), &dir.join(name)).await.map_err(|e| e.to_string())?;
+        if name == "thumbnail.jpg" {
+            crate::jobs::faults::pause_storing(state, &g.id).await;
+        }
     }
     let bytes = a.put_file(&key("video.mp4"), video).await.map_err(|e| e.to_string())?;
+    // Deleted while its files were being stored: the delete may have cleared the prefix before
+    // the last of them arrived (they go in the caller); a delete after this check clears them.
+    if state.meta.generation(&g.id).await.map_err(|e| e.to_string())?.is_none() {
+        return Ok(None);
+    }
     let result = GenerationResult {
         video_bytes: bytes,
         video_etag: hash,
@@ -183,7 +213,7 @@ async fn store_results(
         report: report_json,
     };
     state.meta.set_result(&g.id, &result).await.map_err(|e| e.to_string())?;
-    Ok(result)
+    Ok(Some(result))
 }
 
 /// A JPEG poster frame from one second in (or the middle of a shorter video).
