@@ -933,3 +933,42 @@ async fn a_generation_deleted_while_its_files_are_stored_leaves_none_behind() {
     );
     assert_eq!(s.get(&format!("/api/v1/generations/{id}")).send().await.unwrap().status(), 404);
 }
+
+/// S12: every id a WebSocket subscribe names is a lookup, charged to the key's rate like a
+/// request: a socket cannot make the server look up unknown ids without limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_lookups_are_charged_to_the_keys_rate() {
+    use futures_util::{SinkExt, StreamExt};
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "--data-dir"])
+        .arg(dir.path())
+        .args(["create", "slow", "--rate", "0.01", "--burst", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let s = Server::start(dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("{}/ws/generations", s.url.replace("http://", "ws://")).as_str(),
+    )
+    .unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    // The upgrade takes one token of the burst of 5.
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let ids: Vec<String> = (0..20).map(|k| format!("gen_unknown{k}")).collect();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        json!({"action": "subscribe", "ids": ids}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let mut codes = vec![];
+    while codes.len() < 20 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("no reply").unwrap().unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        codes.push(v["error"]["code"].as_str().unwrap_or_default().to_string());
+    }
+    let looked_up = codes.iter().filter(|c| *c == "not_found").count();
+    let limited = codes.iter().filter(|c| *c == "rate_limited").count();
+    assert_eq!((looked_up, limited), (4, 16), "4 tokens left after the upgrade, then refused: {codes:?}");
+}

@@ -158,6 +158,12 @@ async fn follow(socket: WebSocket, state: AppState, caller: Caller) {
                         all |= c.all;
                         let mut out = vec![];
                         for id in c.ids {
+                            // Each id is a lookup: charged to the key's rate like a request.
+                            if let Some(key) = &caller.0 && let Err(wait) = state.limiter.take(key) {
+                                out.push(serde_json::json!({"error": {"code": "rate_limited", "id": id, "message":
+                                    format!("rate limit of {} lookups/s exceeded for key '{}'; retry in {wait:.1} s", key.rate_per_s, key.name)}}).to_string());
+                                continue;
+                            }
                             match snapshot(&state, &caller, &id).await {
                                 Ok(ev) => { out.push(serde_json::to_string(&ev).unwrap_or_default()); ids.insert(id); }
                                 Err(e) => out.push(serde_json::json!({"error": {"code": e.code, "message": e.message}}).to_string()),
