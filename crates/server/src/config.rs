@@ -241,7 +241,7 @@ impl Default for Config {
             max_job_text_chars: 200_000,
             asset_quota_mb: 2048,
             max_streams_per_key: 64,
-            header_timeout_secs: 15.0,
+            header_timeout_secs: 30.0,
             max_connections: 4096,
             max_connections_per_client: 256,
             max_did_scenes_per_spec: 10,

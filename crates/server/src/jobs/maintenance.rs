@@ -1,6 +1,6 @@
 //! Maintenance jobs: retention of finished generations and unused assets.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use reelsmith_store::{ClaimedJob, now_ms};
@@ -100,21 +100,57 @@ pub async fn cleanup(state: &AppState) -> Result<u64, String> {
     }
     state.queue.purge_finished(cutoff).await.map_err(|e| e.to_string())?;
     removed += expire_assets(state).await?;
-    // Work folders of attempts that died with their process.
-    let tmp: PathBuf = state.config.data_dir.join("tmp");
-    if let Ok(mut rd) = tokio::fs::read_dir(&tmp).await {
-        while let Ok(Some(e)) = rd.next_entry().await {
-            let old = e
-                .metadata()
-                .await
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > Duration::from_secs_f64(state.config.job_timeout_secs * 2.0));
-            if old {
-                let _ = tokio::fs::remove_dir_all(e.path()).await;
-            }
+    // What a process that died mid-write leaves: attempts' work folders, half-copied result
+    // files, uploads and downloads of assets (each named with a leading dot until complete).
+    let stale = Duration::from_secs_f64(state.config.job_timeout_secs * 2.0);
+    let data = &state.config.data_dir;
+    sweep_stale(&data.join("tmp"), stale, |_| true).await;
+    sweep_stale(&data.join("artifacts").join(".tmp"), stale, |_| true).await;
+    sweep_stale(&state.config.assets_dir(), stale, |name| name.starts_with('.')).await;
+    Ok(removed)
+}
+
+/// Removes the entries of `dir` whose names pass `pick` and that have not changed for `age`.
+async fn sweep_stale(dir: &Path, age: Duration, pick: impl Fn(&str) -> bool) {
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else { return };
+    while let Ok(Some(e)) = rd.next_entry().await {
+        if !pick(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let Ok(meta) = e.metadata().await else { continue };
+        let old = meta.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > age);
+        if old {
+            let _ = if meta.is_dir() {
+                tokio::fs::remove_dir_all(e.path()).await
+            } else {
+                tokio::fs::remove_file(e.path()).await
+            };
         }
     }
-    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_stale_entries_that_are_picked_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for name in [".up_old", "asset_old", ".up_new"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".dir_old")).unwrap();
+        std::fs::write(dir.path().join(".dir_old").join("part"), b"x").unwrap();
+        for name in [".up_old", "asset_old"] {
+            std::fs::File::options().write(true).open(dir.path().join(name)).unwrap().set_modified(old).unwrap();
+        }
+        // A folder is opened for reading only; its owner may still set its times.
+        std::fs::File::open(dir.path().join(".dir_old")).unwrap().set_modified(old).unwrap();
+        sweep_stale(dir.path(), Duration::from_secs(600), |n| n.starts_with('.')).await;
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, [".up_new", "asset_old"], "old dot-files and folders go; new ones and assets stay");
+    }
 }
