@@ -434,3 +434,55 @@ async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
     assert_eq!(e["error"]["code"], "provider_unavailable", "{e}");
     assert!(e.to_string().contains("spec.scenes[0].motion.provider"), "{e}");
 }
+
+/// S20: listing talks reads a bounded number of generations per call. A caller with many other
+/// generations gets a short page and a token to go on from, and following the tokens still
+/// finds every talk.
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_talks_reads_a_bounded_number_of_generations_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "--data-dir"])
+        .arg(dir.path())
+        .args(["create", "lister", "--rate", "1000", "--burst", "1000"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // No worker: the generations stay queued, which is all listing needs.
+    let mut s = Server::start_as(&["serve", "--no-worker"], dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);
+    s.token = Some(token.clone());
+    let auth = basic(&token);
+    let photos = file_server(vec![("astronaut.jpg", std::fs::read(astronaut()).unwrap())]).await;
+    let body =
+        json!({"source_url": format!("{photos}/astronaut.jpg"), "script": {"type": "text", "input": "Hello there."}});
+    let r = s.post("/talks").header("authorization", &auth).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let talk: Value = r.json().await.unwrap();
+    // Twelve newer generations that are not talks, listed before it (newest first).
+    for k in 0..12 {
+        let (code, g) = s.submit(&json!({"spec": small_spec(&format!("Not a talk {k}."))})).await;
+        assert_eq!(code, 202, "{g}");
+    }
+    let mut pages: Vec<Value> = vec![];
+    let mut next: Option<String> = None;
+    loop {
+        let url = match &next {
+            Some(t) => format!("/talks?limit=2&token={t}"),
+            None => "/talks?limit=2".to_string(),
+        };
+        let page: Value = s.get(&url).header("authorization", &auth).send().await.unwrap().json().await.unwrap();
+        next = page["token"].as_str().map(str::to_string);
+        pages.push(page);
+        if next.is_none() {
+            break;
+        }
+        assert!(pages.len() < 10, "tokens never end: {pages:?}");
+    }
+    // A call reads 5 pages of 2: the first finds only the ten newest generations.
+    assert_eq!(pages[0]["talks"].as_array().unwrap().len(), 0, "{pages:?}");
+    assert!(pages[0]["token"].is_string(), "a short page says where to go on: {pages:?}");
+    let found: Vec<&str> =
+        pages.iter().flat_map(|p| p["talks"].as_array().unwrap()).filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(found, [talk["id"].as_str().unwrap()], "{pages:?}");
+    assert_eq!(pages.len(), 2, "{pages:?}");
+}

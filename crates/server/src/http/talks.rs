@@ -395,7 +395,11 @@ pub async fn list_talks(
     let base = base_of(&state, &headers);
     let mut talks = vec![];
     let mut cursor_now = cursor;
-    // Talks are generations with a talk record; skip the others page by page.
+    // Talks are generations with a talk record; skip the others page by page, reading at most
+    // LIST_PAGES pages per call: a caller with many other generations gets a short page and a
+    // token to go on from, instead of one request that reads all of them.
+    let mut pages = 0;
+    let mut stopped_early = false;
     loop {
         let page = state
             .meta
@@ -410,16 +414,29 @@ pub async fn list_talks(
         let full = page.len() == limit as usize;
         cursor_now = page.last().map(|g| g.id.clone());
         talks.extend(page.iter().filter(|g| is_talk(g)).map(|g| talk_json(&state, g, &base)));
+        pages += 1;
         if talks.len() >= limit as usize || !full {
+            break;
+        }
+        if pages == LIST_PAGES {
+            stopped_early = true;
             break;
         }
     }
     talks.truncate(limit as usize);
-    let token = (talks.len() == limit as usize)
-        .then(|| talks.last().and_then(|t| t["id"].as_str().map(str::to_string)))
-        .flatten();
+    let token = if talks.len() == limit as usize {
+        talks.last().and_then(|t| t["id"].as_str().map(str::to_string))
+    } else if stopped_early {
+        // Where the reading stopped, in the token's own form (it names a generation).
+        cursor_now.as_deref().map(talk_id)
+    } else {
+        None
+    };
     Ok(Json(json!({"talks": talks, "token": token})))
 }
+
+/// Most pages of generations one `GET /talks` reads.
+const LIST_PAGES: u32 = 5;
 
 pub async fn delete_talk(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> DidResult<Response> {
     let g = visible_talk(&state, &caller, &id).await?;
