@@ -153,6 +153,19 @@ fn spawn(role: &[String], data_dir: &Path, env: &[(String, String)]) -> (Child, 
     (child, url.to_string())
 }
 
+/// `reelsmith keys create <name> <options…>` on `data_dir`; returns the new key's token.
+pub fn create_key(data_dir: &Path, name: &str, options: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "--data-dir"])
+        .arg(data_dir)
+        .args(["create", name])
+        .args(options)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A tiny storyboard: a title card with narration, then a colour card (about 2.5 s).
 pub fn small_spec(text: &str) -> Value {
     json!({

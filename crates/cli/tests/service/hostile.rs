@@ -12,16 +12,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// A server that requires keys, with two tenants: (server, alice's token, mallory's token).
 fn two_tenants(dir: &std::path::Path, env: &[(&str, &str)]) -> (Server, String, String) {
-    let create = |name: &str| {
-        let out = std::process::Command::new(BIN)
-            .args(["keys", "--data-dir"])
-            .arg(dir)
-            .args(["create", name, "--rate", "1000", "--burst", "1000"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let create = |name: &str| create_key(dir, name, &["--rate", "1000", "--burst", "1000"]);
     let (alice, mallory) = (create("alice"), create("mallory"));
     let mut env = env.to_vec();
     env.push(("REELSMITH_REQUIRE_API_KEY", "true"));
@@ -940,14 +931,7 @@ async fn a_generation_deleted_while_its_files_are_stored_leaves_none_behind() {
 async fn websocket_lookups_are_charged_to_the_keys_rate() {
     use futures_util::{SinkExt, StreamExt};
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["keys", "--data-dir"])
-        .arg(dir.path())
-        .args(["create", "slow", "--rate", "0.01", "--burst", "5"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = create_key(dir.path(), "slow", &["--rate", "0.01", "--burst", "5"]);
     let s = Server::start(dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("{}/ws/generations", s.url.replace("http://", "ws://")).as_str(),

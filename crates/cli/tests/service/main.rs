@@ -582,17 +582,7 @@ async fn bad_input_gets_clear_json_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_are_required_beyond_loopback_rate_limited_and_quota_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let create = |name: &str, extra: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(["keys", "--data-dir"])
-            .arg(dir.path())
-            .args(["create", name])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let create = |name: &str, extra: &[&str]| create_key(dir.path(), name, extra);
     let token = create("ci", &["--rate", "1", "--burst", "3", "--max-jobs", "1"]);
     assert!(token.starts_with("rsk_"));
     let mut s = Server::start(dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);

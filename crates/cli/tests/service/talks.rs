@@ -441,13 +441,7 @@ async fn storyboard_talking_head_scene_is_animated_by_d_id_and_reused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_talks_reads_a_bounded_number_of_generations_per_call() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["keys", "--data-dir"])
-        .arg(dir.path())
-        .args(["create", "lister", "--rate", "1000", "--burst", "1000"])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = create_key(dir.path(), "lister", &["--rate", "1000", "--burst", "1000"]);
     // No worker: the generations stay queued, which is all listing needs.
     let mut s = Server::start_as(&["serve", "--no-worker"], dir.path(), &[("REELSMITH_REQUIRE_API_KEY", "true")]);
     s.token = Some(token.clone());
