@@ -956,3 +956,23 @@ async fn websocket_lookups_are_charged_to_the_keys_rate() {
     let limited = codes.iter().filter(|c| *c == "rate_limited").count();
     assert_eq!((looked_up, limited), (4, 16), "4 tokens left after the upgrade, then refused: {codes:?}");
 }
+
+/// S14: any token is a valid HTTP method, but metrics label only the standard ones: requests
+/// with made-up methods cannot grow the label sets (and the scrape) without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_methods_do_not_grow_the_metric_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    for k in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{k}").as_bytes()).unwrap();
+        let r = client.request(method, format!("{}/health", s.url)).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let metrics = s.get("/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("MADEUP"), "a made-up method reached the labels");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("reelsmith_http_request_duration_seconds") && l.contains("other")),
+        "made-up methods are counted together as `other`"
+    );
+}
