@@ -141,8 +141,17 @@ async fn submit_follow_progress_download_and_verify_webhook() {
     assert_eq!(body["type"], "generation.succeeded");
     assert_eq!(body["data"]["id"], id.as_str());
     assert_eq!(body["id"], d.headers["reelsmith-event-id"].to_str().unwrap());
-    let st = s.status(&id).await;
-    assert_eq!(st["webhook_deliveries"][0]["status"], "delivered", "{st}");
+    // The worker records the delivery once the receiver has answered, so just after it.
+    let t = std::time::Instant::now();
+    loop {
+        let st = s.status(&id).await;
+        if st["webhook_deliveries"][0]["status"] == "delivered" {
+            break;
+        }
+        assert_eq!(st["webhook_deliveries"][0]["status"], "delivering", "{st}");
+        assert!(t.elapsed() < Duration::from_secs(10), "the delivery was never recorded: {st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Listing and metrics see it.
     let list: Value = s.get("/api/v1/generations?status=succeeded").send().await.unwrap().json().await.unwrap();
