@@ -10,15 +10,22 @@ import time
 
 port = int(sys.argv[1])
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
+
+
+def connect_from(address, timeout, request):
+    """A connection from the loopback `address` that has sent `request`."""
+    s = socket.socket()
+    s.bind((address, 0))
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    s.sendall(request)
+    return s
+
+
 held, failed = [], 0
 for _ in range(n):
     try:
-        s = socket.socket()
-        s.bind(("127.0.0.3", 0))
-        s.settimeout(0.2)
-        s.connect(("127.0.0.1", port))
-        s.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
-        held.append(s)
+        held.append(connect_from("127.0.0.3", 0.2, b"GET /health HTTP/1.1\r\nX-Slow: "))
     except OSError:
         failed += 1
 time.sleep(0.5)
@@ -34,11 +41,7 @@ for s in held:
         pass
 start = time.time()
 try:
-    c = socket.socket()
-    c.bind(("127.0.0.2", 0))
-    c.settimeout(3)
-    c.connect(("127.0.0.1", port))
-    c.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    c = connect_from("127.0.0.2", 3, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     other = "%r in %.3f s" % (c.recv(15), time.time() - start)
 except OSError as e:
     other = "failed: %r after %.1f s" % (e, time.time() - start)

@@ -147,7 +147,7 @@ pub(crate) async fn finish_succeeded(
 }
 
 /// Thumbnail, subtitles, report and video into artifact storage; the result record. `None`
-/// when the generation was deleted meanwhile (its files are gone too).
+/// when the generation was deleted meanwhile (the caller then clears what was stored).
 async fn store_results(
     state: &AppState,
     g: &GenerationRecord,
