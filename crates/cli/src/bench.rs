@@ -327,6 +327,8 @@ fn e2e(args: &E2eArgs) -> Result<()> {
                 config.bind = "127.0.0.1:0".parse()?;
                 config.data_dir = data_dir;
                 config.cache_dir = None;
+                config.render_program = reelsmith_server::isolation::this_executable();
+                config.render_trace = crate::tracing_setup::render_hooks();
                 let running = reelsmith_server::start(config).await?;
                 let url = format!("http://{}", running.addr);
                 embedded = Some(running);

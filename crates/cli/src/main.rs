@@ -182,6 +182,9 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// One render for the service, in a process of its own (started by `serve` and `worker`).
+    #[command(name = "render-child", hide = true)]
+    RenderChild,
 }
 
 #[derive(Subcommand)]
@@ -200,8 +203,15 @@ fn main() {
         Command::Render { trace, .. } | Command::Serve { trace, .. } | Command::Worker { trace, .. } => {
             trace.otlp_endpoint.clone()
         }
+        // Started by `serve` or `worker`, which pass the endpoint in the environment.
+        Command::RenderChild => std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok(),
         _ => None,
     };
+    if let (Command::Serve { .. } | Command::Worker { .. }, Some(endpoint)) = (&cli.command, &otlp) {
+        // Render processes export their spans to the same collector.
+        // SAFETY: no other thread exists yet to read the environment meanwhile.
+        unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) };
+    }
     let tracing = match tracing_setup::init(otlp.as_deref()) {
         Ok(g) => g,
         Err(e) => {
@@ -431,6 +441,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { what } => bench::run(what),
+        Command::RenderChild => match reelsmith_server::isolation::child_main(tracing_setup::render_hooks()) {
+            0 => Ok(()),
+            code => anyhow::bail!("render-child ended with status {code}"),
+        },
         Command::Serve { args, cache, .. } => serve::serve(args, cache.cache_dir.clone()),
         Command::Worker { args, cache, .. } => serve::worker(args, cache.cache_dir.clone()),
         Command::Keys { args, action } => serve::keys(args, action),

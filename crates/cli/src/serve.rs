@@ -38,6 +38,8 @@ impl ServeArgs {
         if self.no_worker {
             c.workers = false;
         }
+        c.render_program = reelsmith_server::isolation::this_executable();
+        c.render_trace = crate::tracing_setup::render_hooks();
         Ok(c)
     }
 }

@@ -62,6 +62,7 @@ pub fn init(otlp_endpoint: Option<&str>) -> Result<Guard> {
                 .with_tracer(provider.tracer("reelsmith"))
                 .with_filter(EnvFilter::try_from_env("REELSMITH_TRACE").unwrap_or_else(|_| "info".into()));
             registry.with(spans).init();
+            let _ = PROVIDER.set(provider.clone());
             Ok(Guard { provider: Some(provider) })
         }
         #[cfg(not(feature = "otlp"))]
@@ -69,4 +70,55 @@ pub fn init(otlp_endpoint: Option<&str>) -> Result<Guard> {
             anyhow::bail!("this reelsmith was built without the `otlp` feature; rebuild with it to export traces")
         }
     }
+}
+
+#[cfg(feature = "otlp")]
+static PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// How render processes join the server's traces: the job span's W3C `traceparent` goes with
+/// each render, and the render process makes it the parent of its `render` span.
+pub fn render_hooks() -> Option<reelsmith_server::isolation::TraceHooks> {
+    #[cfg(feature = "otlp")]
+    if PROVIDER.get().is_some() {
+        return Some(reelsmith_server::isolation::TraceHooks {
+            current: current_traceparent,
+            enter: enter_traceparent,
+            flush: || {
+                if let Some(p) = PROVIDER.get() {
+                    let _ = p.force_flush();
+                }
+            },
+        });
+    }
+    None
+}
+
+#[cfg(feature = "otlp")]
+fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+}
+
+#[cfg(feature = "otlp")]
+fn enter_traceparent(traceparent: &str) -> Option<Box<dyn std::any::Any>> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace), Some(span), Some(flags), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let sc = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
+        true,
+        TraceState::default(),
+    );
+    let cx = opentelemetry::Context::new().with_remote_span_context(sc);
+    Some(Box::new(cx.attach()))
 }

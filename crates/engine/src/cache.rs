@@ -106,8 +106,10 @@ pub struct Cache {
     run: Mutex<BTreeMap<String, HitMiss>>,
     shared: Option<Shared>,
     /// Entries renders in progress still need, with how many renders need each: evicting while
-    /// writing never removes them.
-    pins: Mutex<HashMap<Key, usize>>,
+    /// writing never removes them. Each also holds a shared lock on its file in `pins/`, so
+    /// renders in other processes on the same folder (isolated renders, CLI runs) do not
+    /// remove them either.
+    pins: Mutex<HashMap<Key, (usize, Option<fs::File>)>>,
     /// Bytes in `objects/`: counted on first need, then kept up to date by installs and evictions.
     approx_bytes: Mutex<Option<u64>>,
     /// When `objects/` was last walked whole (by an eviction).
@@ -175,6 +177,7 @@ impl Cache {
         let root = std::path::absolute(root.into())?;
         fs::create_dir_all(root.join("objects"))?;
         fs::create_dir_all(root.join("tmp"))?;
+        fs::create_dir_all(root.join("pins"))?;
         sweep_stale_staging(&root.join("tmp"));
         Ok(Self {
             root,
@@ -201,6 +204,22 @@ impl Cache {
             });
         }
         self
+    }
+
+    /// The shared tier's hits, stores and errors in this process so far (none without a tier).
+    pub fn shared_counts(&self) -> Option<[u64; 3]> {
+        let s = self.shared.as_ref()?;
+        Some([s.hits.load(Ordering::Relaxed), s.stores.load(Ordering::Relaxed), s.errors.load(Ordering::Relaxed)])
+    }
+
+    /// Adds what renders in other processes (see `shared_counts`) did with the shared tier to
+    /// this process's counters, which `shared_status` reports.
+    pub fn add_shared_counts(&self, [hits, stores, errors]: [u64; 3]) {
+        if let Some(s) = &self.shared {
+            s.hits.fetch_add(hits, Ordering::Relaxed);
+            s.stores.fetch_add(stores, Ordering::Relaxed);
+            s.errors.fetch_add(errors, Ordering::Relaxed);
+        }
     }
 
     /// The shared tier's counters, and whether it answers now (a live check).
@@ -327,16 +346,46 @@ impl Cache {
 
     /// Marks `k` as needed by a render in progress (see [`Cache::unpin`]).
     pub fn pin(&self, k: &Key) {
-        *self.pins.lock().expect("pins lock").entry(*k).or_default() += 1;
+        let mut pins = self.pins.lock().expect("pins lock");
+        let pin = pins.entry(*k).or_insert((0, None));
+        if pin.0 == 0 && self.enabled {
+            // Without the lock file the pin still holds in this process; an error here (a full
+            // disk) must not fail the render.
+            pin.1 = lock_pin_file(&self.pin_path(k)).ok();
+        }
+        pin.0 += 1;
     }
 
     pub fn unpin(&self, k: &Key) {
         let mut pins = self.pins.lock().expect("pins lock");
-        if let Some(n) = pins.get_mut(k) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(pin) = pins.get_mut(k) {
+            pin.0 -= 1;
+            if pin.0 == 0 {
+                // Dropping the file releases its lock; the file stays for the next pin (removing
+                // it here could race with another process taking it).
                 pins.remove(k);
             }
+        }
+    }
+
+    fn pin_path(&self, k: &Key) -> PathBuf {
+        self.root.join("pins").join(k.hex())
+    }
+
+    /// Takes entry `name` (its key's hex) away from every pin: `Some` holds the exclusive lock
+    /// on its pin file (if it has one) until the entry is gone; `None` when a render in some
+    /// process has it pinned.
+    fn claim_for_eviction(&self, name: &str) -> Option<Option<fs::File>> {
+        let path = self.root.join("pins").join(name);
+        match fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => match f.try_lock() {
+                Ok(()) => Some(Some(f)),
+                Err(_) => None,
+            },
+            // Never pinned (or its pin file went with an earlier eviction): nobody needs it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
+            // A pin file that cannot be opened may be held: keep the entry.
+            Err(_) => None,
         }
     }
 
@@ -471,10 +520,19 @@ impl Cache {
                 if total <= self.max_bytes {
                     break;
                 }
-                if p.file_name().is_some_and(|n| pinned.contains(n.to_string_lossy().as_ref())) {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if pinned.contains(&name) {
                     continue;
                 }
+                let Some(claim) = self.claim_for_eviction(&name) else {
+                    continue;
+                };
                 fs::remove_dir_all(&p)?;
+                if claim.is_some() {
+                    // Under the exclusive lock: a process pinning it next finds the file gone
+                    // and makes a new one (see `lock_pin_file`).
+                    let _ = fs::remove_file(self.root.join("pins").join(&name));
+                }
                 total -= size;
                 removed += 1;
             }
@@ -498,7 +556,7 @@ impl Cache {
 
     /// Removes every entry and the statistics.
     pub fn clear(&self) -> io::Result<()> {
-        for sub in ["objects", "tmp"] {
+        for sub in ["objects", "tmp", "pins"] {
             let p = self.root.join(sub);
             if p.exists() {
                 fs::remove_dir_all(&p)?;
@@ -507,6 +565,24 @@ impl Cache {
         }
         let _ = fs::remove_file(self.root.join("stats.json"));
         Ok(())
+    }
+}
+
+/// Opens `path` (creating it) with a shared lock held. The file must still be the one at
+/// `path` once locked: an eviction removes it under its exclusive lock, and a lock on the
+/// removed file would protect nothing.
+fn lock_pin_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let f = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        f.lock_shared()?;
+        let held = f.metadata()?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(f),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -649,6 +725,37 @@ mod tests {
             let _ = cache.get("s", k);
         }
         assert!(cache.stats().entries <= 3);
+    }
+
+    #[test]
+    fn an_entry_pinned_by_another_process_is_not_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two caches on one folder stand for two processes: pins are file locks, which one
+        // process's open files hold against another's as against its own.
+        let render = Cache::open(dir.path(), 3000).unwrap();
+        let other = Cache::open(dir.path(), 3000).unwrap();
+        let keys: Vec<Key> = (0..10).map(|i| key("s", &i)).collect();
+        render.pin(&keys[0]);
+        render.get_or_build::<io::Error>("s", &keys[0], |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
+        for k in &keys[1..] {
+            other.get_or_build::<io::Error>("s", k, |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
+            assert!(render.entry_path(&keys[0]).is_dir(), "an entry another process pinned was evicted");
+        }
+        assert!(other.stats().bytes <= 3000, "{} bytes", other.stats().bytes);
+        render.unpin(&keys[0]);
+        // Released, it goes like any other entry (the oldest here), and its pin file with it.
+        fs::File::open(render.entry_path(&keys[0]))
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+            .unwrap();
+        other.get_or_build::<io::Error>("s", &key("s", &10), |d| fs::write(d.join("f"), vec![0u8; 1000])).unwrap();
+        assert!(!render.entry_path(&keys[0]).exists(), "an unpinned old entry stayed");
+        assert!(!dir.path().join("pins").join(keys[0].hex()).exists(), "its pin file stayed");
+        // Pinned again later, the pin holds again (a new file).
+        render.pin(&keys[1]);
+        assert!(other.claim_for_eviction(&keys[1].hex()).is_none());
+        render.unpin(&keys[1]);
+        assert!(other.claim_for_eviction(&keys[1].hex()).is_some());
     }
 
     #[test]

@@ -48,6 +48,15 @@ pub enum RenderError {
     Io(#[from] std::io::Error),
     #[error("render cancelled")]
     Cancelled,
+    /// The render ran in a process of its own, which ran out of the memory it may use.
+    #[error(
+        "the render needed more memory than the {limit_mb} MB a render may use: make the video smaller or shorter, or raise render_memory_limit_mb"
+    )]
+    OutOfMemory { limit_mb: u64 },
+    /// The render ran in a process of its own, which failed as described (`code` is one of
+    /// [`RenderError::code`]'s), or died.
+    #[error("{message}")]
+    Isolated { code: &'static str, message: String, input_error: bool },
 }
 
 /// The in-process AAC encoder's errors are reported as the FFmpeg encoder's were.
@@ -58,10 +67,11 @@ impl From<reelsmith_media::aac::AacError> for RenderError {
 }
 
 impl RenderError {
-    /// The spec itself is at fault (it does not parse or validate): retrying cannot help, and
-    /// the caller must change it.
+    /// The spec itself is at fault (it does not parse or validate, or it needs more memory than
+    /// a render may use): retrying cannot help, and the caller must change it.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, Self::Parse(_) | Self::Invalid(_))
+        matches!(self, Self::Parse(_) | Self::Invalid(_) | Self::OutOfMemory { .. })
+            || matches!(self, Self::Isolated { input_error: true, .. })
     }
 
     pub fn code(&self) -> &'static str {
@@ -73,8 +83,24 @@ impl RenderError {
             Self::Speech(_) => "speech_failed",
             Self::Io(_) => "io",
             Self::Cancelled => "cancelled",
+            Self::OutOfMemory { .. } => "out_of_memory",
+            Self::Isolated { code, .. } => code,
         }
     }
+
+    /// Every code [`RenderError::code`] gives (a render in another process reports its code
+    /// as text; this turns it back into the stable one).
+    pub const CODES: [&'static str; 9] = [
+        ParseError::CODE,
+        ValidationError::CODE,
+        "ffmpeg_missing",
+        "ffmpeg_failed",
+        "speech_failed",
+        "io",
+        "cancelled",
+        "out_of_memory",
+        "render_crashed",
+    ];
 
     /// A single issue at `path`, in the same form as spec validation errors.
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
@@ -136,7 +162,7 @@ pub struct LiveOptions {
 pub type PublishFn = Arc<dyn Fn(&str, &Path) + Send + Sync>;
 
 /// How much of the pipeline a render runs.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scope {
     /// The whole video.
     #[default]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StageReport {
     pub wall_s: f64,
     /// CPU seconds of this process and of the FFmpeg children it ran in the stage.
@@ -21,7 +21,7 @@ pub struct StageReport {
     pub cache_misses: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub output: String,
     pub width: u32,
@@ -56,7 +56,7 @@ pub struct Report {
 }
 
 /// One segment of the video as the render found it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegmentInfo {
     pub index: usize,
     /// The scene it shows (a transition shows this one and the next).
@@ -72,7 +72,7 @@ pub struct SegmentInfo {
 }
 
 /// One subtitle page on the video's timeline.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Caption {
     pub start_s: f64,
     pub end_s: f64,

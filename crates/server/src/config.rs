@@ -46,6 +46,18 @@ pub struct Config {
     /// OS priority of render threads and their FFmpeg processes (0-19): the API stays fast
     /// while renders saturate the cores.
     pub render_nice: i32,
+    /// Each render runs in a process of its own, whose data (and each of its FFmpeg
+    /// processes') may take at most this many MB: a render that needs more fails alone with
+    /// `out_of_memory`, and a crash ends only its own job. 0 runs renders on threads of the
+    /// server process.
+    pub render_memory_limit_mb: u64,
+    /// The executable that runs isolated renders (`reelsmith render-child`); set by the
+    /// `reelsmith` binary to itself. Without it renders run on threads.
+    #[serde(skip)]
+    pub render_program: Option<PathBuf>,
+    /// How render processes join this process's traces (when it exports them).
+    #[serde(skip)]
+    pub render_trace: Option<crate::isolation::TraceHooks>,
     /// A job whose worker stops heartbeating is taken again after this long.
     pub lease_secs: f64,
     /// Hard limit on one render attempt.
@@ -209,6 +221,9 @@ impl Default for Config {
             max_concurrent_imports: 1,
             import_timeout_secs: 180.0,
             render_nice: 10,
+            render_memory_limit_mb: 4096,
+            render_program: None,
+            render_trace: None,
             lease_secs: 30.0,
             job_timeout_secs: 1800.0,
             max_attempts: 3,
@@ -431,6 +446,9 @@ impl Config {
         }
         if self.render_workers == 0 && self.workers {
             return bad("render_workers must be at least 1 (or set workers = false)");
+        }
+        if self.render_memory_limit_mb > 0 && self.render_memory_limit_mb < 64 {
+            return bad("render_memory_limit_mb must be 0 (no separate render process) or at least 64");
         }
         if !(0..=19).contains(&self.render_nice) {
             return bad("render_nice must be 0 to 19");

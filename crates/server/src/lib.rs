@@ -26,6 +26,7 @@ pub mod error;
 mod events;
 pub mod http;
 pub mod imports;
+pub mod isolation;
 mod jobs;
 mod net;
 mod queues;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub meta: Arc<dyn Metadata>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub engine: Arc<Engine>,
+    /// Runs renders: in processes of their own under `render_memory_limit_mb`, or on threads.
+    pub renderer: Arc<crate::isolation::Renderer>,
     pub hub: crate::events::Hub,
     pub limiter: Arc<crate::access::RateLimiter>,
     /// Request log, finished-generation history, request ids, Prometheus.
@@ -192,6 +194,20 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         ));
     }
     let engine = Arc::new(Engine::new(cache)?);
+    let isolation = match (&config.render_program, config.render_memory_limit_mb) {
+        (Some(program), limit) if limit > 0 => Some(crate::isolation::Isolation {
+            program: program.clone(),
+            memory_limit_mb: limit,
+            cache: crate::isolation::CacheSetup {
+                root: engine.cache.root().to_path_buf(),
+                max_bytes: engine.cache.max_bytes(),
+                redis: config.redis(),
+            },
+            trace: config.render_trace,
+        }),
+        _ => None,
+    };
+    let renderer = Arc::new(crate::isolation::Renderer::new(engine.clone(), isolation));
     let webhook_secret: Arc<str> = match &config.webhook_secret {
         Some(s) => s.as_str().into(),
         None => load_or_create_secret(&data.join("webhook_secret"), "whsec_")?.into(),
@@ -274,6 +290,7 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
         meta,
         artifacts,
         engine,
+        renderer,
         hub: crate::events::Hub::default(),
         limiter: Default::default(),
         telemetry: Default::default(),

@@ -188,10 +188,14 @@ async fn huge_text_renders_in_bounded_memory_and_absurd_specs_are_refused() {
     assert_eq!(code, 202, "{g}");
     let done = s.wait_final(g["id"].as_str().unwrap(), Duration::from_secs(300)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    // Peak RSS of the whole server: frames of 4096² are 25 MB (yuv) and 67 MB (RGBA); the
-    // unbounded layout asked for over 30 GB.
+    // Peak RSS of the server and of the render's own process tree: frames of 4096² are 25 MB
+    // (yuv) and 67 MB (RGBA); the unbounded layout asked for over 30 GB.
     let peak_mb = rss_kb(s.pid()) / 1024;
     assert!(peak_mb < 2048, "the server peaked at {peak_mb} MB");
+    let id = done["id"].as_str().unwrap();
+    let report: Value = s.get(&format!("/api/v1/generations/{id}/report")).send().await.unwrap().json().await.unwrap();
+    let render_mb = report["peak_tree_rss_mb"].as_f64().unwrap();
+    assert!(render_mb > 0.0 && render_mb < 2048.0, "the render peaked at {render_mb} MB");
     healthy(&s).await;
 
     // Twenty minutes of 4096² at 120 fps: refused at once, naming the field and the limit.
@@ -975,4 +979,109 @@ async fn made_up_methods_do_not_grow_the_metric_labels() {
         metrics.lines().any(|l| l.starts_with("reelsmith_http_request_duration_seconds") && l.contains("other")),
         "made-up methods are counted together as `other`"
     );
+}
+
+/// The S3 spec (5,000 characters of text at the largest sizes on 4096² frames): bounded, it
+/// still needs 0.5-0.8 GB of data, past the 384 MB the next test allows a render.
+fn hungry_spec() -> Value {
+    let w = "W".repeat(5_000);
+    json!({"version": 1, "output": {"width": 4096, "height": 4096, "fps": 1,
+    "quality": {"preset": "ultrafast"}}, "subtitles": {"enabled": false},
+    "scenes": [
+        {"duration": 1, "background": {"color": "#000000"}, "overlay": {"text": w, "font": {"size": 0.3}}},
+        {"duration": 1, "title": w, "motion": {"type": "ken-burns", "zoom_from": 4, "zoom_to": 4}},
+    ]})
+}
+
+/// The render processes (`reelsmith render-child`) the server `parent` has started.
+fn render_processes(parent: u32) -> Vec<u32> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: the name may hold spaces, so read after its last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && cmdline.split(|b| *b == 0).any(|arg| arg == b"render-child") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// S3, S21.1: renders run in processes of their own. One that needs more memory than a render
+/// may use fails alone, at once, with the reason and without retries, while another tenant's
+/// render beside it finishes; one whose process dies (the OOM killer, a crash) costs its job an
+/// attempt, never the server or another job. Before, either took the whole server down, and
+/// every job it was running lost an attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_render_past_its_memory_limit_or_killed_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("REELSMITH_RENDER_MEMORY_LIMIT_MB", "384"), ("REELSMITH_RENDER_WORKERS", "2")];
+    let (mut s, alice, mallory) = two_tenants(dir.path(), &env);
+    s.token = Some(alice.clone());
+    let (code, a) = s.submit(&json!({"spec": long_spec("alice", 4.0), "dedupe": false})).await;
+    assert_eq!(code, 202, "{a}");
+    s.token = Some(mallory);
+    let (code, m) = s.submit(&json!({"spec": hungry_spec(), "dedupe": false})).await;
+    assert_eq!(code, 202, "{m}");
+    let fin = s.wait_final(m["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(fin["status"], "failed", "{fin}");
+    assert_eq!(fin["error"]["code"], "out_of_memory", "{fin}");
+    assert!(fin["error"]["message"].as_str().unwrap().contains("384 MB"), "{fin}");
+    assert_eq!(fin["attempts"], 1, "more memory will not come with another attempt: {fin}");
+    healthy(&s).await;
+    s.token = Some(alice);
+    let fin = s.wait_final(a["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(fin["status"], "succeeded", "{fin}");
+    assert_eq!(fin["attempts"], 1, "{fin}");
+
+    // A render process killed mid-render: that attempt fails, the next one renders the video.
+    let (code, k) = s.submit(&json!({"spec": long_spec("killed", 10.0), "dedupe": false})).await;
+    assert_eq!(code, 202, "{k}");
+    let id = k["id"].as_str().unwrap();
+    let t = std::time::Instant::now();
+    let victim = loop {
+        if let Some(pid) = render_processes(s.pid()).first() {
+            break *pid;
+        }
+        assert!(t.elapsed() < LIMIT, "no render process appeared: {}", s.status(id).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let killed = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let fin = s.wait_final(id, LIMIT).await;
+    assert_eq!(fin["status"], "succeeded", "{fin}");
+    let history = fin["attempt_history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{fin}");
+    assert_eq!(history[0]["outcome"], "failed", "{fin}");
+    assert!(history[0]["error"].as_str().unwrap().contains("render process"), "{fin}");
+    healthy(&s).await;
+    // The killed process was reaped; the ones left wait for renders, one per render worker.
+    assert!(!std::path::Path::new(&format!("/proc/{victim}")).exists(), "the killed render process is a zombie");
+    let left = render_processes(s.pid());
+    assert!(left.len() <= 2, "render processes beyond the render workers: {left:?}");
+
+    // The server dies mid-render: its render processes stop too (their stdin closes), idle or not.
+    let (code, k) = s.submit(&json!({"spec": long_spec("orphaned", 30.0), "dedupe": false})).await;
+    assert_eq!(code, 202, "{k}");
+    let t = std::time::Instant::now();
+    while s.status(k["id"].as_str().unwrap()).await["status"] != "running" {
+        assert!(t.elapsed() < LIMIT, "the render never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let orphans = render_processes(s.pid());
+    assert!(!orphans.is_empty());
+    s.kill();
+    let t = std::time::Instant::now();
+    while let Some(pid) = orphans.iter().find(|pid| alive(**pid)) {
+        assert!(t.elapsed() < LIMIT, "render process {pid} outlived its server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its new parent to reap it does not).
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
 }

@@ -209,6 +209,19 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
         }
     }
     assert_eq!(by_worker.values().sum::<usize>(), 20, "every render ran on one of the two workers: {by_worker:?}");
+    // Renders run in processes of their own: what they stored in the shared tier is counted by
+    // the worker that started them (`/ready` shows it).
+    for n in [&w1, &w2].into_iter().filter(|n| by_worker.contains_key(&n.pid())) {
+        let t = Instant::now();
+        loop {
+            let r = ready(n).await;
+            if r["checks"]["shared_cache"]["stores"].as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(t.elapsed() < LIMIT, "the worker counted no stores of its renders: {r}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let deliveries = hook.wait_for(20, LIMIT).await;
     let succeeded: Vec<String> = deliveries
         .iter()

@@ -150,7 +150,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
         cache_scope: record.api_key_id.clone(),
         ..Default::default()
     };
-    let engine = state.engine.clone();
+    let renderer = state.renderer.clone();
     let assets = state.assets_dir.clone();
     let panic_attempts = crate::jobs::faults::panic_attempts();
     let out_thread = out.clone();
@@ -158,7 +158,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
         if attempt <= panic_attempts {
             panic!("injected fault (REELSMITH_FAULT_PANIC_ATTEMPTS) on attempt {attempt}");
         }
-        engine.render(&spec, &assets, &out_thread, &opts)
+        renderer.render(&spec, &assets, &out_thread, &opts)
     };
     let timeout = attempt_timeout(state, &job);
     let result = match supervise(state, &lease, &gen_id, timeout, &watch, render).await {

@@ -55,10 +55,10 @@ pub(crate) async fn fan_out(
             cache_scope: record.api_key_id.clone(),
             ..Default::default()
         };
-        let (engine, assets, spec, out) =
-            (state.engine.clone(), state.assets_dir.clone(), spec.clone(), work.join("plan.mp4"));
+        let (renderer, assets, spec, out) =
+            (state.renderer.clone(), state.assets_dir.clone(), spec.clone(), work.join("plan.mp4"));
         let r =
-            supervise(state, lease, &record.id, timeout, &watch, move || engine.render(&spec, &assets, &out, &opts))
+            supervise(state, lease, &record.id, timeout, &watch, move || renderer.render(&spec, &assets, &out, &opts))
                 .await;
         match (watch.reason(), r) {
             (Some(Stop::LeaseLost), _) => return FanOut::Finished(Outcome::Lost),
@@ -243,7 +243,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
         cache_scope: record.api_key_id.clone(),
         ..Default::default()
     };
-    let (engine, assets, out) = (state.engine.clone(), state.assets_dir.clone(), work.join("unused.mp4"));
+    let (renderer, assets, out) = (state.renderer.clone(), state.assets_dir.clone(), work.join("unused.mp4"));
     let hang = crate::jobs::faults::hang_segments();
     let cancel = watch.cancel.clone();
     let render = move || -> Result<Report, RenderError> {
@@ -254,7 +254,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
             }
             return Err(RenderError::Cancelled);
         }
-        engine.render(&spec, &assets, &out, &opts)
+        renderer.render(&spec, &assets, &out, &opts)
     };
     let timeout = crate::jobs::lease::attempt_timeout(state, &job);
     let result = supervise(state, &lease, &p.generation, timeout, &watch, render).await;
