@@ -373,20 +373,14 @@ impl Cache {
     }
 
     /// Takes entry `name` (its key's hex) away from every pin: `Some` holds the exclusive lock
-    /// on its pin file (if it has one) until the entry is gone; `None` when a render in some
-    /// process has it pinned.
-    fn claim_for_eviction(&self, name: &str) -> Option<Option<fs::File>> {
+    /// on its pin file until the entry is gone; `None` when a render in some process has it
+    /// pinned. The file is made if missing, so a render pinning the entry meanwhile waits for
+    /// the eviction and then finds the entry gone (and builds it again).
+    fn claim_for_eviction(&self, name: &str) -> Option<fs::File> {
         let path = self.root.join("pins").join(name);
-        match fs::OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => match f.try_lock() {
-                Ok(()) => Some(Some(f)),
-                Err(_) => None,
-            },
-            // Never pinned (or its pin file went with an earlier eviction): nobody needs it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(None),
-            // A pin file that cannot be opened may be held: keep the entry.
-            Err(_) => None,
-        }
+        let f = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).ok()?;
+        f.try_lock().ok()?;
+        Some(f)
     }
 
     /// The most bytes the cache holds.
@@ -524,15 +518,13 @@ impl Cache {
                 if pinned.contains(&name) {
                     continue;
                 }
-                let Some(claim) = self.claim_for_eviction(&name) else {
+                let Some(_claim) = self.claim_for_eviction(&name) else {
                     continue;
                 };
                 fs::remove_dir_all(&p)?;
-                if claim.is_some() {
-                    // Under the exclusive lock: a process pinning it next finds the file gone
-                    // and makes a new one (see `lock_pin_file`).
-                    let _ = fs::remove_file(self.root.join("pins").join(&name));
-                }
+                // Under the exclusive lock: a process pinning it next finds the file gone and
+                // makes a new one (see `lock_pin_file`).
+                let _ = fs::remove_file(self.root.join("pins").join(&name));
                 total -= size;
                 removed += 1;
             }

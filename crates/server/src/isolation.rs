@@ -31,6 +31,9 @@ pub const CHILD_COMMAND: &str = "render-child";
 /// How long a render process has to stop after `cancel` before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the log of a render process that died is read on for its last lines.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
 /// Lines of a render process's stderr kept for the failure message.
 const STDERR_LINES: usize = 20;
 
@@ -174,7 +177,12 @@ impl Renderer {
         };
         let mut line = serde_json::to_vec(&request).map_err(|e| RenderError::Io(std::io::Error::other(e)))?;
         line.push(b'\n');
-        let idle = self.idle.lock().expect("idle processes lock").pop();
+        let idle = {
+            let mut idle = self.idle.lock().expect("idle processes lock");
+            // One that died while idle (killed from outside) is reaped here.
+            idle.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
+            idle.pop()
+        };
         let mut process = match idle {
             Some(p) => p,
             None => Process::start(iso)?,
@@ -208,7 +216,11 @@ impl Process {
         cmd.arg(CHILD_COMMAND).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Its own process group: a kill takes the render process and nothing of the server's.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let limit = (iso.memory_limit_mb.saturating_mul(1 << 20)) as libc::rlim_t;
+        // Within the hard limit this process has (a process may not raise its own).
+        let mut own = libc::rlimit { rlim_cur: 0, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: getrlimit writes into the struct we own.
+        unsafe { libc::getrlimit(libc::RLIMIT_DATA, &mut own) };
+        let limit = ((iso.memory_limit_mb.saturating_mul(1 << 20)) as libc::rlim_t).min(own.rlim_max);
         // SAFETY: between fork and exec only setrlimit runs, an async-signal-safe system call
         // on a struct on this stack.
         unsafe {
@@ -266,12 +278,20 @@ impl Process {
             let _ = c.join();
         }
         match result {
-            // Asked to stop (its `cancel` line may still be unread): not reused.
-            Some(r) => (r, !asked.load(Ordering::Relaxed)),
+            Some(r) => {
+                // Not reused when asked to stop (its `cancel` line may still be unread), or
+                // after a panic or an allocation failure (it exits or may be left short).
+                let spent = matches!(&r, Err(e) if matches!(e.code(), "render_crashed" | "out_of_memory"));
+                let reusable = !asked.load(Ordering::Relaxed) && !spent;
+                (r, reusable)
+            }
             None => {
                 let status = self.child.wait();
-                if let Some(t) = self.log_thread.take() {
-                    let _ = t.join();
+                // Its last lines, once the log is read to its end; an FFmpeg process it left
+                // behind may hold the log open, so not for long.
+                let since = Instant::now();
+                while self.log_thread.as_ref().is_some_and(|t| !t.is_finished()) && since.elapsed() < LOG_DRAIN {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 let tail: Vec<String> = self.log.lock().expect("log lock").iter().cloned().collect();
                 (Err(diagnose(iso, status, &tail, killed.load(Ordering::Relaxed))), false)
@@ -313,8 +333,11 @@ impl Process {
                 Message::SharedCache { counts } => cache.add_shared_counts(counts),
                 Message::Done { report } => return Some(Ok(*report)),
                 // An FFmpeg process of the render inherits its limit: its allocation failures
-                // are the render's.
-                Message::Failed { message, .. } if out_of_memory(&message) => {
+                // are the render's. (Other failures' messages may quote the spec.)
+                Message::Failed { code, message, .. }
+                    if matches!(code.as_str(), "ffmpeg_failed" | "io" | "render_crashed")
+                        && out_of_memory(&message) =>
+                {
                     return Some(Err(RenderError::OutOfMemory { limit_mb: iso.memory_limit_mb }));
                 }
                 Message::Failed { code, message, input_error } => {
@@ -329,13 +352,37 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Dropped between renders (nothing to lose) or after its render was given up.
         if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            // SAFETY: a plain kill of the render process's own group.
-            unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+            kill_render(self.child.id() as libc::pid_t);
         }
         let _ = self.child.wait();
-        if let Some(t) = self.log_thread.take() {
+        // The log thread ends when the last holder of the pipe closes it; it is not waited for.
+        if let Some(t) = self.log_thread.take().filter(|t| t.is_finished()) {
             let _ = t.join();
         }
+    }
+}
+
+/// Kills render process `pid` (not yet reaped) with its process group, and the FFmpeg
+/// processes it started, each of which leads a group of its own.
+fn kill_render(pid: libc::pid_t) {
+    // Stopped first, so it starts nothing new while its children are listed.
+    // SAFETY: a plain kill; the process is not reaped yet, so its id is its own.
+    unsafe { libc::kill(-pid, libc::SIGSTOP) };
+    let mut children = vec![];
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            children.extend(list.split_whitespace().filter_map(|c| c.parse::<libc::pid_t>().ok()));
+        }
+    }
+    // SAFETY: plain kills. The render process is not reaped yet, so neither its id nor its
+    // children's (reparented only once it dies) can have been reused.
+    unsafe {
+        for c in children {
+            libc::kill(-c, libc::SIGKILL);
+            libc::kill(c, libc::SIGKILL);
+        }
+        libc::kill(-pid, libc::SIGKILL);
     }
 }
 
@@ -387,8 +434,7 @@ fn watch_cancel(
             }
             if !finished.load(Ordering::Relaxed) {
                 killed.store(true, Ordering::Relaxed);
-                // SAFETY: a plain kill of the render process's own group.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                kill_render(pid);
             }
             return;
         }
@@ -427,7 +473,6 @@ fn out_of_memory(line: &str) -> bool {
         || line.contains("std::bad_alloc")
         || line.contains("Cannot allocate memory")
         || (line.contains("malloc of size") && line.contains("failed"))
-        || line.contains("failed to spawn thread")
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -459,29 +504,28 @@ fn failure(code: &str, message: String, input_error: bool) -> RenderError {
 /// `reelsmith render-child`: renders the requests read from stdin, one after the other, and
 /// reports on stdout. Returns the process's exit code once stdin closes.
 pub fn child_main(trace: Option<TraceHooks>) -> i32 {
-    // The current render's stop flag: a `cancel` line raises it, and so does stdin closing
-    // (the server is gone). Between renders a `cancel` has nothing to stop.
-    let current: Arc<Mutex<Arc<AtomicBool>>> = Default::default();
-    let (requests, incoming) = std::sync::mpsc::channel::<String>();
+    // Each request comes with its stop flag, made here as it is read: a `cancel` line raises
+    // the latest request's, and so does stdin closing (the server is gone), whether or not
+    // the render has started yet.
+    let (requests, incoming) = std::sync::mpsc::channel::<(String, Arc<AtomicBool>)>();
     {
-        let current = current.clone();
         let spawned = std::thread::Builder::new().name("render-stdin".into()).spawn(move || {
             let mut stdin = std::io::stdin().lock();
+            let mut latest = Arc::new(AtomicBool::new(false));
             loop {
                 let mut l = String::new();
                 match stdin.read_line(&mut l) {
                     Ok(0) | Err(_) => break,
-                    Ok(_) if l.trim() == "cancel" => {
-                        current.lock().expect("stop flag lock").store(true, Ordering::Relaxed)
-                    }
+                    Ok(_) if l.trim() == "cancel" => latest.store(true, Ordering::Relaxed),
                     Ok(_) => {
-                        if requests.send(l).is_err() {
+                        latest = Arc::new(AtomicBool::new(false));
+                        if requests.send((l, latest.clone())).is_err() {
                             break;
                         }
                     }
                 }
             }
-            current.lock().expect("stop flag lock").store(true, Ordering::Relaxed);
+            latest.store(true, Ordering::Relaxed);
         });
         if let Err(e) = spawned {
             eprintln!("render-child: cannot read stdin: {e}");
@@ -493,7 +537,9 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
     // SAFETY: plain descriptor calls on this process's own standard descriptors; the new
     // descriptor is owned by the File from here on.
     let out = unsafe {
-        let messages = libc::dup(1);
+        // Close-on-exec: an FFmpeg process the render starts must not hold the server's pipe
+        // open (the server reads to its end when the render process dies).
+        let messages = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
         if messages < 0 || libc::dup2(2, 1) < 0 {
             eprintln!("render-child: cannot set up its output: {}", std::io::Error::last_os_error());
             return 2;
@@ -508,7 +554,7 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
         let _ = o.write_all(&line).and_then(|_| o.flush());
     };
     let mut engine: Option<Engine> = None;
-    for line in incoming {
+    for (line, cancel) in incoming {
         let request: Request = match serde_json::from_str(&line) {
             Ok(r) => r,
             Err(e) => {
@@ -516,8 +562,6 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
                 return 2;
             }
         };
-        let cancel = Arc::new(AtomicBool::new(false));
-        *current.lock().expect("stop flag lock") = cancel.clone();
         let in_trace = trace.zip(request.traceparent.as_deref()).and_then(|(t, parent)| (t.enter)(parent));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_request(&mut engine, &request, cancel, &send)
@@ -526,6 +570,7 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
         if let Some(t) = trace {
             (t.flush)();
         }
+        let panicked = result.is_err();
         let message = match result {
             Ok(Ok(report)) => Message::Done { report: Box::new(report) },
             Ok(Err(e)) => {
@@ -545,6 +590,11 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
             }
         };
         send(&message);
+        if panicked {
+            // What the unwind left (a poisoned lock, half-made state) must not meet the next
+            // render: a fresh process takes it.
+            return 0;
+        }
     }
     0
 }
