@@ -351,7 +351,7 @@ impl Cache {
         if pin.0 == 0 && self.enabled {
             // Without the lock file the pin still holds in this process; an error here (a full
             // disk) must not fail the render.
-            pin.1 = lock_pin_file(&self.pin_path(k)).ok();
+            pin.1 = lock_pin_file(&self.pin_path(&k.hex())).ok();
         }
         pin.0 += 1;
     }
@@ -368,8 +368,9 @@ impl Cache {
         }
     }
 
-    fn pin_path(&self, k: &Key) -> PathBuf {
-        self.root.join("pins").join(k.hex())
+    /// The pin file of entry `name` (its key's hex).
+    fn pin_path(&self, name: &str) -> PathBuf {
+        self.root.join("pins").join(name)
     }
 
     /// Takes entry `name` (its key's hex) away from every pin: `Some` holds the exclusive lock
@@ -377,8 +378,13 @@ impl Cache {
     /// pinned. The file is made if missing, so a render pinning the entry meanwhile waits for
     /// the eviction and then finds the entry gone (and builds it again).
     fn claim_for_eviction(&self, name: &str) -> Option<fs::File> {
-        let path = self.root.join("pins").join(name);
-        let f = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).ok()?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(self.pin_path(name))
+            .ok()?;
         f.try_lock().ok()?;
         Some(f)
     }
@@ -524,7 +530,7 @@ impl Cache {
                 fs::remove_dir_all(&p)?;
                 // Under the exclusive lock: a process pinning it next finds the file gone and
                 // makes a new one (see `lock_pin_file`).
-                let _ = fs::remove_file(self.root.join("pins").join(&name));
+                let _ = fs::remove_file(self.pin_path(&name));
                 total -= size;
                 removed += 1;
             }

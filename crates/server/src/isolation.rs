@@ -145,11 +145,6 @@ impl Renderer {
         Self { engine, isolation, idle: Mutex::new(vec![]) }
     }
 
-    /// Whether renders run in processes of their own.
-    pub fn isolated(&self) -> bool {
-        self.isolation.is_some()
-    }
-
     /// Renders `spec` to `out` like [`Engine::render`], in a render process when isolated.
     /// Blocks: call it from a render thread.
     pub fn render(
@@ -501,6 +496,18 @@ fn failure(code: &str, message: String, input_error: bool) -> RenderError {
     }
 }
 
+/// What a render thread's panic carries.
+pub(crate) type Thrown = Box<dyn std::any::Any + Send>;
+
+/// A panic's message (render threads here and in the workers).
+pub(crate) fn panic_message(panic: &Thrown) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// `reelsmith render-child`: renders the requests read from stdin, one after the other, and
 /// reports on stdout. Returns the process's exit code once stdin closes.
 pub fn child_main(trace: Option<TraceHooks>) -> i32 {
@@ -576,18 +583,11 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
             Ok(Err(e)) => {
                 Message::Failed { code: e.code().into(), message: e.to_string(), input_error: e.is_input_error() }
             }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Message::Failed {
-                    code: "render_crashed".into(),
-                    message: format!("render worker panicked: {what}"),
-                    input_error: false,
-                }
-            }
+            Err(panic) => Message::Failed {
+                code: "render_crashed".into(),
+                message: format!("render worker panicked: {}", panic_message(&panic)),
+                input_error: false,
+            },
         };
         send(&message);
         if panicked {

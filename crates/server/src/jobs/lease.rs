@@ -153,15 +153,7 @@ impl Watch {
     }
 }
 
-pub(crate) type Thrown = Box<dyn std::any::Any + Send>;
-
-pub(crate) fn panic_message(panic: &Thrown) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-}
+pub(crate) use crate::isolation::{Thrown, panic_message};
 
 /// Runs `work` on its own low-priority thread while holding `lease`: heartbeats (a cancel
 /// request or a lost lease raises `watch`), progress saved every second, the time limit, and a
