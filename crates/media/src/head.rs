@@ -158,19 +158,6 @@ pub fn move_head(src: &Yuv420, head: &HeadGeometry, (dx, dy, tilt): (f32, f32, f
     // Where the weight leaves less than a few hundredths of a pixel of motion, the copy stands.
     let reach = dx.abs() + dy.abs() + tilt.abs() * (outer + (head.pivot_y - head.cy).abs());
     let negligible = 0.04 / reach.max(1e-3);
-    // Bilinear in 8-bit fixed point, clamped to the plane.
-    let sample = |plane: &[u8], pw: u32, ph: u32, sx: f32, sy: f32| -> u8 {
-        let sx = sx.clamp(0.0, (pw - 1) as f32 - 0.001);
-        let sy = sy.clamp(0.0, (ph - 1) as f32 - 0.001);
-        let (xi, yi) = (sx as u32, sy as u32);
-        let (tx, ty) = (((sx - xi as f32) * 256.0) as u32, ((sy - yi as f32) * 256.0) as u32);
-        let i = (yi * pw + xi) as usize;
-        let (a, b) = (plane[i] as u32, plane[i + 1] as u32);
-        let (c, d) = (plane[i + pw as usize] as u32, plane[i + pw as usize + 1] as u32);
-        let top = a * (256 - tx) + b * tx;
-        let bottom = c * (256 - tx) + d * tx;
-        ((top * (256 - ty) + bottom * ty + 32768) >> 16) as u8
-    };
     let (w, h) = (src.width, src.height);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     if w < 2 || h < 2 || cw < 2 || ch < 2 {
@@ -202,35 +189,35 @@ pub fn move_head(src: &Yuv420, head: &HeadGeometry, (dx, dy, tilt): (f32, f32, f
             let ox = head.pivot_x + rx * c + ry * s - fx;
             let oy = head.pivot_y - rx * s + ry * c - fy;
             let ci = (by * cw + bx) as usize;
-            let (sxc, syc) = (bx as f32 + ox / 2.0, by as f32 + oy / 2.0);
-            out.u[ci] = sample(&src.u, cw, ch, sxc, syc);
-            out.v[ci] = sample(&src.v, cw, ch, sxc, syc);
+            // Both chroma planes are sampled at the same place.
+            let tap = Tap::clamped(cw, ch, bx as f32 + ox / 2.0, by as f32 + oy / 2.0);
+            out.u[ci] = tap.sample(&src.u, cw);
+            out.v[ci] = tap.sample(&src.v, cw);
             // The block's four luma pixels share one fractional offset: away from the edges,
             // one 3x3 neighbourhood and one set of weights serve all four.
             let (sx, sy) = (bx as f32 * 2.0 + ox, by as f32 * 2.0 + oy);
-            let (fx0, fy0) = (sx.floor(), sy.floor());
+            let (fx0, fy0) = (floor(sx), floor(sy));
             let (x2, y2) = (bx * 2 + 1, by * 2 + 1);
             if fx0 >= 0.0 && fy0 >= 0.0 && (fx0 as u32) + 2 < w && (fy0 as u32) + 2 < h && x2 < w && y2 < h {
                 let (tx, ty) = (((sx - fx0) * 256.0) as u32, ((sy - fy0) * 256.0) as u32);
                 let base = (fy0 as u32 * w + fx0 as u32) as usize;
-                let row = |r: usize| {
-                    let i = base + r * w as usize;
-                    [src.y[i] as u32, src.y[i + 1] as u32, src.y[i + 2] as u32]
-                };
-                let n = [row(0), row(1), row(2)];
+                let stride = w as usize;
+                let n = &src.y[base..base + 2 * stride + 3];
+                let px = |r: usize, c: usize| n[r * stride + c] as u32;
+                let o = ((by * 2) * w + bx * 2) as usize;
                 for iy in 0..2 {
                     for ix in 0..2 {
-                        let top = n[iy][ix] * (256 - tx) + n[iy][ix + 1] * tx;
-                        let bottom = n[iy + 1][ix] * (256 - tx) + n[iy + 1][ix + 1] * tx;
-                        let o = ((by * 2 + iy as u32) * w + bx * 2 + ix as u32) as usize;
-                        out.y[o] = ((top * (256 - ty) + bottom * ty + 32768) >> 16) as u8;
+                        let top = px(iy, ix) * (256 - tx) + px(iy, ix + 1) * tx;
+                        let bottom = px(iy + 1, ix) * (256 - tx) + px(iy + 1, ix + 1) * tx;
+                        out.y[o + iy * stride + ix] = ((top * (256 - ty) + bottom * ty + 32768) >> 16) as u8;
                     }
                 }
             } else {
                 for (ix, iy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
                     let (x, y) = (bx * 2 + ix, by * 2 + iy);
                     if x < w && y < h {
-                        out.y[(y * w + x) as usize] = sample(&src.y, w, h, x as f32 + ox, y as f32 + oy);
+                        out.y[(y * w + x) as usize] =
+                            Tap::clamped(w, h, x as f32 + ox, y as f32 + oy).sample(&src.y, w);
                     }
                 }
             }
@@ -238,9 +225,66 @@ pub fn move_head(src: &Yuv420, head: &HeadGeometry, (dx, dy, tilt): (f32, f32, f
     }
 }
 
+/// A bilinear sample's place in a plane: the top-left pixel and the weights, in 8-bit fixed
+/// point, clamped to the plane.
+struct Tap {
+    index: usize,
+    tx: u32,
+    ty: u32,
+}
+
+impl Tap {
+    #[inline(always)]
+    fn clamped(pw: u32, ph: u32, sx: f32, sy: f32) -> Self {
+        let sx = sx.clamp(0.0, (pw - 1) as f32 - 0.001);
+        let sy = sy.clamp(0.0, (ph - 1) as f32 - 0.001);
+        let (xi, yi) = (sx as u32, sy as u32);
+        let (tx, ty) = (((sx - xi as f32) * 256.0) as u32, ((sy - yi as f32) * 256.0) as u32);
+        Self { index: (yi * pw + xi) as usize, tx, ty }
+    }
+
+    #[inline(always)]
+    fn sample(&self, plane: &[u8], pw: u32) -> u8 {
+        let (i, tx, ty) = (self.index, self.tx, self.ty);
+        let (a, b) = (plane[i] as u32, plane[i + 1] as u32);
+        let (c, d) = (plane[i + pw as usize] as u32, plane[i + pw as usize + 1] as u32);
+        let top = a * (256 - tx) + b * tx;
+        let bottom = c * (256 - tx) + d * tx;
+        ((top * (256 - ty) + bottom * ty + 32768) >> 16) as u8
+    }
+}
+
+/// `x.floor()` without a call into libm: x86-64's baseline has no SSE4.1 rounding instruction,
+/// so `f32::floor` is a function call, per pixel in these warps. Exact for |x| < 2^31.
+#[inline(always)]
+pub(crate) fn floor(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    if t > x { t - 1.0 } else { t }
+}
+
+/// `x.round()` (halves away from zero) for 0 <= x < 2^31, without a call into libm.
+#[inline(always)]
+pub(crate) fn round_non_negative(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    // Exact: below 2^23 the fraction `x - t` is representable, above it x is whole.
+    if x - t >= 0.5 { t + 1.0 } else { t }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor_and_round_without_libm_agree_with_the_standard_ones() {
+        let mut values = vec![0.0f32, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999997, 254.5, 255.0, 1e7 + 0.5, -3.7];
+        values.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 0.0371));
+        for x in values {
+            assert_eq!(floor(x), x.floor(), "floor({x})");
+            if x >= 0.0 {
+                assert_eq!(round_non_negative(x), x.round(), "round({x})");
+            }
+        }
+    }
 
     #[test]
     fn blinks_are_brief_regular_and_deterministic() {

@@ -3,6 +3,7 @@
 //! shaded like the inside of a mouth.
 
 use crate::frame::Yuv420;
+use crate::head::{floor, round_non_negative};
 
 /// Where the mouth is, in frame pixels (from face landmarks).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -158,86 +159,124 @@ pub fn open_mouth(src: &Yuv420, m: &MouthGeometry, open: f32, spread: f32, out: 
     // Openness across the mouth: an ellipse, full at the centre, closed at the corners.
     let lips = |x: f32| (1.0 - ((x - cx) / half).powi(2)).max(0.0).sqrt();
     let jaw = |x: f32| 0.5 * (1.0 + (std::f32::consts::PI * ((x - cx).abs() / reach).min(1.0)).cos());
-    // Downward shift of the picture at (x, y): right under the lips it equals the gap (the lower
-    // lip drops); beside the mouth the skin stretches from zero at the lip line; everything
-    // fades out below the chin.
-    let shift_at = |x: f32, y: f32| -> f32 {
-        if y < m.lips_y {
-            return 0.0;
-        }
-        let fade = 1.0 - smooth((y - m.lips_y) / (below * 1.6));
-        let stretch = smooth((y - m.lips_y) / (below * 0.35));
-        let s = lips(x);
-        d * jaw(x) * fade * (s + (1.0 - s) * stretch)
-    };
-    let gap_at = |x: f32| d * jaw(x) * lips(x);
     // Rounding pulls the corners in (spreading pushes them out): the most at the corners, fading
     // above and below the lips and out towards the cheeks.
     let lip_band = (below * 0.6).max(2.0);
-    let sideways = |x: f32, y: f32| -> f32 {
-        if spread.abs() < 0.05 {
-            return 0.0;
-        }
-        let u = (x - cx) / half;
-        let profile = if u.abs() <= 1.0 { u } else { u.signum() * (2.0 - u.abs()).max(0.0) };
-        let vertical = 1.0 - smooth(((y - m.lips_y).abs() - d * 0.5) / lip_band);
-        spread * half * 0.25 * profile * vertical
-    };
     // Inside the mouth, per plane: the dark of the throat, the upper teeth, the tongue.
     let teeth_band = (m.width() * 0.09).max(1.0);
-    let warp_plane =
-        |plane: &[u8], out_plane: &mut [u8], w: u32, h: u32, scale: f32, [dark, teeth, tongue]: [u8; 3]| {
-            let above = if spread.abs() >= 0.05 { lip_band } else { 0.0 };
-            let y0 = ((m.lips_y - 1.0 - above) / scale).max(0.0) as u32;
-            let y1 = (((m.lips_y + below * 1.6 + d) / scale).ceil() as u32 + 1).min(h);
-            let x0 = ((cx - reach) / scale).max(0.0) as u32;
-            let x1 = (((cx + reach) / scale).ceil() as u32 + 1).min(w);
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let (fx, fy) = (x as f32 * scale, y as f32 * scale);
-                    let shift = shift_at(fx, fy);
-                    let gap = gap_at(fx);
-                    let inside = fy >= m.lips_y && fy < m.lips_y + gap;
-                    let value = if inside {
-                        // The gap: dark in the middle, lighter towards its rim.
-                        let ex = (fx - cx) / half;
-                        let depth = fy - m.lips_y;
-                        let ey = (depth / gap.max(1.0) - 0.5) * 2.0;
-                        let rim = (ex * ex + ey * ey * 0.5).min(1.0);
-                        let src_v = plane[(y * w + x) as usize] as f32;
-                        let mut v = dark as f32 * (1.0 - rim * 0.6) + src_v * rim * 0.6;
-                        // Wide open, the upper teeth show under the lip (a quarter of the gap at
-                        // most, shaded towards the corners) and the tongue at the bottom.
-                        let wide = ((gap / m.max_open() - 0.4) / 0.3).clamp(0.0, 1.0);
-                        if wide > 0.0 {
-                            let band = teeth_band.min(gap * 0.25);
-                            if depth < band {
-                                let k = wide * (1.0 - ex * ex).max(0.0) * (1.0 - (depth / band).powi(4));
-                                v += (teeth as f32 * (1.0 - 0.3 * ex * ex) - v) * k;
-                            }
-                            let low = (ey - 0.45) / 0.55;
-                            if low > 0.0 {
-                                let k = wide * low.min(1.0) * (1.0 - ex * ex).max(0.0) * 0.8;
-                                v += (tongue as f32 - v) * k;
-                            }
-                        }
-                        v.clamp(0.0, 255.0) as u8
-                    } else {
-                        // Backward map: this pixel shows what was `shift` above it (and, for rounding
-                        // or spreading, `sideways` towards or away from the middle).
-                        let sy = ((fy - shift) / scale).max(0.0);
-                        let sx = ((fx - sideways(fx, fy)) / scale).clamp(0.0, (w - 1) as f32);
-                        let (iy, ty) = (sy.floor() as u32, sy - sy.floor());
-                        let (ix, tx) = (sx.floor() as u32, sx - sx.floor());
-                        let at = |xx: u32, yy: u32| plane[(yy.min(h - 1) * w + xx.min(w - 1)) as usize] as f32;
-                        let top = at(ix, iy) + (at(ix + 1, iy) - at(ix, iy)) * tx;
-                        let bottom = at(ix, iy + 1) + (at(ix + 1, iy + 1) - at(ix, iy + 1)) * tx;
-                        (top + (bottom - top) * ty).round() as u8
-                    };
-                    out_plane[(y * w + x) as usize] = value;
+    let rounding = spread.abs() >= 0.05;
+    // The warp is separable: what depends on x alone is worked out once per column, what
+    // depends on y alone once per row (the same operations in the same order as per pixel, so
+    // the same pixels; cosines and square roots per pixel were most of its cost).
+    struct Column {
+        fx: f32,
+        /// How far the jaw drops here: right under the lips the picture moves down by the gap (the
+        /// lower lip drops); beside the mouth the skin stretches from zero at the lip line.
+        drop: f32,
+        lips: f32,
+        gap: f32,
+        /// Towards the middle (rounding) or away from it (spreading), before the row's share.
+        sideways: f32,
+    }
+    struct Row {
+        fy: f32,
+        /// Everything fades out below the chin.
+        fade: f32,
+        stretch: f32,
+        vertical: f32,
+    }
+    // One pixel of the warped plane: the gap's shading inside the opening, else the picture
+    // pulled down (and sideways) by the jaw.
+    let mouth_pixel = |plane: &[u8],
+                       w: u32,
+                       h: u32,
+                       scale: f32,
+                       (x, y): (u32, u32),
+                       col: &Column,
+                       row: &Row,
+                       [dark, teeth, tongue]: [u8; 3]|
+     -> u8 {
+        let (fx, fy) = (col.fx, row.fy);
+        let gap = col.gap;
+        let inside = fy >= m.lips_y && fy < m.lips_y + gap;
+        if inside {
+            // The gap: dark in the middle, lighter towards its rim.
+            let ex = (fx - cx) / half;
+            let depth = fy - m.lips_y;
+            let ey = (depth / gap.max(1.0) - 0.5) * 2.0;
+            let rim = (ex * ex + ey * ey * 0.5).min(1.0);
+            let src_v = plane[(y * w + x) as usize] as f32;
+            let mut v = dark as f32 * (1.0 - rim * 0.6) + src_v * rim * 0.6;
+            // Wide open, the upper teeth show under the lip (a quarter of the gap at most, shaded
+            // towards the corners) and the tongue at the bottom.
+            let wide = ((gap / m.max_open() - 0.4) / 0.3).clamp(0.0, 1.0);
+            if wide > 0.0 {
+                let band = teeth_band.min(gap * 0.25);
+                if depth < band {
+                    let k = wide * (1.0 - ex * ex).max(0.0) * (1.0 - (depth / band).powi(4));
+                    v += (teeth as f32 * (1.0 - 0.3 * ex * ex) - v) * k;
+                }
+                let low = (ey - 0.45) / 0.55;
+                if low > 0.0 {
+                    let k = wide * low.min(1.0) * (1.0 - ex * ex).max(0.0) * 0.8;
+                    v += (tongue as f32 - v) * k;
                 }
             }
+            return v.clamp(0.0, 255.0) as u8;
+        }
+        // Backward map: this pixel shows what was `shift` above it (and, for rounding or
+        // spreading, `sideways` towards or away from the middle).
+        let shift = if fy < m.lips_y {
+            0.0
+        } else {
+            let s = col.lips;
+            col.drop * row.fade * (s + (1.0 - s) * row.stretch)
         };
+        let sideways = if rounding { col.sideways * row.vertical } else { 0.0 };
+        let sy = ((fy - shift) / scale).max(0.0);
+        let sx = ((fx - sideways) / scale).clamp(0.0, (w - 1) as f32);
+        let (fy0, fx0) = (floor(sy), floor(sx));
+        let (iy, ty) = (fy0 as u32, sy - fy0);
+        let (ix, tx) = (fx0 as u32, sx - fx0);
+        let at = |xx: u32, yy: u32| plane[(yy.min(h - 1) * w + xx.min(w - 1)) as usize] as f32;
+        let top = at(ix, iy) + (at(ix + 1, iy) - at(ix, iy)) * tx;
+        let bottom = at(ix, iy + 1) + (at(ix + 1, iy + 1) - at(ix, iy + 1)) * tx;
+        round_non_negative(top + (bottom - top) * ty) as u8
+    };
+    let warp_plane = |plane: &[u8], out_plane: &mut [u8], w: u32, h: u32, scale: f32, shades: [u8; 3]| {
+        let above = if rounding { lip_band } else { 0.0 };
+        let y0 = ((m.lips_y - 1.0 - above) / scale).max(0.0) as u32;
+        let y1 = (((m.lips_y + below * 1.6 + d) / scale).ceil() as u32 + 1).min(h);
+        let x0 = ((cx - reach) / scale).max(0.0) as u32;
+        let x1 = (((cx + reach) / scale).ceil() as u32 + 1).min(w);
+        let columns: Vec<Column> = (x0..x1)
+            .map(|x| {
+                let fx = x as f32 * scale;
+                let (jaw, lips) = (jaw(fx), lips(fx));
+                let sideways = if rounding {
+                    let u = (fx - cx) / half;
+                    let profile = if u.abs() <= 1.0 { u } else { u.signum() * (2.0 - u.abs()).max(0.0) };
+                    spread * half * 0.25 * profile
+                } else {
+                    0.0
+                };
+                Column { fx, drop: d * jaw, lips, gap: d * jaw * lips, sideways }
+            })
+            .collect();
+        for y in y0..y1 {
+            let fy = y as f32 * scale;
+            let row = Row {
+                fy,
+                fade: 1.0 - smooth((fy - m.lips_y) / (below * 1.6)),
+                stretch: smooth((fy - m.lips_y) / (below * 0.35)),
+                vertical: 1.0 - smooth(((fy - m.lips_y).abs() - d * 0.5) / lip_band),
+            };
+            let line = (y * w) as usize;
+            for (x, col) in (x0..x1).zip(&columns) {
+                out_plane[line + x as usize] = mouth_pixel(plane, w, h, scale, (x, y), col, &row, shades);
+            }
+        }
+    };
     let (w, h) = (src.width, src.height);
     // Dark red-brown throat (V above neutral, U just below), off-white teeth, a pink tongue.
     warp_plane(&src.y, &mut out.y, w, h, 1.0, [32, 205, 100]);

@@ -17,6 +17,8 @@ pub mod segment;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ort::session::builder::GraphOptimizationLevel;
+
 pub use face::{Face, FaceDetector, FaceError, FaceMesh, Landmarks};
 pub use piper::Piper;
 pub use segment::{Mask, PersonSegmenter};
@@ -87,15 +89,17 @@ pub fn runtime(models: &Path) -> Result<&'static ort::environment::Environment, 
 /// Opens `models/<sub>/<file>` as a one-thread session (callers run several models and renders
 /// in parallel already); a missing file says how to get it.
 pub(crate) fn open_session(what: &str, sub: &str, file: &str) -> Result<ort::session::Session, ModelError> {
-    open_session_threads(what, sub, file, 1)
+    open_session_threads(what, sub, file, 1, GraphOptimizationLevel::Level3)
 }
 
-/// A session running its operators on up to `threads` threads.
+/// A session running its operators on up to `threads` threads, its graph optimized at `level`
+/// when it loads.
 pub(crate) fn open_session_threads(
     what: &str,
     sub: &str,
     file: &str,
     threads: usize,
+    level: GraphOptimizationLevel,
 ) -> Result<ort::session::Session, ModelError> {
     let models = models_dir()?;
     let path = models.join(sub).join(file);
@@ -105,6 +109,7 @@ pub(crate) fn open_session_threads(
     let env = runtime(&models)?;
     ort::session::Session::builder(env)
         .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
         .and_then(|mut b| b.commit_from_file(&path))
         .map_err(|e| ModelError::Model(what.into(), e.to_string()))
 }
