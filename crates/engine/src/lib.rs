@@ -382,3 +382,30 @@ pub fn cores() -> usize {
 }
 
 pub use ffmpeg::probe;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `CODES` lists what `code` gives (and `render_crashed`, which only a render process that
+    /// died gets): a render in another process is known by its code alone.
+    #[test]
+    fn every_error_code_is_listed_and_every_listed_code_is_made() {
+        let errors = [
+            RenderError::Parse(ParseError { path: "$".into(), message: "bad".into() }),
+            RenderError::at("scenes[0]", "bad"),
+            RenderError::Ffmpeg(FfmpegError::Missing("ffmpeg".into())),
+            RenderError::Ffmpeg(FfmpegError::Probe("bad".into())),
+            RenderError::Speech("bad".into()),
+            RenderError::Io(std::io::Error::other("bad")),
+            RenderError::Cancelled,
+            RenderError::OutOfMemory { limit_mb: 64 },
+        ];
+        let made: std::collections::BTreeSet<&str> = errors.iter().map(RenderError::code).collect();
+        let listed: std::collections::BTreeSet<&str> = RenderError::CODES.into_iter().collect();
+        assert_eq!(listed.len(), RenderError::CODES.len(), "no code listed twice");
+        let mut expected = made.clone();
+        expected.insert("render_crashed");
+        assert_eq!(listed, expected);
+    }
+}

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use reelsmith_engine::{Cache, Engine, LiveOptions, Progress, RenderError, RenderOptions, Report, Scope, Stage};
@@ -36,6 +36,10 @@ const LOG_DRAIN: Duration = Duration::from_secs(2);
 
 /// Lines of a render process's stderr kept for the failure message.
 const STDERR_LINES: usize = 20;
+/// The line a render process writes on its stderr just before it reports a failure: what the
+/// failing code wrote there before it (x264 reports a failed allocation only on stderr) has then
+/// been read once this line has.
+const FAILURE_MARK: &str = "reelsmith-render-child: failure follows";
 
 /// Longest line read from a render process (a report with every caption of a long video
 /// stays far below it).
@@ -200,7 +204,7 @@ struct Process {
     child: std::process::Child,
     stdin: Arc<Mutex<std::process::ChildStdin>>,
     stdout: BufReader<std::process::ChildStdout>,
-    log: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<Log>,
     log_thread: Option<std::thread::JoinHandle<()>>,
     renders: u32,
 }
@@ -237,7 +241,7 @@ impl Process {
         let stdin = Arc::new(Mutex::new(child.stdin.take().expect("piped stdin")));
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES)));
+        let log = Arc::new(Log::default());
         let log_thread = {
             let log = log.clone();
             std::thread::Builder::new()
@@ -257,7 +261,11 @@ impl Process {
     /// Follows the render just sent until its result; whether the process may take another.
     fn run(&mut self, iso: &Isolation, cache: &Cache, opts: &RenderOptions) -> (Result<Report, RenderError>, bool) {
         self.renders += 1;
-        self.log.lock().expect("log lock").clear();
+        let failures_before = {
+            let mut lines = self.log.lines.lock().expect("log lock");
+            lines.tail.clear();
+            lines.failures
+        };
         let finished = Arc::new(AtomicBool::new(false));
         let (asked, killed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let canceller = {
@@ -267,7 +275,7 @@ impl Process {
                 .name("render-cancel".into())
                 .spawn(move || watch_cancel(pid, &stdin, cancel, &finished, &asked, &killed))
         };
-        let result = self.follow(iso, cache, opts);
+        let result = self.follow(iso, cache, opts, failures_before);
         finished.store(true, Ordering::Relaxed);
         if let Ok(c) = canceller {
             let _ = c.join();
@@ -288,7 +296,7 @@ impl Process {
                 while self.log_thread.as_ref().is_some_and(|t| !t.is_finished()) && since.elapsed() < LOG_DRAIN {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                let tail: Vec<String> = self.log.lock().expect("log lock").iter().cloned().collect();
+                let tail: Vec<String> = self.log.lines.lock().expect("log lock").tail.iter().cloned().collect();
                 (Err(diagnose(iso, status, &tail, killed.load(Ordering::Relaxed))), false)
             }
         }
@@ -296,7 +304,13 @@ impl Process {
 
     /// Hands progress and live pieces on until the render's result (`None`: the process ended
     /// without one).
-    fn follow(&mut self, iso: &Isolation, cache: &Cache, opts: &RenderOptions) -> Option<Result<Report, RenderError>> {
+    fn follow(
+        &mut self,
+        iso: &Isolation,
+        cache: &Cache,
+        opts: &RenderOptions,
+        failures_before: u64,
+    ) -> Option<Result<Report, RenderError>> {
         let mut buf = Vec::new();
         loop {
             buf.clear();
@@ -331,7 +345,7 @@ impl Process {
                 // are the render's. (Other failures' messages may quote the spec.)
                 Message::Failed { code, message, .. }
                     if matches!(code.as_str(), "ffmpeg_failed" | "io" | "render_crashed")
-                        && out_of_memory(&message) =>
+                        && (out_of_memory(&message) || self.log.says_out_of_memory(failures_before)) =>
                 {
                     return Some(Err(RenderError::OutOfMemory { limit_mb: iso.memory_limit_mb }));
                 }
@@ -437,8 +451,32 @@ fn watch_cancel(
     }
 }
 
+/// A render process's last log lines, and how many failure marks it has written.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<LogLines>,
+    marked: Condvar,
+}
+
+#[derive(Default)]
+struct LogLines {
+    tail: VecDeque<String>,
+    failures: u64,
+}
+
+impl Log {
+    /// Whether the render's log says an allocation failed, once it has been read up to the
+    /// failure mark written after mark `failures_before` (for at most [`LOG_DRAIN`]).
+    fn says_out_of_memory(&self, failures_before: u64) -> bool {
+        let lines = self.lines.lock().expect("log lock");
+        let (lines, _) =
+            self.marked.wait_timeout_while(lines, LOG_DRAIN, |l| l.failures <= failures_before).expect("log lock");
+        lines.tail.iter().any(|l| out_of_memory(l))
+    }
+}
+
 /// Copies a render process's log lines to this process's stderr, keeping the last few.
-fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
+fn forward_stderr(stderr: std::process::ChildStderr, log: &Log) {
     let mut reader = BufReader::new(stderr);
     let mut buf = Vec::new();
     loop {
@@ -448,16 +486,23 @@ fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<Strin
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let _ = std::io::stderr().write_all(&buf);
+        if buf.trim_ascii_end() != FAILURE_MARK.as_bytes() {
+            let _ = std::io::stderr().write_all(&buf);
+        }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
         if line.is_empty() {
             continue;
         }
-        let mut tail = tail.lock().expect("log lock");
-        if tail.len() == STDERR_LINES {
-            tail.pop_front();
+        let mut lines = log.lines.lock().expect("log lock");
+        if line == FAILURE_MARK {
+            lines.failures += 1;
+            log.marked.notify_all();
+            continue;
         }
-        tail.push_back(line);
+        if lines.tail.len() == STDERR_LINES {
+            lines.tail.pop_front();
+        }
+        lines.tail.push_back(line);
     }
 }
 
@@ -578,6 +623,10 @@ pub fn child_main(trace: Option<TraceHooks>) -> i32 {
             (t.flush)();
         }
         let panicked = result.is_err();
+        if !matches!(result, Ok(Ok(_))) {
+            // After anything the failing code wrote on stderr (see `FAILURE_MARK`).
+            eprintln!("{FAILURE_MARK}");
+        }
         let message = match result {
             Ok(Ok(report)) => Message::Done { report: Box::new(report) },
             Ok(Err(e)) => {
@@ -661,6 +710,35 @@ fn run_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// x264 reports a failed allocation only on stderr, just before the render fails: the
+    /// failure is known as one of memory once the log is read up to the render's failure mark,
+    /// however far the log thread lags behind the messages.
+    #[test]
+    fn an_allocation_failure_on_stderr_before_the_mark_is_out_of_memory() {
+        let log_of = |script: &str| {
+            let mut child = Command::new("sh").args(["-c", script]).stderr(Stdio::piped()).spawn().unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let log = Arc::new(Log::default());
+            let reader = {
+                let log = log.clone();
+                std::thread::spawn(move || forward_stderr(stderr, &log))
+            };
+            let oom = log.says_out_of_memory(0);
+            child.wait().unwrap();
+            reader.join().unwrap();
+            (oom, log)
+        };
+        let (oom, log) =
+            log_of(&format!("echo 'x264 [error]: malloc of size 45925056 failed' >&2; echo '{FAILURE_MARK}' >&2"));
+        assert!(oom);
+        let lines = log.lines.lock().unwrap();
+        assert_eq!(lines.failures, 1);
+        assert!(lines.tail.iter().all(|l| l != FAILURE_MARK), "the mark is not a log line");
+        drop(lines);
+        let (oom, _) = log_of(&format!("echo 'x264 [error]: invalid frame' >&2; echo '{FAILURE_MARK}' >&2"));
+        assert!(!oom);
+    }
 
     #[test]
     fn failures_keep_their_codes_across_the_process_boundary() {
