@@ -558,9 +558,38 @@ fn blend_plane(dst: &mut [u8], dw: i32, dh: i32, ox: i32, oy: i32, ow: i32, oh: 
     }
 }
 
+/// `x.floor()` without a call into libm: x86-64's baseline has no SSE4.1 rounding instruction,
+/// so `f32::floor` is a function call, per pixel in the face warps (head and mouth). Exact for
+/// |x| < 2^31.
+#[inline(always)]
+pub(crate) fn floor(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    if t > x { t - 1.0 } else { t }
+}
+
+/// `x.round()` (halves away from zero) for 0 <= x < 2^31, without a call into libm.
+#[inline(always)]
+pub(crate) fn round_non_negative(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    // Exact: below 2^23 the fraction `x - t` is representable, above it x is whole.
+    if x - t >= 0.5 { t + 1.0 } else { t }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor_and_round_without_libm_agree_with_the_standard_ones() {
+        let mut values = vec![0.0f32, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999997, 254.5, 255.0, 1e7 + 0.5, -3.7];
+        values.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 0.0371));
+        for x in values {
+            assert_eq!(floor(x), x.floor(), "floor({x})");
+            if x >= 0.0 {
+                assert_eq!(round_non_negative(x), x.round(), "round({x})");
+            }
+        }
+    }
 
     #[test]
     fn unchanged_macroblocks_mark_each_block_a_change_touches() {

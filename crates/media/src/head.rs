@@ -3,7 +3,7 @@
 //! head that fades smoothly into the still background, so there is no seam), both on YUV frames
 //! and both deterministic in time, so a re-render gives the same frames.
 
-use crate::frame::Yuv420;
+use crate::frame::{Yuv420, floor};
 
 /// One eye, in frame pixels (from face landmarks).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -254,37 +254,9 @@ impl Tap {
     }
 }
 
-/// `x.floor()` without a call into libm: x86-64's baseline has no SSE4.1 rounding instruction,
-/// so `f32::floor` is a function call, per pixel in these warps. Exact for |x| < 2^31.
-#[inline(always)]
-pub(crate) fn floor(x: f32) -> f32 {
-    let t = x as i32 as f32;
-    if t > x { t - 1.0 } else { t }
-}
-
-/// `x.round()` (halves away from zero) for 0 <= x < 2^31, without a call into libm.
-#[inline(always)]
-pub(crate) fn round_non_negative(x: f32) -> f32 {
-    let t = x as i32 as f32;
-    // Exact: below 2^23 the fraction `x - t` is representable, above it x is whole.
-    if x - t >= 0.5 { t + 1.0 } else { t }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn floor_and_round_without_libm_agree_with_the_standard_ones() {
-        let mut values = vec![0.0f32, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999997, 254.5, 255.0, 1e7 + 0.5, -3.7];
-        values.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 0.0371));
-        for x in values {
-            assert_eq!(floor(x), x.floor(), "floor({x})");
-            if x >= 0.0 {
-                assert_eq!(round_non_negative(x), x.round(), "round({x})");
-            }
-        }
-    }
 
     #[test]
     fn blinks_are_brief_regular_and_deterministic() {

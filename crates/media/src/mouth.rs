@@ -3,7 +3,7 @@
 //! shaded like the inside of a mouth.
 
 use crate::frame::Yuv420;
-use crate::head::{floor, round_non_negative};
+use crate::frame::{floor, round_non_negative};
 
 /// Where the mouth is, in frame pixels (from face landmarks).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -138,6 +138,10 @@ pub struct Config {
     /// How clients reach this server (links in webhooks and talks; callbacks from D-ID).
     /// Default: `http://<bind address>`.
     pub public_url: Option<String>,
+    /// This node's name in job attempts and render reports, which callers see: letters,
+    /// digits, `.`, `_` and `-`. Default: `node-` and 8 random hex digits (logged at start beside
+    /// the host name and process id), so callers learn nothing about the machines.
+    pub node_name: Option<String>,
     /// Let `source_url`/`audio_url` of talks point at loopback/private addresses (off: a caller
     /// could make the server read internal services).
     pub fetch_allow_private: bool,
@@ -236,6 +240,7 @@ impl Default for Config {
             webhook_secret: None,
             signing_secret: None,
             public_url: None,
+            node_name: None,
             fetch_allow_private: false,
             did_api_key: None,
             did_base_url: "https://api.d-id.com".into(),
@@ -367,6 +372,7 @@ impl Config {
             "webhook_secret",
             "signing_secret",
             "public_url",
+            "node_name",
             "did_api_key",
             "database_url",
             "redis_url",
@@ -484,6 +490,13 @@ impl Config {
         if self.signing_secret.is_some() && self.signing_secret == self.webhook_secret {
             // Receivers are given the webhook secret; the signing secret must stay unknown to them.
             return bad("signing_secret must differ from webhook_secret");
+        }
+        if let Some(n) = &self.node_name
+            && (n.is_empty()
+                || n.len() > 64
+                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+        {
+            return bad("node_name must be 1 to 64 letters, digits, `.`, `_` or `-`");
         }
         if self.segment_workers == Some(0) || self.segment_encoder_threads == 0 {
             return bad("segment_workers and segment_encoder_threads must be at least 1");

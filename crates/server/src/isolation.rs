@@ -486,19 +486,18 @@ fn forward_stderr(stderr: std::process::ChildStderr, log: &Log) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if buf.trim_ascii_end() != FAILURE_MARK.as_bytes() {
-            let _ = std::io::stderr().write_all(&buf);
+        // The mark is for this reader only: counted, never forwarded or kept.
+        if buf.trim_ascii_end() == FAILURE_MARK.as_bytes() {
+            log.lines.lock().expect("log lock").failures += 1;
+            log.marked.notify_all();
+            continue;
         }
+        let _ = std::io::stderr().write_all(&buf);
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
         if line.is_empty() {
             continue;
         }
         let mut lines = log.lines.lock().expect("log lock");
-        if line == FAILURE_MARK {
-            lines.failures += 1;
-            log.marked.notify_all();
-            continue;
-        }
         if lines.tail.len() == STDERR_LINES {
             lines.tail.pop_front();
         }

@@ -100,7 +100,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let stop = CancellationToken::new();
     let mut workers = if state.config.workers { jobs::spawn_all(&state, stop.clone()) } else { vec![] };
     if let Some((bus, up)) = &state.bus {
-        workers.extend(events::bridge(&state.hub, bus.clone(), state.node_id.clone(), up.clone(), stop.clone()));
+        // The bridge tells its own messages from others' by an id no two processes share (two
+        // nodes may be given one name).
+        let instance: std::sync::Arc<str> = format!("{}-{:016x}", state.node_id, rand::random::<u64>()).into();
+        workers.extend(events::bridge(&state.hub, bus.clone(), instance, up.clone(), stop.clone()));
     }
     let app = if state.config.api { http::router(state.clone()) } else { http::worker_router(state.clone()) };
     let limits = http::listener::ConnectionLimits {

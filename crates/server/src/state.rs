@@ -278,11 +278,14 @@ pub async fn open_state(config: Config) -> Result<AppState, ServeError> {
             })
         },
     });
+    // Callers see the node's name (in attempts and reports); the machine behind it is logged.
+    let node_id = config.node_name.clone().unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    tracing::info!(node = %node_id, host = host.trim(), pid = std::process::id(), "node started");
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.bind));
     let imports = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_imports.max(1)));
     Ok(AppState {
-        node_id: format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>()).into(),
+        node_id: node_id.into(),
         shared_assets: config.s3_bucket.is_some(),
         bus,
         config: Arc::new(config),

@@ -156,3 +156,68 @@ pub fn talk_json(state: &AppState, g: &GenerationRecord, base: &str) -> Value {
     }
     v
 }
+
+/// `message` with every path under one of `roots` (the data and cache folders) cut to its file
+/// name: callers learn what failed, not where this node keeps its files (the log keeps it all).
+pub fn without_server_paths(message: &str, roots: &[&std::path::Path]) -> String {
+    let mut text = message.to_string();
+    for root in roots {
+        let root = root.to_string_lossy();
+        let root = root.trim_end_matches('/');
+        if root.is_empty() {
+            continue;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(root) {
+            let after = &rest[at + root.len()..];
+            let end = after.find(ends_a_path).unwrap_or(after.len());
+            // Only the folder itself or a path inside it (not `/data2` for `/data`).
+            if !(end == 0 || after.starts_with('/')) || !starts_a_path(&rest[..at]) {
+                out.push_str(&rest[..at + root.len()]);
+                rest = after;
+                continue;
+            }
+            let path = format!("{root}{}", &after[..end]);
+            out.push_str(&rest[..at]);
+            out.push_str(path.trim_end_matches('/').rsplit('/').next().unwrap_or_default());
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    text
+}
+
+fn ends_a_path(c: char) -> bool {
+    c.is_whitespace() || "'\"`,;:()[]{}<>".contains(c)
+}
+
+/// Whether a path may begin right after `before` (not in the middle of a word or a longer path).
+fn starts_a_path(before: &str) -> bool {
+    before.chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || "/._-".contains(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::without_server_paths;
+
+    #[test]
+    fn server_paths_become_file_names() {
+        let roots = [Path::new("/srv/reelsmith/data/"), Path::new("/var/cache/rs")];
+        let cut = |m: &str| without_server_paths(m, &roots);
+        assert_eq!(
+            cut("canvas: image: corrupt or unreadable image /srv/reelsmith/data/assets/ab/cd1234.png: bad huffman"),
+            "canvas: image: corrupt or unreadable image cd1234.png: bad huffman"
+        );
+        assert_eq!(cut("cannot open '/var/cache/rs/segments/k/seg.mp4' (x)"), "cannot open 'seg.mp4' (x)");
+        assert_eq!(cut("in /srv/reelsmith/data and /srv/reelsmith/data/"), "in data and data");
+        // Other paths, and look-alikes of the roots, stay.
+        for kept in ["/srv/reelsmith/data2/x.png", "/home/me/a.png", "see x/srv/reelsmith/data/a", "no path"] {
+            assert_eq!(cut(kept), kept);
+        }
+        assert_eq!(cut("two: /var/cache/rs/a/b.wav, /srv/reelsmith/data/c.png"), "two: b.wav, c.png");
+    }
+}

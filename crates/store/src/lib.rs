@@ -82,13 +82,45 @@ pub fn now_ms() -> i64 {
 /// A time-ordered unique id with a readable prefix (`gen_01J…`): sorting ids sorts by creation,
 /// which makes cursor pagination a plain `id < cursor`.
 pub fn new_id(prefix: &str) -> String {
-    // Monotonic within a process, so ids made in the same millisecond still sort in order.
-    static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
-    let id = match GENERATOR.lock().ok().and_then(|mut g| g.generate().ok()) {
-        Some(id) => id,
-        None => ulid::Ulid::from_datetime(SystemTime::now()), // poisoned lock or counter overflow
-    };
+    static LAST: std::sync::Mutex<IdClock> = std::sync::Mutex::new(IdClock { ms: 0, random: 0 });
+    let now = u64::try_from(now_ms()).unwrap_or(0);
+    let id = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next(now, &mut rand::rng());
     format!("{prefix}_{}", id.to_string().to_ascii_lowercase())
+}
+
+/// The last id made in this process: its millisecond and its 80 random bits.
+struct IdClock {
+    ms: u64,
+    random: u128,
+}
+
+impl IdClock {
+    const RANDOM_BITS: u32 = 80;
+    /// The largest step between two ids of one millisecond: large enough that one id tells
+    /// nothing about the next (a +1 step, as ULID generators take, lets a tenant name the ids
+    /// made just after its own), small enough for 2^16 ids per millisecond.
+    const MAX_STEP: u128 = 1 << 64;
+
+    fn next(&mut self, now_ms: u64, rng: &mut impl rand::Rng) -> ulid::Ulid {
+        // A later millisecond starts afresh; the same one (or a clock that went back) steps on
+        // from the last id so ids keep sorting in the order they were made.
+        if now_ms > self.ms {
+            (self.ms, self.random) = (now_ms, Self::fresh(rng));
+        } else {
+            let next = self.random + rng.random_range(1..=Self::MAX_STEP);
+            if next >> Self::RANDOM_BITS == 0 {
+                self.random = next;
+            } else {
+                // Out of room in this millisecond: borrow the next one.
+                (self.ms, self.random) = (self.ms + 1, Self::fresh(rng));
+            }
+        }
+        ulid::Ulid::from_parts(self.ms, self.random)
+    }
+
+    fn fresh(rng: &mut impl rand::Rng) -> u128 {
+        rng.random::<u128>() >> (128 - Self::RANDOM_BITS)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -579,6 +611,28 @@ mod tests {
         }
         // Huge attempt numbers neither overflow nor exceed the cap.
         assert!(p.delay_ms(u32::MAX) <= 6250);
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_sort_in_order_and_do_not_reveal_the_next() {
+        let mut clock = IdClock { ms: 0, random: 0 };
+        let mut rng = rand::rng();
+        let ids: Vec<ulid::Ulid> = (0..5000).map(|_| clock.next(1_000, &mut rng)).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} {}", pair[0], pair[1]);
+            // Neighbours are far apart: guessing the next id from one's own is hopeless.
+            if pair[0].timestamp_ms() == pair[1].timestamp_ms() {
+                assert!(pair[1].random() - pair[0].random() > 1 << 20, "{} {}", pair[0], pair[1]);
+            }
+        }
+        assert!(ids.iter().all(|id| id.timestamp_ms() >= 1_000));
+        // A clock that steps back still makes later ids.
+        let back = clock.next(500, &mut rng);
+        assert!(back > ids[ids.len() - 1]);
+        // A millisecond whose random part is nearly used up moves to the next one.
+        let mut full = IdClock { ms: 7, random: (1 << 80) - 2 };
+        let id = full.next(7, &mut rng);
+        assert_eq!(id.timestamp_ms(), 8);
     }
 
     #[test]

@@ -64,6 +64,11 @@ impl Server {
         self.child.id()
     }
 
+    /// The name it was given (`REELSMITH_NODE_NAME`), if any.
+    pub fn node_name(&self) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == "REELSMITH_NODE_NAME").map(|(_, v)| v.as_str())
+    }
+
     /// SIGTERM; returns how long the process took to exit (panics after `limit`).
     pub fn terminate(&mut self, limit: Duration) -> Duration {
         let t = Instant::now();

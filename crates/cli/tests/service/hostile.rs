@@ -445,6 +445,36 @@ async fn the_cache_tells_no_tenant_what_another_rendered() {
     assert!(!report.contains(&data) && !again.to_string().contains(&data), "a server path in {report}");
 }
 
+/// S22: a render that fails on a picture (its header passes the upload's check, its pixels are
+/// broken) says which file failed without naming the server's folders, in its status and its
+/// attempts alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_render_names_its_file_but_no_server_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let mut png = vec![];
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 40, 40]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    // Signature and IHDR (the size) stay; the pixel data is cut short.
+    png.truncate(8 + 25 + 12);
+    let r = s.post("/api/v1/assets").header("x-file-name", "broken.png").body(png).send().await.unwrap();
+    assert_eq!(r.status(), 201, "the header alone passes the upload");
+    let asset = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let spec = json!({"spec": {"version": 1, "output": {"width": 320, "height": 180, "fps": 10},
+                               "scenes": [{"image": format!("asset:{asset}"), "duration": 1}]}});
+    let (code, g) = s.submit(&spec).await;
+    assert_eq!(code, 202, "{g}");
+    let done = s.wait_final(g["id"].as_str().unwrap(), LIMIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(message.contains("image") && message.contains(&asset), "the failure names the file: {message}");
+    let data = std::fs::canonicalize(dir.path()).unwrap().display().to_string();
+    let shown = done.to_string();
+    assert!(!shown.contains(&data) && !shown.contains(&dir.path().display().to_string()), "a server path in {shown}");
+    assert!(!shown.contains("/assets/") && !shown.contains("/tmp/"), "a server folder in {shown}");
+}
+
 /// S12: one key holds at most `max_streams_per_key` event streams (SSE and WebSocket together);
 /// a stream closed frees its place.
 #[tokio::test(flavor = "multi_thread")]

@@ -81,6 +81,7 @@ impl Cluster {
         let n = self.nodes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = self.dir.path().join(format!("node{n}"));
         let mut env = self.env();
+        env.push(("REELSMITH_NODE_NAME".into(), format!("node{n}")));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Server::start_as(role, &data, &env)
@@ -163,8 +164,9 @@ async fn ready(node: &Server) -> Value {
 }
 
 /// Node id of a process (`host-pid-xxxx`), as it appears in worker names.
-fn is_node(worker: &str, pid: u32) -> bool {
-    worker.contains(&format!("-{pid}-"))
+/// Whether `worker` (as attempts name it: `<node name>-<queue>-<n>`) runs in `node`.
+fn is_node(worker: &str, node: &Server) -> bool {
+    node.node_name().is_some_and(|name| worker.starts_with(&format!("{name}-")))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,7 +205,7 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
         assert_eq!(attempts.iter().filter(|a| a["outcome"] == "succeeded").count(), 1, "{s}");
         let w = attempts.last().unwrap()["worker"].as_str().unwrap();
         for n in [&w1, &w2] {
-            if is_node(w, n.pid()) {
+            if is_node(w, n) {
                 *by_worker.entry(n.pid()).or_default() += 1;
             }
         }
@@ -266,7 +268,7 @@ async fn api_node_and_two_workers_share_postgres_redis_and_s3() {
     let makers: HashSet<u32> = segs
         .values()
         .filter_map(|a| a.iter().find(|(_, o)| o == "succeeded"))
-        .filter_map(|(w, _)| [&w1, &w2].into_iter().find(|n| is_node(w, n.pid())).map(|n| n.pid()))
+        .filter_map(|(w, _)| [&w1, &w2].into_iter().find(|n| is_node(w, n)).map(|n| n.pid()))
         .collect();
     assert_eq!(makers.len(), 2, "both workers rendered segments: {segs:?}");
     let report: Value =
@@ -320,11 +322,7 @@ async fn a_worker_killed_mid_segment_loses_its_segment_to_another() {
         let s = api.status(&id).await;
         let running = s["segment_jobs"].as_array().into_iter().flatten().find(|j| {
             j["status"] == "running"
-                && j["attempts"]
-                    .as_array()
-                    .unwrap()
-                    .last()
-                    .is_some_and(|a| is_node(a["worker"].as_str().unwrap(), w2.pid()))
+                && j["attempts"].as_array().unwrap().last().is_some_and(|a| is_node(a["worker"].as_str().unwrap(), &w2))
         });
         if let Some(j) = running {
             break j["index"].as_u64().unwrap();
@@ -332,18 +330,17 @@ async fn a_worker_killed_mid_segment_loses_its_segment_to_another() {
         assert!(t.elapsed() < LIMIT, "worker 2 never took a segment: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let w2_pid = w2.pid();
     w2.kill();
     let s = api.wait_final(&id, LIMIT).await;
     assert_eq!(s["status"], "succeeded", "{s}");
     let segs = segment_workers(&s);
     let attempts = &segs[&held];
     assert!(
-        attempts.iter().any(|(w, o)| is_node(w, w2_pid) && o == "lost"),
+        attempts.iter().any(|(w, o)| is_node(w, &w2) && o == "lost"),
         "the killed worker's attempt is recorded as lost: {attempts:?}"
     );
     assert!(
-        attempts.iter().any(|(w, o)| is_node(w, w1.pid()) && o == "succeeded"),
+        attempts.iter().any(|(w, o)| is_node(w, &w1) && o == "succeeded"),
         "the other worker took the segment over: {attempts:?}"
     );
     let r = api.get(&format!("/api/v1/generations/{id}/video")).send().await.unwrap();
@@ -573,7 +570,7 @@ async fn a_providers_rate_limit_holds_across_two_worker_processes() {
         let s = api.wait_final(id, LIMIT).await;
         assert_eq!(s["status"], "succeeded", "{s}");
         let w = s["attempt_history"][0]["worker"].as_str().unwrap().to_string();
-        planners.insert([&w1, &w2].iter().position(|n| is_node(&w, n.pid())).expect("planned by a worker"));
+        planners.insert([&w1, &w2].iter().position(|n| is_node(&w, n)).expect("planned by a worker"));
     }
     assert_eq!(planners.len(), 2, "both workers planned prompts");
     let mut at: Vec<Instant> = fake.requests().iter().map(|r| r.at).collect();

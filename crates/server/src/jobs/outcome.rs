@@ -243,6 +243,12 @@ pub(crate) async fn finish_cancelled(
     }
 }
 
+/// A failure's words as callers see them: without this node's folders (the log has them).
+pub(crate) fn public_message(state: &AppState, message: &str) -> String {
+    let (data, cache, temp) = (&state.config.data_dir, state.config.cache_dir(), std::env::temp_dir());
+    crate::views::without_server_paths(message, &[data, &cache, &temp])
+}
+
 pub(crate) async fn finish_failed(
     state: &AppState,
     g: &GenerationRecord,
@@ -250,10 +256,11 @@ pub(crate) async fn finish_failed(
     error: JobError,
 ) -> Outcome {
     let JobError { code, message, retry: retryable } = error;
-    let message = message.as_str();
     // `message` is the event's own text in the log format: the reason (FFmpeg's words, partly
     // the caller's) goes in a field of its own, Debug-escaped so it cannot forge log lines.
     tracing::warn!(generation = %g.id, attempt = lease.attempt, code, reason = ?message, retryable, "render attempt failed");
+    let message = public_message(state, &message);
+    let message = message.as_str();
     let mut done = g.clone();
     done.state = reelsmith_store::JobState::Failed;
     done.error_code = Some(code.into());

@@ -230,7 +230,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
                 Err(f) => f.message().to_string(),
                 _ => "stopped while preparing D-ID's clips".into(),
             };
-            let _ = state.queue.fail(&lease, &msg, true, vec![]).await;
+            let _ = state.queue.fail(&lease, &crate::jobs::outcome::public_message(state, &msg), true, vec![]).await;
             return Outcome::Failed;
         }
     }
@@ -288,7 +288,8 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
                 }
                 Ok(Ok(Ok(_))) => unreachable!("success is matched above"),
             };
-            tracing::warn!(generation = %p.generation, segment = p.index, error = %msg, "segment attempt failed");
+            tracing::warn!(generation = %p.generation, segment = p.index, error = ?msg, "segment attempt failed");
+            let msg = crate::jobs::outcome::public_message(state, &msg);
             match state.queue.fail(&lease, &msg, retryable, vec![]).await {
                 Ok(FailOutcome::Retrying { .. }) => Outcome::Retrying,
                 Ok(FailOutcome::Failed) => Outcome::Failed,
