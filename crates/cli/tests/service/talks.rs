@@ -186,6 +186,10 @@ async fn talks_api_speaks_d_ids_wire_format() {
             json!({"source_url": photo, "script": {"type": "text", "input": "Hi"}, "config": {"result_format": "gif"}}),
             "gif",
         ),
+        (
+            json!({"source_url": photo, "script": {"type": "text", "input": "Hi"}, "config": {"premium_render": true}}),
+            "config.premium_render",
+        ),
         (json!({"source_url": photo, "script": {"type": "text", "input": "Hi"}, "engine": "d-id"}), "did_api_key"),
     ] {
         let (code, err) = bad(body.clone()).await;

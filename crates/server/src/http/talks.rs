@@ -229,6 +229,20 @@ fn even(x: f64) -> u32 {
 
 /// A `POST /talks` body, parsed and checked as far as it can be without the server's state:
 /// every refusal names its field, in D-ID's error shape.
+/// `config` keys D-ID documents for `POST /talks` besides the four this server reads itself.
+const D_ID_CONFIG_KEYS: &[&str] = &[
+    "align_driver",
+    "align_expand_factor",
+    "auto_match",
+    "driver_expressions",
+    "logo",
+    "motion_factor",
+    "normalization_factor",
+    "output_resolution",
+    "reduce_noise",
+    "sharpen",
+];
+
 pub fn parse_talk_request(body: &[u8], did_enabled: bool) -> Result<TalkRequest, DidError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -249,6 +263,14 @@ pub fn parse_talk_request(body: &[u8], did_enabled: bool) -> Result<TalkRequest,
     let pad = req.config.pad_audio.unwrap_or(0.0);
     if !(0.0..=60.0).contains(&pad) {
         return Err(bad("config.pad_audio: must be 0 to 60 seconds"));
+    }
+    // Settings go on to D-ID with `engine: d-id`: only the ones it documents, so a caller
+    // cannot reach undocumented (or future, costlier) options on the operator's account.
+    if let Some(key) = req.config.other.keys().find(|k| !D_ID_CONFIG_KEYS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "config.{key}: not a talk setting (stitch, fluent, pad_audio, result_format, {})",
+            D_ID_CONFIG_KEYS.join(", ")
+        )));
     }
     if let Script::Text { input, ssml, .. } = &req.script {
         if ssml.unwrap_or(false) {
@@ -563,6 +585,18 @@ mod tests {
         assert!(
             serde_json::from_value::<TalkRequest>(json!({"source_url": "x", "script": {"type": "video"}})).is_err()
         );
+    }
+
+    #[test]
+    fn only_documented_settings_are_accepted() {
+        let talk = |config: Value| {
+            let body = json!({"source_url": "asset:x", "script": {"type": "text", "input": "Hi"}, "config": config});
+            parse_talk_request(body.to_string().as_bytes(), true)
+        };
+        assert!(talk(json!({"stitch": true, "align_driver": true, "sharpen": false, "logo": {"url": "x"}})).is_ok());
+        let e = talk(json!({"stitch": true, "premium_render": true})).unwrap_err().0;
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.starts_with("config.premium_render: not a talk setting"), "{}", e.message);
     }
 
     #[test]
