@@ -862,6 +862,14 @@ fn a_render_that_needs_more_than_the_cache_fails_clearly() {
     let err = e.render_file(&p, &f.path("big.mp4"), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("needs more than the whole stage cache"), "{err}");
     assert!(e.cache.stats().bytes <= 400_000, "{} bytes left in the cache", e.cache.stats().bytes);
+    // A share of a larger cache (the service divides its cache among the renders it runs at
+    // once) holds a render back the same way; a large enough share lets it through.
+    let big =
+        reelsmith_engine::Engine::new(reelsmith_engine::Cache::open(f.path("cache2"), 100 << 20).unwrap()).unwrap();
+    let share = |bytes: u64| reelsmith_engine::RenderOptions { cache_share: Some(bytes), ..Default::default() };
+    let err = big.render_file(&p, &f.path("big2.mp4"), &share(400_000)).unwrap_err().to_string();
+    assert!(err.contains("needs more than its share of the stage cache"), "{err}");
+    big.render_file(&p, &f.path("big3.mp4"), &share(50 << 20)).unwrap();
 }
 
 /// A spec's own font file draws its text (through a renderer made for that render: see

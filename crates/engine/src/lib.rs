@@ -136,6 +136,10 @@ pub struct RenderOptions {
     /// API key its own), so one tenant's render never hits another's entries: a hit would tell
     /// it what the other rendered (narration text, pictures).
     pub cache_scope: Option<String>,
+    /// The most bytes of new cache entries this render may write (default and at most: the
+    /// cache's size). A service running several renders at once on one cache gives each a
+    /// share, so that together they never need more than the cache holds.
+    pub cache_share: Option<u64>,
     /// Write a live stream (HLS) while rendering: see [`LiveOptions`].
     pub live: Option<LiveOptions>,
     /// Draw every frame of still spans too, and encode them untuned: what a render costs

@@ -543,6 +543,14 @@ impl Config {
         self.segment_workers.unwrap_or_else(reelsmith_engine::cores)
     }
 
+    /// What one render may write to this node's stage cache: an equal share for each render
+    /// and segment job that may run at once, so that together (entries a render needs cannot
+    /// be evicted while it runs) they never need more than `cache_size_mb`.
+    pub fn cache_share_bytes(&self) -> u64 {
+        let at_once = self.render_workers + if self.distributed_render { self.segment_workers() } else { 0 };
+        (self.cache_size_mb << 20) / at_once.max(1) as u64
+    }
+
     /// Where uploaded assets live on this node's disk.
     pub fn assets_dir(&self) -> PathBuf {
         self.data_dir.join("assets")
@@ -589,6 +597,21 @@ mod tests {
         assert!(e.contains("bnd"), "{e}");
         std::fs::write(&p, "render_nice = 40\n").unwrap();
         assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("render_nice"));
+    }
+
+    #[test]
+    fn renders_at_once_divide_the_stage_cache_and_node_names_are_checked() {
+        let c = Config { cache_size_mb: 4096, render_workers: 2, ..Config::default() };
+        assert_eq!(c.cache_share_bytes(), 2048 << 20);
+        let c = Config { distributed_render: true, segment_workers: Some(2), ..c };
+        assert_eq!(c.cache_share_bytes(), 1024 << 20);
+        assert_eq!(Config::default().cache_share_bytes(), Config::default().cache_size_mb << 20);
+        let env = |name: &'static str| move |var: &str| (var == "REELSMITH_NODE_NAME").then(|| name.to_string());
+        assert_eq!(Config::load_with(None, env("eu-1.render_a")).unwrap().node_name.as_deref(), Some("eu-1.render_a"));
+        for bad in ["two words", "a/b", ""] {
+            let e = Config::load_with(None, env(bad)).unwrap_err().to_string();
+            assert!(e.contains("node_name"), "{bad}: {e}");
+        }
     }
 
     /// The configs the packages and manifests ship: the Debian package's commented file, and

@@ -98,6 +98,7 @@ struct Request {
     jobs: Option<usize>,
     encoder_threads: Option<u32>,
     cache_scope: Option<String>,
+    cache_share: Option<u64>,
     /// The live stream's folder and URI prefix.
     live: Option<(PathBuf, String)>,
     redraw_still_spans: bool,
@@ -169,6 +170,7 @@ impl Renderer {
             jobs: opts.jobs,
             encoder_threads: opts.encoder_threads,
             cache_scope: opts.cache_scope.clone(),
+            cache_share: opts.cache_share,
             live: opts.live.as_ref().map(|l| (l.dir.clone(), l.uri_prefix.clone())),
             redraw_still_spans: opts.redraw_still_spans,
             cache: iso.cache.clone(),
@@ -692,6 +694,7 @@ fn run_request(
         cancel: Some(cancel),
         scope: request.scope.clone(),
         cache_scope: request.cache_scope.clone(),
+        cache_share: request.cache_share,
         live,
         redraw_still_spans: request.redraw_still_spans,
     };

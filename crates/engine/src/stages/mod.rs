@@ -47,11 +47,14 @@ struct Counts<'a> {
     stages: std::sync::Mutex<BTreeMap<&'static str, cache::HitMiss>>,
     pinned: std::sync::Mutex<Vec<Key>>,
     written: AtomicU64,
+    /// The most this render may write (`RenderOptions::cache_share`, at most the cache's size).
+    share: u64,
 }
 
 impl<'a> Counts<'a> {
-    fn new(cache: &'a cache::Cache, scope: Option<&str>) -> Self {
+    fn new(cache: &'a cache::Cache, scope: Option<&str>, share: Option<u64>) -> Self {
         Self {
+            share: share.unwrap_or(u64::MAX).min(cache.max_bytes()),
             cache,
             scope: scope.map(|s| *blake3::hash(s.as_bytes()).as_bytes()),
             stages: Default::default(),
@@ -89,13 +92,20 @@ impl<'a> Counts<'a> {
         if !hit {
             let size = cache::dir_size(&path);
             let written = self.written.fetch_add(size, Ordering::Relaxed) + size;
-            if written > self.cache.max_bytes() {
+            if written > self.share {
+                let (so_far, whole) = (written >> 20, self.cache.max_bytes() >> 20);
+                let room = match self.share >> 20 {
+                    share if share < whole => {
+                        format!(
+                            "its share of the stage cache ({so_far} MB so far; its share is {share} MB of the {whole} MB that renders running at once divide)"
+                        )
+                    }
+                    _ => format!("the whole stage cache ({so_far} MB so far; the cache holds {whole} MB)"),
+                };
                 return Err(RenderError::at(
                     "spec",
                     format!(
-                        "this render needs more than the whole stage cache ({} MB so far; the cache holds {} MB): make the video smaller, shorter or with fewer zoomed scenes, or raise the cache size",
-                        written >> 20,
-                        self.cache.max_bytes() >> 20
+                        "this render needs more than {room}: make the video smaller, shorter or with fewer zoomed scenes, or raise the cache size"
                     ),
                 ));
             }
@@ -167,7 +177,7 @@ impl<'a> Render<'a> {
             spec,
             opts,
             inputs,
-            counts: Counts::new(&engine.cache, opts.cache_scope.as_deref()),
+            counts: Counts::new(&engine.cache, opts.cache_scope.as_deref(), opts.cache_share),
             text,
             jobs: opts.jobs.unwrap_or_else(crate::cores).max(1),
         })

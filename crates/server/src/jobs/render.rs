@@ -148,6 +148,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
         cancel: Some(watch.cancel.clone()),
         // Each key's renders have their own cache entries (no cross-tenant hit oracle).
         cache_scope: record.api_key_id.clone(),
+        cache_share: Some(state.config.cache_share_bytes()),
         ..Default::default()
     };
     let renderer = state.renderer.clone();

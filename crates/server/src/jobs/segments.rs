@@ -53,6 +53,7 @@ pub(crate) async fn fan_out(
             scope: Scope::Plan,
             cancel: Some(watch.cancel.clone()),
             cache_scope: record.api_key_id.clone(),
+            cache_share: Some(state.config.cache_share_bytes()),
             ..Default::default()
         };
         let (renderer, assets, spec, out) =
@@ -241,6 +242,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
         encoder_threads: Some(state.config.segment_encoder_threads),
         cancel: Some(watch.cancel.clone()),
         cache_scope: record.api_key_id.clone(),
+        cache_share: Some(state.config.cache_share_bytes()),
         ..Default::default()
     };
     let (renderer, assets, out) = (state.renderer.clone(), state.assets_dir.clone(), work.join("unused.mp4"));
