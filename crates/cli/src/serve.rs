@@ -207,8 +207,10 @@ pub fn keys(args: &DatabaseArgs, cmd: &KeysCommand) -> Result<()> {
                 for k in store.list_api_keys().await? {
                     let state = if k.revoked_at_ms.is_some() { "revoked" } else { "active" };
                     let limits = serde_json::to_string(&k.limits).unwrap_or_default();
+                    // Keys older than per-key secrets sign with the shared one until rotated.
+                    let secret = if k.webhook_secret.is_some() { "own webhook secret" } else { "SHARED webhook secret" };
                     println!(
-                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs\tpriority <= {}\t{limits}",
+                        "{}\t{}\t{}\t{}/s burst {}\t{} jobs\tpriority <= {}\t{secret}\t{limits}",
                         k.id, k.name, state, k.rate_per_s, k.burst, k.max_concurrent_jobs, k.max_priority
                     );
                 }

@@ -91,6 +91,22 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     }
     let bind = config.bind;
     let mut state = state::open_state(config).await?;
+    // Keys made before each key had its own webhook secret sign with the shared one, which
+    // every such tenant can read: worth telling the operator each start until they rotate.
+    if let Ok(keys) = state.meta.list_api_keys().await {
+        let shared: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.revoked_at_ms.is_none() && k.webhook_secret.is_none())
+            .map(|k| k.id.as_str())
+            .collect();
+        if !shared.is_empty() {
+            tracing::warn!(
+                keys = ?shared,
+                "{} API key(s) still sign their webhooks with the shared webhook_secret: give each its own with `reelsmith keys rotate-webhook-secret ID`",
+                shared.len()
+            );
+        }
+    }
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| ServeError::Bind(bind, e))?;
     let addr = listener.local_addr()?;
     if state.config.public_url.is_none() {

@@ -642,7 +642,9 @@ async fn api_keys_are_required_beyond_loopback_rate_limited_and_quota_bound() {
     let out =
         std::process::Command::new(BIN).args(["keys", "--data-dir"]).arg(dir.path()).arg("list").output().unwrap();
     let listing = String::from_utf8(out.stdout).unwrap();
-    let ci_id = listing.lines().find(|l| l.contains("\tci\t")).unwrap().split('\t').next().unwrap().to_string();
+    let ci_line = listing.lines().find(|l| l.contains("\tci\t")).unwrap();
+    assert!(ci_line.contains("\town webhook secret\t"), "a new key signs with its own secret: {ci_line}");
+    let ci_id = ci_line.split('\t').next().unwrap().to_string();
     let out = std::process::Command::new(BIN)
         .args(["keys", "--data-dir"])
         .arg(dir.path())
