@@ -366,9 +366,10 @@ impl Config {
             }
         }
         let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        for key in defaults.keys().map(String::as_str).chain([
+        // Settings without a default (absent from `defaults`): their text stays text, so a
+        // node named `7` or an all-digit secret is not read as a number.
+        const TEXT_OPTIONS: &[&str] = &[
             "cache_dir",
-            "require_api_key",
             "webhook_secret",
             "signing_secret",
             "public_url",
@@ -381,10 +382,11 @@ impl Config {
             "s3_prefix",
             "s3_access_key_id",
             "s3_secret_access_key",
-            "segment_workers",
-            "default_daily_megapixel_frames",
-            "default_daily_provider_usd",
-        ]) {
+        ];
+        const OTHER_OPTIONS: &[&str] =
+            &["require_api_key", "segment_workers", "default_daily_megapixel_frames", "default_daily_provider_usd"];
+        for key in defaults.keys().map(String::as_str).chain(TEXT_OPTIONS.iter().chain(OTHER_OPTIONS).copied()) {
+            let text = TEXT_OPTIONS.contains(&key) || matches!(defaults.get(key), Some(toml::Value::String(_)));
             let flat_var = format!("REELSMITH_{}", key.to_ascii_uppercase());
             let value = match section_of(key) {
                 Some((section, k)) => {
@@ -398,7 +400,7 @@ impl Config {
                 None => env(&flat_var),
             };
             if let Some(v) = value {
-                table.insert(key.into(), env_value(&v));
+                table.insert(key.into(), if text { toml::Value::String(v) } else { env_value(&v) });
             }
         }
         let mut cfg: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(name, e.to_string()))?;
@@ -607,7 +609,9 @@ mod tests {
         assert_eq!(c.cache_share_bytes(), 1024 << 20);
         assert_eq!(Config::default().cache_share_bytes(), Config::default().cache_size_mb << 20);
         let env = |name: &'static str| move |var: &str| (var == "REELSMITH_NODE_NAME").then(|| name.to_string());
-        assert_eq!(Config::load_with(None, env("eu-1.render_a")).unwrap().node_name.as_deref(), Some("eu-1.render_a"));
+        for good in ["eu-1.render_a", "7", "007", "true", "1e3"] {
+            assert_eq!(Config::load_with(None, env(good)).unwrap().node_name.as_deref(), Some(good), "names are text");
+        }
         for bad in ["two words", "a/b", ""] {
             let e = Config::load_with(None, env(bad)).unwrap_err().to_string();
             assert!(e.contains("node_name"), "{bad}: {e}");

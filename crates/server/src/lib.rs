@@ -91,6 +91,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     }
     let bind = config.bind;
     let mut state = state::open_state(config).await?;
+    let share = state.config.cache_share_bytes();
+    if state.config.workers && share < (state.config.cache_size_mb << 20) && share < 512 << 20 {
+        tracing::warn!(
+            "each render this node runs at once may write at most {} MB of the {} MB stage cache (cache_size_mb divided among render_workers and segment_workers): raise cache_size_mb if renders fail with \"needs more than its share\"",
+            share >> 20,
+            state.config.cache_size_mb
+        );
+    }
     // Keys made before each key had its own webhook secret sign with the shared one, which
     // every such tenant can read: worth telling the operator each start until they rotate.
     if let Ok(keys) = state.meta.list_api_keys().await {

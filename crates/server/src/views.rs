@@ -157,12 +157,19 @@ pub fn talk_json(state: &AppState, g: &GenerationRecord, base: &str) -> Value {
     v
 }
 
+/// The folders whose paths callers must not see: the data and cache folders, as configured
+/// (maybe relative) and absolute (as the engine writes them), and the temporary folder.
+pub fn server_folders(data: &std::path::Path, cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.into());
+    vec![absolute(data), absolute(cache), data.into(), cache.into(), std::env::temp_dir()]
+}
+
 /// `message` with every path under one of `roots` (the data and cache folders) cut to its file
 /// name: callers learn what failed, not where this node keeps its files (the log keeps it all).
-pub fn without_server_paths(message: &str, roots: &[&std::path::Path]) -> String {
+pub fn without_server_paths(message: &str, roots: &[impl AsRef<std::path::Path>]) -> String {
     let mut text = message.to_string();
     for root in roots {
-        let root = root.to_string_lossy();
+        let root = root.as_ref().to_string_lossy();
         let root = root.trim_end_matches('/');
         if root.is_empty() {
             continue;
@@ -202,7 +209,7 @@ fn starts_a_path(before: &str) -> bool {
 mod tests {
     use std::path::Path;
 
-    use super::without_server_paths;
+    use super::{server_folders, without_server_paths};
 
     #[test]
     fn server_paths_become_file_names() {
@@ -219,5 +226,15 @@ mod tests {
             assert_eq!(cut(kept), kept);
         }
         assert_eq!(cut("two: /var/cache/rs/a/b.wav, /srv/reelsmith/data/c.png"), "two: b.wav, c.png");
+    }
+
+    #[test]
+    fn a_relative_data_folder_is_cut_where_it_appears_absolute() {
+        let data = Path::new("reelsmith-data");
+        let folders = server_folders(data, &data.join("cache"));
+        let cwd = std::env::current_dir().unwrap();
+        let message = format!("cannot read {}/reelsmith-data/cache/ab/frame.png: gone", cwd.display());
+        assert_eq!(without_server_paths(&message, &folders), "cannot read frame.png: gone");
+        assert_eq!(without_server_paths("in reelsmith-data/assets/x.png", &folders), "in x.png");
     }
 }

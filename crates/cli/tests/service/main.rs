@@ -750,7 +750,7 @@ async fn api_only_node_streams_progress_of_a_render_in_another_process() {
     assert_eq!(code, 202);
     let id = g["id"].as_str().unwrap().to_string();
     let resp = api.get(&format!("/api/v1/generations/{id}/events")).send().await.unwrap();
-    let worker_node = Server::start(dir.path(), &[]);
+    let _worker = Server::start(dir.path(), &[]);
     let statuses: Vec<String> =
         sse_until_final(resp).await.iter().map(|e| e["status"].as_str().unwrap().to_string()).collect();
     assert_eq!(statuses.first().map(String::as_str), Some("queued"));
@@ -759,14 +759,13 @@ async fn api_only_node_streams_progress_of_a_render_in_another_process() {
     // Callers see which node rendered, not which machine or process (S22): a random node
     // name (no `node_name` set), the queue and the worker's number.
     let worker = fin["attempt_history"][0]["worker"].as_str().unwrap();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert!(!worker.contains(host.trim()) && !worker.contains(&worker_node.pid().to_string()), "{worker}");
     let (node, rest) = worker.split_at("node-12345678".len().min(worker.len()));
     assert!(
         node.strip_prefix("node-").is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
             && rest.starts_with("-render-"),
         "{worker}"
     );
+    assert!(rest["-render-".len()..].parse::<u32>().is_ok(), "{worker}");
 }
 
 /// Every query of the Grafana dashboard in deploy/ names metrics and labels this server exports

@@ -163,7 +163,6 @@ async fn ready(node: &Server) -> Value {
     node.get("/ready").send().await.unwrap().json().await.unwrap()
 }
 
-/// Node id of a process (`host-pid-xxxx`), as it appears in worker names.
 /// Whether `worker` (as attempts name it: `<node name>-<queue>-<n>`) runs in `node`.
 fn is_node(worker: &str, node: &Server) -> bool {
     node.node_name().is_some_and(|name| worker.starts_with(&format!("{name}-")))

@@ -93,14 +93,15 @@ impl<'a> Counts<'a> {
             let size = cache::dir_size(&path);
             let written = self.written.fetch_add(size, Ordering::Relaxed) + size;
             if written > self.share {
-                let (so_far, whole) = (written >> 20, self.cache.max_bytes() >> 20);
-                let room = match self.share >> 20 {
-                    share if share < whole => {
-                        format!(
-                            "its share of the stage cache ({so_far} MB so far; its share is {share} MB of the {whole} MB that renders running at once divide)"
-                        )
-                    }
-                    _ => format!("the whole stage cache ({so_far} MB so far; the cache holds {whole} MB)"),
+                let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / (1 << 20) as f64);
+                let (so_far, whole) = (mb(written), mb(self.cache.max_bytes()));
+                let room = if self.share < self.cache.max_bytes() {
+                    let share = mb(self.share);
+                    format!(
+                        "its share of the stage cache ({so_far} so far; its share is {share} of the {whole} that renders running at once divide)"
+                    )
+                } else {
+                    format!("the whole stage cache ({so_far} so far; the cache holds {whole})")
                 };
                 return Err(RenderError::at(
                     "spec",

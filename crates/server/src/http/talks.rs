@@ -227,8 +227,6 @@ fn even(x: f64) -> u32 {
     ((x / 2.0).round() as u32).max(1) * 2
 }
 
-/// A `POST /talks` body, parsed and checked as far as it can be without the server's state:
-/// every refusal names its field, in D-ID's error shape.
 /// `config` keys D-ID documents for `POST /talks` besides the four this server reads itself.
 const D_ID_CONFIG_KEYS: &[&str] = &[
     "align_driver",
@@ -243,6 +241,8 @@ const D_ID_CONFIG_KEYS: &[&str] = &[
     "sharpen",
 ];
 
+/// A `POST /talks` body, parsed and checked as far as it can be without the server's state:
+/// every refusal names its field, in D-ID's error shape.
 pub fn parse_talk_request(body: &[u8], did_enabled: bool) -> Result<TalkRequest, DidError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let req: TalkRequest = serde_path_to_error::deserialize(de).map_err(|e| {

@@ -245,8 +245,8 @@ pub(crate) async fn finish_cancelled(
 
 /// A failure's words as callers see them: without this node's folders (the log has them).
 pub(crate) fn public_message(state: &AppState, message: &str) -> String {
-    let (data, cache, temp) = (&state.config.data_dir, state.config.cache_dir(), std::env::temp_dir());
-    crate::views::without_server_paths(message, &[data, &cache, &temp])
+    let folders = crate::views::server_folders(&state.config.data_dir, &state.config.cache_dir());
+    crate::views::without_server_paths(message, &folders)
 }
 
 pub(crate) async fn finish_failed(

@@ -205,19 +205,28 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
             return Outcome::Skipped;
         }
         Err(e) => {
-            let _ = state.queue.fail(&lease, &format!("database: {e}"), true, vec![]).await;
+            let _ = state
+                .queue
+                .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("database: {e}")), true, vec![])
+                .await;
             return Outcome::Failed;
         }
     };
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => crate::assets::engine_view(&s),
         Err(e) => {
-            let _ = state.queue.fail(&lease, &format!("spec_parse: {e}"), false, vec![]).await;
+            let _ = state
+                .queue
+                .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("spec_parse: {e}")), false, vec![])
+                .await;
             return Outcome::Failed;
         }
     };
     if let Err(e) = ensure_assets(state, &spec).await {
-        let _ = state.queue.fail(&lease, &format!("assets: {e}"), true, vec![]).await;
+        let _ = state
+            .queue
+            .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("assets: {e}")), true, vec![])
+            .await;
         return Outcome::Failed;
     }
     let work = state.config.data_dir.join("tmp").join(format!("{}-{}", lease.job_id, lease.attempt));
