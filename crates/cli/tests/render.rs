@@ -31,6 +31,46 @@ fn storyboard(f: &Fixture, second_line: &str) -> serde_json::Value {
     })
 }
 
+/// Music whose channels differ keeps them apart: a stereo soundtrack, each side its own tone.
+#[test]
+fn stereo_music_makes_a_stereo_soundtrack() {
+    let f = Fixture::new();
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(f.path("stereo.wav"), spec).unwrap();
+    for i in 0..96_000 {
+        for freq in [440.0f32, 660.0] {
+            let s = (i as f32 * freq * std::f32::consts::TAU / 48_000.0).sin() * 0.3;
+            w.write_sample((s * i16::MAX as f32) as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+    let spec = f.write_spec(
+        "spec.json",
+        &json!({
+            "version": 1,
+            "output": { "width": W, "height": H, "fps": 10, "quality": { "preset": "ultrafast" } },
+            "music": { "file": "stereo.wav", "fade": 0.0 },
+            "scenes": [{ "background": { "color": "#203040" }, "duration": 1.5 }]
+        }),
+    );
+    let out = f.path("out.mp4");
+    render(&f.path("cache"), &spec, &out);
+    assert_eq!(ffmpeg::probe(&out).unwrap().audio().unwrap().channels, 2);
+    let side = |pan: &str| {
+        let pcm =
+            ffmpeg_out(&["-i", out.to_str().unwrap(), "-af", pan, "-f", "f32le", "-ac", "1", "-ar", "48000", "-"]);
+        pcm.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect::<Vec<f32>>()
+    };
+    let (left, right) = (side("pan=mono|c0=c0"), side("pan=mono|c0=c1"));
+    assert!(tone_amplitude(&left, 440.0, 0.3, 1.2) > 5.0 * tone_amplitude(&left, 660.0, 0.3, 1.2), "left is 440 Hz");
+    assert!(tone_amplitude(&right, 660.0, 0.3, 1.2) > 5.0 * tone_amplitude(&right, 440.0, 0.3, 1.2), "right is 660 Hz");
+}
+
 #[test]
 fn storyboard_renders_to_the_planned_video() {
     let f = Fixture::new();
@@ -50,6 +90,8 @@ fn storyboard_renders_to_the_planned_video() {
     let a = info.audio().unwrap();
     assert_eq!(a.codec_name, "aac");
     assert!((a.duration - planned).abs() < 0.05, "audio {} vs {planned}", a.duration);
+    // Mono music under centred narration: both channels would be equal, so the sound is mono.
+    assert_eq!(a.channels, 1, "mono music makes a mono soundtrack");
 
     // Scene 0 is red; mid-crossfade (1.4 s) shows red and blue mixed; then the blue picture.
     let red = mean_rgb(&out, 0.5, 0, 0, W, H / 2);
@@ -77,8 +119,10 @@ fn storyboard_renders_to_the_planned_video() {
     let red_frame = ffmpeg::frame_rgb_at(&out, 0.5).unwrap();
     assert_eq!(count_near(&red_frame, bottom, [255, 255, 255], 40), 0);
 
-    // Loudness near the -16 LUFS default target.
-    let stereo = ffmpeg::decode_audio(&out, 48_000, 2, None, 60.0).unwrap();
+    // Loudness near the -16 LUFS default target, as players play it: a mono track on both
+    // speakers at full level (FFmpeg's own upmix would lower it by 3 dB).
+    let mono_track = ffmpeg::decode_audio(&out, 48_000, 1, None, 60.0).unwrap();
+    let stereo: Vec<f32> = mono_track.iter().flat_map(|&s| [s, s]).collect();
     let lufs = reelsmith_media::audio::integrated_loudness(&stereo, 2, 48_000).unwrap();
     assert!((lufs + 16.0).abs() < 1.5, "loudness {lufs}");
 

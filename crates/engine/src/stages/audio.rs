@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use reelsmith_media::aac::{self, AAC_FRAME, AacSpanEncoder, AacStretch};
 use reelsmith_media::audio::{self, Clip, Limiter, MIX_CHANNELS, MIX_RATE, MixPlan};
@@ -30,10 +30,35 @@ use crate::cache::{self, Key};
 use crate::plan::Timeline;
 use crate::stage::Stage;
 
-/// Narration alone is mono (encoding stereo AAC costs twice the CPU for the same sound);
-/// music makes the soundtrack stereo.
+/// The most channels the soundtrack can have: narration alone is mono (encoding stereo AAC
+/// costs up to twice the CPU for the same sound); music may make it stereo, unless its two
+/// channels carry the same sound (see [`identical_channels`]).
 fn channels(spec: &Spec) -> u16 {
     if spec.music.is_some() { MIX_CHANNELS } else { 1 }
+}
+
+/// Whether decoded music (interleaved stereo f32) has the same sample in both channels
+/// throughout: a mono file, or a stereo one carrying mono. Narration is centred, so such music
+/// makes a soundtrack whose channels are equal too, which is encoded as mono: the same sound,
+/// and FFmpeg's AAC encoder is at its slowest on equal channels (its mid/side search).
+fn identical_channels(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut filled = 0;
+    loop {
+        let n = file.read(&mut buf[filled..])?;
+        filled += n;
+        let whole = filled / 8 * 8;
+        if !buf[..whole].chunks_exact(8).all(|pair| pair[..4] == pair[4..]) {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+        buf.copy_within(whole..filled, 0);
+        filled -= whole;
+    }
 }
 
 /// Samples encoded before and after a span's own, so the frames at its edges are encoded with
@@ -147,8 +172,14 @@ fn stretch(bounds: &[u64], k: usize) -> (i64, u64, std::ops::Range<u64>) {
     (start, len, keep_from..CONTEXT + (to_whole - from))
 }
 
-/// The mix of the scenes' narrations and the music, with each narration's gain set.
-fn mix_plan(r: &Render<'_>, speech: &[Option<Speech>], starts: &[u64], frames: u64) -> Result<MixPlan, RenderError> {
+/// The mix of the scenes' narrations and the music, with each narration's gain set, and the
+/// channels the soundtrack needs (2 only for music whose channels differ).
+fn mix_plan(
+    r: &Render<'_>,
+    speech: &[Option<Speech>],
+    starts: &[u64],
+    frames: u64,
+) -> Result<(MixPlan, u16), RenderError> {
     let (engine, counts, spec, inputs) = (r.engine, &r.counts, r.spec, &r.inputs);
     let target = spec.audio.loudness.map(f64::from);
     let gain_to_target = |loudness: Option<f64>| match (target, loudness) {
@@ -156,6 +187,7 @@ fn mix_plan(r: &Render<'_>, speech: &[Option<Speech>], starts: &[u64], frames: u
         _ => 1.0,
     };
     let mut plan = MixPlan { frames, clips: vec![], music: None };
+    let mut channels = 1;
     for (s, &start) in speech.iter().zip(starts) {
         if let Some(s) = s {
             let loudness = match (target, s.loudness) {
@@ -179,9 +211,17 @@ fn mix_plan(r: &Render<'_>, speech: &[Option<Speech>], starts: &[u64], frames: u
                 &out,
             )
             .map_err(|e| RenderError::at("music.file", e.to_string()))?;
+            let stereo = !identical_channels(&out)?;
+            fs::write(d.join("channels"), if stereo { "2" } else { "1" })?;
             Ok(())
         })?;
         let path = mdir.join("music.f32");
+        channels = match fs::read_to_string(mdir.join("channels")) {
+            Ok(c) => c.trim().parse().unwrap_or(MIX_CHANNELS),
+            // Decoded before the check was recorded: check now.
+            Err(_) if identical_channels(&path)? => 1,
+            Err(_) => MIX_CHANNELS,
+        };
         let frames = fs::metadata(&path)?.len() / 8;
         if frames == 0 {
             return Err(RenderError::at("music.file", "the music file has no audio"));
@@ -202,7 +242,7 @@ fn mix_plan(r: &Render<'_>, speech: &[Option<Speech>], starts: &[u64], frames: u
             fade: m.fade as f64,
         });
     }
-    Ok(plan)
+    Ok((plan, channels))
 }
 
 /// Mixes and encodes the soundtrack span by span, encoding only the spans not in the cache.
@@ -219,12 +259,12 @@ pub(super) fn mixdown(
         .map(|(s, origin)| origin + to_samples(tl, s.narration_frame))
         .collect();
     let bounds = span_bounds(tl);
-    let channels = channels(spec);
     let key = cache::key(
         Stage::Audio.cache_name(),
         &MixKey {
-            format: "spans-2",
-            channels,
+            // spans-3: music with equal channels makes a mono soundtrack.
+            format: "spans-3",
+            channels: channels(spec),
             narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
             music: spec.music.as_ref().map(|m| (inputs.hash(&m.file), m)),
             frames: tl.total_frames,
@@ -238,7 +278,7 @@ pub(super) fn mixdown(
     // its spans are kept by the keys it recorded, for a live stream.
     let mut made: Option<(Vec<PathBuf>, u64)> = None;
     let (dir, _) = counts.cached(engine, Stage::Audio, &key, |dir| {
-        let (spans, keys, loudness, encoded) = encode_spans(r, speech, &starts, &bounds, channels)?;
+        let (spans, keys, loudness, encoded) = encode_spans(r, speech, &starts, &bounds)?;
         let mut joined = std::io::BufWriter::new(fs::File::create(dir.join("audio.aac"))?);
         for s in &spans {
             joined.write_all(&fs::read(s)?)?;
@@ -277,10 +317,9 @@ fn encode_spans(
     speech: &[Option<Speech>],
     starts: &[u64],
     bounds: &[u64],
-    channels: u16,
 ) -> Result<(Vec<PathBuf>, Vec<Key>, Option<f64>, u64), RenderError> {
     let (engine, counts, spec) = (r.engine, &r.counts, r.spec);
-    let plan = mix_plan(r, speech, starts, *bounds.last().expect("bounds end the soundtrack"))?;
+    let (plan, channels) = mix_plan(r, speech, starts, *bounds.last().expect("bounds end the soundtrack"))?;
     let ducking_spans = plan.speech_spans();
     let work = tempfile::tempdir_in(engine.cache.root().join("tmp"))?;
     let mut meter = audio::LoudnessMeter::stereo()?;
@@ -372,6 +411,22 @@ pub(super) fn span_files(s: &Soundtrack, segments: usize) -> Option<&[PathBuf]> 
 mod tests {
     use super::*;
     use crate::plan::Segment;
+
+    #[test]
+    fn music_with_equal_channels_is_found_through_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, frames: &[[f32; 2]]| {
+            let p = dir.path().join(name);
+            fs::write(&p, frames.iter().flatten().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+            p
+        };
+        // Longer than the reader's buffer, with the one difference near the end.
+        let mut frames: Vec<[f32; 2]> = (0..20_000).map(|i| [(i as f32 * 0.01).sin(); 2]).collect();
+        assert!(identical_channels(&write("mono.f32", &frames)).unwrap());
+        frames[19_990][1] += 0.001;
+        assert!(!identical_channels(&write("stereo.f32", &frames)).unwrap());
+        assert!(identical_channels(&write("empty.f32", &[])).unwrap());
+    }
 
     #[test]
     fn narration_alone_is_mono_and_music_makes_it_stereo() {
