@@ -471,7 +471,9 @@ pub enum VerticalPosition {
     Bottom,
 }
 
-/// Background music, looped to the video's length, ducked under narration.
+/// Background music, looped to the video's length, ducked under narration. Music whose two
+/// channels differ makes the soundtrack stereo; otherwise (no music, a mono file, or stereo
+/// carrying mono) it is mono, which players put on both speakers.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Music {
