@@ -249,6 +249,17 @@ pub(crate) fn public_message(state: &AppState, message: &str) -> String {
     crate::views::without_server_paths(message, &folders)
 }
 
+/// Records a failed attempt of a render or segment job (whose attempts callers see), its
+/// message cut to [`public_message`].
+pub(crate) async fn fail_attempt(
+    state: &AppState,
+    lease: &reelsmith_store::Lease,
+    message: &str,
+    retryable: bool,
+) -> reelsmith_store::Result<FailOutcome> {
+    state.queue.fail(lease, &public_message(state, message), retryable, vec![]).await
+}
+
 pub(crate) async fn finish_failed(
     state: &AppState,
     g: &GenerationRecord,

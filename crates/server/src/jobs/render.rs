@@ -36,10 +36,7 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
             return Outcome::Skipped;
         }
         Err(e) => {
-            let _ = state
-                .queue
-                .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("database: {e}")), true, vec![])
-                .await;
+            let _ = crate::jobs::outcome::fail_attempt(state, &lease, &format!("database: {e}"), true).await;
             return Outcome::Failed;
         }
     };
@@ -74,15 +71,8 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     let work = state.config.data_dir.join("tmp").join(format!("{gen_id}-{}", lease.attempt));
     let _ = tokio::fs::remove_dir_all(&work).await;
     if let Err(e) = tokio::fs::create_dir_all(&work).await {
-        let _ = state
-            .queue
-            .fail(
-                &lease,
-                &crate::jobs::outcome::public_message(state, &format!("cannot create work folder: {e}")),
-                true,
-                vec![],
-            )
-            .await;
+        let _ =
+            crate::jobs::outcome::fail_attempt(state, &lease, &format!("cannot create work folder: {e}"), true).await;
         return Outcome::Failed;
     }
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
@@ -176,15 +166,9 @@ async fn render_attempt(state: &AppState, job: ClaimedJob) -> Outcome {
     let result = match supervise(state, &lease, &gen_id, timeout, &watch, render).await {
         Ok(r) => r,
         Err(e) => {
-            let _ = state
-                .queue
-                .fail(
-                    &lease,
-                    &crate::jobs::outcome::public_message(state, &format!("cannot start a render thread: {e}")),
-                    true,
-                    vec![],
-                )
-                .await;
+            let _ =
+                crate::jobs::outcome::fail_attempt(state, &lease, &format!("cannot start a render thread: {e}"), true)
+                    .await;
             return Outcome::Failed;
         }
     };

@@ -205,28 +205,19 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
             return Outcome::Skipped;
         }
         Err(e) => {
-            let _ = state
-                .queue
-                .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("database: {e}")), true, vec![])
-                .await;
+            let _ = crate::jobs::outcome::fail_attempt(state, &lease, &format!("database: {e}"), true).await;
             return Outcome::Failed;
         }
     };
     let mut spec = match reelsmith_spec::parse(&record.spec.to_string()) {
         Ok(s) => crate::assets::engine_view(&s),
         Err(e) => {
-            let _ = state
-                .queue
-                .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("spec_parse: {e}")), false, vec![])
-                .await;
+            let _ = crate::jobs::outcome::fail_attempt(state, &lease, &format!("spec_parse: {e}"), false).await;
             return Outcome::Failed;
         }
     };
     if let Err(e) = ensure_assets(state, &spec).await {
-        let _ = state
-            .queue
-            .fail(&lease, &crate::jobs::outcome::public_message(state, &format!("assets: {e}")), true, vec![])
-            .await;
+        let _ = crate::jobs::outcome::fail_attempt(state, &lease, &format!("assets: {e}"), true).await;
         return Outcome::Failed;
     }
     let work = state.config.data_dir.join("tmp").join(format!("{}-{}", lease.job_id, lease.attempt));
@@ -240,7 +231,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
                 Err(f) => f.message().to_string(),
                 _ => "stopped while preparing D-ID's clips".into(),
             };
-            let _ = state.queue.fail(&lease, &crate::jobs::outcome::public_message(state, &msg), true, vec![]).await;
+            let _ = crate::jobs::outcome::fail_attempt(state, &lease, &msg, true).await;
             return Outcome::Failed;
         }
     }
@@ -300,8 +291,7 @@ pub(crate) async fn render_segment(state: &AppState, job: ClaimedJob, p: Segment
                 Ok(Ok(Ok(_))) => unreachable!("success is matched above"),
             };
             tracing::warn!(generation = %p.generation, segment = p.index, error = ?msg, "segment attempt failed");
-            let msg = crate::jobs::outcome::public_message(state, &msg);
-            match state.queue.fail(&lease, &msg, retryable, vec![]).await {
+            match crate::jobs::outcome::fail_attempt(state, &lease, &msg, retryable).await {
                 Ok(FailOutcome::Retrying { .. }) => Outcome::Retrying,
                 Ok(FailOutcome::Failed) => Outcome::Failed,
                 _ => Outcome::Lost,
