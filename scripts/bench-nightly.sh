@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Nightly-style performance guard (not part of CI: timings need a quiet machine). Renders the
 # storyboard shapes issue 17 names with `reelsmith bench render`, each beside FFmpeg encoding
-# the same frames alone, and fails when a figure goes past its limit (`--fail-if`). The limits
-# are the figures in docs/BENCHMARKS.md plus room for noise; tighten them as the engine gets faster.
+# the same frames alone, and fails when a figure goes past its limit (`--fail-if`); the live
+# stream through the service; the talking photo. About 6 minutes on 2 cores.
 #
 #   CARGO_TARGET_DIR=/work/target-release cargo build --release -p reelsmith
 #   REELSMITH_BIN=/work/target-release/release/reelsmith scripts/bench-nightly.sh [out-dir]
@@ -18,31 +18,43 @@ shape() {
   "$BIN" bench render --dir "$OUT/$name" --json "$OUT/$name.json" "$@"
 }
 
-# Limits: the figures of docs/BENCHMARKS.md (issue 17, sixth session) plus ~15% for this
-# machine's run-to-run noise (the reference alone moves by that much).
-shape landscape-1080p --width 1920 --height 1080 --scenes 6 \
-  --fail-if cold_vs_reference=1.15 --fail-if cpu_vs_reference=1.2 --fail-if edit_vs_cold=0.25 \
-  --fail-if identical_ms=100 --fail-if peak_rss_mb=430
+# Limits: the targets of issue 17 where a run on this 2-core VM stays under them with room for
+# its noise (about 10% from run to run); cold and CPU ratios get ~10% over the figures of
+# docs/BENCHMARKS.md. Memory is held to the target itself (400 MB at 1080p, flat in length).
+shape landscape-1080p --width 1920 --height 1080 --scenes 6 --memory-scaling \
+  --fail-if cold_vs_reference=1.15 --fail-if cpu_vs_reference=1.2 --fail-if cores_idle=0.1 \
+  --fail-if edit_vs_cold=0.25 --fail-if identical_ms=50 --fail-if peak_rss_mb=400 --fail-if memory_ratio=1.1
 shape vertical-music --width 1080 --height 1920 --scenes 6 --music \
-  --fail-if cold_vs_reference=1.15 --fail-if cpu_vs_reference=1.2 --fail-if edit_vs_cold=0.25 \
-  --fail-if identical_ms=100 --fail-if peak_rss_mb=430
+  --fail-if cold_vs_reference=1.15 --fail-if cpu_vs_reference=1.2 --fail-if cores_idle=0.1 \
+  --fail-if edit_vs_cold=0.25 --fail-if identical_ms=50 --fail-if peak_rss_mb=400
 # Eight scenes of three sentences: about a minute of video.
 shape sixty-seconds-720p --width 1280 --height 720 --scenes 8 --sentences 3 --music \
-  --fail-if cold_vs_reference=1.2 --fail-if cpu_vs_reference=1.3 --fail-if edit_vs_cold=0.25 \
-  --fail-if identical_ms=100 --fail-if peak_rss_mb=250
+  --fail-if cold_vs_reference=1.15 --fail-if cpu_vs_reference=1.25 --fail-if cores_idle=0.1 \
+  --fail-if edit_vs_cold=0.25 --fail-if identical_ms=50 --fail-if peak_rss_mb=250
 shape live-720p --width 1280 --height 720 --scenes 6 --sentences 1 --live \
   --fail-if first_piece_s=2 --fail-if cold_vs_reference=1.15 --fail-if peak_rss_mb=250
 
-# The talking photo: 10 s at 720x720, Piper, blinks, head motion, subtitles; cold.
-echo "== talking-photo-10s"
-"$BIN" render -q --no-cache --report "$OUT/talking-photo.json" \
-  examples/talking-photo/talking-photo-10s.json -o "$OUT/talking-photo.mp4"
-python3 - "$OUT/talking-photo.json" <<'PY'
+# The same six-scene 720p storyboard through the service (a server of its own, renders in
+# processes of their own): submission until a player has the live stream's first piece.
+echo "== live-720p through the service"
+"$BIN" bench e2e "$OUT/live-720p/assets/storyboard.json" --iterations 1 --out "$OUT/live-720p-e2e.json" \
+  --fail-if first_playable_s=2
+
+# The talking photo: 10 s, Piper, blinks, head motion, subtitles; cold. At 720x720 (the example)
+# and at 1280x720 (the same portrait, fitted with a blurred fill).
+talking() {
+  local name=$1 spec=$2
+  echo "== $name"
+  "$BIN" render -q --no-cache --report "$OUT/$name.json" "$spec" -o "$OUT/$name.mp4"
+  python3 - "$OUT/$name.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"  talking photo: {r['wall_s']:.2f} s for {r['duration_s']:.1f} s of video, peak {r['peak_tree_rss_mb']:.0f} MB")
 over = [f"{name} {value:.2f} > {limit}" for name, value, limit in
-        [("wall_s", r["wall_s"], 2.3), ("peak_tree_rss_mb", r["peak_tree_rss_mb"], 400)] if value > limit]
+        [("wall_s", r["wall_s"], 2.0), ("peak_tree_rss_mb", r["peak_tree_rss_mb"], 400)] if value > limit]
 sys.exit(f"  over the limit: {', '.join(over)}" if over else 0)
 PY
+}
+talking talking-photo-10s examples/talking-photo/talking-photo-10s.json
+talking talking-photo-10s-720p examples/talking-photo/talking-photo-10s-720p.json
 echo "every shape within its limits; figures in $OUT/*.json"

@@ -104,17 +104,61 @@ try {
     || document.querySelector('#live-player').dataset.error, null, { timeout: 30_000 });
   const streamed = await page.evaluate(() => {
     const v = document.querySelector('#live-player');
-    return { pieces: Number(v.dataset.pieces), error: v.dataset.error ?? null, width: v.videoWidth, height: v.videoHeight,
+    return { pieces: Number(v.dataset.pieces), error: v.dataset.error ?? null, player: v.dataset.player, width: v.videoWidth, height: v.videoHeight,
       buffered: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0, mediaError: v.error?.code ?? null,
       hidden: document.querySelector('#live').hidden };
   });
   assert.equal(streamed.error, null, `live stream: ${streamed.error}`);
   assert.equal(streamed.mediaError, null, 'the live pieces decode');
+  assert.equal(streamed.player, 'hls.js', 'the Studio plays the live stream with hls.js');
   assert.ok(streamed.pieces >= 2, `live pieces appended: ${streamed.pieces}`);
   assert.deepEqual([streamed.width, streamed.height], [320, 180]);
   assert.ok(Math.abs(streamed.buffered - played.duration) < 0.25, `live stream covers the video: ${streamed.buffered} vs ${played.duration}`);
   assert.ok(streamed.hidden, 'the finished MP4 replaces the live player');
-  step(`live stream: ${streamed.pieces} pieces, ${streamed.buffered.toFixed(2)} s buffered in a MediaSource`);
+  step(`live stream: ${streamed.pieces} pieces, ${streamed.buffered.toFixed(2)} s buffered by hls.js`);
+
+  // hls.js on its own over the same stream, now ended: it plays across the first piece
+  // boundary, and sound and pictures run without a gap from the first frame to the last (a
+  // muxed SourceBuffer's range is where both tracks are buffered).
+  const replay = await page.evaluate(async (id) => {
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const Hls = (await import('/hls.light.min.mjs')).default;
+    const v = document.createElement('video');
+    v.muted = true;
+    document.body.append(v);
+    const hls = new Hls({ enableWorker: false, startPosition: 0 });
+    const pieces = [];
+    let failed = null;
+    let ended = false;
+    const buffers = new Set();
+    hls.on(Hls.Events.BUFFER_CREATED, (_, d) => Object.keys(d.tracks).forEach((t) => buffers.add(t)));
+    hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => pieces.push([d.frag.start, d.frag.duration]));
+    hls.on(Hls.Events.BUFFER_EOS, () => { ended = true; });
+    hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) failed = d.details; });
+    hls.attachMedia(v);
+    hls.loadSource(`/api/v1/generations/${id}/stream.m3u8`);
+    const t0 = performance.now();
+    while (!ended && !failed && performance.now() - t0 < 20_000) await sleep(50);
+    if (!failed) await v.play();
+    const boundary = pieces.length ? pieces[0][0] + pieces[0][1] : Infinity;
+    while (v.currentTime < boundary + 0.3 && !failed && !v.ended && performance.now() - t0 < 40_000) await sleep(50);
+    const ranges = Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i), v.buffered.end(i)]);
+    const out = { failed, pieces, boundary, currentTime: v.currentTime, ranges, buffers: [...buffers],
+      frames: v.getVideoPlaybackQuality().totalVideoFrames, mediaError: v.error?.code ?? null };
+    hls.destroy();
+    v.remove();
+    return out;
+  }, id);
+  assert.equal(replay.failed, null, `hls.js: ${replay.failed}`);
+  assert.equal(replay.mediaError, null, 'hls.js pieces decode');
+  assert.ok(replay.pieces.length >= 2, `hls.js buffered ${replay.pieces.length} pieces`);
+  assert.ok(replay.currentTime > replay.boundary, `plays past the first piece (${replay.currentTime} > ${replay.boundary})`);
+  assert.ok(replay.buffers.includes('audiovideo') || (replay.buffers.includes('audio') && replay.buffers.includes('video')),
+    `sound and pictures buffered: ${replay.buffers}`);
+  assert.equal(replay.ranges.length, 1, `one gap-free range of sound and pictures: ${JSON.stringify(replay.ranges)}`);
+  assert.ok(replay.ranges[0][0] < 0.05 && Math.abs(replay.ranges[0][1] - played.duration) < 0.25,
+    `the range covers the video: ${JSON.stringify(replay.ranges)} vs ${played.duration}`);
+  step(`hls.js plays the stream across its pieces (${replay.pieces.length} pieces, ${replay.buffers}, t=${replay.currentTime.toFixed(2)} s)`);
   const profileRows = await page.locator('#profile-stages tbody tr').count();
   assert.ok(profileRows >= 3, `the render's profile lists its stages (${profileRows})`);
   step(`video plays (t=${played.currentTime.toFixed(2)} of ${played.duration.toFixed(2)} s, ${played.cues} subtitle cues, ${profileRows} stage rows)`);

@@ -51,7 +51,9 @@ pub enum BenchCommand {
         music: bool,
         /// Fail (exit 1) when a figure is above its limit, e.g. `cold_vs_reference=1.5`;
         /// repeatable. Figures: cold_vs_reference, cpu_vs_reference, edit_vs_cold,
-        /// identical_ms, peak_rss_mb, first_piece_s (with --live).
+        /// identical_ms, peak_rss_mb, cores_idle (the share of the cores' time the cold
+        /// render left idle), first_piece_s (with --live), memory_ratio (with --memory-scaling:
+        /// the 5-minute render's peak over the 1-minute one's).
         #[arg(long = "fail-if", value_name = "FIGURE=LIMIT")]
         fail_if: Vec<String>,
         /// Write the figures as JSON here.
@@ -208,6 +210,11 @@ pub struct E2eArgs {
     /// Also write the JSON report here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Fail (exit 1) when a figure is above its limit, e.g. `first_playable_s=2`; repeatable.
+    /// Figures: first_playable_s (the slowest cold iteration's, submission to the live
+    /// stream's first piece on the client), cold_total_s (median cold submission to video).
+    #[arg(long = "fail-if", value_name = "FIGURE=LIMIT")]
+    fail_if: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -306,6 +313,7 @@ fn load(args: &LoadArgs) -> Result<()> {
 }
 
 fn e2e(args: &E2eArgs) -> Result<()> {
+    let limits = parse_limits(&args.fail_if)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // Without --url: a server of our own, on loopback, with a data folder of its own.
@@ -357,7 +365,12 @@ fn e2e(args: &E2eArgs) -> Result<()> {
             std::fs::write(p, serde_json::to_vec_pretty(&report)?)
                 .with_context(|| format!("writing {}", p.display()))?;
         }
-        Ok(())
+        let cold = report.summary.get("cold");
+        let measured = [
+            ("first_playable_s", cold.and_then(|c| c.first_playable_max_ms).map(|ms| ms / 1000.0)),
+            ("cold_total_s", cold.map(|c| c.total_p50_ms / 1000.0)),
+        ];
+        check_limits(&limits, &measured)
     })
 }
 
@@ -929,12 +942,13 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         });
     }
 
+    let cores = reelsmith_engine::cores();
+    // CPU-seconds over what the cores could have given in the render's wall time.
+    let cores_idle = (1.0 - cold.cpu_s / (cold.wall_s * cores as f64).max(1e-9)).max(0.0);
+    figures["cold"]["cores_busy"] = json!(1.0 - cores_idle);
     println!(
         "Reelsmith render benchmark — {w}x{h}@{fps}, {} frames ({:.1} s), {} scenes, {} cores",
-        cold.frames,
-        cold.duration_s,
-        scenes,
-        reelsmith_engine::cores()
+        cold.frames, cold.duration_s, scenes, cores
     );
     println!(
         "  encode-only reference (ffmpeg, raw frames from RAM): {:.2} s wall, peak {:.0} MB RSS / {:.0} MB PSS",
@@ -954,10 +968,12 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         );
     }
     println!(
-        "  cold CPU: {:.1} s vs the reference's {:.1} s = {:.2}x",
+        "  cold CPU: {:.1} s vs the reference's {:.1} s = {:.2}x; the {} cores {:.0}% busy for the render's wall time",
         cold.cpu_s,
         ref_cpu,
-        cold.cpu_s / ref_cpu.max(1e-9)
+        cold.cpu_s / ref_cpu.max(1e-9),
+        cores,
+        (1.0 - cores_idle) * 100.0
     );
     println!(
         "  identical re-render:          {:.2} s ({} segments encoded, {} syntheses)",
@@ -1003,6 +1019,8 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
         ("identical_ms", Some(same.wall_s * 1000.0)),
         ("peak_rss_mb", Some(cold.peak_tree_rss_mb)),
         ("first_piece_s", first_piece),
+        ("cores_idle", Some(cores_idle)),
+        ("memory_ratio", figures.get("memory_scaling").and_then(|m| m["ratio"].as_f64())),
     ];
     check_limits(&limits, &measured)
 }

@@ -1,6 +1,9 @@
 //! `reelsmith bench e2e`: the whole API round trip of one spec, N times — upload its files and
 //! submit (multipart), follow progress over SSE, download the video, read the render report —
 //! with the client's view (submit, wait, render, download) and the server's per-stage breakdown.
+//! Beside the events, a player's view: from submission until the live stream's first piece is
+//! on the client (`GET stream.m3u8`, which the server holds until a piece is stored, then the
+//! init segment and the first piece), when a player can start.
 //!
 //! Each iteration asks for a fresh render (`"dedupe": false`), so the first is as cold as the
 //! server's stage cache and later ones show what the cache saves. An iteration is labelled from
@@ -46,6 +49,10 @@ pub struct Iteration {
     pub download_ms: f64,
     /// Submit until the video is on the client: what a user waits.
     pub total_ms: f64,
+    /// Submit until the live stream's playlist, init segment and first piece are on the client:
+    /// when a player can start. None when the render wrote no live stream (a cached render, or
+    /// a server with live streams off).
+    pub first_playable_ms: Option<f64>,
     pub video_bytes: u64,
     pub duration_s: f64,
     /// The engine's own wall time and per-stage wall times (seconds), from the report.
@@ -67,6 +74,9 @@ pub struct KindSummary {
     pub wait_p50_ms: f64,
     pub render_p50_ms: f64,
     pub download_p50_ms: f64,
+    /// Over the iterations that had a live stream.
+    pub first_playable_p50_ms: Option<f64>,
+    pub first_playable_max_ms: Option<f64>,
     /// Mean seconds per engine stage.
     pub stages_mean_s: BTreeMap<String, f64>,
 }
@@ -169,6 +179,9 @@ async fn once(
     let submitted = start.elapsed();
     let id = created["id"].as_str().ok_or_else(|| setup_err(&submit_url, "no id in the response"))?.to_string();
 
+    // A player, meanwhile: the live stream's first piece.
+    let first_piece = tokio::spawn(first_playable(client.clone(), join(base, &format!("api/v1/generations/{id}/"))?));
+
     // Follow the events until the generation is final.
     let events_url = join(base, &format!("api/v1/generations/{id}/events"))?;
     let mut resp = client.get(events_url.clone()).header(ACCEPT, "text/event-stream").send().await?;
@@ -229,6 +242,11 @@ async fn once(
     }
     let download = t.elapsed();
     let total = start.elapsed();
+    let first_playable_at = match first_piece.await {
+        Ok(Ok(at)) => at.map(|at| at - start),
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(setup_err(base, format!("the live stream reader stopped: {e}"))),
+    };
 
     let report_url = join(base, &format!("api/v1/generations/{id}/report"))?;
     let resp = client.get(report_url.clone()).send().await?;
@@ -251,6 +269,7 @@ async fn once(
         render_ms: ms(final_at - running_at),
         download_ms: ms(download),
         total_ms: ms(total),
+        first_playable_ms: first_playable_at.map(ms),
         video_bytes,
         duration_s: report["duration_s"].as_f64().unwrap_or(0.0),
         engine_wall_s: report["wall_s"].as_f64().unwrap_or(0.0),
@@ -259,6 +278,51 @@ async fn once(
         cache_misses: misses,
         progress,
     })
+}
+
+/// When the live stream's first piece and its init segment have arrived, or None when the
+/// generation has no live stream (the server answers 404 `no_stream`).
+async fn first_playable(client: Client, generation: Url) -> Result<Option<Instant>, LoadError> {
+    let playlist_url = join(&generation, "stream.m3u8")?;
+    // The server holds the request up to 20 s for the first piece; a slower render is asked
+    // again. A final generation without a stream answers 404 at once.
+    let mut asked = 0;
+    let resp = loop {
+        let resp = client.get(playlist_url.clone()).send().await?;
+        asked += 1;
+        if resp.status() != StatusCode::NOT_FOUND {
+            break resp;
+        }
+        if asked == 3 {
+            return Ok(None);
+        }
+    };
+    if !resp.status().is_success() {
+        return Err(setup_err(&playlist_url, failure(resp).await));
+    }
+    let playlist = resp.text().await?;
+    let (map, first) = first_piece_uris(&playlist)
+        .ok_or_else(|| setup_err(&playlist_url, format!("no init segment or piece in:\n{playlist}")))?;
+    for uri in [map, first] {
+        let url = join(&generation, uri)?;
+        let resp = client.get(url.clone()).send().await?;
+        if !resp.status().is_success() {
+            return Err(setup_err(&url, failure(resp).await));
+        }
+        let bytes = resp.bytes().await?;
+        if bytes.is_empty() {
+            return Err(setup_err(&url, "an empty piece"));
+        }
+    }
+    Ok(Some(Instant::now()))
+}
+
+/// The `#EXT-X-MAP` URI and the first piece's URI of an HLS media playlist.
+fn first_piece_uris(playlist: &str) -> Option<(&str, &str)> {
+    let lines = || playlist.lines().map(str::trim);
+    let map = lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:"))?.split("URI=\"").nth(1)?.split('"').next()?;
+    let first = lines().find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    Some((map, first))
 }
 
 pub fn kind_of(hits: u64, misses: u64) -> &'static str {
@@ -282,6 +346,8 @@ pub fn summarize(iterations: &[Iteration]) -> BTreeMap<String, KindSummary> {
             v
         };
         let total = sorted(|i| i.total_ms);
+        let mut first_playable: Vec<f64> = its.iter().filter_map(|i| i.first_playable_ms).collect();
+        first_playable.sort_by(f64::total_cmp);
         let mut stages: BTreeMap<String, f64> = BTreeMap::new();
         for it in &its {
             for (k, v) in &it.stages {
@@ -299,6 +365,8 @@ pub fn summarize(iterations: &[Iteration]) -> BTreeMap<String, KindSummary> {
                 wait_p50_ms: percentile(&sorted(|i| i.wait_ms), 50.0),
                 render_p50_ms: percentile(&sorted(|i| i.render_ms), 50.0),
                 download_p50_ms: percentile(&sorted(|i| i.download_ms), 50.0),
+                first_playable_p50_ms: (!first_playable.is_empty()).then(|| percentile(&first_playable, 50.0)),
+                first_playable_max_ms: first_playable.last().copied(),
                 stages_mean_s: stages,
             },
         );
@@ -313,13 +381,23 @@ impl E2eReport {
         let _ = writeln!(s, "{} against {}", self.spec, self.url);
         let _ = writeln!(
             s,
-            "{:>4} {:<7} {:>10} {:>9} {:>10} {:>11} {:>10} {:>9} {:>8}",
-            "iter", "kind", "submit ms", "wait ms", "render ms", "download ms", "total ms", "engine s", "video s"
+            "{:>4} {:<7} {:>10} {:>9} {:>10} {:>11} {:>10} {:>13} {:>9} {:>8}",
+            "iter",
+            "kind",
+            "submit ms",
+            "wait ms",
+            "render ms",
+            "download ms",
+            "total ms",
+            "first play ms",
+            "engine s",
+            "video s"
         );
         for i in &self.iterations {
+            let first_play = i.first_playable_ms.map_or("-".to_string(), |v| format!("{v:.1}"));
             let _ = writeln!(
                 s,
-                "{:>4} {:<7} {:>10.1} {:>9.1} {:>10.1} {:>11.1} {:>10.1} {:>9.3} {:>8.2}",
+                "{:>4} {:<7} {:>10.1} {:>9.1} {:>10.1} {:>11.1} {:>10.1} {:>13} {:>9.3} {:>8.2}",
                 i.iteration,
                 i.kind,
                 i.submit_ms,
@@ -327,6 +405,7 @@ impl E2eReport {
                 i.render_ms,
                 i.download_ms,
                 i.total_ms,
+                first_play,
                 i.engine_wall_s,
                 i.duration_s
             );
@@ -341,6 +420,9 @@ impl E2eReport {
                 k.total_p95_ms,
                 k.total_max_ms
             );
+            if let (Some(p50), Some(max)) = (k.first_playable_p50_ms, k.first_playable_max_ms) {
+                let _ = writeln!(s, "  first playable second: p50 {p50:.1} ms, max {max:.1} ms after submission");
+            }
             let _ = writeln!(s, "  {:<14} {:>9}", "stage", "mean s");
             for (stage, v) in &k.stages_mean_s {
                 let _ = writeln!(s, "  {stage:<14} {v:>9.3}");
@@ -364,6 +446,7 @@ mod tests {
             render_ms: total - 10.0,
             download_ms: 3.0,
             total_ms: total,
+            first_playable_ms: (kind == "cold").then_some(total / 3.0),
             video_bytes: 10,
             duration_s: 2.0,
             engine_wall_s: stage_s,
@@ -391,9 +474,21 @@ mod tests {
         assert_eq!((c.count, c.total_p50_ms, c.total_p95_ms, c.total_max_ms), (2, 40.0, 60.0, 60.0));
         assert!((c.stages_mean_s["segments"] - 0.02).abs() < 1e-12);
         assert_eq!(s["cold"].total_p50_ms, 900.0);
+        assert_eq!((s["cold"].first_playable_p50_ms, s["cold"].first_playable_max_ms), (Some(300.0), Some(300.0)));
+        assert_eq!(s["cached"].first_playable_p50_ms, None);
         let table = E2eReport { url: "u".into(), spec: "s".into(), iterations: its, summary: s }.to_table();
         assert!(table.contains("cold (1 run): total p50 900.0 ms"), "{table}");
         assert!(table.contains("cached (2 runs)"), "{table}");
+        assert!(table.contains("first playable second: p50 300.0 ms"), "{table}");
+    }
+
+    #[test]
+    fn the_first_piece_is_found_in_a_live_playlist() {
+        let playlist = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:EVENT\n\
+                        #EXT-X-MAP:URI=\"stream/init.mp4\"\n#EXTINF:3.200,\nstream/seg-0.m4s\n#EXTINF:2.0,\nstream/seg-1.m4s\n";
+        assert_eq!(first_piece_uris(playlist), Some(("stream/init.mp4", "stream/seg-0.m4s")));
+        assert_eq!(first_piece_uris("#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n"), None);
+        assert_eq!(first_piece_uris("#EXTM3U\nseg-0.m4s\n"), None);
     }
 
     #[test]

@@ -560,6 +560,7 @@ let live = null;
 function stopLive() {
   if (!live) return;
   live.abort.abort();
+  live.hls?.destroy();
   const v = $('#live-player');
   v.pause();
   v.removeAttribute('src');
@@ -568,62 +569,68 @@ function stopLive() {
   live = null;
 }
 
+/** hls.js, fetched the first time a live stream plays (it is large: not on every page load). */
+let hlsModule = null;
+function loadHls() {
+  hlsModule ??= import('/hls.light.min.mjs').then((m) => m.default);
+  return hlsModule;
+}
+
 /**
- * Plays the generation's HLS stream while it renders: the playlist is read again and again and
- * each new fMP4 piece is appended to a MediaSource (Chromium has no HLS of its own), until the
- * playlist ends. The finished MP4 replaces it (showResult).
+ * Plays the generation's HLS stream (`stream.m3u8`, fMP4 pieces) while it renders, with hls.js:
+ * it reads the playlist again as it grows and appends each piece to a MediaSource, until the
+ * playlist ends. The finished MP4 replaces it (showResult). The page's data attributes on the
+ * player (pieces, ended, error) say how far it got.
  */
 async function playLive(w) {
-  if (!window.MediaSource) return;
   stopLive();
-  const me = { abort: new AbortController(), pieces: 0 };
+  const me = { abort: new AbortController(), hls: null };
   live = me;
   const signal = me.abort.signal;
-  const base = `${API}/generations/${w.id}/`;
+  const url = `${API}/generations/${w.id}/stream.m3u8`;
   const video = $('#live-player');
   video.dataset.pieces = '0';
-  delete video.dataset.ended;
+  for (const k of ['ended', 'error', 'player']) delete video.dataset[k];
   try {
-    const source = new MediaSource();
-    video.src = remember(URL.createObjectURL(source));
-    await new Promise((r) => source.addEventListener('sourceopen', r, { once: true }));
-    // The codecs string only has to name what the pieces carry: H.264 High and AAC-LC.
-    const buffer = source.addSourceBuffer('video/mp4; codecs="avc1.640028,mp4a.40.2"');
-    const append = (bytes) => new Promise((resolve, reject) => {
-      buffer.addEventListener('updateend', resolve, { once: true });
-      buffer.addEventListener('error', () => reject(new Error('the browser refused a piece')), { once: true });
-      buffer.appendBuffer(bytes);
-    });
-    const fetched = async (uri) => (await api(base + uri, { signal })).arrayBuffer();
-    const appended = new Set();
-    let map = null;
-    for (;;) {
-      const text = await (await api(`${base}stream.m3u8`, { signal })).text();
-      const lines = text.split('\n').map((l) => l.trim());
-      const mapUri = lines.find((l) => l.startsWith('#EXT-X-MAP:'))?.match(/URI="([^"]+)"/)?.[1];
-      if (mapUri && map !== mapUri) {
-        await append(await fetched(mapUri));
-        map = mapUri;
-      }
-      for (const uri of lines.filter((l) => l && !l.startsWith('#'))) {
-        if (appended.has(uri)) continue;
-        await append(await fetched(uri));
-        appended.add(uri);
-        video.dataset.pieces = String(appended.size);
-        if (appended.size === 1) {
-          $('#live').hidden = false;
-          video.play().catch(() => {});
-        }
-      }
-      if (lines.includes('#EXT-X-ENDLIST')) {
-        source.endOfStream();
-        video.dataset.ended = 'true';
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 500));
+    // The server holds this request until the first piece is stored; a render that fails
+    // first, or a server with live streams off, answers 404 and the MP4 alone will come.
+    await (await api(url, { signal })).text();
+    const Hls = await loadHls();
+    if (live !== me) return;
+    if (!Hls.isSupported()) {
+      // Native HLS (Safari) cannot send the API key: only on servers without keys.
+      if (state.key || !video.canPlayType('application/vnd.apple.mpegurl')) return;
+      video.dataset.player = 'native';
+      video.src = url;
+      $('#live').hidden = false;
+      video.play().catch(() => {});
+      return;
     }
+    const hls = new Hls({
+      enableWorker: false, // fMP4 pieces need no transmuxing, and the CSP allows no blob workers
+      startPosition: 0, // from the first second, not the live edge
+      xhrSetup: (xhr) => { if (state.key) xhr.setRequestHeader('Authorization', `Bearer ${state.key}`); },
+    });
+    me.hls = hls;
+    video.dataset.player = 'hls.js';
+    let pieces = 0;
+    hls.on(Hls.Events.FRAG_BUFFERED, () => {
+      video.dataset.pieces = String(++pieces);
+      if (pieces === 1) {
+        $('#live').hidden = false;
+        video.play().catch(() => {});
+      }
+    });
+    // The playlist has ended and its last piece is in the buffer.
+    hls.on(Hls.Events.BUFFER_EOS, () => { video.dataset.ended = 'true'; });
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      if (!d.fatal) return;
+      video.dataset.error = `live stream: ${d.details}`;
+      hls.destroy();
+    });
+    hls.attachMedia(video);
+    hls.loadSource(url);
   } catch (e) {
-    // No stream (the server has them off, or the render failed first): the MP4 still comes.
     if (e.name !== 'AbortError') video.dataset.error = explain(e);
   }
 }

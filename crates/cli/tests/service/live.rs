@@ -1,7 +1,9 @@
 //! The live stream of a render, read by FFmpeg as an HLS client while it grows.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::{StatusCode, Uri, header};
 use serde_json::json;
 
 use crate::common::{decoded_sound, picture_sums, sound_match_db};
@@ -24,6 +26,40 @@ fn six_scenes() -> serde_json::Value {
            "subtitles": {"style": "word-highlight"}, "scenes": scenes})
 }
 
+/// An HTTP proxy in front of `server` that keeps every playlist it hands out. Its first playlist
+/// answer is `first`: what the server answered the test a moment before, while the render ran,
+/// so the client starts on a playlist that is still growing however fast the render is. Every
+/// other request goes to the server as it is.
+async fn playlist_recorder(server: String, first: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    let given = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback({
+        let given = given.clone();
+        move |uri: Uri| {
+            let (given, client, server, first) = (given.clone(), client.clone(), server.clone(), first.clone());
+            async move {
+                let playlist = uri.path().ends_with("/stream.m3u8");
+                let (status, content_type, body) = if playlist && given.lock().unwrap().is_empty() {
+                    (StatusCode::OK, "application/vnd.apple.mpegurl".to_string(), first.into_bytes())
+                } else {
+                    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                    let r = client.get(format!("{server}{path}")).send().await.unwrap();
+                    let content_type = r.headers().get(header::CONTENT_TYPE).map_or("", |v| v.to_str().unwrap());
+                    (r.status(), content_type.to_string(), r.bytes().await.unwrap().to_vec())
+                };
+                if playlist {
+                    given.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                }
+                (status, [(header::CONTENT_TYPE, content_type)], body)
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), given)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ffmpeg_plays_the_live_stream_while_it_grows_and_gets_the_mp4s_pictures_and_sound() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,11 +79,14 @@ async fn ffmpeg_plays_the_live_stream_while_it_grows_and_gets_the_mp4s_pictures_
     let text = first.text().await.unwrap();
     assert!(text.contains("#EXT-X-MAP:URI=\"stream/init.mp4\"") && text.contains("stream/seg-0.m4s"), "{text}");
     let pieces_then = text.matches("#EXTINF").count();
+    assert!(!text.contains("#EXT-X-ENDLIST"), "the first playlist came after the render's end: {text}");
 
     // FFmpeg follows the growing playlist (from its first piece) to its end, copying what it gets.
+    let (proxy, given) = playlist_recorder(s.url.clone(), text.clone()).await;
     let copied = dir.path().join("live.mp4");
     let ffmpeg = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-live_start_index", "0", "-i", &playlist_url])
+        .args(["-hide_banner", "-loglevel", "error", "-live_start_index", "0", "-i"])
+        .arg(playlist_url.replace(&s.url, &proxy))
         .args(["-c", "copy", "-f", "mp4", "-y"])
         .arg(&copied)
         .output();
@@ -65,7 +104,17 @@ async fn ffmpeg_plays_the_live_stream_while_it_grows_and_gets_the_mp4s_pictures_
     assert!(pieces >= 6, "{last}");
     assert_eq!(Some(pieces as u64), report["segments_total"].as_u64(), "a piece per segment");
     assert!(pieces_then < pieces, "the first playlist ({pieces_then} pieces) came before the last ({pieces})");
-    eprintln!("first playable piece {first_playable:?} after submission; {pieces_then} then, {pieces} in all");
+    // FFmpeg read the playlist again as it grew, until the server's own ended one.
+    let given = given.lock().unwrap().clone();
+    assert!(given.len() >= 2, "FFmpeg asked for the playlist {} time(s)", given.len());
+    assert_eq!(given.last().unwrap(), &last, "FFmpeg's last playlist is the finished one");
+    let counts: Vec<usize> = given.iter().map(|p| p.matches("#EXTINF").count()).collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]) && counts[0] < pieces, "pieces per playlist read: {counts:?}");
+    eprintln!(
+        "first playable piece {first_playable:?} after submission; {pieces_then} then, {pieces} in all; \
+         FFmpeg read the playlist {} times ({counts:?} pieces)",
+        given.len()
+    );
 
     // What FFmpeg played is the MP4: the same pictures, frame for frame, and the same sound in step.
     let mp4 = dir.path().join("final.mp4");

@@ -1,5 +1,6 @@
 //! The Studio web page: three static files compiled into the binary (no front-end toolchain),
-//! talking to the same public API as every other client. The page holds no data itself, so it
+//! plus hls.js (vendored, `studio/vendor/`) to play live streams, talking to the same public API
+//! as every other client. The page holds no data itself, so it
 //! is served without a key; the API calls it makes carry the key the person enters.
 
 use axum::Router;
@@ -16,6 +17,11 @@ const INDEX: File = File { body: include_str!("../../studio/index.html"), conten
 const SCRIPT: File =
     File { body: include_str!("../../studio/studio.js"), content_type: "text/javascript; charset=utf-8" };
 const STYLE: File = File { body: include_str!("../../studio/studio.css"), content_type: "text/css; charset=utf-8" };
+/// hls.js (Apache-2.0), imported by the page only when it plays a live stream.
+const HLS: File = File {
+    body: include_str!("../../studio/vendor/hls.light.min.mjs"),
+    content_type: "text/javascript; charset=utf-8",
+};
 
 /// Only this page's own scripts, styles and API; media from the API or from blobs it fetched.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -26,6 +32,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
         .route("/studio.js", get(|h: HeaderMap| async move { serve(&SCRIPT, &h) }))
         .route("/studio.css", get(|h: HeaderMap| async move { serve(&STYLE, &h) }))
+        .route("/hls.light.min.mjs", get(|h: HeaderMap| async move { serve(&HLS, &h) }))
 }
 
 fn serve(file: &File, req: &HeaderMap) -> Response {
@@ -55,6 +62,7 @@ mod tests {
         for asset in ["/studio.js", "/studio.css"] {
             assert!(INDEX.body.contains(asset), "index.html does not load {asset}");
         }
+        assert!(SCRIPT.body.contains("import('/hls.light.min.mjs')"), "studio.js does not load hls.js");
         // The CSP forbids inline code: the page must not rely on it.
         assert!(!INDEX.body.contains("<script>") && !INDEX.body.contains(" onclick="), "inline script in index.html");
         assert!(!INDEX.body.contains("style=\""), "inline style in index.html");
