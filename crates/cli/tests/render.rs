@@ -71,6 +71,53 @@ fn stereo_music_makes_a_stereo_soundtrack() {
     assert!(tone_amplitude(&right, 660.0, 0.3, 1.2) > 5.0 * tone_amplitude(&right, 440.0, 0.3, 1.2), "right is 660 Hz");
 }
 
+/// A mono soundtrack gets 128 kbit/s unless the spec asks for a bitrate; noise, which uses
+/// every bit the encoder is given, shows the rate in the file.
+#[test]
+fn a_mono_soundtrack_defaults_to_128_kbits_and_takes_the_bitrate_asked_for() {
+    let f = Fixture::new();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(f.path("noise.wav"), spec).unwrap();
+    let mut state = 0x2545_f491_u32;
+    for _ in 0..4 * 48_000 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        w.write_sample((state >> 16) as i16 / 4).unwrap();
+    }
+    w.finalize().unwrap();
+    let rate = |name: &str, audio: serde_json::Value| {
+        let mut doc = json!({
+            "version": 1,
+            "output": { "width": W, "height": H, "fps": 10, "quality": { "preset": "ultrafast" } },
+            "music": { "file": "noise.wav", "fade": 0.0 },
+            "scenes": [{ "background": { "color": "#203040" }, "duration": 4.0 }]
+        });
+        if !audio.is_null() {
+            doc["audio"] = audio;
+        }
+        let spec = f.write_spec(&format!("{name}.json"), &doc);
+        let out = f.path(&format!("{name}.mp4"));
+        render(&f.path("cache"), &spec, &out);
+        assert_eq!(ffmpeg::probe(&out).unwrap().audio().unwrap().channels, 1, "{name}: mono music, mono sound");
+        let probe = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "a", "-show_entries", "stream=bit_rate", "-of", "csv=p=0"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&probe.stdout).trim().parse::<f64>().unwrap() / 1000.0
+    };
+    let default = rate("default", serde_json::Value::Null);
+    let asked = rate("asked", json!({ "bitrate_kbps": 192 }));
+    assert!((115.0..=140.0).contains(&default), "default mono rate {default} kbit/s");
+    assert!((175.0..=210.0).contains(&asked), "asked-for rate {asked} kbit/s");
+}
+
 #[test]
 fn storyboard_renders_to_the_planned_video() {
     let f = Fixture::new();

@@ -540,21 +540,28 @@ pub struct AudioSettings {
     /// Integrated loudness target (EBU R128), LUFS; `null` disables normalisation.
     #[serde(default = "default_loudness")]
     pub loudness: Option<f32>,
-    /// AAC bitrate, kbit/s.
-    #[serde(default = "default_audio_bitrate")]
-    pub bitrate_kbps: u32,
+    /// AAC bitrate, kbit/s. Default: 160 for a stereo soundtrack (music with a stereo image),
+    /// 128 for a mono one (narration alone, or music whose two channels are equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
 }
 
 impl Default for AudioSettings {
     fn default() -> Self {
-        Self { loudness: default_loudness(), bitrate_kbps: default_audio_bitrate() }
+        Self { loudness: default_loudness(), bitrate_kbps: None }
+    }
+}
+
+impl AudioSettings {
+    /// The AAC bitrate for a soundtrack of `channels` channels: the one asked for, or else
+    /// 80 kbit/s a channel for stereo and 128 for mono (a single channel needs more than half
+    /// of a stereo pair's bits, which share what the two channels have in common).
+    pub fn bitrate_for(&self, channels: u16) -> u32 {
+        self.bitrate_kbps.unwrap_or(if channels == 1 { 128 } else { 160 })
     }
 }
 fn default_loudness() -> Option<f32> {
     Some(-16.0)
-}
-fn default_audio_bitrate() -> u32 {
-    160
 }
 
 /// One scene: a visual, optional narration, motion and the transition into the next scene.

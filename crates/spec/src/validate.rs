@@ -149,7 +149,9 @@ impl Spec {
         if let Some(l) = self.audio.loudness {
             v.range("audio.loudness", l, -40.0, -5.0);
         }
-        v.range("audio.bitrate_kbps", self.audio.bitrate_kbps, 32, 512);
+        if let Some(kbps) = self.audio.bitrate_kbps {
+            v.range("audio.bitrate_kbps", kbps, 32, 512);
+        }
 
         if self.scenes.is_empty() {
             v.push("scenes", "at least one scene is required");

@@ -83,7 +83,7 @@ struct MixKey<'a> {
     frames: u64,
     fps: u32,
     loudness: Option<f32>,
-    bitrate: u32,
+    bitrate: Option<u32>,
     spans: &'a [u64],
 }
 
@@ -262,8 +262,9 @@ pub(super) fn mixdown(
     let key = cache::key(
         Stage::Audio.cache_name(),
         &MixKey {
-            // spans-3: music with equal channels makes a mono soundtrack.
-            format: "spans-3",
+            // spans-3: music with equal channels makes a mono soundtrack; spans-4: a mono
+            // soundtrack defaults to 128 kbit/s.
+            format: "spans-4",
             channels: channels(spec),
             narrations: speech.iter().zip(&starts).filter_map(|(s, &f)| s.as_ref().map(|s| (s.key.hex(), f))).collect(),
             music: spec.music.as_ref().map(|m| (inputs.hash(&m.file), m)),
@@ -341,8 +342,9 @@ fn encode_spans(
         plan.render_window(start - LIMITER_WARMUP as i64, &mut mix, &ducking_spans)?;
         let mut h = blake3::Hasher::new();
         h.update(&[channels as u8, (k == 0) as u8]);
-        h.update(&spec.audio.bitrate_kbps.to_le_bytes());
-        h.update(aac::aac_coder(spec.audio.bitrate_kbps).as_bytes());
+        let kbps = spec.audio.bitrate_for(channels);
+        h.update(&kbps.to_le_bytes());
+        h.update(aac::aac_coder(kbps).as_bytes());
         for v in [len, keep.start, keep.end, LIMITER_WARMUP, look] {
             h.update(&v.to_le_bytes());
         }
@@ -363,7 +365,7 @@ fn encode_spans(
             let out = work.path().join(format!("{k}.aac"));
             let enc = match &mut encoder {
                 Some(e) => e,
-                None => encoder.insert(AacSpanEncoder::start(MIX_RATE, channels, spec.audio.bitrate_kbps)?),
+                None => encoder.insert(AacSpanEncoder::start(MIX_RATE, channels, spec.audio.bitrate_for(channels))?),
             };
             enc.stretch(AacStretch { samples: len, keep: keep.clone(), out: out.clone() })?;
             let block = if channels == 1 {
