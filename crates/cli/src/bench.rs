@@ -212,7 +212,8 @@ pub struct E2eArgs {
     out: Option<PathBuf>,
     /// Fail (exit 1) when a figure is above its limit, e.g. `first_playable_s=2`; repeatable.
     /// Figures: first_playable_s (the slowest cold iteration's, submission to the live
-    /// stream's first piece on the client), cold_total_s (median cold submission to video).
+    /// stream's first piece on the client; "not measured" when there was no live stream, or no
+    /// piece within three 20 s waits), cold_total_s (median cold submission to video).
     #[arg(long = "fail-if", value_name = "FIGURE=LIMIT")]
     fail_if: Vec<String>,
 }

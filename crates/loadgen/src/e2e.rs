@@ -180,7 +180,8 @@ async fn once(
     let id = created["id"].as_str().ok_or_else(|| setup_err(&submit_url, "no id in the response"))?.to_string();
 
     // A player, meanwhile: the live stream's first piece.
-    let first_piece = tokio::spawn(first_playable(client.clone(), join(base, &format!("api/v1/generations/{id}/"))?));
+    let mut first_piece =
+        AbortOnDrop(tokio::spawn(first_playable(client.clone(), join(base, &format!("api/v1/generations/{id}/"))?)));
 
     // Follow the events until the generation is final.
     let events_url = join(base, &format!("api/v1/generations/{id}/events"))?;
@@ -242,7 +243,7 @@ async fn once(
     }
     let download = t.elapsed();
     let total = start.elapsed();
-    let first_playable_at = match first_piece.await {
+    let first_playable_at = match (&mut first_piece.0).await {
         Ok(Ok(at)) => at.map(|at| at - start),
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(setup_err(base, format!("the live stream reader stopped: {e}"))),
@@ -278,6 +279,15 @@ async fn once(
         cache_misses: misses,
         progress,
     })
+}
+
+/// Aborts its task when dropped: an iteration that fails early leaves no reader running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// When the live stream's first piece and its init segment have arrived, or None when the

@@ -599,7 +599,7 @@ async function playLive(w) {
     if (live !== me) return;
     if (!Hls.isSupported()) {
       // Native HLS (Safari) cannot send the API key: only on servers without keys.
-      if (state.key || !video.canPlayType('application/vnd.apple.mpegurl')) return;
+      if (state.key || w.final || !video.canPlayType('application/vnd.apple.mpegurl')) return;
       video.dataset.player = 'native';
       video.src = url;
       $('#live').hidden = false;
@@ -609,14 +609,19 @@ async function playLive(w) {
     const hls = new Hls({
       enableWorker: false, // fMP4 pieces need no transmuxing, and the CSP allows no blob workers
       startPosition: 0, // from the first second, not the live edge
-      xhrSetup: (xhr) => { if (state.key) xhr.setRequestHeader('Authorization', `Bearer ${state.key}`); },
+      // Opened here so the key can be set at once (hls.js opens it only if still unopened).
+      xhrSetup: (xhr, uri) => {
+        xhr.open('GET', uri, true);
+        if (state.key) xhr.setRequestHeader('Authorization', `Bearer ${state.key}`);
+      },
     });
     me.hls = hls;
     video.dataset.player = 'hls.js';
     let pieces = 0;
     hls.on(Hls.Events.FRAG_BUFFERED, () => {
       video.dataset.pieces = String(++pieces);
-      if (pieces === 1) {
+      // Not over the finished MP4, when it came first (or the generation was already done).
+      if (pieces === 1 && live === me && !w.final) {
         $('#live').hidden = false;
         video.play().catch(() => {});
       }
@@ -627,6 +632,7 @@ async function playLive(w) {
       if (!d.fatal) return;
       video.dataset.error = `live stream: ${d.details}`;
       hls.destroy();
+      me.hls = null;
     });
     hls.attachMedia(video);
     hls.loadSource(url);

@@ -21,6 +21,11 @@ use crate::scene::FaceRig;
 use crate::stage::Stage;
 use crate::{Engine, RenderError};
 
+/// How a talking head's face is found, in its canvas's cache key: a rig found another way is
+/// another rig. face-2: a second look in a square around the face, and squares along a wide
+/// canvas when the first look finds none.
+const RIG_FINDER: &str = "face-2";
+
 #[derive(Serialize)]
 struct CanvasKey<'a> {
     image: Option<String>,
@@ -31,9 +36,9 @@ struct CanvasKey<'a> {
     width: u32,
     height: u32,
     /// Talking-head scenes also locate the face's rig on the canvas (`face.json`): which face,
-    /// how the photo is framed.
+    /// how the photo is framed, and how the face is found (`RIG_FINDER`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    talking_head: Option<(Option<usize>, Framing)>,
+    talking_head: Option<(Option<usize>, Framing, &'static str)>,
     /// A replaced background: colour, blur radius, or the replacement image's hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     replace_background: Option<ReplaceBackgroundKey>,
@@ -84,7 +89,7 @@ pub(super) fn canvas(r: &Render<'_>, i: usize, runs: &AtomicU64) -> Result<(Key,
             width: cw,
             height: ch,
             talking_head: match scene.motion {
-                Motion::TalkingHead { face_index, framing, .. } => Some((face_index, framing)),
+                Motion::TalkingHead { face_index, framing, .. } => Some((face_index, framing, RIG_FINDER)),
                 _ => None,
             },
             replace_background: scene.replace_background.as_ref().map(|r| match r {
@@ -196,7 +201,8 @@ fn find_face(
     Ok((face, rgb))
 }
 
-/// Faces in three squares along the long side (its start, middle and end), in the picture's
+/// Faces in squares of the short side along the long side, from its start to its end (three,
+/// or more on a picture wider than 3:1, so that no stretch is left out), in the picture's
 /// coordinates; a face seen in two squares is kept once. The detector scales the whole picture
 /// to its small input, so on a wide one (a portrait fitted into 320x180) a face can be too small
 /// to find; a square of the short side shows it larger.
@@ -210,7 +216,8 @@ fn in_square_tiles(
     let room = w.max(h) - side;
     let mut found: Vec<reelsmith_models::face::Face> = vec![];
     let mut tile = Vec::with_capacity((side * side * 3) as usize);
-    for offset in [0, room / 2, room] {
+    let squares = (room.div_ceil(side) + 1).max(3);
+    for offset in (0..squares).map(|i| room * i / (squares - 1)) {
         let (x0, y0) = if w > h { (offset, 0) } else { (0, offset) };
         tile.clear();
         for y in y0..y0 + side {
@@ -314,7 +321,8 @@ fn closer_look(
     face: reelsmith_models::face::Face,
 ) -> reelsmith_models::face::Face {
     let [bx, by, bw, bh] = face.bbox;
-    let side = (3.0 * bw.max(bh)).round().clamp(32.0, w.min(h) as f32) as u32;
+    // Never past the canvas's short side, which may be under 32 px (a 16 px wide frame).
+    let side = ((3.0 * bw.max(bh)).round().max(32.0) as u32).min(w.min(h));
     let (cx, cy) = (bx + bw / 2.0, by + bh / 2.0);
     let x0 = (cx - side as f32 / 2.0).round().clamp(0.0, (w - side) as f32) as u32;
     let y0 = (cy - side as f32 / 2.0).round().clamp(0.0, (h - side) as f32) as u32;
@@ -384,6 +392,21 @@ fn locate_face(engine: &Engine, rgba: &image::RgbaImage, face_index: Option<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A face box on a canvas whose short side is under the second look's 32 px square: the
+    /// square shrinks to the canvas (a 16 px frame is a valid output), and no panic.
+    #[test]
+    fn a_closer_look_fits_a_canvas_smaller_than_its_square() {
+        let detector = reelsmith_models::face::FaceDetector::discover().expect("the face models (scripts/models.sh)");
+        for (w, h) in [(16u32, 16u32), (28, 20), (64, 24)] {
+            let rgb = vec![128u8; (w * h * 3) as usize];
+            let face =
+                reelsmith_models::face::Face { score: 0.9, bbox: [2.0, 2.0, 10.0, 10.0], keypoints: [[6.0, 6.0]; 6] };
+            // Grey pixels hold no face: the first box stands.
+            assert_eq!(closer_look(&detector, w, h, &rgb, face.clone()), face, "{w}x{h}");
+            assert!(in_square_tiles(&detector, w, h, &rgb).unwrap().is_empty(), "{w}x{h}");
+        }
+    }
 
     #[test]
     fn overlap_is_intersection_over_union() {
