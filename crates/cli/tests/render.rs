@@ -35,20 +35,8 @@ fn storyboard(f: &Fixture, second_line: &str) -> serde_json::Value {
 #[test]
 fn stereo_music_makes_a_stereo_soundtrack() {
     let f = Fixture::new();
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(f.path("stereo.wav"), spec).unwrap();
-    for i in 0..96_000 {
-        for freq in [440.0f32, 660.0] {
-            let s = (i as f32 * freq * std::f32::consts::TAU / 48_000.0).sin() * 0.3;
-            w.write_sample((s * i16::MAX as f32) as i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
+    // Left 440 Hz, right 660 Hz.
+    f.wav("stereo.wav", 2, (0..96_000).flat_map(|i| [sine_sample(i, 440.0, 0.3), sine_sample(i, 660.0, 0.3)]));
     let spec = f.write_spec(
         "spec.json",
         &json!({
@@ -76,21 +64,15 @@ fn stereo_music_makes_a_stereo_soundtrack() {
 #[test]
 fn a_mono_soundtrack_defaults_to_128_kbits_and_takes_the_bitrate_asked_for() {
     let f = Fixture::new();
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(f.path("noise.wav"), spec).unwrap();
+    // White noise (xorshift), a quarter of full scale.
     let mut state = 0x2545_f491_u32;
-    for _ in 0..4 * 48_000 {
+    let noise = std::iter::repeat_with(move || {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
-        w.write_sample((state >> 16) as i16 / 4).unwrap();
-    }
-    w.finalize().unwrap();
+        (state >> 16) as i16 / 4
+    });
+    f.wav("noise.wav", 1, noise.take(4 * 48_000));
     let rate = |name: &str, audio: serde_json::Value| {
         let mut doc = json!({
             "version": 1,

@@ -49,17 +49,22 @@ impl Fixture {
 
     /// A sine tone WAV (mono 48 kHz), for music.
     pub fn tone_wav(&self, name: &str, freq: f32, seconds: f32, amp: f32) -> PathBuf {
+        let samples = (0..(seconds * 48_000.0) as usize).map(|i| sine_sample(i, freq, amp));
+        self.wav(name, 1, samples)
+    }
+
+    /// A 16-bit 48 kHz WAV of `channels` channels from interleaved samples.
+    pub fn wav(&self, name: &str, channels: u16, samples: impl IntoIterator<Item = i16>) -> PathBuf {
         let p = self.path(name);
         let spec = hound::WavSpec {
-            channels: 1,
+            channels,
             sample_rate: 48_000,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
-        for i in 0..(seconds * 48_000.0) as usize {
-            let s = (i as f32 * freq * std::f32::consts::TAU / 48_000.0).sin() * amp;
-            w.write_sample((s * i16::MAX as f32) as i16).unwrap();
+        for s in samples {
+            w.write_sample(s).unwrap();
         }
         w.finalize().unwrap();
         p
@@ -70,6 +75,11 @@ impl Fixture {
         std::fs::write(&p, serde_json::to_vec_pretty(json).unwrap()).unwrap();
         p
     }
+}
+
+/// Sample `i` (at 48 kHz) of a sine at `freq` Hz and amplitude `amp` (1 = full scale).
+pub fn sine_sample(i: usize, freq: f32, amp: f32) -> i16 {
+    ((i as f32 * freq * std::f32::consts::TAU / 48_000.0).sin() * amp * i16::MAX as f32) as i16
 }
 
 /// A one-second 320x180 red H.264 clip (15 fps), written by FFmpeg.

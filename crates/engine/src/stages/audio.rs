@@ -331,6 +331,7 @@ fn encode_spans(
     let mut mono = vec![];
     let mut bytes = Vec::with_capacity(4096);
     let look = Limiter::new(CEILING, MIX_RATE).lookahead() as u64;
+    let kbps = spec.audio.bitrate_for(channels);
     for k in 0..bounds.len() - 1 {
         if r.opts.cancelled() {
             return Err(RenderError::Cancelled);
@@ -342,7 +343,6 @@ fn encode_spans(
         plan.render_window(start - LIMITER_WARMUP as i64, &mut mix, &ducking_spans)?;
         let mut h = blake3::Hasher::new();
         h.update(&[channels as u8, (k == 0) as u8]);
-        let kbps = spec.audio.bitrate_for(channels);
         h.update(&kbps.to_le_bytes());
         h.update(aac::aac_coder(kbps).as_bytes());
         for v in [len, keep.start, keep.end, LIMITER_WARMUP, look] {
@@ -365,7 +365,7 @@ fn encode_spans(
             let out = work.path().join(format!("{k}.aac"));
             let enc = match &mut encoder {
                 Some(e) => e,
-                None => encoder.insert(AacSpanEncoder::start(MIX_RATE, channels, spec.audio.bitrate_for(channels))?),
+                None => encoder.insert(AacSpanEncoder::start(MIX_RATE, channels, kbps)?),
             };
             enc.stretch(AacStretch { samples: len, keep: keep.clone(), out: out.clone() })?;
             let block = if channels == 1 {

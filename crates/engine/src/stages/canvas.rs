@@ -219,18 +219,9 @@ fn in_square_tiles(
     let squares = (room.div_ceil(side) + 1).max(3);
     for offset in (0..squares).map(|i| room * i / (squares - 1)) {
         let (x0, y0) = if w > h { (offset, 0) } else { (0, offset) };
-        tile.clear();
-        for y in y0..y0 + side {
-            let row = ((y * w + x0) * 3) as usize;
-            tile.extend_from_slice(&rgb[row..row + side as usize * 3]);
-        }
-        for mut f in detector.detect(side, side, &tile)? {
-            f.bbox[0] += x0 as f32;
-            f.bbox[1] += y0 as f32;
-            for k in &mut f.keypoints {
-                k[0] += x0 as f32;
-                k[1] += y0 as f32;
-            }
+        square(rgb, w, (x0, y0), side, &mut tile);
+        for f in detector.detect(side, side, &tile)? {
+            let f = moved(f, (x0, y0));
             match found.iter_mut().find(|g| overlap(&g.bbox, &f.bbox) > 0.3) {
                 Some(g) if g.score < f.score => *g = f,
                 Some(_) => {}
@@ -239,6 +230,27 @@ fn in_square_tiles(
         }
     }
     Ok(found)
+}
+
+/// The `side`-pixel square of an RGB picture `w` pixels wide whose top-left is `at`, into `out`.
+fn square(rgb: &[u8], w: u32, (x0, y0): (u32, u32), side: u32, out: &mut Vec<u8>) {
+    out.clear();
+    for y in y0..y0 + side {
+        let row = ((y * w + x0) * 3) as usize;
+        out.extend_from_slice(&rgb[row..row + side as usize * 3]);
+    }
+}
+
+/// A face found in a square whose top-left is `by`, in the whole picture's coordinates.
+fn moved(mut face: reelsmith_models::face::Face, by: (u32, u32)) -> reelsmith_models::face::Face {
+    let (dx, dy) = (by.0 as f32, by.1 as f32);
+    face.bbox[0] += dx;
+    face.bbox[1] += dy;
+    for k in &mut face.keypoints {
+        k[0] += dx;
+        k[1] += dy;
+    }
+    face
 }
 
 /// Intersection over union of two boxes (left, top, width, height).
@@ -327,28 +339,18 @@ fn closer_look(
     let x0 = (cx - side as f32 / 2.0).round().clamp(0.0, (w - side) as f32) as u32;
     let y0 = (cy - side as f32 / 2.0).round().clamp(0.0, (h - side) as f32) as u32;
     let mut crop = Vec::with_capacity((side * side * 3) as usize);
-    for y in y0..y0 + side {
-        let row = ((y * w + x0) * 3) as usize;
-        crop.extend_from_slice(&rgb[row..row + side as usize * 3]);
-    }
+    square(rgb, w, (x0, y0), side, &mut crop);
     let Ok(found) = detector.detect(side, side, &crop) else { return face };
     // The face the first look chose: the one nearest the square's centre.
     let centre = |f: &reelsmith_models::face::Face| {
         let [x, y, w, h] = f.bbox;
         (x + w / 2.0 - (cx - x0 as f32)).powi(2) + (y + h / 2.0 - (cy - y0 as f32)).powi(2)
     };
-    let Some(mut near) = found.into_iter().min_by(|a, b| centre(a).total_cmp(&centre(b))) else { return face };
+    let Some(near) = found.into_iter().min_by(|a, b| centre(a).total_cmp(&centre(b))) else { return face };
     if centre(&near).sqrt() > bw.max(bh) / 2.0 {
         return face;
     }
-    let (dx, dy) = (x0 as f32, y0 as f32);
-    near.bbox[0] += dx;
-    near.bbox[1] += dy;
-    for k in &mut near.keypoints {
-        k[0] += dx;
-        k[1] += dy;
-    }
-    near
+    moved(near, (x0, y0))
 }
 
 /// The face's rig on a canvas: face detection, then the mesh's lips, chin, eyes and face box.
