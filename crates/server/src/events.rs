@@ -57,11 +57,19 @@ pub struct Hub {
     latest: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Event>>>,
     /// Events to send to the other nodes (set by [`bridge`]).
     outbox: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Event>>>,
+    /// Ids of generations whose live playlist was just stored by this node, so a player's
+    /// request waiting for the first piece answers at once (other nodes' waiters poll).
+    live: broadcast::Sender<String>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { tx: broadcast::channel(4096).0, latest: Default::default(), outbox: Default::default() }
+        Self {
+            tx: broadcast::channel(4096).0,
+            latest: Default::default(),
+            outbox: Default::default(),
+            live: broadcast::channel(256).0,
+        }
     }
 }
 
@@ -158,6 +166,13 @@ impl Hub {
     }
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+    /// Generation `id`'s live playlist was stored (this node only).
+    pub fn live_stored(&self, id: &str) {
+        let _ = self.live.send(id.to_string()); // no waiters is fine
+    }
+    pub fn subscribe_live(&self) -> broadcast::Receiver<String> {
+        self.live.subscribe()
     }
     pub fn forget(&self, id: &str) {
         self.latest.lock().expect("hub").remove(id);

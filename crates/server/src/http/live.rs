@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::broadcast;
 
 use crate::access::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -17,7 +18,8 @@ use crate::submit::visible;
 
 /// How long a playlist request waits for the first piece of a queued or running render.
 const FIRST_PIECE_WAIT: Duration = Duration::from_secs(20);
-/// How often it looks meanwhile.
+/// How often it looks meanwhile, besides when this node stores the playlist (a render on
+/// another node is seen this way).
 const POLL: Duration = Duration::from_millis(200);
 /// A playlist is a few lines per segment: anything larger is not ours.
 const MAX_PLAYLIST_BYTES: u64 = 1 << 20;
@@ -25,6 +27,8 @@ const MAX_PLAYLIST_BYTES: u64 = 1 << 20;
 pub async fn playlist(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let key = format!("{id}/live/stream.m3u8");
     let deadline = Instant::now() + FIRST_PIECE_WAIT;
+    // Subscribed before the first look, so a playlist stored in between is not missed.
+    let mut stored = state.hub.subscribe_live();
     loop {
         let g = visible(&state, &caller, &id).await?;
         if let Some(len) = state.artifacts.size(&key).await? {
@@ -51,8 +55,23 @@ pub async fn playlist(State(state): State<AppState>, caller: Caller, Path(id): P
         if let Some(why) = why {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "no_stream", why));
         }
-        tokio::time::sleep(POLL).await;
+        stored_or_poll(&mut stored, &id, POLL).await;
     }
+}
+
+/// Returns when this node tells that generation `id`'s playlist was stored (or when it cannot
+/// tell: too many notices missed), or after `poll`.
+async fn stored_or_poll(stored: &mut broadcast::Receiver<String>, id: &str, poll: Duration) {
+    let ours = async {
+        loop {
+            match stored.recv().await {
+                Ok(other) if other != id => continue,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(poll, ours).await;
 }
 
 /// The content type of a piece name the engine writes, or `None` for any other name.
@@ -84,6 +103,34 @@ pub async fn piece(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The waits poll once an hour: only a notice can end them within the test's bounds.
+    #[tokio::test]
+    async fn a_waiting_playlist_request_wakes_when_its_playlist_is_stored_not_for_others() {
+        let hub = crate::events::Hub::default();
+        let hour = Duration::from_secs(3600);
+        let woken = Duration::from_secs(30);
+        let mut rx = hub.subscribe_live();
+        hub.live_stored("gen_other");
+        let other = tokio::time::timeout(Duration::from_millis(300), stored_or_poll(&mut rx, "gen_mine", hour)).await;
+        assert!(other.is_err(), "another generation's playlist does not wake it");
+
+        let notifier = hub.clone();
+        let later = tokio::spawn(async move {
+            notifier.live_stored("gen_other");
+            notifier.live_stored("gen_mine");
+        });
+        tokio::time::timeout(woken, stored_or_poll(&mut rx, "gen_mine", hour))
+            .await
+            .expect("woken when its own playlist is stored");
+        later.await.unwrap();
+
+        // Missed notices (a lagging receiver) mean a look at the store at once.
+        for _ in 0..300 {
+            hub.live_stored("gen_other");
+        }
+        tokio::time::timeout(woken, stored_or_poll(&mut rx, "gen_mine", hour)).await.expect("woken by missed notices");
+    }
 
     #[test]
     fn only_the_engines_piece_names_are_served() {

@@ -222,13 +222,19 @@ async fn live_stream(
         tracing::warn!(generation = %gen_id, error = %e, "cannot clear an earlier live stream");
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, std::path::PathBuf)>();
-    let (artifacts, id) = (state.artifacts.clone(), gen_id.to_string());
+    let (artifacts, hub, id) = (state.artifacts.clone(), state.hub.clone(), gen_id.to_string());
     let uploader = tokio::spawn(async move {
         let mut broken = false;
         while let Some((name, file)) = rx.recv().await {
-            if !broken && let Err(e) = artifacts.put_file(&format!("{id}/live/{name}"), &file).await {
-                tracing::warn!(generation = %id, piece = %name, error = %e, "live piece not stored; the stream stops");
-                broken = true;
+            if !broken {
+                match artifacts.put_file(&format!("{id}/live/{name}"), &file).await {
+                    Ok(_) if name.ends_with(".m3u8") => hub.live_stored(&id),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(generation = %id, piece = %name, error = %e, "live piece not stored; the stream stops");
+                        broken = true;
+                    }
+                }
             }
             let _ = tokio::fs::remove_file(&file).await;
         }
