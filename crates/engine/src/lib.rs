@@ -162,6 +162,9 @@ pub struct LiveOptions {
     pub publish: PublishFn,
 }
 
+/// The public name of a live stream's playlist (see [`LiveOptions::publish`]).
+pub const LIVE_PLAYLIST: &str = "stream.m3u8";
+
 /// Receives a live stream's files: see [`LiveOptions::publish`].
 pub type PublishFn = Arc<dyn Fn(&str, &Path) + Send + Sync>;
 

@@ -153,23 +153,18 @@ fn decode((cells, anchors): (u32, u32), scores: &[f32], boxes: &[f32]) -> Vec<Fa
     out
 }
 
-fn iou(a: &Face, b: &Face) -> f32 {
-    let (ax0, ay0, ax1, ay1) = (
-        a.bbox[0] - a.bbox[2] / 2.0,
-        a.bbox[1] - a.bbox[3] / 2.0,
-        a.bbox[0] + a.bbox[2] / 2.0,
-        a.bbox[1] + a.bbox[3] / 2.0,
-    );
-    let (bx0, by0, bx1, by1) = (
-        b.bbox[0] - b.bbox[2] / 2.0,
-        b.bbox[1] - b.bbox[3] / 2.0,
-        b.bbox[0] + b.bbox[2] / 2.0,
-        b.bbox[1] + b.bbox[3] / 2.0,
-    );
-    let iw = (ax1.min(bx1) - ax0.max(bx0)).max(0.0);
-    let ih = (ay1.min(by1) - ay0.max(by0)).max(0.0);
+/// Intersection over union of two boxes given as left, top, width, height.
+pub fn overlap(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = ((a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = ((a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1])).max(0.0);
     let inter = iw * ih;
-    inter / (a.bbox[2] * a.bbox[3] + b.bbox[2] * b.bbox[3] - inter).max(1e-9)
+    inter / (a[2] * a[3] + b[2] * b[3] - inter).max(1e-9)
+}
+
+/// [`overlap`] of two faces in model space, whose boxes are centred.
+fn iou(a: &Face, b: &Face) -> f32 {
+    let corners = |f: &Face| [f.bbox[0] - f.bbox[2] / 2.0, f.bbox[1] - f.bbox[3] / 2.0, f.bbox[2], f.bbox[3]];
+    overlap(&corners(a), &corners(b))
 }
 
 /// Weighted non-maximum suppression: overlapping detections of one face are averaged by score.
@@ -217,6 +212,15 @@ mod tests {
 
     fn face(x: f32, score: f32, size: f32) -> Face {
         Face { score, bbox: [x, 0.5, size, size], keypoints: [[x, 0.5]; 6] }
+    }
+
+    #[test]
+    fn overlap_is_intersection_over_union() {
+        let a = [0.0, 0.0, 10.0, 10.0];
+        assert_eq!(overlap(&a, &a), 1.0);
+        assert_eq!(overlap(&a, &[20.0, 0.0, 10.0, 10.0]), 0.0);
+        // Half of each: 50 shared of 150 covered.
+        assert!((overlap(&a, &[5.0, 0.0, 10.0, 10.0]) - 1.0 / 3.0).abs() < 1e-6);
     }
 
     #[test]

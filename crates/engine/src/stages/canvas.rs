@@ -222,7 +222,7 @@ fn in_square_tiles(
         square(rgb, w, (x0, y0), side, &mut tile);
         for f in detector.detect(side, side, &tile)? {
             let f = moved(f, (x0, y0));
-            match found.iter_mut().find(|g| overlap(&g.bbox, &f.bbox) > 0.3) {
+            match found.iter_mut().find(|g| reelsmith_models::face::overlap(&g.bbox, &f.bbox) > 0.3) {
                 Some(g) if g.score < f.score => *g = f,
                 Some(_) => {}
                 None => found.push(f),
@@ -251,14 +251,6 @@ fn moved(mut face: reelsmith_models::face::Face, by: (u32, u32)) -> reelsmith_mo
         k[1] += dy;
     }
     face
-}
-
-/// Intersection over union of two boxes (left, top, width, height).
-fn overlap(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = ((a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = ((a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    inter / (a[2] * a[3] + b[2] * b[3] - inter).max(1e-6)
 }
 
 /// The photo cropped around the face to `aspect` (width / height): head and shoulders, the
@@ -408,15 +400,6 @@ mod tests {
             assert_eq!(closer_look(&detector, w, h, &rgb, face.clone()), face, "{w}x{h}");
             assert!(in_square_tiles(&detector, w, h, &rgb).unwrap().is_empty(), "{w}x{h}");
         }
-    }
-
-    #[test]
-    fn overlap_is_intersection_over_union() {
-        let a = [0.0, 0.0, 10.0, 10.0];
-        assert_eq!(overlap(&a, &a), 1.0);
-        assert_eq!(overlap(&a, &[20.0, 0.0, 10.0, 10.0]), 0.0);
-        // Half of each: 50 shared of 150 covered.
-        assert!((overlap(&a, &[5.0, 0.0, 10.0, 10.0]) - 1.0 / 3.0).abs() < 1e-6);
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl<'a> Live<'a> {
                     }
                     st.playlists_written += 1;
                     let name = format!("playlist-{}.m3u8", st.playlists_written);
-                    if let Err(e) = self.hand_over(&name, "stream.m3u8", st.playlist.as_bytes()) {
+                    if let Err(e) = self.hand_over(&name, crate::LIVE_PLAYLIST, st.playlist.as_bytes()) {
                         tracing::warn!(error = %e, "live playlist not written; the live stream stops here");
                         st.stopped = true;
                     }

@@ -25,7 +25,7 @@ const POLL: Duration = Duration::from_millis(200);
 const MAX_PLAYLIST_BYTES: u64 = 1 << 20;
 
 pub async fn playlist(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let key = format!("{id}/live/stream.m3u8");
+    let key = format!("{id}/live/{}", reelsmith_engine::LIVE_PLAYLIST);
     let deadline = Instant::now() + FIRST_PIECE_WAIT;
     // Subscribed before the first look, so a playlist stored in between is not missed.
     let mut stored = state.hub.subscribe_live();

@@ -228,7 +228,7 @@ async fn live_stream(
         while let Some((name, file)) = rx.recv().await {
             if !broken {
                 match artifacts.put_file(&format!("{id}/live/{name}"), &file).await {
-                    Ok(_) if name.ends_with(".m3u8") => hub.live_stored(&id),
+                    Ok(_) if name == reelsmith_engine::LIVE_PLAYLIST => hub.live_stored(&id),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(generation = %id, piece = %name, error = %e, "live piece not stored; the stream stops");
