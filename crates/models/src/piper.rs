@@ -122,7 +122,7 @@ fn load(dir: &Path, name: &str) -> Result<Voice, ModelError> {
     // Graph optimizations are off: they took 0.28 s of each process's first narration to load
     // the voice (0.09 s without) and made no sentence faster (0.158 s either way).
     let session =
-        crate::open_session_threads(name, "piper", &format!("{name}.onnx"), threads, GraphOptimizationLevel::Disable)?;
+        crate::open_session_mapped(name, "piper", &format!("{name}.onnx"), threads, GraphOptimizationLevel::Disable)?;
     Ok(Voice {
         session: Mutex::new(session),
         ids,
