@@ -40,22 +40,17 @@ echo "== live-720p through the service"
 "$BIN" bench e2e "$OUT/live-720p/assets/storyboard.json" --iterations 1 --out "$OUT/live-720p-e2e.json" \
   --fail-if first_playable_s=2
 
-# The talking photo: 10 s, Piper, blinks, head motion, subtitles; cold. At 720x720 (the example)
-# and at 1280x720 (the same portrait, fitted with a blurred fill). Held to the target itself,
-# 2 s and 400 MB: this 2-core VM meets it on its usual days and misses it on its slow ones
-# (docs/BENCHMARKS.md, 2026-12-07, fourth session).
+# The talking photo: 10 s, Piper, blinks, head motion, subtitles; cold, each run a process of its
+# own, beside the voice alone (`reelsmith speak`) plus FFmpeg encoding its frames from RAM in the
+# same run. At 720x720 (the example) and at 1280x720 (the same portrait, fitted with a blurred
+# fill). The ratio holds from a fast day of this VM to a slow one; the seconds are held to the
+# target itself, 2 s, which this 2-core VM meets on its usual days and misses on its slow ones,
+# when the voice and the encoder alone take longer (docs/BENCHMARKS.md, 2026-12-07).
 talking() {
   local name=$1 spec=$2
   echo "== $name"
-  "$BIN" render -q --no-cache --report "$OUT/$name.json" "$spec" -o "$OUT/$name.mp4"
-  python3 - "$OUT/$name.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"  talking photo: {r['wall_s']:.2f} s for {r['duration_s']:.1f} s of video, peak {r['peak_tree_rss_mb']:.0f} MB")
-over = [f"{name} {value:.2f} > {limit}" for name, value, limit in
-        [("wall_s", r["wall_s"], 2.0), ("peak_tree_rss_mb", r["peak_tree_rss_mb"], 400)] if value > limit]
-sys.exit(f"  over the limit: {', '.join(over)}" if over else 0)
-PY
+  "$BIN" bench talking-photo "$spec" --dir "$OUT/$name" --json "$OUT/$name.json" \
+    --fail-if vs_reference=1.3 --fail-if peak_rss_mb=400 --fail-if wall_s=2
 }
 talking talking-photo-10s examples/talking-photo/talking-photo-10s.json
 talking talking-photo-10s-720p examples/talking-photo/talking-photo-10s-720p.json

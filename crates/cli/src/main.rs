@@ -2,7 +2,9 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_measure;
 mod bench_soak;
+mod bench_talking;
 mod generate;
 mod serve;
 mod tracing_setup;
@@ -132,6 +134,25 @@ enum Command {
         #[arg(long)]
         voice: Option<String>,
     },
+    /// Speak a text with a local voice into a WAV file, to hear a voice before rendering with
+    /// it; prints the sound's length and, with --words, when each word is said.
+    Speak {
+        text: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The speech engine: piper or espeak-ng.
+        #[arg(long, default_value = "piper")]
+        engine: String,
+        /// The engine's voice (default: its first), e.g. en_US-joe-medium or en-us.
+        #[arg(long)]
+        voice: Option<String>,
+        /// 1 is normal; 0.5-2.5.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f32,
+        /// Print each word's start and end, in seconds.
+        #[arg(long)]
+        words: bool,
+    },
     /// Check spec files without rendering.
     Validate { specs: Vec<PathBuf> },
     /// Print the spec's JSON Schema.
@@ -194,6 +215,43 @@ enum CacheAction {
         json: bool,
     },
     Clear,
+}
+
+/// `reelsmith speak`: one synthesis, as a narration of a render would make it (same engines,
+/// same limits), written as a WAV.
+fn speak(text: &str, output: &Path, engine: &str, voice: Option<&str>, speed: f32, words: bool) -> Result<()> {
+    let chars = text.chars().count();
+    if chars > reelsmith_spec::limits::MAX_TEXT_CHARS {
+        anyhow::bail!("the text has {chars} characters; at most {} are spoken", reelsmith_spec::limits::MAX_TEXT_CHARS);
+    }
+    if !(speed.is_finite() && (0.5..=2.5).contains(&speed)) {
+        anyhow::bail!("--speed {speed} is outside 0.5-2.5");
+    }
+    let voices = reelsmith_engine::Voices::detect()?;
+    let speech = voices.get(engine).ok_or_else(|| anyhow::anyhow!(voices.why_not(engine)))?;
+    let voice = match voice {
+        Some(v) => v.to_string(),
+        None => speech.voices()?.into_iter().next().map(|v| v.name).context("the engine has no voice")?,
+    };
+    if !speech.has_voice(&voice) {
+        let have: Vec<String> = speech.voices()?.into_iter().map(|v| v.name).collect();
+        anyhow::bail!("{engine} has no voice {voice:?}; it has: {}", have.join(", "));
+    }
+    let audio = speech.synthesize(&reelsmith_media::tts::TtsRequest { text, voice: &voice, speed, pitch: 1.0 })?;
+    audio.write_wav(output).with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{}: {:.2} s, {} Hz, {} words ({engine} {voice})",
+        output.display(),
+        audio.duration(),
+        audio.sample_rate,
+        audio.words.len()
+    );
+    if words {
+        for w in &audio.words {
+            println!("{:>7.3} {:>7.3}  {}", w.start, w.end, w.word);
+        }
+    }
+    Ok(())
 }
 
 fn main() {
@@ -402,6 +460,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate { prompt, output, storyboard, quiet, cache } => {
             generate::generate_command(prompt, output, storyboard.as_deref(), *quiet, cache)
+        }
+        Command::Speak { text, output, engine, voice, speed, words } => {
+            speak(text, output, engine, voice.as_deref(), *speed, *words)
         }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&reelsmith_spec::json_schema())?);
