@@ -200,9 +200,12 @@ fn open_mapped(
             Err(e) => tracing::warn!(mapped = %mapped.display(), "mapping the model failed: {e}"),
         }
     }
-    // Written under a name of this process's own, then renamed into place: a process that maps
-    // the file meanwhile finds a whole one or none.
-    let tmp = mapped.with_extension(format!("ort.{}.tmp", std::process::id()));
+    // Written under a name of this load's own (two threads of a process may load a voice at
+    // once), then renamed into place: a process that maps the file meanwhile finds a whole one
+    // or none.
+    static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = mapped.with_extension(format!("ort.{}-{n}.tmp", std::process::id()));
     let saving = builder(env, threads, level)
         .and_then(|b| b.with_optimized_model_path(&tmp).map_err(Into::into))
         .and_then(|b| b.with_config_entry("session.save_model_format", "ORT").map_err(Into::into))
@@ -360,6 +363,24 @@ mod tests {
         let (mut session, how) = open_mapped(env, &model, &nowhere, 1, level).unwrap();
         assert_eq!(how, Loaded::Onnx);
         assert!(!speak(&mut session).is_empty());
+    }
+
+    #[test]
+    fn two_threads_loading_a_voice_at_once_each_write_a_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, env, library) = voice_copy(dir.path());
+        let mapped = mapped_model_path(&model, &library).unwrap();
+        let level = GraphOptimizationLevel::Disable;
+        let hows: Vec<Loaded> = std::thread::scope(|s| {
+            let loads: Vec<_> =
+                (0..2).map(|_| s.spawn(|| open_mapped(env, &model, &mapped, 1, level).unwrap().1)).collect();
+            loads.into_iter().map(|l| l.join().unwrap()).collect()
+        });
+        assert!(hows.iter().all(|h| *h != Loaded::Onnx), "{hows:?}");
+        assert!(names(dir.path()).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(dir.path()));
+        let (mut session, how) = open_mapped(env, &model, &mapped, 1, level).unwrap();
+        assert_eq!(how, Loaded::Mapped);
+        assert!(speak(&mut session).len() > 1000);
     }
 
     #[test]
