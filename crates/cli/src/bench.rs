@@ -671,8 +671,7 @@ fn deck_bench(
     eprintln!("render with still slides detected…");
     let still = run("cache-deck", false)?;
     eprintln!("encode-only reference on the same frames…");
-    let raw_dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    let (ref_wall, ref_cpu, _) = encode_only(&out, &raw_dir, w, h, 30)?;
+    let (ref_wall, ref_cpu, _) = encode_only(&out, w, h, 30)?;
     let figures = json!({
         "machine": {"cores": reelsmith_engine::cores()},
         "deck": {"file": name, "slides": draft.pictures.len(), "width": w, "height": h, "seconds": still.duration_s, "frames": still.frames},
@@ -816,8 +815,7 @@ fn render_bench(cmd: &BenchCommand) -> Result<()> {
     eprintln!("cold render of {} scenes at {w}x{h}@{fps}…", scenes);
     let cold = render(&cache, &spec, &out, *jobs, *encoder_threads).context("cold render")?;
     eprintln!("encode-only reference on the same frames…");
-    let raw_dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    let (ref_wall, ref_cpu, ref_peak) = encode_only(&out, &raw_dir, w, h, fps)?;
+    let (ref_wall, ref_cpu, ref_peak) = encode_only(&out, w, h, fps)?;
     eprintln!("identical re-render…");
     let same = render(&cache, &spec, &out, *jobs, *encoder_threads)?;
     eprintln!("re-render after editing one scene's narration…");

@@ -5,7 +5,7 @@
 //! render adds (face, mouth, blinks, head motion, subtitles, sound, joins) to that floor, and,
 //! unlike the absolute seconds, it holds from a fast day of this VM to a slow one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -108,16 +108,17 @@ pub fn run(args: &TalkingPhotoArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding this program")?;
     let video = args.dir.join("talking.mp4");
     let report = args.dir.join("report.json");
-    let raw_dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
 
     let mut runs = vec![];
+    let mut seconds = 0.0;
     for i in 0..args.iterations {
         eprintln!("run {} of {}: cold render, the voice alone, the encoder alone…", i + 1, args.iterations);
         let mut render = Command::new(&exe);
         render.args(["render", "-q", "--no-cache", "--report"]).arg(&report).arg(&args.spec).arg("-o").arg(&video);
         let (render_wall, render_cpu) = timed_child(render, "the render")?;
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-        let peak_rss_mb = r["peak_tree_rss_mb"].as_f64().unwrap_or(f64::NAN);
+        let r: reelsmith_engine::Report = serde_json::from_slice(&std::fs::read(&report)?)?;
+        let peak_rss_mb = r.peak_tree_rss_mb;
+        seconds = r.duration_s;
 
         let (mut speak_wall, mut speak_cpu) = (0.0, 0.0);
         for (n, (engine, voice, speed, text)) in spoken.iter().enumerate() {
@@ -131,10 +132,7 @@ pub fn run(args: &TalkingPhotoArgs) -> Result<()> {
             speak_cpu += c;
         }
 
-        let info = reelsmith_media::ffmpeg::probe(&video)?;
-        let v = info.streams.iter().find(|s| s.codec_type == "video").context("the render has no video stream")?;
-        let fps = spec.output.fps;
-        let (encode_wall, encode_cpu, _) = encode_only(&video, &raw_dir, v.width, v.height, fps)?;
+        let (encode_wall, encode_cpu, _) = encode_only(&video, r.width, r.height, r.fps)?;
         let run = Run { render_wall, render_cpu, peak_rss_mb, speak_wall, speak_cpu, encode_wall, encode_cpu };
         eprintln!(
             "  render {:.2} s ({:.2} CPU-s, {:.0} MB) · voice {:.2} s + encoder {:.2} s = {:.2} s ({:.2} CPU-s) → {:.2}x",
@@ -155,8 +153,6 @@ pub fn run(args: &TalkingPhotoArgs) -> Result<()> {
     let vs_reference = m(&|r| r.render_wall / r.reference_wall());
     let cpu_vs_reference = m(&|r| r.render_cpu / r.reference_cpu().max(1e-9));
     let peak = runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
-    let info = reelsmith_media::ffmpeg::probe(&video)?;
-    let seconds = info.duration;
     println!(
         "Reelsmith talking-photo benchmark — {} ({seconds:.1} s of video), {} cold runs, {} cores",
         args.spec.display(),
